@@ -1,0 +1,1 @@
+"""The deploy pipeline as plain Python. Nothing here imports Django."""

@@ -1,0 +1,95 @@
+"""`python -m deploy.local run|test|prepare` — the embedded stack's entry point.
+
+run      set up the machine, start Redis, the AWS plane, Celery and the web
+         server on 127.0.0.1, and wait until Ctrl-C.
+test     set up the machine, start a private Redis and AWS plane on the test
+         ports, run pytest (extra arguments are passed to it), stop them.
+prepare  only the machine-level setup (packages, engine, QEMU, base images).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from deploy.local import stack
+from deploy.local.common import REPO_ROOT, StackError, say
+from deploy.local.runner import Runner
+
+
+def _wait_healthy(port: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:  # 503: some part still down
+            body = json.load(exc)
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(1)
+    return body
+
+
+def cmd_run() -> int:
+    started = time.monotonic()
+    profile = stack.Profile.for_run()
+    stack.prepare()
+    with Runner(log_dir=profile.dir("log")) as runner:
+        stack.start_infrastructure(runner, profile)
+        stack.start_portal(runner, profile)
+        health = _wait_healthy(profile.web_port)
+        down = {name: c["message"] for name, c in health.get("checks", {}).items() if not c["ok"]}
+        for name, message in down.items():
+            say(f"health: {name} is down: {message}")
+        state = "healthy" if health.get("ok") else "running, but not healthy"
+        say(f"portal {state} at http://127.0.0.1:{profile.web_port}/ after {time.monotonic() - started:.1f} s "
+            "— Ctrl-C stops everything")
+        return runner.wait()
+
+
+def cmd_test(pytest_args: list[str]) -> int:
+    started = time.monotonic()
+    profile = stack.Profile.for_test()
+    timings = stack.prepare()
+    setup_s = time.monotonic() - started
+    with Runner(log_dir=profile.dir("log"), echo=False) as runner:
+        stack.start_infrastructure(runner, profile)
+        say(f"test stack up (Redis :{profile.redis_port}, AWS plane :{profile.aws_port}); "
+            f"service logs in {profile.dir('log')}")
+        env = {**os.environ, **stack.portal_env(profile)}
+        tests_started = time.monotonic()
+        code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=REPO_ROOT)
+        tests_s = time.monotonic() - tests_started
+    images_s = sum(seconds for part, _, seconds in timings if part.startswith("base image"))
+    say(f"phases: setup {setup_s - images_s:.1f} s, base images {images_s:.1f} s, tests {tests_s:.1f} s, "
+        f"total {time.monotonic() - started:.1f} s")
+    return code
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("run", "test", "prepare"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        if argv[0] == "run":
+            return cmd_run()
+        if argv[0] == "test":
+            return cmd_test(argv[1:])
+        stack.prepare()
+        return 0
+    except StackError as exc:
+        print(f"[stack] FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,58 @@
+from django.contrib import admin
+
+from portal.models import AuditEvent, Build, Deployment, DeploymentStep, Function, Membership, WebhookDelivery
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Function)
+class FunctionAdmin(admin.ModelAdmin):
+    list_display = ["name", "architecture", "lambda_name", "alias", "branch", "auto_deploy", "paused_reason"]
+    list_filter = ["architecture", "auto_deploy"]
+    search_fields = ["name", "lambda_name", "repository_url"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Build)
+class BuildAdmin(admin.ModelAdmin):
+    list_display = ["function", "tag", "status", "digest", "size_bytes", "created_at"]
+    list_filter = ["status", "architecture"]
+    search_fields = ["commit_sha", "digest"]
+    readonly_fields = [f.name for f in Build._meta.fields]
+
+
+class DeploymentStepInline(admin.TabularInline):
+    model = DeploymentStep
+    extra = 0
+    can_delete = False
+    readonly_fields = ["position", "name", "status", "started_at", "finished_at", "exit_status", "output"]
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = ["pk", "function", "kind", "trigger", "status", "version", "error_code", "created_at"]
+    list_filter = ["status", "kind", "trigger"]
+    search_fields = ["commit_sha", "function__name"]
+    readonly_fields = [f.name for f in Deployment._meta.fields]
+    inlines = [DeploymentStepInline]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "function", "event_type", "outcome", "detail"]
+    list_filter = ["outcome", "event_type"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "actor_label", "action", "function"]
+    list_filter = ["action"]
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    def has_change_permission(self, request, obj=None):
+        return False

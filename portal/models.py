@@ -1,0 +1,337 @@
+"""Slipway's objects: what to build, what was built, each attempt to ship it.
+
+State changes go through model methods that use conditional UPDATEs: a row
+count other than 1 means another worker (or a cancel, or the sweeper) got
+there first, and the caller backs off instead of overwriting.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+LOG_CAP_BYTES = 256 * 1024
+
+
+class Architecture(models.TextChoices):
+    ARM64 = "arm64", "arm64 (Graviton)"
+    X86_64 = "x86_64", "x86_64"
+
+    @staticmethod
+    def docker_platform(arch: str) -> str:
+        return {"arm64": "linux/arm64", "x86_64": "linux/amd64"}[arch]
+
+    @staticmethod
+    def tag_suffix(arch: str) -> str:
+        return {"arm64": "arm64", "x86_64": "amd64"}[arch]
+
+
+class Function(models.Model):
+    """A Lambda function shipped as a container image: what to build and where it runs."""
+
+    name = models.SlugField(max_length=64, unique=True, help_text="Slipway's name for it, used in URLs and CLI.")
+    description = models.CharField(max_length=200, blank=True)
+    repository_url = models.CharField(max_length=500, help_text="Git URL (https or ssh); a local path in local mode.")
+    branch = models.CharField(max_length=200, default="main", help_text="Pushes to this branch auto-deploy.")
+    context_path = models.CharField(max_length=300, default=".", help_text="Build context inside the repository.")
+    dockerfile_path = models.CharField(max_length=300, default="Dockerfile",
+                                       help_text="Dockerfile, relative to the build context.")
+    build_args = models.JSONField(default=dict, blank=True)
+    architecture = models.CharField(max_length=10, choices=Architecture.choices, default=Architecture.ARM64)
+    ecr_repository = models.CharField(
+        max_length=256,
+        validators=[RegexValidator(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$",
+                                   "lowercase letters, digits, '.', '_', '-' and '/' only")],
+    )
+    lambda_name = models.CharField(
+        max_length=64, validators=[RegexValidator(r"^[A-Za-z0-9_-]+$", "letters, digits, '-' and '_' only")]
+    )
+    alias = models.CharField(max_length=128, default="live",
+                             validators=[RegexValidator(r"^(?!^[0-9]+$)[A-Za-z0-9_-]+$", "not a valid alias")])
+    memory_mb = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(128), MaxValueValidator(10240)])
+    timeout_s = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1), MaxValueValidator(900)])
+    environment = models.JSONField(default=dict, blank=True, help_text="Lambda environment variables.")
+    execution_role_arn = models.CharField(max_length=2048, blank=True,
+                                          help_text="Used by CreateFunction on the first deploy.")
+    smoke_event = models.JSONField(default=dict, blank=True,
+                                   help_text="Invoked on each new version before the alias moves.")
+    webhook_secret_hash = models.CharField(max_length=128, blank=True, editable=False)
+    auto_deploy = models.BooleanField(default=True)
+    paused_reason = models.CharField(max_length=300, blank=True,
+                                     help_text="Set when auto-deploy is paused, e.g. after a rollback.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def docker_platform(self) -> str:
+        return Architecture.docker_platform(self.architecture)
+
+
+class Membership(models.Model):
+    """Who may do what with one function."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"  # edit settings, deploy, roll back
+        DEPLOYER = "deployer", "Deployer"  # deploy and roll back
+        VIEWER = "viewer", "Viewer"  # read only
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["function", "user"], name="one_role_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} of {self.function}"
+
+
+class Build(models.Model):
+    """One image per (function, commit, architecture). Reused, never rebuilt."""
+
+    class Status(models.TextChoices):
+        BUILDING = "building"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="builds")
+    commit_sha = models.CharField(max_length=40, validators=[RegexValidator(r"^[0-9a-f]{40}$", "a full commit SHA")])
+    architecture = models.CharField(max_length=10, choices=Architecture.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.BUILDING)
+    image_uri = models.CharField(max_length=500, blank=True, help_text="repository@sha256:… once pushed")
+    digest = models.CharField(max_length=80, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    platform = models.CharField(max_length=40, blank=True)
+    cache_hits = models.PositiveIntegerField(default=0)
+    cache_misses = models.PositiveIntegerField(default=0)
+    log = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["function", "commit_sha", "architecture"], name="one_build_per_commit_arch")
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.function}:{self.tag}"
+
+    @property
+    def tag(self) -> str:
+        """`3f9c2a1b7d4e-arm64`: immutable, so ECR can refuse to move it."""
+        return f"{self.commit_sha[:12]}-{Architecture.tag_suffix(self.architecture)}"
+
+
+class Deployment(models.Model):
+    """One attempt to make a build live behind the function's alias."""
+
+    class Kind(models.TextChoices):
+        DEPLOY = "deploy"
+        REDEPLOY = "redeploy"
+        ROLLBACK = "rollback"
+
+    class Trigger(models.TextChoices):
+        UI = "ui"
+        WEBHOOK = "webhook"
+        API = "api"
+        CLI = "cli"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        SOURCE = "source", "Fetching source"
+        BUILDING = "building", "Building"
+        PUSHING = "pushing", "Pushing"
+        UPDATING = "updating", "Updating Lambda"
+        WAITING = "waiting", "Waiting for update"
+        PUBLISHING = "publishing", "Publishing version"
+        VERIFYING = "verifying", "Verifying"
+        SHIFTING = "shifting", "Moving alias"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        SUPERSEDED = "superseded"
+
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.SUPERSEDED)
+    RUNNING = (Status.SOURCE, Status.BUILDING, Status.PUSHING, Status.UPDATING, Status.WAITING,
+               Status.PUBLISHING, Status.VERIFYING, Status.SHIFTING)
+    # Up to here nothing has touched the Lambda: a cancel is still clean.
+    CANCELLABLE = (Status.QUEUED, Status.SOURCE, Status.BUILDING, Status.PUSHING)
+
+    class TransitionError(Exception):
+        """A status change that the row's current state does not allow."""
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="deployments")
+    build = models.ForeignKey(Build, on_delete=models.PROTECT, null=True, blank=True, related_name="deployments")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DEPLOY)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    ref = models.CharField(max_length=255, blank=True, help_text="What was asked for: branch, tag or SHA.")
+    commit_sha = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    version = models.CharField(max_length=20, blank=True, help_text="Lambda version this deployment published.")
+    previous_version = models.CharField(max_length=20, blank=True, help_text="Version the alias pointed at before.")
+    target_version = models.CharField(max_length=20, blank=True, help_text="Rollback: the version to put back.")
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["function", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.function} #{self.pk} {self.kind} {self.status}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    def _update(self, allowed, **fields) -> bool:
+        """Conditional UPDATE from one of `allowed` statuses; refresh self on success."""
+        count = Deployment.objects.filter(pk=self.pk, status__in=allowed).update(**fields)
+        if count == 1:
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return count == 1
+
+    def claim(self, first_step: str) -> bool:
+        """Take a queued row for this worker. False: already claimed, cancelled or superseded."""
+        if first_step not in self.RUNNING:
+            raise self.TransitionError(f"{first_step!r} is not a running status")
+        now = timezone.now()
+        return self._update((self.Status.QUEUED,), status=first_step, started_at=now, heartbeat_at=now)
+
+    def advance(self, step: str) -> None:
+        """Move a running deployment to its next step; refuses to leave a terminal status."""
+        if step not in self.RUNNING:
+            raise self.TransitionError(f"{step!r} is not a running status")
+        if not self._update(self.RUNNING, status=step, heartbeat_at=timezone.now()):
+            self.refresh_from_db(fields=["status"])
+            raise self.TransitionError(f"deployment {self.pk} is {self.status}; cannot move to {step}")
+
+    def beat(self) -> None:
+        Deployment.objects.filter(pk=self.pk, status__in=self.RUNNING).update(heartbeat_at=timezone.now())
+
+    def finish(self, status: str, error_code: str = "", error_message: str = "") -> bool:
+        """End the deployment. Only a terminal status is accepted; a row that
+        already ended stays as it is (returns False)."""
+        if status not in self.TERMINAL:
+            raise self.TransitionError(f"finish() needs a terminal status, not {status!r}")
+        non_terminal = self.RUNNING + (self.Status.QUEUED,)
+        return self._update(non_terminal, status=status, error_code=error_code,
+                            error_message=error_message[:4000], finished_at=timezone.now())
+
+    def request_cancel(self) -> bool:
+        """Queued: cancelled at once. Running before the update step: the worker
+        stops at its next step boundary. Later: too late (False)."""
+        if self._update((self.Status.QUEUED,), status=self.Status.CANCELLED, finished_at=timezone.now(),
+                        error_code="cancelled", error_message="cancelled before it started"):
+            return True
+        return self._update(self.CANCELLABLE, cancel_requested=True)
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class DeploymentStep(models.Model):
+    """One pipeline step as it ran: recorded before it starts and after it ends."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=20)
+    position = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    output = models.TextField(blank=True)
+    exit_status = models.IntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["deployment", "position"]
+        constraints = [models.UniqueConstraint(fields=["deployment", "position"], name="one_step_per_position")]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id}/{self.position} {self.name} {self.status}"
+
+    @staticmethod
+    def clean_output(text: str) -> str:
+        """Logs are data: no NUL bytes (Postgres refuses them), capped, head and tail kept."""
+        text = text.replace("\x00", "")
+        if len(text) > LOG_CAP_BYTES:
+            half = LOG_CAP_BYTES // 2
+            text = text[:half] + f"\n… {len(text) - LOG_CAP_BYTES} characters cut …\n" + text[-half:]
+        return text
+
+
+class WebhookDelivery(models.Model):
+    """Every webhook delivery as received, with what Slipway did about it."""
+
+    class Outcome(models.TextChoices):
+        DEPLOYED = "deployed"
+        IGNORED = "ignored"
+        PAUSED = "paused"
+        DUPLICATE = "duplicate"
+        REJECTED = "rejected"
+
+    function = models.ForeignKey(Function, on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="webhook_deliveries")
+    event_uuid = models.CharField(max_length=64, blank=True, db_index=True)
+    event_type = models.CharField(max_length=64, blank=True)
+    headers = models.JSONField(default=dict, help_text="As received, without the token.")
+    body = models.TextField(blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    detail = models.CharField(max_length=500, blank=True)
+    deployment = models.ForeignKey(Deployment, on_delete=models.SET_NULL, null=True, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event_type or 'webhook'} {self.outcome} at {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AuditEvent(models.Model):
+    """Who did what to which function, and when."""
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    actor_label = models.CharField(max_length=150, help_text="Username, or 'webhook', 'cli', 'system'.")
+    function = models.ForeignKey(Function, on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="audit_events")
+    action = models.CharField(max_length=64)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.actor_label} {self.action} {self.function or ''}"
+
+    @classmethod
+    def record(cls, action: str, *, actor=None, actor_label: str = "", function=None, **detail) -> AuditEvent:
+        label = actor_label or (actor.get_username() if actor else "system")
+        return cls.objects.create(action=action, actor=actor, actor_label=label, function=function, detail=detail)

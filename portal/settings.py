@@ -1,0 +1,176 @@
+"""Django settings, read from the environment (see README for every variable).
+
+Defaults are the embedded local stack: SQLite, Redis on 127.0.0.1, the local
+AWS plane. Production sets DATABASE_URL, REDIS_URL, DJANGO_SECRET_KEY and the
+usual AWS variables, and leaves AWS_ENDPOINT_URL unset.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from portal.env import (
+    database_from_url,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STATE_DIR = Path(env_str("SLIPWAY_STATE_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# Local mode: the embedded stack. Allows local git paths as repositories and
+# generates a persistent secret key; never on in production.
+LOCAL_MODE = env_bool("SLIPWAY_LOCAL", False)
+
+
+def _secret_key() -> str:
+    key = env_str("DJANGO_SECRET_KEY")
+    if key:
+        if len(key) < 32:
+            raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 32 characters")
+        return key
+    if not LOCAL_MODE:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is required unless SLIPWAY_LOCAL=1")
+    # One random key per local state directory, kept so sessions survive restarts.
+    path = STATE_DIR / "secret_key"
+    if not path.exists():
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "portal",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": database_from_url("DATABASE_URL", str(STATE_DIR / "slipway.sqlite3"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = STATE_DIR / "static"
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not LOCAL_MODE and not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_choice("SLIPWAY_LOG_LEVEL", "INFO",
+                                                           ("DEBUG", "INFO", "WARNING", "ERROR"))},
+}
+
+# --- Celery -----------------------------------------------------------------
+REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss"))
+# The longest a deployment task may run (a cold arm64 build of a heavy image
+# under QEMU is minutes, not hours). Soft limit first, so the task can record
+# why it stopped; the hard limit kills it.
+TASK_SOFT_TIME_LIMIT = env_int("SLIPWAY_TASK_SOFT_TIME_LIMIT", 1800, minimum=10)
+TASK_TIME_LIMIT = env_int("SLIPWAY_TASK_TIME_LIMIT", TASK_SOFT_TIME_LIMIT + 120, minimum=10)
+if TASK_TIME_LIMIT <= TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured("SLIPWAY_TASK_TIME_LIMIT must be greater than SLIPWAY_TASK_SOFT_TIME_LIMIT")
+# With acks_late, Redis re-delivers an unacknowledged message after the
+# visibility timeout: it must outlast the longest task or a running deployment
+# would be started a second time.
+VISIBILITY_TIMEOUT = TASK_TIME_LIMIT + 600
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None  # state lives in the database rows, not in Celery results
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = False  # a lost worker's row is settled by the sweeper, not re-run
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = TASK_SOFT_TIME_LIMIT
+CELERY_TASK_TIME_LIMIT = TASK_TIME_LIMIT
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "deploys"
+CELERY_TASK_ROUTES = {"slipway.rollback": {"queue": "rollbacks"}, "slipway.sweep": {"queue": "rollbacks"}}
+CELERY_WORKER_SEND_TASK_EVENTS = False
+SWEEP_INTERVAL_SECONDS = env_int("SLIPWAY_SWEEP_INTERVAL", 30, minimum=5)
+# A running deployment whose heartbeat is older than this lost its worker.
+HEARTBEAT_STALE_SECONDS = env_int("SLIPWAY_HEARTBEAT_STALE", 120, minimum=10)
+CELERY_BEAT_SCHEDULE = {
+    "sweep": {"task": "slipway.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)},
+}
+
+# --- AWS and builds -----------------------------------------------------------
+# Unset against real AWS: boto3's own credential chain and region apply.
+AWS_ENDPOINT_URL = env_url("AWS_ENDPOINT_URL", "", schemes=("http", "https"))
+AWS_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
+# The local plane advertises a registry host that is not reachable; this
+# overrides the host:port used to push and pull (empty: use what ECR says).
+SLIPWAY_REGISTRY_HOST = env_str("SLIPWAY_REGISTRY_HOST")
+SLIPWAY_BUILDKIT_DOCKER = env_str("SLIPWAY_BUILDKIT_DOCKER", "/usr/bin/docker")
+# One Docker host per architecture: arm64 builds on a native arm64 machine.
+SLIPWAY_DOCKER_HOSTS = {
+    "arm64": env_str("SLIPWAY_DOCKER_HOST_ARM64", env_str("DOCKER_HOST")),
+    "x86_64": env_str("SLIPWAY_DOCKER_HOST_X86_64", env_str("DOCKER_HOST")),
+}
+# Base images passed as BASE_IMAGE to function builds; empty: the Dockerfile's default.
+SLIPWAY_BASE_IMAGES = {
+    "arm64": env_str("SLIPWAY_BASE_IMAGE_ARM64"),
+    "x86_64": env_str("SLIPWAY_BASE_IMAGE_X86_64"),
+}
+SLIPWAY_PYTHON_VERSION = env_str("SLIPWAY_PYTHON_VERSION")
+SLIPWAY_DEFAULT_EXECUTION_ROLE = env_str("SLIPWAY_DEFAULT_EXECUTION_ROLE")
