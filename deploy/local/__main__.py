@@ -63,7 +63,7 @@ def cmd_test(pytest_args: list[str]) -> int:
         stack.start_infrastructure(runner, profile)
         say(f"test stack up (Redis :{profile.redis_port}, AWS plane :{profile.aws_port}); "
             f"service logs in {profile.dir('log')}")
-        env = {**os.environ, **stack.portal_env(profile)}
+        env = {**os.environ, **stack.portal_env(profile), "DJANGO_SETTINGS_MODULE": "tests.settings"}
         tests_started = time.monotonic()
         code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=REPO_ROOT)
         tests_s = time.monotonic() - tests_started

@@ -1,0 +1,134 @@
+"""Shared cast and stack fixtures.
+
+alice owns the function, bob may deploy it, charlie may only look, dave has
+no access. Integration tests run on the real local stack that
+`python -m deploy.local test` (make test) starts on the test ports.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from deploy.local.common import REPO_ROOT
+
+TEST_LABEL = "slipway.test"
+
+
+@pytest.fixture
+def function(db):
+    from portal.models import Function
+
+    return Function.objects.create(name="hello", repository_url="https://gitlab.example.com/team/hello.git",
+                                   ecr_repository="team/hello", lambda_name="team-hello")
+
+
+@pytest.fixture
+def cast(db, function):
+    """Users by name, with their roles on `function`."""
+    from django.contrib.auth import get_user_model
+
+    from portal.models import Membership
+
+    users = {}
+    for name, role in [("alice", "owner"), ("bob", "deployer"), ("charlie", "viewer"), ("dave", None)]:
+        users[name] = get_user_model().objects.create_user(name, f"{name}@example.org", "password-" + name)
+        if role:
+            Membership.objects.create(function=function, user=users[name], role=role)
+    return users
+
+
+def stack_env(name: str) -> str:
+    """A variable the test stack exports; missing means pytest ran outside `make test`."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: integration tests need the local stack; run them with `make test` "
+                    "(or `python -m deploy.local test -- ARGS`)", pytrace=False)
+    return value
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    return docker.from_env(timeout=300)
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint() -> str:
+    """The local AWS plane as the host sees it."""
+    return stack_env("AWS_ENDPOINT_URL")
+
+
+@pytest.fixture(scope="session")
+def container_aws_endpoint(aws_endpoint) -> str:
+    """The same plane as a container sees it (relayed on the Docker bridge)."""
+    stack_env("SLIPWAY_BRIDGE_GATEWAY")
+    return aws_endpoint.replace("127.0.0.1", "host.docker.internal")
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
+    """Poll `condition` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Private:
+    """A process the test starts for itself and always stops."""
+
+    def __init__(self, args: list[str], env: dict | None = None, log: Path | None = None):
+        self.log = log
+        out = log.open("wb") if log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out,
+                                     stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def private_plane(tmp_path):
+    """A second AWS plane on its own port, never the shared one."""
+    port = free_port()
+    plane = Private(
+        [stack_env("SLIPWAY_MINISTACK_BIN")],
+        env={"BIND_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), "MINISTACK_HOSTNAME": f"slipway-pytest-{port}",
+             "PERSIST_STATE": "0", "TMPDIR": str(tmp_path)},
+        log=tmp_path / "plane.log",
+    )
+    plane.url = f"http://127.0.0.1:{port}"
+    try:
+        from deploy.local.stack import _http_ok
+
+        wait_for(lambda: _http_ok(f"{plane.url}/_ministack/health"), 60, "the private AWS plane")
+        yield plane
+    finally:
+        plane.stop()

@@ -1,0 +1,16 @@
+"""Settings for pytest: the portal's own, in local mode, with a private state dir.
+
+`make test` exports the test stack's variables (Redis, AWS plane); these
+defaults only make a bare `pytest tests/test_models.py` work too.
+"""
+
+import os
+
+from deploy.local.common import REPO_ROOT
+
+os.environ.setdefault("SLIPWAY_LOCAL", "1")
+os.environ.setdefault("SLIPWAY_STATE_DIR", str(REPO_ROOT / "var" / "pytest"))
+
+from portal.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; never in production

@@ -1,0 +1,78 @@
+import pytest
+
+from portal.models import Build, Deployment, DeploymentStep
+
+Status = Deployment.Status
+
+
+@pytest.fixture
+def deployment(function):
+    return Deployment.objects.create(function=function, trigger=Deployment.Trigger.CLI, ref="main")
+
+
+def test_it_claims_a_queued_deployment_only_once(deployment):
+    other = Deployment.objects.get(pk=deployment.pk)  # a second worker's copy
+    assert deployment.claim(Status.SOURCE) is True
+    assert other.claim(Status.SOURCE) is False
+    assert Deployment.objects.get(pk=deployment.pk).started_at is not None
+
+
+def test_finish_refuses_a_non_terminal_status(deployment):
+    deployment.claim(Status.SOURCE)
+    with pytest.raises(Deployment.TransitionError, match="needs a terminal status"):
+        deployment.finish(Status.BUILDING)
+    assert Deployment.objects.get(pk=deployment.pk).status == Status.SOURCE
+
+
+def test_a_terminal_status_cannot_be_left(deployment):
+    deployment.claim(Status.SOURCE)
+    assert deployment.finish(Status.FAILED, "boom", "it broke") is True
+    stale = Deployment.objects.get(pk=deployment.pk)
+    with pytest.raises(Deployment.TransitionError, match="is failed; cannot move to building"):
+        stale.advance(Status.BUILDING)
+    assert stale.claim(Status.SOURCE) is False
+    assert stale.finish(Status.SUCCEEDED) is False
+    assert Deployment.objects.get(pk=deployment.pk).status == Status.FAILED
+
+
+def test_it_advances_through_running_steps_and_records_the_heartbeat(deployment):
+    deployment.claim(Status.SOURCE)
+    before = deployment.heartbeat_at
+    deployment.advance(Status.BUILDING)
+    row = Deployment.objects.get(pk=deployment.pk)
+    assert row.status == Status.BUILDING and row.heartbeat_at >= before
+
+
+def test_cancel_ends_a_queued_deployment_at_once(deployment):
+    assert deployment.request_cancel() is True
+    assert Deployment.objects.get(pk=deployment.pk).status == Status.CANCELLED
+
+
+def test_cancel_of_a_building_deployment_is_a_request_and_too_late_after_update(deployment):
+    deployment.claim(Status.BUILDING)
+    assert deployment.request_cancel() is True
+    row = Deployment.objects.get(pk=deployment.pk)
+    assert (row.status, row.cancel_requested) == (Status.BUILDING, True)
+    deployment.advance(Status.UPDATING)
+    deployment.cancel_requested = False
+    Deployment.objects.filter(pk=deployment.pk).update(cancel_requested=False)
+    assert deployment.request_cancel() is False
+
+
+def test_every_status_is_either_queued_running_or_terminal():
+    assert set(Status) == {Status.QUEUED, *Deployment.RUNNING, *Deployment.TERMINAL}
+
+
+def test_build_tag_is_twelve_characters_of_the_commit_and_the_architecture(function):
+    build = Build(function=function, commit_sha="3f9c2a1b7d4e" + "0" * 28, architecture="arm64")
+    assert build.tag == "3f9c2a1b7d4e-arm64"
+    build.architecture = "x86_64"
+    assert build.tag == "3f9c2a1b7d4e-amd64"
+
+
+def test_step_output_loses_nul_bytes_and_is_capped_keeping_head_and_tail():
+    text = "start\x00" + "x" * 600_000 + "end"
+    clean = DeploymentStep.clean_output(text)
+    assert "\x00" not in clean
+    assert clean.startswith("start") and clean.endswith("end") and len(clean) < 270_000
+    assert "characters cut" in clean

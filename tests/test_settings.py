@@ -1,0 +1,87 @@
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from deploy.local.common import REPO_ROOT
+from portal import env
+
+
+def test_it_reads_booleans(monkeypatch):
+    monkeypatch.setenv("X_FLAG", "Yes")
+    assert env.env_bool("X_FLAG") is True
+    monkeypatch.setenv("X_FLAG", "off")
+    assert env.env_bool("X_FLAG", True) is False
+
+
+def test_it_rejects_a_bad_boolean_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("X_FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match=r"X_FLAG='maybe' is not a boolean"):
+        env.env_bool("X_FLAG")
+
+
+def test_it_rejects_a_non_integer_and_out_of_range_values(monkeypatch):
+    monkeypatch.setenv("X_N", "ten")
+    with pytest.raises(ImproperlyConfigured, match="X_N='ten' is not an integer"):
+        env.env_int("X_N", 1)
+    monkeypatch.setenv("X_N", "3")
+    with pytest.raises(ImproperlyConfigured, match="X_N=3 is below the minimum 10"):
+        env.env_int("X_N", 1, minimum=10)
+
+
+def test_it_rejects_a_url_with_the_wrong_scheme_without_echoing_the_password(monkeypatch):
+    monkeypatch.setenv("X_URL", "http://user:hunter2@host:1/0")
+    with pytest.raises(ImproperlyConfigured) as info:
+        env.env_url("X_URL", schemes=("redis",))
+    assert "X_URL must be a URL with scheme redis" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_it_uses_sqlite_by_default_and_postgres_from_database_url(monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert env.database_from_url("DATABASE_URL", "/tmp/x.db")["ENGINE"] == "django.db.backends.sqlite3"
+    monkeypatch.setenv("DATABASE_URL", "postgres://slip:p%40ss@db.internal:5433/slipway")
+    db = env.database_from_url("DATABASE_URL", "/tmp/x.db")
+    assert (db["ENGINE"], db["HOST"], db["PORT"], db["NAME"], db["USER"], db["PASSWORD"]) == (
+        "django.db.backends.postgresql", "db.internal", "5433", "slipway", "slip", "p@ss")
+
+
+def test_it_rejects_a_postgres_url_without_a_database_name(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgres://slip@db.internal:5432/")
+    with pytest.raises(ImproperlyConfigured, match="names no database"):
+        env.database_from_url("DATABASE_URL", "/tmp/x.db")
+
+
+def _load_settings(**overrides):
+    """Import the real settings module in a clean interpreter with `overrides`."""
+    clean = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "portal.settings", **overrides}
+    return subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=clean, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_settings_refuse_to_start_without_a_secret_key_outside_local_mode():
+    done = _load_settings()
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: DJANGO_SECRET_KEY is required unless SLIPWAY_LOCAL=1" in done.stderr
+
+
+def test_settings_refuse_a_hard_time_limit_below_the_soft_one(tmp_path):
+    done = _load_settings(SLIPWAY_LOCAL="1", SLIPWAY_STATE_DIR=str(tmp_path),
+                          SLIPWAY_TASK_SOFT_TIME_LIMIT="600", SLIPWAY_TASK_TIME_LIMIT="300")
+    assert "SLIPWAY_TASK_TIME_LIMIT must be greater than SLIPWAY_TASK_SOFT_TIME_LIMIT" in done.stderr
+
+
+def test_settings_start_in_local_mode_with_defaults(tmp_path):
+    done = _load_settings(SLIPWAY_LOCAL="1", SLIPWAY_STATE_DIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_celery_visibility_timeout_outlasts_the_longest_task(settings):
+    from workers.celery import app
+
+    assert app.conf.task_acks_late is True
+    assert app.conf.worker_prefetch_multiplier == 1
+    for options in (app.conf.broker_transport_options, app.conf.result_backend_transport_options):
+        assert options["visibility_timeout"] > app.conf.task_time_limit > app.conf.task_soft_time_limit
