@@ -30,7 +30,8 @@ class Service:
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
-    ready: Callable[[], bool] | None = None  # None: ready once started
+    ready: Callable[[], bool] | None = None  # None: ready when still alive after `settle` seconds
+    settle: float = 1.5
     ready_timeout: float = 60
     stop_timeout: float = 10
     fix: str = ""  # what to tell the user when it fails to start
@@ -58,14 +59,15 @@ class Runner:
         tail: deque = deque(maxlen=20)
         self.procs.append((service, proc, tail))
         threading.Thread(target=self._pump, args=(service, proc, tail, colour), daemon=True).start()
-        deadline = time.monotonic() + service.ready_timeout
+        started = time.monotonic()
+        deadline = started + service.ready_timeout
         while True:
             if proc.poll() is not None:
                 time.sleep(0.2)  # let the pump read the last lines
                 last = next((line for line in reversed(tail) if line.strip()), "(no output)")
                 raise StackError(f"{service.name} exited with {proc.returncode} while starting: {last.strip()}",
                                  service.fix)
-            if service.ready is None or service.ready():
+            if service.ready() if service.ready else time.monotonic() - started >= service.settle:
                 return
             if time.monotonic() > deadline:
                 raise StackError(f"{service.name} not ready after {service.ready_timeout:.0f} s", service.fix)
