@@ -76,16 +76,22 @@ def env_url(name: str, default: str = "", *, schemes: tuple[str, ...]) -> str:
     return value
 
 
+# Web and workers write concurrently: WAL lets readers run beside a writer, and
+# IMMEDIATE transactions take the write lock up front instead of failing late.
+_SQLITE_OPTIONS = {"timeout": 20, "transaction_mode": "IMMEDIATE",
+                   "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+
+
 def database_from_url(name: str, default_sqlite_path: str) -> dict:
     """SQLite by default; Postgres when `name` (DATABASE_URL) is set."""
     url = env_url(name, schemes=("postgres", "postgresql", "sqlite"))
     if not url:
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": default_sqlite_path,
-                "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"}}
+                "OPTIONS": _SQLITE_OPTIONS}
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": parts.path or default_sqlite_path,
-                "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"}}
+                "OPTIONS": _SQLITE_OPTIONS}
     dbname = parts.path.lstrip("/")
     if not dbname:
         raise ImproperlyConfigured(f"{name} names no database (postgres://user:pass@host:5432/DBNAME)")

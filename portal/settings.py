@@ -174,3 +174,7 @@ SLIPWAY_BASE_IMAGES = {
 }
 SLIPWAY_PYTHON_VERSION = env_str("SLIPWAY_PYTHON_VERSION")
 SLIPWAY_DEFAULT_EXECUTION_ROLE = env_str("SLIPWAY_DEFAULT_EXECUTION_ROLE")
+
+# Test-only fault injection at the boto3 seam (deploy/aws.py); refused otherwise.
+if env_str("SLIPWAY_FAULTS_FILE") and not env_bool("SLIPWAY_TESTING", False):
+    raise ImproperlyConfigured("SLIPWAY_FAULTS_FILE is a test-only switch; it is refused without SLIPWAY_TESTING=1")

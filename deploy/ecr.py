@@ -1,0 +1,152 @@
+"""ECR: repositories with immutable tags, login, push, and what a tag holds.
+
+Tags are `<sha12>-<arch>` and never move: a tag that ECR already holds is
+that commit's image, so build and push are skipped ("build once, deploy
+many"). Lambda is always pointed at `repository@digest`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from deploy import aws
+from deploy.errors import AppError, UserError
+
+MANIFEST_LISTS = (
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+DOCKER_ARCH = {"arm64": "arm64", "x86_64": "amd64"}
+
+
+@dataclass
+class Image:
+    repository: str
+    tag: str
+    digest: str
+    size: int
+    media_type: str
+
+
+def _aws_error(exc: Exception, doing: str) -> AppError:
+    if isinstance(exc, ClientError):
+        code = exc.response["Error"]["Code"]
+        return AppError(f"ecr-{code}", f"{doing}: {exc.response['Error'].get('Message', code)}",
+                        retryable=code in ("ThrottlingException", "ServerException", "LimitExceededException"))
+    return AppError("aws-unreachable", f"{doing}: {exc}")
+
+
+def ensure_repository(name: str) -> str:
+    """The repository's URI; created with immutable tags if missing."""
+    ecr = aws.client("ecr")
+    try:
+        return ecr.describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryUri"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "RepositoryNotFoundException":
+            raise _aws_error(exc, f"describing ECR repository {name}") from None
+    except BotoCoreError as exc:
+        raise _aws_error(exc, f"describing ECR repository {name}") from None
+    try:
+        created = ecr.create_repository(repositoryName=name, imageTagMutability="IMMUTABLE",
+                                        imageScanningConfiguration={"scanOnPush": True})
+        return created["repository"]["repositoryUri"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "RepositoryAlreadyExistsException":  # created meanwhile
+            return ecr.describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryUri"]
+        raise _aws_error(exc, f"creating ECR repository {name}") from None
+    except BotoCoreError as exc:
+        raise _aws_error(exc, f"creating ECR repository {name}") from None
+
+
+def find(repository: str, *, tag: str = "", digest: str = "") -> Image | None:
+    """What ECR holds under `tag` (or `digest`); None when it holds nothing."""
+    image_id = {"imageTag": tag} if tag else {"imageDigest": digest}
+    try:
+        details = aws.client("ecr").describe_images(repositoryName=repository, imageIds=[image_id])["imageDetails"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("ImageNotFoundException", "RepositoryNotFoundException"):
+            return None
+        raise _aws_error(exc, f"looking up {repository}:{tag or digest}") from None
+    except BotoCoreError as exc:
+        raise _aws_error(exc, f"looking up {repository}:{tag or digest}") from None
+    if not details:
+        return None
+    found = details[0]
+    return Image(repository, tag, found["imageDigest"], int(found.get("imageSizeInBytes", 0)),
+                 found.get("imageManifestMediaType", ""))
+
+
+def count_images(repository: str) -> int:
+    pages = aws.client("ecr").get_paginator("list_images").paginate(repositoryName=repository)
+    return sum(len(page["imageIds"]) for page in pages)
+
+
+def registry_host(repository_uri: str, override: str = "") -> str:
+    """Where to push and pull: ECR's host, or the configured override (the local
+    plane advertises a host nobody can reach)."""
+    return override or repository_uri.split("/", 1)[0]
+
+
+def image_uri(repository_uri: str, digest: str, override: str = "") -> str:
+    return f"{registry_host(repository_uri, override)}/{repository_uri.split('/', 1)[1]}@{digest}"
+
+
+def login(docker, host: str) -> None:
+    try:
+        data = aws.client("ecr").get_authorization_token()["authorizationData"][0]
+    except (ClientError, BotoCoreError) as exc:
+        raise _aws_error(exc, "getting an ECR authorization token") from None
+    username, password = base64.b64decode(data["authorizationToken"]).decode().split(":", 1)
+    try:
+        docker.login(username=username, password=password, registry=host, reauth=True)
+    except Exception as exc:  # docker.errors.APIError or a connection error
+        raise AppError("registry-login-failed", f"docker login to {host} failed: {exc}") from None
+
+
+def check_architecture(docker, local_tag: str, architecture: str) -> dict:
+    """Refuse an image whose architecture is not the function's (Lambda would
+    fail at invoke time, long after the alias moved)."""
+    attrs = docker.images.get(local_tag).attrs
+    wanted = DOCKER_ARCH[architecture]
+    if attrs.get("Architecture") != wanted:
+        raise UserError("architecture-mismatch",
+                        f"the image is built for {attrs.get('Os')}/{attrs.get('Architecture')} but the function "
+                        f"runs on {architecture}; check FROM --platform in the Dockerfile's final stage")
+    return attrs
+
+
+def push(docker, local_tag: str, repository_uri: str, tag: str, *, host_override: str = "",
+         on_line: Callable[[str], None]) -> Image:
+    """Push `local_tag` as `repository:tag` and return what ECR then holds."""
+    host = registry_host(repository_uri, host_override)
+    remote = f"{host}/{repository_uri.split('/', 1)[1]}"
+    docker.images.get(local_tag).tag(remote, tag)
+    digest = ""
+    try:
+        for event in docker.images.push(remote, tag=tag, stream=True, decode=True):
+            if "error" in event:
+                raise AppError("push-failed", f"pushing {remote}:{tag} failed: {event['error']}")
+            if "aux" in event and event["aux"].get("Digest"):
+                digest = event["aux"]["Digest"]
+            elif event.get("status") and not event.get("progressDetail"):
+                on_line(f"{event.get('id', '')} {event['status']}".strip())
+    except AppError:
+        raise
+    except Exception as exc:
+        raise AppError("registry-unreachable", f"pushing to {host} failed: {exc}") from None
+    finally:
+        try:
+            docker.images.remove(f"{remote}:{tag}", noprune=True)
+        except Exception:
+            pass
+    repository = repository_uri.split("/", 1)[1]
+    image = find(repository, tag=tag)
+    if image is None or (digest and image.digest != digest):
+        raise AppError("push-unverified", f"ECR does not hold {repository}:{tag} at {digest} after the push")
+    if image.media_type in MANIFEST_LISTS:
+        raise UserError("manifest-list", f"{repository}:{tag} is a manifest list; Lambda needs a single image")
+    return image

@@ -1,0 +1,166 @@
+"""Fetch a repository at an exact commit into a workspace.
+
+One bare mirror per repository URL is kept and fetched into (cheap after the
+first time); each deployment gets its own export of the commit, removed when
+the deployment's step ends. URLs, refs and paths are validated before git sees
+them: no `ext::` transports, nothing that git could read as an option, no
+path outside the checkout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path, PurePosixPath
+
+from deploy.errors import AppError, UserError
+
+_REMOTE = re.compile(r"^(https://[^\s/@]+(:\d+)?/\S+|ssh://[^\s/]+/\S+|git@[A-Za-z0-9.-]+:[^\s]+)$")
+_REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/+-]{1,200}(?<!\.lock)(?<![./])$")
+_SHA = re.compile(r"^[0-9a-f]{7,40}$")
+GIT_TIMEOUT = 300
+
+
+def validate_repository_url(url: str, *, allow_local: bool) -> str:
+    """https://, ssh:// or scp-like git@host:path; a local path only in local mode."""
+    url = url.strip()
+    if not url or url.startswith("-") or "::" in url.split("/")[0]:
+        raise UserError("bad-repository-url", f"{url!r} is not an allowed repository URL")
+    if _REMOTE.match(url):
+        return url
+    local = url[len("file://"):] if url.startswith("file://") else url
+    if local.startswith("/"):
+        if not allow_local:
+            raise UserError("bad-repository-url", "local repository paths are only allowed in local mode")
+        if not Path(local).is_dir():
+            raise UserError("bad-repository-url", f"{local} is not a directory")
+        return local
+    raise UserError("bad-repository-url",
+                    f"{url!r} is not an allowed repository URL (use https://, ssh:// or git@host:path)")
+
+
+def validate_ref(ref: str) -> str:
+    if not _REF.match(ref or ""):
+        raise UserError("bad-ref", f"{ref!r} is not a valid branch, tag or commit")
+    return ref
+
+
+def validate_subpath(path: str, what: str) -> str:
+    """A relative path that stays inside the checkout."""
+    pure = PurePosixPath(path or ".")
+    if pure.is_absolute() or ".." in pure.parts or "\\" in str(path) or "\x00" in str(path):
+        raise UserError("bad-path", f"{what} {path!r} must be a relative path inside the repository")
+    return str(pure)
+
+
+def _git(args: list[str], *, cwd: Path | None = None, allow_file: bool = False) -> str:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "GIT_TERMINAL_PROMPT": "0",
+        # git itself refuses ext::, fd:: and anything else not listed.
+        "GIT_ALLOW_PROTOCOL": "https:ssh:file" if allow_file else "https:ssh",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    if os.environ.get("GIT_SSH_COMMAND"):
+        env["GIT_SSH_COMMAND"] = os.environ["GIT_SSH_COMMAND"]
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise AppError("git-timeout", f"git {args[0]} took longer than {GIT_TIMEOUT} s") from None
+    if done.returncode != 0:
+        raise _GitFailed(done.stderr.strip()[-1000:])
+    return done.stdout
+
+
+class _GitFailed(Exception):
+    pass
+
+
+def mirror_path(root: Path, url: str) -> Path:
+    return root / "mirrors" / (hashlib.sha256(url.encode()).hexdigest()[:20] + ".git")
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def fetch(url: str, root: Path, *, allow_local: bool) -> Path:
+    """Update (or create) the bare mirror of `url`; returns its path."""
+    url = validate_repository_url(url, allow_local=allow_local)
+    mirror = mirror_path(root, url)
+    with _locked(mirror):
+        try:
+            if not (mirror / "HEAD").exists():
+                _git(["init", "--bare", "--quiet", str(mirror)])
+            _git(["fetch", "--quiet", "--prune", "--force", "--no-write-fetch-head", "--", url,
+                  "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], cwd=mirror, allow_file=allow_local)
+        except _GitFailed as exc:
+            raise AppError("git-fetch-failed", f"could not fetch {url}: {exc}") from None
+    return mirror
+
+
+def resolve(mirror: Path, ref: str) -> str:
+    """The full commit SHA that `ref` (branch, tag or SHA) names in the mirror."""
+    validate_ref(ref)
+    candidates = [ref] if _SHA.match(ref) else [f"refs/heads/{ref}", f"refs/tags/{ref}", ref]
+    for candidate in candidates:
+        try:
+            return _git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{candidate}^{{commit}}"],
+                        cwd=mirror).strip()
+        except _GitFailed:
+            continue
+    raise UserError("ref-not-found", f"{ref!r} is not a branch, tag or commit of the repository")
+
+
+def export(mirror: Path, sha: str, dest: Path) -> Path:
+    """Write the tree of commit `sha` into `dest` (no .git, no path escapes)."""
+    if not re.fullmatch(r"[0-9a-f]{40}", sha):
+        raise UserError("bad-ref", f"{sha!r} is not a full commit SHA")
+    dest.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(["git", "archive", "--format=tar", sha], cwd=mirror, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+            archive.extractall(dest, filter="data")  # refuses absolute paths, .. and links leaving dest
+    except tarfile.TarError as exc:
+        raise UserError("bad-checkout", f"the commit's tree cannot be checked out safely: {exc}") from None
+    finally:
+        stderr = proc.stderr.read().decode(errors="replace")
+        proc.wait()
+    if proc.returncode != 0:
+        raise AppError("git-archive-failed", stderr.strip()[-500:] or f"git archive exited {proc.returncode}")
+    return dest
+
+
+@contextlib.contextmanager
+def workspace(root: Path, name: str):
+    """A directory for one deployment's checkout, always removed afterwards."""
+    path = root / "workspaces" / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def inside(base: Path, relative: str, what: str) -> Path:
+    """`base/relative`, refusing symlinks that lead out of `base`."""
+    target = (base / validate_subpath(relative, what)).resolve()
+    if not target.is_relative_to(base.resolve()):
+        raise UserError("bad-path", f"{what} {relative!r} leads outside the repository")
+    if not target.exists():
+        raise UserError("bad-path", f"{what} {relative!r} does not exist at this commit")
+    return target

@@ -1,0 +1,33 @@
+"""Follow a deployment from the command line: print steps and output as they run."""
+
+import time
+
+from portal.models import Deployment, DeploymentStep
+
+
+def follow(deployment: Deployment, write, timeout: float = 3600) -> Deployment:
+    seen: dict[int, int] = {}  # step id -> characters of output printed
+    deadline = time.monotonic() + timeout
+    while True:
+        deployment.refresh_from_db()
+        for step in DeploymentStep.objects.filter(deployment=deployment).order_by("position"):
+            if step.pk not in seen:
+                write(f"==> {step.name}")
+                seen[step.pk] = 0
+            new = step.output[seen[step.pk]:]
+            if new:
+                for line in new.rstrip("\n").split("\n"):
+                    write(f"    {line}")
+                seen[step.pk] = len(step.output)
+        if deployment.is_terminal or time.monotonic() > deadline:
+            return deployment
+        time.sleep(0.5)
+
+
+def summary(deployment: Deployment) -> str:
+    text = f"deployment #{deployment.pk} ({deployment.kind}) {deployment.status}"
+    if deployment.version:
+        text += f": version {deployment.version}"
+    if deployment.error_code:
+        text += f" [{deployment.error_code}] {deployment.error_message}"
+    return text

@@ -1,0 +1,32 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from portal.management.commands._progress import follow, summary
+from portal.models import Deployment, Function
+from portal.services import RequestRefused, request_deploy
+
+
+class Command(BaseCommand):
+    help = "Deploy a function at a ref or commit (default: its branch)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("function", help="the function's name")
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument("--ref", default="", help="branch or tag")
+        group.add_argument("--commit", default="", help="full 40-character commit SHA")
+        parser.add_argument("--wait", action="store_true", help="follow the steps until the deployment ends")
+
+    def handle(self, *args, **options):
+        function = Function.objects.filter(name=options["function"]).first()
+        if function is None:
+            raise CommandError(f"no function named {options['function']!r}")
+        try:
+            deployment = request_deploy(function, trigger=Deployment.Trigger.CLI, ref=options["ref"],
+                                        commit=options["commit"])
+        except RequestRefused as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"queued deployment #{deployment.pk} of {function.name} at {deployment.ref}")
+        if options["wait"]:
+            deployment = follow(deployment, self.stdout.write)
+            self.stdout.write(summary(deployment))
+            if deployment.status != Deployment.Status.SUCCEEDED:
+                raise CommandError(summary(deployment))

@@ -1,0 +1,29 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from portal.management.commands._progress import follow, summary
+from portal.models import Deployment, Function
+from portal.services import RequestRefused, request_rollback
+
+
+class Command(BaseCommand):
+    help = "Put an earlier release back behind the alias, without rebuilding."
+
+    def add_arguments(self, parser):
+        parser.add_argument("function", help="the function's name")
+        parser.add_argument("--to", default="", help="version number or commit SHA (default: the previous release)")
+        parser.add_argument("--no-wait", action="store_true", help="return once queued")
+
+    def handle(self, *args, **options):
+        function = Function.objects.filter(name=options["function"]).first()
+        if function is None:
+            raise CommandError(f"no function named {options['function']!r}")
+        try:
+            rollback = request_rollback(function, trigger=Deployment.Trigger.CLI, to=options["to"])
+        except RequestRefused as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"queued rollback #{rollback.pk} of {function.name} to version {rollback.target_version}")
+        if not options["no_wait"]:
+            rollback = follow(rollback, self.stdout.write)
+            self.stdout.write(summary(rollback))
+            if rollback.status != Deployment.Status.SUCCEEDED:
+                raise CommandError(summary(rollback))

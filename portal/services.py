@@ -1,0 +1,96 @@
+"""Requests that start work: a row first, the task after commit.
+
+Shared by the web UI, the API, webhooks and manage.py, so every entry point
+validates the same way and leaves the same trail.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.db import transaction
+from django.utils import timezone
+
+from deploy.source import validate_ref
+from portal.models import AuditEvent, Deployment, Function
+
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class RequestRefused(Exception):
+    """The request cannot be accepted; the message says why."""
+
+
+def _actor(user, trigger: str) -> dict:
+    return {"actor": user, "actor_label": user.get_username() if user else trigger}
+
+
+def request_deploy(function: Function, *, trigger: str, user=None, ref: str = "", commit: str = "") -> Deployment:
+    """Queue a deploy of `ref` (branch/tag) or `commit` (full SHA); default: the function's branch."""
+    from workers.pipeline import dispatch
+
+    if ref and commit:
+        raise RequestRefused("give a ref or a commit, not both")
+    if commit and not _FULL_SHA.match(commit):
+        raise RequestRefused(f"{commit!r} is not a full 40-character commit SHA")
+    try:
+        validate_ref(ref or commit or function.branch)
+    except Exception as exc:
+        raise RequestRefused(str(getattr(exc, "message", exc))) from None
+    with transaction.atomic():
+        deployment = Deployment.objects.create(function=function, trigger=trigger, requested_by=user,
+                                               ref=ref or commit or function.branch, commit_sha=commit)
+        AuditEvent.record("deployment.requested", function=function, deployment=deployment.pk,
+                          ref=deployment.ref, trigger=trigger, **_actor(user, trigger))
+        transaction.on_commit(lambda: dispatch(function.pk))
+    return deployment
+
+
+def rollback_target(function: Function, *, to: str = "") -> Deployment:
+    """The successful deployment to put back: by version number, by commit SHA
+    prefix, or (default) the one live before the current one."""
+    done = (Deployment.objects.filter(function=function, status=Deployment.Status.SUCCEEDED, build__isnull=False)
+            .exclude(version="").select_related("build").order_by("-finished_at", "-pk"))
+    if to:
+        if to.isdigit():
+            target = done.filter(version=to).first()
+        elif re.fullmatch(r"[0-9a-f]{7,40}", to):
+            target = done.filter(commit_sha__startswith=to).first()
+        else:
+            raise RequestRefused(f"{to!r} is neither a version number nor a commit SHA")
+        if target is None:
+            raise RequestRefused(f"no successful deployment of {function.name} matches {to!r}")
+        return target
+    live = done.first()
+    if live is None:
+        raise RequestRefused(f"{function.name} has no successful deployment to roll back from")
+    target = done.exclude(version=live.version).first()
+    if target is None:
+        raise RequestRefused(f"{function.name} has no earlier release than version {live.version}")
+    return target
+
+
+def request_rollback(function: Function, *, trigger: str, user=None, to: str = "") -> Deployment:
+    """Queue a rollback; it supersedes queued deploys, stops running ones before
+    their shift, and pauses auto-deploy until someone resumes it."""
+    from workers.pipeline import dispatch
+
+    target = rollback_target(function, to=to)
+    with transaction.atomic():
+        rollback = Deployment.objects.create(
+            function=function, kind=Deployment.Kind.ROLLBACK, trigger=trigger, requested_by=user,
+            ref=target.commit_sha, commit_sha=target.commit_sha, build=target.build, target_version=target.version,
+        )
+        pending = Deployment.objects.filter(function=function).exclude(pk=rollback.pk).exclude(
+            kind=Deployment.Kind.ROLLBACK)
+        pending.filter(status=Deployment.Status.QUEUED).update(
+            status=Deployment.Status.SUPERSEDED, superseded_by=rollback, finished_at=timezone.now(),
+            error_code="superseded", error_message=f"rollback #{rollback.pk} replaced it")
+        pending.filter(status__in=Deployment.RUNNING).update(superseded_by=rollback)
+        who = user.get_username() if user else trigger
+        Function.objects.filter(pk=function.pk).update(
+            paused_reason=f"rolled back to version {target.version} by {who}; resume auto-deploy when fixed")
+        AuditEvent.record("deployment.rollback_requested", function=function, deployment=rollback.pk,
+                          to_version=target.version, commit=target.commit_sha, **_actor(user, trigger))
+        transaction.on_commit(lambda: dispatch(function.pk))
+    return rollback

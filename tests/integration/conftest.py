@@ -1,0 +1,161 @@
+"""Fixtures for pipeline tests: a real Celery worker, a fixture function in a
+local git repository, and cleanup of everything they create in Docker and in
+the local AWS plane."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy import aws
+from tests.conftest import REPO_ROOT, TEST_LABEL, stack_env, wait_for
+
+DOCKERFILE = """\
+ARG BASE_IMAGE=public.ecr.aws/lambda/python:3.12
+FROM ${BASE_IMAGE}
+COPY app.py ${LAMBDA_TASK_ROOT}/
+CMD ["app.handler"]
+"""
+APP = """\
+def handler(event, context):
+    if event.get("fail"):
+        return {{"error": {{"code": "smoke", "message": "asked to fail"}}}}
+    return {{"release": "{release}", "echo": event}}
+"""
+
+
+class Repo:
+    """A git repository on disk, committed to with plain git."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.mkdir(parents=True)
+        self.git("init", "--quiet", "--initial-branch=main")
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=Slipway Tests", "-c", "user.email=tests@example.org",
+                               *args], cwd=self.path, check=True, capture_output=True, text=True).stdout.strip()
+
+    def commit(self, message: str, files: dict[str, str]) -> str:
+        for name, text in files.items():
+            (self.path / name).write_text(text)
+        self.git("add", "-A")
+        self.git("commit", "--quiet", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def release(self, release: str, dockerfile: str = DOCKERFILE) -> str:
+        return self.commit(f"release {release}", {"Dockerfile": dockerfile, "app.py": APP.format(release=release)})
+
+
+class Worker:
+    """A real Celery worker process on the test stack, restartable and killable."""
+
+    def __init__(self, log: Path, faults: Path):
+        self.log, self.faults, self.proc, self.node = log, faults, None, ""
+
+    def start(self) -> None:
+        self.node = f"slipway-pytest-{os.getpid()}-{int(time.time())}@localhost"
+        env = {**os.environ, "SLIPWAY_WORKER_FOR_TESTS": "1", "SLIPWAY_TESTING": "1",
+               "SLIPWAY_FAULTS_FILE": str(self.faults), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "deploys,rollbacks", "-c", "2",
+             "-n", self.node, "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
+            env=env, cwd=REPO_ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        from workers.celery import app
+
+        wait_for(lambda: app.control.ping(destination=[self.node], timeout=0.5), 60, "the test worker to start")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker: main process and pool children, as a host crash would."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def faults(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("faults") / "faults.json"
+    path.write_text("[]")
+    return path
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker, faults, tmp_path_factory):
+    stack_env("REDIS_URL")
+    proc = Worker(tmp_path_factory.mktemp("worker") / "worker.log", faults)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def inject(faults):
+    """Write faults for the worker's boto3 seam; cleared after the test."""
+    def write(*entries: dict) -> None:
+        faults.write_text(json.dumps(list(entries)))
+    yield write
+    faults.write_text("[]")
+
+
+@pytest.fixture
+def repo(tmp_path) -> Repo:
+    return Repo(tmp_path / "repo")
+
+
+@pytest.fixture
+def fixture_function(transactional_db, repo, unique, docker_client):
+    """A tiny arm64 function on the local base image, removed from the plane afterwards."""
+    from portal.models import Function
+
+    function = Function.objects.create(
+        name=f"fx-{unique}", repository_url=str(repo.path), ecr_repository=f"slipway-test/fx-{unique}",
+        lambda_name=f"slipway-test-fx-{unique}", memory_mb=256, timeout_s=30, smoke_event={"smoke": True},
+        execution_role_arn="arn:aws:iam::000000000000:role/slipway-test",
+    )
+    yield function
+    aws.reset()
+    lam, ecr = aws.client("lambda"), aws.client("ecr")
+    for cleanup in (lambda: lam.delete_function(FunctionName=function.lambda_name),
+                    lambda: ecr.delete_repository(repositoryName=function.ecr_repository, force=True)):
+        try:
+            cleanup()
+        except Exception:
+            pass
+    for image in docker_client.images.list(filters={"label": f"slipway.function={function.name}"}):
+        try:
+            docker_client.images.remove(image.id, force=True)
+        except Exception:
+            pass
+
+
+def wait_done(deployment, timeout: float = 240):
+    def done():
+        deployment.refresh_from_db()
+        return deployment.is_terminal
+    wait_for(done, timeout, f"deployment #{deployment.pk} to end", interval=0.5)
+    return deployment
+
+
+def invoke_live(function) -> dict:
+    from deploy import lambdas
+
+    error, result = lambdas.invoke(function.lambda_name, function.alias, {"probe": 1})
+    assert not error, result
+    return result
+
+
+__all__ = ["Repo", "Worker", "wait_done", "invoke_live", "TEST_LABEL"]

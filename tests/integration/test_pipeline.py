@@ -1,0 +1,64 @@
+"""The deploy pipeline end to end on the real local stack: a Celery worker
+process, Docker with BuildKit, Redis and the local AWS plane."""
+
+import pytest
+
+from deploy import aws, ecr
+from portal.models import Deployment
+from portal.services import request_deploy, request_rollback
+from tests.integration.conftest import invoke_live, wait_done
+
+pytestmark = pytest.mark.integration
+Status = Deployment.Status
+PIPELINE = ["source", "build", "push", "update", "wait", "publish", "verify", "shift"]
+
+
+def steps(deployment) -> list[tuple[str, str]]:
+    return [(s.name, s.status) for s in deployment.steps.order_by("position")]
+
+
+def test_first_deploy_creates_the_lambda_and_the_alias_serves_it(worker, fixture_function, repo):
+    sha = repo.release("one")
+    deployment = wait_done(request_deploy(fixture_function, trigger="cli"))
+    assert (deployment.status, deployment.error_message) == (Status.SUCCEEDED, "")
+    assert deployment.commit_sha == sha and deployment.version == "1"
+    assert steps(deployment) == [(name, "succeeded") for name in PIPELINE]
+    assert deployment.build.tag == f"{sha[:12]}-arm64" and deployment.build.digest.startswith("sha256:")
+    assert deployment.build.platform == "linux/arm64"
+    assert invoke_live(fixture_function) == {"release": "one", "echo": {"probe": 1}}
+    published = aws.client("lambda").get_function(FunctionName=fixture_function.lambda_name, Qualifier="1")
+    assert published["Code"]["ImageUri"].endswith(f"@{deployment.build.digest}")
+    assert sha[:12] in published["Configuration"]["Description"]
+
+
+def test_new_commit_goes_live_and_rollback_restores_the_old_one_without_a_build(
+        worker, fixture_function, repo, docker_client):
+    repo.release("one")
+    first = wait_done(request_deploy(fixture_function, trigger="cli"))
+    repo.release("two")
+    second = wait_done(request_deploy(fixture_function, trigger="cli"))
+    assert second.status == Status.SUCCEEDED, second.error_message
+    assert invoke_live(fixture_function)["release"] == "two"
+    images_before = ecr.count_images(fixture_function.ecr_repository)
+    local_before = sorted(image.id for image in docker_client.images.list())
+
+    rollback = wait_done(request_rollback(fixture_function, trigger="cli"))
+
+    assert rollback.status == Status.SUCCEEDED, rollback.error_message
+    assert invoke_live(fixture_function)["release"] == "one"
+    assert rollback.version == first.version and rollback.previous_version == second.version
+    assert [name for name, _ in steps(rollback)] == ["check", "shift"]
+    assert ecr.count_images(fixture_function.ecr_repository) == images_before
+    assert sorted(image.id for image in docker_client.images.list()) == local_before
+    assert rollback.duration is not None
+    print(f"rollback took {rollback.duration.total_seconds():.2f} s")
+    fixture_function.refresh_from_db()
+    assert "rolled back to version 1" in fixture_function.paused_reason
+
+
+def test_redeploying_a_built_commit_skips_build_and_push(worker, fixture_function, repo):
+    sha = repo.release("one")
+    wait_done(request_deploy(fixture_function, trigger="cli"))
+    again = wait_done(request_deploy(fixture_function, trigger="cli", commit=sha))
+    assert again.status == Status.SUCCEEDED and again.kind == Deployment.Kind.REDEPLOY
+    assert [(n, s) for n, s in steps(again) if n in ("build", "push")] == [("build", "skipped"), ("push", "skipped")]
