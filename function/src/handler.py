@@ -1,0 +1,442 @@
+"""The OpenCV object detector Lambda (handler string `handler.process_image`).
+
+Takes an image from S3 (`{"bucket", "key"}`), inline (`{"image_base64"}`) or as
+the base64 body of a Function URL / API Gateway request, runs one of OpenCV's
+Haar cascades or its HOG people detector, and returns the boxes in the
+original image's pixel coordinates.
+
+Bad input gets `{"error": {"code", "message"}}` with a stable code (see
+`BadInput`); anything else raises, so that Lambda reports a FunctionError and
+the pipeline's verify step fails loudly instead of passing on a half-answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import struct
+import time
+from collections.abc import Callable
+
+import boto3
+import botocore.exceptions
+import cv2
+import numpy as np
+
+__version__ = "1.0.0"
+
+# Decoded BGR costs 3 bytes a pixel: 40 MP is ~120 MB before the grayscale
+# copy, which still fits the smallest memory size the function is deployed with.
+MAX_PIXELS = int(os.environ.get("DETECTOR_MAX_PIXELS", 40_000_000))
+# Synchronous invokes cap the payload at 6 MB; S3 objects are capped here so a
+# wrong key cannot make the function stream a video into memory.
+MAX_BYTES = int(os.environ.get("DETECTOR_MAX_BYTES", 20 * 1024 * 1024))
+
+HAAR_CASCADES = {
+    "face": "haarcascade_frontalface_default.xml",
+    "eye": "haarcascade_eye.xml",
+    "fullbody": "haarcascade_fullbody.xml",
+    "upperbody": "haarcascade_upperbody.xml",
+    "cat_face": "haarcascade_frontalcatface.xml",
+}
+DETECTORS = (*HAAR_CASCADES, "people")
+LABELS = {**{name: name for name in HAAR_CASCADES}, "people": "person"}
+
+HAAR_DEFAULTS = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": [30, 30]}
+# The usual settings for OpenCV's default people detector; NMS merges the
+# overlapping windows that groupRectangles leaves behind.
+HOG_DEFAULTS = {"scale_factor": 1.05, "win_stride": [8, 8], "padding": [8, 8], "nms_threshold": 0.3}
+
+HTTP_STATUS = {
+    "payload_too_large": 413,
+    "image_too_large": 413,
+    "s3_object_too_large": 413,
+    "s3_access_denied": 403,
+    "s3_object_not_found": 404,
+}
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# SOF markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
+JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+OTHER_IMAGE_MAGIC = {
+    b"GIF87a": "gif", b"GIF89a": "gif", b"BM": "bmp", b"II*\x00": "tiff", b"MM\x00*": "tiff",
+}
+
+
+class BadInput(Exception):
+    """A problem with the request, answered as a result rather than raised to Lambda."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def result(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def _load_cascade(filename: str) -> cv2.CascadeClassifier:
+    classifier = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, filename))
+    if classifier.empty():
+        # A broken image, not a bad request: fail the cold start so the deploy's verify step sees it.
+        raise RuntimeError(f"cannot load Haar cascade {filename} from {cv2.data.haarcascades}")
+    return classifier
+
+
+# Loaded once per cold start, during Lambda's init phase (which runs at full CPU), not per request.
+CLASSIFIERS = {name: _load_cascade(filename) for name, filename in HAAR_CASCADES.items()}
+HOG = cv2.HOGDescriptor()
+HOG.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+S3 = boto3.client("s3")
+
+
+def process_image(event, context=None):
+    if _is_http(event):
+        return _http_response(event)
+    if not isinstance(event, dict):
+        return BadInput("invalid_input", "the event must be a JSON object").result()
+    return _result_or_error(event, lambda: _fetch(event))
+
+
+def _result_or_error(request: dict, fetch: Callable[[], bytes]) -> dict:
+    try:
+        return _detect(request, fetch)
+    except BadInput as exc:
+        return exc.result()
+
+
+def _detect(request: dict, fetch: Callable[[], bytes]) -> dict:
+    started = time.perf_counter()
+    detector, params = _options(request)  # before fetching: a typo should not cost an S3 download
+    data = fetch()
+    fetched = time.perf_counter()
+    image, fmt = _decode(data)
+    height, width = image.shape[:2]
+    decoded = time.perf_counter()
+    boxes = _run_detector(detector, image, params)
+    detected = time.perf_counter()
+    return {
+        "boxes": boxes,
+        "image": {"width": width, "height": height, "format": fmt},
+        "detector": detector,
+        "params": params,
+        "timings_ms": {
+            "fetch": _ms(fetched - started),
+            "decode": _ms(decoded - fetched),
+            "detect": _ms(detected - decoded),
+            "total": _ms(detected - started),
+        },
+        "versions": {"opencv": cv2.__version__, "function": __version__},
+    }
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+# --- input ---------------------------------------------------------------------------------------
+
+def _fetch(event: dict) -> bytes:
+    inline = "image_base64" in event
+    from_s3 = "bucket" in event or "key" in event
+    if inline and from_s3:
+        raise BadInput("conflicting_input", "send either image_base64 or bucket and key, not both")
+    if inline:
+        return _b64decode(event["image_base64"], "image_base64")
+    if from_s3:
+        return _fetch_s3(event)
+    raise BadInput("missing_input", "send image_base64, or bucket and key of an S3 object")
+
+
+def _b64decode(text, field: str) -> bytes:
+    if not isinstance(text, str):
+        raise BadInput("invalid_input", f"{field} must be a base64 string")
+    if text.startswith("data:") and "," in text:  # a data: URL as browsers produce it
+        text = text.split(",", 1)[1]
+    if len(text) > (MAX_BYTES // 3 + 1) * 4 + 1024:  # checked before decoding, whitespace allowed for
+        raise BadInput("payload_too_large", f"the image is over the {MAX_BYTES} byte limit")
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadInput("invalid_base64", f"{field} is not valid base64 ({exc})") from None
+    if len(data) > MAX_BYTES:
+        raise BadInput("payload_too_large", f"the image is over the {MAX_BYTES} byte limit")
+    return data
+
+
+def _fetch_s3(event: dict) -> bytes:
+    bucket, key = event.get("bucket"), event.get("key")
+    if not bucket or not key:
+        raise BadInput("missing_input", "an S3 image needs both bucket and key")
+    if not isinstance(bucket, str) or not isinstance(key, str):
+        raise BadInput("invalid_input", "bucket and key must be strings")
+    where = f"s3://{bucket}/{key}"
+    try:
+        obj = S3.get_object(Bucket=bucket, Key=key)
+    except botocore.exceptions.ParamValidationError as exc:
+        raise BadInput("invalid_input", f"bad S3 location {where}: {exc}") from None
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
+            raise BadInput("s3_object_not_found", f"{where} does not exist") from None
+        if code in ("AccessDenied", "403", "Forbidden"):
+            raise BadInput("s3_access_denied", f"the function may not read {where}") from None
+        raise  # throttling, 5xx: the platform's problem, reported as a FunctionError
+    body = obj["Body"]
+    try:
+        if obj.get("ContentLength", 0) > MAX_BYTES:
+            raise BadInput("s3_object_too_large",
+                           f"{where} is {obj['ContentLength']} bytes, over the {MAX_BYTES} byte limit")
+        data = body.read(MAX_BYTES + 1)  # bounded even if ContentLength was missing
+    finally:
+        body.close()
+    if len(data) > MAX_BYTES:
+        raise BadInput("s3_object_too_large", f"{where} is over the {MAX_BYTES} byte limit")
+    return data
+
+
+# --- options -------------------------------------------------------------------------------------
+
+def _options(request: dict) -> tuple[str, dict]:
+    detector = request.get("detector", "face")
+    if detector not in DETECTORS:
+        raise BadInput("unknown_detector",
+                       f"detector must be one of {', '.join(DETECTORS)}, not {detector!r}")
+    defaults = HOG_DEFAULTS if detector == "people" else HAAR_DEFAULTS
+    params = dict(defaults)
+    params["scale_factor"] = _number(request, "scale_factor", float, 1.01, 2.0, defaults["scale_factor"])
+    if detector != "people":  # HOG has no neighbour count; accepted and ignored so one form fits all
+        params["min_neighbors"] = _number(request, "min_neighbors", int, 0, 100, defaults["min_neighbors"])
+    params["min_size"] = _size(request, "min_size", [30, 30])
+    params["max_size"] = _size(request, "max_size", None)
+    smallest, largest = params["min_size"], params["max_size"]
+    if largest and any(mx < mn for mx, mn in zip(largest, smallest, strict=True)):
+        raise BadInput("invalid_option", "max_size must not be smaller than min_size")
+    params["max_side"] = _number(request, "max_side", int, 32, 20000, None)
+    return detector, params
+
+
+def _number(request: dict, name: str, kind: type, low, high, default):
+    value = request.get(name)
+    if value is None:
+        return default
+    try:
+        # Strings come from Function URL query parameters; booleans are ints to Python, not to users.
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
+        number = kind(float(value)) if kind is float else int(value)
+    except (TypeError, ValueError):
+        raise BadInput("invalid_option", f"{name} must be a {kind.__name__}, not {value!r}") from None
+    if not low <= number <= high:
+        raise BadInput("invalid_option", f"{name} must be between {low} and {high}, not {number}")
+    return number
+
+
+def _size(request: dict, name: str, default):
+    """A size as [w, h], a single number for a square, or "WxH" / "W,H" from a query string."""
+    value = request.get(name)
+    if value is None:
+        return default
+    if isinstance(value, str):
+        value = value.lower().replace("x", ",").split(",")
+    if not isinstance(value, (list, tuple)):
+        value = [value, value]
+    if len(value) == 1:
+        value = [value[0], value[0]]
+    if len(value) != 2:
+        raise BadInput("invalid_option", f"{name} must be [width, height], not {request.get(name)!r}")
+    return [_number({name: v}, name, int, 1, 20000, None) for v in value]
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+def _decode(data: bytes) -> tuple[np.ndarray, str]:
+    if not data:
+        raise BadInput("empty_image", "the image is empty (0 bytes)")
+    fmt, width, height = _inspect(data)
+    if width * height > MAX_PIXELS:  # from the header, before a byte of pixel data is decoded
+        raise BadInput("image_too_large", f"{width}x{height} is over the {MAX_PIXELS} pixel limit")
+    # IMREAD_COLOR applies the EXIF orientation, as cv2.imread does for the same file.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BadInput("corrupt_image", f"OpenCV cannot decode this {fmt.upper()} file")
+    return image, fmt
+
+
+def _inspect(data: bytes) -> tuple[str, int, int]:
+    """Format and size from the header, and whether the file is complete."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return ("jpeg", *_jpeg_size(data))
+    if data.startswith(PNG_SIGNATURE):
+        return ("png", *_png_size(data))
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        raise BadInput("unsupported_format", "WEBP images are not supported; send JPEG or PNG")
+    for magic, name in OTHER_IMAGE_MAGIC.items():
+        if data.startswith(magic):
+            raise BadInput("unsupported_format", f"{name.upper()} images are not supported; send JPEG or PNG")
+    raise BadInput("not_an_image", "the file is not a JPEG or PNG image")
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    # Walk the chunks to IEND: libpng would otherwise fail late, or return a partly black image.
+    pos, size, end = len(PNG_SIGNATURE), None, len(data)
+    while True:
+        if pos + 8 > end:
+            raise BadInput("truncated_image", "the PNG file is truncated")
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if pos + 12 + length > end:
+            raise BadInput("truncated_image", "the PNG file is truncated")
+        if size is None:
+            if kind != b"IHDR" or length < 13:
+                raise BadInput("corrupt_image", "the PNG file has no IHDR header")
+            size = struct.unpack_from(">II", data, pos + 8)
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    if not all(size):
+        raise BadInput("corrupt_image", "the PNG header says the image is empty")
+    return size
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    # Walk the segments to the first scan; the frame header (SOFn) before it holds the size.
+    pos, size, end = 2, None, len(data)
+    while True:
+        if pos + 4 > end:
+            raise BadInput("truncated_image", "the JPEG file is truncated")
+        if data[pos] != 0xFF:
+            raise BadInput("corrupt_image", "the JPEG file has a broken segment structure")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
+            continue
+        if marker == 0xD9:
+            raise BadInput("corrupt_image", "the JPEG file ends before any image data")
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if length < 2:
+            raise BadInput("corrupt_image", "the JPEG file has a broken segment structure")
+        if pos + 2 + length > end:
+            raise BadInput("truncated_image", "the JPEG file is truncated")
+        if marker in JPEG_SOF and length >= 7:
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            size = (width, height)
+        if marker == 0xDA:
+            break
+        pos += 2 + length
+    if not size or not all(size):
+        raise BadInput("corrupt_image", "the JPEG file has no usable frame header")
+    # libjpeg pads a cut-off scan with grey and only warns. Entropy-coded data
+    # never contains FF D9, so a complete file has one after the first scan.
+    if data.rfind(b"\xff\xd9", pos) == -1:
+        raise BadInput("truncated_image", "the JPEG file is truncated (no end-of-image marker)")
+    return size
+
+
+# --- detection -----------------------------------------------------------------------------------
+
+def _run_detector(detector: str, image: np.ndarray, params: dict) -> list[dict]:
+    height, width = image.shape[:2]
+    scale = 1.0
+    if params["max_side"] and max(width, height) > params["max_side"]:
+        scale = params["max_side"] / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    # Sizes are given in original pixels, like the boxes; the search runs on the downscaled image.
+    min_size = _scaled(params["min_size"], scale)
+    max_size = _scaled(params["max_size"], scale) if params["max_size"] else (0, 0)
+    if detector == "people":
+        found = _people(image, params, min_size, max_size)
+    else:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        rects, neighbours = CLASSIFIERS[detector].detectMultiScale2(
+            gray, scaleFactor=params["scale_factor"], minNeighbors=params["min_neighbors"],
+            minSize=min_size, maxSize=max_size,
+        )
+        found = [(rect, int(n)) for rect, n in zip(rects, neighbours, strict=True)]
+    return [_box(LABELS[detector], rect, score, scale, width, height) for rect, score in found]
+
+
+def _people(image: np.ndarray, params: dict, min_size, max_size) -> list:
+    rects, weights = HOG.detectMultiScale(
+        image, winStride=tuple(params["win_stride"]), padding=tuple(params["padding"]),
+        scale=params["scale_factor"],
+    )
+    if len(rects) == 0:
+        return []
+    scores = [float(w) for w in np.ravel(weights)]
+    keep = cv2.dnn.NMSBoxes([list(map(int, r)) for r in rects], scores, 0.0, params["nms_threshold"])
+    found = [(rects[i], round(scores[i], 4)) for i in np.ravel(keep)]
+    return [
+        (r, s) for r, s in found
+        if r[2] >= min_size[0] and r[3] >= min_size[1]
+        and (not max_size[0] or (r[2] <= max_size[0] and r[3] <= max_size[1]))
+    ]
+
+
+def _scaled(size, scale: float) -> tuple[int, int]:
+    return tuple(max(1, round(v * scale)) for v in size)
+
+
+def _box(label: str, rect, score, scale: float, width: int, height: int) -> dict:
+    x, y, w, h = (int(v) for v in rect)
+    if scale != 1.0:
+        x, y, w, h = (round(v / scale) for v in (x, y, w, h))
+        w, h = min(w, width - x), min(h, height - y)
+    return {"label": label, "x": x, "y": y, "w": w, "h": h, "score": score}
+
+
+# --- Function URL / API Gateway ------------------------------------------------------------------
+
+def _is_http(event) -> bool:
+    return isinstance(event, dict) and "requestContext" in event and (
+        "body" in event or "httpMethod" in event or "rawPath" in event
+    )
+
+
+def _http_response(event: dict) -> dict:
+    """Binary body = the image, options in the query string; a JSON body = the same event as direct."""
+    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    content_type = str(headers.get("content-type", "")).split(";")[0].strip().lower()
+    options = dict(event.get("queryStringParameters") or {})
+    body = event.get("body")
+    try:
+        raw = _http_body(body, bool(event.get("isBase64Encoded")))
+        if content_type == "application/json":
+            request = _json_object(raw)
+            result = _result_or_error(request, lambda: _fetch(request))
+        elif raw is None:
+            raise BadInput("missing_input", "send the image as the request body")
+        else:
+            result = _result_or_error(options, lambda: raw)
+    except BadInput as exc:
+        result = exc.result()
+    status = HTTP_STATUS.get(result["error"]["code"], 400) if "error" in result else 200
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps(result),
+        "isBase64Encoded": False,
+    }
+
+
+def _http_body(body, is_base64: bool) -> bytes | None:
+    if body is None:
+        return None
+    if is_base64:
+        return _b64decode(body, "body")
+    return body.encode("utf-8") if isinstance(body, str) else b""
+
+
+def _json_object(raw: bytes | None) -> dict:
+    try:
+        request = json.loads(raw or b"")
+    except ValueError:
+        raise BadInput("invalid_input", "the request body is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise BadInput("invalid_input", "the request body must be a JSON object")
+    return request
