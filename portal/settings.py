@@ -173,6 +173,9 @@ SLIPWAY_BASE_IMAGES = {
     "x86_64": env_str("SLIPWAY_BASE_IMAGE_X86_64"),
 }
 SLIPWAY_PYTHON_VERSION = env_str("SLIPWAY_PYTHON_VERSION")
+# An image with pip for the *build* platform, passed as BUILDER_IMAGE: Dockerfiles
+# resolve target-arch wheels natively in a `FROM --platform=$BUILDPLATFORM` stage.
+SLIPWAY_BUILDER_IMAGE = env_str("SLIPWAY_BUILDER_IMAGE")
 SLIPWAY_DEFAULT_EXECUTION_ROLE = env_str("SLIPWAY_DEFAULT_EXECUTION_ROLE")
 
 # Test-only fault injection at the boto3 seam (deploy/aws.py); refused otherwise.

@@ -227,6 +227,8 @@ def _build_args(function: Function) -> dict:
         args["BASE_IMAGE"] = base
     if settings.SLIPWAY_PYTHON_VERSION:
         args["PYTHON_VERSION"] = settings.SLIPWAY_PYTHON_VERSION
+    if settings.SLIPWAY_BUILDER_IMAGE:
+        args["BUILDER_IMAGE"] = settings.SLIPWAY_BUILDER_IMAGE
     args.update(function.build_args or {})
     return args
 

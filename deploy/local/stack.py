@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.local import base_images, system
-from deploy.local.common import REPO_ROOT, StackError, port_is_open, run, say, state_dir
+from deploy.local.common import REPO_ROOT, StackError, host_arch, port_is_open, run, say, state_dir
 from deploy.local.runner import Runner, Service
 
 PLANE_REQUIREMENTS = Path(__file__).with_name("ministack-requirements.txt")
@@ -83,6 +83,7 @@ def portal_env(profile: Profile) -> dict[str, str]:
         "SLIPWAY_BASE_IMAGE_ARM64": base_images.image_tag("arm64"),
         "SLIPWAY_BASE_IMAGE_X86_64": base_images.image_tag("amd64"),
         "SLIPWAY_PYTHON_VERSION": base_images.PYTHON_VERSION,
+        "SLIPWAY_BUILDER_IMAGE": base_images.image_tag(host_arch()),
         "SLIPWAY_MINISTACK_BIN": str(plane_venv() / "bin" / "ministack"),
         "SLIPWAY_BRIDGE_GATEWAY": _gateway_or_empty(),
     }
@@ -204,9 +205,16 @@ def start_portal(runner: Runner, profile: Profile) -> None:
     portal = portal_env(profile)
     runner.start(Service(
         "worker",
-        [py, "-m", "celery", "-A", "workers", "worker", "-Q", "deploys,rollbacks", "-c", "2",
-         "--loglevel", "INFO", "-n", f"slipway-{profile.name}@%h"],
+        [py, "-m", "celery", "-A", "workers", "worker", "-Q", "deploys", "-c", "2",
+         "--loglevel", "INFO", "-n", f"slipway-{profile.name}-deploys@%h"],
         env=portal, cwd=REPO_ROOT, fix="see the worker lines above",
+    ))
+    # Rollbacks never wait behind builds: their own queue, their own process.
+    runner.start(Service(
+        "rollback",
+        [py, "-m", "celery", "-A", "workers", "worker", "-Q", "rollbacks", "-c", "1",
+         "--loglevel", "INFO", "-n", f"slipway-{profile.name}-rollbacks@%h"],
+        env=portal, cwd=REPO_ROOT, fix="see the rollback lines above",
     ))
     runner.start(Service(
         "beat",

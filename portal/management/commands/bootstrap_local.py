@@ -5,6 +5,7 @@ generated and printed exactly once, when the user is created; it is never
 stored in clear or logged afterwards.
 """
 
+import base64
 import os
 import secrets
 
@@ -27,6 +28,12 @@ DETECTOR = {
 }
 
 
+def detector_smoke_event() -> dict:
+    """A small real photo with one face: a new version must find it before the alias moves."""
+    image = settings.BASE_DIR / "function" / "samples" / "astronaut-256.jpg"
+    return {"image_base64": base64.b64encode(image.read_bytes()).decode(), "detector": "face"}
+
+
 class Command(BaseCommand):
     help = "Create the local admin user and register function/ as the 'detector' function (local mode only)."
 
@@ -43,7 +50,8 @@ class Command(BaseCommand):
             self.stdout.write(f"[stack] admin user created: {username} / {shown}  (shown once; "
                               "change it in the admin)")
         function, created = Function.objects.get_or_create(
-            name="detector", defaults={**DETECTOR, "repository_url": str(settings.BASE_DIR)}
+            name="detector",
+            defaults={**DETECTOR, "repository_url": str(settings.BASE_DIR), "smoke_event": detector_smoke_event()},
         )
         if created:
             Membership.objects.get_or_create(function=function, user=admin, defaults={"role": Membership.Role.OWNER})
