@@ -120,6 +120,8 @@ class StepLog:
         self.flushed_at = time.monotonic()
 
     def __call__(self, line: str) -> None:
+        if not line.strip():
+            return
         self.lines.append(mask(line))
         if time.monotonic() - self.flushed_at > 1:
             self.flush()

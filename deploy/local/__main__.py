@@ -5,6 +5,8 @@ run      set up the machine, start Redis, the AWS plane, Celery and the web
 test     set up the machine, start a private Redis and AWS plane on the test
          ports, run pytest (extra arguments are passed to it), stop them.
 prepare  only the machine-level setup (packages, engine, QEMU, base images).
+manage   run manage.py against the portal of `run`, e.g.
+         `python -m deploy.local manage deploy detector --wait`.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def cmd_test(pytest_args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("run", "test", "prepare"):
+    if not argv or argv[0] not in ("run", "test", "prepare", "manage"):
         print(__doc__, file=sys.stderr)
         return 2
     try:
@@ -82,6 +84,9 @@ def main(argv: list[str]) -> int:
             return cmd_run()
         if argv[0] == "test":
             return cmd_test(argv[1:])
+        if argv[0] == "manage":
+            env = {**os.environ, **stack.portal_env(stack.Profile.for_run())}
+            return subprocess.call([sys.executable, "manage.py", *argv[1:]], env=env, cwd=REPO_ROOT)
         stack.prepare()
         return 0
     except StackError as exc:

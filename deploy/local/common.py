@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,8 +35,13 @@ def state_dir() -> Path:
     return path
 
 
+# One lock for everything that prints to the terminal, so lines never interleave.
+OUTPUT_LOCK = threading.Lock()
+
+
 def say(message: str) -> None:
-    print(f"[stack] {message}", flush=True)
+    with OUTPUT_LOCK:
+        print(f"[stack] {message}", flush=True)
 
 
 def run(args: list[str], *, what: str, fix: str = "", env: dict | None = None,

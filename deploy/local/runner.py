@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.local.common import StackError, say
+from deploy.local.common import OUTPUT_LOCK, StackError, say
 
 COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
 
@@ -43,7 +43,6 @@ class Runner:
         self.log_dir = log_dir
         self.echo = echo
         self.procs: list[tuple[Service, subprocess.Popen, deque]] = []
-        self._lock = threading.Lock()
         self._width = 8
 
     def start(self, service: Service) -> None:
@@ -87,7 +86,7 @@ class Runner:
                 log.write(line + "\n")
                 log.flush()
             if self.echo:
-                with self._lock:
+                with OUTPUT_LOCK:
                     print(prefix + line, flush=True)
         if log:
             log.close()
