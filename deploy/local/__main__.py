@@ -5,6 +5,8 @@ run      set up the machine, start Redis, the AWS plane, Celery and the web
 test     set up the machine, start a private Redis and AWS plane on the test
          ports, run pytest (extra arguments are passed to it), stop them.
 prepare  only the machine-level setup (packages, engine, QEMU, base images).
+bench    start a private Redis and AWS plane on the bench ports and run a
+         benchmark script against them, e.g. `bench bench/pipeline_redeploy.py`.
 manage   run manage.py against the portal of `run`, e.g.
          `python -m deploy.local manage deploy detector --wait`.
 """
@@ -75,8 +77,20 @@ def cmd_test(pytest_args: list[str]) -> int:
     return code
 
 
+def cmd_bench(args: list[str]) -> int:
+    if not args:
+        print("usage: python -m deploy.local bench SCRIPT [ARGS]", file=sys.stderr)
+        return 2
+    profile = stack.Profile.for_bench()
+    stack.prepare()
+    with Runner(log_dir=profile.dir("log"), echo=False) as runner:
+        stack.start_infrastructure(runner, profile)
+        env = {**os.environ, **stack.portal_env(profile)}
+        return subprocess.call([sys.executable, *args], env=env, cwd=REPO_ROOT)
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("run", "test", "prepare", "manage"):
+    if not argv or argv[0] not in ("run", "test", "prepare", "manage", "bench"):
         print(__doc__, file=sys.stderr)
         return 2
     try:
@@ -84,6 +98,8 @@ def main(argv: list[str]) -> int:
             return cmd_run()
         if argv[0] == "test":
             return cmd_test(argv[1:])
+        if argv[0] == "bench":
+            return cmd_bench(argv[1:])
         if argv[0] == "manage":
             env = {**os.environ, **stack.portal_env(stack.Profile.for_run())}
             return subprocess.call([sys.executable, "manage.py", *argv[1:]], env=env, cwd=REPO_ROOT)

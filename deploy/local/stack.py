@@ -51,6 +51,11 @@ class Profile:
         return cls("test", _port("SLIPWAY_TEST_REDIS_PORT", 6399), _port("SLIPWAY_TEST_AWS_PORT", 4599),
                    _port("SLIPWAY_TEST_WEB_PORT", 8099), persist=False)
 
+    @classmethod
+    def for_bench(cls) -> Profile:
+        return cls("bench", _port("SLIPWAY_BENCH_REDIS_PORT", 6398), _port("SLIPWAY_BENCH_AWS_PORT", 4598),
+                   _port("SLIPWAY_BENCH_WEB_PORT", 8098), persist=False)
+
     @property
     def aws_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.aws_port}"
@@ -156,7 +161,7 @@ def _http_ok(url: str) -> bool:
 
 def start_infrastructure(runner: Runner, profile: Profile) -> None:
     """Redis, the AWS plane and its relay onto the Docker bridge."""
-    prefix = "SLIPWAY_TEST_" if profile.name == "test" else "SLIPWAY_"
+    prefix = {"test": "SLIPWAY_TEST_", "bench": "SLIPWAY_BENCH_"}.get(profile.name, "SLIPWAY_")
     _free(profile.redis_port, "Redis", f"{prefix}REDIS_PORT")
     runner.start(Service(
         "redis",
