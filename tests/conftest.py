@@ -74,6 +74,25 @@ def container_aws_endpoint(aws_endpoint) -> str:
     return aws_endpoint.replace("127.0.0.1", "host.docker.internal")
 
 
+def build_handler_image(docker_client, tag: str, arch: str, handler: bytes) -> None:
+    """A labelled image FROM the local base with `handler` as app.py (no RUN step: no QEMU)."""
+    import io
+    import tarfile
+
+    from deploy.local import base_images
+
+    dockerfile = f'FROM {base_images.image_tag(arch)}\nCOPY app.py /var/task/\nCMD ["app.handler"]\n'.encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile), ("app.py", handler)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    docker_client.images.build(fileobj=buf, custom_context=True, tag=tag, platform=f"linux/{arch}",
+                               labels={TEST_LABEL: "1"}, rm=True)
+
+
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]

@@ -250,22 +250,27 @@ def run_deploy(pk: int) -> str:
     deployment = Deployment.objects.select_related("function").filter(pk=pk).first()
     if deployment is None or not claim(deployment, Status.SOURCE):
         return "not claimed"
-    function = deployment.function
+    return _settle(deployment, lambda: _deploy_steps(deployment, deployment.function, Recorder(deployment)))
+
+
+def _settle(deployment: Deployment, steps) -> str:
+    """Run the steps with a heartbeat; whatever happens, the row ends terminal
+    and the function's next deployment is dispatched."""
     try:
         with heartbeat(deployment):
-            _deploy_steps(deployment, function, Recorder(deployment))
+            steps()
         _finish(deployment, Status.SUCCEEDED)
     except Stopped as stop:
         _finish(deployment, stop.status, stop.code, stop.message)
     except DeployError as exc:
         _finish(deployment, Status.FAILED, exc.code, exc.message)
     except SoftTimeLimitExceeded:
-        _finish(deployment, Status.FAILED, "time-limit", f"the deployment ran past {settings.TASK_SOFT_TIME_LIMIT} s")
+        _finish(deployment, Status.FAILED, "time-limit", f"ran past the {settings.TASK_SOFT_TIME_LIMIT} s time limit")
     except Exception as exc:
-        log.exception("deployment %s failed unexpectedly", pk)
+        log.exception("deployment %s failed unexpectedly", deployment.pk)
         _finish(deployment, Status.FAILED, "internal-error", f"{type(exc).__name__}: {exc}")
     finally:
-        dispatch(function.pk)
+        dispatch(deployment.function_id)
     return deployment.status
 
 
@@ -384,22 +389,7 @@ def run_rollback(pk: int) -> str:
     deployment = Deployment.objects.select_related("function", "build").filter(pk=pk).first()
     if deployment is None or not claim(deployment, Status.VERIFYING):
         return "not claimed"
-    function = deployment.function
-    rec = Recorder(deployment)
-    try:
-        with heartbeat(deployment):
-            _rollback_steps(deployment, function, rec)
-        _finish(deployment, Status.SUCCEEDED)
-    except DeployError as exc:
-        _finish(deployment, Status.FAILED, exc.code, exc.message)
-    except SoftTimeLimitExceeded:
-        _finish(deployment, Status.FAILED, "time-limit", "the rollback ran past its time limit")
-    except Exception as exc:
-        log.exception("rollback %s failed unexpectedly", pk)
-        _finish(deployment, Status.FAILED, "internal-error", f"{type(exc).__name__}: {exc}")
-    finally:
-        dispatch(function.pk)
-    return deployment.status
+    return _settle(deployment, lambda: _rollback_steps(deployment, deployment.function, Recorder(deployment)))
 
 
 def _rollback_steps(deployment: Deployment, function: Function, rec: Recorder) -> None:

@@ -1,14 +1,12 @@
 """Each base image, with a tiny handler, answers through the emulator."""
 
-import io
 import json
-import tarfile
 import urllib.request
 
 import pytest
 
 from deploy.local import base_images
-from tests.conftest import TEST_LABEL, free_port, wait_for
+from tests.conftest import TEST_LABEL, build_handler_image, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -18,19 +16,6 @@ def handler(event, context):
     return {"echo": event, "machine": platform.machine(), "python": sys.version.split()[0],
             "user": os.getuid(), "task_root": os.environ["LAMBDA_TASK_ROOT"]}
 """
-
-
-def _context(arch: str) -> io.BytesIO:
-    """A build context in memory: FROM the base, the handler, nothing else."""
-    dockerfile = f'FROM {base_images.image_tag(arch)}\nCOPY app.py /var/task/\nCMD ["app.handler"]\n'.encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in (("Dockerfile", dockerfile), ("app.py", HANDLER)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    return buf
 
 
 def _invoke(port: int, event: dict) -> dict | None:
@@ -46,8 +31,7 @@ def _invoke(port: int, event: dict) -> dict | None:
 @pytest.mark.parametrize("arch,machine", [("arm64", "aarch64"), ("amd64", "x86_64")])
 def test_base_image_runs_a_handler_through_the_emulator(docker_client, unique, arch, machine):
     tag = f"slipway-test/base-smoke:{arch}-{unique}"
-    docker_client.images.build(fileobj=_context(arch), custom_context=True, tag=tag, platform=f"linux/{arch}",
-                               labels={TEST_LABEL: "1"}, rm=True)
+    build_handler_image(docker_client, tag, arch, HANDLER)
     port = free_port()
     # As Lambda runs it: read-only root, only /tmp writable, not root.
     container = docker_client.containers.run(

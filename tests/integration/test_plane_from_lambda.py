@@ -1,14 +1,11 @@
 """A Lambda function run by the local plane reaches the plane's S3 from its container."""
 
-import io
 import json
-import tarfile
 
 import pytest
 
 from deploy import aws
-from deploy.local import base_images
-from tests.conftest import TEST_LABEL
+from tests.conftest import build_handler_image
 
 pytestmark = pytest.mark.integration
 
@@ -21,26 +18,13 @@ def handler(event, context):
 """
 
 
-def _image(docker_client, tag: str) -> None:
-    dockerfile = f'FROM {base_images.image_tag("arm64")}\nCOPY app.py /var/task/\nCMD ["app.handler"]\n'.encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in (("Dockerfile", dockerfile), ("app.py", HANDLER)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    docker_client.images.build(fileobj=buf, custom_context=True, tag=tag, platform="linux/arm64",
-                               labels={TEST_LABEL: "1"}, rm=True)
-
-
 def test_a_lambda_container_reads_s3_on_the_plane(docker_client, container_aws_endpoint, unique):
     aws.reset()
     s3, lam = aws.client("s3"), aws.client("lambda")
     bucket, name, tag = f"slipway-test-{unique}", f"slipway-test-s3-{unique}", f"slipway-test/s3-reader:{unique}"
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="greeting.txt", Body=f"hello {unique}".encode())
-    _image(docker_client, tag)
+    build_handler_image(docker_client, tag, "arm64", HANDLER)
     try:
         lam.create_function(FunctionName=name, PackageType="Image", Code={"ImageUri": tag}, Timeout=60,
                             Role="arn:aws:iam::000000000000:role/slipway-test", Architectures=["arm64"])
