@@ -25,7 +25,7 @@ from deploy.errors import AppError, UserError
 _BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _CACHED = re.compile(r"^#\d+ CACHED\s*$")
 _STEP_DONE = re.compile(r"^#\d+ DONE ")
-_DAEMON_DOWN = ("Cannot connect to the Docker daemon", "error during connect", "connection refused")
+_DAEMON_DOWN = ("cannot connect to the docker daemon", "error during connect", "connection refused", "failed to dial grpc")
 
 
 @dataclass
@@ -41,7 +41,7 @@ def validate_build_args(build_args: dict) -> dict[str, str]:
     for key, value in (build_args or {}).items():
         if not _BUILD_ARG.match(str(key)):
             raise UserError("bad-build-arg", f"build arg name {key!r} is not a valid identifier")
-        if not isinstance(value, str | int | float) or "\n" in str(value):
+        if not isinstance(value, str | int | float) or any(c in str(value) for c in "\n\r\x00"):
             raise UserError("bad-build-arg", f"build arg {key} must be a single-line string")
         clean[str(key)] = str(value)
     return clean
@@ -85,7 +85,7 @@ def build(*, builder: str, context: Path, dockerfile: Path, platform: str, tag: 
                            retryable=False) from None
         if status != 0:
             text = "\n".join(tail)
-            if any(marker in text for marker in _DAEMON_DOWN):
+            if any(marker in text.lower() for marker in _DAEMON_DOWN):
                 raise AppError("docker-unavailable", f"the Docker engine is not answering: {tail[-1] if tail else ''}")
             if status == -9:
                 raise AppError("build-timeout", f"the build ran longer than {timeout:.0f} s", retryable=False)

@@ -281,15 +281,15 @@ def _deploy_steps(deployment: Deployment, function: Function, rec: Recorder) -> 
         sha = source.resolve(mirror, deployment.commit_sha or deployment.ref or function.branch)
         out(f"{deployment.commit_sha or deployment.ref or function.branch} is {sha}")
         deployment.commit_sha = sha
-        Deployment.objects.filter(pk=deployment.pk).update(commit_sha=sha)
+        build, _ = Build.objects.get_or_create(function=function, commit_sha=sha, architecture=function.architecture)
+        Deployment.objects.filter(pk=deployment.pk).update(commit_sha=sha, build=build)
+        # Build once, deploy many: an immutable tag that ECR holds is this commit's image.
+        repository_uri = retrying("ECR", out, ecr.ensure_repository, function.ecr_repository)
+        held = retrying("ECR", out, ecr.find, function.ecr_repository, tag=build.tag)
+        out(f"ECR {'holds' if held else 'does not hold'} {function.ecr_repository}:{build.tag}")
     check_stop(deployment)
 
-    build, _ = Build.objects.get_or_create(function=function, commit_sha=sha, architecture=function.architecture)
-    repository_uri = ecr.ensure_repository(function.ecr_repository)
-    held = ecr.find(function.ecr_repository, tag=build.tag)
-    Deployment.objects.filter(pk=deployment.pk).update(build=build)
     if held:
-        # Tags are immutable and name the commit: what ECR holds is this commit's image.
         Build.objects.filter(pk=build.pk).update(status=Build.Status.SUCCEEDED, digest=held.digest,
                                                  size_bytes=build.size_bytes or held.size,
                                                  finished_at=build.finished_at or timezone.now())
@@ -336,7 +336,6 @@ def _deploy_steps(deployment: Deployment, function: Function, rec: Recorder) -> 
 
 
 def _build_and_push(deployment, function, build, rec, mirror, sha, repository_uri) -> None:
-    docker = docker_seam.client(settings.SLIPWAY_DOCKER_HOSTS.get(function.architecture, ""))
     local_tag = f"slipway/{function.name}:{build.tag}"
     with source.workspace(work_root(), workspace_name(deployment.pk)) as ws:
         source.export(mirror, sha, ws)
@@ -357,6 +356,8 @@ def _build_and_push(deployment, function, build, rec, mirror, sha, repository_ur
                                                      log="\n".join(out.lines)[-64_000:])
     check_stop(deployment)
     with rec.step("push", Status.PUSHING) as out:
+        engine = settings.SLIPWAY_DOCKER_HOSTS.get(function.architecture, "")
+        docker = retrying("docker", out, docker_seam.client, engine)
         attrs = ecr.check_architecture(docker, local_tag, function.architecture)
         host = ecr.registry_host(repository_uri, settings.SLIPWAY_REGISTRY_HOST)
         retrying("login", out, ecr.login, docker, host)
@@ -407,9 +408,9 @@ def _rollback_steps(deployment: Deployment, function: Function, rec: Recorder) -
         out(f"version {version} {'exists' if has_version else 'is gone: updating code to its digest'}")
     if not has_version:
         config = _settings(function)
-        repository_uri = ecr.ensure_repository(function.ecr_repository)
-        uri = ecr.image_uri(repository_uri, build.digest, settings.SLIPWAY_REGISTRY_HOST)
         with rec.step("update", Status.UPDATING) as out:
+            repository_uri = retrying("ECR", out, ecr.ensure_repository, function.ecr_repository)
+            uri = ecr.image_uri(repository_uri, build.digest, settings.SLIPWAY_REGISTRY_HOST)
             retrying("update", out, lambdas.update_code, config, uri)
         with rec.step("wait", Status.WAITING):
             lambdas.wait_updated(config.name)
