@@ -25,7 +25,8 @@ from deploy.errors import AppError, UserError
 _BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _CACHED = re.compile(r"^#\d+ CACHED\s*$")
 _STEP_DONE = re.compile(r"^#\d+ DONE ")
-_DAEMON_DOWN = ("cannot connect to the docker daemon", "error during connect", "connection refused", "failed to dial grpc")
+_DAEMON_DOWN = ("cannot connect to the docker daemon", "error during connect", "connection refused",
+                "failed to dial grpc")
 
 
 @dataclass

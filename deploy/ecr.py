@@ -8,6 +8,9 @@ many"). Lambda is always pointed at `repository@digest`.
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +24,7 @@ MANIFEST_LISTS = (
     "application/vnd.oci.image.index.v1+json",
 )
 DOCKER_ARCH = {"arm64": "arm64", "x86_64": "amd64"}
+ELF_MACHINES = {0x3E: "amd64", 0xB7: "arm64"}  # ELF e_machine
 
 
 @dataclass
@@ -109,14 +113,64 @@ def login(docker, host: str) -> None:
 
 def check_architecture(docker, local_tag: str, architecture: str) -> dict:
     """Refuse an image whose architecture is not the function's (Lambda would
-    fail at invoke time, long after the alias moved)."""
+    fail at invoke time, long after the alias moved). The image config is not
+    enough: BuildKit labels a final stage `FROM --platform=linux/amd64` with the
+    requested --platform, so the program the image starts is checked too."""
     attrs = docker.images.get(local_tag).attrs
     wanted = DOCKER_ARCH[architecture]
-    if attrs.get("Architecture") != wanted:
+    found, program = attrs.get("Architecture"), ""
+    if found == wanted:
+        program, machine = entry_machine(docker, local_tag, attrs.get("Config") or {})
+        found = machine or found
+    if found != wanted:
+        what = f"its {program} is a linux/{found} program" if program else f"it is built for linux/{found}"
         raise UserError("architecture-mismatch",
-                        f"the image is built for {attrs.get('Os')}/{attrs.get('Architecture')} but the function "
-                        f"runs on {architecture}; check FROM --platform in the Dockerfile's final stage")
+                        f"{what} but the function runs on {architecture}; check FROM --platform in the "
+                        "Dockerfile's final stage")
     return attrs
+
+
+@contextlib.contextmanager
+def _created(docker, image: str):
+    """A container that is created, never started, and always removed."""
+    container = docker.containers.create(image, entrypoint=["/"], command=[],
+                                         labels={"slipway.purpose": "architecture-check"})
+    try:
+        yield container
+    finally:
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+
+
+def entry_machine(docker, image: str, config: dict) -> tuple[str, str]:
+    """(path, architecture) of the program the image starts, read from its ELF
+    header through #! lines and symlinks; ("", "") when it cannot be told."""
+    command = [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
+    path = command[0] if command and command[0].startswith("/") else "/bin/sh"
+    try:
+        with _created(docker, image) as container:
+            for _ in range(8):  # script -> interpreter -> symlink ... bounded
+                stream, stat = container.get_archive(path)
+                head = _first_file_bytes(b"".join(stream))
+                if stat.get("linkTarget") and stat["linkTarget"] != path:
+                    path = stat["linkTarget"]
+                elif head.startswith(b"#!"):
+                    path = head[2:].split(b"\n", 1)[0].split()[0].decode(errors="replace")
+                elif head[:4] == b"\x7fELF" and len(head) >= 20:
+                    return path, ELF_MACHINES.get(int.from_bytes(head[18:20], "little"), "unknown")
+                else:
+                    return "", ""
+    except Exception:  # docker.errors.NotFound and friends: no verdict, the config's word stands
+        return "", ""
+    return "", ""
+
+
+def _first_file_bytes(archive: bytes) -> bytes:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        member = tar.next()
+        if member is None or not member.isfile():
+            return b""
+        return tar.extractfile(member).read(256)
 
 
 def push(docker, local_tag: str, repository_uri: str, tag: str, *, host_override: str = "",

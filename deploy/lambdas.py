@@ -108,12 +108,17 @@ def update_configuration(settings: Settings, changes: dict) -> None:
 
 
 def update_code(settings: Settings, image_uri: str) -> dict:
-    """Point $LATEST at the image digest, guarded by the RevisionId read just before."""
-    current = get_configuration(settings.name) or {}
-    kwargs = {"FunctionName": settings.name, "ImageUri": image_uri, "Architectures": [settings.architecture]}
-    if current.get("RevisionId"):
-        kwargs["RevisionId"] = current["RevisionId"]
-    return call(f"updating the code of {settings.name}", client().update_function_code, **kwargs)
+    """Point $LATEST at the image digest, guarded by the RevisionId read just before
+    each attempt (the update that made Lambda answer "conflict" changes it)."""
+
+    def attempt(**kwargs):
+        current = get_configuration(settings.name) or {}
+        if current.get("RevisionId"):
+            kwargs["RevisionId"] = current["RevisionId"]
+        return client().update_function_code(**kwargs)
+
+    return call(f"updating the code of {settings.name}", attempt, FunctionName=settings.name, ImageUri=image_uri,
+                Architectures=[settings.architecture])
 
 
 def _wait(name: str, waiter: str, doing: str) -> dict:

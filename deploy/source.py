@@ -21,7 +21,9 @@ from pathlib import Path, PurePosixPath
 
 from deploy.errors import AppError, UserError
 
-_REMOTE = re.compile(r"^(https://[^\s/@]+(:\d+)?/\S+|ssh://[^\s/]+/\S+|git@[A-Za-z0-9.-]+:[^\s]+)$")
+# A host never starts with "-": git would hand it to ssh, which would read it as an option.
+_REMOTE = re.compile(r"^(https://[^\s/@]+(:\d+)?/\S+|ssh://([^\s/@-][^\s/@]*@)?[^\s/@-][^\s/@]*/\S+"
+                     r"|git@[A-Za-z0-9.][A-Za-z0-9.-]*:[^\s]+)$")
 _REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/+-]{1,200}(?<!\.lock)(?<![./])$")
 _SHA = re.compile(r"^[0-9a-f]{7,40}$")
 GIT_TIMEOUT = 300

@@ -226,6 +226,16 @@ class Deployment(models.Model):
             self.refresh_from_db(fields=["status"])
             raise self.TransitionError(f"deployment {self.pk} is {self.status}; cannot move to {step}")
 
+    def enter_shift(self) -> bool:
+        """Move to SHIFTING unless a rollback superseded this deploy, in one UPDATE:
+        a rollback requested at the same moment either stops this deploy here or
+        waits until its shift has ended (it will not claim while one is shifting)."""
+        count = Deployment.objects.filter(pk=self.pk, status__in=self.RUNNING, superseded_by__isnull=True).update(
+            status=self.Status.SHIFTING, heartbeat_at=timezone.now())
+        if count == 1:
+            self.status = self.Status.SHIFTING
+        return count == 1
+
     def beat(self) -> None:
         Deployment.objects.filter(pk=self.pk, status__in=self.RUNNING).update(heartbeat_at=timezone.now())
 

@@ -118,3 +118,20 @@ def test_the_sweeper_fails_a_deployment_whose_heartbeat_stopped(function, settin
     assert (stale.status, stale.error_code) == (Status.FAILED, "worker-lost")
     assert not (workspace / pipeline.workspace_name(stale.pk)).exists()
     assert Deployment.objects.get(pk=fresh.pk).status == Status.BUILDING
+
+
+def test_a_deploy_superseded_by_a_rollback_cannot_enter_its_shift(function):
+    deploy = Deployment.objects.create(function=function, trigger="cli", status=Status.VERIFYING)
+    rollback = Deployment.objects.create(function=function, trigger="cli", kind=Deployment.Kind.ROLLBACK)
+    Deployment.objects.filter(pk=deploy.pk).update(superseded_by=rollback)
+    assert deploy.enter_shift() is False
+    assert Deployment.objects.get(pk=deploy.pk).status == Status.VERIFYING
+
+
+def test_a_rollback_does_not_claim_while_a_deploy_is_moving_the_alias(function):
+    deploy = Deployment.objects.create(function=function, trigger="cli", status=Status.VERIFYING)
+    assert deploy.enter_shift() is True
+    rollback = Deployment.objects.create(function=function, trigger="cli", kind=Deployment.Kind.ROLLBACK)
+    assert pipeline.claim(rollback, Status.VERIFYING) is False
+    deploy.finish(Status.SUCCEEDED)
+    assert pipeline.claim(rollback, Status.VERIFYING) is True

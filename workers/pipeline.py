@@ -19,6 +19,7 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from deploy import build as builder
@@ -57,8 +58,9 @@ def dispatch(function_id: int) -> Deployment | None:
         queued = Deployment.objects.filter(function_id=function_id, status=Status.QUEUED)
         rollback = queued.filter(kind=Deployment.Kind.ROLLBACK).order_by("-created_at", "-pk").first()
         if rollback:
-            # A rollback waits only for another rollback; running deploys were told to stop before shifting.
-            if running.filter(kind=Deployment.Kind.ROLLBACK).exists():
+            # A rollback waits only for another rollback or a deploy already moving the alias;
+            # other running deploys were told to stop before their shift.
+            if running.filter(Q(kind=Deployment.Kind.ROLLBACK) | Q(status=Status.SHIFTING)).exists():
                 return None
             nxt = rollback
         else:
@@ -96,7 +98,7 @@ def claim(deployment: Deployment, first: str) -> bool:
         Function.objects.select_for_update().filter(pk=deployment.function_id).first()
         others = Deployment.objects.filter(function_id=deployment.function_id, status__in=Deployment.RUNNING)
         if deployment.kind == Deployment.Kind.ROLLBACK:
-            others = others.filter(kind=Deployment.Kind.ROLLBACK)
+            others = others.filter(Q(kind=Deployment.Kind.ROLLBACK) | Q(status=Status.SHIFTING))
         if others.exclude(pk=deployment.pk).exists():
             return False
         return deployment.claim(first)
@@ -298,7 +300,8 @@ def _deploy_steps(deployment: Deployment, function: Function, rec: Recorder) -> 
         rec.skip("build", f"ECR already holds {function.ecr_repository}:{build.tag} ({held.digest}); not rebuilt")
         rec.skip("push", "nothing to push")
     else:
-        _build_and_push(deployment, function, build, rec, mirror, sha, repository_uri)
+        with _unfinished_build_fails(build):
+            _build_and_push(deployment, function, build, rec, mirror, sha, repository_uri)
     check_stop(deployment)
 
     config = _settings(function)
@@ -327,12 +330,30 @@ def _deploy_steps(deployment: Deployment, function: Function, rec: Recorder) -> 
     check_stop(deployment)
     with rec.step("verify", Status.VERIFYING) as out:
         _verify(function, version, out)
-    check_stop(deployment)  # the last moment a rollback can still win
-    with rec.step("shift", Status.SHIFTING) as out:
+    check_stop(deployment)
+    if not deployment.enter_shift():  # the last moment a rollback can still win
+        check_stop(deployment)
+        raise Deployment.TransitionError(f"deployment {deployment.pk} could not enter its shift step")
+    with rec.step("shift") as out:
         previous = lambdas.point_alias(config.name, function.alias, version)
         out(f"{function.alias}: {previous or '(new)'} -> {version}")
         deployment.previous_version = previous or ""
         Deployment.objects.filter(pk=deployment.pk).update(previous_version=previous or "")
+
+
+@contextlib.contextmanager
+def _unfinished_build_fails(build: Build):
+    """A build that did not reach ECR (failed, stopped, timed out) ends failed, never stays building."""
+    try:
+        yield
+    except BaseException:
+        _fail_build(build.pk)
+        raise
+
+
+def _fail_build(build_id: int | None) -> None:
+    Build.objects.filter(pk=build_id, status=Build.Status.BUILDING).update(status=Build.Status.FAILED,
+                                                                          finished_at=timezone.now())
 
 
 def _build_and_push(deployment, function, build, rec, mirror, sha, repository_uri) -> None:
@@ -439,6 +460,7 @@ def sweep() -> dict:
             lost.append(deployment.pk)
             DeploymentStep.objects.filter(deployment=deployment, status=DeploymentStep.Status.RUNNING).update(
                 status=DeploymentStep.Status.FAILED, finished_at=timezone.now())
+            _fail_build(deployment.build_id)
             with contextlib.suppress(OSError):
                 import shutil
 

@@ -31,6 +31,29 @@ def handler(event, context):
 """
 
 
+def slow_dockerfile(marker: str, seconds: int) -> str:
+    """The fixture Dockerfile with a RUN step that takes `seconds` (under QEMU for
+    arm64); `marker` keeps BuildKit from answering it from an earlier run's cache
+    and names its process."""
+    return DOCKERFILE.replace("COPY", f"RUN echo {marker} && sleep {seconds}\nCOPY", 1)
+
+
+def processes(*needles: str) -> list[int]:
+    """Pids of live (not zombie) processes whose command line holds every needle."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and all(needle in cmdline for needle in needles):
+            found.append(int(entry.name))
+    return found
+
+
 class Repo:
     """A git repository on disk, committed to with plain git."""
 
@@ -158,4 +181,4 @@ def invoke_live(function) -> dict:
     return result
 
 
-__all__ = ["Repo", "Worker", "wait_done", "invoke_live", "TEST_LABEL"]
+__all__ = ["Repo", "Worker", "wait_done", "invoke_live", "slow_dockerfile", "processes", "TEST_LABEL"]

@@ -1,0 +1,211 @@
+"""The deploy pipeline under pressure and when things go wrong, on the real
+local stack: a burst of requests, a worker killed mid-build, a rollback racing
+a build, and faults injected at the boto3 seam of the real worker process."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from deploy import aws, ecr, lambdas
+from deploy.local import base_images
+from portal.models import Deployment, DeploymentStep
+from portal.services import request_deploy, request_rollback
+from tests.conftest import wait_for
+from tests.integration.conftest import DOCKERFILE, invoke_live, processes, slow_dockerfile, wait_done
+from workers import pipeline
+
+pytestmark = pytest.mark.integration
+Status = Deployment.Status
+
+
+def deployed(function, repo, release: str) -> Deployment:
+    repo.release(release)
+    deployment = wait_done(request_deploy(function, trigger="cli"))
+    assert deployment.status == Status.SUCCEEDED, deployment.error_message
+    return deployment
+
+
+def alias_version(function) -> str | None:
+    return lambdas.alias_version(function.lambda_name, function.alias)
+
+
+def step_names(deployment) -> list[str]:
+    return list(deployment.steps.order_by("position").values_list("name", flat=True))
+
+
+def building(deployment) -> list[int]:
+    """The pids of the deployment's docker build CLI once its build step is recorded as running."""
+    deployment.refresh_from_db()
+    if deployment.status != Status.BUILDING or not deployment.steps.filter(name="build").exists():
+        return []
+    return build_clis(deployment)
+
+
+def build_clis(deployment) -> list[int]:
+    return processes("build", f"slipway.deployment={deployment.pk}", f"slipway.function={deployment.function.name}")
+
+
+# --- Concurrency ------------------------------------------------------------------
+
+
+def test_a_burst_of_requests_ends_with_the_newest_live_and_updates_never_overlap(worker, fixture_function, repo):
+    shas = [repo.release(f"r{n}") for n in range(20)]
+    requests = [request_deploy(fixture_function, trigger="api", commit=sha) for sha in shas]
+
+    for deployment in requests:
+        wait_done(deployment)
+    newest = requests[-1]
+    assert newest.status == Status.SUCCEEDED, newest.error_message
+    assert invoke_live(fixture_function)["release"] == "r19"
+    assert alias_version(fixture_function) == newest.version
+    assert {d.status for d in requests} <= {Status.SUCCEEDED, Status.SUPERSEDED}
+    windows = sorted(
+        (d.steps.get(name="update").started_at, d.steps.get(name="shift").finished_at, d.pk)
+        for d in requests if d.status == Status.SUCCEEDED)
+    for (_, earlier_end, earlier), (later_start, _, later) in zip(windows, windows[1:], strict=False):
+        assert later_start >= earlier_end, f"#{later} updated the Lambda while #{earlier} was still shifting"
+    print(f"{len(windows)} of 20 requests ran; the rest were superseded")
+
+
+def test_a_worker_killed_mid_build_is_settled_as_worker_lost_and_leaves_nothing_behind(
+        worker, fixture_function, repo, unique, settings, docker_client):
+    marker = f"slipway-kill-{unique}"
+    repo.release("slow", dockerfile=slow_dockerfile(marker, 60))
+    deployment = request_deploy(fixture_function, trigger="cli")
+    cli_pids = wait_for(lambda: building(deployment), 60, "the build to run in a docker CLI process")
+    wait_for(lambda: processes(marker), 30, "the slow RUN step to start")
+    try:
+        worker.kill()
+        wait_for(lambda: not any(build_clis(deployment) + processes(marker)),
+                 20, f"the build CLI {cli_pids} and its RUN step to go away with the worker")
+    finally:
+        worker.start()
+
+    settings.HEARTBEAT_STALE_SECONDS = 1  # in this process only: the sweeper is run here, on demand
+    wait_for(lambda: deployment.pk in pipeline.sweep()["worker_lost"], 30, "the sweeper to settle the row")
+    deployment.refresh_from_db()
+    assert (deployment.status, deployment.error_code) == (Status.FAILED, "worker-lost")
+    assert not deployment.steps.filter(status=DeploymentStep.Status.RUNNING).exists()
+    assert deployment.build.status == deployment.build.Status.FAILED
+    assert not (pipeline.work_root() / "workspaces" / pipeline.workspace_name(deployment.pk)).exists()
+    # Deployment numbers repeat across stacks sharing the engine; the function's name does not.
+    label = {"label": [f"slipway.deployment={deployment.pk}", f"slipway.function={fixture_function.name}"]}
+    assert docker_client.containers.list(all=True, filters=label) == []
+    assert docker_client.images.list(filters=label) == []
+
+    assert deployed(fixture_function, repo, "after").version == "1"
+    assert invoke_live(fixture_function)["release"] == "after"
+
+
+def test_a_build_dies_with_the_pool_process_that_started_it(worker, fixture_function, repo, unique, settings):
+    marker = f"slipway-orphan-{unique}"
+    repo.release("slow", dockerfile=slow_dockerfile(marker, 60))
+    deployment = request_deploy(fixture_function, trigger="cli")
+    cli = wait_for(lambda: building(deployment), 60, "the build to run in a docker CLI process")[0]
+    wait_for(lambda: processes(marker), 30, "the slow RUN step to start")
+    parent = int(Path(f"/proc/{cli}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert worker.node in Path(f"/proc/{parent}/cmdline").read_text(), "the CLI's parent is not our worker"
+
+    os.kill(parent, signal.SIGKILL)  # that process alone, as the OOM killer would: no signal reaches the CLI
+
+    wait_for(lambda: not any(build_clis(deployment) + processes(marker)), 20,
+             "the build CLI and its RUN step to die with their parent (PR_SET_PDEATHSIG)")
+    settings.HEARTBEAT_STALE_SECONDS = 1
+    wait_for(lambda: deployment.pk in pipeline.sweep()["worker_lost"], 30, "the sweeper to settle the row")
+    deployment.refresh_from_db()
+    assert (deployment.status, deployment.error_code) == (Status.FAILED, "worker-lost")
+
+
+def test_a_rollback_requested_during_a_build_goes_live_and_the_deploy_never_shifts(
+        worker, fixture_function, repo, unique):
+    first = deployed(fixture_function, repo, "one")
+    deployed(fixture_function, repo, "two")
+    repo.release("three", dockerfile=slow_dockerfile(f"slipway-race-{unique}", 8))
+    deploy = request_deploy(fixture_function, trigger="webhook")
+    wait_for(lambda: building(deploy), 60, "the deploy's build to run")
+
+    rollback = wait_done(request_rollback(fixture_function, trigger="ui"))
+    assert rollback.status == Status.SUCCEEDED, rollback.error_message
+    assert invoke_live(fixture_function)["release"] == "one"
+
+    wait_done(deploy)
+    assert (deploy.status, deploy.error_code, deploy.superseded_by_id) == (Status.SUPERSEDED, "superseded",
+                                                                             rollback.pk)
+    assert step_names(deploy) == ["source", "build"]
+    assert rollback.finished_at < deploy.steps.get(name="build").finished_at, "the rollback waited behind the build"
+    assert alias_version(fixture_function) == first.version == rollback.version
+    assert invoke_live(fixture_function)["release"] == "one"
+
+
+# --- Faults, each with its own error code and the alias left alone -----------------------
+
+
+def test_an_update_conflict_is_waited_out_and_the_deploy_succeeds(worker, fixture_function, repo, inject, faults):
+    deployed(fixture_function, repo, "one")
+    inject({"operation": "UpdateFunctionCode", "error": "ResourceConflictException", "times": 2,
+            "function": fixture_function.lambda_name})
+    second = deployed(fixture_function, repo, "two")
+    assert json.loads(faults.read_text())[0]["times"] == 0
+    assert alias_version(fixture_function) == second.version
+    assert invoke_live(fixture_function)["release"] == "two"
+
+
+def test_a_failed_lambda_update_ends_with_its_reason_code_and_the_alias_unchanged(
+        worker, fixture_function, repo, inject, faults):
+    first = deployed(fixture_function, repo, "one")
+    failed = {"LastUpdateStatus": "Failed", "LastUpdateStatusReasonCode": "ImageAccessDenied",
+              "LastUpdateStatusReason": "injected: Lambda cannot read the image"}
+    inject({"operation": "GetFunction", "patch": {"Configuration": failed}, "times": 3,
+            "function": fixture_function.lambda_name})
+    repo.release("two")
+    second = wait_done(request_deploy(fixture_function, trigger="cli"))
+    assert (second.status, second.error_code) == (Status.FAILED, "lambda-update-failed-ImageAccessDenied")
+    assert "cannot read the image" in second.error_message
+    assert json.loads(faults.read_text())[0]["times"] < 3
+    assert step_names(second)[-1] == "wait" and "shift" not in step_names(second)
+    assert alias_version(fixture_function) == first.version
+    assert invoke_live(fixture_function)["release"] == "one"
+
+
+def test_an_amd64_image_for_an_arm64_function_is_refused_before_the_push(
+        worker, fixture_function, repo):
+    first = deployed(fixture_function, repo, "one")
+    images = ecr.count_images(fixture_function.ecr_repository)
+    amd64 = DOCKERFILE.replace("FROM ${BASE_IMAGE}", f"FROM --platform=linux/amd64 {base_images.image_tag('amd64')}")
+    repo.release("amd64", dockerfile=amd64)
+    second = wait_done(request_deploy(fixture_function, trigger="cli"))
+    assert (second.status, second.error_code) == (Status.FAILED, "architecture-mismatch")
+    assert "linux/amd64" in second.error_message
+    assert step_names(second) == ["source", "build", "push"]
+    assert second.build.status == second.build.Status.FAILED
+    assert ecr.count_images(fixture_function.ecr_repository) == images
+    assert alias_version(fixture_function) == first.version
+
+
+def test_a_smoke_event_answered_with_an_error_keeps_the_alias(worker, fixture_function, repo):
+    first = deployed(fixture_function, repo, "one")
+    fixture_function.smoke_event = {"fail": True}
+    fixture_function.save(update_fields=["smoke_event"])
+    repo.release("two")
+    second = wait_done(request_deploy(fixture_function, trigger="cli"))
+    assert (second.status, second.error_code) == (Status.FAILED, "smoke-error-result")
+    assert "asked to fail" in second.error_message and second.version not in ("", first.version)
+    assert "shift" not in step_names(second)
+    assert alias_version(fixture_function) == first.version
+    assert invoke_live(fixture_function)["release"] == "one"
+
+
+def test_a_rollback_to_an_image_gone_from_ecr_fails_and_keeps_the_alias(worker, fixture_function, repo):
+    first = deployed(fixture_function, repo, "one")
+    second = deployed(fixture_function, repo, "two")
+    gone = aws.client("ecr").batch_delete_image(repositoryName=fixture_function.ecr_repository,
+                                                imageIds=[{"imageDigest": first.build.digest}])
+    assert gone["failures"] == []
+    rollback = wait_done(request_rollback(fixture_function, trigger="cli"))
+    assert (rollback.status, rollback.error_code) == (Status.FAILED, "image-missing")
+    assert step_names(rollback) == ["check"]
+    assert alias_version(fixture_function) == second.version
+    assert invoke_live(fixture_function)["release"] == "two"
