@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from deploy import aws
 from deploy.errors import AppError, DeployError, UserError
@@ -85,7 +85,7 @@ def create(settings: Settings, image_uri: str, description: str) -> dict:
                    Role=settings.role_arn, Architectures=[settings.architecture], MemorySize=settings.memory_mb,
                    Timeout=settings.timeout_s, Environment={"Variables": settings.environment},
                    Description=description[:256])
-    _wait(settings.name, "function_active_v2", "becoming active")
+    wait_active(settings.name)
     return created
 
 
@@ -121,24 +121,41 @@ def update_code(settings: Settings, image_uri: str) -> dict:
                 Architectures=[settings.architecture])
 
 
-def _wait(name: str, waiter: str, doing: str) -> dict:
-    try:
-        client().get_waiter(waiter).wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
-    except WaiterError as exc:
-        last = exc.last_response or {}
-        config = last.get("Configuration", last)
-        if config.get("LastUpdateStatus") == "Failed" or config.get("State") == "Failed":
-            code = config.get("LastUpdateStatusReasonCode") or config.get("StateReasonCode") or "Failed"
-            reason = config.get("LastUpdateStatusReason") or config.get("StateReason") or "no reason given"
-            raise UserError(f"lambda-update-failed-{code}", f"Lambda could not apply the update: {reason}") from None
-        raise AppError("lambda-wait-failed", f"{name} did not finish {doing}: {exc}") from None
-    except BotoCoreError as exc:
-        raise _error(exc, f"waiting for {name}") from None
-    return get_configuration(name) or {}
+# Lambda applies most image updates within a second or two: poll early, then back off
+# to one request every 2 s (the SDK waiters start at 1-5 s between polls).
+POLL_DELAYS = (0.1, 0.2, 0.3, 0.5, 1.0)
+POLL_MAX_DELAY = 2.0
+WAIT_TIMEOUT = 600
+
+
+def _wait(name: str, field: str, done: str, pending: tuple[str, ...], doing: str) -> dict:
+    """Poll GetFunction until `field` is `done`; a Failed state becomes a UserError with Lambda's reason."""
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    for attempt in range(10_000):
+        try:
+            config = client().get_function(FunctionName=name)["Configuration"]
+        except (ClientError, BotoCoreError) as exc:
+            raise _error(exc, f"waiting for {name}") from None
+        state = config.get(field)
+        if state in (done, None):  # None: a plane that does not track this state has nothing in progress
+            return config
+        if state == "Failed":
+            prefix = "LastUpdateStatus" if field == "LastUpdateStatus" else "State"
+            code = config.get(f"{prefix}ReasonCode") or "Failed"
+            reason = config.get(f"{prefix}Reason") or "no reason given"
+            raise UserError(f"lambda-update-failed-{code}", f"Lambda could not apply the update: {reason}")
+        if state not in pending or time.monotonic() > deadline:
+            raise AppError("lambda-wait-failed", f"{name} did not finish {doing}: {field}={state}")
+        time.sleep(POLL_DELAYS[attempt] if attempt < len(POLL_DELAYS) else POLL_MAX_DELAY)
+    raise AppError("lambda-wait-failed", f"{name} did not finish {doing}")
+
+
+def wait_active(name: str) -> dict:
+    return _wait(name, "State", "Active", ("Pending",), "becoming active")
 
 
 def wait_updated(name: str) -> dict:
-    return _wait(name, "function_updated_v2", "updating")
+    return _wait(name, "LastUpdateStatus", "Successful", ("InProgress",), "updating")
 
 
 def publish(name: str, description: str, code_sha256: str = "") -> str:
