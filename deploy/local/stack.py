@@ -7,12 +7,14 @@ across clean restarts) and `test` (Redis 6399, AWS plane 4599, nothing kept).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,10 +140,15 @@ def prepare() -> list[tuple[str, str, float]]:
     timed("debian packages", lambda: system.ensure_packages() or "present")
     timed("docker engine", system.ensure_docker)
     timed("qemu arm64", system.ensure_qemu)
-    timed("aws plane venv", ensure_plane_venv)
+    # Independent and mostly waiting on downloads: the plane's virtualenv and
+    # both base images are made side by side.
     engine = docker.from_env(timeout=600)
-    for arch in ARCHES:
-        timed(f"base image {arch}", base_images.ensure, engine, arch)
+    jobs = [("aws plane venv", ensure_plane_venv)]
+    jobs += [(f"base image {arch}", functools.partial(base_images.ensure, engine, arch)) for arch in ARCHES]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(timed, part, fn) for part, fn in jobs]
+    for future in futures:
+        future.result()  # the first StackError, if any, stops the run
     return timings
 
 
