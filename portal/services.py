@@ -94,3 +94,18 @@ def request_rollback(function: Function, *, trigger: str, user=None, to: str = "
                           to_version=target.version, commit=target.commit_sha, **_actor(user, trigger))
         transaction.on_commit(lambda: dispatch(function.pk))
     return rollback
+
+
+def cancel(deployment: Deployment, *, user=None, trigger: str = "cli") -> bool:
+    """Cancel a queued deployment at once, or a running one before its update step."""
+    if not deployment.request_cancel():
+        return False
+    AuditEvent.record("deployment.cancel_requested", function=deployment.function, deployment=deployment.pk,
+                      **_actor(user, trigger))
+    return True
+
+
+def resume_auto_deploy(function: Function, *, user=None, trigger: str = "cli") -> None:
+    """Lift the pause a rollback put on auto-deploy."""
+    Function.objects.filter(pk=function.pk).update(paused_reason="")
+    AuditEvent.record("function.auto_deploy_resumed", function=function, **_actor(user, trigger))

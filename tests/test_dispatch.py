@@ -135,3 +135,16 @@ def test_a_rollback_does_not_claim_while_a_deploy_is_moving_the_alias(function):
     assert pipeline.claim(rollback, Status.VERIFYING) is False
     deploy.finish(Status.SUCCEEDED)
     assert pipeline.claim(rollback, Status.VERIFYING) is True
+
+
+def test_the_sweeper_resends_a_queued_deployment_whose_message_never_left(function, sent,
+                                                                          django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    lost = Deployment.objects.create(function=function, trigger="webhook")  # broker was down: enqueued_at unset
+    Deployment.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(minutes=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert pipeline.sweep()["redispatched_functions"] == [function.pk]
+    assert sent["deploy"].call_args.kwargs["args"] == [lost.pk]

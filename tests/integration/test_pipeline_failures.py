@@ -2,12 +2,14 @@
 local stack: a burst of requests, a worker killed mid-build, a rollback racing
 a build, and faults injected at the boto3 seam of the real worker process."""
 
+import io
 import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
 from deploy import aws, ecr, lambdas
 from deploy.local import base_images
@@ -209,3 +211,28 @@ def test_a_rollback_to_an_image_gone_from_ecr_fails_and_keeps_the_alias(worker, 
     assert step_names(rollback) == ["check"]
     assert alias_version(fixture_function) == second.version
     assert invoke_live(fixture_function)["release"] == "two"
+
+
+def test_a_deploy_cancelled_while_building_stops_before_touching_the_lambda(worker, fixture_function, repo, unique):
+    first = deployed(fixture_function, repo, "one")
+    repo.release("slow", dockerfile=slow_dockerfile(f"slipway-cancel-{unique}", 8))
+    deploy = request_deploy(fixture_function, trigger="cli")
+    wait_for(lambda: building(deploy), 60, "the build to run")
+    call_command("cancel", str(deploy.pk), stdout=io.StringIO())
+    wait_done(deploy)
+    assert (deploy.status, deploy.error_code) == (Status.CANCELLED, "cancelled")
+    assert "update" not in step_names(deploy)
+    assert alias_version(fixture_function) == first.version
+
+
+def test_a_rollback_to_a_deleted_version_updates_code_to_its_digest(worker, fixture_function, repo):
+    first = deployed(fixture_function, repo, "one")
+    deployed(fixture_function, repo, "two")
+    aws.client("lambda").delete_function(FunctionName=fixture_function.lambda_name, Qualifier=first.version)
+    rollback = wait_done(request_rollback(fixture_function, trigger="cli"))
+    assert rollback.status == Status.SUCCEEDED, rollback.error_message
+    assert step_names(rollback) == ["check", "update", "wait", "publish", "shift"]
+    assert invoke_live(fixture_function)["release"] == "one"
+    published = aws.client("lambda").get_function(FunctionName=fixture_function.lambda_name,
+                                                  Qualifier=rollback.version)
+    assert published["Code"]["ImageUri"].endswith(f"@{first.build.digest}")
