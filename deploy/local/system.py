@@ -23,6 +23,8 @@ COMMANDS = {
     "update-binfmts": "binfmt-support",
     "socat": "socat",
     "git": "git",
+    "ip": "iproute2",  # the Docker bridge's address, for the plane's relay
+    "/usr/bin/python3.11": "python3.11",  # compiles bytecode for the base images (same version as theirs)
 }
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 
