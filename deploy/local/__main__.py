@@ -44,6 +44,7 @@ def _wait_healthy(port: int, timeout: float = 60) -> dict:
 def cmd_run() -> int:
     started = time.monotonic()
     profile = stack.Profile.for_run()
+    stack.check_ports(profile)
     stack.prepare()
     with Runner(log_dir=profile.dir("log")) as runner:
         stack.start_infrastructure(runner, profile)

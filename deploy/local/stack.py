@@ -158,6 +158,14 @@ def _free(port: int, what: str, env_name: str, host: str = "127.0.0.1") -> None:
                          f"stop what listens there (ss -ltnp 'sport = :{port}') or set {env_name}")
 
 
+def check_ports(profile: Profile) -> None:
+    """Refuse before anything starts when a port of this profile is taken."""
+    prefix = {"test": "SLIPWAY_TEST_", "bench": "SLIPWAY_BENCH_"}.get(profile.name, "SLIPWAY_")
+    _free(profile.redis_port, "Redis", f"{prefix}REDIS_PORT")
+    _free(profile.aws_port, "the local AWS plane", f"{prefix}AWS_PORT")
+    _free(profile.web_port, "the web server", f"{prefix}WEB_PORT")
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
