@@ -26,8 +26,9 @@ def prune(root: Path) -> int:
     doomed += [p for p in root.rglob("tests") if p.is_dir()]
     doomed += list(root.rglob("*.pyi"))
     doomed += [p for p in (root / "cv2" / "data").glob("haarcascade_*.xml") if p.name not in CASCADES]
-    models = (root / "botocore" / "data").iterdir()
-    doomed += [p for p in models if p.is_dir() and p.name not in BOTOCORE_SERVICES]
+    models = root / "botocore" / "data"  # only when a requirement pulls botocore in
+    if models.is_dir():
+        doomed += [p for p in models.iterdir() if p.is_dir() and p.name not in BOTOCORE_SERVICES]
     freed = 0
     for path in doomed:
         if path.is_dir():
