@@ -141,7 +141,7 @@ class Recorder:
 
     @contextlib.contextmanager
     def step(self, name: str, status: str | None = None):
-        """Record the step before it runs and after it ends; app errors retried."""
+        """Record the step before it runs and after it ends, with its output and exit status."""
         if status and self.deployment.status != status:
             self.deployment.advance(status)
         self.position += 1
