@@ -127,16 +127,25 @@ def check_base_images() -> str:
     return ", ".join(found)
 
 
+QUEUES = ("deploys", "rollbacks")
+
+
 def check_worker() -> str:
     from workers.celery import app
 
     try:
         replies = app.control.ping(timeout=1.0)
+        consumed = app.control.inspect(timeout=1.0).active_queues() or {} if replies else {}
     except Exception as exc:  # kombu raises a variety of connection errors
         raise Down(f"cannot ask workers through the broker: {exc}") from exc
     if not replies:
         raise Down("no Celery worker answered within 1 s: start one with "
                    "`celery -A workers worker -Q deploys,rollbacks`")
+    served = {queue["name"] for queues in consumed.values() for queue in queues}
+    missing = [queue for queue in QUEUES if queue not in served]
+    if missing:
+        raise Down(f"no worker consumes the {', '.join(missing)} queue: "
+                   f"start one with `celery -A workers worker -Q {','.join(missing)}`")
     return f"{len(replies)} worker(s) answering: " + ", ".join(sorted(name for r in replies for name in r))
 
 

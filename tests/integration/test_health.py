@@ -49,11 +49,16 @@ def test_it_reports_a_stopped_redis(client, db, settings, tmp_path):
     assert f"cannot reach Redis at redis://127.0.0.1:{port}" in check["message"]
 
 
+def _worker(queues: str, log):
+    node = f"slipway-pytest-{free_port()}@localhost"
+    worker = Private([sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "-c", "1",
+                      "-n", node, "--without-mingle", "--without-gossip"], log=log)
+    return node, worker
+
+
 def test_it_sees_a_celery_worker_come_and_go(client, db, tmp_path):
     stack_env("REDIS_URL")
-    node = f"slipway-pytest-{free_port()}@localhost"
-    worker = Private([sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "deploys", "-c", "1",
-                      "-n", node, "--without-mingle", "--without-gossip"], log=tmp_path / "worker.log")
+    node, worker = _worker("deploys,rollbacks", tmp_path / "worker.log")
     try:
         check = wait_for(lambda: (c := _checks(client)["worker"])["ok"] and c, 60, "the worker to answer ping")
         assert node in check["message"]
@@ -62,6 +67,18 @@ def test_it_sees_a_celery_worker_come_and_go(client, db, tmp_path):
     check = _checks(client)["worker"]
     assert check["ok"] is False
     assert "no Celery worker answered" in check["message"]
+
+
+def test_it_reports_a_queue_that_no_worker_consumes(client, db, tmp_path):
+    stack_env("REDIS_URL")
+    node, worker = _worker("deploys", tmp_path / "worker.log")
+    try:
+        check = wait_for(lambda: (c := _checks(client)["worker"])["message"].startswith("no worker consumes") and c,
+                         60, "the worker to answer")
+    finally:
+        worker.stop()
+    assert check["ok"] is False
+    assert "no worker consumes the rollbacks queue" in check["message"]
 
 
 def test_the_human_page_needs_a_login_and_names_the_part_that_is_down(client, cast, plane_settings):
