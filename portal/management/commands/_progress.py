@@ -2,7 +2,16 @@
 
 import time
 
-from portal.models import Deployment, DeploymentStep
+from django.core.management.base import CommandError
+
+from portal.models import Deployment, DeploymentStep, Function
+
+
+def function_named(name: str) -> Function:
+    function = Function.objects.filter(name=name).first()
+    if function is None:
+        raise CommandError(f"no function named {name!r}")
+    return function
 
 
 def follow(deployment: Deployment, write, timeout: float = 3600) -> Deployment:

@@ -1,6 +1,6 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from portal.models import Function
+from portal.management.commands._progress import function_named
 from portal.services import resume_auto_deploy
 
 
@@ -11,9 +11,7 @@ class Command(BaseCommand):
         parser.add_argument("function", help="the function's name")
 
     def handle(self, *args, **options):
-        function = Function.objects.filter(name=options["function"]).first()
-        if function is None:
-            raise CommandError(f"no function named {options['function']!r}")
+        function = function_named(options["function"])
         was = function.paused_reason
         resume_auto_deploy(function)
         self.stdout.write(f"auto-deploy of {function.name} resumed" + (f" (was paused: {was})" if was else ""))

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from portal.management.commands._progress import follow, summary
-from portal.models import Deployment, Function
+from portal.management.commands._progress import follow, function_named, summary
+from portal.models import Deployment
 from portal.services import RequestRefused, request_rollback
 
 
@@ -14,9 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-wait", action="store_true", help="return once queued")
 
     def handle(self, *args, **options):
-        function = Function.objects.filter(name=options["function"]).first()
-        if function is None:
-            raise CommandError(f"no function named {options['function']!r}")
+        function = function_named(options["function"])
         try:
             rollback = request_rollback(function, trigger=Deployment.Trigger.CLI, to=options["to"])
         except RequestRefused as exc:
