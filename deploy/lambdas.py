@@ -66,15 +66,20 @@ def client():
     return aws.client("lambda")
 
 
-def get_configuration(name: str) -> dict | None:
+def _read(doing: str, fn: Callable, /, **kwargs):
+    """A read that may find nothing: None for ResourceNotFoundException, errors mapped otherwise."""
     try:
-        return client().get_function_configuration(FunctionName=name)
+        return fn(**kwargs)
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ResourceNotFoundException":
             return None
-        raise _error(exc, f"reading {name}") from None
+        raise _error(exc, doing) from None
     except BotoCoreError as exc:
-        raise _error(exc, f"reading {name}") from None
+        raise _error(exc, doing) from None
+
+
+def get_configuration(name: str) -> dict | None:
+    return _read(f"reading {name}", client().get_function_configuration, FunctionName=name)
 
 
 def create(settings: Settings, image_uri: str, description: str) -> dict:
@@ -178,14 +183,8 @@ def invoke(name: str, qualifier: str, event: dict) -> tuple[str, object]:
 
 
 def alias_version(name: str, alias: str) -> str | None:
-    try:
-        return client().get_alias(FunctionName=name, Name=alias)["FunctionVersion"]
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ResourceNotFoundException":
-            return None
-        raise _error(exc, f"reading alias {alias} of {name}") from None
-    except BotoCoreError as exc:
-        raise _error(exc, f"reading alias {alias} of {name}") from None
+    found = _read(f"reading alias {alias} of {name}", client().get_alias, FunctionName=name, Name=alias)
+    return found["FunctionVersion"] if found else None
 
 
 def point_alias(name: str, alias: str, version: str) -> str | None:
@@ -199,10 +198,5 @@ def point_alias(name: str, alias: str, version: str) -> str | None:
 
 
 def version_exists(name: str, version: str) -> bool:
-    try:
-        client().get_function_configuration(FunctionName=name, Qualifier=version)
-        return True
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ResourceNotFoundException":
-            return False
-        raise _error(exc, f"reading version {version} of {name}") from None
+    return _read(f"reading version {version} of {name}", client().get_function_configuration,
+                 FunctionName=name, Qualifier=version) is not None

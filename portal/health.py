@@ -16,6 +16,7 @@ from django.conf import settings
 from deploy import aws
 from deploy import docker as docker_seam
 from deploy.local import base_images
+from portal.models import Architecture
 
 BINFMT_AARCH64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 
@@ -114,10 +115,10 @@ def check_base_images() -> str:
                 attrs = engine.images.get(image).attrs
             except docker.errors.ImageNotFound:
                 raise Down(f"{image} ({arch}) is missing: run `make run` to build the base images") from None
-            if attrs.get("Architecture") != {"arm64": "arm64", "x86_64": "amd64"}[arch]:
+            docker_arch = Architecture.tag_suffix(arch)
+            if attrs.get("Architecture") != docker_arch:
                 raise Down(f"{image} is built for {attrs.get('Architecture')}, not {arch}")
             if image.startswith(base_images.REPOSITORY + ":"):
-                docker_arch = {"arm64": "arm64", "x86_64": "amd64"}[arch]
                 label = (attrs.get("Config") or {}).get("Labels") or {}
                 if label.get(base_images.LABEL_INPUTS) != base_images.inputs_digest(docker_arch):
                     raise Down(f"{image} is outdated (its inputs changed): `make run` rebuilds it")
