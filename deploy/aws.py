@@ -1,8 +1,13 @@
-"""The one seam to AWS: a lazily built boto3 client per service.
+"""The one seam to AWS: a lazily built boto3 client per service, one error
+mapper and the one retry layer every AWS call goes through.
 
 The standard credential chain and region apply. AWS_ENDPOINT_URL (read by
 boto3 itself) points every client at the local plane; nothing else in the
 pipeline knows which plane it talks to.
+
+Retries live here and nowhere else: botocore's own retries are off
+(`total_max_attempts=1`) and pipeline steps do not retry AWS calls, so one API
+call is sent at most MAX_ATTEMPTS times, whatever goes wrong.
 """
 
 from __future__ import annotations
@@ -10,7 +15,32 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import threading
+import time
+from collections.abc import Callable
+
+from deploy import envvars
+from deploy.errors import AppError, DeployError, UserError
+
+MAX_ATTEMPTS = 5  # the most HTTP requests one API call can make
+BACKOFF_BASE = 0.5  # seconds before the 2nd attempt, doubling, with jitter
+BACKOFF_CAP = 8.0
+
+# What is retried: throttling, the service's own trouble, and Lambda's "update in
+# progress" (the function is still applying an earlier change).
+RETRYABLE_CODES = frozenset({
+    "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
+    "ServiceException", "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure",
+    "InternalServerError", "ServerException", "ResourceConflictException", "EC2ThrottledException",
+})
+# What is the function's fault: its settings, its image or its permissions. Shown, never retried.
+USER_CODES = frozenset({
+    "InvalidParameterValueException", "InvalidParameterException", "ResourceNotFoundException",
+    "CodeStorageExceededException", "InvalidRequestContentException", "RequestTooLargeException",
+    "AccessDeniedException", "AccessDenied", "ValidationException", "InvalidLayerException",
+    "RepositoryNotFoundException", "ImageNotFoundException", "ImageTagAlreadyExistsException",
+})
 
 _lock = threading.Lock()
 _clients: dict[tuple, object] = {}
@@ -20,19 +50,19 @@ def region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
-def client(service: str, *, timeout: float = 60, retries: int = 4):
-    """A shared client for `service`; `timeout`/`retries` give a separate one
+def client(service: str, *, timeout: float = 60):
+    """A shared client for `service`; another `timeout` gives a separate one
     (a health probe must fail in a second, a deploy must not)."""
-    key = (service, timeout, retries, os.environ.get("AWS_ENDPOINT_URL", ""), region())
+    key = (service, timeout, os.environ.get("AWS_ENDPOINT_URL", ""), region())
     with _lock:
         if key not in _clients:
             import boto3
             from botocore.config import Config
 
             config = Config(connect_timeout=min(timeout, 10), read_timeout=timeout,
-                            retries={"max_attempts": retries, "mode": "standard"})
+                            retries={"total_max_attempts": 1, "mode": "standard"})
             made = boto3.session.Session().client(service, region_name=region(), config=config)
-            _install_faults(made, service)
+            _install_faults(made)
             _clients[key] = made
         return _clients[key]
 
@@ -43,22 +73,77 @@ def reset() -> None:
         _clients.clear()
 
 
+def error_code(exc: Exception) -> str:
+    """The AWS error code of a ClientError, "" for anything else."""
+    response = getattr(exc, "response", None)
+    return (response or {}).get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+
+
+def error(exc: Exception, doing: str, prefix: str) -> DeployError:
+    """Map a botocore exception to Slipway's two families, with a stable code."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        message = f"{doing}: {exc.response['Error'].get('Message') or code}"
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code == "PreconditionFailedException":
+            return AppError("revision-mismatch", f"{message} (the function was changed by someone else meanwhile)",
+                            retryable=False)
+        if code in USER_CODES:
+            return UserError(f"{prefix}-{code}", message)
+        return AppError(f"{prefix}-{code}", message, retryable=code in RETRYABLE_CODES or status >= 500)
+    if isinstance(exc, NoCredentialsError):
+        return AppError("aws-credentials", f"{doing}: no AWS credentials found", retryable=False)
+    return AppError("aws-unreachable", f"{doing}: {exc}")  # connection refused, timeouts: transient
+
+
+def call(doing: str, fn: Callable, /, *, prefix: str, missing: tuple[str, ...] = (), **kwargs):
+    """Call one AWS API, retrying what is transient, at most MAX_ATTEMPTS times.
+
+    `missing`: error codes that mean "nothing there"; the call returns None
+    for them. Every other failure is a mapped DeployError.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return fn(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            if missing and error_code(exc) in missing:
+                return None
+            mapped = error(exc, doing, prefix)
+        if not mapped.retryable or attempt == MAX_ATTEMPTS:
+            if mapped.retryable:
+                mapped.message += f" (after {MAX_ATTEMPTS} attempts)"
+            raise mapped
+        time.sleep(backoff(attempt))
+    raise AssertionError("unreachable")
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based): full jitter, capped."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not a secret
+
+
 # --- Fault injection (tests only) ---------------------------------------------
-# The local plane never answers "update in progress" or fails an update, so the
-# tests that cover those paths inject them here, at the seam, in a real worker
-# process. Off unless SLIPWAY_FAULTS_FILE is set, and refused without
-# SLIPWAY_TESTING=1. The file holds a JSON list of faults:
+# The local plane never answers "update in progress", fails an update or
+# checks a RevisionId on publish, so the tests that cover those paths inject
+# them here, at the seam, in a real worker process. Off unless
+# SLIPWAY_FAULTS_FILE is set, and refused unless SLIPWAY_TESTING is true.
+# The file holds a JSON list of faults:
 #   {"operation": "UpdateFunctionCode", "error": "ResourceConflictException", "times": 2}
 #   {"operation": "GetFunction", "patch": {"Configuration": {"LastUpdateStatus": "Failed"}}, "times": 5}
 # optionally with "function": NAME; "times" counts down across processes.
 
 
-def _install_faults(made, service: str) -> None:
+def _install_faults(made) -> None:
     path = os.environ.get("SLIPWAY_FAULTS_FILE")
     if not path:
         return
-    if os.environ.get("SLIPWAY_TESTING") != "1":
-        raise RuntimeError("SLIPWAY_FAULTS_FILE is a test-only switch and is refused without SLIPWAY_TESTING=1")
+    if not envvars.flag("SLIPWAY_TESTING"):
+        raise RuntimeError("SLIPWAY_FAULTS_FILE is a test-only switch and is refused unless SLIPWAY_TESTING is true")
     event_service = made.meta.service_model.service_id.hyphenize()
 
     def before(params, model, **_):

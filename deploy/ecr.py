@@ -14,17 +14,14 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from deploy import aws
+from deploy import arch, aws
 from deploy.errors import AppError, UserError
 
 MANIFEST_LISTS = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.index.v1+json",
 )
-DOCKER_ARCH = {"arm64": "arm64", "x86_64": "amd64"}
-ELF_MACHINES = {0x3E: "amd64", 0xB7: "arm64"}  # ELF e_machine
+PREFIX = "ecr"
 
 
 @dataclass
@@ -36,52 +33,36 @@ class Image:
     media_type: str
 
 
-def _aws_error(exc: Exception, doing: str) -> AppError:
-    if isinstance(exc, ClientError):
-        code = exc.response["Error"]["Code"]
-        return AppError(f"ecr-{code}", f"{doing}: {exc.response['Error'].get('Message', code)}",
-                        retryable=code in ("ThrottlingException", "ServerException", "LimitExceededException"))
-    return AppError("aws-unreachable", f"{doing}: {exc}")
+def _call(doing: str, operation: str, missing: tuple[str, ...] = (), **kwargs):
+    return aws.call(doing, getattr(aws.client("ecr"), operation), prefix=PREFIX, missing=missing, **kwargs)
 
 
 def ensure_repository(name: str) -> str:
     """The repository's URI; created with immutable tags if missing."""
-    ecr = aws.client("ecr")
-    try:
-        return ecr.describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryUri"]
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "RepositoryNotFoundException":
-            raise _aws_error(exc, f"describing ECR repository {name}") from None
-    except BotoCoreError as exc:
-        raise _aws_error(exc, f"describing ECR repository {name}") from None
-    try:
-        created = ecr.create_repository(repositoryName=name, imageTagMutability="IMMUTABLE",
-                                        imageScanningConfiguration={"scanOnPush": True})
-        return created["repository"]["repositoryUri"]
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "RepositoryAlreadyExistsException":  # created meanwhile
-            return ecr.describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryUri"]
-        raise _aws_error(exc, f"creating ECR repository {name}") from None
-    except BotoCoreError as exc:
-        raise _aws_error(exc, f"creating ECR repository {name}") from None
+    found = _call(f"describing ECR repository {name}", "describe_repositories",
+                  missing=("RepositoryNotFoundException",), repositoryNames=[name])
+    if found is None:
+        created = _call(f"creating ECR repository {name}", "create_repository",
+                        missing=("RepositoryAlreadyExistsException",),  # created meanwhile
+                        repositoryName=name, imageTagMutability="IMMUTABLE",
+                        imageScanningConfiguration={"scanOnPush": True})
+        if created is not None:
+            return created["repository"]["repositoryUri"]
+        found = _call(f"describing ECR repository {name}", "describe_repositories", repositoryNames=[name])
+    return found["repositories"][0]["repositoryUri"]
 
 
 def find(repository: str, *, tag: str = "", digest: str = "") -> Image | None:
     """What ECR holds under `tag` (or `digest`); None when it holds nothing."""
     image_id = {"imageTag": tag} if tag else {"imageDigest": digest}
-    try:
-        details = aws.client("ecr").describe_images(repositoryName=repository, imageIds=[image_id])["imageDetails"]
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("ImageNotFoundException", "RepositoryNotFoundException"):
-            return None
-        raise _aws_error(exc, f"looking up {repository}:{tag or digest}") from None
-    except BotoCoreError as exc:
-        raise _aws_error(exc, f"looking up {repository}:{tag or digest}") from None
-    if not details:
+    found = _call(f"looking up {repository}:{tag or digest}", "describe_images",
+                  missing=("ImageNotFoundException", "RepositoryNotFoundException"),
+                  repositoryName=repository, imageIds=[image_id])
+    if not found or not found["imageDetails"]:
         return None
-    found = details[0]
-    return Image(repository, tag, found["imageDigest"], int(found.get("imageSizeInBytes", 0)),
-                 found.get("imageManifestMediaType", ""))
+    details = found["imageDetails"][0]
+    return Image(repository, tag, details["imageDigest"], int(details.get("imageSizeInBytes", 0)),
+                 details.get("imageManifestMediaType", ""))
 
 
 def count_images(repository: str) -> int:
@@ -100,10 +81,7 @@ def image_uri(repository_uri: str, digest: str, override: str = "") -> str:
 
 
 def login(docker, host: str) -> None:
-    try:
-        data = aws.client("ecr").get_authorization_token()["authorizationData"][0]
-    except (ClientError, BotoCoreError) as exc:
-        raise _aws_error(exc, "getting an ECR authorization token") from None
+    data = _call("getting an ECR authorization token", "get_authorization_token")["authorizationData"][0]
     username, password = base64.b64decode(data["authorizationToken"]).decode().split(":", 1)
     try:
         docker.login(username=username, password=password, registry=host, reauth=True)
@@ -117,7 +95,7 @@ def check_architecture(docker, local_tag: str, architecture: str) -> dict:
     enough: BuildKit labels a final stage `FROM --platform=linux/amd64` with the
     requested --platform, so the program the image starts is checked too."""
     attrs = docker.images.get(local_tag).attrs
-    wanted = DOCKER_ARCH[architecture]
+    wanted = arch.get(architecture).docker
     found, program = attrs.get("Architecture"), ""
     if found == wanted:
         program, machine = entry_machine(docker, local_tag, attrs.get("Config") or {})
@@ -157,7 +135,8 @@ def entry_machine(docker, image: str, config: dict) -> tuple[str, str]:
                 elif head.startswith(b"#!"):
                     path = head[2:].split(b"\n", 1)[0].split()[0].decode(errors="replace")
                 elif head[:4] == b"\x7fELF" and len(head) >= 20:
-                    return path, ELF_MACHINES.get(int.from_bytes(head[18:20], "little"), "unknown")
+                    found = arch.by_elf_machine(int.from_bytes(head[18:20], "little"))
+                    return path, found.docker if found else "unknown"
                 else:
                     return "", ""
     except Exception:  # docker.errors.NotFound and friends: no verdict, the config's word stands

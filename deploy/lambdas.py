@@ -1,27 +1,20 @@
 """Lambda: create or update by digest, wait, publish, verify, move the alias.
 
-Every write that Lambda may refuse with ResourceConflictException (an update
-still in progress) is retried a bounded number of times with backoff.
+Every call goes through deploy.aws.call: one error mapper, one retry layer
+(an "update in progress" conflict is retried there like throttling).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from deploy import aws
-from deploy.errors import AppError, DeployError, UserError
+from deploy.errors import AppError, UserError
 
-_USER_CODES = {
-    "InvalidParameterValueException", "ResourceNotFoundException", "CodeStorageExceededException",
-    "InvalidRequestContentException", "RequestTooLargeException", "AccessDeniedException",
-    "PreconditionFailedException",
-}
-CONFLICT_ATTEMPTS = 6
+PREFIX = "lambda"
+_MISSING = ("ResourceNotFoundException",)
 
 
 @dataclass
@@ -36,60 +29,31 @@ class Settings:
     role_arn: str
 
 
-def _error(exc: Exception, doing: str) -> DeployError:
-    if isinstance(exc, ClientError):
-        code = exc.response["Error"]["Code"]
-        message = f"{doing}: {exc.response['Error'].get('Message', code)}"
-        if code in _USER_CODES:
-            return UserError(f"lambda-{code}", message)
-        return AppError(f"lambda-{code}", message)
-    return AppError("aws-unreachable", f"{doing}: {exc}")
-
-
-def call(doing: str, fn: Callable, /, **kwargs):
-    """Call a Lambda API, waiting out update-in-progress conflicts (bounded)."""
-    for attempt in range(CONFLICT_ATTEMPTS):
-        try:
-            return fn(**kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceConflictException":
-                raise _error(exc, doing) from None
-            if attempt == CONFLICT_ATTEMPTS - 1:
-                raise AppError("update-conflict", f"{doing}: Lambda still reports an update in progress after "
-                               f"{CONFLICT_ATTEMPTS} attempts") from None
-            time.sleep(min(0.5 * 2 ** attempt, 8))
-        except BotoCoreError as exc:
-            raise _error(exc, doing) from None
-
-
 def client():
     return aws.client("lambda")
 
 
-def _read(doing: str, fn: Callable, /, **kwargs):
-    """A read that may find nothing: None for ResourceNotFoundException, errors mapped otherwise."""
-    try:
-        return fn(**kwargs)
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ResourceNotFoundException":
-            return None
-        raise _error(exc, doing) from None
-    except BotoCoreError as exc:
-        raise _error(exc, doing) from None
+def _call(doing: str, operation: str, **kwargs):
+    return aws.call(doing, getattr(client(), operation), prefix=PREFIX, **kwargs)
+
+
+def _read(doing: str, operation: str, **kwargs):
+    """A read that may find nothing: None for ResourceNotFoundException."""
+    return aws.call(doing, getattr(client(), operation), prefix=PREFIX, missing=_MISSING, **kwargs)
 
 
 def get_configuration(name: str) -> dict | None:
-    return _read(f"reading {name}", client().get_function_configuration, FunctionName=name)
+    return _read(f"reading {name}", "get_function_configuration", FunctionName=name)
 
 
 def create(settings: Settings, image_uri: str, description: str) -> dict:
     if not settings.role_arn:
         raise UserError("missing-role", "the first deploy creates the Lambda and needs an execution role ARN")
-    created = call(f"creating {settings.name}", client().create_function,
-                   FunctionName=settings.name, PackageType="Image", Code={"ImageUri": image_uri},
-                   Role=settings.role_arn, Architectures=[settings.architecture], MemorySize=settings.memory_mb,
-                   Timeout=settings.timeout_s, Environment={"Variables": settings.environment},
-                   Description=description[:256])
+    created = _call(f"creating {settings.name}", "create_function",
+                    FunctionName=settings.name, PackageType="Image", Code={"ImageUri": image_uri},
+                    Role=settings.role_arn, Architectures=[settings.architecture], MemorySize=settings.memory_mb,
+                    Timeout=settings.timeout_s, Environment={"Variables": settings.environment},
+                    Description=description[:256])
     wait_active(settings.name)
     return created
 
@@ -107,8 +71,8 @@ def configuration_changes(current: dict, settings: Settings) -> dict:
 
 
 def update_configuration(settings: Settings, changes: dict) -> None:
-    call(f"updating the configuration of {settings.name}", client().update_function_configuration,
-         FunctionName=settings.name, **changes)
+    _call(f"updating the configuration of {settings.name}", "update_function_configuration",
+          FunctionName=settings.name, **changes)
     wait_updated(settings.name)
 
 
@@ -117,13 +81,13 @@ def update_code(settings: Settings, image_uri: str) -> dict:
     each attempt (the update that made Lambda answer "conflict" changes it)."""
 
     def attempt(**kwargs):
-        current = get_configuration(settings.name) or {}
+        current = client().get_function_configuration(FunctionName=settings.name)
         if current.get("RevisionId"):
             kwargs["RevisionId"] = current["RevisionId"]
         return client().update_function_code(**kwargs)
 
-    return call(f"updating the code of {settings.name}", attempt, FunctionName=settings.name, ImageUri=image_uri,
-                Architectures=[settings.architecture])
+    return aws.call(f"updating the code of {settings.name}", attempt, prefix=PREFIX, FunctionName=settings.name,
+                    ImageUri=image_uri, Architectures=[settings.architecture])
 
 
 # Lambda applies most image updates within a second or two: poll early, then back off
@@ -134,16 +98,15 @@ WAIT_TIMEOUT = 600
 
 
 def _wait(name: str, field: str, done: str, pending: tuple[str, ...], doing: str) -> dict:
-    """Poll GetFunction until `field` is `done`; a Failed state becomes a UserError with Lambda's reason."""
+    """Poll GetFunction until `field` is `done`; returns the whole answer
+    (Configuration and Code). A Failed state is a UserError with Lambda's reason."""
     deadline = time.monotonic() + WAIT_TIMEOUT
     for attempt in range(10_000):
-        try:
-            config = client().get_function(FunctionName=name)["Configuration"]
-        except (ClientError, BotoCoreError) as exc:
-            raise _error(exc, f"waiting for {name}") from None
+        found = _call(f"waiting for {name}", "get_function", FunctionName=name)
+        config = found["Configuration"]
         state = config.get(field)
         if state in (done, None):  # None: a plane that does not track this state has nothing in progress
-            return config
+            return found
         if state == "Failed":
             prefix = "LastUpdateStatus" if field == "LastUpdateStatus" else "State"
             code = config.get(f"{prefix}ReasonCode") or "Failed"
@@ -163,17 +126,38 @@ def wait_updated(name: str) -> dict:
     return _wait(name, "LastUpdateStatus", "Successful", ("InProgress",), "updating")
 
 
-def publish(name: str, description: str, code_sha256: str = "") -> str:
+def holds_image(found: dict, image_uri: str) -> bool:
+    """Does a GetFunction answer hold `image_uri`'s digest as its code?"""
+    digest = image_uri.rsplit("@", 1)[-1]
+    code = found.get("Code") or {}
+    uris = [code.get("ImageUri", ""), code.get("ResolvedImageUri", "")]
+    sha = (found.get("Configuration") or {}).get("CodeSha256", "")
+    return any(uri.endswith(f"@{digest}") for uri in uris) or (bool(sha) and f"sha256:{sha}" == digest)
+
+
+def publish(name: str, description: str, *, after: dict, image_uri: str) -> str:
+    """Publish $LATEST as a version that can only hold `image_uri`.
+
+    `after` is the GetFunction answer read when our update had been applied: it
+    must show our image, and its RevisionId (and CodeSha256 where the API fills
+    it) guard the publish, so a change slipped in since then fails the step
+    with `revision-mismatch` instead of publishing someone else's code."""
+    config = after.get("Configuration") or {}
+    if not holds_image(after, image_uri):
+        raise AppError("revision-mismatch", f"{name} no longer holds {image_uri} after the update: "
+                       f"someone else changed its code meanwhile", retryable=False)
     kwargs = {"FunctionName": name, "Description": description[:256]}
-    if code_sha256:
-        kwargs["CodeSha256"] = code_sha256
-    return call(f"publishing a version of {name}", client().publish_version, **kwargs)["Version"]
+    if config.get("RevisionId"):
+        kwargs["RevisionId"] = config["RevisionId"]
+    if config.get("CodeSha256"):
+        kwargs["CodeSha256"] = config["CodeSha256"]
+    return _call(f"publishing a version of {name}", "publish_version", **kwargs)["Version"]
 
 
 def invoke(name: str, qualifier: str, event: dict) -> tuple[str, object]:
     """(FunctionError or "", decoded result)."""
-    response = call(f"invoking {name}:{qualifier}", client().invoke, FunctionName=name, Qualifier=qualifier,
-                    Payload=json.dumps(event).encode())
+    response = _call(f"invoking {name}:{qualifier}", "invoke", FunctionName=name, Qualifier=qualifier,
+                     Payload=json.dumps(event).encode())
     raw = response["Payload"].read()
     try:
         result = json.loads(raw) if raw else None
@@ -182,21 +166,27 @@ def invoke(name: str, qualifier: str, event: dict) -> tuple[str, object]:
     return response.get("FunctionError", ""), result
 
 
+def get_alias(name: str, alias: str) -> dict | None:
+    return _read(f"reading alias {alias} of {name}", "get_alias", FunctionName=name, Name=alias)
+
+
 def alias_version(name: str, alias: str) -> str | None:
-    found = _read(f"reading alias {alias} of {name}", client().get_alias, FunctionName=name, Name=alias)
+    found = get_alias(name, alias)
     return found["FunctionVersion"] if found else None
 
 
 def point_alias(name: str, alias: str, version: str) -> str | None:
-    """Move (or create) `alias` to `version`; returns the version it pointed at before."""
-    before = alias_version(name, alias)
+    """Move (or create) `alias` to `version`, guarded by the alias's RevisionId;
+    returns the version it pointed at before."""
+    before = get_alias(name, alias)
     if before is None:
-        call(f"creating alias {alias}", client().create_alias, FunctionName=name, Name=alias, FunctionVersion=version)
-    else:
-        call(f"moving alias {alias}", client().update_alias, FunctionName=name, Name=alias, FunctionVersion=version)
-    return before
+        _call(f"creating alias {alias}", "create_alias", FunctionName=name, Name=alias, FunctionVersion=version)
+        return None
+    guard = {"RevisionId": before["RevisionId"]} if before.get("RevisionId") else {}
+    _call(f"moving alias {alias}", "update_alias", FunctionName=name, Name=alias, FunctionVersion=version, **guard)
+    return before["FunctionVersion"]
 
 
 def version_exists(name: str, version: str) -> bool:
-    return _read(f"reading version {version} of {name}", client().get_function_configuration,
+    return _read(f"reading version {version} of {name}", "get_function_configuration",
                  FunctionName=name, Qualifier=version) is not None

@@ -7,25 +7,25 @@ there first, and the caller backs off instead of overwriting.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
+
+from deploy import arch
 
 LOG_CAP_BYTES = 256 * 1024
 
 
 class Architecture(models.TextChoices):
-    ARM64 = "arm64", "arm64 (Graviton)"
-    X86_64 = "x86_64", "x86_64"
+    """Lambda's names; every other name of an architecture comes from deploy.arch."""
 
-    @staticmethod
-    def docker_platform(arch: str) -> str:
-        return {"arm64": "linux/arm64", "x86_64": "linux/amd64"}[arch]
-
-    @staticmethod
-    def tag_suffix(arch: str) -> str:
-        return {"arm64": "arm64", "x86_64": "amd64"}[arch]
+    ARM64 = arch.ARM64.name, arch.ARM64.label
+    X86_64 = arch.X86_64.name, arch.X86_64.label
 
 
 class Function(models.Model):
@@ -46,7 +46,8 @@ class Function(models.Model):
                                    "lowercase letters, digits, '.', '_', '-' and '/' only")],
     )
     lambda_name = models.CharField(
-        max_length=64, validators=[RegexValidator(r"^[A-Za-z0-9_-]+$", "letters, digits, '-' and '_' only")]
+        max_length=64, unique=True, error_messages={"unique": "another function already deploys to this Lambda"},
+        validators=[RegexValidator(r"^[A-Za-z0-9_-]+$", "letters, digits, '-' and '_' only")]
     )
     alias = models.CharField(max_length=128, default="live",
                              validators=[RegexValidator(r"^(?!^[0-9]+$)[A-Za-z0-9_-]+$", "not a valid alias")])
@@ -72,7 +73,7 @@ class Function(models.Model):
 
     @property
     def docker_platform(self) -> str:
-        return Architecture.docker_platform(self.architecture)
+        return arch.get(self.architecture).platform
 
 
 class Membership(models.Model):
@@ -95,17 +96,25 @@ class Membership(models.Model):
 
 
 class Build(models.Model):
-    """One image per (function, commit, architecture). Reused, never rebuilt."""
+    """One image per set of build inputs: commit, architecture, build context,
+    Dockerfile, build args (base image included). Reused only for the same
+    inputs, never rebuilt; the inputs' digest is part of its immutable tag."""
 
     class Status(models.TextChoices):
+        PENDING = "pending"
         BUILDING = "building"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
 
+    class TransitionError(Exception):
+        """A status change that the build's current state does not allow."""
+
     function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="builds")
     commit_sha = models.CharField(max_length=40, validators=[RegexValidator(r"^[0-9a-f]{40}$", "a full commit SHA")])
     architecture = models.CharField(max_length=10, choices=Architecture.choices)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.BUILDING)
+    inputs_digest = models.CharField(max_length=64, help_text="SHA-256 of every input that shapes the image.")
+    inputs = models.JSONField(default=dict, blank=True, help_text="What made it: context, Dockerfile, build args.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     image_uri = models.CharField(max_length=500, blank=True, help_text="repository@sha256:… once pushed")
     digest = models.CharField(max_length=80, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
@@ -117,18 +126,52 @@ class Build(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["function", "commit_sha", "architecture"], name="one_build_per_commit_arch")
-        ]
+        constraints = [models.UniqueConstraint(fields=["function", "inputs_digest"], name="one_build_per_inputs")]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.function}:{self.tag}"
 
+    @staticmethod
+    def digest_inputs(commit_sha: str, architecture: str, inputs: dict) -> str:
+        blob = json.dumps({"commit": commit_sha, "architecture": architecture, **inputs}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
     @property
     def tag(self) -> str:
-        """`3f9c2a1b7d4e-arm64`: immutable, so ECR can refuse to move it."""
-        return f"{self.commit_sha[:12]}-{Architecture.tag_suffix(self.architecture)}"
+        """`3f9c2a1b7d4e-5e8a01c2-arm64`: commit, inputs, architecture. Immutable in ECR."""
+        return f"{self.commit_sha[:12]}-{self.inputs_digest[:8]}-{arch.get(self.architecture).docker}"
+
+    def _update(self, allowed, **fields) -> bool:
+        count = Build.objects.filter(pk=self.pk, status__in=allowed).update(**fields)
+        if count == 1:
+            self.refresh_from_db()
+        return count == 1
+
+    def start(self) -> None:
+        """-> BUILDING: a new build, another attempt after a failure, or a rebuild of
+        an image ECR no longer holds. Never while it is building elsewhere."""
+        startable = (self.Status.PENDING, self.Status.FAILED, self.Status.SUCCEEDED)
+        if not self._update(startable, status=self.Status.BUILDING, finished_at=None):
+            self.refresh_from_db(fields=["status"])
+            raise self.TransitionError(f"build {self.pk} is {self.status}; cannot start building")
+
+    def succeed(self, **fields) -> None:
+        """BUILDING -> SUCCEEDED with what the push recorded (digest, size, platform, image URI)."""
+        if not self._update((self.Status.BUILDING,), status=self.Status.SUCCEEDED, finished_at=Now(), **fields):
+            self.refresh_from_db(fields=["status"])
+            raise self.TransitionError(f"build {self.pk} is {self.status}; cannot succeed")
+
+    def adopt(self, digest: str, size: int) -> None:
+        """ECR already holds this build's immutable tag: take what it holds."""
+        self._update((self.Status.PENDING, self.Status.FAILED, self.Status.SUCCEEDED), status=self.Status.SUCCEEDED,
+                     digest=digest, size_bytes=self.size_bytes or size, finished_at=self.finished_at or Now())
+
+    @classmethod
+    def fail_unfinished(cls, pk: int | None) -> bool:
+        """A build that did not reach ECR ends failed, never stays building."""
+        return bool(cls.objects.filter(pk=pk, status=cls.Status.BUILDING).update(status=cls.Status.FAILED,
+                                                                                finished_at=Now()))
 
 
 class Deployment(models.Model):
@@ -147,6 +190,7 @@ class Deployment(models.Model):
 
     class Status(models.TextChoices):
         QUEUED = "queued"
+        CHECKING = "checking", "Checking the release"
         SOURCE = "source", "Fetching source"
         BUILDING = "building", "Building"
         PUSHING = "pushing", "Pushing"
@@ -161,10 +205,12 @@ class Deployment(models.Model):
         SUPERSEDED = "superseded"
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.SUPERSEDED)
-    RUNNING = (Status.SOURCE, Status.BUILDING, Status.PUSHING, Status.UPDATING, Status.WAITING,
+    RUNNING = (Status.CHECKING, Status.SOURCE, Status.BUILDING, Status.PUSHING, Status.UPDATING, Status.WAITING,
                Status.PUBLISHING, Status.VERIFYING, Status.SHIFTING)
     # Up to here nothing has touched the Lambda: a cancel is still clean.
-    CANCELLABLE = (Status.QUEUED, Status.SOURCE, Status.BUILDING, Status.PUSHING)
+    CANCELLABLE = (Status.QUEUED, Status.CHECKING, Status.SOURCE, Status.BUILDING, Status.PUSHING)
+    # From here on the deployment writes to the Lambda: one at a time per function.
+    TOUCHING_LAMBDA = (Status.UPDATING, Status.WAITING, Status.PUBLISHING, Status.VERIFYING, Status.SHIFTING)
 
     class TransitionError(Exception):
         """A status change that the row's current state does not allow."""
@@ -185,7 +231,8 @@ class Deployment(models.Model):
     error_message = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
     superseded_by = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
-                                      help_text="Set by a rollback: this deploy must stop before moving the alias.")
+                                      help_text="The request that replaced this one (a running deploy stops before "
+                                      "moving the alias).")
     enqueued_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -203,26 +250,24 @@ class Deployment(models.Model):
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
 
-    def _update(self, allowed, **fields) -> bool:
+    def _update(self, allowed, *conditions, **fields) -> bool:
         """Conditional UPDATE from one of `allowed` statuses; refresh self on success."""
-        count = Deployment.objects.filter(pk=self.pk, status__in=allowed).update(**fields)
+        count = Deployment.objects.filter(*conditions, pk=self.pk, status__in=allowed).update(**fields)
         if count == 1:
-            for name, value in fields.items():
-                setattr(self, name, value)
+            self.refresh_from_db(fields=list(fields))  # timestamps come from the database's clock
         return count == 1
 
     def claim(self, first_step: str) -> bool:
         """Take a queued row for this worker. False: already claimed, cancelled or superseded."""
         if first_step not in self.RUNNING:
             raise self.TransitionError(f"{first_step!r} is not a running status")
-        now = timezone.now()
-        return self._update((self.Status.QUEUED,), status=first_step, started_at=now, heartbeat_at=now)
+        return self._update((self.Status.QUEUED,), status=first_step, started_at=Now(), heartbeat_at=Now())
 
     def advance(self, step: str) -> None:
         """Move a running deployment to its next step; refuses to leave a terminal status."""
         if step not in self.RUNNING:
             raise self.TransitionError(f"{step!r} is not a running status")
-        if not self._update(self.RUNNING, status=step, heartbeat_at=timezone.now()):
+        if not self._update(self.RUNNING, status=step, heartbeat_at=Now()):
             self.refresh_from_db(fields=["status"])
             raise self.TransitionError(f"deployment {self.pk} is {self.status}; cannot move to {step}")
 
@@ -231,13 +276,14 @@ class Deployment(models.Model):
         a rollback requested at the same moment either stops this deploy here or
         waits until its shift has ended (it will not claim while one is shifting)."""
         count = Deployment.objects.filter(pk=self.pk, status__in=self.RUNNING, superseded_by__isnull=True).update(
-            status=self.Status.SHIFTING, heartbeat_at=timezone.now())
+            status=self.Status.SHIFTING, heartbeat_at=Now())
         if count == 1:
             self.status = self.Status.SHIFTING
         return count == 1
 
-    def beat(self) -> None:
-        Deployment.objects.filter(pk=self.pk, status__in=self.RUNNING).update(heartbeat_at=timezone.now())
+    def beat(self) -> bool:
+        """Heartbeat, on the database's clock (hosts' clocks may differ); False once the row ended."""
+        return bool(Deployment.objects.filter(pk=self.pk, status__in=self.RUNNING).update(heartbeat_at=Now()))
 
     def finish(self, status: str, error_code: str = "", error_message: str = "") -> bool:
         """End the deployment. Only a terminal status is accepted; a row that
@@ -246,12 +292,19 @@ class Deployment(models.Model):
             raise self.TransitionError(f"finish() needs a terminal status, not {status!r}")
         non_terminal = self.RUNNING + (self.Status.QUEUED,)
         return self._update(non_terminal, status=status, error_code=error_code,
-                            error_message=error_message[:4000], finished_at=timezone.now())
+                            error_message=error_message[:4000], finished_at=Now())
+
+    def settle_lost(self, stale_before, message: str) -> bool:
+        """Fail a running deployment as `worker-lost`, only if its heartbeat is
+        still older than `stale_before` (a database expression): a worker that
+        beat meanwhile keeps its row."""
+        return self._update(self.RUNNING, models.Q(heartbeat_at__lt=stale_before), status=self.Status.FAILED,
+                            error_code="worker-lost", error_message=message[:4000], finished_at=Now())
 
     def request_cancel(self) -> bool:
         """Queued: cancelled at once. Running before the update step: the worker
         stops at its next step boundary. Later: too late (False)."""
-        if self._update((self.Status.QUEUED,), status=self.Status.CANCELLED, finished_at=timezone.now(),
+        if self._update((self.Status.QUEUED,), status=self.Status.CANCELLED, finished_at=Now(),
                         error_code="cancelled", error_message="cancelled before it started"):
             return True
         return self._update(self.CANCELLABLE, cancel_requested=True)

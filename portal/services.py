@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 
 from django.db import transaction
-from django.utils import timezone
 
 from deploy.source import validate_ref
+from portal import queue
 from portal.models import AuditEvent, Deployment, Function
 
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -27,8 +27,6 @@ def _actor(user, trigger: str) -> dict:
 
 def request_deploy(function: Function, *, trigger: str, user=None, ref: str = "", commit: str = "") -> Deployment:
     """Queue a deploy of `ref` (branch/tag) or `commit` (full SHA); default: the function's branch."""
-    from workers.pipeline import dispatch
-
     if ref and commit:
         raise RequestRefused("give a ref or a commit, not both")
     if commit and not _FULL_SHA.match(commit):
@@ -38,11 +36,10 @@ def request_deploy(function: Function, *, trigger: str, user=None, ref: str = ""
     except Exception as exc:
         raise RequestRefused(str(getattr(exc, "message", exc))) from None
     with transaction.atomic():
-        deployment = Deployment.objects.create(function=function, trigger=trigger, requested_by=user,
-                                               ref=ref or commit or function.branch, commit_sha=commit)
+        deployment = queue.request(function, trigger=trigger, requested_by=user,
+                                   ref=ref or commit or function.branch, commit_sha=commit)
         AuditEvent.record("deployment.requested", function=function, deployment=deployment.pk,
                           ref=deployment.ref, trigger=trigger, **_actor(user, trigger))
-        transaction.on_commit(lambda: dispatch(function.pk))
     return deployment
 
 
@@ -73,26 +70,17 @@ def rollback_target(function: Function, *, to: str = "") -> Deployment:
 def request_rollback(function: Function, *, trigger: str, user=None, to: str = "") -> Deployment:
     """Queue a rollback; it supersedes queued deploys, stops running ones before
     their shift, and pauses auto-deploy until someone resumes it."""
-    from workers.pipeline import dispatch
-
     target = rollback_target(function, to=to)
-    with transaction.atomic():
-        rollback = Deployment.objects.create(
-            function=function, kind=Deployment.Kind.ROLLBACK, trigger=trigger, requested_by=user,
+    with transaction.atomic():  # queue.request locks the function first: one lock order everywhere
+        rollback = queue.request(
+            function, kind=Deployment.Kind.ROLLBACK, trigger=trigger, requested_by=user,
             ref=target.commit_sha, commit_sha=target.commit_sha, build=target.build, target_version=target.version,
         )
-        pending = Deployment.objects.filter(function=function).exclude(pk=rollback.pk).exclude(
-            kind=Deployment.Kind.ROLLBACK)
-        pending.filter(status=Deployment.Status.QUEUED).update(
-            status=Deployment.Status.SUPERSEDED, superseded_by=rollback, finished_at=timezone.now(),
-            error_code="superseded", error_message=f"rollback #{rollback.pk} replaced it")
-        pending.filter(status__in=Deployment.RUNNING).update(superseded_by=rollback)
         who = user.get_username() if user else trigger
         Function.objects.filter(pk=function.pk).update(
             paused_reason=f"rolled back to version {target.version} by {who}; resume auto-deploy when fixed")
         AuditEvent.record("deployment.rollback_requested", function=function, deployment=rollback.pk,
                           to_version=target.version, commit=target.commit_sha, **_actor(user, trigger))
-        transaction.on_commit(lambda: dispatch(function.pk))
     return rollback
 
 
@@ -100,6 +88,8 @@ def cancel(deployment: Deployment, *, user=None, trigger: str = "cli") -> bool:
     """Cancel a queued deployment at once, or a running one before its update step."""
     if not deployment.request_cancel():
         return False
+    if deployment.is_terminal:  # it was queued: whatever waited behind it may go now
+        transaction.on_commit(lambda: queue.dispatch(deployment.function_id))
     AuditEvent.record("deployment.cancel_requested", function=deployment.function, deployment=deployment.pk,
                       **_actor(user, trigger))
     return True

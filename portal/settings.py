@@ -145,7 +145,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "deploys"
-CELERY_TASK_ROUTES = {"slipway.rollback": {"queue": "rollbacks"}, "slipway.sweep": {"queue": "rollbacks"}}
+# Routing lives here only: requests send tasks by name (portal/queue.py).
+CELERY_TASK_ROUTES = {
+    "slipway.deploy": {"queue": "deploys"},
+    "slipway.rollback": {"queue": "rollbacks"},  # never behind a build
+    "slipway.sweep": {"queue": "rollbacks"},
+}
 CELERY_WORKER_SEND_TASK_EVENTS = False
 SWEEP_INTERVAL_SECONDS = env_int("SLIPWAY_SWEEP_INTERVAL", 30, minimum=5)
 # A running deployment whose heartbeat is older than this lost its worker.
@@ -177,6 +182,15 @@ SLIPWAY_PYTHON_VERSION = env_str("SLIPWAY_PYTHON_VERSION")
 # resolve target-arch wheels natively in a `FROM --platform=$BUILDPLATFORM` stage.
 SLIPWAY_BUILDER_IMAGE = env_str("SLIPWAY_BUILDER_IMAGE")
 SLIPWAY_DEFAULT_EXECUTION_ROLE = env_str("SLIPWAY_DEFAULT_EXECUTION_ROLE")
+
+# Health checks beyond the portal's own, by dotted path. Local mode adds the
+# embedded stack's builder side (Docker engine, QEMU, base images); production
+# leaves them out: the web process does not build.
+SLIPWAY_EXTRA_HEALTH_CHECKS = {
+    "docker": "deploy.local.health.check_docker",
+    "qemu_arm64": "deploy.local.health.check_qemu",
+    "base_images": "deploy.local.health.check_base_images",
+} if LOCAL_MODE else {}
 
 # Test-only fault injection at the boto3 seam (deploy/aws.py); refused otherwise.
 if env_str("SLIPWAY_FAULTS_FILE") and not env_bool("SLIPWAY_TESTING", False):

@@ -15,9 +15,16 @@ from portal.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; never in production
 
-# A file, not memory, so that real worker processes started by integration
-# tests see the rows the tests write (SLIPWAY_WORKER_FOR_TESTS is set for them).
+# Real worker processes started by integration tests (SLIPWAY_WORKER_FOR_TESTS
+# is set for them) must use the database pytest-django created, so it is named
+# here: on SQLite a file, not memory, so they see the rows the tests write; on
+# Postgres (DATABASE_URL, the `postgres` pass of `make test`) pytest-django's
+# own "test_" + NAME, spelled out.
 TEST_DB = STATE_DIR / "test-db.sqlite3"  # noqa: F405
-DATABASES["default"]["TEST"] = {"NAME": str(TEST_DB)}  # noqa: F405
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
+    TEST_DB_NAME = "test_" + DATABASES["default"]["NAME"]  # noqa: F405
+else:
+    TEST_DB_NAME = str(TEST_DB)
+DATABASES["default"]["TEST"] = {"NAME": TEST_DB_NAME}  # noqa: F405
 if os.environ.get("SLIPWAY_WORKER_FOR_TESTS") == "1":
-    DATABASES["default"]["NAME"] = str(TEST_DB)  # noqa: F405
+    DATABASES["default"]["NAME"] = TEST_DB_NAME  # noqa: F405

@@ -1,13 +1,17 @@
-"""Lambda calls wait out "update in progress" a bounded number of times; the
-boto3 seam (deploy.aws.client) is the only thing patched."""
+"""Lambda calls at the boto3 seam (deploy.aws.client is the only thing patched):
+updates carry the RevisionId read just before, and a version can only hold
+its own deployment's code."""
 
 from unittest import mock
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError
 
 from deploy import lambdas
-from deploy.errors import AppError, UserError
+from deploy.errors import AppError
+
+IMAGE = "127.0.0.1:4599/fx@sha256:" + "a" * 64
+OTHER = "127.0.0.1:4599/fx@sha256:" + "b" * 64
 
 
 def _error(code: str) -> ClientError:
@@ -15,57 +19,50 @@ def _error(code: str) -> ClientError:
 
 
 @pytest.fixture
-def sleeps():
-    with mock.patch("deploy.lambdas.time.sleep", autospec=True) as sleep:
-        yield sleep
-
-
-@pytest.fixture
 def lam():
-    with mock.patch("deploy.aws.client", autospec=True) as client:
+    with mock.patch("deploy.aws.client", autospec=True) as client, \
+            mock.patch("deploy.aws.time.sleep", autospec=True):
         yield client.return_value
 
 
-def test_it_retries_a_conflict_and_returns_the_answer(sleeps):
-    fn = mock.Mock(side_effect=[_error("ResourceConflictException")] * 2 + [{"Version": "3"}])
-    assert lambdas.call("publishing", fn, FunctionName="f") == {"Version": "3"}
-    assert fn.call_count == 3
-    assert [c.args[0] for c in sleeps.call_args_list] == [0.5, 1.0]
-
-
-def test_it_gives_up_after_a_bounded_number_of_conflicts(sleeps):
-    fn = mock.Mock(side_effect=_error("ResourceConflictException"))
-    with pytest.raises(AppError, match="still reports an update in progress") as gave_up:
-        lambdas.call("updating", fn, FunctionName="f")
-    assert gave_up.value.code == "update-conflict"
-    assert fn.call_count == lambdas.CONFLICT_ATTEMPTS
-    assert sleeps.call_count == lambdas.CONFLICT_ATTEMPTS - 1
-    assert max(c.args[0] for c in sleeps.call_args_list) <= 8
-
-
-def test_it_does_not_retry_what_lambda_refuses(sleeps):
-    fn = mock.Mock(side_effect=_error("InvalidParameterValueException"))
-    with pytest.raises(UserError) as refused:
-        lambdas.call("updating", fn, FunctionName="f")
-    assert refused.value.code == "lambda-InvalidParameterValueException"
-    assert fn.call_count == 1 and sleeps.call_count == 0
-
-
-def test_an_unreachable_plane_is_an_app_error_at_once(sleeps):
-    fn = mock.Mock(side_effect=EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
-    with pytest.raises(AppError) as failed:
-        lambdas.call("updating", fn, FunctionName="f")
-    assert failed.value.code == "aws-unreachable"
-    assert fn.call_count == 1 and sleeps.call_count == 0
-
-
-def test_update_code_retries_a_conflict_with_the_revision_read_just_before(lam, sleeps):
+def test_update_code_retries_a_conflict_with_the_revision_read_just_before(lam):
     lam.get_function_configuration.side_effect = [{"RevisionId": "rev-1"}, {"RevisionId": "rev-2"}]
     lam.update_function_code.side_effect = [_error("ResourceConflictException"), {"RevisionId": "rev-3"}]
     settings = lambdas.Settings(name="fx", architecture="arm64", memory_mb=256, timeout_s=30, environment={},
                                 role_arn="")
-    image = "127.0.0.1:4599/fx@sha256:" + "a" * 64
-    assert lambdas.update_code(settings, image) == {"RevisionId": "rev-3"}
+    assert lambdas.update_code(settings, IMAGE) == {"RevisionId": "rev-3"}
     assert [c.kwargs for c in lam.update_function_code.call_args_list] == [
-        {"FunctionName": "fx", "ImageUri": image, "Architectures": ["arm64"], "RevisionId": revision}
+        {"FunctionName": "fx", "ImageUri": IMAGE, "Architectures": ["arm64"], "RevisionId": revision}
         for revision in ("rev-1", "rev-2")]
+
+
+def test_publish_is_guarded_by_the_revision_the_wait_saw(lam):
+    lam.publish_version.return_value = {"Version": "7"}
+    after = {"Configuration": {"RevisionId": "rev-9", "CodeSha256": "a" * 64}, "Code": {"ImageUri": IMAGE}}
+    assert lambdas.publish("fx", "abc", after=after, image_uri=IMAGE) == "7"
+    assert lam.publish_version.call_args.kwargs == {"FunctionName": "fx", "Description": "abc",
+                                                    "RevisionId": "rev-9", "CodeSha256": "a" * 64}
+
+
+def test_publish_refuses_when_the_function_no_longer_holds_our_image(lam):
+    after = {"Configuration": {"RevisionId": "rev-9"}, "Code": {"ImageUri": OTHER}}
+    with pytest.raises(AppError, match="someone else changed its code") as refused:
+        lambdas.publish("fx", "abc", after=after, image_uri=IMAGE)
+    assert (refused.value.code, refused.value.retryable) == ("revision-mismatch", False)
+    lam.publish_version.assert_not_called()
+
+
+def test_a_revision_changed_before_the_publish_fails_it_once(lam):
+    lam.publish_version.side_effect = _error("PreconditionFailedException")
+    after = {"Configuration": {"RevisionId": "rev-9"}, "Code": {"ImageUri": IMAGE}}
+    with pytest.raises(AppError) as refused:
+        lambdas.publish("fx", "abc", after=after, image_uri=IMAGE)
+    assert refused.value.code == "revision-mismatch"
+    assert lam.publish_version.call_count == 1
+
+
+def test_the_alias_moves_guarded_by_its_own_revision(lam):
+    lam.get_alias.return_value = {"FunctionVersion": "3", "RevisionId": "alias-rev"}
+    assert lambdas.point_alias("fx", "live", "4") == "3"
+    assert lam.update_alias.call_args.kwargs == {"FunctionName": "fx", "Name": "live", "FunctionVersion": "4",
+                                                 "RevisionId": "alias-rev"}

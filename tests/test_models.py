@@ -1,6 +1,6 @@
 import pytest
 
-from portal.models import Build, Deployment, DeploymentStep
+from portal.models import Build, Deployment, DeploymentStep, Function
 
 Status = Deployment.Status
 
@@ -10,6 +10,7 @@ def deployment(function):
     return Deployment.objects.create(function=function, trigger=Deployment.Trigger.CLI, ref="main")
 
 
+@pytest.mark.postgres
 def test_it_claims_a_queued_deployment_only_once(deployment):
     other = Deployment.objects.get(pk=deployment.pk)  # a second worker's copy
     assert deployment.claim(Status.SOURCE) is True
@@ -63,11 +64,60 @@ def test_every_status_is_either_queued_running_or_terminal():
     assert set(Status) == {Status.QUEUED, *Deployment.RUNNING, *Deployment.TERMINAL}
 
 
-def test_build_tag_is_twelve_characters_of_the_commit_and_the_architecture(function):
-    build = Build(function=function, commit_sha="3f9c2a1b7d4e" + "0" * 28, architecture="arm64")
-    assert build.tag == "3f9c2a1b7d4e-arm64"
+def test_build_tag_is_the_commit_its_inputs_and_the_architecture(function):
+    build = Build(function=function, commit_sha="3f9c2a1b7d4e" + "0" * 28, architecture="arm64",
+                  inputs_digest="5e8a01c2" + "f" * 56)
+    assert build.tag == "3f9c2a1b7d4e-5e8a01c2-arm64"
     build.architecture = "x86_64"
-    assert build.tag == "3f9c2a1b7d4e-amd64"
+    assert build.tag == "3f9c2a1b7d4e-5e8a01c2-amd64"
+
+
+def _function(name: str, **fields):
+    return Function.objects.create(name=name, repository_url="https://gitlab.example.com/team/mono.git",
+                                   ecr_repository="team/mono", lambda_name=f"team-{name}", **fields)
+
+
+def test_two_functions_of_one_repository_never_share_an_image_built_from_other_inputs(db, settings):
+    from workers.steps import build_inputs
+
+    api, worker = _function("api", context_path="api"), _function("worker", context_path="worker")
+    sha = "c" * 40
+    digests = {Build.digest_inputs(sha, "arm64", build_inputs(f)) for f in (api, worker)}
+    assert len(digests) == 2
+
+
+def test_changing_a_build_arg_or_the_base_image_changes_the_build(db, settings):
+    from workers.steps import build_inputs
+
+    function = _function("api")
+    before = Build.digest_inputs("c" * 40, "arm64", build_inputs(function))
+    function.build_args = {"MODEL": "v2"}
+    with_arg = Build.digest_inputs("c" * 40, "arm64", build_inputs(function))
+    settings.SLIPWAY_BASE_IMAGES = {**settings.SLIPWAY_BASE_IMAGES, "arm64": "registry.example/python:3.12-next"}
+    with_base = Build.digest_inputs("c" * 40, "arm64", build_inputs(function))
+    assert len({before, with_arg, with_base}) == 3
+
+
+def test_a_lambda_belongs_to_at_most_one_function(db):
+    from django.db import IntegrityError, transaction
+
+    _function("api")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Function.objects.create(name="thief", repository_url="https://gitlab.example.com/x/y.git",
+                                ecr_repository="x/y", lambda_name="team-api")
+    assert Function.objects.filter(lambda_name="team-api").count() == 1
+
+
+def test_a_build_cannot_start_twice_or_succeed_without_building(function):
+    build = Build.objects.create(function=function, commit_sha="c" * 40, architecture="arm64", inputs_digest="d")
+    with pytest.raises(Build.TransitionError, match="cannot succeed"):
+        build.succeed(digest="sha256:" + "1" * 64)
+    build.start()
+    with pytest.raises(Build.TransitionError, match="is building; cannot start"):
+        Build.objects.get(pk=build.pk).start()
+    build.succeed(digest="sha256:" + "1" * 64)
+    assert (build.status, build.finished_at is not None) == (Build.Status.SUCCEEDED, True)
+    assert Build.fail_unfinished(build.pk) is False
 
 
 def test_step_output_loses_nul_bytes_and_is_capped_keeping_head_and_tail():

@@ -79,9 +79,34 @@ def test_settings_start_in_local_mode_with_defaults(tmp_path):
 
 
 def test_celery_visibility_timeout_outlasts_the_longest_task(settings):
-    from workers.celery import app
+    from portal.celery import app
 
     assert app.conf.task_acks_late is True
     assert app.conf.worker_prefetch_multiplier == 1
     for options in (app.conf.broker_transport_options, app.conf.result_backend_transport_options):
         assert options["visibility_timeout"] > app.conf.task_time_limit > app.conf.task_soft_time_limit
+
+
+@pytest.mark.parametrize("raw", ["1", "true", "True", "yes", "on"])
+def test_the_testing_switch_reads_like_every_other_boolean(monkeypatch, tmp_path, raw):
+    from deploy import aws
+
+    monkeypatch.setenv("SLIPWAY_FAULTS_FILE", str(tmp_path / "faults.json"))
+    monkeypatch.setenv("SLIPWAY_TESTING", raw)
+    aws.reset()
+    try:
+        assert aws.client("lambda") is not None  # fault injection accepted, not refused
+    finally:
+        aws.reset()
+    assert env.env_bool("SLIPWAY_TESTING") is True
+
+
+def test_fault_injection_is_refused_when_testing_is_off(monkeypatch, tmp_path):
+    from deploy import aws
+
+    monkeypatch.setenv("SLIPWAY_FAULTS_FILE", str(tmp_path / "faults.json"))
+    monkeypatch.setenv("SLIPWAY_TESTING", "false")
+    aws.reset()
+    with pytest.raises(RuntimeError, match="test-only switch"):
+        aws.client("lambda")
+    aws.reset()

@@ -1,15 +1,6 @@
-"""The Celery app, configured from Django settings (CELERY_* names).
+"""`celery -A workers` finds the app here; it is defined on the web side
+(portal/celery.py) so requests can send tasks by name without importing workers/."""
 
-Run a worker with `celery -A workers worker -Q deploys,rollbacks` and the
-sweeper schedule with `celery -A workers beat`.
-"""
+from portal.celery import app
 
-import os
-
-from celery import Celery
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-
-app = Celery("slipway")
-app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["workers"], related_name="tasks")
+__all__ = ["app"]

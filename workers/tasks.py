@@ -1,28 +1,106 @@
-"""Thin Celery tasks: they take primary keys and hand over to workers.pipeline.
+"""Thin Celery tasks: load and claim the row, run the steps in order with a
+stop check between them, record each step, always settle the row.
 
-Every task has an explicit, stable name (queued messages outlive renames)
-and runs under the soft/hard time limits from settings. A task delivered
-twice finds its row already claimed and does nothing.
+Every task has an explicit, stable name (queued messages outlive renames),
+shared with the web side through portal.celery, and runs under the soft and
+hard time limits from settings. A task delivered twice finds its row already
+claimed and does nothing.
 """
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from workers import pipeline
+from portal import queue
+from portal.celery import DEPLOY_TASK, ROLLBACK_TASK, SWEEP_TASK
+from portal.models import Build, Deployment
+from workers import steps, sweeper
+from workers.recording import Recorder, check_stop, settle
+
+Status = Deployment.Status
 
 
-@shared_task(name="slipway.deploy", ignore_result=True, acks_late=True)
+def _claimed(pk: int, first: str) -> Deployment | None:
+    deployment = Deployment.objects.select_related("function", "build").filter(pk=pk).first()
+    if deployment is None:
+        return None
+    if not queue.claim(deployment, first):
+        queue.dispatch(deployment.function_id)  # it ended or waits: let the queue move on
+        return None
+    return deployment
+
+
+@shared_task(name=DEPLOY_TASK, ignore_result=True, acks_late=True)
 def deploy(deployment_id: int) -> str:
-    return pipeline.run_deploy(deployment_id)
+    deployment = _claimed(deployment_id, Status.SOURCE)
+    if deployment is None:
+        return "not claimed"
+    return settle(deployment, lambda: _deploy(steps.Run(deployment), Recorder(deployment)))
 
 
-@shared_task(name="slipway.rollback", ignore_result=True, acks_late=True)
+def _deploy(run: steps.Run, rec: Recorder) -> None:
+    deployment = run.deployment
+    with rec.step("source") as out:
+        steps.fetch_source(run, out)
+    check_stop(deployment)
+    if deployment.kind == Deployment.Kind.REDEPLOY:  # ECR holds this build's image
+        rec.skip("build", f"ECR already holds {run.function.ecr_repository}:{run.build.tag} "
+                          f"({run.build.digest}); not rebuilt")
+        rec.skip("push", "nothing to push")
+    else:
+        try:
+            with rec.step("build", Status.BUILDING) as out:
+                steps.build_image(run, out)
+            check_stop(deployment)
+            with rec.step("push", Status.PUSHING) as out:
+                steps.push_image(run, out)
+        finally:
+            Build.fail_unfinished(run.build.pk)  # a no-op once pushed; otherwise it never stays building
+    check_stop(deployment)
+    _ship(run, rec)
+    if not deployment.enter_shift():  # the last moment a rollback can still win
+        check_stop(deployment)
+        raise Deployment.TransitionError(f"deployment {deployment.pk} could not enter its shift step")
+    with rec.step("shift") as out:
+        steps.shift_alias(run, out)
+
+
+def _ship(run: steps.Run, rec: Recorder) -> None:
+    """update -> wait -> publish -> verify: the same steps for a deploy and a rollback's fallback."""
+    waited = steps.enter_lambda_steps(run)
+    with rec.step("update", Status.UPDATING) as out:
+        if waited >= 0.5:
+            out(f"waited {waited:.1f} s for another deployment of {run.function.name} to leave the Lambda")
+        steps.update_function(run, out)
+    with rec.step("wait", Status.WAITING) as out:
+        steps.wait_updated(run, out)
+    check_stop(run.deployment)
+    with rec.step("publish", Status.PUBLISHING) as out:
+        steps.publish_version(run, out)
+    check_stop(run.deployment)
+    with rec.step("verify", Status.VERIFYING) as out:
+        steps.verify_version(run, out)
+    check_stop(run.deployment)
+
+
+@shared_task(name=ROLLBACK_TASK, ignore_result=True, acks_late=True)
 def rollback(deployment_id: int) -> str:
-    return pipeline.run_rollback(deployment_id)
+    deployment = _claimed(deployment_id, Status.CHECKING)
+    if deployment is None:
+        return "not claimed"
+    return settle(deployment, lambda: _rollback(steps.Run(deployment), Recorder(deployment)))
 
 
-@shared_task(name="slipway.sweep", ignore_result=True, soft_time_limit=60, time_limit=90)
+def _rollback(run: steps.Run, rec: Recorder) -> None:
+    with rec.step("check") as out:
+        version_exists = steps.check_release(run, out)
+    if not version_exists:
+        _ship(run, rec)
+    with rec.step("shift", Status.SHIFTING) as out:
+        steps.shift_alias(run, out)
+
+
+@shared_task(name=SWEEP_TASK, ignore_result=True, soft_time_limit=60, time_limit=90)
 def sweep() -> dict:
     """Fail deployments whose worker died (`worker-lost`), re-send lost messages."""
-    return pipeline.sweep()
+    return sweeper.sweep()

@@ -2,10 +2,11 @@
 
 run      set up the machine, start Redis, the AWS plane, Celery and the web
          server on 127.0.0.1, and wait until Ctrl-C.
-test     set up the machine, start a private Redis and AWS plane on the test
-         ports, run pytest (extra arguments are passed to it), stop them.
+test     set up the machine, start a private Redis, Postgres and AWS plane on
+         the test ports, run pytest on SQLite (extra arguments are passed to
+         it), then the tests marked `postgres` again on Postgres, stop them.
 prepare  only the machine-level setup (packages, engine, QEMU, base images).
-bench    start a private Redis and AWS plane on the bench ports and run a
+bench    start a private Redis, Postgres and AWS plane on the bench ports and run a
          benchmark script against them, e.g. `bench bench/pipeline_redeploy.py`.
 manage   run manage.py against the portal of `run`, e.g.
          `python -m deploy.local manage deploy detector --wait`.
@@ -59,22 +60,48 @@ def cmd_run() -> int:
         return runner.wait()
 
 
+def postgres_pass_args(pytest_args: list[str]) -> list[str]:
+    """The user's arguments for the Postgres pass: `-m postgres`, and-ed with their own `-m` if any."""
+    rest, expression = [], ""
+    args = iter(pytest_args)
+    for arg in args:
+        if arg == "-m":
+            expression = next(args, "")  # as in pytest, the last -m wins
+        elif arg.startswith("-m") and len(arg) > 2:
+            expression = arg[2:]
+        else:
+            rest.append(arg)
+    return ["-m", f"postgres and ({expression})" if expression else "postgres", *rest]
+
+
 def cmd_test(pytest_args: list[str]) -> int:
     started = time.monotonic()
     profile = stack.Profile.for_test()
     timings = stack.prepare()
     setup_s = time.monotonic() - started
+    pg_s = 0.0
     with Runner(log_dir=profile.dir("log"), echo=False) as runner:
         stack.start_infrastructure(runner, profile)
-        say(f"test stack up (Redis :{profile.redis_port}, AWS plane :{profile.aws_port}); "
-            f"service logs in {profile.dir('log')}")
+        say(f"test stack up (Redis :{profile.redis_port}, Postgres :{profile.pg_port}, "
+            f"AWS plane :{profile.aws_port}); service logs in {profile.dir('log')}")
         env = {**os.environ, **stack.portal_env(profile), "DJANGO_SETTINGS_MODULE": "tests.settings"}
         tests_started = time.monotonic()
         code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=REPO_ROOT)
         tests_s = time.monotonic() - tests_started
+        if code in (2, 3, 4):  # interrupted, internal or usage error: the second pass would only repeat it
+            say(f"pytest exited with {code}; skipping the Postgres pass")
+        else:
+            say(f"Postgres pass: the tests marked `postgres` on {profile.postgres_url}")
+            pg_started = time.monotonic()
+            pg_code = subprocess.call([sys.executable, "-m", "pytest", *postgres_pass_args(pytest_args)],
+                                      env={**env, "DATABASE_URL": profile.postgres_url}, cwd=REPO_ROOT)
+            pg_s = time.monotonic() - pg_started
+            if pg_code == 5:  # nothing selected, e.g. the chosen files have no `postgres` tests
+                say("Postgres pass: no test selected")
+            code = code or (0 if pg_code == 5 else pg_code)
     images_s = max((seconds for part, _, seconds in timings if part.startswith("base image")), default=0.0)
     say(f"phases: setup {setup_s - images_s:.1f} s, base images {images_s:.1f} s, tests {tests_s:.1f} s, "
-        f"total {time.monotonic() - started:.1f} s")
+        f"postgres tests {pg_s:.1f} s, total {time.monotonic() - started:.1f} s")
     return code
 
 

@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from deploy import arch as arches
 from deploy.local.common import StackError, run, say, state_dir
 
 CONTEXT = Path(__file__).with_name("lambda-python")
@@ -34,11 +35,6 @@ PACKAGES = [
 LABEL_INPUTS = "slipway.base-inputs"
 LABEL_ROLE = "slipway.role"
 
-ARCHES = {
-    # docker/Lambda name -> (Debian arch, wheel platform tags, RIE binary in the sam-cli wheel)
-    "arm64": ("arm64", ["manylinux2014_aarch64", "manylinux_2_28_aarch64"], "aws-lambda-rie-arm64"),
-    "amd64": ("amd64", ["manylinux2014_x86_64", "manylinux_2_28_x86_64"], "aws-lambda-rie-x86_64"),
-}
 
 # The Lambda sandbox runs functions as an unprivileged user; so does ours.
 _PASSWD_HOOK = (
@@ -65,6 +61,7 @@ def inputs_digest(arch: str) -> str:
     for path in sorted(CONTEXT.iterdir()):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     h.update(Path(__file__).read_bytes())
+    h.update(Path(arches.__file__).read_bytes())  # wheel platforms and emulator names
     if APT_SOURCES.exists():
         h.update(APT_SOURCES.read_bytes())
     h.update(arch.encode())
@@ -83,8 +80,10 @@ def is_current(docker, arch: str) -> bool:
 
 def ensure(docker, arch: str) -> str:
     """Return 'cached' or 'built'; StackError with the failing step otherwise."""
-    if arch not in ARCHES:
-        raise StackError(f"unknown architecture {arch!r}", f"use one of {', '.join(ARCHES)}")
+    try:
+        arches.get(arch)
+    except KeyError as exc:
+        raise StackError(str(exc)) from None
     if is_current(docker, arch):
         return "cached"
     say(f"building {image_tag(arch)} from Debian packages (first run only, ~1 min)")
@@ -100,7 +99,7 @@ def ensure(docker, arch: str) -> str:
 
 
 def _rootfs(arch: str, out: Path) -> None:
-    debian_arch = ARCHES[arch][0]
+    debian_arch = arches.get(arch).docker
     args = [
         "mmdebstrap", "--variant=extract", f"--arch={debian_arch}", "--quiet",
         "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
@@ -129,7 +128,7 @@ def _pip(args: list[str], what: str) -> None:
 
 def _site_packages(arch: str, target: Path) -> None:
     """awslambdaric and boto3 for the target architecture, installed on the host (no QEMU)."""
-    platforms = [arg for tag in ARCHES[arch][1] for arg in ("--platform", tag)]
+    platforms = [arg for tag in arches.get(arch).wheel_platforms for arg in ("--platform", tag)]
     _pip(["install", "--quiet", "--no-compile", "--target", str(target), *platforms,
           "--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp",
           f"awslambdaric=={AWSLAMBDARIC_VERSION}", f"boto3=={BOTO3_VERSION}"],
@@ -151,7 +150,7 @@ def _emulator(arch: str, out: Path) -> None:
         _pip(["download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(cache),
               f"aws-sam-cli=={SAM_CLI_VERSION}"], "downloading the aws-sam-cli wheel failed")
         wheels = sorted(cache.glob(f"aws_sam_cli-{SAM_CLI_VERSION}-*.whl"))
-    member = f"samcli/local/rapid/{ARCHES[arch][2]}"
+    member = f"samcli/local/rapid/{arches.get(arch).rie_binary}"
     try:
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(member) as src, out.open("wb") as dst:
             shutil.copyfileobj(src, dst)

@@ -81,10 +81,3 @@ def which(name: str) -> str | None:
 def python_for_tools() -> str:
     """The interpreter running the stack (the project's virtualenv)."""
     return sys.executable
-
-
-def host_arch() -> str:
-    """Docker's name for this machine's architecture (for build-platform stages)."""
-    import platform
-
-    return "arm64" if platform.machine() in ("aarch64", "arm64") else "amd64"

@@ -2,8 +2,9 @@
 and stops all of them on Ctrl-C or when any one dies.
 
 Each child gets its own process group, so stopping it also stops what it
-spawned (Celery's pool, ministack's helpers). Stopping is SIGTERM in reverse
-start order, then SIGKILL after a grace period.
+spawned (Celery's pool, ministack's helpers). Stopping is SIGTERM (or the
+service's own stop signal) in reverse start order, then SIGKILL after a grace
+period.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Service:
     settle: float = 1.5
     ready_timeout: float = 60
     stop_timeout: float = 10
+    stop_signal: int = signal.SIGTERM  # Postgres stops fast (ends sessions) on SIGINT, waits for them on SIGTERM
     fix: str = ""  # what to tell the user when it fails to start
 
 
@@ -120,7 +122,7 @@ class Runner:
     def stop(self) -> None:
         for service, proc, _ in reversed(self.procs):
             if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
+                _signal_group(proc, service.stop_signal)
                 try:
                     proc.wait(service.stop_timeout)
                 except subprocess.TimeoutExpired:

@@ -2,7 +2,10 @@
 
 Two profiles on different ports, so the test suite can run beside a portal
 someone is using: `run` (Redis 6379, AWS plane 4566, web 8000, state kept
-across clean restarts) and `test` (Redis 6399, AWS plane 4599, nothing kept).
+across clean restarts) and `test` (Redis 6399, AWS plane 4599, Postgres 5499,
+nothing kept). `bench` is like `test` on its own ports. Postgres always runs
+for `test` and `bench` (see postgres.py); `run` stays on SQLite unless
+SLIPWAY_LOCAL_POSTGRES=1 (then on SLIPWAY_PG_PORT, 5432, as DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.local import base_images, system
-from deploy.local.common import REPO_ROOT, StackError, host_arch, port_is_open, run, say, state_dir
+from deploy import arch as arches
+from deploy.local import base_images, postgres, system
+from deploy.local.common import REPO_ROOT, StackError, port_is_open, run, say, state_dir
 from deploy.local.runner import Runner, Service
 
 PLANE_REQUIREMENTS = Path(__file__).with_name("ministack-requirements.txt")
 # The local plane's fixed, documented dummy credentials: not secrets.
 PLANE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-ARCHES = ("arm64", "amd64")
 
 
 def _port(name: str, default: int) -> int:
@@ -42,21 +45,35 @@ class Profile:
     aws_port: int
     web_port: int
     persist: bool
+    pg_port: int = 5432
+    with_postgres: bool = False  # start the private Postgres cluster (postgres.py)
 
     @classmethod
     def for_run(cls) -> Profile:
+        local_pg = os.environ.get("SLIPWAY_LOCAL_POSTGRES", "").strip().lower() in ("1", "true", "yes", "on")
         return cls("run", _port("SLIPWAY_REDIS_PORT", 6379), _port("SLIPWAY_AWS_PORT", 4566),
-                   _port("SLIPWAY_WEB_PORT", 8000), persist=True)
+                   _port("SLIPWAY_WEB_PORT", 8000), persist=True,
+                   pg_port=_port("SLIPWAY_PG_PORT", 5432), with_postgres=local_pg)
 
     @classmethod
     def for_test(cls) -> Profile:
         return cls("test", _port("SLIPWAY_TEST_REDIS_PORT", 6399), _port("SLIPWAY_TEST_AWS_PORT", 4599),
-                   _port("SLIPWAY_TEST_WEB_PORT", 8099), persist=False)
+                   _port("SLIPWAY_TEST_WEB_PORT", 8099), persist=False,
+                   pg_port=_port("SLIPWAY_TEST_PG_PORT", 5499), with_postgres=True)
 
     @classmethod
     def for_bench(cls) -> Profile:
         return cls("bench", _port("SLIPWAY_BENCH_REDIS_PORT", 6398), _port("SLIPWAY_BENCH_AWS_PORT", 4598),
-                   _port("SLIPWAY_BENCH_WEB_PORT", 8098), persist=False)
+                   _port("SLIPWAY_BENCH_WEB_PORT", 8098), persist=False,
+                   pg_port=_port("SLIPWAY_BENCH_PG_PORT", 5498), with_postgres=True)
+
+    @property
+    def env_prefix(self) -> str:
+        return {"test": "SLIPWAY_TEST_", "bench": "SLIPWAY_BENCH_"}.get(self.name, "SLIPWAY_")
+
+    @property
+    def postgres_url(self) -> str:
+        return postgres.url(self.pg_port)
 
     @property
     def aws_endpoint(self) -> str:
@@ -87,13 +104,19 @@ def portal_env(profile: Profile) -> dict[str, str]:
         **PLANE_CREDENTIALS,
         # The plane advertises a registry host nobody can reach; push here instead.
         "SLIPWAY_REGISTRY_HOST": f"127.0.0.1:{profile.aws_port}",
-        "SLIPWAY_BASE_IMAGE_ARM64": base_images.image_tag("arm64"),
-        "SLIPWAY_BASE_IMAGE_X86_64": base_images.image_tag("amd64"),
+        "SLIPWAY_BASE_IMAGE_ARM64": base_images.image_tag(arches.ARM64.docker),
+        "SLIPWAY_BASE_IMAGE_X86_64": base_images.image_tag(arches.X86_64.docker),
         "SLIPWAY_PYTHON_VERSION": base_images.PYTHON_VERSION,
-        "SLIPWAY_BUILDER_IMAGE": base_images.image_tag(host_arch()),
+        "SLIPWAY_BUILDER_IMAGE": base_images.image_tag(arches.host().docker),
         "SLIPWAY_MINISTACK_BIN": str(plane_venv() / "bin" / "ministack"),
         "SLIPWAY_BRIDGE_GATEWAY": _gateway_or_empty(),
     }
+    if profile.with_postgres and profile.persist:
+        env["DATABASE_URL"] = profile.postgres_url
+    elif profile.with_postgres:
+        # Not DATABASE_URL: the main test pass stays on SQLite; `make test`
+        # runs the tests marked `postgres` again with DATABASE_URL set to this.
+        env["SLIPWAY_TEST_POSTGRES_URL"] = profile.postgres_url
     return env
 
 
@@ -144,7 +167,8 @@ def prepare() -> list[tuple[str, str, float]]:
     # both base images are made side by side.
     engine = docker.from_env(timeout=600)
     jobs = [("aws plane venv", ensure_plane_venv)]
-    jobs += [(f"base image {arch}", functools.partial(base_images.ensure, engine, arch)) for arch in ARCHES]
+    jobs += [(f"base image {arch}", functools.partial(base_images.ensure, engine, arch.docker))
+             for arch in arches.ALL]
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         futures = [pool.submit(timed, part, fn) for part, fn in jobs]
     for future in futures:
@@ -160,10 +184,12 @@ def _free(port: int, what: str, env_name: str, host: str = "127.0.0.1") -> None:
 
 def check_ports(profile: Profile) -> None:
     """Refuse before anything starts when a port of this profile is taken."""
-    prefix = {"test": "SLIPWAY_TEST_", "bench": "SLIPWAY_BENCH_"}.get(profile.name, "SLIPWAY_")
+    prefix = profile.env_prefix
     _free(profile.redis_port, "Redis", f"{prefix}REDIS_PORT")
     _free(profile.aws_port, "the local AWS plane", f"{prefix}AWS_PORT")
     _free(profile.web_port, "the web server", f"{prefix}WEB_PORT")
+    if profile.with_postgres:
+        _free(profile.pg_port, "Postgres", f"{prefix}PG_PORT")
 
 
 def _http_ok(url: str) -> bool:
@@ -175,8 +201,8 @@ def _http_ok(url: str) -> bool:
 
 
 def start_infrastructure(runner: Runner, profile: Profile) -> None:
-    """Redis, the AWS plane and its relay onto the Docker bridge."""
-    prefix = {"test": "SLIPWAY_TEST_", "bench": "SLIPWAY_BENCH_"}.get(profile.name, "SLIPWAY_")
+    """Redis, Postgres (when the profile wants it), the AWS plane and its relay onto the Docker bridge."""
+    prefix = profile.env_prefix
     _free(profile.redis_port, "Redis", f"{prefix}REDIS_PORT")
     runner.start(Service(
         "redis",
@@ -185,6 +211,9 @@ def start_infrastructure(runner: Runner, profile: Profile) -> None:
         ready=lambda: port_is_open("127.0.0.1", profile.redis_port),
         fix="see the redis lines above",
     ))
+    if profile.with_postgres:
+        _free(profile.pg_port, "Postgres", f"{prefix}PG_PORT")
+        postgres.start(runner, profile.dir(), profile.pg_port, throwaway=not profile.persist)
     _free(profile.aws_port, "the local AWS plane", f"{prefix}AWS_PORT")
     plane_env = {
         "BIND_HOST": "127.0.0.1",

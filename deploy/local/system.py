@@ -25,6 +25,11 @@ COMMANDS = {
     "git": "git",
     "ip": "iproute2",  # the Docker bridge's address, for the plane's relay
     "/usr/bin/python3.11": "python3.11",  # compiles bytecode for the base images (same version as theirs)
+    # The private Postgres cluster (postgres.py): Debian's binaries by path, never a `postgres` in PATH.
+    "/usr/lib/postgresql/15/bin/initdb": "postgresql",
+    "/usr/lib/postgresql/15/bin/postgres": "postgresql",
+    "/usr/lib/postgresql/15/bin/pg_isready": "postgresql-client-15",
+    "setpriv": "util-linux",  # runs initdb and postgres as the postgres user (they refuse root)
 }
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 

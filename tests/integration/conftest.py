@@ -139,15 +139,14 @@ def repo(tmp_path) -> Repo:
     return Repo(tmp_path / "repo")
 
 
-@pytest.fixture
-def fixture_function(transactional_db, repo, unique, docker_client):
-    """A tiny arm64 function on the local base image, removed from the plane afterwards."""
+def _function_on_the_plane(repo, unique, docker_client, architecture: str):
+    """A tiny function on the local base image, removed from the plane and Docker afterwards."""
     from portal.models import Function
 
     function = Function.objects.create(
         name=f"fx-{unique}", repository_url=str(repo.path), ecr_repository=f"slipway-test/fx-{unique}",
         lambda_name=f"slipway-test-fx-{unique}", memory_mb=256, timeout_s=30, smoke_event={"smoke": True},
-        execution_role_arn="arn:aws:iam::000000000000:role/slipway-test",
+        execution_role_arn="arn:aws:iam::000000000000:role/slipway-test", architecture=architecture,
     )
     yield function
     aws.reset()
@@ -163,6 +162,18 @@ def fixture_function(transactional_db, repo, unique, docker_client):
             docker_client.images.remove(image.id, force=True)
         except Exception:
             pass
+
+
+@pytest.fixture
+def fixture_function(transactional_db, repo, unique, docker_client):
+    """amd64: the pipeline tests are not about arm64, and run natively (no QEMU) this way."""
+    yield from _function_on_the_plane(repo, unique, docker_client, "x86_64")
+
+
+@pytest.fixture
+def arm64_function(transactional_db, repo, unique, docker_client):
+    """For the tests that are about arm64: QEMU builds and runs, architecture checks."""
+    yield from _function_on_the_plane(repo, unique, docker_client, "arm64")
 
 
 def wait_done(deployment, timeout: float = 240):

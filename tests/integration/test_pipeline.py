@@ -17,13 +17,15 @@ def steps(deployment) -> list[tuple[str, str]]:
     return [(s.name, s.status) for s in deployment.steps.order_by("position")]
 
 
-def test_first_deploy_creates_the_lambda_and_the_alias_serves_it(worker, fixture_function, repo):
+def test_first_deploy_creates_an_arm64_lambda_and_the_alias_serves_it(worker, arm64_function, repo):
+    fixture_function = arm64_function
     sha = repo.release("one")
     deployment = wait_done(request_deploy(fixture_function, trigger="cli"))
     assert (deployment.status, deployment.error_message) == (Status.SUCCEEDED, "")
     assert deployment.commit_sha == sha and deployment.version == "1"
     assert steps(deployment) == [(name, "succeeded") for name in PIPELINE]
-    assert deployment.build.tag == f"{sha[:12]}-arm64" and deployment.build.digest.startswith("sha256:")
+    assert deployment.build.tag.startswith(sha[:12]) and deployment.build.tag.endswith("-arm64")
+    assert deployment.build.digest.startswith("sha256:")
     assert deployment.build.platform == "linux/arm64"
     assert invoke_live(fixture_function) == {"release": "one", "echo": {"probe": 1}}
     published = aws.client("lambda").get_function(FunctionName=fixture_function.lambda_name, Qualifier="1")
@@ -62,3 +64,16 @@ def test_redeploying_a_built_commit_skips_build_and_push(worker, fixture_functio
     again = wait_done(request_deploy(fixture_function, trigger="cli", commit=sha))
     assert again.status == Status.SUCCEEDED and again.kind == Deployment.Kind.REDEPLOY
     assert [(n, s) for n, s in steps(again) if n in ("build", "push")] == [("build", "skipped"), ("push", "skipped")]
+
+
+def test_changed_build_args_build_a_new_image_for_the_same_commit(worker, fixture_function, repo):
+    sha = repo.release("one")
+    first = wait_done(request_deploy(fixture_function, trigger="cli"))
+    fixture_function.build_args = {"SLIPWAY_TEST_VARIANT": "b"}
+    fixture_function.save(update_fields=["build_args"])
+    second = wait_done(request_deploy(fixture_function, trigger="cli", commit=sha))
+    assert (second.status, second.kind) == (Status.SUCCEEDED, Deployment.Kind.DEPLOY), second.error_message
+    assert [s for n, s in steps(second) if n == "build"] == ["succeeded"]
+    assert second.build_id != first.build_id and second.build.tag != first.build.tag
+    assert second.build.inputs["build_args"]["SLIPWAY_TEST_VARIANT"] == "b"
+    assert ecr.count_images(fixture_function.ecr_repository) == 2

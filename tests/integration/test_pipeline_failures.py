@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
 from deploy import aws, ecr, lambdas
 from deploy.local import base_images
@@ -17,7 +18,7 @@ from portal.models import Deployment, DeploymentStep
 from portal.services import request_deploy, request_rollback
 from tests.conftest import wait_for
 from tests.integration.conftest import DOCKERFILE, invoke_live, processes, slow_dockerfile, wait_done
-from workers import pipeline
+from workers import steps, sweeper
 
 pytestmark = pytest.mark.integration
 Status = Deployment.Status
@@ -53,9 +54,13 @@ def build_clis(deployment) -> list[int]:
 # --- Concurrency ------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_a_burst_of_requests_ends_with_the_newest_live_and_updates_never_overlap(worker, fixture_function, repo):
     shas = [repo.release(f"r{n}") for n in range(20)]
-    requests = [request_deploy(fixture_function, trigger="api", commit=sha) for sha in shas]
+    first = request_deploy(fixture_function, trigger="api", commit=shas[0])
+    # The rest arrive while the first runs: it cannot be superseded, so at least it and the newest update.
+    wait_for(lambda: Deployment.objects.get(pk=first.pk).status != Status.QUEUED, 60, "the first deploy to start")
+    requests = [first] + [request_deploy(fixture_function, trigger="api", commit=sha) for sha in shas[1:]]
 
     for deployment in requests:
         wait_done(deployment)
@@ -67,9 +72,13 @@ def test_a_burst_of_requests_ends_with_the_newest_live_and_updates_never_overlap
     windows = sorted(
         (d.steps.get(name="update").started_at, d.steps.get(name="shift").finished_at, d.pk)
         for d in requests if d.status == Status.SUCCEEDED)
+    assert len(windows) >= 2, "fewer than two deployments reached the update step: nothing could overlap"
     for (_, earlier_end, earlier), (later_start, _, later) in zip(windows, windows[1:], strict=False):
         assert later_start >= earlier_end, f"#{later} updated the Lambda while #{earlier} was still shifting"
-    print(f"{len(windows)} of 20 requests ran; the rest were superseded")
+    reached = {name: DeploymentStep.objects.filter(deployment__in=requests, name=name).count()
+               for name in ("source", "build", "update", "publish", "shift")}
+    print(f"burst on {connection.vendor}: {len(windows)} of 20 ran, steps reached {reached}, "
+          f"alias at version {alias_version(fixture_function)}")
 
 
 def test_a_worker_killed_mid_build_is_settled_as_worker_lost_and_leaves_nothing_behind(
@@ -87,12 +96,12 @@ def test_a_worker_killed_mid_build_is_settled_as_worker_lost_and_leaves_nothing_
         worker.start()
 
     settings.HEARTBEAT_STALE_SECONDS = 1  # in this process only: the sweeper is run here, on demand
-    wait_for(lambda: deployment.pk in pipeline.sweep()["worker_lost"], 30, "the sweeper to settle the row")
+    wait_for(lambda: deployment.pk in sweeper.sweep()["worker_lost"], 30, "the sweeper to settle the row")
     deployment.refresh_from_db()
     assert (deployment.status, deployment.error_code) == (Status.FAILED, "worker-lost")
     assert not deployment.steps.filter(status=DeploymentStep.Status.RUNNING).exists()
     assert deployment.build.status == deployment.build.Status.FAILED
-    assert not (pipeline.work_root() / "workspaces" / pipeline.workspace_name(deployment.pk)).exists()
+    assert not (steps.work_root() / "workspaces" / steps.workspace_name(deployment.pk)).exists()
     # Deployment numbers repeat across stacks sharing the engine; the function's name does not.
     label = {"label": [f"slipway.deployment={deployment.pk}", f"slipway.function={fixture_function.name}"]}
     assert docker_client.containers.list(all=True, filters=label) == []
@@ -116,11 +125,12 @@ def test_a_build_dies_with_the_pool_process_that_started_it(worker, fixture_func
     wait_for(lambda: not any(build_clis(deployment) + processes(marker)), 20,
              "the build CLI and its RUN step to die with their parent (PR_SET_PDEATHSIG)")
     settings.HEARTBEAT_STALE_SECONDS = 1
-    wait_for(lambda: deployment.pk in pipeline.sweep()["worker_lost"], 30, "the sweeper to settle the row")
+    wait_for(lambda: deployment.pk in sweeper.sweep()["worker_lost"], 30, "the sweeper to settle the row")
     deployment.refresh_from_db()
     assert (deployment.status, deployment.error_code) == (Status.FAILED, "worker-lost")
 
 
+@pytest.mark.postgres
 def test_a_rollback_requested_during_a_build_goes_live_and_the_deploy_never_shifts(
         worker, fixture_function, repo, unique):
     first = deployed(fixture_function, repo, "one")
@@ -140,6 +150,8 @@ def test_a_rollback_requested_during_a_build_goes_live_and_the_deploy_never_shif
     assert rollback.finished_at < deploy.steps.get(name="build").finished_at, "the rollback waited behind the build"
     assert alias_version(fixture_function) == first.version == rollback.version
     assert invoke_live(fixture_function)["release"] == "one"
+    print(f"rollback during a build on {connection.vendor}: rollback took {rollback.duration.total_seconds():.2f} s, "
+          f"the deploy stopped after {step_names(deploy)}, alias at version {alias_version(fixture_function)}")
 
 
 # --- Faults, each with its own error code and the alias left alone -----------------------
@@ -173,7 +185,8 @@ def test_a_failed_lambda_update_ends_with_its_reason_code_and_the_alias_unchange
 
 
 def test_an_amd64_image_for_an_arm64_function_is_refused_before_the_push(
-        worker, fixture_function, repo):
+        worker, arm64_function, repo):
+    fixture_function = arm64_function
     first = deployed(fixture_function, repo, "one")
     images = ecr.count_images(fixture_function.ecr_repository)
     amd64 = DOCKERFILE.replace("FROM ${BASE_IMAGE}", f"FROM --platform=linux/amd64 {base_images.image_tag('amd64')}")
@@ -185,6 +198,21 @@ def test_an_amd64_image_for_an_arm64_function_is_refused_before_the_push(
     assert second.build.status == second.build.Status.FAILED
     assert ecr.count_images(fixture_function.ecr_repository) == images
     assert alias_version(fixture_function) == first.version
+
+
+def test_a_publish_after_someone_else_changed_the_function_fails_and_keeps_the_alias(
+        worker, fixture_function, repo, inject, faults):
+    first = deployed(fixture_function, repo, "one")
+    # The local plane ignores RevisionId on PublishVersion; AWS answers this when it changed meanwhile.
+    inject({"operation": "PublishVersion", "error": "PreconditionFailedException", "times": 1,
+            "function": fixture_function.lambda_name})
+    repo.release("two")
+    second = wait_done(request_deploy(fixture_function, trigger="cli"))
+    assert (second.status, second.error_code) == (Status.FAILED, "revision-mismatch")
+    assert json.loads(faults.read_text())[0]["times"] == 0
+    assert step_names(second)[-1] == "publish" and second.version == ""
+    assert alias_version(fixture_function) == first.version
+    assert invoke_live(fixture_function)["release"] == "one"
 
 
 def test_a_smoke_event_answered_with_an_error_keeps_the_alias(worker, fixture_function, repo):
@@ -231,7 +259,7 @@ def test_a_rollback_to_a_deleted_version_updates_code_to_its_digest(worker, fixt
     aws.client("lambda").delete_function(FunctionName=fixture_function.lambda_name, Qualifier=first.version)
     rollback = wait_done(request_rollback(fixture_function, trigger="cli"))
     assert rollback.status == Status.SUCCEEDED, rollback.error_message
-    assert step_names(rollback) == ["check", "update", "wait", "publish", "shift"]
+    assert step_names(rollback) == ["check", "update", "wait", "publish", "verify", "shift"]
     assert invoke_live(fixture_function)["release"] == "one"
     published = aws.client("lambda").get_function(FunctionName=fixture_function.lambda_name,
                                                   Qualifier=rollback.version)

@@ -11,7 +11,7 @@ from deploy import aws
 from portal.models import Deployment, DeploymentStep
 from portal.services import request_deploy
 from tests.conftest import free_port
-from workers import pipeline
+from workers import tasks
 
 pytestmark = pytest.mark.integration
 Status = Deployment.Status
@@ -19,7 +19,7 @@ Status = Deployment.Status
 
 def _run(function) -> Deployment:
     deployment = Deployment.objects.create(function=function, trigger="cli", ref="main")
-    pipeline.run_deploy(deployment.pk)
+    tasks.deploy(deployment.pk)  # the worker's code, run in this process
     deployment.refresh_from_db()
     assert not deployment.steps.filter(status=DeploymentStep.Status.RUNNING).exists()
     assert deployment.steps.filter(finished_at__isnull=True).count() == 0
@@ -42,7 +42,8 @@ def test_an_aws_plane_that_is_down_fails_the_source_step_naming_the_endpoint(fix
 
 def test_a_docker_engine_that_is_down_fails_the_build(fixture_function, repo, settings, tmp_path):
     repo.release("one")
-    settings.SLIPWAY_DOCKER_HOSTS = {"arm64": f"unix://{tmp_path}/no-docker.sock", "x86_64": ""}
+    settings.SLIPWAY_DOCKER_HOSTS = {**settings.SLIPWAY_DOCKER_HOSTS,
+                                     fixture_function.architecture: f"unix://{tmp_path}/no-docker.sock"}
     deployment = _run(fixture_function)
     assert (deployment.status, deployment.error_code) == (Status.FAILED, "docker-unavailable")
     assert "Docker engine is not answering" in deployment.error_message

@@ -1,0 +1,21 @@
+"""The Celery app, configured from Django settings (CELERY_* names).
+
+It lives on the web side so that requests can send tasks by name without
+importing workers/: routing is in settings (CELERY_TASK_ROUTES), the task
+code is found by the worker alone (`celery -A workers worker`), which
+autodiscovers workers.tasks.
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("slipway")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["workers"], related_name="tasks")
+
+DEPLOY_TASK = "slipway.deploy"
+ROLLBACK_TASK = "slipway.rollback"
+SWEEP_TASK = "slipway.sweep"

@@ -1,0 +1,126 @@
+"""The per-function queue: request, supersede, dispatch, claim.
+
+The alias is the shared resource, so per function one deployment runs at a
+time (a rollback may start beside a deploy it superseded: that deploy stops
+before its shift). The database is the queue; Celery only carries primary
+keys. Rules:
+
+- Requests run in the order they were made. A new deploy supersedes the
+  queued deploys before it; a new rollback supersedes every queued request
+  before it (deploys and older rollbacks) and tells running deploys to stop
+  before their shift. A request made after a queued rollback runs after it.
+- Every transaction here locks the function row before any of its
+  deployments (one lock order, so Postgres never deadlocks two of them).
+- Tasks are sent by name; which queue they go to is in settings only.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from portal.celery import DEPLOY_TASK, ROLLBACK_TASK, app
+from portal.models import Deployment, Function
+
+log = logging.getLogger(__name__)
+Status = Deployment.Status
+Kind = Deployment.Kind
+# A queued row whose message left this long ago without being claimed is sent again.
+RESEND_AFTER = timedelta(seconds=60)
+
+
+def _lock(function_id: int) -> Function:
+    return Function.objects.select_for_update().get(pk=function_id)
+
+
+def request(function: Function, **fields) -> Deployment:
+    """Write a deployment row, supersede what it replaces, dispatch after commit."""
+    with transaction.atomic():
+        _lock(function.pk)
+        deployment = Deployment.objects.create(function=function, **fields)
+        _supersede_for(deployment)
+        transaction.on_commit(lambda: dispatch(function.pk))
+    return deployment
+
+
+def _supersede_for(new: Deployment) -> None:
+    before = Deployment.objects.filter(function_id=new.function_id, pk__lt=new.pk)
+    queued = before.filter(status=Status.QUEUED)
+    if new.kind == Kind.ROLLBACK:
+        message = f"rollback #{new.pk} replaced it"
+        before.filter(status__in=Deployment.RUNNING, superseded_by__isnull=True).exclude(kind=Kind.ROLLBACK).update(
+            superseded_by=new)
+    else:
+        message = f"deploy #{new.pk}, requested later, replaced it"
+        queued = queued.exclude(kind=Kind.ROLLBACK)
+    queued.update(status=Status.SUPERSEDED, superseded_by=new, finished_at=Now(), error_code="superseded",
+                  error_message=message)
+
+
+def _blockers(deployment: Deployment):
+    """The running deployments of its function that `deployment` must wait for."""
+    running = Deployment.objects.filter(function_id=deployment.function_id, status__in=Deployment.RUNNING).exclude(
+        pk=deployment.pk)
+    if deployment.kind == Kind.ROLLBACK:
+        # Deploys it superseded stop before their shift; it waits only for one already shifting.
+        return running.filter(Q(kind=Kind.ROLLBACK) | Q(superseded_by__isnull=True) | Q(status=Status.SHIFTING))
+    return running
+
+
+def dispatch(function_id: int) -> Deployment | None:
+    """Send the function's next queued deployment unless it must wait.
+
+    A row whose message already left recently is not sent again (a duplicate
+    would be harmless, only noisy); the sweeper re-sends lost ones."""
+    with transaction.atomic():
+        _lock(function_id)
+        head = Deployment.objects.filter(function_id=function_id, status=Status.QUEUED).order_by("pk").first()
+        if head is None or _blockers(head).exists():
+            return None
+        due = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=Now() - RESEND_AFTER)
+        if Deployment.objects.filter(due, pk=head.pk).update(enqueued_at=Now()):
+            transaction.on_commit(lambda: send(head.pk, head.kind))
+    return head
+
+
+def send(pk: int, kind: str) -> None:
+    """Send the task by name; a broker that is down leaves the row queued for the sweeper."""
+    name = ROLLBACK_TASK if kind == Kind.ROLLBACK else DEPLOY_TASK
+    try:
+        result = app.send_task(name, args=[pk])
+    except Exception as exc:  # kombu's OperationalError and friends
+        log.warning("could not send deployment %s (%s); the sweeper will retry", pk, exc)
+        Deployment.objects.filter(pk=pk).update(enqueued_at=None)
+        return
+    Deployment.objects.filter(pk=pk).update(task_id=result.id)
+
+
+def claim(deployment: Deployment, first: str) -> bool:
+    """Take the row for this worker. False when it ended, someone else has it,
+    or it must wait (then the deployment it waits for dispatches it when done)."""
+    with transaction.atomic():
+        _lock(deployment.function_id)
+        earlier = Deployment.objects.filter(function_id=deployment.function_id, status=Status.QUEUED,
+                                            pk__lt=deployment.pk)
+        if earlier.exists() or _blockers(deployment).exists():  # requests run in the order they were made
+            Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(enqueued_at=None)
+            return False
+        return deployment.claim(first)
+
+
+def enter_lambda_steps(deployment: Deployment) -> bool:
+    """Move to UPDATING unless another deployment of the function is writing to
+    the Lambda (past its push); False: wait and ask again. Deploys and a
+    rollback's fallback both come through here, so they never interleave."""
+    with transaction.atomic():
+        _lock(deployment.function_id)
+        others = Deployment.objects.filter(function_id=deployment.function_id,
+                                           status__in=Deployment.TOUCHING_LAMBDA).exclude(pk=deployment.pk)
+        if others.exists():
+            return False
+        deployment.advance(Status.UPDATING)
+        return True

@@ -1,0 +1,79 @@
+"""Heartbeats and the sweeper: a live worker's row is never failed as worker-lost."""
+
+import time
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.db import OperationalError
+from django.utils import timezone
+
+from portal.models import Deployment
+from workers import recording, steps, sweeper
+
+pytestmark = pytest.mark.postgres
+Status = Deployment.Status
+
+
+def building(function, **fields) -> Deployment:
+    deployment = Deployment.objects.create(function=function, trigger="cli")
+    deployment.claim(Status.BUILDING)
+    Deployment.objects.filter(pk=deployment.pk).update(**fields)
+    return deployment
+
+
+def test_heartbeats_go_on_after_a_database_error(function):
+    deployment = building(function)
+    beats = []
+
+    def beat(self):
+        beats.append(time.monotonic())
+        if len(beats) == 1:
+            raise OperationalError("database is locked")
+
+    with mock.patch.object(Deployment, "beat", beat), recording.heartbeat(deployment, interval=0.02):
+        deadline = time.monotonic() + 5
+        while len(beats) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert len(beats) >= 3, "the heartbeat thread stopped after the first error"
+
+
+def test_the_sweeper_fails_a_deployment_whose_heartbeat_stopped(function, settings, tmp_path):
+    settings.STATE_DIR = tmp_path
+    stale = building(function, heartbeat_at=timezone.now() - timedelta(minutes=10))
+    workspace = tmp_path / "work" / "workspaces" / steps.workspace_name(stale.pk)
+    workspace.mkdir(parents=True)
+    fresh = building(function)
+    assert sweeper.sweep()["worker_lost"] == [stale.pk]
+    stale.refresh_from_db()
+    assert (stale.status, stale.error_code) == (Status.FAILED, "worker-lost")
+    assert not workspace.exists()
+    assert Deployment.objects.get(pk=fresh.pk).status == Status.BUILDING
+
+
+def test_the_sweeper_judges_heartbeats_by_the_database_clock_not_its_hosts(function):
+    fresh = building(function)  # claimed just now, on the database's clock
+    ahead = timezone.now() + timedelta(minutes=10)  # a sweeper host whose clock runs ten minutes ahead
+    with mock.patch("django.utils.timezone.now", return_value=ahead):
+        assert sweeper.sweep()["worker_lost"] == []
+    assert Deployment.objects.get(pk=fresh.pk).status == Status.BUILDING
+
+
+def test_a_row_that_beat_after_the_sweeper_read_it_is_left_alone(function):
+    from django.db.models.functions import Now
+
+    stale = building(function, heartbeat_at=timezone.now() - timedelta(minutes=10))
+    stale.beat()  # the worker beats between the sweeper's read and its update
+    assert stale.settle_lost(Now() - timedelta(seconds=120), "lost") is False
+    assert Deployment.objects.get(pk=stale.pk).status == Status.BUILDING
+
+
+def test_the_sweeper_resends_a_queued_deployment_whose_message_never_left(function,
+                                                                          django_capture_on_commit_callbacks):
+    lost = Deployment.objects.create(function=function, trigger="webhook")  # broker was down: enqueued_at unset
+    Deployment.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(minutes=1))
+    with mock.patch("portal.queue.app.send_task", autospec=True) as send_task, \
+            django_capture_on_commit_callbacks(execute=True):
+        send_task.return_value.id = "task-1"
+        assert sweeper.sweep()["redispatched_functions"] == [function.pk]
+    assert send_task.call_args.kwargs["args"] == [lost.pk]

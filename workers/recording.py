@@ -1,0 +1,175 @@
+"""Recording a deployment as it runs: each step before and after it runs,
+its output as it happens, a heartbeat, the stops at step boundaries, and the
+one place a row is finished."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django import db
+from django.conf import settings
+from django.utils import timezone
+
+from deploy.errors import AppError, DeployError
+from deploy.logs import mask
+from portal import queue
+from portal.models import AuditEvent, Deployment, DeploymentStep
+
+log = logging.getLogger(__name__)
+Status = Deployment.Status
+HEARTBEAT_SECONDS = 5
+APP_RETRIES = 3  # docker and git calls: an app error is retried this many times within its step
+
+
+class Stopped(Exception):
+    """The deployment stops at a step boundary: superseded or cancelled."""
+
+    def __init__(self, status: str, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class StepLog:
+    """Output of one step, appended as it happens and flushed about once a second."""
+
+    def __init__(self, step: DeploymentStep):
+        self.step = step
+        self.lines: list[str] = []
+        self.flushed_at = time.monotonic()
+
+    def __call__(self, line: str) -> None:
+        if not line.strip():
+            return
+        self.lines.append(mask(line))
+        if time.monotonic() - self.flushed_at > 1:
+            self.flush()
+
+    def flush(self) -> None:
+        self.step.output = DeploymentStep.clean_output("\n".join(self.lines))
+        DeploymentStep.objects.filter(pk=self.step.pk).update(output=self.step.output)
+        self.flushed_at = time.monotonic()
+
+
+class Recorder:
+    def __init__(self, deployment: Deployment):
+        self.deployment = deployment
+        self.position = deployment.steps.count()
+
+    @contextlib.contextmanager
+    def step(self, name: str, status: str | None = None):
+        """Record the step before it runs and after it ends, with its output and exit status."""
+        if status and self.deployment.status != status:
+            self.deployment.advance(status)
+        self.position += 1
+        step = DeploymentStep.objects.create(deployment=self.deployment, name=name, position=self.position)
+        out = StepLog(step)
+        try:
+            yield out
+        except BaseException as exc:
+            step.status = DeploymentStep.Status.FAILED
+            if isinstance(exc, DeployError):
+                out(f"error {exc.code}: {exc.message}")
+                step.exit_status = 1
+            elif isinstance(exc, Stopped):
+                out(exc.message)
+            raise
+        else:
+            step.status = DeploymentStep.Status.SUCCEEDED
+            step.exit_status = 0
+        finally:
+            out.flush()
+            step.finished_at = timezone.now()
+            step.save(update_fields=["status", "exit_status", "finished_at", "output"])
+
+    def skip(self, name: str, reason: str) -> None:
+        self.position += 1
+        now = timezone.now()
+        DeploymentStep.objects.create(deployment=self.deployment, name=name, position=self.position,
+                                      status=DeploymentStep.Status.SKIPPED, output=reason, started_at=now,
+                                      finished_at=now)
+
+
+def retrying(what: str, out: StepLog, fn, *args, **kwargs):
+    """For docker and git calls (AWS calls retry in deploy.aws, and only there):
+    an AppError marked retryable is retried with backoff, bounded."""
+    for attempt in range(APP_RETRIES + 1):
+        try:
+            return fn(*args, **kwargs)
+        except AppError as exc:
+            if not exc.retryable or attempt == APP_RETRIES:
+                raise
+            delay = 2 ** attempt
+            out(f"{what}: {exc.message} — retrying in {delay} s ({attempt + 1}/{APP_RETRIES})")
+            time.sleep(delay)
+
+
+@contextlib.contextmanager
+def heartbeat(deployment: Deployment, interval: float | None = None):
+    """Keep heartbeat_at fresh while the deployment runs, from its own thread.
+
+    A database error (a locked SQLite, a Postgres restart) costs one beat,
+    never the rest: the thread drops its connection and beats again next time."""
+    done = threading.Event()
+    every = interval or HEARTBEAT_SECONDS
+
+    def beat():
+        try:
+            while not done.wait(every):
+                try:
+                    deployment.beat()
+                except db.Error as exc:
+                    log.warning("heartbeat of deployment %s missed: %s", deployment.pk, exc)
+                    db.connection.close()
+        finally:
+            db.connection.close()
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{deployment.pk}")
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(5)
+
+
+def check_stop(deployment: Deployment) -> None:
+    """A step boundary: stop here if a rollback superseded us or a cancel came in time."""
+    row = Deployment.objects.filter(pk=deployment.pk).values("superseded_by_id", "cancel_requested", "status").get()
+    if row["superseded_by_id"]:
+        raise Stopped(Status.SUPERSEDED, "superseded",
+                      f"rollback #{row['superseded_by_id']} was requested; stopped before moving the alias")
+    if row["cancel_requested"] and row["status"] in Deployment.CANCELLABLE:
+        raise Stopped(Status.CANCELLED, "cancelled", "cancelled on request before the Lambda was touched")
+
+
+def finish(deployment: Deployment, status: str, code: str = "", message: str = "") -> None:
+    if deployment.finish(status, code, mask(message)):
+        AuditEvent.record(f"deployment.{status}", actor=deployment.requested_by,
+                          actor_label="" if deployment.requested_by else deployment.trigger,
+                          function=deployment.function, deployment=deployment.pk, kind=deployment.kind,
+                          version=deployment.version, error_code=code)
+
+
+def settle(deployment: Deployment, steps) -> str:
+    """Run the steps with a heartbeat; whatever happens, the row ends terminal
+    and the function's next deployment is dispatched."""
+    try:
+        with heartbeat(deployment):
+            steps()
+        finish(deployment, Status.SUCCEEDED)
+    except Stopped as stop:
+        finish(deployment, stop.status, stop.code, stop.message)
+    except DeployError as exc:
+        finish(deployment, Status.FAILED, exc.code, exc.message)
+    except SoftTimeLimitExceeded:
+        finish(deployment, Status.FAILED, "time-limit", f"ran past the {settings.TASK_SOFT_TIME_LIMIT} s time limit")
+    except Exception as exc:
+        log.exception("deployment %s failed unexpectedly", deployment.pk)
+        finish(deployment, Status.FAILED, "internal-error", f"{type(exc).__name__}: {exc}")
+    finally:
+        queue.dispatch(deployment.function_id)
+    return deployment.status

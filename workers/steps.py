@@ -1,0 +1,244 @@
+"""One function per pipeline step, shared by deploy and rollback.
+
+Each step takes the run's state and the step's log, calls deploy/ and
+records what it found on the rows. The order, the recording and the stops
+between steps are the tasks' business (workers/tasks.py); AWS calls retry in
+deploy.aws only, docker and git calls through recording.retrying.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from deploy import arch, ecr, lambdas, source
+from deploy import build as builder
+from deploy import docker as docker_seam
+from deploy.errors import UserError
+from portal import queue
+from portal.models import Build, Deployment, Function
+from workers.recording import StepLog, check_stop, retrying
+
+Status = Deployment.Status
+
+
+def work_root() -> Path:
+    return Path(settings.STATE_DIR) / "work"
+
+
+def workspace_name(pk: int) -> str:
+    return f"deployment-{pk}"
+
+
+@dataclass
+class Run:
+    """What the steps of one deployment learn and hand on."""
+
+    deployment: Deployment
+    mirror: Path | None = None
+    repository_uri: str = ""
+    image_uri: str = ""  # repository@digest, as Lambda pulls it
+    after_update: dict = field(default_factory=dict)  # GetFunction once our update was applied
+
+    @property
+    def function(self) -> Function:
+        return self.deployment.function
+
+    @property
+    def build(self) -> Build | None:
+        return self.deployment.build
+
+    def record(self, **fields) -> None:
+        Deployment.objects.filter(pk=self.deployment.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(self.deployment, name, value)
+
+
+def lambda_settings(function: Function) -> lambdas.Settings:
+    return lambdas.Settings(name=function.lambda_name, architecture=function.architecture,
+                            memory_mb=function.memory_mb, timeout_s=function.timeout_s,
+                            environment={str(k): str(v) for k, v in (function.environment or {}).items()},
+                            role_arn=function.execution_role_arn or settings.SLIPWAY_DEFAULT_EXECUTION_ROLE)
+
+
+def build_args(function: Function) -> dict[str, str]:
+    """Every build arg the image is built with: the platform's, then the function's own."""
+    args = {}
+    base = settings.SLIPWAY_BASE_IMAGES.get(function.architecture)
+    if base:
+        args["BASE_IMAGE"] = base
+    if settings.SLIPWAY_PYTHON_VERSION:
+        args["PYTHON_VERSION"] = settings.SLIPWAY_PYTHON_VERSION
+    if settings.SLIPWAY_BUILDER_IMAGE:
+        args["BUILDER_IMAGE"] = settings.SLIPWAY_BUILDER_IMAGE
+    args.update(builder.validate_build_args(function.build_args or {}))
+    return args
+
+
+def build_inputs(function: Function) -> dict:
+    """Everything besides commit and architecture that shapes the image."""
+    return {"context": function.context_path, "dockerfile": function.dockerfile_path,
+            "build_args": build_args(function)}
+
+
+# --- Deploy -------------------------------------------------------------------------
+
+
+def fetch_source(run: Run, out: StepLog) -> None:
+    """Resolve the ref to a commit, find or make its Build, and ask ECR whether it holds it."""
+    function, deployment = run.function, run.deployment
+    run.mirror = retrying("fetch", out, source.fetch, function.repository_url, work_root(),
+                          allow_local=settings.LOCAL_MODE)
+    wanted = deployment.commit_sha or deployment.ref or function.branch
+    sha = source.resolve(run.mirror, wanted)
+    out(f"{wanted} is {sha}")
+    inputs = build_inputs(function)
+    build, _ = Build.objects.get_or_create(
+        function=function, inputs_digest=Build.digest_inputs(sha, function.architecture, inputs),
+        defaults={"commit_sha": sha, "architecture": function.architecture, "inputs": inputs})
+    run.record(commit_sha=sha, build=build)
+    run.repository_uri = ecr.ensure_repository(function.ecr_repository)
+    # Build once, deploy many: an immutable tag that ECR holds is this build's image.
+    held = ecr.find(function.ecr_repository, tag=build.tag)
+    out(f"ECR {'holds' if held else 'does not hold'} {function.ecr_repository}:{build.tag}")
+    if held:
+        build.adopt(held.digest, held.size)
+        run.record(kind=Deployment.Kind.REDEPLOY)
+
+
+def local_tag(run: Run) -> str:
+    return f"slipway/{run.function.name}:{run.build.tag}"
+
+
+def build_image(run: Run, out: StepLog) -> None:
+    """Check the commit out into a workspace of its own and build it with BuildKit."""
+    function, build = run.function, run.build
+    build.start()
+    with source.workspace(work_root(), workspace_name(run.deployment.pk)) as workspace:
+        source.export(run.mirror, build.commit_sha, workspace)
+        context = source.inside(workspace, function.context_path, "build context")
+        dockerfile = source.inside(context, function.dockerfile_path, "Dockerfile")
+        result = builder.build(
+            builder=settings.SLIPWAY_BUILDKIT_DOCKER, context=context, dockerfile=dockerfile,
+            platform=arch.get(function.architecture).platform, tag=local_tag(run),
+            build_args=build.inputs.get("build_args", {}),
+            docker_host=settings.SLIPWAY_DOCKER_HOSTS.get(function.architecture),
+            labels={"slipway.function": function.name, "slipway.commit": build.commit_sha,
+                    "slipway.deployment": str(run.deployment.pk)},
+            on_line=out, timeout=settings.TASK_SOFT_TIME_LIMIT,
+        )
+    out(f"built {result.image_id} in {result.seconds:.1f} s ({result.cache_hits} cached steps)")
+    Build.objects.filter(pk=build.pk).update(cache_hits=result.cache_hits, cache_misses=result.cache_misses,
+                                             log="\n".join(out.lines)[-64_000:])
+
+
+def push_image(run: Run, out: StepLog) -> None:
+    """Refuse the wrong architecture, push the build's tag, record its digest."""
+    function, build = run.function, run.build
+    tag = local_tag(run)
+    docker = retrying("docker", out, docker_seam.client, settings.SLIPWAY_DOCKER_HOSTS.get(function.architecture, ""))
+    attrs = ecr.check_architecture(docker, tag, function.architecture)
+    host = ecr.registry_host(run.repository_uri, settings.SLIPWAY_REGISTRY_HOST)
+    retrying("login", out, ecr.login, docker, host)
+    image = retrying("push", out, ecr.push, docker, tag, run.repository_uri, build.tag,
+                     host_override=settings.SLIPWAY_REGISTRY_HOST, on_line=out)
+    out(f"pushed {function.ecr_repository}:{build.tag} = {image.digest}")
+    build.succeed(digest=image.digest, size_bytes=attrs.get("Size") or image.size,
+                  platform=f"{attrs.get('Os')}/{attrs.get('Architecture')}",
+                  image_uri=ecr.image_uri(run.repository_uri, image.digest))
+
+
+# --- Shared by deploy and rollback ------------------------------------------------------
+
+
+def enter_lambda_steps(run: Run) -> float:
+    """Wait until no other deployment of the function writes to the Lambda, then
+    move to UPDATING; returns the seconds waited. Stops if superseded meanwhile."""
+    started = time.monotonic()
+    while not queue.enter_lambda_steps(run.deployment):
+        check_stop(run.deployment)
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def update_function(run: Run, out: StepLog) -> None:
+    """Create the Lambda on the first deploy; otherwise configuration first, then code, by digest."""
+    function, build = run.function, run.build
+    config = lambda_settings(function)
+    run.image_uri = ecr.image_uri(run.repository_uri, build.digest, settings.SLIPWAY_REGISTRY_HOST)
+    current = lambdas.get_configuration(config.name)
+    if current is None:
+        out(f"creating {config.name} from {run.image_uri}")
+        lambdas.create(config, run.image_uri, description(run))
+        return
+    changes = lambdas.configuration_changes(current, config)
+    if changes:
+        out(f"configuration changes: {', '.join(sorted(changes))}")
+        lambdas.update_configuration(config, changes)
+    out(f"code -> {run.image_uri}")
+    lambdas.update_code(config, run.image_uri)
+
+
+def wait_updated(run: Run, out: StepLog) -> None:
+    run.after_update = lambdas.wait_updated(run.function.lambda_name)
+    config = run.after_update.get("Configuration", {})
+    out(f"LastUpdateStatus={config.get('LastUpdateStatus', '?')} RevisionId={config.get('RevisionId', '?')}")
+
+
+def description(run: Run) -> str:
+    build = run.build
+    prefix = "rollback to " if run.deployment.kind == Deployment.Kind.ROLLBACK else ""
+    return f"{prefix}{build.commit_sha[:12]} {build.digest}"
+
+
+def publish_version(run: Run, out: StepLog) -> None:
+    """Publish, guarded by the RevisionId the wait saw: the version holds our image or nothing."""
+    version = lambdas.publish(run.function.lambda_name, description(run), after=run.after_update,
+                              image_uri=run.image_uri)
+    out(f"published version {version}")
+    run.record(version=version)
+
+
+def verify_version(run: Run, out: StepLog) -> None:
+    """Invoke the new version with the smoke event; an error keeps the alias where it is."""
+    function, version = run.function, run.deployment.version
+    if not function.smoke_event:
+        out("no smoke event configured; invoking with {}")
+    error, result = lambdas.invoke(function.lambda_name, version, function.smoke_event or {})
+    preview = str(result)[:500]
+    out(f"result: {preview}")
+    if error:
+        raise UserError("smoke-function-error", f"version {version} raised {error}: {preview}")
+    if isinstance(result, dict) and "error" in result:
+        raise UserError("smoke-error-result", f"version {version} answered the smoke event with an error: {preview}")
+
+
+def shift_alias(run: Run, out: StepLog) -> None:
+    function, version = run.function, run.deployment.version
+    previous = lambdas.point_alias(function.lambda_name, function.alias, version)
+    out(f"{function.alias}: {previous or '(new)'} -> {version}")
+    run.record(previous_version=previous or "")
+
+
+# --- Rollback ----------------------------------------------------------------------------
+
+
+def check_release(run: Run, out: StepLog) -> bool:
+    """Is the release still there to put back? True when its version exists (the
+    alias only moves); False when its image must be deployed again first."""
+    function, build, version = run.function, run.build, run.deployment.target_version
+    if build is None or not build.digest:
+        raise UserError("nothing-to-restore", "the release to roll back to has no recorded image")
+    if ecr.find(function.ecr_repository, digest=build.digest) is None:
+        raise UserError("image-missing", f"ECR no longer holds {function.ecr_repository}@{build.digest}; "
+                        "deploy the commit again instead")
+    out(f"ECR still holds {function.ecr_repository}@{build.digest}")
+    run.repository_uri = ecr.ensure_repository(function.ecr_repository)
+    exists = bool(version) and lambdas.version_exists(function.lambda_name, version)
+    out(f"version {version} {'exists' if exists else 'is gone: its image is deployed, published and verified again'}")
+    if exists:
+        run.record(version=version)
+    return exists
