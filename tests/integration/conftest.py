@@ -193,3 +193,101 @@ def invoke_live(function) -> dict:
 
 
 __all__ = ["Repo", "Worker", "wait_done", "invoke_live", "slow_dockerfile", "processes", "TEST_LABEL"]
+
+
+# --- One released function per session ------------------------------------------------
+# Pages, the API and the console need a function with history, not a pipeline run:
+# its two releases are seeded once per session through the same deploy/ calls the
+# pipeline makes (push, create, update, publish, alias), then each test gets rows
+# that describe them. Tests that move the alias have it put back afterwards.
+
+RELEASED_HANDLER = """\
+def handler(event, context):
+    return {{"release": "{release}", "echo": event}}
+"""
+
+
+class Released:
+    """What the session's released function holds on the plane."""
+
+    def __init__(self, name: str, lambda_name: str, repository: str):
+        self.name, self.lambda_name, self.repository = name, lambda_name, repository
+        self.releases: list[dict] = []  # {"release", "commit", "digest", "version", "inputs_digest"}
+
+
+@pytest.fixture(scope="session")
+def released_plane(docker_client, tmp_path_factory):
+    """An amd64 Lambda with versions 1 ("one") and 2 ("two"), alias live -> 2, seeded once."""
+    import hashlib
+
+    from deploy import ecr, lambdas
+    from tests.conftest import build_handler_image
+
+    stack_env("AWS_ENDPOINT_URL")
+    suffix = hashlib.sha256(str(tmp_path_factory.getbasetemp()).encode()).hexdigest()[:8]
+    plane = Released(f"released-{suffix}", f"slipway-test-released-{suffix}", f"slipway-test/released-{suffix}")
+    registry = os.environ["SLIPWAY_REGISTRY_HOST"]
+    repository_uri = ecr.ensure_repository(plane.repository)
+    docker = docker_seam_client()
+    ecr.login(docker, ecr.registry_host(repository_uri, registry))
+    config = lambdas.Settings(name=plane.lambda_name, architecture="x86_64", memory_mb=256, timeout_s=30,
+                              environment={}, role_arn="arn:aws:iam::000000000000:role/slipway-test")
+    try:
+        for number, release in enumerate(("one", "two"), start=1):
+            local = f"slipway-test/released-{suffix}:{release}"
+            build_handler_image(docker_client, local, "amd64", RELEASED_HANDLER.format(release=release).encode())
+            commit = hashlib.sha1(f"{suffix}{release}".encode()).hexdigest()  # noqa: S324 - a fake commit id
+            tag = f"{commit[:12]}-{suffix}-amd64"
+            image = ecr.push(docker, local, repository_uri, tag, host_override=registry, on_line=lambda _: None)
+            uri = ecr.image_uri(repository_uri, image.digest, registry)
+            if number == 1:
+                lambdas.create(config, uri, f"{commit[:12]} {image.digest}")
+            else:
+                lambdas.update_code(config, uri)
+            after = lambdas.wait_updated(plane.lambda_name)
+            version = lambdas.publish(plane.lambda_name, f"{commit[:12]} {image.digest}", after=after, image_uri=uri)
+            lambdas.point_alias(plane.lambda_name, "live", version)
+            plane.releases.append({"release": release, "commit": commit, "digest": image.digest,
+                                   "version": version, "tag": tag, "uri": uri})
+        yield plane
+    finally:
+        for cleanup in (lambda: aws.client("lambda").delete_function(FunctionName=plane.lambda_name),
+                        lambda: aws.client("ecr").delete_repository(repositoryName=plane.repository, force=True)):
+            try:
+                cleanup()
+            except Exception:
+                pass
+        for image in docker_client.images.list(name=f"slipway-test/released-{suffix}"):
+            docker_client.images.remove(image.id, force=True)
+
+
+def docker_seam_client():
+    from deploy import docker as docker_seam
+
+    return docker_seam.client()
+
+
+@pytest.fixture
+def released_function(transactional_db, released_plane):
+    """The session's released function as rows: two succeeded deploys, version 2 live."""
+    from deploy import lambdas
+    from portal.models import Build, Deployment, Function
+
+    function = Function.objects.create(
+        name=released_plane.name, repository_url="https://gitlab.example.com/team/released.git",
+        ecr_repository=released_plane.repository, lambda_name=released_plane.lambda_name, architecture="x86_64",
+        memory_mb=256, timeout_s=30, smoke_event={"smoke": True},
+        execution_role_arn="arn:aws:iam::000000000000:role/slipway-test")
+    previous = ""
+    for release in released_plane.releases:
+        build = Build.objects.create(function=function, commit_sha=release["commit"], architecture="x86_64",
+                                     inputs_digest=release["tag"], status=Build.Status.SUCCEEDED,
+                                     digest=release["digest"], image_uri=release["uri"], platform="linux/amd64")
+        Deployment.objects.create(function=function, build=build, trigger="cli", ref="main",
+                                  commit_sha=release["commit"], status=Deployment.Status.SUCCEEDED,
+                                  version=release["version"], previous_version=previous)
+        previous = release["version"]
+    yield function
+    live = released_plane.releases[-1]["version"]
+    if lambdas.alias_version(released_plane.lambda_name, "live") != live:  # a test moved it: put it back
+        lambdas.point_alias(released_plane.lambda_name, "live", live)

@@ -33,29 +33,33 @@ def test_first_deploy_creates_an_arm64_lambda_and_the_alias_serves_it(worker, ar
     assert sha[:12] in published["Configuration"]["Description"]
 
 
-def test_new_commit_goes_live_and_rollback_restores_the_old_one_without_a_build(
-        worker, fixture_function, repo, docker_client):
+def test_new_commit_goes_live(worker, fixture_function, repo):
     repo.release("one")
     first = wait_done(request_deploy(fixture_function, trigger="cli"))
     repo.release("two")
     second = wait_done(request_deploy(fixture_function, trigger="cli"))
     assert second.status == Status.SUCCEEDED, second.error_message
+    assert (first.version, second.version) == ("1", "2")
     assert invoke_live(fixture_function)["release"] == "two"
-    images_before = ecr.count_images(fixture_function.ecr_repository)
-    local_before = sorted(image.id for image in docker_client.images.list())
 
-    rollback = wait_done(request_rollback(fixture_function, trigger="cli"))
+
+def test_rollback_restores_the_previous_release_without_a_build(worker, released_function, docker_client):
+    images_before = ecr.count_images(released_function.ecr_repository)
+    local_before = sorted(image.id for image in docker_client.images.list())
+    assert invoke_live(released_function)["release"] == "two"
+
+    rollback = wait_done(request_rollback(released_function, trigger="cli"))
 
     assert rollback.status == Status.SUCCEEDED, rollback.error_message
-    assert invoke_live(fixture_function)["release"] == "one"
-    assert rollback.version == first.version and rollback.previous_version == second.version
+    assert invoke_live(released_function)["release"] == "one"
+    assert (rollback.version, rollback.previous_version) == ("1", "2")
     assert [name for name, _ in steps(rollback)] == ["check", "shift"]
-    assert ecr.count_images(fixture_function.ecr_repository) == images_before
+    assert ecr.count_images(released_function.ecr_repository) == images_before
     assert sorted(image.id for image in docker_client.images.list()) == local_before
     assert rollback.duration is not None
     print(f"rollback took {rollback.duration.total_seconds():.2f} s")
-    fixture_function.refresh_from_db()
-    assert "rolled back to version 1" in fixture_function.paused_reason
+    released_function.refresh_from_db()
+    assert "rolled back to version 1" in released_function.paused_reason
 
 
 def test_redeploying_a_built_commit_skips_build_and_push(worker, fixture_function, repo):
