@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from deploy.errors import AppError, UserError
@@ -166,3 +167,55 @@ def inside(base: Path, relative: str, what: str) -> Path:
     if not target.exists():
         raise UserError("bad-path", f"{what} {relative!r} does not exist at this commit")
     return target
+
+
+@dataclass
+class Commit:
+    sha: str
+    subject: str
+    author: str
+
+
+_LOG_FORMAT = "%H%x1f%s%x1f%an%x1e"
+
+
+def _commits(text: str) -> list[Commit]:
+    found = []
+    for record in text.split("\x1e"):
+        fields = record.strip("\n").split("\x1f")
+        if len(fields) == 3:
+            found.append(Commit(fields[0], fields[1][:300], fields[2][:200]))
+    return found
+
+
+def describe(mirror: Path, sha: str) -> Commit | None:
+    """Subject and author of one commit held by the mirror; None when it does not hold it."""
+    if not _SHA.match(sha or ""):
+        return None
+    try:
+        return next(iter(_commits(_git(["log", "-1", f"--format={_LOG_FORMAT}", "--end-of-options", sha],
+                                       cwd=mirror))), None)
+    except _GitFailed:
+        return None
+
+
+def commits_between(mirror: Path, older: str, newer: str, limit: int = 50) -> list[Commit] | None:
+    """The commits in `newer` that `older` lacks, newest first, at most `limit`;
+    None when the mirror cannot tell (not fetched yet, or a commit it lacks)."""
+    if not (mirror / "HEAD").exists() or not _SHA.match(older or "") or not _SHA.match(newer or ""):
+        return None
+    try:
+        return _commits(_git(["log", f"--max-count={limit}", f"--format={_LOG_FORMAT}", "--end-of-options",
+                              f"{older}..{newer}"], cwd=mirror))
+    except _GitFailed:
+        return None
+
+
+def resolve_cached(mirror: Path, ref: str) -> str | None:
+    """`resolve` against what the mirror last fetched, without fetching; None when unknown."""
+    if not (mirror / "HEAD").exists():
+        return None
+    try:
+        return resolve(mirror, ref)
+    except UserError:
+        return None

@@ -54,6 +54,8 @@ class Function(models.Model):
     memory_mb = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(128), MaxValueValidator(10240)])
     timeout_s = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1), MaxValueValidator(900)])
     environment = models.JSONField(default=dict, blank=True, help_text="Lambda environment variables.")
+    secret_keys = models.JSONField(default=list, blank=True,
+                                   help_text="Environment variables whose values are write-only and masked.")
     execution_role_arn = models.CharField(max_length=2048, blank=True,
                                           help_text="Used by CreateFunction on the first deploy.")
     smoke_event = models.JSONField(default=dict, blank=True,
@@ -62,6 +64,8 @@ class Function(models.Model):
     auto_deploy = models.BooleanField(default=True)
     paused_reason = models.CharField(max_length=300, blank=True,
                                      help_text="Set when auto-deploy is paused, e.g. after a rollback.")
+    archived_at = models.DateTimeField(null=True, blank=True,
+                                       help_text="Archived: hidden, no deploys or webhooks accepted.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -74,6 +78,14 @@ class Function(models.Model):
     @property
     def docker_platform(self) -> str:
         return arch.get(self.architecture).platform
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
+
+    def masked_environment(self) -> dict:
+        """The environment as pages and logs may show it: secret values never."""
+        return {key: "••••••" if key in self.secret_keys else value for key, value in self.environment.items()}
 
 
 class Membership(models.Model):
@@ -124,6 +136,8 @@ class Build(models.Model):
     log = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    image_gone_at = models.DateTimeField(null=True, blank=True,
+                                         help_text="When the pipeline (or retention) found the image gone from ECR.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["function", "inputs_digest"], name="one_build_per_inputs")]
@@ -222,11 +236,18 @@ class Deployment(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     ref = models.CharField(max_length=255, blank=True, help_text="What was asked for: branch, tag or SHA.")
     commit_sha = models.CharField(max_length=40, blank=True)
+    commit_message = models.CharField(max_length=300, blank=True, help_text="The commit's subject line.")
+    commit_author = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     task_id = models.CharField(max_length=64, blank=True)
     version = models.CharField(max_length=20, blank=True, help_text="Lambda version this deployment published.")
     previous_version = models.CharField(max_length=20, blank=True, help_text="Version the alias pointed at before.")
     target_version = models.CharField(max_length=20, blank=True, help_text="Rollback: the version to put back.")
+    version_gone = models.BooleanField(default=False, help_text="Set when its Lambda version was found deleted.")
+    # The verify invoke, for the release card; None where the platform does not measure it.
+    init_ms = models.FloatField(null=True, blank=True, help_text="Cold-start init duration of the verify invoke.")
+    duration_ms = models.FloatField(null=True, blank=True)
+    memory_used_mb = models.PositiveIntegerField(null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
@@ -340,6 +361,10 @@ class DeploymentStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_id}/{self.position} {self.name} {self.status}"
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.finished_at - self.started_at).total_seconds() if self.finished_at else None
 
     @staticmethod
     def clean_output(text: str) -> str:

@@ -27,6 +27,8 @@ def _actor(user, trigger: str) -> dict:
 
 def request_deploy(function: Function, *, trigger: str, user=None, ref: str = "", commit: str = "") -> Deployment:
     """Queue a deploy of `ref` (branch/tag) or `commit` (full SHA); default: the function's branch."""
+    if function.is_archived:
+        raise RequestRefused(f"{function.name} is archived: it accepts no deploys")
     if ref and commit:
         raise RequestRefused("give a ref or a commit, not both")
     if commit and not _FULL_SHA.match(commit):
@@ -70,7 +72,11 @@ def rollback_target(function: Function, *, to: str = "") -> Deployment:
 def request_rollback(function: Function, *, trigger: str, user=None, to: str = "") -> Deployment:
     """Queue a rollback; it supersedes queued deploys, stops running ones before
     their shift, and pauses auto-deploy until someone resumes it."""
+    if function.is_archived:
+        raise RequestRefused(f"{function.name} is archived: it accepts no rollbacks")
     target = rollback_target(function, to=to)
+    if target.build and target.build.image_gone_at:
+        raise RequestRefused(f"the image of version {target.version} is gone from ECR: deploy its commit again")
     with transaction.atomic():  # queue.request locks the function first: one lock order everywhere
         rollback = queue.request(
             function, kind=Deployment.Kind.ROLLBACK, trigger=trigger, requested_by=user,
@@ -99,3 +105,115 @@ def resume_auto_deploy(function: Function, *, user=None, trigger: str = "cli") -
     """Lift the pause a rollback put on auto-deploy."""
     Function.objects.filter(pk=function.pk).update(paused_reason="")
     AuditEvent.record("function.auto_deploy_resumed", function=function, **_actor(user, trigger))
+
+
+# --- Functions and members -------------------------------------------------------------
+
+AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
+                  "architecture", "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s",
+                  "execution_role_arn", "smoke_event", "auto_deploy")
+
+
+def _changes(before: Function | None, after: Function) -> dict:
+    """What changed, as the audit log may show it: secret values never."""
+    changed = {}
+    for field in AUDITED_FIELDS:
+        old, new = (getattr(before, field) if before else None), getattr(after, field)
+        if old != new:
+            changed[field] = new if field != "smoke_event" else "(changed)"
+    old_env = before.environment if before else {}
+    old_secret = set(before.secret_keys) if before else set()
+    for key in sorted(set(old_env) | set(after.environment)):
+        if old_env.get(key) != after.environment.get(key) or (key in old_secret) != (key in after.secret_keys):
+            if key not in after.environment:
+                changed[f"env.{key}"] = "(removed)"
+            else:
+                changed[f"env.{key}"] = "(secret)" if key in after.secret_keys else after.environment[key]
+    return changed
+
+
+def register_function(form, *, user) -> Function:
+    """Save a new function; its registrant becomes its owner."""
+    from portal.models import Membership
+
+    with transaction.atomic():
+        function = form.apply()
+        function.save()
+        Membership.objects.create(function=function, user=user, role=Membership.Role.OWNER)
+        AuditEvent.record("function.registered", function=function, actor=user, **_changes(None, function))
+    return function
+
+
+def update_function(form, *, user) -> Function:
+    """Save an edit; it reaches Lambda at the next deploy."""
+    with transaction.atomic():
+        before = Function.objects.select_for_update().get(pk=form.instance.pk)
+        function = form.apply()
+        changed = _changes(before, function)
+        function.save()
+        if changed:
+            AuditEvent.record("function.edited", function=function, actor=user, **changed)
+    return function
+
+
+def archive_function(function: Function, *, user) -> None:
+    from django.db.models.functions import Now
+
+    Function.objects.filter(pk=function.pk, archived_at__isnull=True).update(archived_at=Now())
+    AuditEvent.record("function.archived", function=function, actor=user)
+
+
+def restore_function(function: Function, *, user) -> None:
+    Function.objects.filter(pk=function.pk).update(archived_at=None)
+    AuditEvent.record("function.restored", function=function, actor=user)
+
+
+def set_member(function: Function, member, role: str, *, user) -> None:
+    """Add `member` with `role`, or change their role; the last owner cannot be demoted."""
+    from portal.models import Membership
+
+    with transaction.atomic():
+        Function.objects.select_for_update().get(pk=function.pk)
+        current = Membership.objects.filter(function=function, user=member).first()
+        if current and current.role == Membership.Role.OWNER and role != Membership.Role.OWNER:
+            _refuse_last_owner(function, member)
+        Membership.objects.update_or_create(function=function, user=member, defaults={"role": role})
+        AuditEvent.record("membership.added" if current is None else "membership.changed", function=function,
+                          actor=user, member=member.get_username(), role=role)
+
+
+def remove_member(function: Function, member, *, user) -> None:
+    from portal.models import Membership
+
+    with transaction.atomic():
+        Function.objects.select_for_update().get(pk=function.pk)
+        current = Membership.objects.filter(function=function, user=member).first()
+        if current is None:
+            raise RequestRefused(f"{member.get_username()} is not a member of {function.name}")
+        if current.role == Membership.Role.OWNER:
+            _refuse_last_owner(function, member)
+        current.delete()
+        AuditEvent.record("membership.removed", function=function, actor=user, member=member.get_username())
+
+
+def transfer_ownership(function: Function, member, *, user) -> None:
+    """`member` becomes an owner and `user` a deployer, in one step."""
+    from portal.models import Membership
+
+    if member == user:
+        raise RequestRefused("you already own it")
+    with transaction.atomic():
+        Function.objects.select_for_update().get(pk=function.pk)
+        Membership.objects.update_or_create(function=function, user=member,
+                                            defaults={"role": Membership.Role.OWNER})
+        Membership.objects.filter(function=function, user=user).update(role=Membership.Role.DEPLOYER)
+        AuditEvent.record("membership.transferred", function=function, actor=user, to=member.get_username())
+
+
+def _refuse_last_owner(function: Function, member) -> None:
+    from portal.models import Membership
+
+    owners = Membership.objects.filter(function=function, role=Membership.Role.OWNER).exclude(user=member)
+    if not owners.exists():
+        raise RequestRefused(f"{member.get_username()} is the last owner of {function.name}: "
+                             "make someone else an owner first")

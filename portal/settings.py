@@ -24,6 +24,8 @@ from portal.env import (
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(env_str("SLIPWAY_STATE_DIR", str(BASE_DIR / "var")))
+# Git mirrors and build workspaces (the web side reads the mirrors to list commits).
+WORK_DIR = STATE_DIR / "work"
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 # Local mode: the embedded stack. Allows local git paths as repositories and
@@ -59,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_htmx",
     "portal",
 ]
 
@@ -70,6 +73,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -97,7 +101,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+LOGIN_URL = "portal-login"
+LOGIN_REDIRECT_URL = "portal-functions"
+LOGOUT_REDIRECT_URL = "portal-login"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -182,6 +188,19 @@ SLIPWAY_PYTHON_VERSION = env_str("SLIPWAY_PYTHON_VERSION")
 # resolve target-arch wheels natively in a `FROM --platform=$BUILDPLATFORM` stage.
 SLIPWAY_BUILDER_IMAGE = env_str("SLIPWAY_BUILDER_IMAGE")
 SLIPWAY_DEFAULT_EXECUTION_ROLE = env_str("SLIPWAY_DEFAULT_EXECUTION_ROLE")
+
+# What a registration may point at, so nobody can take over a Lambda or pass a
+# role the platform team did not hand to Slipway. Prefixes: a name must start
+# with one of them (an empty list allows none). Roles: exact ARNs, or patterns
+# with a trailing `*`; an empty role on a function means the default role.
+SLIPWAY_ALLOWED_LAMBDA_PREFIXES = env_list("SLIPWAY_ALLOWED_LAMBDA_PREFIXES", ["slipway-"])
+SLIPWAY_ALLOWED_ECR_PREFIXES = env_list("SLIPWAY_ALLOWED_ECR_PREFIXES", ["slipway/"])
+SLIPWAY_ALLOWED_EXECUTION_ROLES = env_list(
+    "SLIPWAY_ALLOWED_EXECUTION_ROLES",
+    ["arn:aws:iam::000000000000:role/*"] if LOCAL_MODE else
+    [SLIPWAY_DEFAULT_EXECUTION_ROLE] if SLIPWAY_DEFAULT_EXECUTION_ROLE else [])
+# Only staff may register functions (default: any signed-in user, who becomes its owner).
+SLIPWAY_REGISTER_STAFF_ONLY = env_bool("SLIPWAY_REGISTER_STAFF_ONLY", False)
 
 # Health checks beyond the portal's own, by dotted path. Local mode adds the
 # embedded stack's builder side (Docker engine, QEMU, base images); production

@@ -1,12 +1,34 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from portal import views
+from portal.views import audit, deployments, functions, health
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="portal-health", permanent=False)),
-    path("healthz", views.healthz, name="portal-healthz"),
-    path("health/", views.health_page, name="portal-health"),
+    path("", RedirectView.as_view(pattern_name="portal-functions", permanent=False), name="portal-home"),
+    path("login/", auth_views.LoginView.as_view(template_name="portal/login.html", redirect_authenticated_user=True),
+         name="portal-login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="portal-logout"),
+    path("functions/", functions.function_list, name="portal-functions"),
+    path("functions/new/", functions.function_register, name="portal-function-register"),
+    path("functions/<slug:name>/", functions.function_detail, name="portal-function"),
+    path("functions/<slug:name>/edit/", functions.function_edit, name="portal-function-edit"),
+    path("functions/<slug:name>/deploy/", functions.function_deploy, name="portal-function-deploy"),
+    path("functions/<slug:name>/rollback/<int:pk>/", functions.function_rollback, name="portal-function-rollback"),
+    path("functions/<slug:name>/resume/", functions.function_resume, name="portal-function-resume"),
+    path("functions/<slug:name>/archive/", functions.function_archive, name="portal-function-archive"),
+    path("functions/<slug:name>/restore/", functions.function_restore, name="portal-function-restore"),
+    path("functions/<slug:name>/members/", functions.member_add, name="portal-member-add"),
+    path("functions/<slug:name>/members/<int:user_id>/role/", functions.member_role, name="portal-member-role"),
+    path("functions/<slug:name>/members/<int:user_id>/remove/", functions.member_remove,
+         name="portal-member-remove"),
+    path("functions/<slug:name>/members/<int:user_id>/transfer/", functions.member_transfer,
+         name="portal-member-transfer"),
+    path("deployments/<int:pk>/", deployments.deployment_detail, name="portal-deployment"),
+    path("deployments/<int:pk>/cancel/", deployments.deployment_cancel, name="portal-deployment-cancel"),
+    path("audit/", audit.audit_log, name="portal-audit"),
+    path("healthz", health.healthz, name="portal-healthz"),
+    path("health/", health.health_page, name="portal-health"),
     path("admin/", admin.site.urls),
 ]

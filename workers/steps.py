@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models.functions import Now
 
 from deploy import arch, ecr, lambdas, source
 from deploy import build as builder
@@ -23,10 +24,11 @@ from portal.models import Build, Deployment, Function
 from workers.recording import StepLog, check_stop, retrying
 
 Status = Deployment.Status
+RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK)
 
 
 def work_root() -> Path:
-    return Path(settings.STATE_DIR) / "work"
+    return Path(settings.WORK_DIR)
 
 
 def workspace_name(pk: int) -> str:
@@ -94,12 +96,14 @@ def fetch_source(run: Run, out: StepLog) -> None:
                           allow_local=settings.LOCAL_MODE)
     wanted = deployment.commit_sha or deployment.ref or function.branch
     sha = source.resolve(run.mirror, wanted)
-    out(f"{wanted} is {sha}")
+    commit = source.describe(run.mirror, sha)
+    out(f"{wanted} is {sha}" + (f": {commit.subject} ({commit.author})" if commit else ""))
     inputs = build_inputs(function)
     build, _ = Build.objects.get_or_create(
         function=function, inputs_digest=Build.digest_inputs(sha, function.architecture, inputs),
         defaults={"commit_sha": sha, "architecture": function.architecture, "inputs": inputs})
-    run.record(commit_sha=sha, build=build)
+    run.record(commit_sha=sha, build=build, commit_message=commit.subject if commit else "",
+               commit_author=commit.author if commit else "")
     run.repository_uri = ecr.ensure_repository(function.ecr_repository)
     # Build once, deploy many: an immutable tag that ECR holds is this build's image.
     held = ecr.find(function.ecr_repository, tag=build.tag)
@@ -203,17 +207,26 @@ def publish_version(run: Run, out: StepLog) -> None:
 
 
 def verify_version(run: Run, out: StepLog) -> None:
-    """Invoke the new version with the smoke event; an error keeps the alias where it is."""
+    """Invoke the new version with the smoke event; an error keeps the alias where it is.
+    Its log tail gives the release card's cold start, duration and memory."""
     function, version = run.function, run.deployment.version
     if not function.smoke_event:
         out("no smoke event configured; invoking with {}")
-    error, result = lambdas.invoke(function.lambda_name, version, function.smoke_event or {})
-    preview = str(result)[:500]
+    invocation = lambdas.invoke(function.lambda_name, version, function.smoke_event or {}, tail=True)
+    report = lambdas.parse_report(invocation.log_tail)
+    run.record(init_ms=report.init_ms, duration_ms=report.duration_ms, memory_used_mb=report.memory_used_mb)
+    preview = str(invocation.result)[:500]
     out(f"result: {preview}")
-    if error:
-        raise UserError("smoke-function-error", f"version {version} raised {error}: {preview}")
-    if isinstance(result, dict) and "error" in result:
+    out(f"init {_ms(report.init_ms)}, duration {_ms(report.duration_ms)}, memory used "
+        f"{f'{report.memory_used_mb} MB' if report.memory_used_mb is not None else 'not measured'}")
+    if invocation.error:
+        raise UserError("smoke-function-error", f"version {version} raised {invocation.error}: {preview}")
+    if isinstance(invocation.result, dict) and "error" in invocation.result:
         raise UserError("smoke-error-result", f"version {version} answered the smoke event with an error: {preview}")
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.1f} ms" if value is not None else "not measured"
 
 
 def shift_alias(run: Run, out: StepLog) -> None:
@@ -233,6 +246,7 @@ def check_release(run: Run, out: StepLog) -> bool:
     if build is None or not build.digest:
         raise UserError("nothing-to-restore", "the release to roll back to has no recorded image")
     if ecr.find(function.ecr_repository, digest=build.digest) is None:
+        Build.objects.filter(pk=build.pk, image_gone_at__isnull=True).update(image_gone_at=Now())
         raise UserError("image-missing", f"ECR no longer holds {function.ecr_repository}@{build.digest}; "
                         "deploy the commit again instead")
     out(f"ECR still holds {function.ecr_repository}@{build.digest}")
@@ -241,4 +255,7 @@ def check_release(run: Run, out: StepLog) -> bool:
     out(f"version {version} {'exists' if exists else 'is gone: its image is deployed, published and verified again'}")
     if exists:
         run.record(version=version)
+    elif version:  # the release page offers no version-only rollback to it any more
+        Deployment.objects.filter(function=function, version=version, kind__in=RELEASE_KINDS).update(
+            version_gone=True)
     return exists

@@ -23,6 +23,7 @@ COMMANDS = {
     "update-binfmts": "binfmt-support",
     "socat": "socat",
     "git": "git",
+    "/usr/bin/chromium": "chromium",  # browser tests (Playwright drives it; no browser download)
     "ip": "iproute2",  # the Docker bridge's address, for the plane's relay
     "/usr/bin/python3.11": "python3.11",  # compiles bytecode for the base images (same version as theirs)
     # The private Postgres cluster (postgres.py): Debian's binaries by path, never a `postgres` in PATH.

@@ -187,9 +187,9 @@ def wait_done(deployment, timeout: float = 240):
 def invoke_live(function) -> dict:
     from deploy import lambdas
 
-    error, result = lambdas.invoke(function.lambda_name, function.alias, {"probe": 1})
-    assert not error, result
-    return result
+    invocation = lambdas.invoke(function.lambda_name, function.alias, {"probe": 1})
+    assert not invocation.error, invocation.result
+    return invocation.result
 
 
 __all__ = ["Repo", "Worker", "wait_done", "invoke_live", "slow_dockerfile", "processes", "TEST_LABEL"]

@@ -1,0 +1,66 @@
+"""Who may see or do what with a function: the one place every check is decided.
+
+Roles come from Membership: a viewer sees, a deployer also deploys, rolls
+back, cancels and resumes, an owner also edits, manages members and secrets
+and archives. Staff see and do everything. A user with no role on a function
+is told it does not exist (404); a role without the right answers 403.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from portal.models import Function, Membership
+
+VIEW, DEPLOY, ADMIN = "view", "deploy", "admin"
+ROLE_ALLOWS = {
+    Membership.Role.VIEWER: {VIEW},
+    Membership.Role.DEPLOYER: {VIEW, DEPLOY},
+    Membership.Role.OWNER: {VIEW, DEPLOY, ADMIN},
+}
+
+
+def role_of(user, function: Function) -> str | None:
+    if not user.is_authenticated:
+        return None
+    if user.is_staff:
+        return Membership.Role.OWNER
+    cached = getattr(function, "_roles", None)
+    if cached is None:
+        cached = function._roles = {}
+    if user.pk not in cached:
+        cached[user.pk] = Membership.objects.filter(function=function, user=user).values_list(
+            "role", flat=True).first()
+    return cached[user.pk]
+
+
+def can(user, function: Function, action: str) -> bool:
+    role = role_of(user, function)
+    return role is not None and action in ROLE_ALLOWS[role]
+
+
+def function_for(user, name: str, action: str = VIEW) -> Function:
+    """The function named `name` if `user` may do `action` on it: 404 without a role, 403 without the right."""
+    function = Function.objects.filter(name=name).first()
+    if function is None or not can(user, function, VIEW):
+        raise Http404("no such function")
+    if not can(user, function, action):
+        raise PermissionDenied(f"your role on {function.name} does not allow this")
+    return function
+
+
+def visible_functions(user) -> QuerySet[Function]:
+    if user.is_staff:
+        return Function.objects.all()
+    return Function.objects.filter(memberships__user=user).distinct()
+
+
+def can_register(user) -> bool:
+    return user.is_authenticated and (user.is_staff or not settings.SLIPWAY_REGISTER_STAFF_ONLY)
+
+
+def can_restore(user) -> bool:
+    return user.is_authenticated and user.is_staff

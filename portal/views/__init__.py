@@ -1,0 +1,1 @@
+"""Function-based views by area; every check goes through portal.access."""

@@ -1,0 +1,66 @@
+"""A deployment's page: the step timeline and its logs, live while it runs."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from portal import access, services
+from portal.models import Deployment
+
+PIPELINE = ["source", "build", "push", "update", "wait", "publish", "verify", "shift"]
+ROLLBACK = ["check", "shift"]
+
+
+def _deployment_for(user, pk: int, action: str) -> Deployment:
+    deployment = Deployment.objects.select_related("function", "build", "requested_by").filter(pk=pk).first()
+    if deployment is None:
+        raise Http404("no such deployment")
+    access.function_for(user, deployment.function.name, action)  # 404 or 403 as for its function
+    return deployment
+
+
+def timeline(deployment: Deployment) -> tuple[list[dict], int]:
+    """Every step of its kind, done or to come, and the percentage done."""
+    recorded = {step.name: step for step in deployment.steps.all()}
+    expected = ROLLBACK if deployment.kind == Deployment.Kind.ROLLBACK else PIPELINE
+    names = list(recorded) + [name for name in expected if name not in recorded]
+    if deployment.kind == Deployment.Kind.ROLLBACK and "update" in recorded:
+        names = list(recorded) + [n for n in ("update", "wait", "publish", "verify", "shift") if n not in recorded]
+    rows = []
+    for name in names:
+        step = recorded.get(name)
+        state = step.status if step else ("not run" if deployment.is_terminal else "to come")
+        rows.append({"name": name, "state": state, "seconds": step.seconds if step else None,
+                     "output": step.output if step else ""})
+    done = sum(1 for row in rows if row["state"] in ("succeeded", "skipped"))
+    percent = 100 if deployment.status == Deployment.Status.SUCCEEDED else int(100 * done / max(len(rows), 1))
+    return rows, percent
+
+
+@require_GET
+@login_required
+def deployment_detail(request, pk):
+    """The full page, or (for htmx's poll) only the live fragment; polling stops once it is terminal."""
+    deployment = _deployment_for(request.user, pk, access.VIEW)
+    steps, percent = timeline(deployment)
+    context = {"deployment": deployment, "function": deployment.function, "steps": steps, "percent": percent,
+               "may_cancel": access.can(request.user, deployment.function, access.DEPLOY)
+               and deployment.status in Deployment.CANCELLABLE and not deployment.cancel_requested}
+    template = "portal/_deployment_live.html" if request.htmx else "portal/deployment_detail.html"
+    return render(request, template, context)
+
+
+@require_POST
+@login_required
+def deployment_cancel(request, pk):
+    deployment = _deployment_for(request.user, pk, access.DEPLOY)
+    if services.cancel(deployment, user=request.user, trigger=Deployment.Trigger.UI):
+        messages.success(request, "Cancelled." if Deployment.objects.get(pk=pk).is_terminal
+                         else "It stops at its next step boundary, before touching the Lambda.")
+    else:
+        messages.error(request, f"Too late to cancel: it is {deployment.get_status_display().lower()}.")
+    return redirect("portal-deployment", pk=deployment.pk)

@@ -1,0 +1,270 @@
+"""Functions: the list, register and edit, the function page, deploy, rollback,
+resume, archive, members."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import OuterRef, Subquery
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from deploy import source
+from portal import access, charts, services
+from portal.forms import DeployForm, FunctionForm, MemberForm, RoleForm
+from portal.models import Deployment, Function, Membership
+
+Status = Deployment.Status
+PAGE_SIZE = 25
+
+
+def live_deployment(function: Function) -> Deployment | None:
+    """What the alias serves, by Slipway's record: the newest successful deployment."""
+    return (Deployment.objects.filter(function=function, status=Status.SUCCEEDED).exclude(version="")
+            .select_related("build", "requested_by").order_by("-finished_at", "-pk").first())
+
+
+@require_GET
+@login_required
+def function_list(request):
+    archived = request.GET.get("archived") == "1"
+    query = request.GET.get("q", "").strip()[:64]
+    functions = access.visible_functions(request.user).filter(archived_at__isnull=not archived)
+    if query:
+        functions = functions.filter(name__icontains=query)
+    newest = Deployment.objects.filter(function=OuterRef("pk")).order_by("-created_at", "-pk")
+    live = newest.filter(status=Status.SUCCEEDED).exclude(version="").order_by("-finished_at", "-pk")
+    functions = functions.annotate(live_id=Subquery(live.values("pk")[:1]),
+                                   latest_id=Subquery(newest.values("pk")[:1])).order_by("name")
+    page = Paginator(functions, PAGE_SIZE).get_page(request.GET.get("page"))
+    wanted = {pk for f in page for pk in (f.live_id, f.latest_id) if pk}
+    found = Deployment.objects.select_related("build", "requested_by").in_bulk(wanted)
+    rows = [(f, found.get(f.live_id), found.get(f.latest_id)) for f in page]
+    return render(request, "portal/function_list.html", {
+        "page": page, "rows": rows, "query": query, "archived": archived,
+        "can_register": access.can_register(request.user)})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def function_register(request):
+    if not access.can_register(request.user):
+        raise PermissionDenied("only staff may register functions here")
+    form = FunctionForm(request.POST or None, initial={"ecr_repository": _first(settings.SLIPWAY_ALLOWED_ECR_PREFIXES),
+                                                       "lambda_name": _first(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES)})
+    if request.method == "POST" and form.is_valid():
+        function = services.register_function(form, user=request.user)
+        messages.success(request, f"{function.name} registered. Its first deploy creates the ECR repository "
+                                  "and the Lambda if they do not exist.")
+        return redirect("portal-function", name=function.name)
+    return render(request, "portal/function_form.html", {"form": form, "creating": True},
+                  status=400 if form.errors else 200)
+
+
+def _first(values: list[str]) -> str:
+    return values[0] if values else ""
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def function_edit(request, name):
+    function = access.function_for(request.user, name, access.ADMIN)
+    form = FunctionForm(request.POST or None, instance=function)
+    if request.method == "POST" and form.is_valid():
+        services.update_function(form, user=request.user)
+        messages.success(request, "Saved. Lambda gets the new configuration at the next deploy.")
+        return redirect("portal-function", name=function.name)
+    return render(request, "portal/function_form.html", {"form": form, "function": function, "creating": False},
+                  status=400 if form.errors else 200)
+
+
+@require_GET
+@login_required
+def function_detail(request, name):
+    function = access.function_for(request.user, name)
+    live = live_deployment(function)
+    history = (Deployment.objects.filter(function=function).select_related("build", "requested_by")
+               .prefetch_related("steps").order_by("-created_at", "-pk"))
+    page = Paginator(history, 20).get_page(request.GET.get("page"))
+    releases = list(Deployment.objects.filter(function=function, status=Status.SUCCEEDED)
+                    .exclude(version="").select_related("build").order_by("-finished_at", "-pk")[:30])
+    members = (Membership.objects.filter(function=function).select_related("user").order_by("user__username")
+               if access.can(request.user, function, access.ADMIN) else [])
+    return render(request, "portal/function_detail.html", {
+        "function": function, "live": live, "page": page, "releases": releases,
+        "charts": charts.release_charts(releases), "members": members,
+        "deploy_form": DeployForm(initial={"ref": function.branch}),
+        "member_form": MemberForm(), "roles": Membership.Role.choices,
+        "may_deploy": access.can(request.user, function, access.DEPLOY) and not function.is_archived,
+        "may_admin": access.can(request.user, function, access.ADMIN),
+        "may_restore": access.can_restore(request.user),
+    })
+
+
+def _mirror(function: Function):
+    try:
+        url = source.validate_repository_url(function.repository_url, allow_local=settings.LOCAL_MODE)
+    except Exception:
+        return None
+    return source.mirror_path(settings.WORK_DIR, url)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def function_deploy(request, name):
+    """GET: the confirmation, with the commits between what is live and the target
+    (from the last fetch; nothing is fetched while rendering). POST: queue it."""
+    function = access.function_for(request.user, name, access.DEPLOY)
+    form = DeployForm(request.POST or request.GET or None, initial={"ref": function.branch})
+    if request.method == "POST" and form.is_valid():
+        ref = form.cleaned_data["ref"]
+        is_sha = len(ref) == 40 and all(c in "0123456789abcdef" for c in ref)
+        try:
+            deployment = services.request_deploy(function, trigger=Deployment.Trigger.UI, user=request.user,
+                                                 ref="" if is_sha else ref, commit=ref if is_sha else "")
+        except services.RequestRefused as exc:
+            form.add_error("ref", str(exc))
+        else:
+            messages.success(request, f"Deployment #{deployment.pk} queued.")
+            return redirect("portal-deployment", pk=deployment.pk)
+    commits, target = None, None
+    live = live_deployment(function)
+    if form.is_bound and form.is_valid():
+        mirror = _mirror(function)
+        target = source.resolve_cached(mirror, form.cleaned_data["ref"]) if mirror else None
+        if target and live and live.commit_sha:
+            commits = source.commits_between(mirror, live.commit_sha, target)
+    return render(request, "portal/deploy_confirm.html", {
+        "function": function, "form": form, "live": live, "target": target, "commits": commits},
+        status=400 if form.errors else 200)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def function_rollback(request, name, pk):
+    function = access.function_for(request.user, name, access.DEPLOY)
+    release = get_object_or_404(Deployment.objects.select_related("build"), pk=pk, function=function,
+                                status=Status.SUCCEEDED)
+    live = live_deployment(function)
+    error = ""
+    if request.method == "POST":
+        try:
+            rollback = services.request_rollback(function, trigger=Deployment.Trigger.UI, user=request.user,
+                                                 to=release.version)
+        except services.RequestRefused as exc:
+            error = str(exc)
+        else:
+            messages.success(request, f"Rollback #{rollback.pk} to version {release.version} queued; "
+                                      "auto-deploy is paused until someone resumes it.")
+            return redirect("portal-deployment", pk=rollback.pk)
+    mirror = _mirror(function)
+    going = (source.commits_between(mirror, release.commit_sha, live.commit_sha)
+             if mirror and live and release.commit_sha else None)
+    return render(request, "portal/rollback_confirm.html", {
+        "function": function, "release": release, "live": live, "going": going, "error": error},
+        status=409 if error else 200)
+
+
+@require_POST
+@login_required
+def function_resume(request, name):
+    function = access.function_for(request.user, name, access.DEPLOY)
+    services.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.UI)
+    messages.success(request, "Auto-deploy resumed.")
+    return redirect("portal-function", name=function.name)
+
+
+@require_POST
+@login_required
+def function_archive(request, name):
+    function = access.function_for(request.user, name, access.ADMIN)
+    services.archive_function(function, user=request.user)
+    messages.success(request, f"{function.name} archived: it accepts no deploys or webhooks.")
+    return redirect("portal-functions")
+
+
+@require_POST
+@login_required
+def function_restore(request, name):
+    function = access.function_for(request.user, name, access.VIEW)
+    if not access.can_restore(request.user):
+        raise PermissionDenied("only staff restore archived functions")
+    services.restore_function(function, user=request.user)
+    messages.success(request, f"{function.name} restored.")
+    return redirect("portal-function", name=function.name)
+
+
+def _member(function: Function, user_id: int):
+    membership = Membership.objects.filter(function=function, user_id=user_id).select_related("user").first()
+    if membership is None:
+        raise Http404("no such member")
+    return membership.user
+
+
+def _refused(request, function: Function, exc: Exception):
+    messages.error(request, str(exc))
+    return redirect("portal-function", name=function.name)
+
+
+@require_POST
+@login_required
+def member_add(request, name):
+    function = access.function_for(request.user, name, access.ADMIN)
+    form = MemberForm(request.POST)
+    if not form.is_valid():
+        return _refused(request, function, "; ".join(e for errors in form.errors.values() for e in errors))
+    try:
+        services.set_member(function, form.cleaned_data["user"], form.cleaned_data["role"], user=request.user)
+    except services.RequestRefused as exc:
+        return _refused(request, function, exc)
+    messages.success(request, f"{form.cleaned_data['user'].get_username()} is now {form.cleaned_data['role']}.")
+    return redirect("portal-function", name=function.name)
+
+
+@require_POST
+@login_required
+def member_role(request, name, user_id):
+    function = access.function_for(request.user, name, access.ADMIN)
+    member = _member(function, user_id)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        return _refused(request, function, "choose viewer, deployer or owner")
+    try:
+        services.set_member(function, member, form.cleaned_data["role"], user=request.user)
+    except services.RequestRefused as exc:
+        return _refused(request, function, exc)
+    messages.success(request, f"{member.get_username()} is now {form.cleaned_data['role']}.")
+    return redirect("portal-function", name=function.name)
+
+
+@require_POST
+@login_required
+def member_remove(request, name, user_id):
+    function = access.function_for(request.user, name, access.ADMIN)
+    member = _member(function, user_id)
+    try:
+        services.remove_member(function, member, user=request.user)
+    except services.RequestRefused as exc:
+        return _refused(request, function, exc)
+    messages.success(request, f"{member.get_username()} removed.")
+    if member == request.user and not access.can(request.user, function, access.VIEW):
+        return redirect("portal-functions")
+    return redirect("portal-function", name=function.name)
+
+
+@require_POST
+@login_required
+def member_transfer(request, name, user_id):
+    function = access.function_for(request.user, name, access.ADMIN)
+    member = get_object_or_404(get_user_model(), pk=user_id, is_active=True)
+    try:
+        services.transfer_ownership(function, member, user=request.user)
+    except services.RequestRefused as exc:
+        return _refused(request, function, exc)
+    messages.success(request, f"{member.get_username()} now owns {function.name}; you are a deployer.")
+    return redirect("portal-function", name=function.name)

@@ -1,0 +1,89 @@
+"""Walk the URLconf and request every URL, with real objects, as an anonymous
+visitor and as dave (no role on `hello`): nothing may answer with content it
+should not. Open URLs are listed with the reason they are open."""
+
+import re
+from unittest import mock
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from portal.models import Build, Deployment
+
+OPEN = {
+    "portal-home": "only redirects to the functions list, which asks to sign in",
+    "portal-login": "the sign-in page",
+    "portal-healthz": "load balancers poll it; it names no function and carries no secret",
+}
+SIGNED_IN_PAGES = {  # pages of their own that any signed-in user sees (they list only what they may see)
+    "portal-functions", "portal-function-register", "portal-audit", "portal-health", "portal-logout",
+}
+
+
+def patterns(resolver=None, prefix=""):
+    for entry in (resolver or get_resolver()).url_patterns:
+        if isinstance(entry, URLResolver):
+            if str(entry.pattern).startswith("admin/"):
+                continue  # Django's admin: staff only, its own login
+            yield from patterns(entry, prefix + str(entry.pattern))
+        elif isinstance(entry, URLPattern):
+            yield entry.name, prefix + str(entry.pattern)
+
+
+@pytest.fixture
+def urls(function, cast):
+    build = Build.objects.create(function=function, commit_sha="a" * 40, architecture="arm64", inputs_digest="x",
+                                 status=Build.Status.SUCCEEDED, digest="sha256:" + "a" * 64)
+    deployment = Deployment.objects.create(function=function, trigger="cli", status="succeeded", version="1",
+                                           build=build, commit_sha="a" * 40)
+    values = {"name": function.name, "pk": str(deployment.pk), "user_id": str(cast["alice"].pk)}
+    found = {}
+    for name, pattern in patterns():
+        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], pattern)
+        found[name] = "/" + path
+    assert len(found) >= 15, found
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_outside_calls():
+    """The broker and the health probes are not what is checked here."""
+    with mock.patch("portal.queue.app.send_task", autospec=True), \
+            mock.patch("portal.health.run_all", autospec=True, return_value=[]):
+        yield
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_an_anonymous_visitor_is_sent_to_sign_in_everywhere_but_the_open_urls(client, urls, method):
+    checked = 0
+    for name, url in urls.items():
+        if name in OPEN:
+            continue
+        response = getattr(client, method)(url)
+        assert response.status_code in (302, 405), f"{method} {url} answered {response.status_code}"
+        if response.status_code == 302:
+            assert response["Location"].startswith("/login/"), f"{url} redirects to {response['Location']}"
+        checked += 1
+    assert checked >= 15
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_a_user_without_a_role_learns_nothing_about_the_function(client, cast, urls, method):
+    client.force_login(cast["dave"])
+    checked = 0
+    for name, url in urls.items():
+        if name in OPEN or name == "portal-logout":
+            continue
+        response = getattr(client, method)(url)
+        if name in SIGNED_IN_PAGES:
+            assert response.status_code in (200, 302, 400, 405), f"{method} {url}: {response.status_code}"
+            assert b"hello" not in response.content, f"{method} {url} mentions the function"
+        else:
+            assert response.status_code in (404, 405), f"{method} {url} answered {response.status_code}"
+        checked += 1
+    assert checked >= 15
+    assert Deployment.objects.count() == 1  # nothing was queued by any of it
+
+
+def test_every_open_url_exists(urls):
+    assert set(OPEN) <= set(urls)
