@@ -202,19 +202,21 @@ def parse_report(log_tail: str) -> Report:
     """Read AWS's `REPORT` line, or the local emulator's form of it.
 
     AWS: `REPORT RequestId: … Duration: 12.3 ms … Max Memory Used: 70 MB Init Duration: 150.1 ms`.
-    The emulator folds init into Duration, shows a token Init Duration, and
-    reports the memory size as used: its real init is in `INIT REPORT(durationMs: …)`,
-    and its memory is not measured (None, never a made-up figure)."""
+    The emulator (its lines say `(rapid)`) folds init into Duration, shows a
+    token Init Duration and reports the memory size as used: its real init is
+    in `INIT REPORT(durationMs: …)` (absent when warm), and its memory is not
+    measured (None, never a made-up figure)."""
     lines = _REPORT.findall(log_tail or "")
     if not lines:
         return Report()
     line = lines[-1]
     duration, init = _field(line, "Duration"), _field(line, "Init Duration")
     memory = _field(line, "Max Memory Used")
-    emulated = _EMULATOR_INIT.search(log_tail)
-    if emulated:
-        init = float(emulated.group(1))
-        duration = max(duration - init, 0.0) if duration is not None else None
+    if "(rapid)" in log_tail:  # the emulator's own log lines: its figures need reading differently
+        emulated = _EMULATOR_INIT.search(log_tail)
+        init = float(emulated.group(1)) if emulated else None  # warm: no init at all
+        if init is not None and duration is not None:
+            duration = max(duration - init, 0.0)
         memory = None
     return Report(init_ms=init, duration_ms=duration, memory_used_mb=int(memory) if memory is not None else None)
 

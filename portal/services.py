@@ -81,6 +81,7 @@ def request_rollback(function: Function, *, trigger: str, user=None, to: str = "
         rollback = queue.request(
             function, kind=Deployment.Kind.ROLLBACK, trigger=trigger, requested_by=user,
             ref=target.commit_sha, commit_sha=target.commit_sha, build=target.build, target_version=target.version,
+            commit_message=target.commit_message, commit_author=target.commit_author,
         )
         who = user.get_username() if user else trigger
         Function.objects.filter(pk=function.pk).update(

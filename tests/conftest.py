@@ -19,7 +19,7 @@ import pytest
 from deploy.local.common import REPO_ROOT
 
 TEST_LABEL = "slipway.test"
-pytest_plugins = ["tests.detector_fixtures"]
+pytest_plugins = ["tests.detector_fixtures", "tests.browser_fixtures"]
 
 
 @pytest.fixture

@@ -66,3 +66,34 @@ def test_the_alias_moves_guarded_by_its_own_revision(lam):
     assert lambdas.point_alias("fx", "live", "4") == "3"
     assert lam.update_alias.call_args.kwargs == {"FunctionName": "fx", "Name": "live", "FunctionVersion": "4",
                                                  "RevisionId": "alias-rev"}
+
+
+AWS_TAIL = ("START RequestId: 8f5 Version: 3\nEND RequestId: 8f5\n"
+            "REPORT RequestId: 8f5\tDuration: 12.34 ms\tBilled Duration: 13 ms\tMemory Size: 1024 MB\t"
+            "Max Memory Used: 170 MB\tInit Duration: 350.12 ms\t\n")
+# As the local plane's emulator writes it (seen in the test stack), cold and then warm.
+EMULATOR_TAIL = ("START RequestId: 1d2 Version: 1\n29 Nov 2026 03:47:25,195 [INFO] (rapid) INIT REPORT(durationMs: "
+                 "1210.500000)\nEND RequestId: 1d2\nREPORT RequestId: 1d2\tInit Duration: 0.05 ms\tDuration: "
+                 "1254.72 ms\tBilled Duration: 1255 ms\tMemory Size: 1024 MB\tMax Memory Used: 1024 MB\t\n")
+EMULATOR_WARM_TAIL = ("START RequestId: 1d3 Version: 1\nEND RequestId: 1d3\nREPORT RequestId: 1d3\tInit Duration: "
+                      "0.05 ms\tDuration: 1.10 ms\tBilled Duration: 2 ms\tMemory Size: 1024 MB\tMax Memory Used: "
+                      "1024 MB\t\n29 Nov 2026 03:47:26,001 [INFO] (rapid) INVOKE RTDONE(status: success)")
+
+
+def test_the_report_line_of_aws_gives_init_duration_and_memory():
+    assert lambdas.parse_report(AWS_TAIL) == lambdas.Report(init_ms=350.12, duration_ms=12.34, memory_used_mb=170)
+
+
+def test_the_emulators_report_takes_init_from_its_own_line_and_does_not_invent_memory():
+    report = lambdas.parse_report(EMULATOR_TAIL)
+    assert report.init_ms == 1210.5 and report.memory_used_mb is None
+    assert round(report.duration_ms, 2) == 44.22  # its Duration folds the init in
+
+
+def test_a_warm_emulator_invoke_has_no_init_and_no_memory_figure():
+    assert lambdas.parse_report(EMULATOR_WARM_TAIL) == lambdas.Report(init_ms=None, duration_ms=1.1,
+                                                                       memory_used_mb=None)
+
+
+def test_a_tail_without_a_report_line_measures_nothing():
+    assert lambdas.parse_report("some output\n") == lambdas.Report()

@@ -167,7 +167,7 @@ def prepare() -> list[tuple[str, str, float]]:
     # both base images are made side by side.
     engine = docker.from_env(timeout=600)
     jobs = [("aws plane venv", ensure_plane_venv)]
-    jobs += [(f"base image {arch}", functools.partial(base_images.ensure, engine, arch.docker))
+    jobs += [(f"base image {arch.docker}", functools.partial(base_images.ensure, engine, arch.docker))
              for arch in arches.ALL]
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         futures = [pool.submit(timed, part, fn) for part, fn in jobs]

@@ -91,7 +91,8 @@ def function_detail(request, name):
     history = (Deployment.objects.filter(function=function).select_related("build", "requested_by")
                .prefetch_related("steps").order_by("-created_at", "-pk"))
     page = Paginator(history, 20).get_page(request.GET.get("page"))
-    releases = list(Deployment.objects.filter(function=function, status=Status.SUCCEEDED)
+    releases = list(Deployment.objects.filter(function=function, status=Status.SUCCEEDED,
+                                              kind__in=(Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY))
                     .exclude(version="").select_related("build").order_by("-finished_at", "-pk")[:30])
     members = (Membership.objects.filter(function=function).select_related("user").order_by("user__username")
                if access.can(request.user, function, access.ADMIN) else [])

@@ -31,6 +31,7 @@ def test_first_deploy_creates_an_arm64_lambda_and_the_alias_serves_it(worker, ar
     published = aws.client("lambda").get_function(FunctionName=fixture_function.lambda_name, Qualifier="1")
     assert published["Code"]["ImageUri"].endswith(f"@{deployment.build.digest}")
     assert sha[:12] in published["Configuration"]["Description"]
+    assert deployment.commit_message == "release one" and deployment.commit_author == "Slipway Tests"
 
 
 def test_new_commit_goes_live(worker, fixture_function, repo):
@@ -41,6 +42,8 @@ def test_new_commit_goes_live(worker, fixture_function, repo):
     assert second.status == Status.SUCCEEDED, second.error_message
     assert (first.version, second.version) == ("1", "2")
     assert invoke_live(fixture_function)["release"] == "two"
+    assert second.init_ms is not None and second.init_ms > 0  # the verify invoke was a cold start
+    assert second.memory_used_mb is None  # the local emulator does not measure it: not invented either
 
 
 def test_rollback_restores_the_previous_release_without_a_build(worker, released_function, docker_client):
@@ -81,3 +84,14 @@ def test_changed_build_args_build_a_new_image_for_the_same_commit(worker, fixtur
     assert second.build_id != first.build_id and second.build.tag != first.build.tag
     assert second.build.inputs["build_args"]["SLIPWAY_TEST_VARIANT"] == "b"
     assert ecr.count_images(fixture_function.ecr_repository) == 2
+
+
+def test_the_verify_invoke_reports_its_cold_start_for_the_release_card(released_function):
+    from deploy import lambdas
+
+    version = released_function.deployments.order_by("pk").first().version
+    invocation = lambdas.invoke(released_function.lambda_name, version, {"probe": 1}, tail=True)
+    report = lambdas.parse_report(invocation.log_tail)
+    assert invocation.log_tail, "the plane sent no log tail"
+    assert report.duration_ms is not None, invocation.log_tail
+    assert report.memory_used_mb is None, invocation.log_tail  # the emulator does not measure memory
