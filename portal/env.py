@@ -54,12 +54,13 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def env_url(name: str, default: str = "", *, schemes: tuple[str, ...]) -> str:
+def env_url(name: str, default: str = "", *, schemes: tuple[str, ...], hostless: tuple[str, ...] = ()) -> str:
+    """A URL with one of `schemes` and a host (schemes in `hostless`, like sqlite:///path, need none)."""
     value = os.environ.get(name, default)
     if not value:
         return value
     parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.hostname:
+    if parts.scheme not in schemes or not (parts.hostname or parts.scheme in hostless):
         raise ImproperlyConfigured(
             f"{name} must be a URL with scheme {' or '.join(schemes)} and a host, got {_redact(value)!r}"
         )
@@ -78,13 +79,15 @@ _SQLITE_OPTIONS = {"timeout": 20, "transaction_mode": "IMMEDIATE",
 
 def database_from_url(name: str, default_sqlite_path: str) -> dict:
     """SQLite by default; Postgres when `name` (DATABASE_URL) is set."""
-    url = env_url(name, schemes=("postgres", "postgresql", "sqlite"))
+    url = env_url(name, schemes=("postgres", "postgresql", "sqlite"), hostless=("sqlite",))
     if not url:
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": default_sqlite_path,
                 "OPTIONS": _SQLITE_OPTIONS}
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": parts.path or default_sqlite_path,
+        # As dj-database-url reads it: sqlite:////abs/path.db (four slashes) or sqlite:///relative.db.
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path or default_sqlite_path,
                 "OPTIONS": _SQLITE_OPTIONS}
     dbname = parts.path.lstrip("/")
     if not dbname:

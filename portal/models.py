@@ -83,6 +83,20 @@ class Function(models.Model):
     def is_archived(self) -> bool:
         return self.archived_at is not None
 
+    def commit_url(self, sha: str) -> str:
+        """The commit on the repository's web page (GitLab's path form); "" for local or unknown hosts."""
+        url = self.repository_url.strip()
+        if url.startswith("git@") and ":" in url:
+            host, path = url[len("git@"):].split(":", 1)
+            url = f"https://{host}/{path}"
+        elif url.startswith("ssh://"):
+            rest = url[len("ssh://"):].split("@", 1)[-1]
+            host, _, path = rest.partition("/")
+            url = f"https://{host.split(':')[0]}/{path}"
+        if not url.startswith("https://") or not sha:
+            return ""
+        return f"{url.removesuffix('.git').rstrip('/')}/-/commit/{sha}"
+
     def masked_environment(self) -> dict:
         """The environment as pages and logs may show it: secret values never."""
         return {key: "••••••" if key in self.secret_keys else value for key, value in self.environment.items()}

@@ -126,3 +126,14 @@ def test_step_output_loses_nul_bytes_and_is_capped_keeping_head_and_tail():
     assert "\x00" not in clean
     assert clean.startswith("start") and clean.endswith("end") and len(clean) < 270_000
     assert "characters cut" in clean
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://gitlab.example.com/team/hello.git", "https://gitlab.example.com/team/hello/-/commit/abc"),
+    ("git@gitlab.example.com:team/hello.git", "https://gitlab.example.com/team/hello/-/commit/abc"),
+    ("ssh://git@gitlab.example.com:2222/team/hello.git", "https://gitlab.example.com/team/hello/-/commit/abc"),
+    ("/srv/repos/hello", ""),
+])
+def test_a_commit_links_to_the_repositorys_page(function, url, expected):
+    function.repository_url = url
+    assert function.commit_url("abc") == expected

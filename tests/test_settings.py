@@ -110,3 +110,15 @@ def test_fault_injection_is_refused_when_testing_is_off(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="test-only switch"):
         aws.client("lambda")
     aws.reset()
+
+
+def test_a_sqlite_database_url_names_the_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/portal.sqlite3")
+    database = env.database_from_url("DATABASE_URL", "/unused")
+    assert (database["ENGINE"], database["NAME"]) == ("django.db.backends.sqlite3", f"{tmp_path}/portal.sqlite3")
+
+
+def test_a_postgres_database_url_still_needs_a_host(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgres:///slipway")
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL must be a URL"):
+        env.database_from_url("DATABASE_URL", "/unused")
