@@ -95,7 +95,8 @@ def run(size: int, releases: int, requests: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="slipway-bench-") as tmp:
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "SLIPWAY_LOCAL": "1",
                "SLIPWAY_STATE_DIR": tmp, "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
-               "SLIPWAY_LOG_LEVEL": "ERROR", "DJANGO_ALLOWED_HOSTS": "testserver", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+               "SLIPWAY_LOG_LEVEL": "ERROR", "DJANGO_ALLOWED_HOSTS": "testserver",
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         done = subprocess.run([sys.executable, __file__, "--child", str(size), str(releases), str(requests)],
                               env=env, capture_output=True, text=True)
         if done.returncode != 0:

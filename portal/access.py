@@ -55,7 +55,8 @@ def function_for(user, name: str, action: str = VIEW) -> Function:
 def visible_functions(user) -> QuerySet[Function]:
     if user.is_staff:
         return Function.objects.all()
-    return Function.objects.filter(memberships__user=user).distinct()
+    # A subquery, not a join: no DISTINCT, so the list's per-row subqueries run for one page only.
+    return Function.objects.filter(pk__in=Membership.objects.filter(user=user).values("function_id"))
 
 
 def can_register(user) -> bool:

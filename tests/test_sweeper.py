@@ -39,7 +39,7 @@ def test_heartbeats_go_on_after_a_database_error(function):
 
 
 def test_the_sweeper_fails_a_deployment_whose_heartbeat_stopped(function, settings, tmp_path):
-    settings.STATE_DIR = tmp_path
+    settings.WORK_DIR = tmp_path / "work"
     stale = building(function, heartbeat_at=timezone.now() - timedelta(minutes=10))
     workspace = tmp_path / "work" / "workspaces" / steps.workspace_name(stale.pk)
     workspace.mkdir(parents=True)

@@ -37,14 +37,17 @@ def function_list(request):
     functions = access.visible_functions(request.user).filter(archived_at__isnull=not archived)
     if query:
         functions = functions.filter(name__icontains=query)
+    # The page of ids first, then the per-row subqueries for those rows only: SQLite (and
+    # Postgres without a fitting index) would otherwise compute them for every function.
+    page = Paginator(functions.order_by("name").values_list("pk", flat=True), PAGE_SIZE).get_page(
+        request.GET.get("page"))
     newest = Deployment.objects.filter(function=OuterRef("pk")).order_by("-created_at", "-pk")
     live = newest.filter(status=Status.SUCCEEDED).exclude(version="").order_by("-finished_at", "-pk")
-    functions = functions.annotate(live_id=Subquery(live.values("pk")[:1]),
-                                   latest_id=Subquery(newest.values("pk")[:1])).order_by("name")
-    page = Paginator(functions, PAGE_SIZE).get_page(request.GET.get("page"))
-    wanted = {pk for f in page for pk in (f.live_id, f.latest_id) if pk}
+    shown = Function.objects.filter(pk__in=list(page)).annotate(
+        live_id=Subquery(live.values("pk")[:1]), latest_id=Subquery(newest.values("pk")[:1])).order_by("name")
+    wanted = {pk for f in shown for pk in (f.live_id, f.latest_id) if pk}
     found = Deployment.objects.select_related("build", "requested_by").in_bulk(wanted)
-    rows = [(f, found.get(f.live_id), found.get(f.latest_id)) for f in page]
+    rows = [(f, found.get(f.live_id), found.get(f.latest_id)) for f in shown]
     return render(request, "portal/function_list.html", {
         "page": page, "rows": rows, "query": query, "archived": archived,
         "can_register": access.can_register(request.user)})
