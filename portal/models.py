@@ -440,3 +440,46 @@ class AuditEvent(models.Model):
     def record(cls, action: str, *, actor=None, actor_label: str = "", function=None, **detail) -> AuditEvent:
         label = actor_label or (actor.get_username() if actor else "system")
         return cls.objects.create(action=action, actor=actor, actor_label=label, function=function, detail=detail)
+
+
+class ApiToken(models.Model):
+    """A user's token for the JSON API, shown once and stored as SHA-256 (a
+    high-entropy random token needs no slow hash). Optionally limited to one
+    function and to deploying (trigger, read and follow deployments only)."""
+
+    PREFIX = "slp_"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(max_length=12, editable=False, help_text="The token's first characters, to tell it apart.")
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, null=True, blank=True, related_name="+",
+                                 help_text="Only this function, when set.")
+    deploy_only = models.BooleanField(default=False, help_text="Trigger, read and follow deployments; nothing else.")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.name} ({self.hint}…)"
+
+    @staticmethod
+    def digest(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user, name: str, **fields) -> tuple[ApiToken, str]:
+        """A new token and its raw value, which is never stored or shown again."""
+        import secrets
+
+        raw = cls.PREFIX + secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, token_hash=cls.digest(raw), hint=raw[:10], **fields)
+        return token, raw
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())

@@ -4,6 +4,7 @@ the local AWS plane."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -258,7 +259,9 @@ def released_plane(docker_client, tmp_path_factory):
             except Exception:
                 pass
         for image in docker_client.images.list(name=f"slipway-test/released-{suffix}"):
-            docker_client.images.remove(image.id, force=True)
+            for tag in image.tags:  # the plane's warm containers may still hold the image itself
+                with contextlib.suppress(Exception):
+                    docker_client.images.remove(tag, noprune=True)
 
 
 def docker_seam_client():
