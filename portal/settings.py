@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "ninja",
     "portal",
 ]
 
@@ -74,6 +75,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "portal.api.BodyCap",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -199,6 +201,10 @@ SLIPWAY_ALLOWED_EXECUTION_ROLES = env_list(
     "SLIPWAY_ALLOWED_EXECUTION_ROLES",
     ["arn:aws:iam::000000000000:role/*"] if LOCAL_MODE else
     [SLIPWAY_DEFAULT_EXECUTION_ROLE] if SLIPWAY_DEFAULT_EXECUTION_ROLE else [])
+# The JSON API: deploys a token (or a signed-in user) may trigger per window, and the body cap.
+SLIPWAY_API_DEPLOY_RATE = env_int("SLIPWAY_API_DEPLOY_RATE", 30, minimum=0)  # 0: no limit
+SLIPWAY_API_DEPLOY_WINDOW = env_int("SLIPWAY_API_DEPLOY_WINDOW", 60, minimum=1)
+SLIPWAY_API_MAX_BODY = env_int("SLIPWAY_API_MAX_BODY", 64 * 1024, minimum=1024)
 # Only staff may register functions (default: any signed-in user, who becomes its owner).
 SLIPWAY_REGISTER_STAFF_ONLY = env_bool("SLIPWAY_REGISTER_STAFF_ONLY", False)
 

@@ -3,7 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from portal.views import audit, deployments, functions, health
+from portal.api import api
+from portal.views import account, audit, deployments, functions, health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal-functions", permanent=False), name="portal-home"),
@@ -28,6 +29,9 @@ urlpatterns = [
     path("deployments/<int:pk>/", deployments.deployment_detail, name="portal-deployment"),
     path("deployments/<int:pk>/cancel/", deployments.deployment_cancel, name="portal-deployment-cancel"),
     path("audit/", audit.audit_log, name="portal-audit"),
+    path("account/tokens/", account.tokens, name="portal-tokens"),
+    path("account/tokens/<int:pk>/revoke/", account.token_revoke, name="portal-token-revoke"),
+    path("api/v1/", api.urls),
     path("healthz", health.healthz, name="portal-healthz"),
     path("health/", health.health_page, name="portal-health"),
     path("admin/", admin.site.urls),

@@ -1,0 +1,520 @@
+"""The JSON API under /api/v1/: everything the UI does, for scripts and CI.
+
+Requests are validated by the same forms as the UI (the request schemas in
+the OpenAPI document are generated from them) and checked by the same access
+helper, so the two can never disagree. Authentication: `Authorization:
+Bearer <token>` (portal.models.ApiToken) or the browser session with CSRF.
+Errors are `{"error": {"code", "message", "fields"}}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any, Literal
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models.functions import Now
+from django.http import Http404, HttpRequest, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.urls import reverse
+from ninja import NinjaAPI, Schema, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import APIKeyCookie, HttpBearer
+from pydantic import Field, create_model
+
+from portal import access, ratelimit, services
+from portal.forms import FunctionForm
+from portal.models import ApiToken, Deployment, Function
+from portal.views.functions import live_deployment
+
+log = logging.getLogger(__name__)
+PAGE_SIZE = 25
+
+
+class BodyCap:
+    """Middleware: an API request body over SLIPWAY_API_MAX_BODY bytes is refused
+    with 413 before anything reads it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith("/api/"):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = -1
+            if length < 0 or length > settings.SLIPWAY_API_MAX_BODY:
+                return JsonResponse({"error": {"code": "too-large", "fields": {}, "message":
+                                               f"request bodies are capped at {settings.SLIPWAY_API_MAX_BODY} bytes"}},
+                                    status=413 if length > 0 else 400)
+        return self.get_response(request)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, fields: dict | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields, self.headers = status, code, message, fields or {}, headers
+
+
+# --- Authentication ------------------------------------------------------------------------
+
+
+class TokenAuth(HttpBearer):
+    """`Authorization: Bearer slp_…`: a token that is unknown, revoked or expired is refused outright."""
+
+    def authenticate(self, request: HttpRequest, token: str):
+        found = ApiToken.objects.select_related("user", "function").filter(token_hash=ApiToken.digest(token)).first()
+        if found is None or not found.user.is_active:
+            raise ApiError(401, "invalid-token", "this token is not valid")
+        if found.revoked_at:
+            raise ApiError(401, "token-revoked", f"token {found.name!r} was revoked")
+        if not found.is_active:
+            raise ApiError(401, "token-expired", f"token {found.name!r} expired at {found.expires_at:%Y-%m-%d %H:%M}")
+        ApiToken.objects.filter(pk=found.pk).update(last_used_at=Now())
+        request.user = found.user
+        request.api_token = found
+        return found.user
+
+
+class SessionAuth(APIKeyCookie):
+    """The browser's session, for the UI's own fetches; unsafe methods need the CSRF token."""
+
+    param_name = settings.SESSION_COOKIE_NAME
+
+    def _get_key(self, request):
+        return request.COOKIES.get(self.param_name)
+
+    def authenticate(self, request: HttpRequest, key):
+        if not request.user.is_authenticated:
+            return None
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            check = CsrfViewMiddleware(lambda r: None)
+            check.process_request(request)
+            if check.process_view(request, lambda r: None, (), {}) is not None:
+                raise ApiError(403, "csrf-failed", "a session request needs the X-CSRFToken header")
+        request.api_token = None
+        return request.user
+
+
+api = NinjaAPI(title="Slipway API", version="1", urls_namespace="api", auth=[TokenAuth(), SessionAuth()],
+               description=__doc__)
+
+
+def _error(request, status: int, code: str, message: str, fields: dict | None = None, headers=None):
+    response = JsonResponse({"error": {"code": code, "message": message, "fields": fields or {}}}, status=status)
+    for key, value in (headers or {}).items():
+        response[key] = value
+    return response
+
+
+@api.exception_handler(ApiError)
+def _api_error(request, exc: ApiError):
+    return _error(request, exc.status, exc.code, exc.message, exc.fields, exc.headers)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request, exc):
+    return _error(request, 401, "unauthenticated", "send `Authorization: Bearer <token>` or sign in")
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return _error(request, 404, "not-found", str(exc) or "not found")
+
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request, exc):
+    return _error(request, 403, "forbidden", str(exc) or "not allowed")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    return _error(request, exc.status_code, "http-error", str(exc))
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request, exc: ValidationError):
+    fields: dict[str, list[str]] = {}
+    for error in exc.errors:
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "payload", "query")]
+        fields.setdefault(".".join(location) or "body", []).append(error.get("msg", "invalid"))
+    return _error(request, 400, "invalid", "the request is not valid", fields)
+
+
+@api.exception_handler(Exception)
+def _crash(request, exc):
+    log.exception("API request %s %s failed", request.method, request.path)
+    return _error(request, 500, "internal-error", "Slipway failed to answer; the error is logged")
+
+
+# --- Schemas ------------------------------------------------------------------------------
+
+# Form fields whose API form is an object (the UI edits them as text).
+OBJECT_FIELDS = {"environment_text": ("environment", dict[str, str]),
+                 "secret_environment_text": ("secret_environment", dict[str, str]),
+                 "build_args_text": ("build_args", dict[str, str]),
+                 "smoke_event_text": ("smoke_event", dict[str, Any])}
+
+
+def _api_name(form_field: str) -> str:
+    return OBJECT_FIELDS[form_field][0] if form_field in OBJECT_FIELDS else form_field
+
+
+def schema_from_form(form_class, name: str, *, partial: bool) -> type[Schema]:
+    """A request schema generated from the UI's form: the same fields, types and
+    choices (the form's validators then run on what it lets through)."""
+    fields = {}
+    for field_name, field in form_class.base_fields.items():
+        if field_name in OBJECT_FIELDS:
+            kind = OBJECT_FIELDS[field_name][1]
+        elif isinstance(field, forms.BooleanField):
+            kind = bool
+        elif isinstance(field, forms.IntegerField):
+            kind = int
+        elif isinstance(field, forms.ChoiceField):
+            kind = Literal[tuple(value for value, _ in field.choices if value != "")]
+        else:
+            kind = str
+        required = field.required and not partial and field_name != "auto_deploy"
+        extra = {"max_length": field.max_length} if isinstance(field, forms.CharField) and field.max_length else {}
+        description = str(field.help_text or field.label or "")
+        fields[_api_name(field_name)] = (kind, Field(..., description=description, **extra)) if required else (
+            kind | None, Field(None, description=description, **extra))
+    return create_model(name, __base__=Schema, **fields)
+
+
+FunctionIn = schema_from_form(FunctionForm, "FunctionIn", partial=False)
+FunctionPatch = schema_from_form(FunctionForm, "FunctionPatch", partial=True)
+
+
+class ReleaseOut(Schema):
+    deployment: int
+    version: str
+    commit_sha: str
+    commit_message: str
+    digest: str
+    finished_at: datetime | None
+
+
+class FunctionOut(Schema):
+    name: str
+    description: str
+    repository_url: str
+    branch: str
+    context_path: str
+    dockerfile_path: str
+    architecture: str
+    ecr_repository: str
+    lambda_name: str
+    alias: str
+    memory_mb: int
+    timeout_s: int
+    execution_role_arn: str
+    auto_deploy: bool
+    paused_reason: str
+    archived: bool
+    environment: dict[str, str] = Field(description="secret values are masked")
+    secret_keys: list[str]
+    build_args: dict[str, str]
+    smoke_event: dict[str, Any]
+    live: ReleaseOut | None
+    url: str
+
+
+class FunctionPage(Schema):
+    items: list[FunctionOut]
+    page: int
+    pages: int
+    count: int
+
+
+class StepOut(Schema):
+    name: str
+    position: int
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    output: str
+
+
+class DeploymentOut(Schema):
+    id: int
+    function: str
+    kind: str
+    trigger: str
+    status: str
+    terminal: bool
+    requested_by: str | None
+    ref: str
+    commit_sha: str
+    commit_message: str
+    version: str
+    previous_version: str
+    target_version: str
+    error_code: str
+    error_message: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    steps: list[StepOut]
+    url: str
+
+
+class DeploymentPage(Schema):
+    items: list[DeploymentOut]
+    page: int
+    pages: int
+    count: int
+
+
+class DeployIn(Schema):
+    ref: str | None = Field(None, max_length=200, description="branch or tag (default: the function's branch)")
+    commit: str | None = Field(None, max_length=40, description="a full 40-character commit SHA")
+
+
+class RollbackIn(Schema):
+    to: str | None = Field(None, max_length=40, description="a version number or a commit SHA; default: the "
+                                                             "release before the live one")
+
+
+class ErrorBody(Schema):
+    code: str
+    message: str
+    fields: dict[str, list[str]]
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut,
+          429: ErrorOut}
+
+
+# --- Serialisers ---------------------------------------------------------------------------
+
+
+def _release(deployment: Deployment | None) -> dict | None:
+    if deployment is None:
+        return None
+    return {"deployment": deployment.pk, "version": deployment.version, "commit_sha": deployment.commit_sha,
+            "commit_message": deployment.commit_message,
+            "digest": deployment.build.digest if deployment.build else "", "finished_at": deployment.finished_at}
+
+
+def function_out(request, function: Function, live: Deployment | None | bool = True) -> dict:
+    if live is True:
+        live = live_deployment(function)
+    return {
+        **{name: getattr(function, name) for name in (
+            "name", "description", "repository_url", "branch", "context_path", "dockerfile_path", "architecture",
+            "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
+            "auto_deploy", "paused_reason", "secret_keys", "build_args", "smoke_event")},
+        "archived": function.is_archived, "environment": function.masked_environment(),
+        "live": _release(live or None),
+        "url": request.build_absolute_uri(reverse("portal-function", args=[function.name])),
+    }
+
+
+def deployment_out(request, deployment: Deployment) -> dict:
+    return {
+        "id": deployment.pk, "function": deployment.function.name, "kind": deployment.kind,
+        "trigger": deployment.trigger, "status": deployment.status, "terminal": deployment.is_terminal,
+        "requested_by": deployment.requested_by.get_username() if deployment.requested_by else None,
+        **{name: getattr(deployment, name) for name in (
+            "ref", "commit_sha", "commit_message", "version", "previous_version", "target_version", "error_code",
+            "error_message", "created_at", "started_at", "finished_at")},
+        "steps": [{"name": s.name, "position": s.position, "status": s.status, "started_at": s.started_at,
+                   "finished_at": s.finished_at, "output": s.output} for s in deployment.steps.all()],
+        "url": request.build_absolute_uri(reverse("portal-deployment", args=[deployment.pk])),
+    }
+
+
+# --- Access ---------------------------------------------------------------------------------
+
+DEPLOY_SCOPE = "deploy"  # what a deploy-only token may do
+
+
+def _function(request, name: str, action: str, *, scope: str = "") -> Function:
+    """The function if the caller may do `action`; a token limited to another function sees 404."""
+    token: ApiToken | None = getattr(request, "api_token", None)
+    if token and token.function_id and token.function.name != name:
+        raise Http404("no such function")
+    function = access.function_for(request.user, name, action)
+    if token and token.deploy_only and scope != DEPLOY_SCOPE:
+        raise ApiError(403, "token-scope", "this token may only trigger, read and follow deployments")
+    return function
+
+
+def _deployment(request, pk: int, action: str, *, scope: str = "") -> Deployment:
+    deployment = (Deployment.objects.select_related("function", "build", "requested_by")
+                  .prefetch_related("steps").filter(pk=pk).first())
+    if deployment is None:
+        raise Http404("no such deployment")
+    _function(request, deployment.function.name, action, scope=scope)
+    return deployment
+
+
+def _full_only(request) -> None:
+    token = getattr(request, "api_token", None)
+    if token and token.deploy_only:
+        raise ApiError(403, "token-scope", "this token may only trigger, read and follow deployments")
+
+
+def _page(request, queryset, page: int):
+    paginator = Paginator(queryset, PAGE_SIZE)
+    if page < 1 or (page > paginator.num_pages and paginator.count):
+        raise ApiError(404, "no-such-page", f"there are {paginator.num_pages} page(s)")
+    return paginator.page(page), paginator
+
+
+# --- Form input -------------------------------------------------------------------------------
+
+
+def _form_data(values: dict, function: Function | None) -> dict:
+    """API values -> the form's own data (objects become the text the UI edits)."""
+    base = {}
+    if function is not None:
+        initial = FunctionForm(instance=function)
+        for name, field in initial.fields.items():
+            value = initial.initial.get(name, field.initial)
+            base[name] = value
+    for form_name in FunctionForm.base_fields:
+        api_name = _api_name(form_name)
+        if values.get(api_name) is None:
+            continue
+        value = values[api_name]
+        if form_name in ("environment_text", "secret_environment_text"):
+            value = "\n".join(f"{k}={v}" for k, v in value.items())
+        elif form_name in ("build_args_text", "smoke_event_text"):
+            value = json.dumps(value)
+        base[form_name] = value
+    if base.get("auto_deploy") in (False, None):
+        base.pop("auto_deploy", None)
+    if function is None and values.get("auto_deploy") is None:
+        base["auto_deploy"] = True
+    return base
+
+
+def _form_errors(form) -> ApiError:
+    fields = {_api_name(name): [str(e) for e in errors] for name, errors in form.errors.items()}
+    return ApiError(400, "invalid", "the function's settings are not valid", fields)
+
+
+# --- Endpoints ----------------------------------------------------------------------------------
+
+
+@api.get("/functions", response={200: FunctionPage, **ERRORS}, summary="List the functions you may see")
+def list_functions(request, name: str = "", page: int = 1):
+    _full_only(request)
+    functions = access.visible_functions(request.user).filter(archived_at__isnull=True).order_by("name")
+    token = request.api_token
+    if token and token.function_id:
+        functions = functions.filter(pk=token.function_id)
+    if name:
+        functions = functions.filter(name__icontains=name[:64])
+    shown, paginator = _page(request, functions, page)
+    return {"items": [function_out(request, f) for f in shown], "page": shown.number,
+            "pages": paginator.num_pages, "count": paginator.count}
+
+
+@api.post("/functions", response={201: FunctionOut, **ERRORS}, summary="Register a function (you become its owner)")
+def create_function(request, payload: FunctionIn):
+    _full_only(request)
+    if getattr(request, "api_token", None) and request.api_token.function_id:
+        raise ApiError(403, "token-scope", "a token limited to one function cannot register another")
+    if not access.can_register(request.user):
+        raise ApiError(403, "forbidden", "only staff may register functions here")
+    form = FunctionForm(_form_data(payload.dict(), None))
+    if not form.is_valid():
+        raise _form_errors(form)
+    return Status(201, function_out(request, services.register_function(form, user=request.user), live=None))
+
+
+@api.get("/functions/{name}", response={200: FunctionOut, **ERRORS}, summary="One function, with what is live")
+def get_function(request, name: str):
+    return function_out(request, _function(request, name, access.VIEW))
+
+
+@api.patch("/functions/{name}", response={200: FunctionOut, **ERRORS}, summary="Edit a function (owner)")
+def edit_function(request, name: str, payload: FunctionPatch):
+    function = _function(request, name, access.ADMIN)
+    values = payload.dict(exclude_unset=True)
+    if values.get("name") not in (None, function.name):
+        raise ApiError(400, "invalid", "a function cannot be renamed", {"name": ["cannot be changed"]})
+    form = FunctionForm(_form_data(values, function), instance=function)
+    if not form.is_valid():
+        raise _form_errors(form)
+    return function_out(request, services.update_function(form, user=request.user))
+
+
+@api.post("/functions/{name}/deployments", response={202: DeploymentOut, **ERRORS},
+          summary="Deploy a ref or a commit")
+def deploy(request, name: str, payload: DeployIn):
+    function = _function(request, name, access.DEPLOY, scope=DEPLOY_SCOPE)
+    try:
+        ratelimit.check_deploy(request.api_token or request.user)
+    except ratelimit.Limited as exc:
+        raise ApiError(429, "rate-limited", f"at most {settings.SLIPWAY_API_DEPLOY_RATE} deploys per "
+                       f"{settings.SLIPWAY_API_DEPLOY_WINDOW} s; retry after {exc.retry_after} s",
+                       headers={"Retry-After": str(exc.retry_after)}) from None
+    try:
+        deployment = services.request_deploy(function, trigger=Deployment.Trigger.API, user=request.user,
+                                             ref=payload.ref or "", commit=payload.commit or "")
+    except services.RequestRefused as exc:
+        raise ApiError(409 if function.is_archived else 400, "refused", str(exc)) from None
+    return Status(202, deployment_out(request, _deployment(request, deployment.pk, access.VIEW, scope=DEPLOY_SCOPE)))
+
+
+@api.get("/functions/{name}/deployments", response={200: DeploymentPage, **ERRORS},
+         summary="A function's deployments, newest first")
+def list_deployments(request, name: str, page: int = 1):
+    function = _function(request, name, access.VIEW, scope=DEPLOY_SCOPE)
+    history = (Deployment.objects.filter(function=function).select_related("function", "build", "requested_by")
+               .prefetch_related("steps").order_by("-created_at", "-pk"))
+    shown, paginator = _page(request, history, page)
+    return {"items": [deployment_out(request, d) for d in shown], "page": shown.number,
+            "pages": paginator.num_pages, "count": paginator.count}
+
+
+@api.get("/deployments/{deployment_id}", response={200: DeploymentOut, **ERRORS},
+         summary="A deployment with its steps (poll until `terminal`)")
+def get_deployment(request, deployment_id: int):
+    return deployment_out(request, _deployment(request, deployment_id, access.VIEW, scope=DEPLOY_SCOPE))
+
+
+@api.post("/functions/{name}/rollback", response={202: DeploymentOut, **ERRORS},
+          summary="Roll back to the previous release, a version or a commit")
+def rollback(request, name: str, payload: RollbackIn):
+    function = _function(request, name, access.DEPLOY)
+    try:
+        deployment = services.request_rollback(function, trigger=Deployment.Trigger.API, user=request.user,
+                                               to=payload.to or "")
+    except services.RequestRefused as exc:
+        raise ApiError(409, "refused", str(exc)) from None
+    return Status(202, deployment_out(request, _deployment(request, deployment.pk, access.VIEW)))
+
+
+@api.post("/deployments/{deployment_id}/cancel", response={200: DeploymentOut, **ERRORS},
+          summary="Cancel a queued deployment, or a running one before its update step")
+def cancel(request, deployment_id: int):
+    deployment = _deployment(request, deployment_id, access.DEPLOY)
+    if not services.cancel(deployment, user=request.user, trigger=Deployment.Trigger.API):
+        raise ApiError(409, "too-late", f"deployment #{deployment.pk} is {deployment.status}: too late to cancel")
+    return deployment_out(request, _deployment(request, deployment_id, access.VIEW))
+
+
+@api.post("/functions/{name}/resume", response={200: FunctionOut, **ERRORS},
+          summary="Resume auto-deploy after a rollback")
+def resume(request, name: str):
+    function = _function(request, name, access.DEPLOY)
+    services.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.API)
+    function.refresh_from_db()
+    return function_out(request, function)

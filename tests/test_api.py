@@ -1,0 +1,231 @@
+"""The JSON API with the shared cast and every kind of token; every answer is
+validated against the OpenAPI document the API serves."""
+
+from datetime import timedelta
+from unittest import mock
+
+import jsonschema
+import pytest
+from django.utils import timezone
+
+from portal.models import ApiToken, AuditEvent, Build, Deployment, Function
+from tests.api_client import Api, openapi, validate
+
+Status = Deployment.Status
+
+
+@pytest.fixture(autouse=True)
+def sent():
+    with mock.patch("portal.queue.app.send_task", autospec=True) as send_task:
+        send_task.return_value.id = "task-1"
+        yield send_task
+
+
+@pytest.fixture(autouse=True)
+def no_rate_limit(settings):
+    settings.SLIPWAY_API_DEPLOY_RATE = 0
+
+
+@pytest.fixture
+def doc(client):
+    return openapi(client)
+
+
+@pytest.fixture
+def tokens(cast):
+    return {name: ApiToken.issue(user, f"{name}'s")[1] for name, user in cast.items()}
+
+
+@pytest.fixture
+def api(client, doc):
+    return Api(client, doc)
+
+
+def released(function, version: str, sha: str) -> Deployment:
+    build = Build.objects.create(function=function, commit_sha=sha, architecture="arm64", inputs_digest=sha,
+                                 status=Build.Status.SUCCEEDED, digest="sha256:" + sha[:2] * 32)
+    return Deployment.objects.create(function=function, trigger="cli", status=Status.SUCCEEDED, version=version,
+                                     build=build, commit_sha=sha)
+
+
+def test_the_openapi_document_declares_required_properties_and_is_browsable(client, doc):
+    schemas = doc["components"]["schemas"]
+    assert {"FunctionOut", "DeploymentOut", "FunctionIn", "ErrorOut"} <= set(schemas)
+    assert "live" in schemas["FunctionOut"]["required"] and "steps" in schemas["DeploymentOut"]["required"]
+    assert set(schemas["FunctionIn"]["properties"]) >= {"repository_url", "environment", "secret_environment"}
+    assert client.get("/api/v1/docs").status_code == 200
+
+
+def test_a_deliberately_wrong_response_does_not_validate(doc):
+    with pytest.raises(jsonschema.ValidationError):
+        validate(doc, "/functions/{name}", "get", 200, {"name": "hello"})  # required properties missing
+    with pytest.raises(AssertionError, match="not declared"):
+        validate(doc, "/functions/{name}", "get", 418, {})
+
+
+@pytest.mark.parametrize("name, status", [("alice", 200), ("bob", 200), ("charlie", 200), ("dave", 404)])
+def test_get_a_function_as_each_member(api, tokens, function, name, status):
+    response = api.call("get", "/functions/{name}", name="hello", token=tokens[name])
+    assert response.status_code == status
+
+
+def test_the_list_shows_only_what_the_caller_may_see_and_filters_by_name(api, tokens, function):
+    Function.objects.create(name="secret", repository_url="https://x.example/s.git", ecr_repository="slipway/s",
+                            lambda_name="slipway-s")
+    body = api.call("get", "/functions", token=tokens["charlie"]).json()
+    assert [f["name"] for f in body["items"]] == ["hello"] and body["count"] == 1
+    assert api.call("get", "/functions", token=tokens["charlie"], query={"name": "nope"}).json()["count"] == 0
+
+
+@pytest.mark.parametrize("name, status", [("alice", 202), ("bob", 202), ("charlie", 403), ("dave", 404)])
+def test_deploy_needs_a_deployer(api, tokens, function, name, status):
+    response = api.call("post", "/functions/{name}/deployments", {"ref": "main"}, name="hello", token=tokens[name])
+    assert response.status_code == status
+    assert Deployment.objects.filter(trigger="api").count() == (1 if status == 202 else 0)
+
+
+def test_a_deployment_can_be_followed_to_its_end(api, tokens, function):
+    deployment = api.call("post", "/functions/{name}/deployments", {"commit": "c" * 40}, name="hello",
+                          token=tokens["bob"]).json()
+    assert (deployment["status"], deployment["terminal"]) == ("queued", False)
+    Deployment.objects.get(pk=deployment["id"]).finish(Status.FAILED, "build-failed", "boom")
+    followed = api.call("get", "/deployments/{deployment_id}", deployment_id=deployment["id"],
+                        token=tokens["charlie"]).json()
+    assert (followed["status"], followed["terminal"], followed["error_code"]) == ("failed", True, "build-failed")
+
+
+@pytest.mark.parametrize("header, code", [
+    ("", "unauthenticated"), ("Bearer slp_wrong", "invalid-token"), ("Basic YWxpY2U6eA==", "unauthenticated"),
+])
+def test_missing_and_wrong_credentials_get_401(client, doc, function, header, code):
+    extra = {"HTTP_AUTHORIZATION": header} if header else {}
+    response = client.get("/api/v1/functions/hello", **extra)
+    assert (response.status_code, response.json()["error"]["code"]) == (401, code)
+    validate(doc, "/functions/{name}", "get", 401, response.json())
+
+
+def test_a_revoked_or_expired_token_is_refused(api, cast, function):
+    token, raw = ApiToken.issue(cast["alice"], "old")
+    ApiToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
+    assert api.call("get", "/functions/{name}", name="hello", token=raw).json()["error"]["code"] == "token-revoked"
+    token, raw = ApiToken.issue(cast["alice"], "short", expires_at=timezone.now() - timedelta(minutes=1))
+    assert api.call("get", "/functions/{name}", name="hello", token=raw).json()["error"]["code"] == "token-expired"
+
+
+def test_a_token_for_one_function_sees_no_other(api, cast, function):
+    other = Function.objects.create(name="other", repository_url="https://x.example/o.git",
+                                    ecr_repository="slipway/o", lambda_name="slipway-o")
+    other.memberships.create(user=cast["alice"], role="owner")
+    _, raw = ApiToken.issue(cast["alice"], "hello only", function=function)
+    assert api.call("get", "/functions/{name}", name="other", token=raw).status_code == 404
+    assert [f["name"] for f in api.call("get", "/functions", token=raw).json()["items"]] == ["hello"]
+
+
+def test_a_deploy_only_token_deploys_and_follows_but_does_nothing_else(api, cast, function):
+    _, raw = ApiToken.issue(cast["alice"], "ci", function=function, deploy_only=True)
+    deployed = api.call("post", "/functions/{name}/deployments", {}, name="hello", token=raw)
+    assert deployed.status_code == 202
+    followed = api.call("get", "/deployments/{deployment_id}", deployment_id=deployed.json()["id"], token=raw)
+    assert followed.status_code == 200
+    assert api.call("get", "/functions/{name}/deployments", name="hello", token=raw).status_code == 200
+    for method, template, body in [("get", "/functions/{name}", None), ("patch", "/functions/{name}", {}),
+                                   ("post", "/functions/{name}/rollback", {}), ("post", "/functions/{name}/resume",
+                                                                                None)]:
+        response = api.call(method, template, body, name="hello", token=raw)
+        assert (response.status_code, response.json()["error"]["code"]) == (403, "token-scope"), template
+
+
+def _new_function(**overrides) -> dict:
+    body = {"name": "api-made", "repository_url": "https://gitlab.example.com/t/a.git", "branch": "main",
+            "context_path": ".", "dockerfile_path": "Dockerfile", "architecture": "x86_64",
+            "ecr_repository": "slipway/api-made", "lambda_name": "slipway-api-made", "alias": "live",
+            "memory_mb": 512, "timeout_s": 30, "execution_role_arn": "arn:aws:iam::000000000000:role/x",
+            "environment": {"MODE": "fast"}, "secret_environment": {"TOKEN": "s3cr3t-value"},
+            "build_args": {}, "smoke_event": {"ping": 1}}
+    body.update(overrides)
+    return body
+
+
+def test_creating_a_function_makes_the_caller_its_owner_and_masks_secrets(api, tokens, cast):
+    response = api.call("post", "/functions", _new_function(), token=tokens["dave"])
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["environment"] == {"MODE": "fast", "TOKEN": "••••••"} and body["secret_keys"] == ["TOKEN"]
+    function = Function.objects.get(name="api-made")
+    assert function.memberships.get().user == cast["dave"] and function.environment["TOKEN"] == "s3cr3t-value"
+    assert "s3cr3t-value" not in str(list(AuditEvent.objects.values_list("detail", flat=True)))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("repository_url", "ext::sh -c x", "not an allowed repository URL"),
+    ("lambda_name", "prod-payments", "whose names start with slipway-"),
+    ("architecture", "sparc", "Input should be 'arm64' or 'x86_64'"),
+    ("memory_mb", "lots", "valid integer"),
+    ("environment", {"AWS_REGION": "x"}, "reserved by Lambda"),
+])
+def test_bad_payloads_get_field_errors_and_store_nothing(api, tokens, field, value, message):
+    response = api.call("post", "/functions", _new_function(**{field: value}), token=tokens["dave"])
+    assert response.status_code == 400
+    assert message in " ".join(response.json()["error"]["fields"][field])
+    assert not Function.objects.filter(name="api-made").exists()
+
+
+def test_an_owner_patches_only_what_it_sends(api, tokens, function):
+    Function.objects.filter(pk=function.pk).update(lambda_name="slipway-hello", ecr_repository="slipway/hello",
+                                                   execution_role_arn="arn:aws:iam::000000000000:role/x")
+    response = api.call("patch", "/functions/{name}", {"memory_mb": 2048}, name="hello", token=tokens["alice"])
+    assert response.status_code == 200, response.json()
+    function.refresh_from_db()
+    assert (function.memory_mb, function.branch) == (2048, "main")
+    assert api.call("patch", "/functions/{name}", {"memory_mb": 4096}, name="hello",
+                    token=tokens["bob"]).status_code == 403
+
+
+def test_rollback_cancel_and_resume(api, tokens, function):
+    released(function, "1", "a" * 40)
+    released(function, "2", "b" * 40)
+    rollback = api.call("post", "/functions/{name}/rollback", {"to": "1"}, name="hello", token=tokens["bob"])
+    assert rollback.status_code == 202 and rollback.json()["target_version"] == "1"
+    pk = rollback.json()["id"]
+    cancelled = api.call("post", "/deployments/{deployment_id}/cancel", deployment_id=pk, token=tokens["bob"])
+    assert cancelled.json()["status"] == "cancelled"
+    again = api.call("post", "/deployments/{deployment_id}/cancel", deployment_id=pk, token=tokens["bob"])
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "too-late")
+    resumed = api.call("post", "/functions/{name}/resume", name="hello", token=tokens["bob"])
+    assert resumed.json()["paused_reason"] == ""
+
+
+def test_a_session_works_with_csrf_only(client, doc, cast, function):
+    client.force_login(cast["bob"])
+    assert client.get("/api/v1/functions/hello").status_code == 200
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(cast["bob"])
+    response = strict.post("/api/v1/functions/hello/deployments", "{}", content_type="application/json")
+    assert (response.status_code, response.json()["error"]["code"]) == (403, "csrf-failed")
+
+
+def test_a_body_over_the_cap_gets_413(client, tokens, function, settings):
+    big = '{"ref": "' + "a" * (settings.SLIPWAY_API_MAX_BODY + 10) + '"}'
+    response = client.post("/api/v1/functions/hello/deployments", big, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {tokens['bob']}")
+    assert (response.status_code, response.json()["error"]["code"]) == (413, "too-large")
+
+
+def test_bad_json_is_a_400_not_a_500(api, tokens, client, doc, function):
+    response = client.post("/api/v1/functions/hello/deployments", "{not json", content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {tokens['bob']}")
+    assert response.status_code == 400
+    validate(doc, "/functions/{name}/deployments", "post", 400, response.json())
+
+
+def test_deploys_are_rate_limited_per_token_with_retry_after(api, tokens, function, settings):
+    settings.SLIPWAY_API_DEPLOY_RATE, settings.SLIPWAY_API_DEPLOY_WINDOW = 2, 60
+    with mock.patch("portal.ratelimit._redis", autospec=True) as redis:
+        pipe = redis.return_value.pipeline.return_value
+        pipe.execute.side_effect = [[1, True, 60], [2, True, 59], [3, True, 58]]
+        answers = [api.call("post", "/functions/{name}/deployments", {}, name="hello", token=tokens["bob"])
+                   for _ in range(3)]
+    assert [a.status_code for a in answers] == [202, 202, 429]
+    assert answers[-1]["Retry-After"] == "58"
