@@ -1,6 +1,15 @@
 from django.contrib import admin
 
-from portal.models import AuditEvent, Build, Deployment, DeploymentStep, Function, Membership, WebhookDelivery
+from portal.models import (
+    ApiToken,
+    AuditEvent,
+    Build,
+    Deployment,
+    DeploymentStep,
+    Function,
+    Membership,
+    WebhookDelivery,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -56,3 +65,14 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Staff see and revoke tokens; the token itself is never stored, so never shown."""
+
+    list_display = ["user", "name", "hint", "function", "deploy_only", "expires_at", "last_used_at", "revoked_at"]
+    list_filter = ["deploy_only"]
+    search_fields = ["user__username", "name", "hint"]
+    readonly_fields = ["user", "name", "hint", "token_hash", "function", "deploy_only", "expires_at", "last_used_at",
+                       "created_at"]

@@ -358,7 +358,10 @@ def _deployment(request, pk: int, action: str, *, scope: str = "") -> Deployment
                   .prefetch_related("steps").filter(pk=pk).first())
     if deployment is None:
         raise Http404("no such deployment")
-    _function(request, deployment.function.name, action, scope=scope)
+    try:
+        _function(request, deployment.function.name, action, scope=scope)
+    except Http404:
+        raise Http404("no such deployment") from None  # the same answer as for one that does not exist
     return deployment
 
 

@@ -6,7 +6,8 @@ from unittest import mock
 
 import pytest
 from django.test import Client
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from portal.models import ApiToken, Build, Deployment
 

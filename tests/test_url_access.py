@@ -14,9 +14,13 @@ OPEN = {
     "portal-home": "only redirects to the functions list, which asks to sign in",
     "portal-login": "the sign-in page",
     "portal-healthz": "load balancers poll it; it names no function and carries no secret",
+    "openapi-json": "the API's schema: it names no function and no secret",
+    "openapi-view": "the browsable rendering of that schema",
+    "api-root": "answers 404: nothing is there",
 }
 SIGNED_IN_PAGES = {  # pages of their own that any signed-in user sees (they list only what they may see)
     "portal-functions", "portal-function-register", "portal-audit", "portal-health", "portal-logout",
+    "portal-tokens", "list_functions", "create_function",
 }
 
 
@@ -36,12 +40,14 @@ def urls(function, cast):
                                  status=Build.Status.SUCCEEDED, digest="sha256:" + "a" * 64)
     deployment = Deployment.objects.create(function=function, trigger="cli", status="succeeded", version="1",
                                            build=build, commit_sha="a" * 40)
-    values = {"name": function.name, "pk": str(deployment.pk), "user_id": str(cast["alice"].pk)}
+    values = {"name": function.name, "pk": str(deployment.pk), "deployment_id": str(deployment.pk),
+              "user_id": str(cast["alice"].pk)}
     found = {}
     for name, pattern in patterns():
         path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], pattern)
         found[name] = "/" + path
     assert len(found) >= 15, found
+    found["_deployment"] = str(deployment.pk)
     return found
 
 
@@ -57,9 +63,13 @@ def no_outside_calls():
 def test_an_anonymous_visitor_is_sent_to_sign_in_everywhere_but_the_open_urls(client, urls, method):
     checked = 0
     for name, url in urls.items():
-        if name in OPEN:
+        if name in OPEN or name.startswith("_"):
             continue
         response = getattr(client, method)(url)
+        if url.startswith("/api/"):  # the API answers 401, it does not redirect
+            assert response.status_code in (401, 405), f"{method} {url} answered {response.status_code}"
+            checked += 1
+            continue
         assert response.status_code in (302, 405), f"{method} {url} answered {response.status_code}"
         if response.status_code == 302:
             assert response["Location"].startswith("/login/"), f"{url} redirects to {response['Location']}"
@@ -72,10 +82,17 @@ def test_a_user_without_a_role_learns_nothing_about_the_function(client, cast, u
     client.force_login(cast["dave"])
     checked = 0
     for name, url in urls.items():
-        if name in OPEN or name == "portal-logout":
+        if name in OPEN or name == "portal-logout" or name.startswith("_"):
             continue
         response = getattr(client, method)(url)
-        if name in SIGNED_IN_PAGES:
+        if url.startswith("/api/") and name not in SIGNED_IN_PAGES:
+            # The API may refuse a bad body before it looks the function up: the answer about
+            # `hello` must then be the answer about a function that does not exist.
+            stranger = getattr(client, method)(url.replace("/hello", "/no-such-function").replace(
+                f"/{urls['_deployment']}", "/999999"))
+            assert (response.status_code, response.content) == (stranger.status_code, stranger.content), url
+            assert response.status_code in (400, 404, 405), f"{method} {url} answered {response.status_code}"
+        elif name in SIGNED_IN_PAGES:
             assert response.status_code in (200, 302, 400, 405), f"{method} {url}: {response.status_code}"
             assert b"hello" not in response.content, f"{method} {url} mentions the function"
         else:
