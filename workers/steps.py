@@ -105,6 +105,7 @@ def fetch_source(run: Run, out: StepLog) -> None:
     held = ecr.find(function.ecr_repository, tag=build.tag)
     out(f"ECR {'holds' if held else 'does not hold'} {function.ecr_repository}:{build.tag}")
     if held:
+        ecr.check_single_image(held)  # pushed by someone else, perhaps as an index: never deployed as is
         build.adopt(held.digest, held.size)
         run.record(kind=Deployment.Kind.REDEPLOY)
 

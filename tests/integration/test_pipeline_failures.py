@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from django.db import connection
 
 from deploy import aws, ecr, lambdas
 from deploy.local import base_images
-from portal.models import Deployment, DeploymentStep
+from portal.models import Build, Deployment, DeploymentStep
 from portal.services import request_deploy, request_rollback
 from tests.conftest import wait_for
 from tests.integration.conftest import DOCKERFILE, invoke_live, processes, slow_dockerfile, wait_done
@@ -264,3 +265,52 @@ def test_a_rollback_to_a_deleted_version_updates_code_to_its_digest(worker, fixt
     published = aws.client("lambda").get_function(FunctionName=fixture_function.lambda_name,
                                                   Qualifier=rollback.version)
     assert published["Code"]["ImageUri"].endswith(f"@{first.build.digest}")
+
+
+# --- Source errors, recorded where the user sees them -------------------------------------
+
+
+def test_an_absolute_symlink_in_the_repository_fails_the_build_step_in_seconds_as_bad_checkout(
+        worker, fixture_function, repo):
+    repo.release("one")
+    (repo.path / "a-link").symlink_to("/etc/passwd")  # sorts first: git archive is still writing big.bin
+    (repo.path / "big.bin").write_bytes(os.urandom(1 << 20))
+    repo.commit("an absolute symlink", {})
+    deployment = wait_done(request_deploy(fixture_function, trigger="cli"), timeout=60)
+    assert (deployment.status, deployment.error_code) == (Status.FAILED, "bad-checkout")
+    step = deployment.steps.get(name="build")
+    assert step.status == DeploymentStep.Status.FAILED
+    assert "error bad-checkout" in step.output and "a-link" in step.output
+    assert (step.finished_at - step.started_at).total_seconds() < 10
+    assert deployment.build.status == deployment.build.Status.FAILED
+
+
+# --- Single-platform images only ------------------------------------------------------------
+
+
+def put_manifest(repository: str, reference: str, body: bytes, media_type: str) -> None:
+    """PUT a manifest through the local plane's registry API, as another pipeline might."""
+    url = f"http://{os.environ['SLIPWAY_REGISTRY_HOST']}/v2/{repository}/manifests/{reference}"
+    request = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": media_type})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+
+
+def test_an_image_index_already_held_in_ecr_is_refused_before_it_is_deployed(worker, fixture_function, repo):
+    first = deployed(fixture_function, repo, "one")
+    real = ecr.find(fixture_function.ecr_repository, digest=first.build.digest)
+    _, manifest = ecr.manifest(fixture_function.ecr_repository, real.digest)
+    sha = repo.release("two")
+    tag = Build(commit_sha=sha, architecture=fixture_function.architecture, inputs_digest=Build.digest_inputs(
+        sha, fixture_function.architecture, steps.build_inputs(fixture_function))).tag
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": manifest["mediaType"], "digest": real.digest, "size": len(json.dumps(manifest)),
+         "platform": {"os": "linux", "architecture": "amd64"}}]}
+    put_manifest(fixture_function.ecr_repository, tag, json.dumps(index).encode(), index["mediaType"])
+
+    second = wait_done(request_deploy(fixture_function, trigger="cli"), timeout=60)
+    assert (second.status, second.error_code) == (Status.FAILED, "image-index"), second.error_message
+    assert f"{fixture_function.ecr_repository}:{tag}" in second.error_message
+    assert step_names(second) == ["source"] and second.build.status != second.build.Status.SUCCEEDED
+    assert alias_version(fixture_function) == first.version
+    assert invoke_live(fixture_function)["release"] == "one"
