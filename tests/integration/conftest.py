@@ -85,7 +85,9 @@ class Worker:
 
     def start(self) -> None:
         self.node = f"slipway-pytest-{os.getpid()}-{int(time.time())}@localhost"
-        env = {**os.environ, "SLIPWAY_WORKER_FOR_TESTS": "1", "SLIPWAY_TESTING": "1",
+        # An hour of heartbeat window: no sweep runs in these workers anyway, and a test
+        # about a lost process proves that its worker, not the sweeper, settled the row.
+        env = {**os.environ, "SLIPWAY_WORKER_FOR_TESTS": "1", "SLIPWAY_TESTING": "1", "SLIPWAY_HEARTBEAT_STALE": "3600",
                "SLIPWAY_FAULTS_FILE": str(self.faults), "DJANGO_SETTINGS_MODULE": "tests.settings"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "deploys,rollbacks", "-c", "2",

@@ -6,12 +6,14 @@ import io
 import json
 import os
 import signal
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from deploy import aws, ecr, lambdas
 from deploy.local import base_images
@@ -112,7 +114,8 @@ def test_a_worker_killed_mid_build_is_settled_as_worker_lost_and_leaves_nothing_
     assert invoke_live(fixture_function)["release"] == "after"
 
 
-def test_a_build_dies_with_the_pool_process_that_started_it(worker, fixture_function, repo, unique, settings):
+def test_a_pool_process_killed_mid_build_is_settled_by_its_worker_and_the_next_deployment_starts(
+        worker, fixture_function, repo, unique):
     marker = f"slipway-orphan-{unique}"
     repo.release("slow", dockerfile=slow_dockerfile(marker, 60))
     deployment = request_deploy(fixture_function, trigger="cli")
@@ -120,15 +123,21 @@ def test_a_build_dies_with_the_pool_process_that_started_it(worker, fixture_func
     wait_for(lambda: processes(marker), 30, "the slow RUN step to start")
     parent = int(Path(f"/proc/{cli}/stat").read_text().rsplit(")", 1)[1].split()[1])
     assert worker.node in Path(f"/proc/{parent}/cmdline").read_text(), "the CLI's parent is not our worker"
+    repo.release("next")
+    following = request_deploy(fixture_function, trigger="cli")  # waits behind the build
+    killed_at, killed = timezone.now(), time.monotonic()
 
     os.kill(parent, signal.SIGKILL)  # that process alone, as the OOM killer would: no signal reaches the CLI
 
     wait_for(lambda: not any(build_clis(deployment) + processes(marker)), 20,
              "the build CLI and its RUN step to die with their parent (PR_SET_PDEATHSIG)")
-    settings.HEARTBEAT_STALE_SECONDS = 1
-    wait_for(lambda: deployment.pk in sweeper.sweep()["worker_lost"], 30, "the sweeper to settle the row")
-    deployment.refresh_from_db()
+    wait_done(deployment, timeout=30)  # the sweeper never runs here, and the worker's heartbeat window is an hour
     assert (deployment.status, deployment.error_code) == (Status.FAILED, "worker-lost")
+    assert "the worker process running it died" in deployment.error_message, "not settled by the worker"
+    started = wait_for(lambda: Deployment.objects.get(pk=following.pk).started_at, 30, "the next deployment")
+    print(f"pool process SIGKILL at {killed_at:%H:%M:%S.%f} -> row settled at {deployment.finished_at:%H:%M:%S.%f}, "
+          f"next deployment started at {started:%H:%M:%S.%f}; seen here {time.monotonic() - killed:.1f} s after it")
+    assert wait_done(following).status == Status.SUCCEEDED, following.error_message
 
 
 @pytest.mark.postgres
