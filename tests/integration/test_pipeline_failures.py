@@ -323,3 +323,22 @@ def test_an_image_index_already_held_in_ecr_is_refused_before_it_is_deployed(wor
     assert step_names(second) == ["source"] and second.build.status != second.build.Status.SUCCEEDED
     assert alias_version(fixture_function) == first.version
     assert invoke_live(fixture_function)["release"] == "one"
+
+
+# --- Rollbacks never queue behind builds ------------------------------------------------------
+
+
+def test_a_rollback_finishes_while_every_deploy_worker_is_busy_building(
+        workers_apart, fixture_function, released_function, repo, unique):
+    repo.release("slow", dockerfile=slow_dockerfile(f"slipway-busy-{unique}", 40))
+    busy = request_deploy(fixture_function, trigger="cli")
+    wait_for(lambda: building(busy), 60, "the only deploy process to be building")
+
+    rollback = wait_done(request_rollback(released_function, trigger="ui"), timeout=60)
+
+    assert rollback.status == Status.SUCCEEDED, rollback.error_message
+    assert invoke_live(released_function)["release"] == "one"
+    busy.refresh_from_db()
+    assert busy.status == Status.BUILDING, "the build had ended: no deploy worker was busy during the rollback"
+    assert busy.steps.get(name="build").finished_at is None
+    print(f"rollback beside a busy deploy worker took {rollback.duration.total_seconds():.2f} s")
