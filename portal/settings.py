@@ -174,6 +174,10 @@ SLIPWAY_DOCKER_HOSTS = {
     "arm64": env_str("SLIPWAY_DOCKER_HOST_ARM64", env_str("DOCKER_HOST")),
     "x86_64": env_str("SLIPWAY_DOCKER_HOST_X86_64", env_str("DOCKER_HOST")),
 }
+# ssh:// builders: their host keys, pinned (known_hosts lines, or the path of a file
+# holding them), and the key Slipway logs in with (empty: ssh's default identities).
+SLIPWAY_SSH_KNOWN_HOSTS = env_str("SLIPWAY_SSH_KNOWN_HOSTS")
+SLIPWAY_SSH_IDENTITY_FILE = env_str("SLIPWAY_SSH_IDENTITY_FILE")
 # Base images passed as BASE_IMAGE to function builds; empty: the Dockerfile's default.
 SLIPWAY_BASE_IMAGES = {
     "arm64": env_str("SLIPWAY_BASE_IMAGE_ARM64"),
