@@ -23,8 +23,10 @@ from celery import signals
 from django import db
 from django.db.models import Q
 
+from portal import queue
 from portal.celery import DEPLOY_TASK, ROLLBACK_TASK
 from portal.models import Deployment
+from workers import sweeper
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,6 @@ def settle_after_lost_worker(sender=None, task_id=None, exception=None, args=Non
     if getattr(sender, "name", None) not in (DEPLOY_TASK, ROLLBACK_TASK) or not isinstance(exception,
                                                                                           WorkerLostError):
         return
-    from workers import sweeper
-
     pk = (args or [None])[0]
     db.close_old_connections()
     try:
@@ -44,8 +44,6 @@ def settle_after_lost_worker(sender=None, task_id=None, exception=None, args=Non
             return
         if deployment.status == Deployment.Status.QUEUED:  # it died before claiming: send the row again now
             Deployment.objects.filter(pk=pk, status=Deployment.Status.QUEUED).update(enqueued_at=None)
-            from portal import queue
-
             queue.dispatch(deployment.function_id)
             return
         why = f"the worker process running it died ({exception})"
