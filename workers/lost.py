@@ -6,13 +6,14 @@ into a WorkerLostError as soon as it sees the child exit (the prefork
 AsynPool's on_job_process_lost; `worker_lost_wait` only applies to billiard's
 plain pool), acknowledges the message (it is not run again) and sends
 `task_failure` for it *in the main process*
-(celery.worker.request.Request.on_failure). A task killed at the hard time
-limit gets no such signal: the sweeper settles that one. That is the moment to settle the
+(celery.worker.request.Request.on_failure). That is the moment to settle the
 row: the dead task's id is the one that claimed it (Deployment.claim), so
 nothing else's row is touched, and the function's next deployment starts at
-once instead of after the heartbeat window. The sweeper stays the backstop
-for a host that vanishes with its main process.
-"""
+once instead of after the heartbeat window.
+
+The sweeper stays the backstop: for a host that vanishes with its main
+process, and for a task killed at the hard time limit (Celery sends no
+task_failure for that one)."""
 
 from __future__ import annotations
 
