@@ -1,7 +1,9 @@
 """Code-only redeploy and rollback: Slipway vs the original GitLab pipeline by hand.
 
 Run with `python -m deploy.local bench bench/pipeline_redeploy.py` (it starts
-a private Redis and AWS plane on the bench ports). Both sides work on the
+a private Redis and AWS plane on the bench ports). It measures an arm64 and an
+amd64 function one after the other in the same run (BENCH_ARCHITECTURES,
+default `arm64,x86_64`): on an x86 host the arm64 side runs under QEMU. Both sides work on the
 same detector (function/) in the same git repository, against the same local
 plane, in the same run:
 
@@ -38,6 +40,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
+from deploy import arch as arches  # noqa: E402
 from deploy import aws, lambdas  # noqa: E402
 from portal.models import Deployment, Function  # noqa: E402
 from portal.services import request_deploy, request_rollback  # noqa: E402
@@ -85,8 +88,9 @@ def step_times(deployment: Deployment) -> dict[str, float]:
 class Baseline:
     """The original pipeline's commands, run by hand."""
 
-    def __init__(self, repo: Path, lambda_name: str, repository: str):
+    def __init__(self, repo: Path, lambda_name: str, repository: str, architecture: str):
         self.repo, self.name, self.repository = repo, lambda_name, repository
+        self.architecture, self.docker_arch = architecture, arches.get(architecture).docker
         # The original pipeline pushed to a mutable repository (it re-tags on rebuild).
         uri = aws.client("ecr").create_repository(repositoryName=repository)["repository"]["repositoryUri"]
         self.remote = f"{settings.SLIPWAY_REGISTRY_HOST}/{uri.split('/', 1)[1]}"
@@ -100,9 +104,9 @@ class Baseline:
             sh(["git", "worktree", "add", "--detach", "-q", str(context), sha], cwd=self.repo)
             try:
                 started = time.perf_counter()
-                args = [DOCKER, "build", "--platform", "linux/arm64", "--tag", tag,
+                args = [DOCKER, "build", "--platform", f"linux/{self.docker_arch}", "--tag", tag,
                         "--build-arg", "BUILDKIT_INLINE_CACHE=1",
-                        "--build-arg", f"BASE_IMAGE={settings.SLIPWAY_BASE_IMAGES['arm64']}",
+                        "--build-arg", f"BASE_IMAGE={settings.SLIPWAY_BASE_IMAGES[self.architecture]}",
                         "--build-arg", f"BUILDER_IMAGE={settings.SLIPWAY_BUILDER_IMAGE}",
                         "--build-arg", f"PYTHON_VERSION={settings.SLIPWAY_PYTHON_VERSION}"]
                 if previous:
@@ -131,11 +135,11 @@ class Baseline:
         client = aws.client("lambda")
         if not self.created:
             client.create_function(FunctionName=self.name, PackageType="Image", Code={"ImageUri": tag},
-                                   Role="arn:aws:iam::000000000000:role/bench", Architectures=["arm64"],
+                                   Role="arn:aws:iam::000000000000:role/bench", Architectures=[self.architecture],
                                    MemorySize=1024, Timeout=30)
             self.created = True
         else:
-            client.update_function_code(FunctionName=self.name, ImageUri=tag, Architectures=["arm64"])
+            client.update_function_code(FunctionName=self.name, ImageUri=tag, Architectures=[self.architecture])
         times["update"] = time.perf_counter() - started
         started = time.perf_counter()
         lambdas.wait_updated(self.name)
@@ -145,89 +149,97 @@ class Baseline:
 
 def main() -> None:
     call_command("migrate", verbosity=0)
+    architectures = os.environ.get("BENCH_ARCHITECTURES", "arm64,x86_64").split(",")
     worker_log = Path(settings.STATE_DIR) / "bench-worker.log"
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "deploys,rollbacks", "-c", "2",
          "-n", f"bench-{os.getpid()}@localhost", "--without-mingle", "--without-gossip"],
         cwd=REPO_ROOT, stdout=worker_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     work = Path(tempfile.mkdtemp(prefix="slipway-bench-"))
-    suffix = str(int(time.time()))
     try:
-        repo = work / "detector"
-        shutil.copytree(REPO_ROOT / "function", repo)
-        git(repo, "init", "-q", "--initial-branch=main")
-        git(repo, "add", "-A")
-        git(repo, "commit", "-qm", "detector")
-        first = git(repo, "rev-parse", "HEAD")
-        from portal.management.commands.bootstrap_local import detector_smoke_event
-
-        function = Function.objects.create(
-            name=f"bench-{suffix}", repository_url=str(repo), ecr_repository=f"bench/slipway-{suffix}",
-            lambda_name=f"bench-slipway-{suffix}", memory_mb=1024, timeout_s=30,
-            execution_role_arn="arn:aws:iam::000000000000:role/bench", smoke_event=detector_smoke_event())
-        baseline = Baseline(repo, f"bench-baseline-{suffix}", f"bench/baseline-{suffix}")
-
-        print("warming up: first deploy of each side (cold builds, not compared)", flush=True)
-        started = time.perf_counter()
-        wait_done(request_deploy(function, trigger="cli"))
-        cold_ours = time.perf_counter() - started
-        cold_base = sum(baseline.ship(first, None).values())
-        print(f"  cold: slipway {cold_ours:.1f} s, baseline {cold_base:.1f} s", flush=True)
-
-        ours, theirs, our_steps, their_steps = [], [], [], []
-        previous = first
-        for n in range(1, RUNS + 1):
-            sha = commit_code_change(repo, n)
-            started = time.perf_counter()
-            done = wait_done(request_deploy(function, trigger="cli"))
-            ours.append(time.perf_counter() - started)
-            our_steps.append(step_times(done))
-            times = baseline.ship(sha, previous)
-            theirs.append(sum(times.values()))
-            their_steps.append(times)
-            previous = sha
-            print(f"  redeploy {n}: slipway {ours[-1]:.2f} s, baseline {theirs[-1]:.2f} s", flush=True)
-
-        rollbacks, rebuilds = [], []
-        for n in range(RUNS):
-            started = time.perf_counter()
-            wait_done(request_rollback(function, trigger="cli", to=first))
-            rollbacks.append(time.perf_counter() - started)
-            rebuilds.append(sum(baseline.ship(first, previous).values()))
-            previous = first
-            # Put the newest release back so the next rollback has something to undo.
-            Function.objects.filter(pk=function.pk).update(paused_reason="")
-            wait_done(request_deploy(function, trigger="cli"))
-            print(f"  rollback {n + 1}: slipway {rollbacks[-1]:.2f} s, baseline rebuild+redeploy "
-                  f"{rebuilds[-1]:.2f} s", flush=True)
-
-        med = statistics.median
-        print(f"\n## Code-only redeploy, request -> live (median of {RUNS})\n")
-        print("| step | Slipway s | | baseline step | s |\n|---|---|---|---|---|")
-        ours_med = {k: med([s.get(k, 0) for s in our_steps]) for k in our_steps[0]}
-        theirs_med = {k: med([s[k] for s in their_steps]) for k in their_steps[0]}
-        rows = max(len(ours_med), len(theirs_med))
-        left, right = list(ours_med.items()), list(theirs_med.items())
-        for i in range(rows):
-            a = left[i] if i < len(left) else ("", None)
-            b = right[i] if i < len(right) else ("", None)
-            fa = f"{a[1]:.2f}" if a[1] is not None else ""
-            fb = f"{b[1]:.2f}" if b[1] is not None else ""
-            print(f"| {a[0]} | {fa} | | {b[0]} | {fb} |")
-        print(f"| **total (wall)** | **{med(ours):.2f}** | | **total** | **{med(theirs):.2f}** |")
-        print(f"\nredeploy ratio: {med(ours):.2f} / {med(theirs):.2f} = **{med(ours) / med(theirs):.3f}x** "
-              "(goal <= 0.3x)")
-        without = med(ours) - ours_med.get("verify", 0)
-        print(f"  without the verify step (the baseline has none): {without:.2f} / {med(theirs):.2f} = "
-              f"{without / med(theirs):.3f}x")
-        print(f"rollback ratio: {med(rollbacks):.2f} / {med(rebuilds):.2f} = "
-              f"**{med(rollbacks) / med(rebuilds):.3f}x** (goal <= 0.05x)")
-        print(f"cold first deploy: slipway {cold_ours:.1f} s (build+push+create+verify+shift), "
-              f"baseline {cold_base:.1f} s")
+        for architecture in architectures:  # one after the other, in the same run
+            bench(architecture, work)
     finally:
         os.killpg(worker.pid, 15)
         worker.wait(30)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(architecture: str, work: Path) -> None:
+    docker_arch = arches.get(architecture).docker
+    suffix = f"{int(time.time())}-{docker_arch}"
+    repo = work / f"detector-{docker_arch}"
+    shutil.copytree(REPO_ROOT / "function", repo)
+    git(repo, "init", "-q", "--initial-branch=main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "detector")
+    first = git(repo, "rev-parse", "HEAD")
+    from portal.management.commands.bootstrap_local import detector_smoke_event
+
+    function = Function.objects.create(
+        name=f"bench-{suffix}", repository_url=str(repo), ecr_repository=f"bench/slipway-{suffix}",
+        lambda_name=f"bench-slipway-{suffix}", memory_mb=1024, timeout_s=30, architecture=architecture,
+        execution_role_arn="arn:aws:iam::000000000000:role/bench", smoke_event=detector_smoke_event())
+    baseline = Baseline(repo, f"bench-baseline-{suffix}", f"bench/baseline-{suffix}", architecture)
+
+    print(f"\n# {architecture} function\n\nwarming up: first deploy of each side (cold builds, not compared)",
+          flush=True)
+    started = time.perf_counter()
+    wait_done(request_deploy(function, trigger="cli"))
+    cold_ours = time.perf_counter() - started
+    cold_base = sum(baseline.ship(first, None).values())
+    print(f"  cold: slipway {cold_ours:.1f} s, baseline {cold_base:.1f} s", flush=True)
+
+    ours, theirs, our_steps, their_steps = [], [], [], []
+    previous = first
+    for n in range(1, RUNS + 1):
+        sha = commit_code_change(repo, n)
+        started = time.perf_counter()
+        done = wait_done(request_deploy(function, trigger="cli"))
+        ours.append(time.perf_counter() - started)
+        our_steps.append(step_times(done))
+        times = baseline.ship(sha, previous)
+        theirs.append(sum(times.values()))
+        their_steps.append(times)
+        previous = sha
+        print(f"  redeploy {n}: slipway {ours[-1]:.2f} s, baseline {theirs[-1]:.2f} s", flush=True)
+
+    rollbacks, rebuilds = [], []
+    for n in range(RUNS):
+        started = time.perf_counter()
+        wait_done(request_rollback(function, trigger="cli", to=first))
+        rollbacks.append(time.perf_counter() - started)
+        rebuilds.append(sum(baseline.ship(first, previous).values()))
+        previous = first
+        # Put the newest release back so the next rollback has something to undo.
+        Function.objects.filter(pk=function.pk).update(paused_reason="")
+        wait_done(request_deploy(function, trigger="cli"))
+        print(f"  rollback {n + 1}: slipway {rollbacks[-1]:.2f} s, baseline rebuild+redeploy "
+              f"{rebuilds[-1]:.2f} s", flush=True)
+
+    med = statistics.median
+    print(f"\n## {architecture}: code-only redeploy, request -> live (median of {RUNS})\n")
+    print("| step | Slipway s | | baseline step | s |\n|---|---|---|---|---|")
+    ours_med = {k: med([s.get(k, 0) for s in our_steps]) for k in our_steps[0]}
+    theirs_med = {k: med([s[k] for s in their_steps]) for k in their_steps[0]}
+    rows = max(len(ours_med), len(theirs_med))
+    left, right = list(ours_med.items()), list(theirs_med.items())
+    for i in range(rows):
+        a = left[i] if i < len(left) else ("", None)
+        b = right[i] if i < len(right) else ("", None)
+        fa = f"{a[1]:.2f}" if a[1] is not None else ""
+        fb = f"{b[1]:.2f}" if b[1] is not None else ""
+        print(f"| {a[0]} | {fa} | | {b[0]} | {fb} |")
+    print(f"| **total (wall)** | **{med(ours):.2f}** | | **total** | **{med(theirs):.2f}** |")
+    print(f"\nredeploy ratio: {med(ours):.2f} / {med(theirs):.2f} = **{med(ours) / med(theirs):.3f}x** "
+          "(goal <= 0.3x)")
+    without = med(ours) - ours_med.get("verify", 0)
+    print(f"  without the verify step (the baseline has none): {without:.2f} / {med(theirs):.2f} = "
+          f"{without / med(theirs):.3f}x")
+    print(f"rollback ratio: {med(rollbacks):.2f} / {med(rebuilds):.2f} = "
+          f"**{med(rollbacks) / med(rebuilds):.3f}x** (goal <= 0.05x)")
+    print(f"cold first deploy: slipway {cold_ours:.1f} s (build+push+create+verify+shift), "
+          f"baseline {cold_base:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

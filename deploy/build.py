@@ -56,7 +56,9 @@ def build(*, builder: str, context: Path, dockerfile: Path, platform: str, tag: 
     if command[-1] != "buildx":
         command.append("build")
     else:
-        command += ["build", "--load"]
+        # buildx adds provenance and SBOM attestations by default, which turns the
+        # image into an index: Lambda takes a single-platform image manifest only.
+        command += ["build", "--load", "--provenance=false", "--sbom=false"]
     with tempfile.TemporaryDirectory(prefix="slipway-iid-") as tmp:
         iidfile = Path(tmp) / "iid"
         args = [*command, "--platform", platform, "--progress", "plain", "--file", str(dockerfile),

@@ -17,7 +17,8 @@ from collections.abc import Callable
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """preexec_fn: SIGKILL this child when the thread that started it dies."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
@@ -29,7 +30,7 @@ def stream(args: list[str], *, env: dict[str, str] | None = None, on_line: Calla
     """Run `args`, feeding each output line to `on_line`; returns the exit status
     (-9 when it was killed for running past `timeout`)."""
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     if on_start:
         on_start(proc.pid)
     timer = threading.Timer(timeout, proc.kill)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,10 +18,17 @@ from dataclasses import dataclass
 from deploy import arch, aws
 from deploy.errors import AppError, UserError
 
-MANIFEST_LISTS = (
+# Lambda runs one single-platform image manifest; it refuses an index (a manifest
+# list of platforms, or one platform plus buildx's attestations) and an attestation.
+IMAGE_INDEXES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.index.v1+json",
 )
+IMAGE_MANIFESTS = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+)
+ATTESTATION_MEDIA_TYPES = ("application/vnd.in-toto+json",)
 PREFIX = "ecr"
 
 
@@ -180,6 +188,37 @@ def push(docker, local_tag: str, repository_uri: str, tag: str, *, host_override
     image = find(repository, tag=tag)
     if image is None or (digest and image.digest != digest):
         raise AppError("push-unverified", f"ECR does not hold {repository}:{tag} at {digest} after the push")
-    if image.media_type in MANIFEST_LISTS:
-        raise UserError("manifest-list", f"{repository}:{tag} is a manifest list; Lambda needs a single image")
+    check_single_image(image)
     return image
+
+
+def manifest(repository: str, digest: str) -> tuple[str, dict]:
+    """(media type, parsed manifest) of what ECR holds at `digest`."""
+    found = _call(f"reading the manifest of {repository}@{digest}", "batch_get_image", repositoryName=repository,
+                  imageIds=[{"imageDigest": digest}], acceptedMediaTypes=[*IMAGE_MANIFESTS, *IMAGE_INDEXES])
+    if not found or not found.get("images"):
+        raise AppError("image-unreadable", f"ECR did not return the manifest of {repository}@{digest}")
+    image = found["images"][0]
+    try:
+        body = json.loads(image.get("imageManifest") or "{}")
+    except ValueError:
+        raise UserError("image-unreadable", f"the manifest of {repository}@{digest} is not JSON") from None
+    return image.get("imageManifestMediaType") or body.get("mediaType", ""), body
+
+
+def check_single_image(image: Image) -> None:
+    """Refuse what Lambda refuses, before the Lambda is touched: an image index
+    (also when ECR's listing does not say so) and an attestation manifest."""
+    where = f"{image.repository}:{image.tag or image.digest}"
+    media_type, body = manifest(image.repository, image.digest)
+    kinds = {image.media_type, media_type, body.get("mediaType", "")}
+    if kinds & set(IMAGE_INDEXES) or "manifests" in body:
+        platforms = sorted({"/".join(filter(None, (m.get("platform", {}).get("os"), m.get("platform", {}).get(
+            "architecture")))) or "?" for m in body.get("manifests", [])})
+        raise UserError("image-index", f"{where} ({image.digest}) is an image index ({', '.join(platforms)}), "
+                        "not a single-platform image, and Lambda refuses it; build one --platform with "
+                        "--provenance=false --sbom=false, or delete the tag from ECR")
+    layers = [layer.get("mediaType", "") for layer in body.get("layers", [])]
+    if any(kind in ATTESTATION_MEDIA_TYPES for kind in layers):
+        raise UserError("attestation-manifest", f"{where} ({image.digest}) is an attestation manifest (in-toto), "
+                        "not an image, and Lambda refuses it; delete the tag from ECR")

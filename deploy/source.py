@@ -15,12 +15,15 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tarfile
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from deploy.errors import AppError, UserError
+from deploy.errors import AppError, DeployError, UserError
 
 # A host never starts with "-": git would hand it to ssh, which would read it as an option.
 _REMOTE = re.compile(r"^(https://[^\s/@]+(:\d+)?/\S+|ssh://([^\s/@-][^\s/@]*@)?[^\s/@-][^\s/@]*/\S+"
@@ -110,8 +113,37 @@ def fetch(url: str, root: Path, *, allow_local: bool) -> Path:
             _git(["fetch", "--quiet", "--prune", "--force", "--no-write-fetch-head", "--", url,
                   "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], cwd=mirror, allow_file=allow_local)
         except _GitFailed as exc:
-            raise AppError("git-fetch-failed", f"could not fetch {url}: {exc}") from None
+            raise fetch_error(url, str(exc)) from None
     return mirror
+
+
+# What git (and ssh under it) says when the repository refuses us or is not there:
+# the function's settings are wrong, retrying cannot help. Anything else
+# (a host that does not resolve or answer, a dropped connection) may be transient.
+_AUTH_FAILED = ("authentication failed", "could not read username", "could not read password",
+                "terminal prompts disabled", "permission denied (publickey", "access denied",
+                "invalid username or password", "the requested url returned error: 401",
+                "the requested url returned error: 403")
+_HOST_KEY = ("host key verification failed", "remote host identification has changed")
+_NOT_FOUND = ("repository not found", "does not appear to be a git repository", "could not be found",
+              "' not found", "the requested url returned error: 404")
+
+
+def fetch_error(url: str, stderr: str) -> DeployError:
+    """A failed fetch as one of the two families, with the line of git's output that says why."""
+    text = stderr.lower()
+    why = next((line.strip() for line in stderr.splitlines() if line.strip().lower().startswith(("fatal:", "error:"))),
+               stderr.strip().splitlines()[-1] if stderr.strip() else "git fetch failed")
+    if any(marker in text for marker in _HOST_KEY):
+        return UserError("repository-host-key", f"could not fetch {url}: the git host's key is not the one "
+                         f"trusted for it ({why})")
+    if any(marker in text for marker in _AUTH_FAILED):
+        return UserError("repository-auth-failed", f"could not fetch {url}: the git host refused the credentials "
+                         f"(check the deploy key or token and its access to the repository): {why}")
+    if any(marker in text for marker in _NOT_FOUND):
+        return UserError("repository-not-found", f"could not fetch {url}: no repository there, or the credentials "
+                         f"may not see it: {why}")
+    return AppError("git-fetch-failed", f"could not fetch {url}: {stderr.strip()[-500:] or why}")
 
 
 def resolve(mirror: Path, ref: str) -> str:
@@ -128,22 +160,45 @@ def resolve(mirror: Path, ref: str) -> str:
 
 
 def export(mirror: Path, sha: str, dest: Path) -> Path:
-    """Write the tree of commit `sha` into `dest` (no .git, no path escapes)."""
+    """Write the tree of commit `sha` into `dest` (no .git, no path escapes).
+
+    git archive writes into a pipe that the extraction reads. When the reading
+    stops early (an entry the filter refuses, say), git is killed: left alone it
+    would block on the full pipe until the task's time limit. Its stderr goes to
+    a file, never to a second pipe that nobody reads while git runs."""
     if not re.fullmatch(r"[0-9a-f]{40}", sha):
         raise UserError("bad-ref", f"{sha!r} is not a full commit SHA")
     dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(["git", "archive", "--format=tar", sha], cwd=mirror, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-            archive.extractall(dest, filter="data")  # refuses absolute paths, .. and links leaving dest
-    except tarfile.TarError as exc:
-        raise UserError("bad-checkout", f"the commit's tree cannot be checked out safely: {exc}") from None
-    finally:
-        stderr = proc.stderr.read().decode(errors="replace")
-        proc.wait()
-    if proc.returncode != 0:
-        raise AppError("git-archive-failed", stderr.strip()[-500:] or f"git archive exited {proc.returncode}")
+    refused: tarfile.TarError | None = None
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(["git", "archive", "--format=tar", sha], cwd=mirror, stdout=subprocess.PIPE,
+                                stderr=stderr, stdin=subprocess.DEVNULL)
+        timer = threading.Timer(GIT_TIMEOUT, proc.kill)
+        timer.start()
+        read_all = False
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+                archive.extractall(dest, filter="data")  # refuses absolute paths, .. and links leaving dest
+            while proc.stdout.read(1 << 16):  # the archive's trailing padding
+                pass
+            read_all = True
+        except tarfile.TarError as exc:
+            refused = exc
+        finally:
+            timed_out = timer.finished.is_set()
+            timer.cancel()
+            if not read_all:
+                proc.kill()  # nobody reads the pipe any more; a no-op once git has exited
+            proc.stdout.close()
+            status = proc.wait()
+        stderr.seek(0)
+        message = stderr.read().decode(errors="replace").strip()[-500:]
+    if timed_out:
+        raise AppError("git-timeout", f"git archive took longer than {GIT_TIMEOUT} s")
+    if status not in (0, -signal.SIGKILL) or (status != 0 and refused is None):
+        raise AppError("git-archive-failed", message or f"git archive exited {status}")
+    if refused is not None:
+        raise UserError("bad-checkout", f"the commit's tree cannot be checked out safely: {refused}")
     return dest
 
 

@@ -65,9 +65,14 @@ def check_aws() -> str:
 
 
 QUEUES = ("deploys", "rollbacks")
+START_DEPLOYS = "celery -A workers worker -Q deploys"
+START_ROLLBACKS = "celery -A workers worker -Q rollbacks -c 1"
 
 
 def check_worker() -> str:
+    """Some worker answers, each queue has a consumer, and rollbacks (with the
+    sweeper, routed to the same queue) have a worker of their own: one that also
+    takes deploys can be busy building for many minutes while a rollback waits."""
     from portal.celery import app
 
     try:
@@ -76,13 +81,19 @@ def check_worker() -> str:
     except Exception as exc:  # kombu raises a variety of connection errors
         raise Down(f"cannot ask workers through the broker: {exc}") from exc
     if not replies:
-        raise Down("no Celery worker answered within 1 s: start one with "
-                   "`celery -A workers worker -Q deploys,rollbacks`")
-    served = {queue["name"] for queues in consumed.values() for queue in queues}
+        raise Down(f"no Celery worker answered within 1 s: start `{START_DEPLOYS}` and, for rollbacks and the "
+                   f"sweeper, `{START_ROLLBACKS}`")
+    queues = {node: {queue["name"] for queue in listed} for node, listed in consumed.items()}
+    served = set().union(*queues.values())
     missing = [queue for queue in QUEUES if queue not in served]
     if missing:
+        starts = {"deploys": START_DEPLOYS, "rollbacks": START_ROLLBACKS}
         raise Down(f"no worker consumes the {', '.join(missing)} queue: "
-                   f"start one with `celery -A workers worker -Q {','.join(missing)}`")
+                   + " and ".join(f"start `{starts[queue]}`" for queue in missing))
+    if not any("rollbacks" in names and "deploys" not in names for names in queues.values()):
+        shared = sorted(node for node, names in queues.items() if "rollbacks" in names)
+        raise Down(f"rollbacks share a worker with deploys ({', '.join(shared)}), so a rollback can wait behind "
+                   f"builds: give rollbacks and the sweeper their own worker, `{START_ROLLBACKS}`")
     return f"{len(replies)} worker(s) answering: " + ", ".join(sorted(name for r in replies for name in r))
 
 

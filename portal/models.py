@@ -292,11 +292,14 @@ class Deployment(models.Model):
             self.refresh_from_db(fields=list(fields))  # timestamps come from the database's clock
         return count == 1
 
-    def claim(self, first_step: str) -> bool:
-        """Take a queued row for this worker. False: already claimed, cancelled or superseded."""
+    def claim(self, first_step: str, task_id: str = "") -> bool:
+        """Take a queued row for this worker, recording the task that took it (its
+        worker settles the row by that id if the process running it dies).
+        False: already claimed, cancelled or superseded."""
         if first_step not in self.RUNNING:
             raise self.TransitionError(f"{first_step!r} is not a running status")
-        return self._update((self.Status.QUEUED,), status=first_step, started_at=Now(), heartbeat_at=Now())
+        fields = {"task_id": task_id} if task_id else {}
+        return self._update((self.Status.QUEUED,), status=first_step, started_at=Now(), heartbeat_at=Now(), **fields)
 
     def advance(self, step: str) -> None:
         """Move a running deployment to its next step; refuses to leave a terminal status."""
@@ -329,12 +332,17 @@ class Deployment(models.Model):
         return self._update(non_terminal, status=status, error_code=error_code,
                             error_message=error_message[:4000], finished_at=Now())
 
-    def settle_lost(self, stale_before, message: str) -> bool:
-        """Fail a running deployment as `worker-lost`, only if its heartbeat is
-        still older than `stale_before` (a database expression): a worker that
-        beat meanwhile keeps its row."""
-        return self._update(self.RUNNING, models.Q(heartbeat_at__lt=stale_before), status=self.Status.FAILED,
-                            error_code="worker-lost", error_message=message[:4000], finished_at=Now())
+    def settle_lost(self, condition: models.Q, message: str, *, live: bool = False) -> bool:
+        """End a running deployment whose worker is gone, only while `condition`
+        still holds (the sweeper: its heartbeat is still stale, so a worker that beat
+        meanwhile keeps its row; the worker's main process: the dead task is still
+        the one that claimed it). It ends failed as `worker-lost`, unless `live`:
+        its shift step completed, the alias serves its version, and it succeeded."""
+        if live:
+            return self._update(self.RUNNING, condition, status=self.Status.SUCCEEDED, error_code="",
+                                error_message=message[:4000], finished_at=Now())
+        return self._update(self.RUNNING, condition, status=self.Status.FAILED, error_code="worker-lost",
+                            error_message=message[:4000], finished_at=Now())
 
     def request_cancel(self) -> bool:
         """Queued: cancelled at once. Running before the update step: the worker

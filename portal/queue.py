@@ -96,11 +96,12 @@ def send(pk: int, kind: str) -> None:
         log.warning("could not send deployment %s (%s); the sweeper will retry", pk, exc)
         Deployment.objects.filter(pk=pk).update(enqueued_at=None)
         return
-    Deployment.objects.filter(pk=pk).update(task_id=result.id)
+    # Only while queued: once a task claimed the row, its id is the claimer's.
+    Deployment.objects.filter(pk=pk, status=Status.QUEUED).update(task_id=result.id)
 
 
-def claim(deployment: Deployment, first: str) -> bool:
-    """Take the row for this worker. False when it ended, someone else has it,
+def claim(deployment: Deployment, first: str, task_id: str = "") -> bool:
+    """Take the row for task `task_id`. False when it ended, someone else has it,
     or it must wait (then the deployment it waits for dispatches it when done)."""
     with transaction.atomic():
         _lock(deployment.function_id)
@@ -109,7 +110,7 @@ def claim(deployment: Deployment, first: str) -> bool:
         if earlier.exists() or _blockers(deployment).exists():  # requests run in the order they were made
             Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(enqueued_at=None)
             return False
-        return deployment.claim(first)
+        return deployment.claim(first, task_id)
 
 
 def enter_lambda_steps(deployment: Deployment) -> bool:

@@ -145,7 +145,9 @@ CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None  # state lives in the database rows, not in Celery results
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = False  # a lost worker's row is settled by the sweeper, not re-run
+# A pool process that dies mid-task: the main process acknowledges the message (it is
+# not run again) and settles the row it had claimed (workers/lost.py).
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = TASK_SOFT_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = TASK_TIME_LIMIT
@@ -180,6 +182,10 @@ SLIPWAY_DOCKER_HOSTS = {
     "arm64": env_str("SLIPWAY_DOCKER_HOST_ARM64", env_str("DOCKER_HOST")),
     "x86_64": env_str("SLIPWAY_DOCKER_HOST_X86_64", env_str("DOCKER_HOST")),
 }
+# ssh:// builders: their host keys, pinned (known_hosts lines, or the path of a file
+# holding them), and the key Slipway logs in with (empty: ssh's default identities).
+SLIPWAY_SSH_KNOWN_HOSTS = env_str("SLIPWAY_SSH_KNOWN_HOSTS")
+SLIPWAY_SSH_IDENTITY_FILE = env_str("SLIPWAY_SSH_IDENTITY_FILE")
 # Base images passed as BASE_IMAGE to function builds; empty: the Dockerfile's default.
 SLIPWAY_BASE_IMAGES = {
     "arm64": env_str("SLIPWAY_BASE_IMAGE_ARM64"),

@@ -152,3 +152,12 @@ def private_plane(tmp_path):
         yield plane
     finally:
         plane.stop()
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """A private sshd on 127.0.0.1 with a throwaway key pair (tests/sshd.py)."""
+    from tests.sshd import Sshd
+
+    with Sshd(tmp_path / "sshd") as server:
+        yield server

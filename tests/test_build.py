@@ -1,8 +1,11 @@
-"""Build args are validated before they reach the docker CLI's argument list."""
+"""Build args are validated before they reach the docker CLI's argument list, and the
+argument list is right for the kind of CLI (at the runner seam, deploy.cli.stream)."""
+
+from unittest import mock
 
 import pytest
 
-from deploy.build import validate_build_args
+from deploy.build import build, validate_build_args
 from deploy.errors import UserError
 
 
@@ -27,3 +30,23 @@ def test_it_refuses_a_value_that_is_not_a_single_line_string(value):
     with pytest.raises(UserError, match="single-line string") as refused:
         validate_build_args({"VALUE": value})
     assert refused.value.code == "bad-build-arg"
+
+
+def _build_with(builder: str, tmp_path) -> list[str]:
+    with mock.patch("deploy.cli.stream", autospec=True, return_value=0) as stream:
+        build(builder=builder, context=tmp_path, dockerfile=tmp_path / "Dockerfile", platform="linux/arm64",
+              tag="slipway/hello:abc", build_args={}, labels={}, on_line=lambda _: None)
+    assert stream.call_count == 1
+    return stream.call_args.args[0]
+
+
+def test_buildx_is_told_to_make_a_single_platform_image_without_attestations(tmp_path):
+    args = _build_with("docker buildx", tmp_path)
+    assert args[:4] == ["docker", "buildx", "build", "--load"]
+    assert "--provenance=false" in args and "--sbom=false" in args
+
+
+def test_a_cli_with_buildkit_built_in_gets_no_buildx_only_flags(tmp_path):
+    args = _build_with("/usr/bin/docker", tmp_path)
+    assert args[:2] == ["/usr/bin/docker", "build"]
+    assert not any(arg.startswith(("--provenance", "--sbom", "--load")) for arg in args)

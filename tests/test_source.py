@@ -1,9 +1,14 @@
 """Repository URLs, refs and paths are validated before git sees them."""
 
+import os
+import subprocess
+import threading
+from pathlib import Path
+
 import pytest
 
 from deploy import source
-from deploy.errors import UserError
+from deploy.errors import AppError, UserError
 
 
 @pytest.mark.parametrize("url", [
@@ -80,3 +85,80 @@ def test_it_refuses_a_symlink_that_leads_out_of_the_checkout(tmp_path):
     (checkout / "ctx").symlink_to(tmp_path)
     with pytest.raises(UserError, match="leads outside the repository"):
         source.inside(checkout, "ctx", "build context")
+
+
+def _repository_with(tmp_path, *, links: dict[str, str], files: dict[str, bytes]):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    for name, target in links.items():
+        (repo / name).symlink_to(target)
+    for name, data in files.items():
+        (repo / name).write_bytes(data)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=repo, check=True)
+    return repo, subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
+                                text=True).stdout.strip()
+
+
+def test_an_absolute_symlink_in_the_tree_ends_the_export_in_seconds_as_bad_checkout(tmp_path):
+    # The link sorts first; the file behind it is larger than a pipe, so git archive is still writing.
+    repo, sha = _repository_with(tmp_path, links={"a-link": "/etc/passwd"}, files={"big.bin": os.urandom(1 << 20)})
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(_raised(source.export, repo, sha, tmp_path / "out")),
+                              daemon=True)
+    thread.start()
+    thread.join(15)
+    assert not thread.is_alive(), "export still running after 15 s: git archive blocked on a full pipe"
+    assert outcome[0].code == "bad-checkout" and "a-link" in outcome[0].message
+
+
+def _raised(fn, *args):
+    try:
+        fn(*args)
+    except UserError as exc:
+        return exc
+    return None
+
+
+def test_an_ordinary_tree_is_exported_whole(tmp_path):
+    repo, sha = _repository_with(tmp_path, links={"link": "big.bin"}, files={"big.bin": b"x" * (1 << 20)})
+    out = source.export(repo, sha, tmp_path / "out")
+    assert (out / "big.bin").stat().st_size == 1 << 20
+    assert (out / "link").readlink() == Path("big.bin")
+
+
+@pytest.mark.parametrize("stderr, code", [
+    ("fatal: Authentication failed for 'https://gitlab.example.com/team/hello.git/'", "repository-auth-failed"),
+    ("fatal: could not read Username for 'https://gitlab.example.com': terminal prompts disabled",
+     "repository-auth-failed"),
+    ("git@gitlab.example.com: Permission denied (publickey).\nfatal: Could not read from remote repository.",
+     "repository-auth-failed"),
+    ("Host key verification failed.\nfatal: Could not read from remote repository.", "repository-host-key"),
+    ("remote: The project you were looking for could not be found or you don't have permission to view it.\n"
+     "fatal: repository 'https://gitlab.example.com/team/gone.git/' not found", "repository-not-found"),
+    ("fatal: '/srv/git/gone.git' does not appear to be a git repository", "repository-not-found"),
+])
+def test_a_refused_or_missing_repository_is_a_user_error_that_says_why(stderr, code):
+    error = source.fetch_error("https://gitlab.example.com/team/hello.git", stderr)
+    assert (type(error), error.code) == (UserError, code)
+    assert "fatal:" in error.message or "Host key" in error.message
+
+
+@pytest.mark.parametrize("stderr", [
+    "fatal: unable to access 'https://gitlab.example.com/x.git/': Could not resolve host: gitlab.example.com",
+    "fatal: unable to access 'https://127.0.0.1:1/x.git/': Failed to connect to 127.0.0.1 port 1: Couldn't connect",
+    "error: cannot open FETCH_HEAD: Permission denied",
+])
+def test_a_host_that_does_not_answer_is_a_retryable_app_error(stderr):
+    error = source.fetch_error("https://gitlab.example.com/x.git", stderr)
+    assert (type(error), error.code, error.retryable) == (AppError, "git-fetch-failed", True)
+
+
+def test_fetching_a_directory_that_is_no_repository_fails_at_once_as_repository_not_found(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError) as refused:
+        source.fetch(str(tmp_path / "empty"), tmp_path / "work", allow_local=True)
+    assert refused.value.code == "repository-not-found"
+    assert "does not appear to be a git repository" in refused.value.message

@@ -15,7 +15,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db.models.functions import Now
 
-from deploy import arch, ecr, lambdas, source
+from deploy import arch, ecr, lambdas, source, ssh
 from deploy import build as builder
 from deploy import docker as docker_seam
 from deploy.errors import UserError
@@ -80,6 +80,18 @@ def build_args(function: Function) -> dict[str, str]:
     return args
 
 
+def builder_engine(function: Function, out: StepLog) -> str:
+    """The Docker engine that builds for the function's architecture: the local one,
+    DOCKER_HOST, or an ssh:// builder reached through a forwarded socket whose
+    host key is pinned (deploy/ssh.py)."""
+    host = settings.SLIPWAY_DOCKER_HOSTS.get(function.architecture, "")
+    if not ssh.is_ssh(host):
+        return host
+    out(f"builder: {host} (host key pinned)")
+    return retrying("ssh", out, ssh.forward, host, known_hosts=settings.SLIPWAY_SSH_KNOWN_HOSTS,
+                    identity_file=settings.SLIPWAY_SSH_IDENTITY_FILE)
+
+
 def build_inputs(function: Function) -> dict:
     """Everything besides commit and architecture that shapes the image."""
     return {"context": function.context_path, "dockerfile": function.dockerfile_path,
@@ -109,6 +121,7 @@ def fetch_source(run: Run, out: StepLog) -> None:
     held = ecr.find(function.ecr_repository, tag=build.tag)
     out(f"ECR {'holds' if held else 'does not hold'} {function.ecr_repository}:{build.tag}")
     if held:
+        ecr.check_single_image(held)  # pushed by someone else, perhaps as an index: never deployed as is
         build.adopt(held.digest, held.size)
         run.record(kind=Deployment.Kind.REDEPLOY)
 
@@ -129,7 +142,7 @@ def build_image(run: Run, out: StepLog) -> None:
             builder=settings.SLIPWAY_BUILDKIT_DOCKER, context=context, dockerfile=dockerfile,
             platform=arch.get(function.architecture).platform, tag=local_tag(run),
             build_args=build.inputs.get("build_args", {}),
-            docker_host=settings.SLIPWAY_DOCKER_HOSTS.get(function.architecture),
+            docker_host=builder_engine(function, out),
             labels={"slipway.function": function.name, "slipway.commit": build.commit_sha,
                     "slipway.deployment": str(run.deployment.pk)},
             on_line=out, timeout=settings.TASK_SOFT_TIME_LIMIT,
@@ -143,7 +156,7 @@ def push_image(run: Run, out: StepLog) -> None:
     """Refuse the wrong architecture, push the build's tag, record its digest."""
     function, build = run.function, run.build
     tag = local_tag(run)
-    docker = retrying("docker", out, docker_seam.client, settings.SLIPWAY_DOCKER_HOSTS.get(function.architecture, ""))
+    docker = retrying("docker", out, docker_seam.client, builder_engine(function, out))
     attrs = ecr.check_architecture(docker, tag, function.architecture)
     host = ecr.registry_host(run.repository_uri, settings.SLIPWAY_REGISTRY_HOST)
     retrying("login", out, ecr.login, docker, host)

@@ -1,7 +1,15 @@
-"""The backstop: settle deployments whose worker vanished, re-send lost messages.
+"""Settling deployments whose worker is gone, and re-sending lost messages.
 
-Times are compared on the database's clock (heartbeats are written with it
-too), so a host whose clock is off never fails a live worker's row.
+Two paths end such a row. The worker's main process notices at once when one
+of its pool processes dies mid-task (SIGKILL, the OOM killer): Celery reports
+it as a WorkerLostError through `task_failure` in that main process
+(workers/lost.py), which settles the row the dead task had claimed. The
+heartbeat sweep is the backstop for hosts that vanish whole, main process
+included; its times are compared on the database's clock (heartbeats are
+written with it too), so a host whose clock is off never fails a live row.
+
+Either way the row records the truth: one whose shift step completed is live
+and ends succeeded; any other ends failed as `worker-lost`.
 """
 
 from __future__ import annotations
@@ -23,29 +31,44 @@ Status = Deployment.Status
 UNSENT_GRACE = timedelta(seconds=10)  # a row this old whose message never left is sent again
 
 
+def settle_lost(deployment: Deployment, condition: Q, why: str, noticed_by: str) -> bool:
+    """End `deployment` (its worker is gone) while `condition` holds, clean up after
+    it and let its function's next deployment go. False: it beat meanwhile, or ended."""
+    step = deployment.status
+    shift = deployment.steps.filter(name="shift").order_by("-position").first()
+    live = shift is not None and shift.status == DeploymentStep.Status.SUCCEEDED
+    if live:
+        message = (f"{why} after its shift step completed: version {deployment.version} is live behind "
+                   f"{deployment.function.alias}; settled as succeeded by the {noticed_by}")
+    else:
+        message = f"{why} while {step}; the alias was not moved by it (its shift step never completed)"
+    if not deployment.settle_lost(condition, message, live=live):
+        return False
+    DeploymentStep.objects.filter(deployment=deployment, status=DeploymentStep.Status.RUNNING).update(
+        status=DeploymentStep.Status.FAILED, finished_at=Now())
+    Build.fail_unfinished(deployment.build_id)
+    shutil.rmtree(work_root() / "workspaces" / workspace_name(deployment.pk), ignore_errors=True)
+    AuditEvent.record("deployment.worker_lost", actor_label="system", function=deployment.function,
+                      deployment=deployment.pk, step=step, noticed_by=noticed_by,
+                      settled_as=Status.SUCCEEDED if live else Status.FAILED)
+    queue.dispatch(deployment.function_id)
+    return True
+
+
 def sweep() -> dict:
     stale_before = Now() - timedelta(seconds=settings.HEARTBEAT_STALE_SECONDS)
-    lost = []
+    lost, live = [], []
     for deployment in Deployment.objects.filter(status__in=Deployment.RUNNING, heartbeat_at__lt=stale_before):
-        step = deployment.status
-        if not deployment.settle_lost(stale_before, f"no heartbeat since {deployment.heartbeat_at:%H:%M:%S} "
-                                      f"while {step}; the worker running it stopped. The alias was not moved by "
-                                      "it unless its shift step completed."):
-            continue  # it beat meanwhile, or ended
-        lost.append(deployment.pk)
-        DeploymentStep.objects.filter(deployment=deployment, status=DeploymentStep.Status.RUNNING).update(
-            status=DeploymentStep.Status.FAILED, finished_at=Now())
-        Build.fail_unfinished(deployment.build_id)
-        shutil.rmtree(work_root() / "workspaces" / workspace_name(deployment.pk), ignore_errors=True)
-        AuditEvent.record("deployment.worker_lost", actor_label="system", function=deployment.function,
-                          deployment=deployment.pk, step=step)
-        queue.dispatch(deployment.function_id)
+        why = f"no heartbeat since {deployment.heartbeat_at:%H:%M:%S}: the worker running it stopped"
+        if settle_lost(deployment, Q(heartbeat_at__lt=stale_before), why, "sweeper"):
+            (live if deployment.status == Status.SUCCEEDED else lost).append(deployment.pk)
     # Queued rows whose message never made it (broker down) or was lost.
     unsent = Q(enqueued_at__isnull=True, created_at__lt=Now() - UNSENT_GRACE)
     waiting = Deployment.objects.filter(unsent | Q(enqueued_at__lt=Now() - queue.RESEND_AFTER), status=Status.QUEUED)
     resent = sorted(set(waiting.values_list("function_id", flat=True)))
     for function_id in resent:
         queue.dispatch(function_id)
-    if lost:
-        log.warning("sweeper failed %d deployment(s) with worker-lost: %s", len(lost), lost)
-    return {"worker_lost": lost, "redispatched_functions": resent}
+    if lost or live:
+        log.warning("sweeper settled deployment(s) whose worker stopped: failed %s, live after their shift %s",
+                    lost, live)
+    return {"worker_lost": lost, "live_after_shift": live, "redispatched_functions": resent}

@@ -14,25 +14,25 @@ from celery import shared_task
 from portal import queue
 from portal.celery import DEPLOY_TASK, ROLLBACK_TASK, SWEEP_TASK
 from portal.models import Build, Deployment
-from workers import steps, sweeper
+from workers import lost, steps, sweeper  # noqa: F401 - lost connects the main process's signal
 from workers.recording import Recorder, check_stop, settle
 
 Status = Deployment.Status
 
 
-def _claimed(pk: int, first: str) -> Deployment | None:
+def _claimed(pk: int, first: str, task_id: str) -> Deployment | None:
     deployment = Deployment.objects.select_related("function", "build").filter(pk=pk).first()
     if deployment is None:
         return None
-    if not queue.claim(deployment, first):
+    if not queue.claim(deployment, first, task_id or ""):
         queue.dispatch(deployment.function_id)  # it ended or waits: let the queue move on
         return None
     return deployment
 
 
-@shared_task(name=DEPLOY_TASK, ignore_result=True, acks_late=True)
-def deploy(deployment_id: int) -> str:
-    deployment = _claimed(deployment_id, Status.SOURCE)
+@shared_task(name=DEPLOY_TASK, bind=True, ignore_result=True, acks_late=True)
+def deploy(self, deployment_id: int) -> str:
+    deployment = _claimed(deployment_id, Status.SOURCE, self.request.id)
     if deployment is None:
         return "not claimed"
     return settle(deployment, lambda: _deploy(steps.Run(deployment), Recorder(deployment)))
@@ -83,9 +83,9 @@ def _ship(run: steps.Run, rec: Recorder) -> None:
     check_stop(run.deployment)
 
 
-@shared_task(name=ROLLBACK_TASK, ignore_result=True, acks_late=True)
-def rollback(deployment_id: int) -> str:
-    deployment = _claimed(deployment_id, Status.CHECKING)
+@shared_task(name=ROLLBACK_TASK, bind=True, ignore_result=True, acks_late=True)
+def rollback(self, deployment_id: int) -> str:
+    deployment = _claimed(deployment_id, Status.CHECKING, self.request.id)
     if deployment is None:
         return "not claimed"
     return settle(deployment, lambda: _rollback(steps.Run(deployment), Recorder(deployment)))

@@ -31,6 +31,10 @@ COMMANDS = {
     "/usr/lib/postgresql/15/bin/postgres": "postgresql",
     "/usr/lib/postgresql/15/bin/pg_isready": "postgresql-client-15",
     "setpriv": "util-linux",  # runs initdb and postgres as the postgres user (they refuse root)
+    # Remote builders (SLIPWAY_DOCKER_HOST_<ARCH>=ssh://…) are reached with the ssh client; the tests
+    # stand a private sshd up on 127.0.0.1 as such a builder (tests/sshd.py).
+    "ssh": "openssh-client",
+    "/usr/sbin/sshd": "openssh-server",
 }
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 

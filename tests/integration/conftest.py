@@ -81,15 +81,19 @@ class Repo:
 class Worker:
     """A real Celery worker process on the test stack, restartable and killable."""
 
-    def __init__(self, log: Path, faults: Path):
+    def __init__(self, log: Path, faults: Path, queues: str = "deploys,rollbacks", concurrency: int = 2,
+                 env: dict | None = None):
         self.log, self.faults, self.proc, self.node = log, faults, None, ""
+        self.queues, self.concurrency, self.env = queues, concurrency, env or {}
 
     def start(self) -> None:
-        self.node = f"slipway-pytest-{os.getpid()}-{int(time.time())}@localhost"
-        env = {**os.environ, "SLIPWAY_WORKER_FOR_TESTS": "1", "SLIPWAY_TESTING": "1",
-               "SLIPWAY_FAULTS_FILE": str(self.faults), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+        self.node = f"slipway-pytest-{os.getpid()}-{self.queues.replace(',', '-')}-{time.time_ns()}@localhost"
+        # An hour of heartbeat window: no sweep runs in these workers anyway, and a test
+        # about a lost process proves that its worker, not the sweeper, settled the row.
+        env = {**os.environ, "SLIPWAY_WORKER_FOR_TESTS": "1", "SLIPWAY_TESTING": "1", "SLIPWAY_HEARTBEAT_STALE": "3600",
+               "SLIPWAY_FAULTS_FILE": str(self.faults), "DJANGO_SETTINGS_MODULE": "tests.settings", **self.env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "deploys,rollbacks", "-c", "2",
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", self.queues, "-c", str(self.concurrency),
              "-n", self.node, "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
             env=env, cwd=REPO_ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
         from workers.celery import app
@@ -98,8 +102,9 @@ class Worker:
 
     def kill(self) -> None:
         """SIGKILL the whole worker: main process and pool children, as a host crash would."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -124,6 +129,23 @@ def worker(django_db_setup, django_db_blocker, faults, tmp_path_factory):
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def workers_apart(worker, faults, tmp_path):
+    """The production layout, for one test: a deploys-only worker with one process
+    and a rollbacks worker. The session's combined worker steps aside meanwhile."""
+    worker.stop()
+    deploys = Worker(tmp_path / "deploys.log", faults, queues="deploys", concurrency=1)
+    rollbacks = Worker(tmp_path / "rollbacks.log", faults, queues="rollbacks", concurrency=1)
+    try:
+        deploys.start()
+        rollbacks.start()
+        yield deploys, rollbacks
+    finally:
+        deploys.kill()  # a build may still run: it dies with its process (PR_SET_PDEATHSIG)
+        rollbacks.stop()
+        worker.start()
 
 
 @pytest.fixture
@@ -259,9 +281,11 @@ def released_plane(docker_client, tmp_path_factory):
             except Exception:
                 pass
         for image in docker_client.images.list(name=f"slipway-test/released-{suffix}"):
-            for tag in image.tags:  # the plane's warm containers may still hold the image itself
-                with contextlib.suppress(Exception):
-                    docker_client.images.remove(tag, noprune=True)
+            # The plane may still run a warm container of the deleted function from it (this session's own).
+            with contextlib.suppress(Exception):
+                for container in docker_client.containers.list(all=True, filters={"ancestor": image.id}):
+                    container.remove(force=True)
+                docker_client.images.remove(image.id, force=True)
 
 
 def docker_seam_client():

@@ -56,17 +56,31 @@ def _worker(queues: str, log):
     return node, worker
 
 
-def test_it_sees_a_celery_worker_come_and_go(client, db, tmp_path):
+def test_it_sees_the_deploys_and_rollbacks_workers_come_and_go(client, db, tmp_path):
     stack_env("REDIS_URL")
-    node, worker = _worker("deploys,rollbacks", tmp_path / "worker.log")
+    (deploys, one), (rollbacks, other) = _worker("deploys", tmp_path / "d.log"), _worker("rollbacks",
+                                                                                       tmp_path / "r.log")
     try:
-        check = wait_for(lambda: (c := _checks(client)["worker"])["ok"] and c, 60, "the worker to answer ping")
-        assert node in check["message"]
+        check = wait_for(lambda: (c := _checks(client)["worker"])["ok"] and c, 60, "both workers to answer ping")
+        assert deploys in check["message"] and rollbacks in check["message"]
     finally:
-        worker.stop()
+        one.stop()
+        other.stop()
     check = _checks(client)["worker"]
     assert check["ok"] is False
     assert "no Celery worker answered" in check["message"]
+
+
+def test_it_reports_rollbacks_that_share_a_worker_with_deploys(client, db, tmp_path):
+    stack_env("REDIS_URL")
+    node, worker = _worker("deploys,rollbacks", tmp_path / "worker.log")
+    try:
+        check = wait_for(lambda: (c := _checks(client)["worker"])["message"].startswith("rollbacks share") and c,
+                         60, "the worker to answer")
+    finally:
+        worker.stop()
+    assert check["ok"] is False
+    assert node in check["message"] and "celery -A workers worker -Q rollbacks -c 1" in check["message"]
 
 
 def test_it_reports_a_queue_that_no_worker_consumes(client, db, tmp_path):

@@ -6,15 +6,18 @@ import io
 import json
 import os
 import signal
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from deploy import aws, ecr, lambdas
 from deploy.local import base_images
-from portal.models import Deployment, DeploymentStep
+from portal.models import Build, Deployment, DeploymentStep
 from portal.services import request_deploy, request_rollback
 from tests.conftest import wait_for
 from tests.integration.conftest import DOCKERFILE, invoke_live, processes, slow_dockerfile, wait_done
@@ -111,7 +114,8 @@ def test_a_worker_killed_mid_build_is_settled_as_worker_lost_and_leaves_nothing_
     assert invoke_live(fixture_function)["release"] == "after"
 
 
-def test_a_build_dies_with_the_pool_process_that_started_it(worker, fixture_function, repo, unique, settings):
+def test_a_pool_process_killed_mid_build_is_settled_by_its_worker_and_the_next_deployment_starts(
+        worker, fixture_function, repo, unique):
     marker = f"slipway-orphan-{unique}"
     repo.release("slow", dockerfile=slow_dockerfile(marker, 60))
     deployment = request_deploy(fixture_function, trigger="cli")
@@ -119,15 +123,21 @@ def test_a_build_dies_with_the_pool_process_that_started_it(worker, fixture_func
     wait_for(lambda: processes(marker), 30, "the slow RUN step to start")
     parent = int(Path(f"/proc/{cli}/stat").read_text().rsplit(")", 1)[1].split()[1])
     assert worker.node in Path(f"/proc/{parent}/cmdline").read_text(), "the CLI's parent is not our worker"
+    repo.release("next")
+    following = request_deploy(fixture_function, trigger="cli")  # waits behind the build
+    killed_at, killed = timezone.now(), time.monotonic()
 
     os.kill(parent, signal.SIGKILL)  # that process alone, as the OOM killer would: no signal reaches the CLI
 
     wait_for(lambda: not any(build_clis(deployment) + processes(marker)), 20,
              "the build CLI and its RUN step to die with their parent (PR_SET_PDEATHSIG)")
-    settings.HEARTBEAT_STALE_SECONDS = 1
-    wait_for(lambda: deployment.pk in sweeper.sweep()["worker_lost"], 30, "the sweeper to settle the row")
-    deployment.refresh_from_db()
+    wait_done(deployment, timeout=30)  # the sweeper never runs here, and the worker's heartbeat window is an hour
     assert (deployment.status, deployment.error_code) == (Status.FAILED, "worker-lost")
+    assert "the worker process running it died" in deployment.error_message, "not settled by the worker"
+    started = wait_for(lambda: Deployment.objects.get(pk=following.pk).started_at, 30, "the next deployment")
+    print(f"pool process SIGKILL at {killed_at:%H:%M:%S.%f} -> row settled at {deployment.finished_at:%H:%M:%S.%f}, "
+          f"next deployment started at {started:%H:%M:%S.%f}; seen here {time.monotonic() - killed:.1f} s after it")
+    assert wait_done(following).status == Status.SUCCEEDED, following.error_message
 
 
 @pytest.mark.postgres
@@ -264,3 +274,71 @@ def test_a_rollback_to_a_deleted_version_updates_code_to_its_digest(worker, fixt
     published = aws.client("lambda").get_function(FunctionName=fixture_function.lambda_name,
                                                   Qualifier=rollback.version)
     assert published["Code"]["ImageUri"].endswith(f"@{first.build.digest}")
+
+
+# --- Source errors, recorded where the user sees them -------------------------------------
+
+
+def test_an_absolute_symlink_in_the_repository_fails_the_build_step_in_seconds_as_bad_checkout(
+        worker, fixture_function, repo):
+    repo.release("one")
+    (repo.path / "a-link").symlink_to("/etc/passwd")  # sorts first: git archive is still writing big.bin
+    (repo.path / "big.bin").write_bytes(os.urandom(1 << 20))
+    repo.commit("an absolute symlink", {})
+    deployment = wait_done(request_deploy(fixture_function, trigger="cli"), timeout=60)
+    assert (deployment.status, deployment.error_code) == (Status.FAILED, "bad-checkout")
+    step = deployment.steps.get(name="build")
+    assert step.status == DeploymentStep.Status.FAILED
+    assert "error bad-checkout" in step.output and "a-link" in step.output
+    assert (step.finished_at - step.started_at).total_seconds() < 10
+    assert deployment.build.status == deployment.build.Status.FAILED
+
+
+# --- Single-platform images only ------------------------------------------------------------
+
+
+def put_manifest(repository: str, reference: str, body: bytes, media_type: str) -> None:
+    """PUT a manifest through the local plane's registry API, as another pipeline might."""
+    url = f"http://{os.environ['SLIPWAY_REGISTRY_HOST']}/v2/{repository}/manifests/{reference}"
+    request = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": media_type})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+
+
+def test_an_image_index_already_held_in_ecr_is_refused_before_it_is_deployed(worker, fixture_function, repo):
+    first = deployed(fixture_function, repo, "one")
+    real = ecr.find(fixture_function.ecr_repository, digest=first.build.digest)
+    _, manifest = ecr.manifest(fixture_function.ecr_repository, real.digest)
+    sha = repo.release("two")
+    tag = Build(commit_sha=sha, architecture=fixture_function.architecture, inputs_digest=Build.digest_inputs(
+        sha, fixture_function.architecture, steps.build_inputs(fixture_function))).tag
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": manifest["mediaType"], "digest": real.digest, "size": len(json.dumps(manifest)),
+         "platform": {"os": "linux", "architecture": "amd64"}}]}
+    put_manifest(fixture_function.ecr_repository, tag, json.dumps(index).encode(), index["mediaType"])
+
+    second = wait_done(request_deploy(fixture_function, trigger="cli"), timeout=60)
+    assert (second.status, second.error_code) == (Status.FAILED, "image-index"), second.error_message
+    assert f"{fixture_function.ecr_repository}:{tag}" in second.error_message
+    assert step_names(second) == ["source"] and second.build.status != second.build.Status.SUCCEEDED
+    assert alias_version(fixture_function) == first.version
+    assert invoke_live(fixture_function)["release"] == "one"
+
+
+# --- Rollbacks never queue behind builds ------------------------------------------------------
+
+
+def test_a_rollback_finishes_while_every_deploy_worker_is_busy_building(
+        workers_apart, fixture_function, released_function, repo, unique):
+    repo.release("slow", dockerfile=slow_dockerfile(f"slipway-busy-{unique}", 40))
+    busy = request_deploy(fixture_function, trigger="cli")
+    wait_for(lambda: building(busy), 60, "the only deploy process to be building")
+
+    rollback = wait_done(request_rollback(released_function, trigger="ui"), timeout=60)
+
+    assert rollback.status == Status.SUCCEEDED, rollback.error_message
+    assert invoke_live(released_function)["release"] == "one"
+    busy.refresh_from_db()
+    assert busy.status == Status.BUILDING, "the build had ended: no deploy worker was busy during the rollback"
+    assert busy.steps.get(name="build").finished_at is None
+    print(f"rollback beside a busy deploy worker took {rollback.duration.total_seconds():.2f} s")

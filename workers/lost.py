@@ -1,0 +1,56 @@
+"""A pool process that dies mid-deployment is noticed by its worker's main process.
+
+With acks_late and reject_on_worker_lost off, Celery 5.5's main process turns
+the death of a pool child that was running a task (SIGKILL, the OOM killer)
+into a WorkerLostError as soon as it sees the child exit (the prefork
+AsynPool's on_job_process_lost; `worker_lost_wait` only applies to billiard's
+plain pool), acknowledges the message (it is not run again) and sends
+`task_failure` for it *in the main process*
+(celery.worker.request.Request.on_failure). That is the moment to settle the
+row: the dead task's id is the one that claimed it (Deployment.claim), so
+nothing else's row is touched, and the function's next deployment starts at
+once instead of after the heartbeat window.
+
+The sweeper stays the backstop: for a host that vanishes with its main
+process, and for a task killed at the hard time limit (Celery sends no
+task_failure for that one)."""
+
+from __future__ import annotations
+
+import logging
+
+from billiard.exceptions import WorkerLostError
+from celery import signals
+from django import db
+from django.db.models import Q
+
+from portal import queue
+from portal.celery import DEPLOY_TASK, ROLLBACK_TASK
+from portal.models import Deployment
+from workers import sweeper
+
+log = logging.getLogger(__name__)
+
+
+@signals.task_failure.connect
+def settle_after_lost_worker(sender=None, task_id=None, exception=None, args=None, **_) -> None:
+    if getattr(sender, "name", None) not in (DEPLOY_TASK, ROLLBACK_TASK) or not isinstance(exception,
+                                                                                          WorkerLostError):
+        return
+    pk = (args or [None])[0]
+    db.close_old_connections()
+    try:
+        deployment = Deployment.objects.select_related("function").filter(pk=pk, task_id=task_id).first()
+        if deployment is None or deployment.is_terminal:
+            return
+        if deployment.status == Deployment.Status.QUEUED:  # it died before claiming: send the row again now
+            Deployment.objects.filter(pk=pk, status=Deployment.Status.QUEUED).update(enqueued_at=None)
+            queue.dispatch(deployment.function_id)
+            return
+        why = f"the worker process running it died ({exception})"
+        if sweeper.settle_lost(deployment, Q(task_id=task_id), why, "worker's main process"):
+            log.warning("deployment %s settled as %s: %s", pk, deployment.status, why)
+    except Exception:  # the sweeper settles it later; the main process must carry on
+        log.exception("could not settle deployment %s after its worker process died", pk)
+    finally:
+        db.close_old_connections()
