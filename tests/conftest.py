@@ -45,6 +45,27 @@ def cast(db, function):
     return users
 
 
+@pytest.fixture
+def sent():
+    """Celery's send_task, the one seam of the web side's queue, patched: no broker needed."""
+    from unittest import mock
+
+    with mock.patch("portal.queue.app.send_task", autospec=True) as send_task:
+        send_task.return_value.id = "task-1"
+        yield send_task
+
+
+def released(function, version: str, sha: str, **fields):
+    """A successful release row (and its build) as the pipeline leaves it, without running it."""
+    from portal.models import Build, Deployment
+
+    build = Build.objects.create(function=function, commit_sha=sha, architecture="arm64", inputs_digest=sha,
+                                 status=Build.Status.SUCCEEDED, digest="sha256:" + sha[:2] * 32, size_bytes=2**20)
+    return Deployment.objects.create(function=function, trigger="cli", status=Deployment.Status.SUCCEEDED,
+                                     version=version, build=build, commit_sha=sha,
+                                     commit_message=f"release {version}", **fields)
+
+
 def stack_env(name: str) -> str:
     """A variable the test stack exports; missing means pytest ran outside `make test`."""
     value = os.environ.get(name)

@@ -8,17 +8,16 @@ import jsonschema
 import pytest
 from django.utils import timezone
 
-from portal.models import ApiToken, AuditEvent, Build, Deployment, Function
+from portal.models import ApiToken, AuditEvent, Deployment, Function
 from tests.api_client import Api, openapi, validate
+from tests.conftest import released
 
 Status = Deployment.Status
 
 
 @pytest.fixture(autouse=True)
-def sent():
-    with mock.patch("portal.queue.app.send_task", autospec=True) as send_task:
-        send_task.return_value.id = "task-1"
-        yield send_task
+def _no_broker(sent):
+    return sent
 
 
 @pytest.fixture(autouse=True)
@@ -39,13 +38,6 @@ def tokens(cast):
 @pytest.fixture
 def api(client, doc):
     return Api(client, doc)
-
-
-def released(function, version: str, sha: str) -> Deployment:
-    build = Build.objects.create(function=function, commit_sha=sha, architecture="arm64", inputs_digest=sha,
-                                 status=Build.Status.SUCCEEDED, digest="sha256:" + sha[:2] * 32)
-    return Deployment.objects.create(function=function, trigger="cli", status=Status.SUCCEEDED, version=version,
-                                     build=build, commit_sha=sha)
 
 
 def test_the_openapi_document_declares_required_properties_and_is_browsable(client, doc):

@@ -2,36 +2,22 @@
 patched (the one seam): no broker needed. Marked `postgres`: `make test` runs
 them on Postgres too, where select_for_update really locks."""
 
-from unittest import mock
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from portal import queue
-from portal.models import Build, Deployment
+from portal.models import Deployment
 from portal.services import RequestRefused, cancel, request_deploy, request_rollback
+from tests.conftest import released
 
 pytestmark = pytest.mark.postgres
 Status = Deployment.Status
 
 
-@pytest.fixture
-def sent():
-    with mock.patch("portal.queue.app.send_task", autospec=True) as send_task:
-        send_task.return_value.id = "task-1"
-        yield send_task
-
-
 def sent_pks(sent) -> list[int]:
     return [c.kwargs["args"][0] for c in sent.call_args_list]
-
-
-def released(function, version: str, sha: str) -> Deployment:
-    build = Build.objects.create(function=function, commit_sha=sha, architecture="arm64", inputs_digest=sha,
-                                 status=Build.Status.SUCCEEDED, digest="sha256:" + sha[:2] * 32)
-    return Deployment.objects.create(function=function, trigger="cli", status=Status.SUCCEEDED, version=version,
-                                     build=build, commit_sha=sha)
 
 
 @pytest.fixture

@@ -1,34 +1,25 @@
 """Every page and action, as each of the cast: alice owns `hello`, bob deploys it,
 charlie views it, dave has no role. Celery's send_task is the one seam patched."""
 
-from unittest import mock
 
 import pytest
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from portal.models import AuditEvent, Build, Deployment, Function, Membership
+from tests.conftest import released
 
 Status = Deployment.Status
 
 
 @pytest.fixture(autouse=True)
-def sent():
-    with mock.patch("portal.queue.app.send_task", autospec=True) as send_task:
-        send_task.return_value.id = "task-1"
-        yield send_task
+def _no_broker(sent):
+    return sent
 
 
 def login(client, cast, name):
     client.force_login(cast[name])
     return client
-
-
-def released(function, version: str, sha: str, **fields) -> Deployment:
-    build = Build.objects.create(function=function, commit_sha=sha, architecture="arm64", inputs_digest=sha,
-                                 status=Build.Status.SUCCEEDED, digest="sha256:" + sha[:2] * 32, size_bytes=2**20)
-    return Deployment.objects.create(function=function, trigger="cli", status=Status.SUCCEEDED, version=version,
-                                     build=build, commit_sha=sha, commit_message=f"release {version}", **fields)
 
 
 @pytest.fixture

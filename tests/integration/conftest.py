@@ -162,6 +162,15 @@ def repo(tmp_path) -> Repo:
     return Repo(tmp_path / "repo")
 
 
+def remove_from_plane(lambda_name: str, repository: str) -> None:
+    """Delete a test's Lambda and ECR repository from the plane, whatever state they are in."""
+    aws.reset()
+    for cleanup in (lambda: aws.client("lambda").delete_function(FunctionName=lambda_name),
+                    lambda: aws.client("ecr").delete_repository(repositoryName=repository, force=True)):
+        with contextlib.suppress(Exception):
+            cleanup()
+
+
 def _function_on_the_plane(repo, unique, docker_client, architecture: str):
     """A tiny function on the local base image, removed from the plane and Docker afterwards."""
     from portal.models import Function
@@ -172,14 +181,7 @@ def _function_on_the_plane(repo, unique, docker_client, architecture: str):
         execution_role_arn="arn:aws:iam::000000000000:role/slipway-test", architecture=architecture,
     )
     yield function
-    aws.reset()
-    lam, ecr = aws.client("lambda"), aws.client("ecr")
-    for cleanup in (lambda: lam.delete_function(FunctionName=function.lambda_name),
-                    lambda: ecr.delete_repository(repositoryName=function.ecr_repository, force=True)):
-        try:
-            cleanup()
-        except Exception:
-            pass
+    remove_from_plane(function.lambda_name, function.ecr_repository)
     for image in docker_client.images.list(filters={"label": f"slipway.function={function.name}"}):
         try:
             docker_client.images.remove(image.id, force=True)
@@ -274,12 +276,7 @@ def released_plane(docker_client, tmp_path_factory):
                                    "version": version, "tag": tag, "uri": uri})
         yield plane
     finally:
-        for cleanup in (lambda: aws.client("lambda").delete_function(FunctionName=plane.lambda_name),
-                        lambda: aws.client("ecr").delete_repository(repositoryName=plane.repository, force=True)):
-            try:
-                cleanup()
-            except Exception:
-                pass
+        remove_from_plane(plane.lambda_name, plane.repository)
         for image in docker_client.images.list(name=f"slipway-test/released-{suffix}"):
             # The plane may still run a warm container of the deleted function from it (this session's own).
             with contextlib.suppress(Exception):

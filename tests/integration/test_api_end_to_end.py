@@ -6,12 +6,13 @@ import subprocess
 
 import pytest
 
-from deploy import aws, lambdas
+from deploy import lambdas
 from deploy.local.common import REPO_ROOT
 from portal.management.commands.bootstrap_local import detector_smoke_event
 from portal.models import ApiToken
 from tests.api_client import Api, openapi
 from tests.conftest import wait_for
+from tests.integration.conftest import remove_from_plane
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +22,7 @@ def detector_names(unique):
     names = {"name": f"api-detector-{unique}", "lambda": f"slipway-api-detector-{unique}",
              "ecr": f"slipway/api-detector-{unique}"}
     yield names
-    aws.reset()
-    for cleanup in (lambda: aws.client("lambda").delete_function(FunctionName=names["lambda"]),
-                    lambda: aws.client("ecr").delete_repository(repositoryName=names["ecr"], force=True)):
-        try:
-            cleanup()
-        except Exception:
-            pass
+    remove_from_plane(names["lambda"], names["ecr"])
 
 
 def follow(api: Api, deployment: dict, timeout: float = 600) -> dict:

@@ -5,8 +5,8 @@ in a real browser, against the real local stack."""
 import pytest
 from playwright.sync_api import expect
 
-from deploy import aws
 from portal.models import Deployment, Function
+from tests.integration.conftest import remove_from_plane
 
 pytestmark = pytest.mark.integration
 
@@ -20,13 +20,7 @@ def erin(transactional_db, django_user_model):
 def cleanup_plane(unique):
     names = {"lambda": f"slipway-ui-{unique}", "ecr": f"slipway/ui-{unique}"}
     yield names
-    aws.reset()
-    for cleanup in (lambda: aws.client("lambda").delete_function(FunctionName=names["lambda"]),
-                    lambda: aws.client("ecr").delete_repository(repositoryName=names["ecr"], force=True)):
-        try:
-            cleanup()
-        except Exception:
-            pass
+    remove_from_plane(names["lambda"], names["ecr"])
 
 
 def deploy_from_the_page(page, artifacts, shot: str) -> None:
