@@ -18,6 +18,7 @@ from portal.env import (
     env_choice,
     env_int,
     env_list,
+    env_networks,
     env_str,
     env_url,
 )
@@ -36,8 +37,9 @@ LOCAL_MODE = env_bool("SLIPWAY_LOCAL", False)
 def _secret_key() -> str:
     key = env_str("DJANGO_SECRET_KEY")
     if key:
-        if len(key) < 32:
-            raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 32 characters")
+        if len(key) < 50 or len(set(key)) < 5:
+            raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 50 random characters "
+                                       "(python -c 'import secrets; print(secrets.token_urlsafe(50))')")
         return key
     if not LOCAL_MODE:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY is required unless SLIPWAY_LOCAL=1")
@@ -68,6 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from the web process itself
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -115,14 +118,38 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = STATE_DIR / "static"
 
-SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not LOCAL_MODE and not DEBUG)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if not LOCAL_MODE:  # hashed, compressed names; `manage.py collectstatic` at image build
+    STORAGES = {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+                "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}}
 
+# --- HTTPS, for production behind a TLS-terminating proxy -----------------------
+PRODUCTION = not LOCAL_MODE and not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", PRODUCTION)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# The proxy says the original request was HTTPS; only trust it when one is in front.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("SLIPWAY_BEHIND_TLS_PROXY",
+                                                                          False) else None
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]  # load balancers and Prometheus probe over plain HTTP
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else [
+    # HSTS preload puts the whole domain on browsers' built-in lists, hard to undo: a decision for
+    # whoever owns the domain (DJANGO_SECURE_HSTS_PRELOAD=1), not a default of an internal portal.
+    "security.W021",
+]
+
+# JSON lines on stdout in production (one event a line, with deployment and function ids);
+# plain text in local mode, where a person reads the terminal.
+LOG_FORMAT = env_choice("SLIPWAY_LOG_FORMAT", "text" if LOCAL_MODE else "json", ("json", "text"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "portal.jsonlog.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
+                             **({"formatter": "json"} if LOG_FORMAT == "json" else {})}},
     "root": {"handlers": ["console"], "level": env_choice("SLIPWAY_LOG_LEVEL", "INFO",
                                                            ("DEBUG", "INFO", "WARNING", "ERROR"))},
 }
@@ -211,6 +238,9 @@ SLIPWAY_ALLOWED_EXECUTION_ROLES = env_list(
 SLIPWAY_API_DEPLOY_RATE = env_int("SLIPWAY_API_DEPLOY_RATE", 30, minimum=0)  # 0: no limit
 SLIPWAY_API_DEPLOY_WINDOW = env_int("SLIPWAY_API_DEPLOY_WINDOW", 60, minimum=1)
 SLIPWAY_API_MAX_BODY = env_int("SLIPWAY_API_MAX_BODY", 64 * 1024, minimum=1024)
+# /metrics: open to this bearer token, or to clients in these networks (CIDRs).
+SLIPWAY_METRICS_TOKEN = env_str("SLIPWAY_METRICS_TOKEN")
+SLIPWAY_METRICS_NETWORKS = env_networks("SLIPWAY_METRICS_NETWORKS", ["127.0.0.1/32", "::1/128"])
 # Only staff may register functions (default: any signed-in user, who becomes its owner).
 SLIPWAY_REGISTER_STAFF_ONLY = env_bool("SLIPWAY_REGISTER_STAFF_ONLY", False)
 

@@ -4,6 +4,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from portal.api import api
+from portal.metrics import metrics
 from portal.views import account, audit, deployments, functions, health
 
 urlpatterns = [
@@ -33,6 +34,7 @@ urlpatterns = [
     path("account/tokens/<int:pk>/revoke/", account.token_revoke, name="portal-token-revoke"),
     path("api/v1/", api.urls),
     path("healthz", health.healthz, name="portal-healthz"),
+    path("metrics", metrics, name="portal-metrics"),
     path("health/", health.health_page, name="portal-health"),
     path("admin/", admin.site.urls),
 ]

@@ -122,3 +122,32 @@ def test_a_postgres_database_url_still_needs_a_host(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgres:///slipway")
     with pytest.raises(ImproperlyConfigured, match="DATABASE_URL must be a URL"):
         env.database_from_url("DATABASE_URL", "/unused")
+
+
+def test_production_settings_pass_the_deploy_checks_with_no_warning(tmp_path):
+    env = {"DJANGO_SECRET_KEY": "k" * 30 + "0123456789abcdefghij", "DJANGO_ALLOWED_HOSTS": "slipway.example.org",
+           "DATABASE_URL": f"sqlite:////{tmp_path}/db.sqlite3", "SLIPWAY_STATE_DIR": str(tmp_path),
+           "SLIPWAY_BEHIND_TLS_PROXY": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "no issues" in done.stdout
+
+
+def test_a_short_secret_key_is_refused(tmp_path):
+    done = _load_settings(DJANGO_SECRET_KEY="x" * 40, SLIPWAY_STATE_DIR=str(tmp_path))
+    assert "DJANGO_SECRET_KEY must be at least 50 random characters" in done.stderr
+
+
+def test_log_lines_are_json_with_the_deployment_and_no_secret():
+    import json
+    import logging
+
+    from portal.jsonlog import JsonFormatter, bound
+
+    record = logging.LogRecord("workers", logging.WARNING, __file__, 1, "login with password=hunter22 failed",
+                               None, None)
+    with bound(deployment=42, function="detector"):
+        line = json.loads(JsonFormatter().format(record))
+    assert (line["deployment"], line["function"], line["level"]) == (42, "detector", "warning")
+    assert "hunter22" not in line["message"]

@@ -17,6 +17,8 @@ OPEN = {
     "openapi-json": "the API's schema: it names no function and no secret",
     "openapi-view": "the browsable rendering of that schema",
     "api-root": "answers 404: nothing is there",
+    "portal-metrics": "Prometheus scrapes it: guarded by its own token or network list (tests/test_metrics.py), "
+                      "and it names no function",
 }
 SIGNED_IN_PAGES = {  # pages of their own that any signed-in user sees (they list only what they may see)
     "portal-functions", "portal-function-register", "portal-audit", "portal-health", "portal-logout",

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from deploy.errors import AppError, DeployError
 from deploy.logs import mask
-from portal import queue
+from portal import jsonlog, queue
 from portal.models import AuditEvent, Deployment, DeploymentStep
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,11 @@ def finish(deployment: Deployment, status: str, code: str = "", message: str = "
 def settle(deployment: Deployment, steps) -> str:
     """Run the steps with a heartbeat; whatever happens, the row ends terminal
     and the function's next deployment is dispatched."""
+    with jsonlog.bound(deployment=deployment.pk, function=deployment.function.name):
+        return _settle(deployment, steps)
+
+
+def _settle(deployment: Deployment, steps) -> str:
     try:
         with heartbeat(deployment):
             steps()

@@ -1,0 +1,42 @@
+"""Logs as JSON lines on stdout in production: one line per event, with the
+deployment and function it concerns, never a secret (messages pass the same
+masking as step logs)."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+from datetime import UTC, datetime
+
+from deploy.logs import mask
+
+_context: contextvars.ContextVar[dict] = contextvars.ContextVar("slipway_log_context", default={})
+
+
+@contextlib.contextmanager
+def bound(**fields):
+    """Attach fields (deployment, function) to every log line written inside the block."""
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": mask(record.getMessage()),
+            **_context.get(),
+        }
+        for key in ("deployment", "function"):
+            if hasattr(record, key):
+                line[key] = getattr(record, key)
+        if record.exc_info:
+            line["exception"] = mask(self.formatException(record.exc_info))
+        return json.dumps(line, default=str)

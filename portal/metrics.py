@@ -1,0 +1,116 @@
+"""`/metrics` in Prometheus's text format, read from the database at scrape time.
+
+Workers are other processes, often on other hosts: their figures are in the
+rows they write, so the web process that is scraped reads them there instead
+of keeping in-process counters that would only see its own requests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, F, FloatField, Min, Q, Sum
+from django.db.models.functions import Cast, Extract
+from django.http import HttpResponse
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import CollectorRegistry
+
+from portal.models import Deployment, DeploymentStep, WebhookDelivery
+
+STEP_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+QUEUES = {"deploys": ~Q(kind=Deployment.Kind.ROLLBACK), "rollbacks": Q(kind=Deployment.Kind.ROLLBACK)}
+
+
+class DatabaseCollector:
+    """Everything below is computed from rows, by a handful of aggregate queries."""
+
+    def collect(self):
+        deployments = CounterMetricFamily("slipway_deployments", "Deployments that ended, by kind, outcome and "
+                                          "error code", labels=["kind", "status", "error_code"])
+        ended = (Deployment.objects.filter(status__in=Deployment.TERMINAL)
+                 .values("kind", "status", "error_code").annotate(n=Count("pk")).order_by())
+        for row in ended:
+            deployments.add_metric([row["kind"], row["status"], row["error_code"]], row["n"])
+        yield deployments
+
+        running = GaugeMetricFamily("slipway_deployments_running", "Deployments running, by step",
+                                    labels=["status"])
+        for row in (Deployment.objects.filter(status__in=Deployment.RUNNING).values("status")
+                    .annotate(n=Count("pk")).order_by()):
+            running.add_metric([row["status"]], row["n"])
+        yield running
+
+        depth = GaugeMetricFamily("slipway_queue_depth", "Queued deployments per queue", labels=["queue"])
+        oldest = GaugeMetricFamily("slipway_queue_oldest_age_seconds", "Age of the oldest queued deployment",
+                                   labels=["queue"])
+        now = timezone.now()
+        for queue, condition in QUEUES.items():
+            found = Deployment.objects.filter(condition, status=Deployment.Status.QUEUED).aggregate(
+                n=Count("pk"), first=Min("created_at"))
+            depth.add_metric([queue], found["n"])
+            oldest.add_metric([queue], (now - found["first"]).total_seconds() if found["first"] else 0)
+        yield depth
+        yield oldest
+
+        yield self._step_histogram()
+
+        deliveries = CounterMetricFamily("slipway_webhook_deliveries", "Webhook deliveries by outcome",
+                                         labels=["outcome"])
+        for row in WebhookDelivery.objects.values("outcome").annotate(n=Count("pk")).order_by():
+            deliveries.add_metric([row["outcome"]], row["n"])
+        yield deliveries
+
+    def _step_histogram(self):
+        histogram = HistogramMetricFamily("slipway_step_duration_seconds", "Pipeline step durations",
+                                          labels=["step"])
+        took = F("finished_at") - F("started_at")
+        buckets = {f"le_{i}": Count("pk", filter=Q(seconds__lte=bound)) for i, bound in enumerate(STEP_BUCKETS)}
+        rows = (DeploymentStep.objects.filter(finished_at__isnull=False, status=DeploymentStep.Status.SUCCEEDED)
+                .annotate(seconds=_seconds(took)).values("name")
+                .annotate(n=Count("pk"), total=_sum_seconds(took), **buckets).order_by())
+        for row in rows:
+            cumulative = [(str(float(bound)), row[f"le_{i}"]) for i, bound in enumerate(STEP_BUCKETS)]
+            histogram.add_metric([row["name"]], cumulative + [("+Inf", row["n"])], row["total"] or 0.0)
+        return histogram
+
+
+def _seconds(expression):
+    if connection.vendor == "postgresql":
+        return Extract(expression, "epoch")
+    return Cast(expression, FloatField()) / 1_000_000  # SQLite gives a duration in microseconds
+
+
+def _sum_seconds(expression):
+    return Sum(_seconds(expression))
+
+
+def _allowed(request) -> bool:
+    token = settings.SLIPWAY_METRICS_TOKEN
+    header = request.headers.get("Authorization", "")
+    if token and header.startswith("Bearer ") and constant_time_compare(header[len("Bearer "):], token):
+        return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in network for network in settings.SLIPWAY_METRICS_NETWORKS)
+
+
+@require_GET
+@never_cache
+def metrics(request):
+    """Open to a bearer token (SLIPWAY_METRICS_TOKEN) or to the networks in SLIPWAY_METRICS_NETWORKS."""
+    if not _allowed(request):
+        return HttpResponse("metrics need the metrics token or a configured network\n", status=403,
+                            content_type="text/plain")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+

@@ -1,0 +1,50 @@
+"""/metrics: figures read from the database at scrape time, guarded by a token or a network."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from portal.models import Deployment, DeploymentStep
+
+Status = Deployment.Status
+
+
+def scrape(client, **headers) -> str:
+    response = client.get("/metrics", REMOTE_ADDR=headers.pop("addr", "127.0.0.1"), **headers)
+    assert response.status_code == 200, response.content
+    return response.content.decode()
+
+
+def test_a_failed_deployment_is_counted_with_its_error_code(client, function):
+    Deployment.objects.create(function=function, trigger="cli", status=Status.FAILED, error_code="build-failed")
+    text = scrape(client)
+    assert 'slipway_deployments_total{error_code="build-failed",kind="deploy",status="failed"} 1.0' in text
+
+
+def test_queue_depth_and_the_oldest_queued_age_per_queue(client, function):
+    old = Deployment.objects.create(function=function, trigger="cli")
+    Deployment.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    Deployment.objects.create(function=function, trigger="cli", kind=Deployment.Kind.ROLLBACK)
+    text = scrape(client)
+    assert 'slipway_queue_depth{queue="deploys"} 1.0' in text and 'slipway_queue_depth{queue="rollbacks"} 1.0' in text
+    age = float(text.split('slipway_queue_oldest_age_seconds{queue="deploys"} ')[1].split()[0])
+    assert 290 < age < 400
+
+
+def test_step_durations_are_a_histogram(client, function):
+    deployment = Deployment.objects.create(function=function, trigger="cli", status=Status.SUCCEEDED)
+    start = timezone.now()
+    for position, seconds in enumerate((3, 45), start=1):
+        DeploymentStep.objects.create(deployment=deployment, name="build", position=position, status="succeeded",
+                                      started_at=start, finished_at=start + timedelta(seconds=seconds))
+    text = scrape(client)
+    assert 'slipway_step_duration_seconds_bucket{le="5.0",step="build"} 1.0' in text
+    assert 'slipway_step_duration_seconds_bucket{le="60.0",step="build"} 2.0' in text
+    assert 'slipway_step_duration_seconds_sum{step="build"} 48.0' in text
+
+
+def test_metrics_are_refused_outside_the_networks_without_the_token(client, settings, db):
+    settings.SLIPWAY_METRICS_TOKEN = "metrics-token-for-tests"
+    assert client.get("/metrics", REMOTE_ADDR="192.0.2.7").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="192.0.2.7", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    assert scrape(client, addr="192.0.2.7", HTTP_AUTHORIZATION="Bearer metrics-token-for-tests")
