@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 
 from deploy.logs import mask
 
-_context: contextvars.ContextVar[dict] = contextvars.ContextVar("slipway_log_context", default={})
+_context: contextvars.ContextVar[dict | None] = contextvars.ContextVar("slipway_log_context", default=None)
 
 
 @contextlib.contextmanager
 def bound(**fields):
     """Attach fields (deployment, function) to every log line written inside the block."""
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+    token = _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v is not None}})
     try:
         yield
     finally:
@@ -32,7 +32,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": mask(record.getMessage()),
-            **_context.get(),
+            **(_context.get() or {}),
         }
         for key in ("deployment", "function"):
             if hasattr(record, key):

@@ -117,6 +117,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = STATE_DIR / "static"
+WHITENOISE_AUTOREFRESH = LOCAL_MODE  # local mode serves from the apps' folders, no collectstatic needed
+WHITENOISE_USE_FINDERS = LOCAL_MODE
 
 if not LOCAL_MODE:  # hashed, compressed names; `manage.py collectstatic` at image build
     STORAGES = {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

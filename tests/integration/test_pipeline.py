@@ -34,7 +34,7 @@ def test_first_deploy_creates_an_arm64_lambda_and_the_alias_serves_it(worker, ar
     assert deployment.commit_message == "release one" and deployment.commit_author == "Slipway Tests"
 
 
-def test_new_commit_goes_live(worker, fixture_function, repo):
+def test_new_commit_goes_live_and_is_counted_in_the_metrics(worker, fixture_function, repo, client):
     repo.release("one")
     first = wait_done(request_deploy(fixture_function, trigger="cli"))
     repo.release("two")
@@ -44,6 +44,9 @@ def test_new_commit_goes_live(worker, fixture_function, repo):
     assert invoke_live(fixture_function)["release"] == "two"
     assert second.init_ms is not None and second.init_ms > 0  # the verify invoke was a cold start
     assert second.memory_used_mb is None  # the local emulator does not measure it: not invented either
+    scraped = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert 'slipway_deployments_total{error_code="",kind="deploy",status="succeeded"} 2.0' in scraped
+    assert 'slipway_step_duration_seconds_count{step="verify"} 2.0' in scraped
 
 
 def test_rollback_restores_the_previous_release_without_a_build(worker, released_function, docker_client):
