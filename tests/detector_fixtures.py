@@ -11,10 +11,14 @@ from __future__ import annotations
 import base64
 import functools
 import importlib.util
+import json
 import os
+import select
 import shutil
+import signal
 import struct
 import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -62,6 +66,31 @@ def assert_same_boxes(got: list[dict], expected: list[dict], threshold: float = 
         assert iou(box, best) >= threshold, (box, best)
         assert best["label"] == box["label"]
         unmatched.remove(best)
+
+
+def encode(image, ext: str = ".png", params=()) -> bytes:
+    """An image array as the bytes of a file, encoded by OpenCV."""
+    import cv2
+
+    ok, data = cv2.imencode(ext, image, list(params))
+    assert ok, f"OpenCV cannot encode {ext}"
+    return data.tobytes()
+
+
+def noise(width: int, height: int, seed: int = 0):
+    """Uniform colour noise, BGR."""
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def photo(name: str, width: int, height: int):
+    """A scikit-image sample photo resized to width x height (BGR)."""
+    import cv2
+
+    image = cv2.imread(str(sample_path(name)))
+    shrinking = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -173,6 +202,73 @@ def detector():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# --- the handler in a child process ---------------------------------------------------------------
+
+ISOLATED_WORKER = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("detector_handler", sys.argv[1])
+handler = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(handler)
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    try:
+        answer = {"result": handler.process_image(json.loads(line))}
+    except Exception as exc:
+        answer = {"raised": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(answer), flush=True)
+"""
+
+
+class IsolatedHandler:
+    """process_image in a child process, one event at a time: a crash inside OpenCV (SIGSEGV,
+    an abort from a corrupted heap) kills the child, not pytest, and is reported as a failure."""
+
+    def __init__(self, timeout: float = 120):
+        self.timeout, self.proc = timeout, None
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ISOLATED_WORKER, str(FUNCTION_DIR / "src" / "handler.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")},
+        )
+        assert self._read() == {"ready": True}
+
+    def _read(self) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.proc.kill()
+            code = self.proc.wait()
+            self.proc = None
+            died = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+            raise AssertionError(f"the handler's process {died}" if ready else f"no answer in {self.timeout}s")
+        return json.loads(line)
+
+    def __call__(self, event) -> dict:
+        """The handler's answer; AssertionError if it raised, crashed or hung."""
+        if self.proc is None:
+            self._start()
+        self.proc.stdin.write(json.dumps(event) + "\n")
+        self.proc.stdin.flush()
+        answer = self._read()
+        if "raised" in answer:
+            raise AssertionError(f"the handler raised {answer['raised']}")
+        return answer["result"]
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def isolated_detector():
+    handler = IsolatedHandler()
+    yield handler
+    handler.close()
 
 
 # --- the local AWS plane ---------------------------------------------------------------------------

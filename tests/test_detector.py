@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.detector_fixtures import BAD_INPUTS, b64, iou, sample_path
+from tests.detector_fixtures import BAD_INPUTS, b64, encode, iou, noise, photo, sample_path
 
 
 def opencv_haar(image_path, cascade, scale_factor=1.1, min_neighbors=5, min_size=(30, 30)):
@@ -191,3 +191,18 @@ def test_it_raises_when_s3_itself_fails(detector):
         stub.add_client_error("get_object", service_error_code="SlowDown", http_status_code=503)
         with pytest.raises(botocore.exceptions.ClientError):
             detector.process_image({"bucket": "photos", "key": "a.png"})
+
+
+def test_it_finds_no_people_in_an_image_lower_than_the_window(isolated_detector):
+    # 200x60 is lower than the HOG window (64x128) even with its padding: OpenCV reads outside the image.
+    result = isolated_detector({"image_base64": b64(encode(noise(200, 60))), "detector": "people"})
+    assert result["boxes"] == []
+    assert result["image"] == {"width": 200, "height": 60, "format": "png"}
+
+
+def test_it_finds_no_people_when_max_side_shrinks_the_photo_below_the_window(isolated_detector):
+    event = {"image_base64": b64(encode(photo("rocket.jpg", 640, 480), ".jpg")), "detector": "people",
+             "max_side": 100}
+    result = isolated_detector(event)
+    assert result["boxes"] == []
+    assert result["params"]["max_side"] == 100

@@ -362,6 +362,8 @@ def _run_detector(detector: str, image: np.ndarray, params: dict) -> list[dict]:
 
 
 def _people(image: np.ndarray, params: dict, min_size, max_size) -> list:
+    if not _fits_hog_window(image.shape[1], image.shape[0], params["padding"]):
+        return []  # no person-sized window fits; OpenCV would read outside the image (SIGSEGV)
     rects, weights = HOG.detectMultiScale(
         image, winStride=tuple(params["win_stride"]), padding=tuple(params["padding"]),
         scale=params["scale_factor"],
@@ -376,6 +378,16 @@ def _people(image: np.ndarray, params: dict, min_size, max_size) -> list:
         if r[2] >= min_size[0] and r[3] >= min_size[1]
         and (not max_size[0] or (r[2] <= max_size[0] and r[3] <= max_size[1]))
     ]
+
+
+def _fits_hog_window(width: int, height: int, padding) -> bool:
+    """Whether the padded image holds at least one HOG window.
+
+    OpenCV always searches the first pyramid level, and counts the windows of an image
+    lower or narrower than the window as a negative number that it then walks as unsigned.
+    """
+    win_w, win_h = HOG.winSize
+    return width + 2 * padding[0] >= win_w and height + 2 * padding[1] >= win_h
 
 
 def _scaled(size, scale: float) -> tuple[int, int]:
