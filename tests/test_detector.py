@@ -206,3 +206,99 @@ def test_it_finds_no_people_when_max_side_shrinks_the_photo_below_the_window(iso
     result = isolated_detector(event)
     assert result["boxes"] == []
     assert result["params"]["max_side"] == 100
+
+
+# (option, value) pairs that must each be answered with invalid_option, whatever the detector.
+BAD_OPTIONS = [
+    ("scale_factor", float("nan")), ("scale_factor", float("inf")), ("scale_factor", float("-inf")),
+    ("scale_factor", "NaN"), ("scale_factor", "Infinity"), ("scale_factor", "1e999"), ("scale_factor", 10**400),
+    ("scale_factor", "1e-400"), ("scale_factor", True), ("scale_factor", [1.1]), ("scale_factor", {"v": 1.1}),
+    ("scale_factor", ""), ("scale_factor", "1.1" * 1000),
+    ("min_neighbors", 2.5), ("min_neighbors", "2.5"), ("min_neighbors", float("inf")), ("min_neighbors", "inf"),
+    ("min_neighbors", 10**30), ("min_neighbors", "9" * 5000), ("min_neighbors", False),
+    ("min_size", [None, 30]), ("min_size", [30, None]), ("min_size", [None]), ("min_size", []),
+    ("min_size", [[30], 30]), ("min_size", "30x"), ("min_size", "x"), ("min_size", "nan,30"),
+    ("min_size", [True, 30]), ("min_size", [30.5, 30]), ("min_size", float("inf")), ("min_size", [0, 30]),
+    ("min_size", {"width": 30}), ("max_size", [None, None]), ("max_size", "inf"), ("max_size", [1e308, 1e308]),
+    ("max_side", float("nan")), ("max_side", 0), ("max_side", "100.5"), ("max_side", 10**6),
+    ("detector", 42), ("detector", ["face"]), ("detector", {"name": "face"}),
+]
+
+
+@pytest.mark.parametrize("detector_name", ["face", "people"])
+@pytest.mark.parametrize("name, value", BAD_OPTIONS, ids=[f"{n}={str(v)[:20]}" for n, v in BAD_OPTIONS])
+def test_it_refuses_an_option_of_the_wrong_type_or_range(detector, detector_samples, detector_name, name, value):
+    event = {"image_base64": b64(detector_samples.chelsea_png), "detector": detector_name, name: value}
+    result = detector.process_image(event)
+    assert set(result) == {"error"}
+    assert result["error"]["code"] == "invalid_option"
+    assert name in result["error"]["message"] and len(result["error"]["message"]) < 300
+
+
+def test_it_takes_a_null_option_as_its_default(detector, detector_samples):
+    event = {"image_base64": b64(detector_samples.astronaut_png), "detector": None, "scale_factor": None,
+             "min_size": None}
+    result = detector.process_image(event)
+    assert result["detector"] == "face"
+    assert result["params"]["scale_factor"] == 1.1 and result["params"]["min_size"] == [30, 30]
+    assert len(result["boxes"]) == 1
+
+
+def test_it_takes_whole_numbers_written_as_floats_or_strings(detector, detector_samples):
+    event = {"image_base64": b64(detector_samples.astronaut_png), "min_neighbors": 4.0, "min_size": "40x40",
+             "max_side": "400", "scale_factor": "1.2"}
+    params = detector.process_image(event)["params"]
+    assert params["min_neighbors"] == 4 and isinstance(params["min_neighbors"], int)
+    assert params["min_size"] == [40, 40] and params["max_side"] == 400 and params["scale_factor"] == 1.2
+
+
+def test_it_checks_min_neighbors_for_people_too(detector, detector_samples):
+    event = {"image_base64": b64(detector_samples.rocket_jpeg), "detector": "people", "min_neighbors": "many"}
+    assert detector.process_image(event)["error"]["code"] == "invalid_option"
+
+
+def json_over_http(body, **extra) -> dict:
+    """A Function URL event whose body is `body` (str), declared as JSON."""
+    return {"rawPath": "/", "requestContext": {}, "headers": {"content-type": "application/json"},
+            "body": body, "isBase64Encoded": False, **extra}
+
+
+NOT_STRICT_JSON = {
+    "nan_literal": '{"image_base64": "AAAA", "scale_factor": NaN}',
+    "infinity_literal": '{"image_base64": "AAAA", "min_neighbors": Infinity}',
+    "minus_infinity_literal": '{"image_base64": "AAAA", "max_side": -Infinity}',
+    "duplicate_keys": '{"detector": "face", "detector": "people", "image_base64": "AAAA"}',
+    "deeply_nested": '{"detector": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "trailing_comma": '{"image_base64": "AAAA",}',
+    "not_an_object": '["image_base64"]',
+}
+
+
+@pytest.mark.parametrize("case", NOT_STRICT_JSON)
+def test_it_refuses_a_body_that_is_not_strict_json(detector, case):
+    response = detector.process_image(json_over_http(NOT_STRICT_JSON[case]))
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["error"]["code"] == "invalid_input"
+
+
+def test_it_refuses_a_json_body_that_is_not_utf8(detector):
+    event = json_over_http(b64(b'{"image_base64": "\xff\xfe"}'), isBase64Encoded=True)
+    assert json.loads(detector.process_image(event)["body"])["error"]["code"] == "invalid_input"
+
+
+@pytest.mark.parametrize("field, value", [("headers", ["content-type"]), ("queryStringParameters", ["min_size"]),
+                                          ("queryStringParameters", "min_size=30"), ("headers", "text/plain")])
+def test_it_refuses_http_fields_of_the_wrong_shape(detector, detector_samples, field, value):
+    event = {"rawPath": "/", "requestContext": {}, "body": b64(detector_samples.astronaut_png),
+             "isBase64Encoded": True, field: value}
+    response = detector.process_image(event)
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["error"]["code"] == "invalid_input"
+
+
+def test_it_refuses_a_non_finite_query_parameter(detector, detector_samples):
+    event = {"rawPath": "/", "requestContext": {}, "body": b64(detector_samples.astronaut_png),
+             "isBase64Encoded": True, "queryStringParameters": {"scale_factor": "NaN"}}
+    response = detector.process_image(event)
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["error"]["code"] == "invalid_option"

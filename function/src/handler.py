@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import struct
 import time
@@ -200,15 +201,22 @@ def _fetch_s3(event: dict) -> bytes:
 # --- options -------------------------------------------------------------------------------------
 
 def _options(request: dict) -> tuple[str, dict]:
-    detector = request.get("detector", "face")
+    """The detector and its parameters, each checked for type and range. A null option means its default."""
+    detector = request.get("detector")
+    if detector is None:
+        detector = "face"
+    if not isinstance(detector, str):
+        raise BadInput("invalid_option", f"detector must be a string, not {_show(detector)}")
     if detector not in DETECTORS:
         raise BadInput("unknown_detector",
-                       f"detector must be one of {', '.join(DETECTORS)}, not {detector!r}")
+                       f"detector must be one of {', '.join(DETECTORS)}, not {_show(detector)}")
     defaults = HOG_DEFAULTS if detector == "people" else HAAR_DEFAULTS
     params = dict(defaults)
     params["scale_factor"] = _number(request, "scale_factor", float, 1.01, 2.0, defaults["scale_factor"])
-    if detector != "people":  # HOG has no neighbour count; accepted and ignored so one form fits all
-        params["min_neighbors"] = _number(request, "min_neighbors", int, 0, 100, defaults["min_neighbors"])
+    # HOG has no neighbour count: checked like the rest so one form fits all, then ignored.
+    min_neighbors = _number(request, "min_neighbors", int, 0, 100, HAAR_DEFAULTS["min_neighbors"])
+    if detector != "people":
+        params["min_neighbors"] = min_neighbors
     params["min_size"] = _size(request, "min_size", [30, 30])
     params["max_size"] = _size(request, "max_size", None)
     smallest, largest = params["min_size"], params["max_size"]
@@ -219,19 +227,24 @@ def _options(request: dict) -> tuple[str, dict]:
 
 
 def _number(request: dict, name: str, kind: type, low, high, default):
+    """A finite number in [low, high]; for int options a whole one. Strings are parsed (query strings)."""
     value = request.get(name)
     if value is None:
         return default
-    try:
-        # Strings come from Function URL query parameters; booleans are ints to Python, not to users.
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValueError
-        number = kind(float(value)) if kind is float else int(value)
-    except (TypeError, ValueError):
-        raise BadInput("invalid_option", f"{name} must be a {kind.__name__}, not {value!r}") from None
-    if not low <= number <= high:
-        raise BadInput("invalid_option", f"{name} must be between {low} and {high}, not {number}")
-    return number
+    number = value
+    if isinstance(value, str) and len(value) <= 32:  # no option needs more digits than that
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    # Booleans are ints to Python, not to users; NaN and infinities fail the range check below.
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise BadInput("invalid_option", f"{name} must be a number, not {_show(value)}")
+    if kind is int and isinstance(number, float) and math.isfinite(number) and not number.is_integer():
+        raise BadInput("invalid_option", f"{name} must be a whole number, not {_show(value)}")
+    if not low <= number <= high:  # compares ints of any size exactly, before float() could overflow
+        raise BadInput("invalid_option", f"{name} must be between {low} and {high}, not {_show(value)}")
+    return kind(number)
 
 
 def _size(request: dict, name: str, default):
@@ -239,15 +252,22 @@ def _size(request: dict, name: str, default):
     value = request.get(name)
     if value is None:
         return default
+    parts = value
     if isinstance(value, str):
-        value = value.lower().replace("x", ",").split(",")
-    if not isinstance(value, (list, tuple)):
-        value = [value, value]
-    if len(value) == 1:
-        value = [value[0], value[0]]
-    if len(value) != 2:
-        raise BadInput("invalid_option", f"{name} must be [width, height], not {request.get(name)!r}")
-    return [_number({name: v}, name, int, 1, 20000, None) for v in value]
+        parts = value.lower().replace("x", ",").split(",")
+    elif not isinstance(value, list):
+        parts = [value]
+    if len(parts) == 1:
+        parts = [parts[0], parts[0]]
+    if len(parts) != 2 or any(part is None for part in parts):
+        raise BadInput("invalid_option", f"{name} must be [width, height], not {_show(value)}")
+    return [_number({name: part}, name, int, 1, 20000, None) for part in parts]
+
+
+def _show(value) -> str:
+    """A value for an error message, cut short: the request may hold megabytes."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --- decoding ------------------------------------------------------------------------------------
@@ -412,12 +432,11 @@ def _is_http(event) -> bool:
 
 def _http_response(event: dict) -> dict:
     """Binary body = the image, options in the query string; a JSON body = the same event as direct."""
-    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
-    content_type = str(headers.get("content-type", "")).split(";")[0].strip().lower()
-    options = dict(event.get("queryStringParameters") or {})
-    body = event.get("body")
     try:
-        raw = _http_body(body, bool(event.get("isBase64Encoded")))
+        headers = {str(k).lower(): v for k, v in _http_map(event, "headers").items()}
+        content_type = str(headers.get("content-type", "")).split(";")[0].strip().lower()
+        options = _http_map(event, "queryStringParameters")
+        raw = _http_body(event.get("body"), bool(event.get("isBase64Encoded")))
         if content_type == "application/json":
             request = _json_object(raw)
             result = _result_or_error(request, lambda: _fetch(request))
@@ -436,6 +455,13 @@ def _http_response(event: dict) -> dict:
     }
 
 
+def _http_map(event: dict, field: str) -> dict:
+    value = event.get(field) or {}
+    if not isinstance(value, dict):
+        raise BadInput("invalid_input", f"{field} must be an object, not {_show(value)}")
+    return value
+
+
 def _http_body(body, is_base64: bool) -> bytes | None:
     if body is None:
         return None
@@ -445,10 +471,27 @@ def _http_body(body, is_base64: bool) -> bytes | None:
 
 
 def _json_object(raw: bytes | None) -> dict:
+    """Strict JSON (RFC 8259): no NaN or Infinity literals, and no key twice, since parsers
+    disagree on which duplicate wins and the request would mean different things to each."""
     try:
-        request = json.loads(raw or b"")
-    except ValueError:
+        request = json.loads(raw or b"", parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except BadInput:
+        raise
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise BadInput("invalid_input", "the request body is not valid JSON") from None
     if not isinstance(request, dict):
         raise BadInput("invalid_input", "the request body must be a JSON object")
+    return request
+
+
+def _refuse_constant(name: str):
+    raise BadInput("invalid_input", f"the request body is not strict JSON ({name} is not a JSON number)")
+
+
+def _unique_keys(pairs: list) -> dict:
+    request = {}
+    for key, value in pairs:
+        if key in request:
+            raise BadInput("invalid_input", f"the request body has the key {_show(key)} more than once")
+        request[key] = value
     return request
