@@ -108,6 +108,35 @@ def png_bomb(width: int = 8_000, height: int = 6_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunks
 
 
+def bmp_bomb(width: int = 8_000, height: int = 6_000) -> bytes:
+    """A valid 8-bit RLE BMP that ends at once (end-of-bitmap): ~1 KB, 48 MP once decoded."""
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    pixels = b"\x00\x01"  # RLE8 escape: end of bitmap
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + palette + pixels
+
+
+def webp_bomb(kind: str) -> bytes:
+    """A small WebP whose header claims 16383x16383 (268 MP): `kind` is VP8, VP8L or VP8X.
+
+    The pixel data is that of a 64x64 image, so only a header check can refuse it before decoding."""
+    import cv2
+    import numpy as np
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    data = bytearray(encode(image, ".webp", [cv2.IMWRITE_WEBP_QUALITY, 101 if kind == "VP8L" else 80]))
+    if kind == "VP8":
+        struct.pack_into("<HH", data, 26, 16383, 16383)
+    elif kind == "VP8L":
+        struct.pack_into("<I", data, 21, 16382 | 16382 << 14 | (data[24] >> 4) << 28)
+    else:  # an extended header in front of the lossy bitstream, with a canvas of 16383 x 16383
+        vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x00" * 4 + (16382).to_bytes(3, "little") * 2
+        data[12:12] = vp8x
+        struct.pack_into("<I", data, 4, len(data) - 8)
+    return bytes(data)
+
+
 def corrupt_png() -> bytes:
     """Complete chunk structure, garbage pixel data: only the decoder can tell."""
     header = struct.pack(">IIBBBBB", 64, 64, 8, 0, 0, 0, 0)
@@ -123,14 +152,20 @@ class Samples:
     rocket_jpeg: bytes
     gif: bytes
     jpeg_path: Path
+    astronaut_webp: bytes
+    astronaut_bmp: bytes
+    webp_path: Path
 
 
 @pytest.fixture(scope="session")
 def detector_samples(tmp_path_factory) -> Samples:
     import cv2
 
-    jpeg_path = tmp_path_factory.mktemp("detector") / "astronaut.jpg"
-    cv2.imwrite(str(jpeg_path), cv2.imread(str(sample_path("astronaut.png"))), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    folder = tmp_path_factory.mktemp("detector")
+    jpeg_path, webp_path = folder / "astronaut.jpg", folder / "astronaut.webp"
+    astronaut = cv2.imread(str(sample_path("astronaut.png")))
+    cv2.imwrite(str(jpeg_path), astronaut, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    cv2.imwrite(str(webp_path), astronaut, [cv2.IMWRITE_WEBP_QUALITY, 90])
     return Samples(
         astronaut_png=sample_path("astronaut.png").read_bytes(),
         astronaut_jpeg=jpeg_path.read_bytes(),
@@ -138,6 +173,9 @@ def detector_samples(tmp_path_factory) -> Samples:
         rocket_jpeg=sample_path("rocket.jpg").read_bytes(),
         gif=sample_path("no_time_for_that_tiny.gif").read_bytes(),
         jpeg_path=jpeg_path,
+        astronaut_webp=webp_path.read_bytes(),
+        astronaut_bmp=encode(astronaut, ".bmp"),
+        webp_path=webp_path,
     )
 
 
@@ -154,8 +192,12 @@ BAD_INPUTS = {
     "gif": "unsupported_format",
     "truncated_jpeg": "truncated_image",
     "truncated_png": "truncated_image",
+    "truncated_webp": "truncated_image",
+    "truncated_bmp": "truncated_image",
     "corrupt_png": "corrupt_image",
     "decompression_bomb": "image_too_large",
+    "webp_bomb": "image_too_large",
+    "bmp_bomb": "image_too_large",
     "unknown_detector": "unknown_detector",
     "scale_factor_too_small": "invalid_option",
     "min_neighbors_negative": "invalid_option",
@@ -169,6 +211,7 @@ BAD_INPUTS = {
 @pytest.fixture(scope="session")
 def bad_input_event(detector_samples):
     png, jpeg = detector_samples.astronaut_png, detector_samples.astronaut_jpeg
+    webp, bmp = detector_samples.astronaut_webp, detector_samples.astronaut_bmp
     image = b64(png)
     events = {
         "missing_fields": lambda: {"detector": "face"},
@@ -181,8 +224,12 @@ def bad_input_event(detector_samples):
         "gif": lambda: {"image_base64": b64(detector_samples.gif)},
         "truncated_jpeg": lambda: {"image_base64": b64(jpeg[: len(jpeg) * 2 // 3])},
         "truncated_png": lambda: {"image_base64": b64(png[: len(png) * 2 // 3])},
+        "truncated_webp": lambda: {"image_base64": b64(webp[: len(webp) * 2 // 3])},
+        "truncated_bmp": lambda: {"image_base64": b64(bmp[: len(bmp) * 2 // 3])},
         "corrupt_png": lambda: {"image_base64": b64(corrupt_png())},
         "decompression_bomb": lambda: {"image_base64": b64(png_bomb())},
+        "webp_bomb": lambda: {"image_base64": b64(webp_bomb("VP8X"))},
+        "bmp_bomb": lambda: {"image_base64": b64(bmp_bomb())},
         "unknown_detector": lambda: {"image_base64": image, "detector": "dog"},
         "scale_factor_too_small": lambda: {"image_base64": image, "scale_factor": 1.0},
         "min_neighbors_negative": lambda: {"image_base64": image, "min_neighbors": -1},

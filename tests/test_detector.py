@@ -1,13 +1,24 @@
 """The detector handler in-process, on real images with real OpenCV."""
 
 import json
+import struct
 
 import botocore.stub
 import cv2
 import numpy as np
 import pytest
 
-from tests.detector_fixtures import BAD_INPUTS, b64, encode, iou, noise, photo, sample_path
+from tests.detector_fixtures import (
+    BAD_INPUTS,
+    b64,
+    bmp_bomb,
+    encode,
+    iou,
+    noise,
+    photo,
+    sample_path,
+    webp_bomb,
+)
 
 
 def opencv_haar(image_path, cascade, scale_factor=1.1, min_neighbors=5, min_size=(30, 30)):
@@ -302,3 +313,71 @@ def test_it_refuses_a_non_finite_query_parameter(detector, detector_samples):
     response = detector.process_image(event)
     assert response["statusCode"] == 400
     assert json.loads(response["body"])["error"]["code"] == "invalid_option"
+
+
+def test_it_reads_a_webp_as_cv2_imread_does(detector, detector_samples):
+    result = detector.process_image({"image_base64": b64(detector_samples.astronaut_webp)})
+    assert result["image"] == {"width": 512, "height": 512, "format": "webp"}
+    assert xywh(result) == opencv_haar(detector_samples.webp_path, "haarcascade_frontalface_default.xml")
+    assert len(result["boxes"]) == 1
+
+
+@pytest.mark.parametrize("lossless, mode, chunk", [(True, "RGB", b"VP8L"), (False, "RGBA", b"VP8X")])
+def test_it_reads_lossless_and_extended_webp(detector, lossless, mode, chunk):
+    import io
+
+    from PIL import Image
+
+    image = Image.fromarray(photo("chelsea.png", 451, 300)[..., ::-1].copy()).convert(mode)
+    if mode == "RGBA":
+        image.putalpha(Image.linear_gradient("L").resize(image.size))  # real transparency: an ALPH chunk
+    data = io.BytesIO()
+    image.save(data, format="WEBP", quality=80, lossless=lossless)
+    assert data.getvalue()[12:16] == chunk
+    result = detector.process_image({"image_base64": b64(data.getvalue()), "detector": "cat_face"})
+    assert result["image"] == {"width": 451, "height": 300, "format": "webp"}
+
+
+def test_it_reads_a_bmp_as_opencv_decodes_it(detector, detector_samples):
+    result = detector.process_image({"image_base64": b64(detector_samples.astronaut_bmp)})
+    assert result["image"] == {"width": 512, "height": 512, "format": "bmp"}
+    assert xywh(result) == opencv_haar(sample_path("astronaut.png"), "haarcascade_frontalface_default.xml")
+    assert len(result["boxes"]) == 1
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "L", "RGBA"])
+def test_it_reads_bmps_of_every_depth(detector, mode):
+    import io
+
+    from PIL import Image
+
+    data = io.BytesIO()
+    Image.fromarray(photo("chelsea.png", 45, 30)[..., ::-1].copy()).convert(mode).save(data, format="BMP")
+    result = detector.process_image({"image_base64": b64(data.getvalue())})
+    assert result["image"] == {"width": 45, "height": 30, "format": "bmp"}
+
+
+def test_it_reads_a_top_down_bmp(detector):
+    data = bytearray(encode(photo("chelsea.png", 45, 30), ".bmp"))
+    struct.pack_into("<i", data, 22, -30)  # rows stored top-down: the height is negative
+    result = detector.process_image({"image_base64": b64(bytes(data))})
+    assert result["image"] == {"width": 45, "height": 30, "format": "bmp"}
+
+
+@pytest.mark.parametrize("bomb", [lambda: webp_bomb("VP8"), lambda: webp_bomb("VP8L"), lambda: webp_bomb("VP8X"),
+                                  lambda: bmp_bomb()], ids=["vp8", "vp8l", "vp8x", "bmp_rle8"])
+def test_it_refuses_a_webp_or_bmp_bomb_before_decoding_it(detector, monkeypatch, bomb):
+    def decode(*args):
+        raise AssertionError("decoded a decompression bomb")
+
+    monkeypatch.setattr(detector.cv2, "imdecode", decode)
+    result = detector.process_image({"image_base64": b64(bomb())})
+    assert result["error"]["code"] == "image_too_large"
+    assert "16383x16383" in result["error"]["message"] or "8000x6000" in result["error"]["message"]
+
+
+def test_it_decodes_the_bmp_bomb_for_real_when_it_is_small(detector):
+    # The RLE8 bomb is a real image: the same file at 300x200 decodes (so the 8000x6000 one is a real bomb).
+    result = detector.process_image({"image_base64": b64(bmp_bomb(300, 200))})
+    assert result["image"] == {"width": 300, "height": 200, "format": "bmp"}
+    assert result["boxes"] == []

@@ -61,9 +61,10 @@ HTTP_STATUS = {
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # SOF markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
 JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-OTHER_IMAGE_MAGIC = {
-    b"GIF87a": "gif", b"GIF89a": "gif", b"BM": "bmp", b"II*\x00": "tiff", b"MM\x00*": "tiff",
-}
+OTHER_IMAGE_MAGIC = {b"GIF87a": "gif", b"GIF89a": "gif", b"II*\x00": "tiff", b"MM\x00*": "tiff"}
+SUPPORTED = "JPEG, PNG, WebP or BMP"
+# BMP compressions whose pixel array has a size known from the header: BI_RGB, BI_BITFIELDS, BI_ALPHABITFIELDS.
+BMP_UNCOMPRESSED = frozenset({0, 3, 6})
 
 
 class BadInput(Exception):
@@ -292,11 +293,13 @@ def _inspect(data: bytes) -> tuple[str, int, int]:
     if data.startswith(PNG_SIGNATURE):
         return ("png", *_png_size(data))
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        raise BadInput("unsupported_format", "WEBP images are not supported; send JPEG or PNG")
+        return ("webp", *_webp_size(data))
+    if data.startswith(b"BM"):
+        return ("bmp", *_bmp_size(data))
     for magic, name in OTHER_IMAGE_MAGIC.items():
         if data.startswith(magic):
-            raise BadInput("unsupported_format", f"{name.upper()} images are not supported; send JPEG or PNG")
-    raise BadInput("not_an_image", "the file is not a JPEG or PNG image")
+            raise BadInput("unsupported_format", f"{name.upper()} images are not supported; send {SUPPORTED}")
+    raise BadInput("not_an_image", f"the file is not a {SUPPORTED} image")
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -355,6 +358,48 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     if data.rfind(b"\xff\xd9", pos) == -1:
         raise BadInput("truncated_image", "the JPEG file is truncated (no end-of-image marker)")
     return size
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    """The canvas of an extended WebP (VP8X), else the frame size of its lossy (VP8) or lossless (VP8L) bitstream.
+
+    libwebp refuses a still VP8X whose bitstream differs from its canvas, and keeps animation frames inside it.
+    """
+    if len(data) < 30 or struct.unpack_from("<I", data, 4)[0] + 8 > len(data):
+        raise BadInput("truncated_image", "the WebP file is truncated")
+    kind = data[12:16]
+    if kind == b"VP8X":
+        width, height = (int.from_bytes(data[at:at + 3], "little") + 1 for at in (24, 27))
+    elif kind == b"VP8L" and data[20] == 0x2F:
+        bits = struct.unpack_from("<I", data, 21)[0]
+        width, height = (bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1
+    elif kind == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        width, height = (v & 0x3FFF for v in struct.unpack_from("<HH", data, 26))
+    else:
+        raise BadInput("corrupt_image", "the WebP file has no VP8, VP8L or VP8X header")
+    if not width or not height:
+        raise BadInput("corrupt_image", "the WebP header says the image is empty")
+    return width, height
+
+
+def _bmp_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 26:
+        raise BadInput("truncated_image", "the BMP file is truncated")
+    offset, header_size = struct.unpack_from("<II", data, 10)
+    if header_size == 12:  # OS/2 BITMAPCOREHEADER: unsigned 16-bit sizes
+        (width, height, bits), compression = struct.unpack_from("<HHxxH", data, 18), 0
+    elif header_size >= 40 and len(data) >= 34:  # BITMAPINFOHEADER and its successors
+        width, height, bits, compression = struct.unpack_from("<iixxHI", data, 18)
+        height = abs(height)  # negative: rows stored top-down
+    else:
+        raise BadInput("corrupt_image", "the BMP file has no usable header")
+    if width <= 0 or height == 0:
+        raise BadInput("corrupt_image", "the BMP header says the image is empty")
+    if compression in BMP_UNCOMPRESSED and width * height <= MAX_PIXELS:
+        row = (width * bits + 31) // 32 * 4
+        if offset + row * height > len(data):
+            raise BadInput("truncated_image", "the BMP file is truncated")
+    return width, height
 
 
 # --- detection -----------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ pytestmark = pytest.mark.integration
 CASES = [
     ("face_png", "astronaut_png", {}),
     ("face_jpeg", "astronaut_jpeg", {}),
+    ("face_webp", "astronaut_webp", {}),
+    ("face_bmp", "astronaut_bmp", {}),
     ("eyes", "astronaut_png", {"detector": "eye"}),
     ("cat_face", "chelsea_png", {"detector": "cat_face", "min_neighbors": 2}),
     ("downscaled", "astronaut_png", {"max_side": 256}),
