@@ -93,6 +93,15 @@ def photo(name: str, width: int, height: int):
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
+def photo_at(name: str, long_side: int):
+    """A scikit-image sample photo scaled so that its longer side is long_side pixels."""
+    import cv2
+
+    height, width = cv2.imread(str(sample_path(name))).shape[:2]
+    scale = long_side / max(width, height)
+    return photo(name, round(width * scale), round(height * scale))
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -16,6 +16,7 @@ from tests.detector_fixtures import (
     iou,
     noise,
     photo,
+    photo_at,
     sample_path,
     webp_bomb,
 )
@@ -381,3 +382,78 @@ def test_it_decodes_the_bmp_bomb_for_real_when_it_is_small(detector):
     result = detector.process_image({"image_base64": b64(bmp_bomb(300, 200))})
     assert result["image"] == {"width": 300, "height": 200, "format": "bmp"}
     assert result["boxes"] == []
+
+
+def opencv_people(image):
+    """OpenCV's HOG people detector called directly with the handler's defaults, then the same NMS."""
+    hog = cv2.HOGDescriptor()
+    hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+    rects, weights = hog.detectMultiScale(image, winStride=(8, 8), padding=(8, 8), scale=1.05)
+    keep = np.ravel(cv2.dnn.NMSBoxes([list(map(int, r)) for r in rects], np.ravel(weights).tolist(), 0.0, 0.3))
+    return [[int(v) for v in rects[i]] for i in keep]
+
+
+# (detector, cascade or None for HOG, sample, min_neighbors): ordinary photos scaled to 1600 px on the long side.
+PHOTOS_AT_1600 = [
+    ("face", "haarcascade_frontalface_default.xml", "astronaut.png", 5),
+    ("eye", "haarcascade_eye.xml", "astronaut.png", 5),
+    ("upperbody", "haarcascade_upperbody.xml", "camera.png", 3),
+    ("fullbody", "haarcascade_fullbody.xml", "motorcycle_left.png", 5),
+    ("cat_face", "haarcascade_frontalcatface.xml", "astronaut.png", 2),
+    ("people", None, "camera.png", 5),
+    ("people", None, "motorcycle_left.png", 5),
+]
+
+
+@pytest.mark.parametrize("detector_name, cascade, sample, min_neighbors", PHOTOS_AT_1600,
+                         ids=[f"{d}-{s}" for d, _, s, _ in PHOTOS_AT_1600])
+def test_it_finds_what_opencv_finds_on_photos_of_1600_px(detector, detector_name, cascade, sample, min_neighbors):
+    image = photo_at(sample, 1600)
+    event = {"image_base64": b64(encode(image)), "detector": detector_name, "min_neighbors": min_neighbors}
+    result = detector.process_image(event)
+    if cascade:
+        classifier = cv2.CascadeClassifier(cv2.data.haarcascades + cascade)
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        rects = classifier.detectMultiScale(gray, 1.1, min_neighbors, minSize=(30, 30))
+        expected = [[int(v) for v in r] for r in rects]
+    else:
+        expected = opencv_people(image)
+    assert expected, "a case without boxes proves nothing"
+    # Sorted: OpenCV's own order changes from one call to the next (its threads add windows as they finish).
+    assert sorted(xywh(result)) == sorted(expected)
+    assert result["image"]["width"] == 1600 or result["image"]["height"] == 1600
+
+
+def test_it_groups_windows_exactly_as_opencv_does(detector):
+    rng = np.random.default_rng(8)
+    checked = 0
+    for _ in range(40):
+        count, spots = int(rng.integers(1, 300)), rng.integers(0, 300, (int(rng.integers(1, 12)), 2))
+        sides = rng.choice([20, 24, 26, 29, 35, 41, 50], count)
+        rects = np.column_stack([spots[rng.integers(0, len(spots), count)] + rng.integers(-9, 10, (count, 2)),
+                                 sides, sides * rng.choice([1, 2])])
+        for threshold in (1, 3, 5):
+            rects_cv, counts_cv = cv2.groupRectangles(rects.tolist(), threshold, 0.2)
+            got, counts = detector._group(rects, threshold)
+            assert got.tolist() == [list(r) for r in np.reshape(rects_cv, (-1, 4)).tolist()]
+            assert counts.tolist() == np.ravel(counts_cv).tolist()
+            checked += len(got)
+    assert checked > 100
+
+
+def test_it_groups_hog_windows_exactly_as_opencv_does(detector):
+    image = photo_at("motorcycle_left.png", 1000)
+    hog = cv2.HOGDescriptor()
+    hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+    rects, weights = hog.detectMultiScale(image, winStride=(8, 8), padding=(8, 8), scale=1.05)
+    got, got_weights = detector._hog_detect(image, detector.HOG_DEFAULTS)
+    assert len(rects) >= 2
+    expected = sorted(zip(np.reshape(rects, (-1, 4)).tolist(), np.round(np.ravel(weights), 9).tolist(), strict=True))
+    assert sorted(zip(got.tolist(), np.round(got_weights, 9).tolist(), strict=True)) == expected
+
+
+def test_it_keeps_a_person_cut_by_the_border_as_opencv_clips_it(detector):
+    image = photo_at("rocket.jpg", 640)[:, 290:]  # the person now stands at the left edge
+    result = detector.process_image({"image_base64": b64(encode(image)), "detector": "people"})
+    assert xywh(result) == opencv_people(image)
+    assert result["boxes"] and result["boxes"][0]["x"] == 0
