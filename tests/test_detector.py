@@ -114,7 +114,7 @@ def test_it_reports_the_image_params_and_versions(detector, detector_samples):
     result = detector.process_image({"image_base64": b64(detector_samples.chelsea_png), "scale_factor": 1.2})
     assert result["image"] == {"width": 451, "height": 300, "format": "png"}
     assert result["params"] == {"scale_factor": 1.2, "min_neighbors": 5, "min_size": [30, 30],
-                                "max_size": None, "max_side": None}
+                                "max_size": None, "max_side": 1600}
     assert result["versions"] == {"opencv": cv2.__version__, "function": detector.__version__}
     assert set(result["timings_ms"]) == {"fetch", "decode", "detect", "total"}
     json.dumps(result)  # what Lambda will do with it
@@ -232,7 +232,7 @@ BAD_OPTIONS = [
     ("min_size", [[30], 30]), ("min_size", "30x"), ("min_size", "x"), ("min_size", "nan,30"),
     ("min_size", [True, 30]), ("min_size", [30.5, 30]), ("min_size", float("inf")), ("min_size", [0, 30]),
     ("min_size", {"width": 30}), ("max_size", [None, None]), ("max_size", "inf"), ("max_size", [1e308, 1e308]),
-    ("max_side", float("nan")), ("max_side", 0), ("max_side", "100.5"), ("max_side", 10**6),
+    ("max_side", float("nan")), ("max_side", 0), ("max_side", "100.5"), ("max_side", 10**6), ("max_side", 1601),
     ("detector", 42), ("detector", ["face"]), ("detector", {"name": "face"}),
 ]
 
@@ -457,3 +457,14 @@ def test_it_keeps_a_person_cut_by_the_border_as_opencv_clips_it(detector):
     result = detector.process_image({"image_base64": b64(encode(image)), "detector": "people"})
     assert xywh(result) == opencv_people(image)
     assert result["boxes"] and result["boxes"][0]["x"] == 0
+
+
+def test_it_searches_a_copy_of_a_large_image_at_1600_px_and_maps_the_boxes_back(detector):
+    large, bounded = photo_at("astronaut.png", 3200), photo_at("astronaut.png", 1600)
+    result = detector.process_image({"image_base64": b64(encode(large, ".jpg"))})
+    expected = detector.process_image({"image_base64": b64(encode(bounded, ".jpg"))})
+    assert result["image"]["width"] == 3200 and result["params"]["max_side"] == 1600
+    assert len(result["boxes"]) == len(expected["boxes"]) >= 3
+    for box in expected["boxes"]:
+        doubled = {**box, **{k: box[k] * 2 for k in "xywh"}}
+        assert max(iou(doubled, got) for got in result["boxes"]) >= 0.9

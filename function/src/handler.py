@@ -2,8 +2,10 @@
 
 Takes an image from S3 (`{"bucket", "key"}`), inline (`{"image_base64"}`) or as
 the base64 body of a Function URL / API Gateway request, runs one of OpenCV's
-Haar cascades or its HOG people detector, and returns the boxes in the
-original image's pixel coordinates.
+Haar cascades or its HOG people detector on a copy at most MAX_SIDE pixels on
+its longer side, and returns the boxes in the original image's pixel
+coordinates. JPEG, PNG, WebP and BMP are accepted, sized from their headers
+before a byte of pixel data is decoded.
 
 Bad input gets `{"error": {"code", "message"}}` with a stable code (see
 `BadInput`); anything else raises, so that Lambda reports a FunctionError and
@@ -31,6 +33,11 @@ __version__ = "1.0.0"
 # Decoded BGR costs 3 bytes a pixel: 40 MP is ~120 MB before the grayscale
 # copy, which still fits the smallest memory size the function is deployed with.
 MAX_PIXELS = int(os.environ.get("DETECTOR_MAX_PIXELS", 40_000_000))
+# The detectors search a copy whose longer side is at most this, and map the boxes back: the time a
+# search takes grows with the pixels searched, and at 1600 px the worst content measured stays well
+# inside the function's 30 s at 1024 MB (bench/detector_worst_case.py). Photos up to this size get
+# exactly the boxes OpenCV finds; max_side may only lower it.
+MAX_SIDE = int(os.environ.get("DETECTOR_MAX_SIDE", 1600))
 # Synchronous invokes cap the payload at 6 MB; S3 objects are capped here so a
 # wrong key cannot make the function stream a video into memory.
 MAX_BYTES = int(os.environ.get("DETECTOR_MAX_BYTES", 20 * 1024 * 1024))
@@ -227,7 +234,7 @@ def _options(request: dict) -> tuple[str, dict]:
     smallest, largest = params["min_size"], params["max_size"]
     if largest and any(mx < mn for mx, mn in zip(largest, smallest, strict=True)):
         raise BadInput("invalid_option", "max_size must not be smaller than min_size")
-    params["max_side"] = _number(request, "max_side", int, 32, 20000, None)
+    params["max_side"] = _number(request, "max_side", int, 32, MAX_SIDE, MAX_SIDE)
     return detector, params
 
 
@@ -411,7 +418,7 @@ def _bmp_size(data: bytes) -> tuple[int, int]:
 def _run_detector(detector: str, image: np.ndarray, params: dict) -> list[dict]:
     height, width = image.shape[:2]
     scale = 1.0
-    if params["max_side"] and max(width, height) > params["max_side"]:
+    if max(width, height) > params["max_side"]:
         scale = params["max_side"] / max(width, height)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
