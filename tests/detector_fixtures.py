@@ -281,14 +281,14 @@ class IsolatedHandler:
     """process_image in a child process, one event at a time: a crash inside OpenCV (SIGSEGV,
     an abort from a corrupted heap) kills the child, not pytest, and is reported as a failure."""
 
-    def __init__(self, timeout: float = 120):
-        self.timeout, self.proc = timeout, None
+    def __init__(self, timeout: float = 120, env: dict | None = None):
+        self.timeout, self.env, self.proc = timeout, env or {}, None
 
     def _start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", ISOLATED_WORKER, str(FUNCTION_DIR / "src" / "handler.py")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")},
+            env={**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), **self.env},
         )
         assert self._read() == {"ready": True}
 
