@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import importlib.util
 import json
 import os
@@ -463,7 +464,9 @@ def detector_image():
 
     def get(arch: str) -> str:
         if arch not in built:
-            tag = f"slipway-test/detector:{arch}"
+            # One tag per checkout: several worktrees share the engine, and each must test its own function/.
+            checkout = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:8]
+            tag = f"slipway-test/detector:{arch}-{checkout}"
             build_detector_image(arch, tag)
             built[arch] = tag
         return built[arch]
