@@ -165,6 +165,7 @@ class Samples:
     astronaut_webp: bytes
     astronaut_bmp: bytes
     webp_path: Path
+    astronaut_3200_jpeg: bytes
 
 
 @pytest.fixture(scope="session")
@@ -186,6 +187,7 @@ def detector_samples(tmp_path_factory) -> Samples:
         astronaut_webp=webp_path.read_bytes(),
         astronaut_bmp=encode(astronaut, ".bmp"),
         webp_path=webp_path,
+        astronaut_3200_jpeg=encode(photo_at("astronaut.png", 3200), ".jpg"),
     )
 
 
