@@ -1,6 +1,7 @@
 """The detector handler in-process, on real images with real OpenCV."""
 
 import json
+import re
 import struct
 
 import botocore.stub
@@ -467,3 +468,25 @@ def test_it_searches_a_copy_of_a_large_image_at_1600_px_and_maps_the_boxes_back(
     for box in expected["boxes"]:
         doubled = {**box, **{k: box[k] * 2 for k in "xywh"}}
         assert max(iou(doubled, got) for got in result["boxes"]) >= 0.9
+
+
+def test_it_refuses_a_search_over_the_budget_and_names_the_max_side_that_fits(detector, detector_samples):
+    event = {"image_base64": b64(detector_samples.astronaut_3200_jpeg), "scale_factor": 1.01}
+    refused = detector.process_image(event)
+    assert refused["error"]["code"] == "invalid_option"
+    fits = int(re.search(r"set max_side to (\d+) or less", refused["error"]["message"]).group(1))
+    assert 32 < fits < 1600
+    result = detector.process_image({**event, "max_side": fits})
+    assert result["params"]["max_side"] == fits and result["params"]["scale_factor"] == 1.01
+    assert len(result["boxes"]) >= 1
+
+
+@pytest.mark.parametrize("width, height", [(1600, 1600), (1600, 37), (6400, 6240), (40_000, 1000)])
+@pytest.mark.parametrize("detector_name", ["face", "eye", "fullbody", "upperbody", "cat_face", "people"])
+def test_it_never_refuses_default_scale_factors_whatever_the_sizes(detector, detector_name, width, height):
+    checked = 0
+    for min_size, max_size in [([30, 30], None), ([1, 1], None), ([1, 1], [20000, 20000]), ([200, 400], None)]:
+        _, params = detector._options({"detector": detector_name, "min_size": min_size, "max_size": max_size})
+        detector._check_budget(detector_name, width, height, params)  # raises BadInput when over
+        checked += 1
+    assert checked == 4

@@ -100,6 +100,7 @@ def _load_cascade(filename: str) -> cv2.CascadeClassifier:
 
 # Loaded once per cold start, during Lambda's init phase (which runs at full CPU), not per request.
 CLASSIFIERS = {name: _load_cascade(filename) for name, filename in HAAR_CASCADES.items()}
+CASCADE_WINDOWS = {name: tuple(classifier.getOriginalWindowSize()) for name, classifier in CLASSIFIERS.items()}
 HOG = cv2.HOGDescriptor()
 HOG.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 S3 = boto3.client("s3")
@@ -417,6 +418,7 @@ def _bmp_size(data: bytes) -> tuple[int, int]:
 
 def _run_detector(detector: str, image: np.ndarray, params: dict) -> list[dict]:
     height, width = image.shape[:2]
+    _check_budget(detector, width, height, params)
     scale = 1.0
     if max(width, height) > params["max_side"]:
         scale = params["max_side"] / max(width, height)
@@ -436,6 +438,29 @@ def _run_detector(detector: str, image: np.ndarray, params: dict) -> list[dict]:
         rects, neighbours = _group(rects, params["min_neighbors"])
         found = [(rect, int(n)) for rect, n in zip(rects, neighbours, strict=True)]
     return [_box(LABELS[detector], rect, score, scale, width, height) for rect, score in found]
+
+
+def _check_budget(detector: str, width: int, height: int, params: dict) -> None:
+    """Refuses a search over the detector's SEARCH_BUDGET, naming the max_side that fits."""
+
+    def pixels(side: int) -> int:
+        scale = min(1.0, side / max(width, height))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        max_size = _scaled(params["max_size"], scale) if params["max_size"] else (0, 0)
+        return _pyramid_pixels(detector, *size, params["scale_factor"], _scaled(params["min_size"], scale), max_size)
+
+    side = min(params["max_side"], max(width, height))
+    needed = pixels(side)
+    if needed <= SEARCH_BUDGET[detector]:
+        return
+    fits = side
+    while fits > 32 and pixels(fits) > SEARCH_BUDGET[detector]:
+        fits = max(32, int(fits * 0.95))
+    budget = SEARCH_BUDGET[detector] / 1e6
+    raise BadInput("invalid_option",
+                   f"scale_factor {params['scale_factor']} on this image scans {needed / 1e6:.0f} MP of image pyramid, "
+                   f"over the {budget:.0f} MP one {detector} search may scan; raise scale_factor, or set max_side "
+                   f"to {fits} or less")
 
 
 def _people(image: np.ndarray, params: dict, min_size, max_size) -> list:
@@ -499,6 +524,33 @@ def _fits_hog_window(width: int, height: int, padding) -> bool:
     """
     win_w, win_h = HOG.winSize
     return width + 2 * padding[0] >= win_w and height + 2 * padding[1] >= win_h
+
+
+def _pyramid_pixels(detector: str, width: int, height: int, scale_factor: float, min_size, max_size) -> int:
+    """Pixels in the levels a search of a width x height image scans: its time grows with them, and
+    for a cascade its memory too (OpenCV holds the integral images of every level at once)."""
+    if detector == "people":
+        return sum(round(width / s) * round(height / s) for s in _hog_levels(width, height, scale_factor))
+    (win_w, win_h), total, factor = CASCADE_WINDOWS[detector], 0, 1.0
+    while True:  # the levels CascadeClassifier::detectMultiScale keeps
+        window, level = (round(win_w * factor), round(win_h * factor)), (round(width / factor), round(height / factor))
+        if level[0] <= win_w or level[1] <= win_h or (max_size[0] and window[0] > max_size[0]):
+            return total
+        if window[0] >= min_size[0] and window[1] >= min_size[1]:
+            total += level[0] * level[1]
+        factor *= scale_factor
+
+
+# What one search may scan: a detector's whole pyramid (from its own window up) at its default
+# scale_factor on a MAX_SIDE square. That is what default options scan on an image over MAX_SIDE
+# (the default min_size, 30 original pixels, falls below the window in the copy), so it is the case
+# bench/detector_worst_case.py measures, and no min_size or max_size goes beyond it. A smaller
+# scale_factor does on large images (1.01 at 1600 px: 59 s and 930 MB), and is refused there.
+SEARCH_BUDGET = {
+    detector: _pyramid_pixels(detector, MAX_SIDE, MAX_SIDE,
+                              (HOG_DEFAULTS if detector == "people" else HAAR_DEFAULTS)["scale_factor"], (1, 1), (0, 0))
+    for detector in DETECTORS
+}
 
 
 # --- grouping ------------------------------------------------------------------------------------
