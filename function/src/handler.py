@@ -34,9 +34,9 @@ __version__ = "1.0.0"
 # copy, which still fits the smallest memory size the function is deployed with.
 MAX_PIXELS = int(os.environ.get("DETECTOR_MAX_PIXELS", 40_000_000))
 # The detectors search a copy whose longer side is at most this, and map the boxes back: the time a
-# search takes grows with the pixels searched, and at 1600 px the worst content measured stays well
-# inside the function's 30 s at 1024 MB (bench/detector_worst_case.py). Photos up to this size get
-# exactly the boxes OpenCV finds; max_side may only lower it.
+# search takes grows with the pixels searched; at 1600 px the worst content found takes 9 s and
+# 430 MB at one CPU (bench/detector_worst_case.py, README there), inside the function's 30 s and
+# 1024 MB. Photos up to this size get exactly the boxes OpenCV finds; max_side may only lower it.
 MAX_SIDE = int(os.environ.get("DETECTOR_MAX_SIDE", 1600))
 # Synchronous invokes cap the payload at 6 MB; S3 objects are capped here so a
 # wrong key cannot make the function stream a video into memory.
