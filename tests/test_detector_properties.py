@@ -116,3 +116,28 @@ def test_it_answers_every_decodable_image_without_raising_or_crashing(capped_det
     for box in result["boxes"]:
         assert 0 <= box["x"] and 0 <= box["y"] and box["w"] >= 1 and box["h"] >= 1
         assert box["x"] + box["w"] <= width and box["y"] + box["h"] <= height
+
+
+OPTION_NAMES = ["detector", "scale_factor", "min_neighbors", "min_size", "max_size", "max_side"]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+    | st.sampled_from(["NaN", "-Infinity", "1e999", "30x40", "30,", "x", " 7 ", *DETECTORS]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=2),
+    max_leaves=4,
+)
+SMALL_PHOTO = cv2.imencode(".jpg", photo("astronaut.png", 96, 72))[1].tobytes()
+
+
+@settings(SETTINGS, max_examples=150)
+@given(chosen=st.dictionaries(st.sampled_from(OPTION_NAMES), JSON_VALUES, max_size=6))
+@example(chosen={"detector": "eye", "min_size": "30x40", "max_side": " 64 "})
+@example(chosen={"scale_factor": float("nan"), "min_size": [None, 30]})
+def test_it_answers_any_option_value_with_boxes_or_an_option_error(capped_detector, chosen):
+    # NaN and infinities reach the handler as floats, as Python's json (and so Lambda's runtime) reads them.
+    result = capped_detector({"image_base64": b64(SMALL_PHOTO), **chosen})
+    if "error" in result:
+        assert result["error"]["code"] in {"invalid_option", "unknown_detector"}, result
+        assert result["error"]["message"]
+    else:
+        assert result["image"] == {"width": 96, "height": 72, "format": "jpeg"}
+        assert isinstance(result["boxes"], list)
