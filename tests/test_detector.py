@@ -213,6 +213,15 @@ def test_it_finds_no_people_in_an_image_lower_than_the_window(isolated_detector)
     assert result["image"] == {"width": 200, "height": 60, "format": "png"}
 
 
+@pytest.mark.parametrize("detector_name", ["face", "eye", "fullbody", "upperbody", "cat_face", "people"])
+@pytest.mark.parametrize("width, height", [(1, 1), (13, 9), (60, 200), (2000, 3)])
+def test_it_finds_nothing_in_images_smaller_than_each_detectors_window(isolated_detector, detector_name, width,
+                                                                        height):
+    result = isolated_detector({"image_base64": b64(encode(noise(width, height))), "detector": detector_name})
+    assert result["boxes"] == []
+    assert result["image"] == {"width": width, "height": height, "format": "png"}
+
+
 def test_it_finds_no_people_when_max_side_shrinks_the_photo_below_the_window(isolated_detector):
     event = {"image_base64": b64(encode(photo("rocket.jpg", 640, 480), ".jpg")), "detector": "people",
              "max_side": 100}
