@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import importlib.util
+import json
 import os
+import select
 import shutil
+import signal
 import struct
 import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -64,6 +69,40 @@ def assert_same_boxes(got: list[dict], expected: list[dict], threshold: float = 
         unmatched.remove(best)
 
 
+def encode(image, ext: str = ".png", params=()) -> bytes:
+    """An image array as the bytes of a file, encoded by OpenCV."""
+    import cv2
+
+    ok, data = cv2.imencode(ext, image, list(params))
+    assert ok, f"OpenCV cannot encode {ext}"
+    return data.tobytes()
+
+
+def noise(width: int, height: int, seed: int = 0):
+    """Uniform colour noise, BGR."""
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def photo(name: str, width: int, height: int):
+    """A scikit-image sample photo resized to width x height (BGR)."""
+    import cv2
+
+    image = cv2.imread(str(sample_path(name)))
+    shrinking = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def photo_at(name: str, long_side: int):
+    """A scikit-image sample photo scaled so that its longer side is long_side pixels."""
+    import cv2
+
+    height, width = cv2.imread(str(sample_path(name))).shape[:2]
+    scale = long_side / max(width, height)
+    return photo(name, round(width * scale), round(height * scale))
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -77,6 +116,35 @@ def png_bomb(width: int = 8_000, height: int = 6_000) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     chunks = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
     return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+def bmp_bomb(width: int = 8_000, height: int = 6_000) -> bytes:
+    """A valid 8-bit RLE BMP that ends at once (end-of-bitmap): ~1 KB, 48 MP once decoded."""
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    pixels = b"\x00\x01"  # RLE8 escape: end of bitmap
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + palette + pixels
+
+
+def webp_bomb(kind: str) -> bytes:
+    """A small WebP whose header claims 16383x16383 (268 MP): `kind` is VP8, VP8L or VP8X.
+
+    The pixel data is that of a 64x64 image, so only a header check can refuse it before decoding."""
+    import cv2
+    import numpy as np
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    data = bytearray(encode(image, ".webp", [cv2.IMWRITE_WEBP_QUALITY, 101 if kind == "VP8L" else 80]))
+    if kind == "VP8":
+        struct.pack_into("<HH", data, 26, 16383, 16383)
+    elif kind == "VP8L":
+        struct.pack_into("<I", data, 21, 16382 | 16382 << 14 | (data[24] >> 4) << 28)
+    else:  # an extended header in front of the lossy bitstream, with a canvas of 16383 x 16383
+        vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x00" * 4 + (16382).to_bytes(3, "little") * 2
+        data[12:12] = vp8x
+        struct.pack_into("<I", data, 4, len(data) - 8)
+    return bytes(data)
 
 
 def corrupt_png() -> bytes:
@@ -94,14 +162,21 @@ class Samples:
     rocket_jpeg: bytes
     gif: bytes
     jpeg_path: Path
+    astronaut_webp: bytes
+    astronaut_bmp: bytes
+    webp_path: Path
+    astronaut_3200_jpeg: bytes
 
 
 @pytest.fixture(scope="session")
 def detector_samples(tmp_path_factory) -> Samples:
     import cv2
 
-    jpeg_path = tmp_path_factory.mktemp("detector") / "astronaut.jpg"
-    cv2.imwrite(str(jpeg_path), cv2.imread(str(sample_path("astronaut.png"))), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    folder = tmp_path_factory.mktemp("detector")
+    jpeg_path, webp_path = folder / "astronaut.jpg", folder / "astronaut.webp"
+    astronaut = cv2.imread(str(sample_path("astronaut.png")))
+    cv2.imwrite(str(jpeg_path), astronaut, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    cv2.imwrite(str(webp_path), astronaut, [cv2.IMWRITE_WEBP_QUALITY, 90])
     return Samples(
         astronaut_png=sample_path("astronaut.png").read_bytes(),
         astronaut_jpeg=jpeg_path.read_bytes(),
@@ -109,6 +184,10 @@ def detector_samples(tmp_path_factory) -> Samples:
         rocket_jpeg=sample_path("rocket.jpg").read_bytes(),
         gif=sample_path("no_time_for_that_tiny.gif").read_bytes(),
         jpeg_path=jpeg_path,
+        astronaut_webp=webp_path.read_bytes(),
+        astronaut_bmp=encode(astronaut, ".bmp"),
+        webp_path=webp_path,
+        astronaut_3200_jpeg=encode(photo_at("astronaut.png", 3200), ".jpg"),
     )
 
 
@@ -125,8 +204,12 @@ BAD_INPUTS = {
     "gif": "unsupported_format",
     "truncated_jpeg": "truncated_image",
     "truncated_png": "truncated_image",
+    "truncated_webp": "truncated_image",
+    "truncated_bmp": "truncated_image",
     "corrupt_png": "corrupt_image",
     "decompression_bomb": "image_too_large",
+    "webp_bomb": "image_too_large",
+    "bmp_bomb": "image_too_large",
     "unknown_detector": "unknown_detector",
     "scale_factor_too_small": "invalid_option",
     "min_neighbors_negative": "invalid_option",
@@ -140,6 +223,7 @@ BAD_INPUTS = {
 @pytest.fixture(scope="session")
 def bad_input_event(detector_samples):
     png, jpeg = detector_samples.astronaut_png, detector_samples.astronaut_jpeg
+    webp, bmp = detector_samples.astronaut_webp, detector_samples.astronaut_bmp
     image = b64(png)
     events = {
         "missing_fields": lambda: {"detector": "face"},
@@ -152,8 +236,12 @@ def bad_input_event(detector_samples):
         "gif": lambda: {"image_base64": b64(detector_samples.gif)},
         "truncated_jpeg": lambda: {"image_base64": b64(jpeg[: len(jpeg) * 2 // 3])},
         "truncated_png": lambda: {"image_base64": b64(png[: len(png) * 2 // 3])},
+        "truncated_webp": lambda: {"image_base64": b64(webp[: len(webp) * 2 // 3])},
+        "truncated_bmp": lambda: {"image_base64": b64(bmp[: len(bmp) * 2 // 3])},
         "corrupt_png": lambda: {"image_base64": b64(corrupt_png())},
         "decompression_bomb": lambda: {"image_base64": b64(png_bomb())},
+        "webp_bomb": lambda: {"image_base64": b64(webp_bomb("VP8X"))},
+        "bmp_bomb": lambda: {"image_base64": b64(bmp_bomb())},
         "unknown_detector": lambda: {"image_base64": image, "detector": "dog"},
         "scale_factor_too_small": lambda: {"image_base64": image, "scale_factor": 1.0},
         "min_neighbors_negative": lambda: {"image_base64": image, "min_neighbors": -1},
@@ -173,6 +261,73 @@ def detector():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# --- the handler in a child process ---------------------------------------------------------------
+
+ISOLATED_WORKER = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("detector_handler", sys.argv[1])
+handler = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(handler)
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    try:
+        answer = {"result": handler.process_image(json.loads(line))}
+    except Exception as exc:
+        answer = {"raised": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(answer), flush=True)
+"""
+
+
+class IsolatedHandler:
+    """process_image in a child process, one event at a time: a crash inside OpenCV (SIGSEGV,
+    an abort from a corrupted heap) kills the child, not pytest, and is reported as a failure."""
+
+    def __init__(self, timeout: float = 120, env: dict | None = None):
+        self.timeout, self.env, self.proc = timeout, env or {}, None
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ISOLATED_WORKER, str(FUNCTION_DIR / "src" / "handler.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), **self.env},
+        )
+        assert self._read() == {"ready": True}
+
+    def _read(self) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.proc.kill()
+            code = self.proc.wait()
+            self.proc = None
+            died = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+            raise AssertionError(f"the handler's process {died}" if ready else f"no answer in {self.timeout}s")
+        return json.loads(line)
+
+    def __call__(self, event) -> dict:
+        """The handler's answer; AssertionError if it raised, crashed or hung."""
+        if self.proc is None:
+            self._start()
+        self.proc.stdin.write(json.dumps(event) + "\n")
+        self.proc.stdin.flush()
+        answer = self._read()
+        if "raised" in answer:
+            raise AssertionError(f"the handler raised {answer['raised']}")
+        return answer["result"]
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def isolated_detector():
+    handler = IsolatedHandler()
+    yield handler
+    handler.close()
 
 
 # --- the local AWS plane ---------------------------------------------------------------------------
@@ -311,7 +466,9 @@ def detector_image():
 
     def get(arch: str) -> str:
         if arch not in built:
-            tag = f"slipway-test/detector:{arch}"
+            # One tag per checkout: several worktrees share the engine, and each must test its own function/.
+            checkout = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:8]
+            tag = f"slipway-test/detector:{arch}-{checkout}"
             build_detector_image(arch, tag)
             built[arch] = tag
         return built[arch]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.detector_fixtures import BAD_INPUTS, assert_same_boxes, b64
+from tests.detector_fixtures import BAD_INPUTS, assert_same_boxes, b64, encode, noise
 
 pytestmark = pytest.mark.integration
 
@@ -16,10 +16,13 @@ pytestmark = pytest.mark.integration
 CASES = [
     ("face_png", "astronaut_png", {}),
     ("face_jpeg", "astronaut_jpeg", {}),
+    ("face_webp", "astronaut_webp", {}),
+    ("face_bmp", "astronaut_bmp", {}),
     ("eyes", "astronaut_png", {"detector": "eye"}),
     ("cat_face", "chelsea_png", {"detector": "cat_face", "min_neighbors": 2}),
     ("downscaled", "astronaut_png", {"max_side": 256}),
     ("people", "rocket_jpeg", {"detector": "people"}),
+    ("bounded_copy", "astronaut_3200_jpeg", {}),
 ]
 
 
@@ -74,3 +77,15 @@ def test_it_refuses_an_s3_object_over_the_size_limit(detector_container, detecto
     where = detector_bucket.put("too-large.bin", b"\0" * (detector.MAX_BYTES + 1))
     result = detector_container.invoke(where)
     assert result["error"]["code"] == "s3_object_too_large"
+
+
+def test_it_finds_no_people_in_an_image_lower_than_the_window(detector_container):
+    # In-process this once killed the interpreter (SIGSEGV); in the image the runtime would have died.
+    result = detector_container.invoke({"image_base64": b64(encode(noise(200, 60))), "detector": "people"})
+    assert result["boxes"] == []
+    assert result["image"] == {"width": 200, "height": 60, "format": "png"}
+
+
+def test_it_refuses_a_non_finite_option_in_the_container(detector_container, detector_samples):
+    event = {"image_base64": b64(detector_samples.chelsea_png), "scale_factor": "NaN", "min_size": [30, None]}
+    assert detector_container.invoke(event)["error"]["code"] == "invalid_option"
