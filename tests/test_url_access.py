@@ -8,12 +8,15 @@ from unittest import mock
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from portal.models import Build, Deployment
+from portal.models import Build, Deployment, WebhookDelivery
 
 OPEN = {
     "portal-home": "only redirects to the functions list, which asks to sign in",
     "portal-login": "the sign-in page",
     "portal-healthz": "load balancers poll it; it names no function and carries no secret",
+    "portal-webhook-gitlab": "GitLab cannot sign in: each delivery carries the function's secret token or "
+                             "signature instead, and without one it gets the same 401 whether the function "
+                             "exists or not",
 }
 SIGNED_IN_PAGES = {  # pages of their own that any signed-in user sees (they list only what they may see)
     "portal-functions", "portal-function-register", "portal-audit", "portal-health", "portal-logout",
@@ -36,7 +39,10 @@ def urls(function, cast):
                                  status=Build.Status.SUCCEEDED, digest="sha256:" + "a" * 64)
     deployment = Deployment.objects.create(function=function, trigger="cli", status="succeeded", version="1",
                                            build=build, commit_sha="a" * 40)
-    values = {"name": function.name, "pk": str(deployment.pk), "user_id": str(cast["alice"].pk)}
+    delivery = WebhookDelivery.objects.create(function=function, event_type="Push Hook", outcome="ignored",
+                                              body="{}", detail="a push to another branch")
+    values = {"name": function.name, "pk": str(deployment.pk), "user_id": str(cast["alice"].pk),
+              "delivery_id": str(delivery.pk)}
     found = {}
     for name, pattern in patterns():
         path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], pattern)
