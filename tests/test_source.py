@@ -80,3 +80,17 @@ def test_it_refuses_a_symlink_that_leads_out_of_the_checkout(tmp_path):
     (checkout / "ctx").symlink_to(tmp_path)
     with pytest.raises(UserError, match="leads outside the repository"):
         source.inside(checkout, "ctx", "build context")
+
+
+def test_is_ancestor_tells_older_from_newer_and_says_none_for_commits_it_lacks(tmp_path):
+    from tests.integration.conftest import Repo
+
+    repo = Repo(tmp_path / "repo")
+    older = repo.commit("one", {"a": "1"})
+    newer = repo.commit("two", {"a": "2"})
+    mirror = source.fetch(str(repo.path), tmp_path / "work", allow_local=True)
+    assert source.is_ancestor(mirror, older, newer) is True
+    assert source.is_ancestor(mirror, newer, older) is False
+    assert source.is_ancestor(mirror, newer, newer) is True
+    assert source.is_ancestor(mirror, older, "f" * 40) is None
+    assert source.is_ancestor(mirror, "--output=/tmp/x", newer) is None  # never handed to git
