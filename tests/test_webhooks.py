@@ -159,6 +159,7 @@ def test_get_is_not_allowed(client, hooked):
 # --- Exactly once, paused ------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_a_resend_with_the_same_idempotency_key_is_a_duplicate(client, hooked):
     first = deliver(client, "hello", push(SHA), key="key-1")
     again = deliver(client, "hello", push(SHA), key="key-1")
@@ -168,6 +169,7 @@ def test_a_resend_with_the_same_idempotency_key_is_a_duplicate(client, hooked):
     assert duplicate.duplicate_of == WebhookDelivery.objects.get(outcome=Outcome.ACCEPTED)
 
 
+@pytest.mark.postgres
 def test_without_an_idempotency_key_the_event_uuid_dedupes(client, hooked):
     for _ in range(2):
         client.post("/hooks/gitlab/hello", data=json.dumps(push(SHA)), content_type="application/json",
@@ -176,6 +178,7 @@ def test_without_an_idempotency_key_the_event_uuid_dedupes(client, hooked):
     assert sorted(WebhookDelivery.objects.values_list("outcome", flat=True)) == ["accepted", "duplicate"]
 
 
+@pytest.mark.postgres
 def test_the_database_refuses_a_second_accepted_delivery_with_the_same_key(hooked):
     from django.db import IntegrityError, transaction
 
