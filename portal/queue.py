@@ -44,7 +44,7 @@ def request(function: Function, *, supersede: bool = True, **fields) -> Deployme
     `supersede=False` is for webhook deploys: deliveries arrive out of order, so
     a later request may carry an older commit; the worker, which sees the
     repository, skips the stale ones instead (workers/steps.stale_reason)."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # inside a caller's transaction, no savepoint: one less round trip
         _lock(function.pk)
         deployment = Deployment.objects.create(function=function, **fields)
         if supersede:

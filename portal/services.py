@@ -42,7 +42,7 @@ def request_deploy(function: Function, *, trigger: str, user=None, ref: str = ""
 
 def _queue_deploy(function: Function, *, trigger: str, user, ref: str, commit: str, supersede: bool = True,
                   **audit) -> Deployment:
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # nothing here is retried: no savepoint round trips needed
         deployment = queue.request(function, supersede=supersede, trigger=trigger, requested_by=user, ref=ref,
                                    commit_sha=commit)
         AuditEvent.record("deployment.requested", function=function, deployment=deployment.pk,

@@ -118,38 +118,46 @@ def _receive(delivery: _Delivery) -> JsonResponse:
 
 
 def _process(delivery: _Delivery, key: str, payload: dict) -> JsonResponse:
-    """In one transaction, with the function row locked (the queue's lock order):
-    decide on the current settings, record the delivery, request the deployment."""
-    function = Function.objects.select_for_update().get(pk=delivery.function.pk)
-    if function.is_archived:  # archived since the token was checked
-        raise _Answer(401, "unauthorized", "the function is archived: it accepts no deliveries")
-    delivery.function = function
-    decision = gitlab.decide(function, delivery.fields["event_type"], payload)
+    """One transaction. An accepted delivery claims its key first, in a savepoint: the
+    partial unique index makes a simultaneous twin wait for it and then fail, so a
+    duplicate never queues for the function's lock. Only then is the function row
+    locked (the queue's lock order), its settings read again (a rollback may have
+    paused it meanwhile) and the deployment requested."""
+    event = delivery.fields["event_type"]
+    decision = gitlab.decide(delivery.function, event, payload)
     delivery.fields["dedupe_key"] = key
-    if decision.deploy:
-        try:
-            with transaction.atomic():  # a savepoint: the constraint decides between simultaneous twins
-                row = delivery.record(Outcome.ACCEPTED, decision.detail, 200)
-        except IntegrityError:
-            return _duplicate(delivery, function, key)
-        try:
-            deployment = services.request_webhook_deploy(function, ref=decision.ref, commit=decision.commit,
-                                                         delivery=row.pk)
-        except services.RequestRefused as exc:
-            WebhookDelivery.objects.filter(pk=row.pk).update(outcome=Outcome.IGNORED, detail=str(exc)[:500])
-            return _answer(200, outcome=Outcome.IGNORED, detail=str(exc))
-        WebhookDelivery.objects.filter(pk=row.pk).update(deployment=deployment, took_ms=delivery.took_ms())
-        return _answer(200, outcome=Outcome.ACCEPTED, detail=decision.detail, deployment=deployment.pk)
-    if key and WebhookDelivery.objects.filter(function=function, dedupe_key=key,
-                                              outcome__in=WebhookDelivery.CLAIMS_KEY).exists():
-        return _duplicate(delivery, function, key)
-    outcome = Outcome.PAUSED if decision.paused else Outcome.IGNORED
-    delivery.record(outcome, decision.detail, 200)
-    return _answer(200, outcome=outcome, detail=decision.detail)
+    if not decision.deploy:
+        if key and WebhookDelivery.objects.filter(function=delivery.function, dedupe_key=key,
+                                                  outcome__in=WebhookDelivery.CLAIMS_KEY).exists():
+            return _duplicate(delivery, key)
+        outcome = Outcome.PAUSED if decision.paused else Outcome.IGNORED
+        delivery.record(outcome, decision.detail, 200)
+        return _answer(200, outcome=outcome, detail=decision.detail)
+    try:
+        with transaction.atomic():
+            row = delivery.record(Outcome.ACCEPTED, decision.detail, 200)
+    except IntegrityError:
+        return _duplicate(delivery, key)
+    function = Function.objects.select_for_update().get(pk=delivery.function.pk)
+    if function.is_archived:  # archived since the token was checked: nothing of this is kept but the refusal
+        raise _Answer(401, "unauthorized", "the function is archived: it accepts no deliveries")
+    decision = gitlab.decide(function, event, payload)
+    if not decision.deploy:  # paused or switched off meanwhile: the key is free again
+        outcome = Outcome.PAUSED if decision.paused else Outcome.IGNORED
+        WebhookDelivery.objects.filter(pk=row.pk).update(outcome=outcome, detail=decision.detail[:500])
+        return _answer(200, outcome=outcome, detail=decision.detail)
+    try:
+        deployment = services.request_webhook_deploy(function, ref=decision.ref, commit=decision.commit,
+                                                     delivery=row.pk)
+    except services.RequestRefused as exc:
+        WebhookDelivery.objects.filter(pk=row.pk).update(outcome=Outcome.IGNORED, detail=str(exc)[:500])
+        return _answer(200, outcome=Outcome.IGNORED, detail=str(exc))
+    WebhookDelivery.objects.filter(pk=row.pk).update(deployment=deployment, took_ms=delivery.took_ms())
+    return _answer(200, outcome=Outcome.ACCEPTED, detail=decision.detail, deployment=deployment.pk)
 
 
-def _duplicate(delivery: _Delivery, function: Function, key: str) -> JsonResponse:
-    original = WebhookDelivery.objects.filter(function=function, dedupe_key=key,
+def _duplicate(delivery: _Delivery, key: str) -> JsonResponse:
+    original = WebhookDelivery.objects.filter(function=delivery.function, dedupe_key=key,
                                               outcome__in=WebhookDelivery.CLAIMS_KEY).first()
     detail = (f"already accepted as delivery #{original.pk}" if original else "already accepted") + \
         (f" (deployment #{original.deployment_id})" if original and original.deployment_id else "")

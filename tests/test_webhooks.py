@@ -346,3 +346,35 @@ def test_a_signing_token_needs_a_fernet_key(client, cast, function, settings):
                            follow=True)
     assert b"SLIPWAY_FERNET_KEY is not set" in response.content
     assert Function.objects.get(pk=function.pk).webhook_signing_key == ""
+
+
+
+def test_a_pause_that_lands_while_a_push_is_processed_wins(client, hooked):
+    real, seen = gitlab.decide, []
+
+    def decide(function, *args, **kwargs):
+        seen.append(function.paused_reason)
+        decision = real(function, *args, **kwargs)
+        if len(seen) == 1:  # a rollback pauses auto-deploy right after the first look
+            Function.objects.filter(pk=hooked.pk).update(paused_reason="rolled back to version 2 by bob")
+        return decision
+
+    with mock.patch("portal.webhooks.gitlab.decide", side_effect=decide):
+        answer = deliver(client, "hello", push(SHA), key="key-1").json()
+    assert seen == ["", "rolled back to version 2 by bob"]
+    assert answer["outcome"] == "paused" and not Deployment.objects.exists()
+    Function.objects.filter(pk=hooked.pk).update(paused_reason="")
+    assert deliver(client, "hello", push(SHA), key="key-1").json()["outcome"] == "accepted"  # the key is free
+
+
+def test_the_owner_sets_a_tag_pattern_on_the_edit_form_and_a_bad_one_is_refused(client, cast, function):
+    from tests.test_views import _form
+
+    Function.objects.filter(pk=function.pk).update(lambda_name="slipway-hello", ecr_repository="slipway/hello")
+    client.force_login(cast["alice"])
+    url = reverse("portal-function-edit", args=["hello"])
+    data = _form(name="hello", lambda_name="slipway-hello", ecr_repository="slipway/hello")
+    assert client.post(url, {**data, "tag_pattern": "v 1;rm"}).status_code == 400
+    assert client.post(url, {**data, "tag_pattern": "v[0-9]*"}).status_code == 302
+    assert Function.objects.get(pk=function.pk).tag_pattern == "v[0-9]*"
+    assert AuditEvent.objects.get(action="function.edited").detail["tag_pattern"] == "v[0-9]*"
