@@ -244,9 +244,11 @@ def test_a_webhook_deploy_supersedes_nothing_the_worker_decides(client, hooked):
 def test_viewers_see_the_delivery_log_paginated_and_strangers_do_not(client, cast, hooked):
     for n in range(26):
         deliver(client, "hello", push(SHA, branch=f"feature-{n}"))
+    deployment = deliver(client, "hello", push(SHA)).json()["deployment"]
     client.force_login(cast["charlie"])
     page = client.get(reverse("portal-deliveries", args=["hello"]))
     assert page.status_code == 200 and page.content.count(b'id="delivery-') == 25
+    assert f'href="/deployments/{deployment}/"'.encode() in page.content and b'data-status="queued"' in page.content
     assert b"a push to feature-25; main deploys" in page.content and TOKEN.encode() not in page.content
     assert b"Replay</button>" not in page.content  # a viewer cannot replay
     client.force_login(cast["dave"])
