@@ -266,6 +266,21 @@ def commits_between(mirror: Path, older: str, newer: str, limit: int = 50) -> li
         return None
 
 
+def is_ancestor(mirror: Path, older: str, newer: str) -> bool | None:
+    """Is commit `older` an ancestor of `newer` (or the same commit)? None when the mirror
+    cannot tell (a commit it does not hold)."""
+    if not _SHA.match(older or "") or not _SHA.match(newer or ""):
+        return None
+    try:
+        done = subprocess.run(["git", "merge-base", "--is-ancestor", "--end-of-options", older, newer], cwd=mirror,
+                              capture_output=True, text=True, timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL,
+                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_CONFIG_NOSYSTEM": "1",
+                                   "HOME": os.environ.get("HOME", "/tmp")})
+    except subprocess.TimeoutExpired:
+        raise AppError("git-timeout", f"git merge-base took longer than {GIT_TIMEOUT} s") from None
+    return {0: True, 1: False}.get(done.returncode)  # 128 and others: a commit it does not know
+
+
 def resolve_cached(mirror: Path, ref: str) -> str | None:
     """`resolve` against what the mirror last fetched, without fetching; None when unknown."""
     if not (mirror / "HEAD").exists():

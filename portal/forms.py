@@ -91,7 +91,7 @@ class FunctionForm(forms.ModelForm):
         model = Function
         fields = ["name", "description", "repository_url", "branch", "context_path", "dockerfile_path",
                   "architecture", "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s",
-                  "execution_role_arn", "auto_deploy"]
+                  "execution_role_arn", "auto_deploy", "tag_pattern"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -231,6 +231,12 @@ class MemberForm(forms.Form):
 
 class RoleForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.Role.choices)
+
+
+class WebhookTokenForm(forms.Form):
+    """Generate (or rotate) a webhook token, or remove it."""
+
+    action = forms.ChoiceField(choices=[("generate", "Generate"), ("remove", "Remove")])
 
 
 class AuditFilterForm(forms.Form):

@@ -60,7 +60,15 @@ class Function(models.Model):
                                           help_text="Used by CreateFunction on the first deploy.")
     smoke_event = models.JSONField(default=dict, blank=True,
                                    help_text="Invoked on each new version before the alias moves.")
+    tag_pattern = models.CharField(
+        max_length=100, blank=True,
+        validators=[RegexValidator(r"^[A-Za-z0-9._/*?\[\]!+-]+$",
+                                   "letters, digits, . _ / + - and the wildcards * ? [ ]")],
+        help_text="Tags matching this pattern deploy on a GitLab tag push (e.g. v*); empty: tags never deploy.")
+    # GitLab's secret token (X-Gitlab-Token), as SHA-256: it only has to be compared.
     webhook_secret_hash = models.CharField(max_length=128, blank=True, editable=False)
+    # GitLab's signing token (whsec_…), Fernet-encrypted (portal.crypto): verifying needs the key itself.
+    webhook_signing_key = models.TextField(blank=True, editable=False)
     auto_deploy = models.BooleanField(default=True)
     paused_reason = models.CharField(max_length=300, blank=True,
                                      help_text="Set when auto-deploy is paused, e.g. after a rollback.")
@@ -82,6 +90,11 @@ class Function(models.Model):
     @property
     def is_archived(self) -> bool:
         return self.archived_at is not None
+
+    @property
+    def webhook_configured(self) -> bool:
+        """A secret token or a signing token is set: without one, every delivery is refused."""
+        return bool(self.webhook_secret_hash or self.webhook_signing_key)
 
     def commit_url(self, sha: str) -> str:
         """The commit on the repository's web page (GitLab's path form); "" for local or unknown hosts."""
@@ -399,32 +412,67 @@ class DeploymentStep(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """Every webhook delivery as received, with what Slipway did about it."""
+    """Every webhook delivery as received, with what Slipway did about it.
+
+    Exactly once: a delivery that requested a deployment claims its dedupe key
+    (GitLab's Idempotency-Key, which a manual "Resend" repeats; X-Gitlab-Event-UUID
+    from older GitLab) through a partial unique constraint, so of ten identical
+    deliveries arriving together one deploys and nine are logged as duplicates."""
 
     class Outcome(models.TextChoices):
-        DEPLOYED = "deployed"
-        IGNORED = "ignored"
-        PAUSED = "paused"
-        DUPLICATE = "duplicate"
-        REJECTED = "rejected"
+        ACCEPTED = "accepted"  # a deployment was requested
+        STALE = "stale"  # accepted, then skipped by the worker: an older commit than one live or queued
+        IGNORED = "ignored"  # authenticated, nothing to deploy (another branch, a deletion, another event)
+        PAUSED = "paused"  # would have deployed; auto-deploy is paused
+        DUPLICATE = "duplicate"  # its key was already accepted
+        REJECTED = "rejected"  # not authenticated, too large or malformed
+
+    # The outcomes that hold a dedupe key: a stale delivery still did its one deployment.
+    CLAIMS_KEY = (Outcome.ACCEPTED, Outcome.STALE)
+    AUTHENTICATED = (Outcome.ACCEPTED, Outcome.STALE, Outcome.IGNORED, Outcome.PAUSED, Outcome.DUPLICATE)
 
     function = models.ForeignKey(Function, on_delete=models.SET_NULL, null=True, blank=True,
                                  related_name="webhook_deliveries")
-    event_uuid = models.CharField(max_length=64, blank=True, db_index=True)
+    event_uuid = models.CharField(max_length=64, blank=True, db_index=True, help_text="X-Gitlab-Event-UUID")
+    webhook_uuid = models.CharField(max_length=64, blank=True, help_text="X-Gitlab-Webhook-UUID: this request")
+    dedupe_key = models.CharField(max_length=128, blank=True,
+                                  help_text="Idempotency-Key, else X-Gitlab-Event-UUID; empty for replays.")
     event_type = models.CharField(max_length=64, blank=True)
     headers = models.JSONField(default=dict, help_text="As received, without the token.")
-    body = models.TextField(blank=True)
+    body = models.TextField(blank=True, help_text="As received; only the start of it for a rejected delivery.")
+    body_bytes = models.PositiveIntegerField(default=0, help_text="The size of the body as received.")
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
     detail = models.CharField(max_length=500, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True, help_text="What Slipway answered.")
     deployment = models.ForeignKey(Deployment, on_delete=models.SET_NULL, null=True, blank=True)
+    duplicate_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    replay_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replays")
+    replayed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+")
+    took_ms = models.FloatField(null=True, blank=True, help_text="From the request's arrival to its answer.")
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
-        ordering = ["-received_at"]
+        ordering = ["-received_at", "-pk"]
         verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["function", "-received_at"], name="delivery_log")]
+        constraints = [models.UniqueConstraint(
+            fields=["function", "dedupe_key"],
+            condition=models.Q(outcome__in=["accepted", "stale"]) & ~models.Q(dedupe_key=""),
+            name="one_accepted_delivery_per_key")]
 
     def __str__(self) -> str:
         return f"{self.event_type or 'webhook'} {self.outcome} at {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def authenticated(self) -> bool:
+        return self.outcome in self.AUTHENTICATED
+
+    @classmethod
+    def mark_stale(cls, deployment_id: int, message: str) -> int:
+        """The worker skipped this delivery's deployment as stale: the log says so."""
+        return cls.objects.filter(deployment_id=deployment_id, outcome=cls.Outcome.ACCEPTED).update(
+            outcome=cls.Outcome.STALE, detail=message[:500])
 
 
 class AuditEvent(models.Model):

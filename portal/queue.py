@@ -6,7 +6,8 @@ before its shift). The database is the queue; Celery only carries primary
 keys. Rules:
 
 - Requests run in the order they were made. A new deploy supersedes the
-  queued deploys before it; a new rollback supersedes every queued request
+  queued deploys before it (a webhook deploy supersedes nothing: the worker
+  skips the older commits of a burst as stale); a new rollback supersedes every queued request
   before it (deploys and older rollbacks) and tells running deploys to stop
   before their shift. A request made after a queued rollback runs after it.
 - Every transaction here locks the function row before any of its
@@ -37,12 +38,17 @@ def _lock(function_id: int) -> Function:
     return Function.objects.select_for_update().get(pk=function_id)
 
 
-def request(function: Function, **fields) -> Deployment:
-    """Write a deployment row, supersede what it replaces, dispatch after commit."""
-    with transaction.atomic():
+def request(function: Function, *, supersede: bool = True, **fields) -> Deployment:
+    """Write a deployment row, supersede what it replaces, dispatch after commit.
+
+    `supersede=False` is for webhook deploys: deliveries arrive out of order, so
+    a later request may carry an older commit; the worker, which sees the
+    repository, skips the stale ones instead (workers/steps.stale_reason)."""
+    with transaction.atomic(savepoint=False):  # inside a caller's transaction, no savepoint: one less round trip
         _lock(function.pk)
         deployment = Deployment.objects.create(function=function, **fields)
-        _supersede_for(deployment)
+        if supersede:
+            _supersede_for(deployment)
         transaction.on_commit(lambda: dispatch(function.pk))
     return deployment
 

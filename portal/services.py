@@ -37,12 +37,29 @@ def request_deploy(function: Function, *, trigger: str, user=None, ref: str = ""
         validate_ref(ref or commit or function.branch)
     except Exception as exc:
         raise RequestRefused(str(getattr(exc, "message", exc))) from None
-    with transaction.atomic():
-        deployment = queue.request(function, trigger=trigger, requested_by=user,
-                                   ref=ref or commit or function.branch, commit_sha=commit)
+    return _queue_deploy(function, trigger=trigger, user=user, ref=ref or commit or function.branch, commit=commit)
+
+
+def _queue_deploy(function: Function, *, trigger: str, user, ref: str, commit: str, supersede: bool = True,
+                  **audit) -> Deployment:
+    with transaction.atomic(savepoint=False):  # nothing here is retried: no savepoint round trips needed
+        deployment = queue.request(function, supersede=supersede, trigger=trigger, requested_by=user, ref=ref,
+                                   commit_sha=commit)
         AuditEvent.record("deployment.requested", function=function, deployment=deployment.pk,
-                          ref=deployment.ref, trigger=trigger, **_actor(user, trigger))
+                          ref=deployment.ref, trigger=trigger, **audit, **_actor(user, trigger))
     return deployment
+
+
+def request_webhook_deploy(function: Function, *, ref: str, commit: str, delivery: int) -> Deployment:
+    """Queue the deploy a GitLab delivery asked for: exactly `commit`, with the branch or
+    tag it came from as `ref`. It supersedes nothing (see queue.request). Called inside
+    the receiver's transaction, with the function row locked."""
+    if function.is_archived:
+        raise RequestRefused(f"{function.name} is archived: it accepts no deploys")
+    if not _FULL_SHA.match(commit):
+        raise RequestRefused(f"{commit!r} is not a full 40-character commit SHA")
+    return _queue_deploy(function, trigger=Deployment.Trigger.WEBHOOK, user=None, ref=ref, commit=commit,
+                         supersede=False, delivery=delivery)
 
 
 def rollback_target(function: Function, *, to: str = "") -> Deployment:
@@ -112,7 +129,7 @@ def resume_auto_deploy(function: Function, *, user=None, trigger: str = "cli") -
 
 AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
                   "architecture", "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s",
-                  "execution_role_arn", "smoke_event", "auto_deploy")
+                  "execution_role_arn", "smoke_event", "auto_deploy", "tag_pattern")
 
 
 def _changes(before: Function | None, after: Function) -> dict:
@@ -218,3 +235,84 @@ def _refuse_last_owner(function: Function, member) -> None:
     if not owners.exists():
         raise RequestRefused(f"{member.get_username()} is the last owner of {function.name}: "
                              "make someone else an owner first")
+
+
+# --- Webhooks ---------------------------------------------------------------------------
+
+
+def set_webhook_secret(function: Function, *, user) -> str:
+    """A new secret token (replacing any other at once); returns it to be shown once.
+    Only its SHA-256 is kept, and the audit log never sees it."""
+    from portal import gitlab
+
+    raw = gitlab.new_secret_token()
+    with transaction.atomic():
+        before = Function.objects.select_for_update().get(pk=function.pk)
+        Function.objects.filter(pk=function.pk).update(webhook_secret_hash=gitlab.digest(raw))
+        AuditEvent.record("function.webhook_secret_rotated" if before.webhook_secret_hash
+                          else "function.webhook_secret_created", function=function, actor=user)
+    return raw
+
+
+def set_webhook_signing_token(function: Function, *, user) -> str:
+    """A new signing token (whsec_…), kept Fernet-encrypted: verifying needs the key itself."""
+    from portal import crypto, gitlab
+
+    raw = gitlab.new_signing_token()
+    try:
+        sealed = crypto.encrypt(raw)
+    except crypto.Unavailable as exc:
+        raise RequestRefused(str(exc)) from None
+    with transaction.atomic():
+        before = Function.objects.select_for_update().get(pk=function.pk)
+        Function.objects.filter(pk=function.pk).update(webhook_signing_key=sealed)
+        AuditEvent.record("function.webhook_signing_token_rotated" if before.webhook_signing_key
+                          else "function.webhook_signing_token_created", function=function, actor=user)
+    return raw
+
+
+def remove_webhook_token(function: Function, kind: str, *, user) -> bool:
+    """Remove the secret token (`secret`) or the signing token (`signing`); False if none was set.
+    With neither left, the function refuses every delivery."""
+    field = {"secret": "webhook_secret_hash", "signing": "webhook_signing_key"}[kind]
+    removed = Function.objects.filter(pk=function.pk).exclude(**{field: ""}).update(**{field: ""})
+    if removed:
+        AuditEvent.record(f"function.webhook_{'secret' if kind == 'secret' else 'signing_token'}_removed",
+                          function=function, actor=user)
+    return bool(removed)
+
+
+def replay_delivery(delivery, *, user):
+    """Process a logged delivery again as a new, explicit request by `user`: a UI deploy
+    (auto-deploy being off or paused does not stop it), not subject to dedupe. The
+    replay is logged as a delivery of its own that names the original."""
+    import json
+
+    from portal import gitlab
+    from portal.models import WebhookDelivery
+
+    function = delivery.function
+    if function is None or function.is_archived:
+        raise RequestRefused("the function is archived: it accepts no deploys")
+    if not delivery.authenticated:
+        raise RequestRefused("only deliveries that were authenticated can be replayed")
+    try:
+        payload = json.loads(delivery.body)
+        if not isinstance(payload, dict):
+            raise ValueError("not a JSON object")
+        decision = gitlab.decide(function, delivery.event_type, payload, explicit=True)
+    except (ValueError, RecursionError, gitlab.Malformed) as exc:
+        raise RequestRefused(f"delivery #{delivery.pk} cannot be replayed: {exc}") from None
+    with transaction.atomic():
+        replay = WebhookDelivery.objects.create(
+            function=function, event_uuid=delivery.event_uuid, event_type=delivery.event_type,
+            headers=delivery.headers, body=delivery.body, body_bytes=delivery.body_bytes, replay_of=delivery,
+            replayed_by=user, outcome=WebhookDelivery.Outcome.ACCEPTED if decision.deploy
+            else WebhookDelivery.Outcome.IGNORED, detail=gitlab.clean_text(decision.detail, 500))
+        if decision.deploy:
+            replay.deployment = _queue_deploy(function, trigger=Deployment.Trigger.UI, user=user, ref=decision.ref,
+                                              commit=decision.commit, delivery=replay.pk)
+            replay.save(update_fields=["deployment"])
+        AuditEvent.record("webhook.replayed", function=function, actor=user, delivery=delivery.pk,
+                          replay=replay.pk, deployment=replay.deployment_id)
+    return replay

@@ -255,6 +255,38 @@ SLIPWAY_EXTRA_HEALTH_CHECKS = {
     "base_images": "deploy.local.health.check_base_images",
 } if LOCAL_MODE else {}
 
+# --- Webhooks ------------------------------------------------------------------
+
+
+def _fernet_keys() -> list[str]:
+    """Keys for the credentials Slipway must read back (webhook signing keys):
+    SLIPWAY_FERNET_KEY, comma-separated for rotation (the first encrypts, every
+    one decrypts). Local mode keeps one under the state directory; production
+    without it cannot store signing keys (the page says so) but runs."""
+    from cryptography.fernet import Fernet
+
+    keys = env_list("SLIPWAY_FERNET_KEY")
+    if not keys and LOCAL_MODE:
+        path = STATE_DIR / "fernet_key"
+        if not path.exists():
+            STATE_DIR.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(Fernet.generate_key())
+            path.chmod(0o600)
+        keys = [path.read_text().strip()]
+    for key in keys:
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured("SLIPWAY_FERNET_KEY holds a value that is not a Fernet key "
+                                       "(32 url-safe base64-encoded bytes)") from None
+    return keys
+
+
+SLIPWAY_FERNET_KEYS = _fernet_keys()
+# GitLab does not send a payload whose JSON is over 25 MiB (its encoder's limit), so
+# the cap takes anything it sends; above it: 413 without reading the body.
+SLIPWAY_WEBHOOK_MAX_BODY_BYTES = env_int("SLIPWAY_WEBHOOK_MAX_BODY_BYTES", 25 * 1024 * 1024, minimum=64 * 1024)
+
 # Test-only fault injection at the boto3 seam (deploy/aws.py); refused otherwise.
 if env_str("SLIPWAY_FAULTS_FILE") and not env_bool("SLIPWAY_TESTING", False):
     raise ImproperlyConfigured("SLIPWAY_FAULTS_FILE is a test-only switch; it is refused without SLIPWAY_TESTING=1")

@@ -3,9 +3,10 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
+from portal import webhooks
 from portal.api import api
 from portal.metrics import metrics
-from portal.views import account, audit, deployments, functions, health
+from portal.views import account, audit, deliveries, deployments, functions, health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal-functions", permanent=False), name="portal-home"),
@@ -27,6 +28,15 @@ urlpatterns = [
          name="portal-member-remove"),
     path("functions/<slug:name>/members/<int:user_id>/transfer/", functions.member_transfer,
          name="portal-member-transfer"),
+    path("functions/<slug:name>/webhook/secret-token/", functions.webhook_secret_token,
+         name="portal-webhook-secret-token"),
+    path("functions/<slug:name>/webhook/signing-token/", functions.webhook_signing_token,
+         name="portal-webhook-signing-token"),
+    path("functions/<slug:name>/deliveries/", deliveries.delivery_list, name="portal-deliveries"),
+    path("functions/<slug:name>/deliveries/<int:delivery_id>/replay/", deliveries.delivery_replay,
+         name="portal-delivery-replay"),
+    # Any name answers the same (401) whether a function has it or not.
+    path("hooks/gitlab/<str:name>", webhooks.gitlab_receiver, name="portal-webhook-gitlab"),
     path("deployments/<int:pk>/", deployments.deployment_detail, name="portal-deployment"),
     path("deployments/<int:pk>/cancel/", deployments.deployment_cancel, name="portal-deployment-cancel"),
     path("audit/", audit.audit_log, name="portal-audit"),

@@ -151,3 +151,30 @@ def test_log_lines_are_json_with_the_deployment_and_no_secret():
         line = json.loads(JsonFormatter().format(record))
     assert (line["deployment"], line["function"], line["level"]) == (42, "detector", "warning")
     assert "hunter22" not in line["message"]
+
+
+def test_local_mode_keeps_a_private_fernet_key_in_the_state_dir(tmp_path):
+    done = _load_settings(SLIPWAY_LOCAL="1", SLIPWAY_STATE_DIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "fernet_key").stat().st_mode & 0o077 == 0
+
+
+def test_settings_refuse_a_fernet_key_that_is_not_one_without_echoing_it(tmp_path):
+    done = _load_settings(SLIPWAY_LOCAL="1", SLIPWAY_STATE_DIR=str(tmp_path), SLIPWAY_FERNET_KEY="hunter2-key")
+    assert "SLIPWAY_FERNET_KEY holds a value that is not a Fernet key" in done.stderr
+    assert "hunter2" not in done.stderr
+
+
+def test_a_new_fernet_key_first_still_reads_what_the_old_one_sealed(settings):
+    from cryptography.fernet import Fernet
+
+    from portal import crypto
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.SLIPWAY_FERNET_KEYS = [old]
+    sealed = crypto.encrypt("whsec_c2VjcmV0")
+    settings.SLIPWAY_FERNET_KEYS = [new, old]
+    assert crypto.decrypt(sealed) == "whsec_c2VjcmV0"
+    settings.SLIPWAY_FERNET_KEYS = [new]
+    with pytest.raises(crypto.Unavailable):
+        crypto.decrypt(sealed)

@@ -162,3 +162,17 @@ def test_fetching_a_directory_that_is_no_repository_fails_at_once_as_repository_
         source.fetch(str(tmp_path / "empty"), tmp_path / "work", allow_local=True)
     assert refused.value.code == "repository-not-found"
     assert "does not appear to be a git repository" in refused.value.message
+
+
+def test_is_ancestor_tells_older_from_newer_and_says_none_for_commits_it_lacks(tmp_path):
+    from tests.integration.conftest import Repo
+
+    repo = Repo(tmp_path / "repo")
+    older = repo.commit("one", {"a": "1"})
+    newer = repo.commit("two", {"a": "2"})
+    mirror = source.fetch(str(repo.path), tmp_path / "work", allow_local=True)
+    assert source.is_ancestor(mirror, older, newer) is True
+    assert source.is_ancestor(mirror, newer, older) is False
+    assert source.is_ancestor(mirror, newer, newer) is True
+    assert source.is_ancestor(mirror, older, "f" * 40) is None
+    assert source.is_ancestor(mirror, "--output=/tmp/x", newer) is None  # never handed to git

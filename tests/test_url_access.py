@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from portal.models import Build, Deployment
+from portal.models import Build, Deployment, WebhookDelivery
 
 OPEN = {
     "portal-home": "only redirects to the functions list, which asks to sign in",
@@ -19,6 +19,9 @@ OPEN = {
     "api-root": "answers 404: nothing is there",
     "portal-metrics": "Prometheus scrapes it: guarded by its own token or network list (tests/test_metrics.py), "
                       "and it names no function",
+    "portal-webhook-gitlab": "GitLab cannot sign in: each delivery carries the function's secret token or "
+                             "signature instead, and without one it gets the same 401 whether the function "
+                             "exists or not",
 }
 SIGNED_IN_PAGES = {  # pages of their own that any signed-in user sees (they list only what they may see)
     "portal-functions", "portal-function-register", "portal-audit", "portal-health", "portal-logout",
@@ -42,8 +45,10 @@ def urls(function, cast):
                                  status=Build.Status.SUCCEEDED, digest="sha256:" + "a" * 64)
     deployment = Deployment.objects.create(function=function, trigger="cli", status="succeeded", version="1",
                                            build=build, commit_sha="a" * 40)
+    delivery = WebhookDelivery.objects.create(function=function, event_type="Push Hook", outcome="ignored",
+                                              body="{}", detail="a push to another branch")
     values = {"name": function.name, "pk": str(deployment.pk), "deployment_id": str(deployment.pk),
-              "user_id": str(cast["alice"].pk)}
+              "user_id": str(cast["alice"].pk), "delivery_id": str(delivery.pk)}
     found = {}
     for name, pattern in patterns():
         path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], pattern)

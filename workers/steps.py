@@ -44,6 +44,7 @@ class Run:
     repository_uri: str = ""
     image_uri: str = ""  # repository@digest, as Lambda pulls it
     after_update: dict = field(default_factory=dict)  # GetFunction once our update was applied
+    stale: str = ""  # a webhook deploy of an older commit than one live or queued: why it is skipped
 
     @property
     def function(self) -> Function:
@@ -106,6 +107,11 @@ def fetch_source(run: Run, out: StepLog) -> None:
     function, deployment = run.function, run.deployment
     run.mirror = retrying("fetch", out, source.fetch, function.repository_url, work_root(),
                           allow_local=settings.LOCAL_MODE)
+    if deployment.trigger == Deployment.Trigger.WEBHOOK:
+        run.stale = stale_reason(run)
+        if run.stale:
+            out(run.stale)
+            return
     wanted = deployment.commit_sha or deployment.ref or function.branch
     sha = source.resolve(run.mirror, wanted)
     commit = source.describe(run.mirror, sha)
@@ -124,6 +130,36 @@ def fetch_source(run: Run, out: StepLog) -> None:
         ecr.check_single_image(held)  # pushed by someone else, perhaps as an index: never deployed as is
         build.adopt(held.digest, held.size)
         run.record(kind=Deployment.Kind.REDEPLOY)
+
+
+def stale_reason(run: Run) -> str:
+    """Why a webhook deploy should not run, or "": GitLab's deliveries arrive out of
+    order, so a push may name a commit older than the one live (its own commit
+    included) or than one queued from another delivery. Those are skipped; the
+    newest goes live. A push that moved the branch back (a force-push to an older
+    commit) is what the branch holds now, and deploys. Explicit deploys from the UI,
+    the API or the CLI never come here: they may go back."""
+    deployment, function, mirror = run.deployment, run.function, run.mirror
+    mine = deployment.commit_sha
+    if deployment.kind != Deployment.Kind.DEPLOY or not mine:
+        return ""
+    live = (Deployment.objects.filter(function=function, status=Status.SUCCEEDED).exclude(version="")
+            .order_by("-finished_at", "-pk").values("pk", "commit_sha").first())
+    if live and live["commit_sha"] == mine:
+        return f"{mine[:12]} is already live (deployment #{live['pk']}): skipped"
+    head = source.resolve_cached(mirror, function.branch) if deployment.ref == function.branch else None
+    newer = [(live["pk"], live["commit_sha"], "which is live")] if live else []
+    newer += [(pk, sha, "queued from another delivery") for pk, sha in Deployment.objects.filter(
+        function=function, trigger=Deployment.Trigger.WEBHOOK, kind=Deployment.Kind.DEPLOY,
+        status__in=(Status.QUEUED, *Deployment.RUNNING)).exclude(pk=deployment.pk).exclude(commit_sha="")
+        .order_by("pk").values_list("pk", "commit_sha")]
+    for pk, sha, what in newer:
+        if sha == mine:
+            return f"{mine[:12]} is {what} (deployment #{pk}): skipped as a repeat"
+        if head != mine and source.is_ancestor(mirror, mine, sha):
+            return (f"stale: {mine[:12]} is older than {sha[:12]} (deployment #{pk}, {what}); "
+                    "skipped so the newer commit stays or goes live")
+    return ""
 
 
 def local_tag(run: Run) -> str:

@@ -13,9 +13,9 @@ from celery import shared_task
 
 from portal import queue
 from portal.celery import DEPLOY_TASK, ROLLBACK_TASK, SWEEP_TASK
-from portal.models import Build, Deployment
+from portal.models import Build, Deployment, WebhookDelivery
 from workers import lost, steps, sweeper  # noqa: F401 - lost connects the main process's signal
-from workers.recording import Recorder, check_stop, settle
+from workers.recording import Recorder, Stopped, check_stop, settle
 
 Status = Deployment.Status
 
@@ -42,6 +42,9 @@ def _deploy(run: steps.Run, rec: Recorder) -> None:
     deployment = run.deployment
     with rec.step("source") as out:
         steps.fetch_source(run, out)
+    if run.stale:  # an older commit than one live or queued: the delivery's log says why
+        WebhookDelivery.mark_stale(deployment.pk, run.stale)
+        raise Stopped(Status.SUPERSEDED, "stale", run.stale)
     check_stop(deployment)
     if deployment.kind == Deployment.Kind.REDEPLOY:  # ECR holds this build's image
         rec.skip("build", f"ECR already holds {run.function.ecr_repository}:{run.build.tag} "

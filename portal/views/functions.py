@@ -1,5 +1,5 @@
 """Functions: the list, register and edit, the function page, deploy, rollback,
-resume, archive, members."""
+resume, archive, members, webhook tokens."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from deploy import source
 from portal import access, charts, services
-from portal.forms import DeployForm, FunctionForm, MemberForm, RoleForm
-from portal.models import Deployment, Function, Membership
+from portal.forms import DeployForm, FunctionForm, MemberForm, RoleForm, WebhookTokenForm
+from portal.models import Deployment, Function, Membership, WebhookDelivery
 
 Status = Deployment.Status
 PAGE_SIZE = 25
@@ -107,6 +108,8 @@ def function_detail(request, name):
         "may_deploy": access.can(request.user, function, access.DEPLOY) and not function.is_archived,
         "may_admin": access.can(request.user, function, access.ADMIN),
         "may_restore": access.can_restore(request.user),
+        "hook_url": request.build_absolute_uri(reverse("portal-webhook-gitlab", args=[function.name])),
+        "last_delivery": WebhookDelivery.objects.filter(function=function).order_by("-received_at", "-pk").first(),
     })
 
 
@@ -272,3 +275,43 @@ def member_transfer(request, name, user_id):
         return _refused(request, function, exc)
     messages.success(request, f"{member.get_username()} now owns {function.name}; you are a deployer.")
     return redirect("portal-function", name=function.name)
+
+
+@require_POST
+@login_required
+def webhook_secret_token(request, name):
+    return _webhook_token(request, name, "secret")
+
+
+@require_POST
+@login_required
+def webhook_signing_token(request, name):
+    return _webhook_token(request, name, "signing")
+
+
+def _webhook_token(request, name: str, kind: str):
+    """Generate (rotate) or remove a webhook token. A new token is shown on this
+    response only: never stored in clear, never put in a message or a redirect."""
+    function = access.function_for(request.user, name, access.ADMIN)
+    form = WebhookTokenForm(request.POST)
+    what = "secret token" if kind == "secret" else "signing token"
+    if not form.is_valid():
+        return _refused(request, function, "choose generate or remove")
+    if form.cleaned_data["action"] == "remove":
+        if services.remove_webhook_token(function, kind, user=request.user):
+            messages.success(request, f"The webhook {what} is removed; GitLab deliveries that send it are refused"
+                             + ("" if Function.objects.get(pk=function.pk).webhook_configured
+                                else " — with no token left, every delivery is refused") + ".")
+        return redirect("portal-function", name=function.name)
+    if function.is_archived:
+        return _refused(request, function, f"{function.name} is archived: it accepts no webhooks")
+    try:
+        token = (services.set_webhook_secret if kind == "secret" else services.set_webhook_signing_token)(
+            function, user=request.user)
+    except services.RequestRefused as exc:
+        return _refused(request, function, exc)
+    response = render(request, "portal/webhook_token.html", {
+        "function": function, "token": token, "kind": kind, "what": what,
+        "hook_url": request.build_absolute_uri(reverse("portal-webhook-gitlab", args=[function.name]))})
+    response["Cache-Control"] = "no-store"
+    return response

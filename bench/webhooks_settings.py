@@ -1,0 +1,5 @@
+"""The portal's production settings, plus a bare 204 view to compare with (bench/webhooks.py)."""
+
+from portal.settings import *  # noqa: F403
+
+ROOT_URLCONF = "bench.webhooks_urls"

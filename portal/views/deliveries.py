@@ -1,0 +1,47 @@
+"""A function's webhook deliveries: the log (viewers) and Replay (deployers)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models.functions import Length, Substr
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from portal import access, services
+from portal.models import WebhookDelivery
+
+PAGE_SIZE = 25
+SHOWN_BODY_CHARS = 20_000  # a page of deliveries stays light: the rest is in the admin
+
+
+@require_GET
+@login_required
+def delivery_list(request, name):
+    function = access.function_for(request.user, name)
+    # Bodies may be megabytes: the page shows the start of each, cut in the database.
+    deliveries = (WebhookDelivery.objects.filter(function=function).select_related("deployment", "replayed_by")
+                  .defer("body").annotate(shown_body=Substr("body", 1, SHOWN_BODY_CHARS), body_chars=Length("body"))
+                  .order_by("-received_at", "-pk"))
+    page = Paginator(deliveries, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "portal/deliveries.html", {
+        "function": function, "page": page,
+        "may_replay": access.can(request.user, function, access.DEPLOY) and not function.is_archived})
+
+
+@require_POST
+@login_required
+def delivery_replay(request, name, delivery_id):
+    function = access.function_for(request.user, name, access.DEPLOY)
+    delivery = get_object_or_404(WebhookDelivery, pk=delivery_id, function=function)
+    try:
+        replay = services.replay_delivery(delivery, user=request.user)
+    except services.RequestRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("portal-deliveries", name=function.name)
+    if replay.deployment_id:
+        messages.success(request, f"Delivery #{delivery.pk} replayed as deployment #{replay.deployment_id}.")
+        return redirect("portal-deployment", pk=replay.deployment_id)
+    messages.success(request, f"Delivery #{delivery.pk} replayed: {replay.detail}")
+    return redirect("portal-deliveries", name=function.name)
