@@ -49,8 +49,19 @@ def request(function: Function, *, supersede: bool = True, **fields) -> Deployme
         deployment = Deployment.objects.create(function=function, **fields)
         if supersede:
             _supersede_for(deployment)
-        transaction.on_commit(lambda: dispatch(function.pk))
+        if _may_start_now(deployment):
+            transaction.on_commit(lambda: dispatch(function.pk))
     return deployment
+
+
+def _may_start_now(deployment: Deployment) -> bool:
+    """False when an earlier request still waits or something blocks it: then the
+    deployment it waits for dispatches it when it ends (settle, a cancel, the
+    lost-worker handler or the sweeper all do, under this same lock), and a
+    burst of requests skips a dispatch transaction each."""
+    earlier = Deployment.objects.filter(function_id=deployment.function_id, status=Status.QUEUED,
+                                        pk__lt=deployment.pk)
+    return not earlier.exists() and not _blockers(deployment).exists()
 
 
 def _supersede_for(new: Deployment) -> None:

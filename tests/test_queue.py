@@ -219,3 +219,15 @@ def test_every_transaction_locks_the_function_before_its_deployments(function, t
              and ("FOR UPDATE" in sql or connection.vendor != "postgresql")]
     assert locks, "the function row was never locked"
     assert locks[0] < first_write, sqls[first_write]
+
+
+def test_a_request_that_must_wait_schedules_no_dispatch_and_is_sent_when_the_way_is_clear(
+        function, sent, django_capture_on_commit_callbacks):
+    busy = running(function)
+    with django_capture_on_commit_callbacks() as callbacks:
+        waiting = request_deploy(function, trigger="webhook")
+    assert callbacks == []  # nothing could start: no dispatch transaction after commit
+    busy.finish(Status.SUCCEEDED)
+    with django_capture_on_commit_callbacks(execute=True):
+        queue.dispatch(function.pk)  # what the finishing deployment's settle does
+    assert sent_pks(sent) == [waiting.pk]
