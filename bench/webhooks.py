@@ -75,7 +75,9 @@ def request(port: int, path: str, body: bytes, headers: dict) -> tuple[float, in
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
+        # As the TLS-terminating proxy in front of a production portal forwards it.
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json",
+                                                       "X-Forwarded-Proto": "https", **headers})
         response = conn.getresponse()
         response.read()
         return (time.perf_counter() - started) * 1000, response.status
@@ -142,7 +144,8 @@ def main() -> int:
            "DJANGO_SETTINGS_MODULE": "bench.webhooks_settings", "DJANGO_DEBUG": "0",
            "DATABASE_URL": pg.rsplit("/", 1)[0] + "/" + database, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
            "SLIPWAY_FERNET_KEY": Fernet.generate_key().decode(), "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-           "SLIPWAY_LOG_LEVEL": "WARNING", "SLIPWAY_STATE_DIR": str(REPO / "var" / "bench" / "webhooks"),
+           "SLIPWAY_LOG_LEVEL": "WARNING", "SLIPWAY_BEHIND_TLS_PROXY": "1",
+           "SLIPWAY_STATE_DIR": str(REPO / "var" / "bench" / "webhooks"),
            "BENCH_TOKEN": TOKEN, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, cwd=REPO, check=True)
     subprocess.run([sys.executable, __file__, "--child", f"setup:{args.functions}"], env=env, cwd=REPO, check=True)
