@@ -36,7 +36,7 @@ def _context(request, function, form=None, error=None) -> dict:
         "golden_cases": GoldenCase.objects.filter(function=function).select_related("created_by", "image")
         .defer("image__data"),
         "samples": console.SAMPLES, "max_upload": settings.SLIPWAY_CONSOLE_MAX_UPLOAD,
-        "max_pixels": console.pixel_cap(function),
+        "max_pixels": f"{console.pixel_cap(function):,}",
     }
 
 
@@ -140,7 +140,8 @@ def _timings(run: ConsoleRun) -> list[tuple[str, str]]:
 def _side(run: ConsoleRun, matching=None, side="left") -> dict:
     scores = [b.get("score", 0) for b in run.boxes]
     return {"run": run, "boxes": drawn(run, matching, side), "timings": _timings(run),
-            "max_score": max(scores, default=0), "min_score": min(scores, default=0),
+            # The slider reaches one past the best score: every box can be filtered out.
+            "max_score": max(scores, default=0) + 1, "min_score": min(scores, default=0),
             "image_url": reverse("portal-console-image", args=[run.function.name, run.image_id])
             if run.image_id else ""}
 
