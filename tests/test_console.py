@@ -117,6 +117,26 @@ def test_an_answer_without_boxes_says_no_objects_detected(client, cast, released
     assert ConsoleRun.objects.get().box_count == 0
 
 
+@pytest.mark.parametrize("fmt", ["WEBP", "BMP", "JPEG"])
+def test_webp_bmp_and_jpeg_uploads_are_sent_as_they_are(client, cast, released, aws_clients, astronaut, fmt):
+    from PIL import Image
+
+    converted = io.BytesIO()
+    Image.open(io.BytesIO(astronaut)).convert("RGB").save(converted, fmt)
+    answer(aws_clients, detected(FACE))
+    post(client, cast, "bob", {"image": upload(converted.getvalue(), f"photo.{fmt.lower()}")})
+    assert base64.b64decode(sent_event(aws_clients)["image_base64"]) == converted.getvalue()
+    assert ConsoleImage.objects.get().format == fmt.lower()
+
+
+def test_a_functions_own_lower_pixel_cap_is_the_one_checked(client, cast, released, aws_clients, astronaut):
+    released.environment = {"DETECTOR_MAX_PIXELS": "1000"}
+    released.save()
+    response = post(client, cast, "bob", {"image": upload(astronaut)})
+    assert response.status_code == 400 and "over the 1,000 pixel limit" in response.content.decode()
+    aws_clients["lambda"].invoke.assert_not_called()
+
+
 def test_a_sample_image_is_sent_without_an_upload(client, cast, released, aws_clients):
     answer(aws_clients, detected())
     post(client, cast, "bob", {"sample": "chelsea", "detector": "cat_face"})

@@ -144,3 +144,20 @@ def test_the_cleanup_runs_periodically_under_its_task_name():
     assert CONSOLE_CLEANUP_TASK == "slipway.console_cleanup" and CONSOLE_CLEANUP_TASK in scheduled
     assert CONSOLE_CLEANUP_TASK in app.tasks
     assert settings.CELERY_TASK_ROUTES[CONSOLE_CLEANUP_TASK] == {"queue": "rollbacks"}
+
+
+def test_owners_set_the_golden_iou_threshold_and_leaving_it_out_keeps_it(client, cast, function):
+    from django.urls import reverse
+
+    from tests.test_views import _form
+
+    function.lambda_name, function.ecr_repository = "slipway-hello", "slipway/hello"
+    function.save()
+    client.force_login(cast["alice"])
+    url = reverse("portal-function-edit", args=["hello"])
+    data = _form(name="hello", lambda_name="slipway-hello", ecr_repository="slipway/hello")
+    assert client.post(url, {**data, "golden_iou": "0.75"}).status_code == 302
+    assert client.post(url, data).status_code == 302  # an older client that does not know the field
+    function.refresh_from_db()
+    assert function.golden_iou == 0.75
+    assert client.post(url, {**data, "golden_iou": "1.5"}).status_code == 400

@@ -361,41 +361,55 @@ class DeployedDetector:
         self.versions: dict[str, dict] = {}  # "real" / "shifted" -> {"version", "digest", "uri", "commit"}
 
 
+def seed_detector(lambda_name: str, repository: str, releases: list[tuple[str, str]], architecture: str,
+                  timeout_s: int = 30) -> dict[str, dict]:
+    """Push each (release, local image tag) in order and publish it as a version of
+    `lambda_name`, as the pipeline would (by digest, guarded publish); `live` -> the first.
+    Returns release -> {"version", "digest", "uri", "commit"}. Also used by bench/console.py."""
+    import hashlib
+
+    from deploy import ecr, lambdas
+
+    registry = os.environ["SLIPWAY_REGISTRY_HOST"]
+    config = lambdas.Settings(name=lambda_name, architecture=architecture, memory_mb=1024, timeout_s=timeout_s,
+                              environment={}, role_arn="arn:aws:iam::000000000000:role/slipway-test")
+    repository_uri = ecr.ensure_repository(repository)
+    docker = docker_seam_client()
+    ecr.login(docker, ecr.registry_host(repository_uri, registry))
+    seeded: dict[str, dict] = {}
+    for number, (release, local) in enumerate(releases, start=1):
+        commit = hashlib.sha1(f"{lambda_name}{release}".encode()).hexdigest()  # noqa: S324 - a fake commit id
+        image = ecr.push(docker, local, repository_uri, f"{commit[:12]}-{release}-{architecture}",
+                         host_override=registry, on_line=lambda _: None)
+        uri = ecr.image_uri(repository_uri, image.digest, registry)
+        if number == 1:
+            lambdas.create(config, uri, f"{commit[:12]} {image.digest}")
+        else:
+            lambdas.update_code(config, uri)
+        after = lambdas.wait_updated(lambda_name)
+        version = lambdas.publish(lambda_name, f"{commit[:12]} {image.digest}", after=after, image_uri=uri)
+        seeded[release] = {"version": version, "digest": image.digest, "uri": uri, "commit": commit}
+    lambdas.point_alias(lambda_name, "live", seeded[releases[0][0]]["version"])
+    return seeded
+
+
 @pytest.fixture(scope="session")
 def detector_plane(docker_client, detector_image, tmp_path_factory):
     """function/ on the local plane (x86_64): version 1 real, version 2 shifted, live -> 1. One per session."""
     import hashlib
 
-    from deploy import ecr, lambdas
     from tests.detector_fixtures import build_detector_image
 
     stack_env("AWS_ENDPOINT_URL")
     suffix = hashlib.sha256(str(tmp_path_factory.getbasetemp()).encode()).hexdigest()[:8]
     plane = DeployedDetector(f"detector-{suffix}", f"slipway-test-detector-{suffix}",
                              f"slipway-test/detector-{suffix}")
-    registry = os.environ["SLIPWAY_REGISTRY_HOST"]
     shifted_tag = f"slipway-test/detector-shifted:{suffix}"
-    config = lambdas.Settings(name=plane.lambda_name, architecture="x86_64", memory_mb=1024, timeout_s=30,
-                              environment={}, role_arn="arn:aws:iam::000000000000:role/slipway-test")
     try:
         real_tag = detector_image("amd64")
         build_detector_image("amd64", shifted_tag, context=shifted_function_dir(tmp_path_factory.mktemp("shift") / "f"))
-        repository_uri = ecr.ensure_repository(plane.repository)
-        docker = docker_seam_client()
-        ecr.login(docker, ecr.registry_host(repository_uri, registry))
-        for number, (release, local) in enumerate((("real", real_tag), ("shifted", shifted_tag)), start=1):
-            commit = hashlib.sha1(f"{suffix}{release}".encode()).hexdigest()  # noqa: S324 - a fake commit id
-            image = ecr.push(docker, local, repository_uri, f"{commit[:12]}-{suffix}-amd64", host_override=registry,
-                             on_line=lambda _: None)
-            uri = ecr.image_uri(repository_uri, image.digest, registry)
-            if number == 1:
-                lambdas.create(config, uri, f"{commit[:12]} {image.digest}")
-            else:
-                lambdas.update_code(config, uri)
-            after = lambdas.wait_updated(plane.lambda_name)
-            version = lambdas.publish(plane.lambda_name, f"{commit[:12]} {image.digest}", after=after, image_uri=uri)
-            plane.versions[release] = {"version": version, "digest": image.digest, "uri": uri, "commit": commit}
-        lambdas.point_alias(plane.lambda_name, "live", plane.versions["real"]["version"])
+        plane.versions = seed_detector(plane.lambda_name, plane.repository,
+                                       [("real", real_tag), ("shifted", shifted_tag)], "x86_64")
         yield plane
     finally:
         for cleanup in (lambda: aws.client("lambda").delete_function(FunctionName=plane.lambda_name),

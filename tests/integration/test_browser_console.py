@@ -75,3 +75,23 @@ def test_a_person_checks_a_face_compares_two_versions_and_saves_a_golden_case(pa
     page.screenshot(path=str(artifacts / "console-3-golden.png"), full_page=True)
     case = GoldenCase.objects.get(function=detector_function)
     assert case.name == "astronaut face" and case.boxes == run.boxes
+
+
+def test_an_image_dropped_or_pasted_on_the_page_is_the_one_sent(page, olga, detector_function):
+    sign_in(page, f"/functions/{detector_function.name}/console/")
+    as_file = ("async (name) => { const blob = await (await fetch('/console/samples/' + name + '/')).blob();"
+               " const t = new DataTransfer(); t.items.add(new File([blob], name + '.png', {type: 'image/png'}));"
+               " return t; }")
+    page.evaluate(f"async () => {{ const t = await ({as_file})('astronaut');"
+                  " document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: t})); }")
+    expect(page.locator("#drop-zone .file-name")).to_contain_text("astronaut.png")
+    page.evaluate(f"async () => {{ const t = await ({as_file})('chelsea'); document.getElementById('drop-zone')"
+                  ".dispatchEvent(new DragEvent('drop', {dataTransfer: t, bubbles: true, cancelable: true})); }")
+    expect(page.locator("#drop-zone .file-name")).to_contain_text("chelsea.png")
+    page.select_option("#id_detector", "cat_face")
+    page.fill("#id_min_neighbors", "2")
+    page.get_by_role("button", name="Invoke").click()
+    expect(page.locator("#console-result")).to_be_visible(timeout=60_000)
+    run = ConsoleRun.objects.get()
+    assert run.image_name == "chelsea.png" and run.options == {"detector": "cat_face", "min_neighbors": 2}
+    assert [box["label"] for box in run.boxes] == ["cat_face"]
