@@ -404,3 +404,14 @@ def test_an_image_is_served_to_members_as_the_image_it_is(client, cast, ok_run):
     assert response["X-Content-Type-Options"] == "nosniff" and response.content == bytes(ok_run.image.data)
     client.force_login(cast["dave"])
     assert client.get(reverse("portal-console-image", args=["hello", ok_run.image_id])).status_code == 404
+
+
+def test_an_invoke_without_the_csrf_token_is_refused(cast, released, aws_clients, astronaut):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(cast["bob"])
+    response = client.post(reverse("portal-console", args=["hello"]),
+                           {"image": upload(astronaut), "target": "live", "detector": "face"})
+    assert response.status_code == 403
+    aws_clients["lambda"].invoke.assert_not_called()

@@ -393,6 +393,16 @@ def seed_detector(lambda_name: str, repository: str, releases: list[tuple[str, s
     return seeded
 
 
+def remove_pulled(docker_client, remote: str) -> None:
+    """The plane pulls a function's image by digest: drop those references to `remote`
+    (an image that another tag still holds stays)."""
+    for image in docker_client.images.list(name=remote):
+        for ref in image.attrs.get("RepoDigests", []):
+            if ref.startswith(remote + "@"):
+                with contextlib.suppress(Exception):
+                    docker_client.images.remove(ref, force=True)
+
+
 @pytest.fixture(scope="session")
 def detector_plane(docker_client, detector_image, tmp_path_factory):
     """function/ on the local plane (x86_64): version 1 real, version 2 shifted, live -> 1. One per session."""
@@ -418,6 +428,7 @@ def detector_plane(docker_client, detector_image, tmp_path_factory):
                 cleanup()
         with contextlib.suppress(Exception):
             docker_client.images.remove(shifted_tag, force=True)
+        remove_pulled(docker_client, f"{os.environ['SLIPWAY_REGISTRY_HOST']}/{plane.repository}")
 
 
 @pytest.fixture
@@ -443,3 +454,6 @@ def detector_function(transactional_db, detector_plane):
     live = detector_plane.versions["real"]["version"]
     if lambdas.alias_version(detector_plane.lambda_name, "live") != live:  # a test moved it: put it back
         lambdas.point_alias(detector_plane.lambda_name, "live", live)
+    for image in docker_seam_client().images.list(filters={"label": f"slipway.function={function.name}"}):
+        with contextlib.suppress(Exception):  # what a test's pipeline deploy built
+            docker_seam_client().images.remove(image.id, force=True)
