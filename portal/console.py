@@ -181,23 +181,27 @@ def store_image(function: Function, checked: CheckedImage) -> ConsoleImage:
 # --- Targets -------------------------------------------------------------------------------
 
 
-def released_versions(function: Function) -> list[str]:
-    """Versions Slipway published and saw succeed, newest first (rollbacks name their target's)."""
-    versions = (Deployment.objects.filter(function=function, status=Deployment.Status.SUCCEEDED)
-                .exclude(version="").order_by("-finished_at", "-pk").values_list("version", flat=True))
-    seen: list[str] = []
-    for version in versions:
-        if version not in seen:
-            seen.append(version)
-    return sorted(seen, key=lambda v: int(v) if v.isdigit() else 0, reverse=True)
+def published_versions(function: Function) -> dict[str, str]:
+    """Version -> the status of the deployment that published it, newest first. A version
+    whose deploy failed its verify step is there too: it is the one worth looking at."""
+    found: dict[str, str] = {}
+    rows = (Deployment.objects.filter(function=function, version_gone=False).exclude(version="")
+            .order_by("-pk").values_list("version", "status"))
+    for version, status in rows:
+        if found.get(version) != Deployment.Status.SUCCEEDED:
+            found[version] = status
+    return dict(sorted(found.items(), key=lambda item: int(item[0]) if item[0].isdigit() else 0, reverse=True))
 
 
 def targets(function: Function) -> list[tuple[str, str]]:
-    """(value, label) choices: the alias first, then each released version."""
-    versions = released_versions(function)
+    """(value, label) choices: the alias first, then each published version. None until
+    something was published."""
+    versions = published_versions(function)
     if not versions:
         return []
-    return [(function.alias, f"{function.alias} (what is live)")] + [(v, f"version {v}") for v in versions]
+    labels = [(v, f"version {v}" + ("" if status == Deployment.Status.SUCCEEDED else f" (its deploy {status})"))
+              for v, status in versions.items()]
+    return [(function.alias, f"{function.alias} (what is live)"), *labels]
 
 
 # --- Invoke --------------------------------------------------------------------------------

@@ -415,3 +415,14 @@ def test_an_invoke_without_the_csrf_token_is_refused(cast, released, aws_clients
                            {"image": upload(astronaut), "target": "live", "detector": "face"})
     assert response.status_code == 403
     aws_clients["lambda"].invoke.assert_not_called()
+
+
+def test_a_version_whose_deploy_failed_verify_can_still_be_sent_an_image(client, cast, released, aws_clients,
+                                                                         astronaut):
+    Deployment.objects.create(function=released, trigger="ui", status="failed", version="3",
+                              error_code="golden-mismatch")
+    client.force_login(cast["bob"])
+    assert "version 3 (its deploy failed)" in client.get(reverse("portal-console", args=["hello"])).content.decode()
+    answer(aws_clients, detected(FACE), version="3")
+    assert post(client, cast, "bob", {"image": upload(astronaut), "target": "3"}).status_code == 302
+    assert aws_clients["lambda"].invoke.call_args.kwargs["Qualifier"] == "3"
