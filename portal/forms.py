@@ -291,10 +291,13 @@ class ConsoleForm(forms.Form):
         self.fields["compare_with"].choices = [("", "— no comparison —"), *targets]
         self.fields["detector"].choices = [(d, d) for d in console.DETECTORS]
         self.fields["sample"].choices = [("", "—")] + [(k, f"{k} ({v['what']})") for k, v in console.SAMPLES.items()]
-        defaults = console.DEFAULTS["haar"]
         for name in ("scale_factor", "min_neighbors", "min_size", "max_size", "max_side"):
-            placeholder = defaults[name] if defaults[name] != "" else "none"
-            self.fields[name].widget.attrs.update({"placeholder": f"default: {placeholder}", "style": "min-width:8rem"})
+            unset = "not used" if name == "min_neighbors" else "default: none"
+            shown = {kind: f"default: {values[name]}" if values[name] != "" else unset
+                     for kind, values in console.DEFAULTS.items()}
+            # The page swaps the placeholder when the detector changes (HOG has its own defaults).
+            self.fields[name].widget.attrs.update({"placeholder": shown["haar"], "data-haar": shown["haar"],
+                                                   "data-people": shown["people"], "style": "min-width:8rem"})
         self.fields["scale_factor"].widget.attrs["step"] = "0.01"
 
     def clean_min_size(self):

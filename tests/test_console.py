@@ -160,7 +160,7 @@ def test_the_raw_request_shows_the_options_but_not_the_image_bytes(client, cast,
     page = client.get(response["Location"]).content.decode()
     encoded = base64.b64encode(astronaut).decode()
     assert encoded[:200] not in page
-    assert "characters of base64" in page and "&#x27;max_side&#x27;: 256" in page
+    assert "characters of base64" in page and "&quot;max_side&quot;: 256" in page
 
 
 def test_timings_on_the_local_plane_say_what_was_not_measured(client, cast, released, aws_clients, astronaut,

@@ -124,7 +124,7 @@ def _timings(run: ConsoleRun) -> list[tuple[str, str]]:
     def ms(value):
         return f"{value:.1f} ms" if value is not None else unmeasured
 
-    rows = [("portal round trip", f"{run.round_trip_ms:.1f} ms")]
+    rows = [("round trip: portal → Lambda → portal", f"{run.round_trip_ms:.1f} ms")]
     rows += [(f"function: {name}", f"{value} ms") for name, value in run.function_timings.items()]
     rows.append(("invoke duration (REPORT)", ms(run.duration_ms)))
     if run.init_ms is not None:
