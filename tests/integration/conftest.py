@@ -414,7 +414,7 @@ def detector_plane(docker_client, detector_image, tmp_path_factory):
     suffix = hashlib.sha256(str(tmp_path_factory.getbasetemp()).encode()).hexdigest()[:8]
     plane = DeployedDetector(f"detector-{suffix}", f"slipway-test-detector-{suffix}",
                              f"slipway-test/detector-{suffix}")
-    shifted_tag = f"slipway-test/detector-shifted:{suffix}"
+    shifted_tag, real_tag = f"slipway-test/detector-shifted:{suffix}", ""
     try:
         real_tag = detector_image("amd64")
         build_detector_image("amd64", shifted_tag, context=shifted_function_dir(tmp_path_factory.mktemp("shift") / "f"))
@@ -426,9 +426,32 @@ def detector_plane(docker_client, detector_image, tmp_path_factory):
                         lambda: aws.client("ecr").delete_repository(repositoryName=plane.repository, force=True)):
             with contextlib.suppress(Exception):
                 cleanup()
+        # The images of this function: the seeded ones and what tests' pipeline deploys built. The
+        # plane keeps a warm container per version after the delete: this session's plane's only.
+        built = docker_client.images.list(filters={"label": f"slipway.function={plane.name}"})
+        ours = {image.id for image in built} | {
+            docker_client.images.get(tag).id for tag in (shifted_tag, real_tag) if tag and _exists(tag)}
+        port = os.environ["AWS_ENDPOINT_URL"].rstrip("/").rsplit(":", 1)[1]
+        for container in docker_client.containers.list(all=True, filters={"label": "ministack"}):
+            if container.labels.get("ministack.instance", "").endswith(f":{port}") and container.image.id in ours:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+        for image in built:
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(image.id, force=True)
         with contextlib.suppress(Exception):
             docker_client.images.remove(shifted_tag, force=True)
         remove_pulled(docker_client, f"{os.environ['SLIPWAY_REGISTRY_HOST']}/{plane.repository}")
+
+
+def _exists(tag: str) -> bool:
+    import docker
+
+    try:
+        docker_seam_client().images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
 
 
 @pytest.fixture
@@ -454,6 +477,3 @@ def detector_function(transactional_db, detector_plane):
     live = detector_plane.versions["real"]["version"]
     if lambdas.alias_version(detector_plane.lambda_name, "live") != live:  # a test moved it: put it back
         lambdas.point_alias(detector_plane.lambda_name, "live", live)
-    for image in docker_seam_client().images.list(filters={"label": f"slipway.function={function.name}"}):
-        with contextlib.suppress(Exception):  # what a test's pipeline deploy built
-            docker_seam_client().images.remove(image.id, force=True)
