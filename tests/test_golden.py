@@ -93,7 +93,7 @@ def test_an_error_answer_to_a_golden_case_fails_verify(function, case, lam):
         verify(function, golden=True)
 
 
-def test_without_golden_cases_only_the_smoke_event_is_sent(function, case, lam):
+def test_a_rollbacks_verify_sends_only_the_smoke_event_though_a_golden_case_exists(function, case, lam):
     answers(lam, {"boxes": [FACE]})
     lines = verify(function, golden=False, kind="rollback")
     assert lam.invoke.call_count == 1 and "rollback is never blocked" in lines[-1]
