@@ -50,9 +50,9 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1]
 
 
-def in_process(client, tag: str, arch: str, event: dict) -> list[float]:
+def in_process(client, tag: str, arch: str, event: dict, runs: int = WARM_RUNS) -> list[float]:
     out = client.containers.run(
-        tag, ["-c", IN_PROCESS, json.dumps(event), str(WARM_RUNS)], entrypoint=["/usr/bin/python3"],
+        tag, ["-c", IN_PROCESS, json.dumps(event), str(runs)], entrypoint=["/usr/bin/python3"],
         platform=f"linux/{arch}", labels={"slipway.bench": "1"}, read_only=True, tmpfs={"/tmp": ""},
         user="993:990", working_dir="/var/task", remove=True, stderr=False,
     )

@@ -98,24 +98,27 @@ def error(exc: Exception, doing: str, prefix: str) -> DeployError:
     return AppError("aws-unreachable", f"{doing}: {exc}")  # connection refused, timeouts: transient
 
 
-def call(doing: str, fn: Callable, /, *, prefix: str, missing: tuple[str, ...] = (), **kwargs):
-    """Call one AWS API, retrying what is transient, at most MAX_ATTEMPTS times.
+def call(doing: str, fn: Callable, /, *, prefix: str, missing: tuple[str, ...] = (), attempts: int = MAX_ATTEMPTS,
+         **kwargs):
+    """Call one AWS API, retrying what is transient, at most `attempts` (MAX_ATTEMPTS) times.
 
     `missing`: error codes that mean "nothing there"; the call returns None
-    for them. Every other failure is a mapped DeployError.
+    for them. Every other failure is a mapped DeployError. `attempts=1`: a call
+    a person waits for and may repeat (the console's invoke) is sent once.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    attempts = max(1, min(attempts, MAX_ATTEMPTS))
+    for attempt in range(1, attempts + 1):
         try:
             return fn(**kwargs)
         except (ClientError, BotoCoreError) as exc:
             if missing and error_code(exc) in missing:
                 return None
             mapped = error(exc, doing, prefix)
-        if not mapped.retryable or attempt == MAX_ATTEMPTS:
-            if mapped.retryable:
-                mapped.message += f" (after {MAX_ATTEMPTS} attempts)"
+        if not mapped.retryable or attempt == attempts:
+            if mapped.retryable and attempts > 1:
+                mapped.message += f" (after {attempts} attempts)"
             raise mapped
         time.sleep(backoff(attempt))
     raise AssertionError("unreachable")

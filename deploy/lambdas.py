@@ -164,10 +164,15 @@ class Invocation:
     executed_version: str = ""
 
 
-def invoke(name: str, qualifier: str, event: dict, *, tail: bool = False) -> Invocation:
+def invoke(name: str, qualifier: str, event: dict | bytes, *, tail: bool = False, timeout: float | None = None,
+           attempts: int = aws.MAX_ATTEMPTS) -> Invocation:
+    """Invoke synchronously (RequestResponse). `event` may be the JSON already encoded;
+    `timeout`: the read timeout, for a function that may run longer than the default."""
     kwargs = {"LogType": "Tail"} if tail else {}
-    response = _call(f"invoking {name}:{qualifier}", "invoke", FunctionName=name, Qualifier=qualifier,
-                     Payload=json.dumps(event).encode(), **kwargs)
+    made = aws.client("lambda", timeout=timeout) if timeout else client()
+    payload = event if isinstance(event, bytes) else json.dumps(event).encode()
+    response = aws.call(f"invoking {name}:{qualifier}", made.invoke, prefix=PREFIX, attempts=attempts,
+                        FunctionName=name, Qualifier=qualifier, Payload=payload, **kwargs)
     raw = response["Payload"].read()
     try:
         result = json.loads(raw) if raw else None
@@ -187,6 +192,7 @@ class Report:
     init_ms: float | None = None
     duration_ms: float | None = None
     memory_used_mb: int | None = None
+    billed_ms: float | None = None
 
 
 _REPORT = re.compile(r"^REPORT RequestId:.*$", re.MULTILINE)
@@ -211,14 +217,15 @@ def parse_report(log_tail: str) -> Report:
         return Report()
     line = lines[-1]
     duration, init = _field(line, "Duration"), _field(line, "Init Duration")
-    memory = _field(line, "Max Memory Used")
+    memory, billed = _field(line, "Max Memory Used"), _field(line, "Billed Duration")
     if "(rapid)" in log_tail:  # the emulator's own log lines: its figures need reading differently
         emulated = _EMULATOR_INIT.search(log_tail)
         init = float(emulated.group(1)) if emulated else None  # warm: no init at all
         if init is not None and duration is not None:
             duration = max(duration - init, 0.0)
-        memory = None
-    return Report(init_ms=init, duration_ms=duration, memory_used_mb=int(memory) if memory is not None else None)
+        memory = billed = None  # nothing is billed locally; its figure is the folded Duration rounded up
+    return Report(init_ms=init, duration_ms=duration, memory_used_mb=int(memory) if memory is not None else None,
+                  billed_ms=billed)
 
 
 def get_alias(name: str, alias: str) -> dict | None:

@@ -4,9 +4,12 @@ from portal.models import (
     ApiToken,
     AuditEvent,
     Build,
+    ConsoleImage,
+    ConsoleRun,
     Deployment,
     DeploymentStep,
     Function,
+    GoldenCase,
     Membership,
     WebhookDelivery,
 )
@@ -76,3 +79,27 @@ class ApiTokenAdmin(admin.ModelAdmin):
     search_fields = ["user__username", "name", "hint"]
     readonly_fields = ["user", "name", "hint", "token_hash", "function", "deploy_only", "expires_at", "last_used_at",
                        "created_at"]
+
+
+@admin.register(ConsoleImage)
+class ConsoleImageAdmin(admin.ModelAdmin):
+    """Images kept for the console and its golden cases (the bytes are not shown here)."""
+
+    list_display = ["function", "name", "format", "width", "height", "size_bytes", "last_used_at"]
+    list_filter = ["format"]
+    exclude = ["data"]
+    readonly_fields = [f.name for f in ConsoleImage._meta.fields if f.name != "data"]
+
+
+@admin.register(ConsoleRun)
+class ConsoleRunAdmin(admin.ModelAdmin):
+    list_display = ["pk", "function", "user", "target", "executed_version", "outcome", "box_count", "round_trip_ms",
+                    "created_at"]
+    list_filter = ["outcome"]
+    readonly_fields = [f.name for f in ConsoleRun._meta.fields]
+
+
+@admin.register(GoldenCase)
+class GoldenCaseAdmin(admin.ModelAdmin):
+    list_display = ["function", "name", "version", "created_by", "created_at"]
+    readonly_fields = ["function", "image", "saved_from", "version", "created_by", "created_at"]

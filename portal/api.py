@@ -176,6 +176,8 @@ def schema_from_form(form_class, name: str, *, partial: bool) -> type[Schema]:
             kind = OBJECT_FIELDS[field_name][1]
         elif isinstance(field, forms.BooleanField):
             kind = bool
+        elif isinstance(field, forms.FloatField):  # before IntegerField: Django's FloatField subclasses it
+            kind = float
         elif isinstance(field, forms.IntegerField):
             kind = int
         elif isinstance(field, forms.ChoiceField):

@@ -19,3 +19,4 @@ app.autodiscover_tasks(["workers"], related_name="tasks")
 DEPLOY_TASK = "slipway.deploy"
 ROLLBACK_TASK = "slipway.rollback"
 SWEEP_TASK = "slipway.sweep"
+CONSOLE_CLEANUP_TASK = "slipway.console_cleanup"

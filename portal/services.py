@@ -129,7 +129,7 @@ def resume_auto_deploy(function: Function, *, user=None, trigger: str = "cli") -
 
 AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
                   "architecture", "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s",
-                  "execution_role_arn", "smoke_event", "auto_deploy", "tag_pattern")
+                  "execution_role_arn", "smoke_event", "auto_deploy", "tag_pattern", "golden_iou")
 
 
 def _changes(before: Function | None, after: Function) -> dict:
@@ -316,3 +316,28 @@ def replay_delivery(delivery, *, user):
         AuditEvent.record("webhook.replayed", function=function, actor=user, delivery=delivery.pk,
                           replay=replay.pk, deployment=replay.deployment_id)
     return replay
+# --- Golden cases ----------------------------------------------------------------------
+
+
+def save_golden_case(run, name: str, *, user):
+    """Keep a console run's image, options and boxes as a case every later deploy must pass."""
+    from portal.models import ConsoleRun, GoldenCase
+
+    if run.outcome != ConsoleRun.Outcome.OK:
+        raise RequestRefused("only an answer with boxes can become a golden case; this run answered "
+                             f"{run.get_outcome_display().lower()}")
+    if run.image_id is None:
+        raise RequestRefused("this run's image was removed by the retention rule: send it again first")
+    with transaction.atomic():
+        case = GoldenCase.objects.create(function=run.function, name=name, image_id=run.image_id,
+                                         options=run.options, boxes=run.boxes, saved_from=run,
+                                         version=run.executed_version, created_by=user)
+        AuditEvent.record("golden_case.saved", function=run.function, actor=user, case=case.pk, name=name,
+                          boxes=len(case.boxes), version=case.version)
+    return case
+
+
+def delete_golden_case(case, *, user) -> None:
+    with transaction.atomic():
+        AuditEvent.record("golden_case.deleted", function=case.function, actor=user, case=case.pk, name=case.name)
+        case.delete()

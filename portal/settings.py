@@ -189,6 +189,7 @@ CELERY_TASK_ROUTES = {
     "slipway.deploy": {"queue": "deploys"},
     "slipway.rollback": {"queue": "rollbacks"},  # never behind a build
     "slipway.sweep": {"queue": "rollbacks"},
+    "slipway.console_cleanup": {"queue": "rollbacks"},  # housekeeping: small, never behind a build
 }
 CELERY_WORKER_SEND_TASK_EVENTS = False
 SWEEP_INTERVAL_SECONDS = env_int("SLIPWAY_SWEEP_INTERVAL", 30, minimum=5)
@@ -196,6 +197,7 @@ SWEEP_INTERVAL_SECONDS = env_int("SLIPWAY_SWEEP_INTERVAL", 30, minimum=5)
 HEARTBEAT_STALE_SECONDS = env_int("SLIPWAY_HEARTBEAT_STALE", 120, minimum=10)
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "slipway.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)},
+    "console-cleanup": {"task": "slipway.console_cleanup", "schedule": 3600.0},
 }
 
 # --- AWS and builds -----------------------------------------------------------
@@ -243,6 +245,18 @@ SLIPWAY_API_MAX_BODY = env_int("SLIPWAY_API_MAX_BODY", 64 * 1024, minimum=1024)
 # /metrics: open to this bearer token, or to clients in these networks (CIDRs).
 SLIPWAY_METRICS_TOKEN = env_str("SLIPWAY_METRICS_TOKEN")
 SLIPWAY_METRICS_NETWORKS = env_networks("SLIPWAY_METRICS_NETWORKS", ["127.0.0.1/32", "::1/128"])
+# The test console. Images live in the database (or, while an invoke needs it, in the
+# console bucket), never on a web host's disk. An event over Lambda's synchronous payload
+# limit goes through the bucket: named here on AWS, created if missing on the local plane.
+SLIPWAY_CONSOLE_BUCKET = env_str("SLIPWAY_CONSOLE_BUCKET", "slipway-console" if LOCAL_MODE else "")
+SLIPWAY_CONSOLE_MAX_UPLOAD = env_int("SLIPWAY_CONSOLE_MAX_UPLOAD", 20 * 1024 * 1024, minimum=1024)
+# The detector's own pixel cap (function/src/handler.py MAX_PIXELS; a test keeps them equal).
+# A function whose environment sets DETECTOR_MAX_PIXELS lower gets that one.
+SLIPWAY_CONSOLE_MAX_PIXELS = env_int("SLIPWAY_CONSOLE_MAX_PIXELS", 40_000_000, minimum=1)
+SLIPWAY_CONSOLE_PAYLOAD_LIMIT = env_int("SLIPWAY_CONSOLE_PAYLOAD_LIMIT", 6 * 1024 * 1024, minimum=1024)
+# Uploaded images no golden case holds are removed this long after their last use.
+SLIPWAY_CONSOLE_KEEP_IMAGES_HOURS = env_int("SLIPWAY_CONSOLE_KEEP_IMAGES_HOURS", 24, minimum=1)
+
 # Only staff may register functions (default: any signed-in user, who becomes its owner).
 SLIPWAY_REGISTER_STAFF_ONLY = env_bool("SLIPWAY_REGISTER_STAFF_ONLY", False)
 

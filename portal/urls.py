@@ -6,7 +6,7 @@ from django.views.generic import RedirectView
 from portal import webhooks
 from portal.api import api
 from portal.metrics import metrics
-from portal.views import account, audit, deliveries, deployments, functions, health
+from portal.views import account, audit, console, deliveries, deployments, functions, health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal-functions", permanent=False), name="portal-home"),
@@ -37,6 +37,13 @@ urlpatterns = [
          name="portal-delivery-replay"),
     # Any name answers the same (401) whether a function has it or not.
     path("hooks/gitlab/<str:name>", webhooks.gitlab_receiver, name="portal-webhook-gitlab"),
+    path("functions/<slug:name>/console/", console.console_page, name="portal-console"),
+    path("functions/<slug:name>/console/runs/<int:pk>/", console.console_run, name="portal-console-run"),
+    path("functions/<slug:name>/console/images/<int:pk>/", console.console_image, name="portal-console-image"),
+    path("functions/<slug:name>/console/runs/<int:pk>/golden/", console.golden_save, name="portal-golden-save"),
+    path("functions/<slug:name>/golden/<int:pk>/", console.golden_detail, name="portal-golden"),
+    path("functions/<slug:name>/golden/<int:pk>/delete/", console.golden_delete, name="portal-golden-delete"),
+    path("console/samples/<slug:sample>/", console.console_sample, name="portal-console-sample"),
     path("deployments/<int:pk>/", deployments.deployment_detail, name="portal-deployment"),
     path("deployments/<int:pk>/cancel/", deployments.deployment_cancel, name="portal-deployment-cancel"),
     path("audit/", audit.audit_log, name="portal-audit"),

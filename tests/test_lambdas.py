@@ -80,13 +80,14 @@ EMULATOR_WARM_TAIL = ("START RequestId: 1d3 Version: 1\nEND RequestId: 1d3\nREPO
                       "1024 MB\t\n29 Nov 2026 03:47:26,001 [INFO] (rapid) INVOKE RTDONE(status: success)")
 
 
-def test_the_report_line_of_aws_gives_init_duration_and_memory():
-    assert lambdas.parse_report(AWS_TAIL) == lambdas.Report(init_ms=350.12, duration_ms=12.34, memory_used_mb=170)
+def test_the_report_line_of_aws_gives_init_duration_billed_and_memory():
+    assert lambdas.parse_report(AWS_TAIL) == lambdas.Report(init_ms=350.12, duration_ms=12.34, memory_used_mb=170,
+                                                             billed_ms=13)
 
 
 def test_the_emulators_report_takes_init_from_its_own_line_and_does_not_invent_memory():
     report = lambdas.parse_report(EMULATOR_TAIL)
-    assert report.init_ms == 1210.5 and report.memory_used_mb is None
+    assert report.init_ms == 1210.5 and report.memory_used_mb is None and report.billed_ms is None
     assert round(report.duration_ms, 2) == 44.22  # its Duration folds the init in
 
 

@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from portal.models import Build, Deployment, WebhookDelivery
+from portal.models import Build, ConsoleImage, ConsoleRun, Deployment, GoldenCase, WebhookDelivery
 
 OPEN = {
     "portal-home": "only redirects to the functions list, which asks to sign in",
@@ -26,6 +26,7 @@ OPEN = {
 SIGNED_IN_PAGES = {  # pages of their own that any signed-in user sees (they list only what they may see)
     "portal-functions", "portal-function-register", "portal-audit", "portal-health", "portal-logout",
     "portal-tokens", "list_functions", "create_function",
+    "portal-console-sample",  # scikit-image's bundled sample photos: no function's data
 }
 
 
@@ -47,12 +48,21 @@ def urls(function, cast):
                                            build=build, commit_sha="a" * 40)
     delivery = WebhookDelivery.objects.create(function=function, event_type="Push Hook", outcome="ignored",
                                               body="{}", detail="a push to another branch")
+    image = ConsoleImage.objects.create(function=function, sha256="e" * 64, data=b"\x89PNG", format="png", width=1,
+                                        height=1, size_bytes=4, name="hello.png")
+    run = ConsoleRun.objects.create(function=function, image=image, target="live", outcome="ok",
+                                    result={"boxes": []}, box_count=0, round_trip_ms=1)
+    case = GoldenCase.objects.create(function=function, name="hello", image=image)
     values = {"name": function.name, "pk": str(deployment.pk), "deployment_id": str(deployment.pk),
-              "user_id": str(cast["alice"].pk), "delivery_id": str(delivery.pk)}
+              "user_id": str(cast["alice"].pk), "delivery_id": str(delivery.pk), "sample": "astronaut"}
     found = {}
     for name, pattern in patterns():
         path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], pattern)
         found[name] = "/" + path
+    # The console's own objects, by their real ids (a deployment's id would 404 for anyone).
+    for name, pk in (("portal-console-run", run.pk), ("portal-console-image", image.pk),
+                     ("portal-golden-save", run.pk), ("portal-golden", case.pk), ("portal-golden-delete", case.pk)):
+        found[name] = re.sub(r"/\d+/", f"/{pk}/", found[name])
     assert len(found) >= 15, found
     found["_deployment"] = str(deployment.pk)
     return found
@@ -107,6 +117,7 @@ def test_a_user_without_a_role_learns_nothing_about_the_function(client, cast, u
         checked += 1
     assert checked >= 15
     assert Deployment.objects.count() == 1  # nothing was queued by any of it
+    assert GoldenCase.objects.count() == 1 and ConsoleRun.objects.count() == 1  # nor saved or deleted
 
 
 def test_every_open_url_exists(urls):

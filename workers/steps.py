@@ -18,9 +18,9 @@ from django.db.models.functions import Now
 from deploy import arch, ecr, lambdas, source, ssh
 from deploy import build as builder
 from deploy import docker as docker_seam
-from deploy.errors import UserError
-from portal import queue
-from portal.models import Build, Deployment, Function
+from deploy.errors import AppError, UserError
+from portal import boxes, console, queue
+from portal.models import Build, ConsoleRun, Deployment, Function, GoldenCase
 from workers.recording import StepLog, check_stop, retrying
 
 Status = Deployment.Status
@@ -255,9 +255,11 @@ def publish_version(run: Run, out: StepLog) -> None:
     run.record(version=version)
 
 
-def verify_version(run: Run, out: StepLog) -> None:
-    """Invoke the new version with the smoke event; an error keeps the alias where it is.
-    Its log tail gives the release card's cold start, duration and memory."""
+def verify_version(run: Run, out: StepLog, *, golden: bool = True) -> None:
+    """Invoke the new version with the smoke event, then (`golden`: deploys, not a
+    rollback's fallback) with every golden case; an error or boxes that no longer
+    match keep the alias where it is. The smoke invoke's log tail gives the release
+    card's cold start, duration and memory."""
     function, version = run.function, run.deployment.version
     if not function.smoke_event:
         out("no smoke event configured; invoking with {}")
@@ -272,6 +274,39 @@ def verify_version(run: Run, out: StepLog) -> None:
         raise UserError("smoke-function-error", f"version {version} raised {invocation.error}: {preview}")
     if isinstance(invocation.result, dict) and "error" in invocation.result:
         raise UserError("smoke-error-result", f"version {version} answered the smoke event with an error: {preview}")
+    if golden:
+        verify_golden_cases(run, out)
+    else:
+        out("golden cases not run: a rollback is never blocked by a case saved after its release")
+
+
+def verify_golden_cases(run: Run, out: StepLog) -> None:
+    """Each golden case against the new version: the same boxes (count, label, IoU at
+    least the function's threshold), or the step fails with the diff."""
+    function, version = run.function, run.deployment.version
+    cases = list(GoldenCase.objects.filter(function=function).select_related("image"))
+    if not cases:
+        out("no golden cases")
+        return
+    failed = []
+    for case in cases:
+        try:
+            answer = console.invoke_image(function, version, bytes(case.image.data), case.options, attempts=None)
+        except console.ConsoleError as exc:
+            raise AppError(f"golden-{exc.code}", f"golden case {case.name!r}: {exc.message}") from None
+        title = f"golden case {case.name!r} (#{case.pk}, {len(case.boxes)} box(es), IoU >= {function.golden_iou})"
+        if answer.outcome != ConsoleRun.Outcome.OK:
+            lines = [f"answered {answer.outcome}: {answer.error_code} {answer.error_message}"[:500]]
+        else:
+            lines = boxes.diff(case.boxes, answer.boxes, function.golden_iou)
+        out(f"{title}: {'FAILED' if lines else 'passed'} ({answer.round_trip_ms:.0f} ms)")
+        for line in lines:
+            out(f"  {line}")
+        if lines:
+            failed.append(f"{case.name}: {lines[0]}" + (f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""))
+    if failed:
+        raise UserError("golden-mismatch", f"version {version} fails {len(failed)} of {len(cases)} golden case(s): "
+                        + "; ".join(failed))
 
 
 def _ms(value: float | None) -> str:

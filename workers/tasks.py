@@ -12,8 +12,8 @@ from __future__ import annotations
 from celery import shared_task
 
 from portal import queue
-from portal.celery import DEPLOY_TASK, ROLLBACK_TASK, SWEEP_TASK
-from portal.models import Build, Deployment, WebhookDelivery
+from portal.celery import CONSOLE_CLEANUP_TASK, DEPLOY_TASK, ROLLBACK_TASK, SWEEP_TASK
+from portal.models import Build, ConsoleImage, Deployment, WebhookDelivery
 from workers import lost, steps, sweeper  # noqa: F401 - lost connects the main process's signal
 from workers.recording import Recorder, Stopped, check_stop, settle
 
@@ -82,7 +82,8 @@ def _ship(run: steps.Run, rec: Recorder) -> None:
         steps.publish_version(run, out)
     check_stop(run.deployment)
     with rec.step("verify", Status.VERIFYING) as out:
-        steps.verify_version(run, out)
+        # Golden cases gate deploys only: a rollback's fallback verifies with the smoke event.
+        steps.verify_version(run, out, golden=run.deployment.kind != Deployment.Kind.ROLLBACK)
     check_stop(run.deployment)
 
 
@@ -107,3 +108,15 @@ def _rollback(run: steps.Run, rec: Recorder) -> None:
 def sweep() -> dict:
     """Fail deployments whose worker died (`worker-lost`), re-send lost messages."""
     return sweeper.sweep()
+
+
+@shared_task(name=CONSOLE_CLEANUP_TASK, ignore_result=True, soft_time_limit=300, time_limit=360)
+def console_cleanup() -> int:
+    """Remove console images past their retention that no golden case holds (runs keep their answers)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    cutoff = timezone.now() - timedelta(hours=settings.SLIPWAY_CONSOLE_KEEP_IMAGES_HOURS)
+    return ConsoleImage.forget_unused(cutoff)

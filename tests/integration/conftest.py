@@ -315,3 +315,162 @@ def released_function(transactional_db, released_plane):
     live = released_plane.releases[-1]["version"]
     if lambdas.alias_version(released_plane.lambda_name, "live") != live:  # a test moved it: put it back
         lambdas.point_alias(released_plane.lambda_name, "live", live)
+
+
+# --- The real detector, deployed once per session ----------------------------------------------
+# The console's end-to-end tests need function/ itself behind an alias, not the echo handler
+# above. It is built for amd64 (the console is not about arm64; natively it starts in well
+# under a second) once per session, with the same cached build as tests/detector_fixtures,
+# and seeded through the deploy/ calls the pipeline makes: version 1 is function/ as it is,
+# version 2 the same code with every box moved 20 px right and down; live -> 1.
+
+SHIFT = 20
+SHIFTED_HANDLER_TAIL = f'''
+
+# --- test only: every box moved {SHIFT} px right and down -------------------------------------
+_unshifted_process_image = process_image
+
+
+def process_image(event, context=None):
+    answer = _unshifted_process_image(event, context)
+    for box in answer.get("boxes", []) if isinstance(answer, dict) else []:
+        box["x"] += {SHIFT}
+        box["y"] += {SHIFT}
+    return answer
+'''
+
+
+def shifted_function_dir(into: Path) -> Path:
+    """A copy of function/ whose handler moves every box by SHIFT pixels."""
+    import shutil
+
+    from tests.detector_fixtures import FUNCTION_DIR
+
+    shutil.copytree(FUNCTION_DIR, into, ignore=shutil.ignore_patterns("__pycache__", "samples"))
+    handler = into / "src" / "handler.py"
+    handler.write_text(handler.read_text() + SHIFTED_HANDLER_TAIL)
+    return into
+
+
+class DeployedDetector:
+    def __init__(self, name: str, lambda_name: str, repository: str):
+        self.name, self.lambda_name, self.repository = name, lambda_name, repository
+        self.versions: dict[str, dict] = {}  # "real" / "shifted" -> {"version", "digest", "uri", "commit"}
+
+
+def seed_detector(lambda_name: str, repository: str, releases: list[tuple[str, str]], architecture: str,
+                  timeout_s: int = 30) -> dict[str, dict]:
+    """Push each (release, local image tag) in order and publish it as a version of
+    `lambda_name`, as the pipeline would (by digest, guarded publish); `live` -> the first.
+    Returns release -> {"version", "digest", "uri", "commit"}. Also used by bench/console.py."""
+    import hashlib
+
+    from deploy import ecr, lambdas
+
+    registry = os.environ["SLIPWAY_REGISTRY_HOST"]
+    config = lambdas.Settings(name=lambda_name, architecture=architecture, memory_mb=1024, timeout_s=timeout_s,
+                              environment={}, role_arn="arn:aws:iam::000000000000:role/slipway-test")
+    repository_uri = ecr.ensure_repository(repository)
+    docker = docker_seam_client()
+    ecr.login(docker, ecr.registry_host(repository_uri, registry))
+    seeded: dict[str, dict] = {}
+    for number, (release, local) in enumerate(releases, start=1):
+        commit = hashlib.sha1(f"{lambda_name}{release}".encode()).hexdigest()  # noqa: S324 - a fake commit id
+        image = ecr.push(docker, local, repository_uri, f"{commit[:12]}-{release}-{architecture}",
+                         host_override=registry, on_line=lambda _: None)
+        uri = ecr.image_uri(repository_uri, image.digest, registry)
+        if number == 1:
+            lambdas.create(config, uri, f"{commit[:12]} {image.digest}")
+        else:
+            lambdas.update_code(config, uri)
+        after = lambdas.wait_updated(lambda_name)
+        version = lambdas.publish(lambda_name, f"{commit[:12]} {image.digest}", after=after, image_uri=uri)
+        seeded[release] = {"version": version, "digest": image.digest, "uri": uri, "commit": commit}
+    lambdas.point_alias(lambda_name, "live", seeded[releases[0][0]]["version"])
+    return seeded
+
+
+def remove_pulled(docker_client, remote: str) -> None:
+    """The plane pulls a function's image by digest: drop those references to `remote`
+    (an image that another tag still holds stays)."""
+    for image in docker_client.images.list(name=remote):
+        for ref in image.attrs.get("RepoDigests", []):
+            if ref.startswith(remote + "@"):
+                with contextlib.suppress(Exception):
+                    docker_client.images.remove(ref, force=True)
+
+
+@pytest.fixture(scope="session")
+def detector_plane(docker_client, detector_image, tmp_path_factory):
+    """function/ on the local plane (x86_64): version 1 real, version 2 shifted, live -> 1. One per session."""
+    import hashlib
+
+    from tests.detector_fixtures import build_detector_image
+
+    stack_env("AWS_ENDPOINT_URL")
+    suffix = hashlib.sha256(str(tmp_path_factory.getbasetemp()).encode()).hexdigest()[:8]
+    plane = DeployedDetector(f"detector-{suffix}", f"slipway-test-detector-{suffix}",
+                             f"slipway-test/detector-{suffix}")
+    shifted_tag, real_tag = f"slipway-test/detector-shifted:{suffix}", ""
+    try:
+        real_tag = detector_image("amd64")
+        build_detector_image("amd64", shifted_tag, context=shifted_function_dir(tmp_path_factory.mktemp("shift") / "f"))
+        plane.versions = seed_detector(plane.lambda_name, plane.repository,
+                                       [("real", real_tag), ("shifted", shifted_tag)], "x86_64")
+        yield plane
+    finally:
+        for cleanup in (lambda: aws.client("lambda").delete_function(FunctionName=plane.lambda_name),
+                        lambda: aws.client("ecr").delete_repository(repositoryName=plane.repository, force=True)):
+            with contextlib.suppress(Exception):
+                cleanup()
+        # The images of this function: the seeded ones and what tests' pipeline deploys built. The
+        # plane keeps a warm container per version after the delete: this session's plane's only.
+        built = docker_client.images.list(filters={"label": f"slipway.function={plane.name}"})
+        ours = {image.id for image in built} | {
+            docker_client.images.get(tag).id for tag in (shifted_tag, real_tag) if tag and _exists(tag)}
+        port = os.environ["AWS_ENDPOINT_URL"].rstrip("/").rsplit(":", 1)[1]
+        for container in docker_client.containers.list(all=True, filters={"label": "ministack"}):
+            if container.labels.get("ministack.instance", "").endswith(f":{port}") and container.image.id in ours:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+        for image in built:
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(image.id, force=True)
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(shifted_tag, force=True)
+        remove_pulled(docker_client, f"{os.environ['SLIPWAY_REGISTRY_HOST']}/{plane.repository}")
+
+
+def _exists(tag: str) -> bool:
+    import docker
+
+    try:
+        docker_seam_client().images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+@pytest.fixture
+def detector_function(transactional_db, detector_plane):
+    """The session's detector as rows: two succeeded deploys (1 real, 2 shifted), version 1 live."""
+    from deploy import lambdas
+    from portal.management.commands.bootstrap_local import detector_smoke_event
+    from portal.models import Build, Deployment, Function
+
+    function = Function.objects.create(
+        name=detector_plane.name, repository_url="https://gitlab.example.com/team/detector.git",
+        ecr_repository=detector_plane.repository, lambda_name=detector_plane.lambda_name, architecture="x86_64",
+        memory_mb=1024, timeout_s=30, smoke_event=detector_smoke_event(),
+        execution_role_arn="arn:aws:iam::000000000000:role/slipway-test")
+    for release in ("shifted", "real"):  # the real one finished last: it is live
+        seeded = detector_plane.versions[release]
+        build = Build.objects.create(function=function, commit_sha=seeded["commit"], architecture="x86_64",
+                                     inputs_digest=seeded["commit"], status=Build.Status.SUCCEEDED,
+                                     digest=seeded["digest"], image_uri=seeded["uri"], platform="linux/amd64")
+        Deployment.objects.create(function=function, build=build, trigger="cli", ref="main", version=seeded["version"],
+                                  commit_sha=seeded["commit"], status=Deployment.Status.SUCCEEDED)
+    yield function
+    live = detector_plane.versions["real"]["version"]
+    if lambdas.alias_version(detector_plane.lambda_name, "live") != live:  # a test moved it: put it back
+        lambdas.point_alias(detector_plane.lambda_name, "live", live)
