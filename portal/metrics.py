@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from portal.models import Deployment, DeploymentStep, WebhookDelivery
+from portal.models import ConsoleRun, Deployment, DeploymentStep, WebhookDelivery
 
 STEP_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 QUEUES = {"deploys": ~Q(kind=Deployment.Kind.ROLLBACK), "rollbacks": Q(kind=Deployment.Kind.ROLLBACK)}
@@ -32,12 +32,12 @@ class DatabaseCollector:
     """Everything below is computed from rows, by a handful of aggregate queries."""
 
     def collect(self):
-        deployments = CounterMetricFamily("slipway_deployments", "Deployments that ended, by kind, outcome and "
-                                          "error code", labels=["kind", "status", "error_code"])
+        deployments = CounterMetricFamily("slipway_deployments", "Deployments that ended, by function, kind, "
+                                          "outcome and error code", labels=["function", "kind", "status", "error_code"])
         ended = (Deployment.objects.filter(status__in=Deployment.TERMINAL)
-                 .values("kind", "status", "error_code").annotate(n=Count("pk")).order_by())
+                 .values("function__name", "kind", "status", "error_code").annotate(n=Count("pk")).order_by())
         for row in ended:
-            deployments.add_metric([row["kind"], row["status"], row["error_code"]], row["n"])
+            deployments.add_metric([row["function__name"], row["kind"], row["status"], row["error_code"]], row["n"])
         yield deployments
 
         running = GaugeMetricFamily("slipway_deployments_running", "Deployments running, by step",
@@ -66,6 +66,12 @@ class DatabaseCollector:
         for row in WebhookDelivery.objects.values("outcome").annotate(n=Count("pk")).order_by():
             deliveries.add_metric([row["outcome"]], row["n"])
         yield deliveries
+
+        invokes = CounterMetricFamily("slipway_console_invokes", "Test console invokes by outcome",
+                                      labels=["outcome"])
+        for row in ConsoleRun.objects.values("outcome").annotate(n=Count("pk")).order_by():
+            invokes.add_metric([row["outcome"]], row["n"])
+        yield invokes
 
     def _step_histogram(self):
         histogram = HistogramMetricFamily("slipway_step_duration_seconds", "Pipeline step durations",

@@ -18,7 +18,8 @@ def scrape(client, **headers) -> str:
 def test_a_failed_deployment_is_counted_with_its_error_code(client, function):
     Deployment.objects.create(function=function, trigger="cli", status=Status.FAILED, error_code="build-failed")
     text = scrape(client)
-    assert 'slipway_deployments_total{error_code="build-failed",kind="deploy",status="failed"} 1.0' in text
+    assert ('slipway_deployments_total{error_code="build-failed",function="hello",kind="deploy",status="failed"} 1.0'
+            in text)
 
 
 def test_queue_depth_and_the_oldest_queued_age_per_queue(client, function):
@@ -48,3 +49,16 @@ def test_metrics_are_refused_outside_the_networks_without_the_token(client, sett
     assert client.get("/metrics", REMOTE_ADDR="192.0.2.7").status_code == 403
     assert client.get("/metrics", REMOTE_ADDR="192.0.2.7", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
     assert scrape(client, addr="192.0.2.7", HTTP_AUTHORIZATION="Bearer metrics-token-for-tests")
+
+
+def test_webhook_deliveries_and_console_invokes_are_counted_by_outcome(client, function):
+    from portal.models import ConsoleImage, ConsoleRun, WebhookDelivery
+
+    WebhookDelivery.objects.create(function=function, event_type="Push Hook", outcome="ignored", body="{}")
+    image = ConsoleImage.objects.create(function=function, sha256="e" * 64, data=b"x", format="png", width=1,
+                                        height=1, size_bytes=1, name="x.png")
+    ConsoleRun.objects.create(function=function, image=image, target="live", outcome="ok", result={"boxes": []},
+                              box_count=0, round_trip_ms=1)
+    text = scrape(client)
+    assert 'slipway_webhook_deliveries_total{outcome="ignored"} 1.0' in text
+    assert 'slipway_console_invokes_total{outcome="ok"} 1.0' in text

@@ -17,8 +17,8 @@ OPEN = {
     "openapi-json": "the API's schema: it names no function and no secret",
     "openapi-view": "the browsable rendering of that schema",
     "api-root": "answers 404: nothing is there",
-    "portal-metrics": "Prometheus scrapes it: guarded by its own token or network list (tests/test_metrics.py), "
-                      "and it names no function",
+    "portal-metrics": "Prometheus scrapes it without a session: guarded by its own token or network list "
+                      "(tests/test_metrics.py)",
     "portal-webhook-gitlab": "GitLab cannot sign in: each delivery carries the function's secret token or "
                              "signature instead, and without one it gets the same 401 whether the function "
                              "exists or not",
