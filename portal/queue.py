@@ -18,6 +18,7 @@ keys. Rules:
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import timedelta
 
 from django.db import transaction
@@ -38,19 +39,25 @@ def _lock(function_id: int) -> Function:
     return Function.objects.select_for_update().get(pk=function_id)
 
 
-def request(function: Function, *, supersede: bool = True, **fields) -> Deployment:
-    """Write a deployment row, supersede what it replaces, dispatch after commit.
+def request(function: Function, *, supersede: bool = True, locked: bool = False, **fields) -> Deployment:
+    """Write a deployment row, supersede what it replaces, and send it after
+    commit when it may start now.
 
     `supersede=False` is for webhook deploys: deliveries arrive out of order, so
     a later request may carry an older commit; the worker, which sees the
-    repository, skips the stale ones instead (workers/steps.stale_reason)."""
+    repository, skips the stale ones instead (workers/steps.stale_reason).
+    `locked=True`: the caller already holds the function's row lock in this
+    transaction (the webhook receiver re-reads the settings under it)."""
     with transaction.atomic(savepoint=False):  # inside a caller's transaction, no savepoint: one less round trip
-        _lock(function.pk)
+        if not locked:
+            _lock(function.pk)
         deployment = Deployment.objects.create(function=function, **fields)
         if supersede:
             _supersede_for(deployment)
         if _may_start_now(deployment):
-            transaction.on_commit(lambda: dispatch(function.pk))
+            # Decided under the lock the request already holds: no second
+            # transaction (dispatch's) to find out what this one knows.
+            _mark_sent(deployment.pk, deployment.kind)
     return deployment
 
 
@@ -99,22 +106,26 @@ def dispatch(function_id: int) -> Deployment | None:
         if head is None or _blockers(head).exists():
             return None
         due = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=Now() - RESEND_AFTER)
-        if Deployment.objects.filter(due, pk=head.pk).update(enqueued_at=Now()):
-            transaction.on_commit(lambda: send(head.pk, head.kind))
+        _mark_sent(head.pk, head.kind, due)
     return head
 
 
-def send(pk: int, kind: str) -> None:
+def _mark_sent(pk: int, kind: str, *conditions: Q) -> None:
+    """Stamp the queued row as sent, under a task id chosen here, and send it after
+    commit: the id is written with the stamp, so a sent task needs no second write."""
+    task_id = str(uuid.uuid4())
+    if Deployment.objects.filter(*conditions, pk=pk, status=Status.QUEUED).update(enqueued_at=Now(), task_id=task_id):
+        transaction.on_commit(lambda: send(pk, kind, task_id))
+
+
+def send(pk: int, kind: str, task_id: str) -> None:
     """Send the task by name; a broker that is down leaves the row queued for the sweeper."""
     name = ROLLBACK_TASK if kind == Kind.ROLLBACK else DEPLOY_TASK
     try:
-        result = app.send_task(name, args=[pk])
+        app.send_task(name, args=[pk], task_id=task_id)
     except Exception as exc:  # kombu's OperationalError and friends
         log.warning("could not send deployment %s (%s); the sweeper will retry", pk, exc)
-        Deployment.objects.filter(pk=pk).update(enqueued_at=None)
-        return
-    # Only while queued: once a task claimed the row, its id is the claimer's.
-    Deployment.objects.filter(pk=pk, status=Status.QUEUED).update(task_id=result.id)
+        Deployment.objects.filter(pk=pk, status=Status.QUEUED, task_id=task_id).update(enqueued_at=None)
 
 
 def claim(deployment: Deployment, first: str, task_id: str = "") -> bool:

@@ -41,10 +41,10 @@ def request_deploy(function: Function, *, trigger: str, user=None, ref: str = ""
 
 
 def _queue_deploy(function: Function, *, trigger: str, user, ref: str, commit: str, supersede: bool = True,
-                  **audit) -> Deployment:
+                  locked: bool = False, **audit) -> Deployment:
     with transaction.atomic(savepoint=False):  # nothing here is retried: no savepoint round trips needed
-        deployment = queue.request(function, supersede=supersede, trigger=trigger, requested_by=user, ref=ref,
-                                   commit_sha=commit)
+        deployment = queue.request(function, supersede=supersede, locked=locked, trigger=trigger, requested_by=user,
+                                   ref=ref, commit_sha=commit)
         AuditEvent.record("deployment.requested", function=function, deployment=deployment.pk,
                           ref=deployment.ref, trigger=trigger, **audit, **_actor(user, trigger))
     return deployment
@@ -53,13 +53,13 @@ def _queue_deploy(function: Function, *, trigger: str, user, ref: str, commit: s
 def request_webhook_deploy(function: Function, *, ref: str, commit: str, delivery: int) -> Deployment:
     """Queue the deploy a GitLab delivery asked for: exactly `commit`, with the branch or
     tag it came from as `ref`. It supersedes nothing (see queue.request). Called inside
-    the receiver's transaction, with the function row locked."""
+    the receiver's transaction, with the function row already locked."""
     if function.is_archived:
         raise RequestRefused(f"{function.name} is archived: it accepts no deploys")
     if not _FULL_SHA.match(commit):
         raise RequestRefused(f"{commit!r} is not a full 40-character commit SHA")
     return _queue_deploy(function, trigger=Deployment.Trigger.WEBHOOK, user=None, ref=ref, commit=commit,
-                         supersede=False, delivery=delivery)
+                         supersede=False, locked=True, delivery=delivery)
 
 
 def rollback_target(function: Function, *, to: str = "") -> Deployment:

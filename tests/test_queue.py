@@ -41,7 +41,7 @@ def test_the_newest_deploy_supersedes_older_queued_ones_naming_itself(function, 
     assert (second.superseded_by_id, second.error_message) == (third.pk, f"deploy #{third.pk}, requested later, "
                                                                          "replaced it")
     assert sent.call_args.args == ("slipway.deploy",) and sent_pks(sent)[-1] == third.pk
-    assert Deployment.objects.get(pk=third.pk).task_id == "task-1"
+    assert Deployment.objects.get(pk=third.pk).task_id == sent.call_args.kwargs["task_id"] != ""
 
 
 def test_nothing_is_sent_while_another_deployment_of_the_function_runs(function, sent,
@@ -231,3 +231,12 @@ def test_a_request_that_must_wait_schedules_no_dispatch_and_is_sent_when_the_way
     with django_capture_on_commit_callbacks(execute=True):
         queue.dispatch(function.pk)  # what the finishing deployment's settle does
     assert sent_pks(sent) == [waiting.pk]
+
+
+def test_a_broker_that_is_down_leaves_the_row_queued_and_unsent_for_the_sweeper(function, sent,
+                                                                               django_capture_on_commit_callbacks):
+    sent.side_effect = ConnectionError("redis is down")
+    with django_capture_on_commit_callbacks(execute=True):
+        deployment = request_deploy(function, trigger="cli", ref="main")
+    deployment.refresh_from_db()
+    assert sent.call_count == 1 and (deployment.status, deployment.enqueued_at) == (Status.QUEUED, None)

@@ -378,3 +378,18 @@ def test_the_owner_sets_a_tag_pattern_on_the_edit_form_and_a_bad_one_is_refused(
     assert client.post(url, {**data, "tag_pattern": "v[0-9]*"}).status_code == 302
     assert Function.objects.get(pk=function.pk).tag_pattern == "v[0-9]*"
     assert AuditEvent.objects.get(action="function.edited").detail["tag_pattern"] == "v[0-9]*"
+
+
+# --- Fast --------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_an_accepted_delivery_is_one_transaction_and_sends_its_task_with_the_stored_id(
+        client, hooked, sent, django_assert_max_num_queries, django_capture_on_commit_callbacks):
+    # The function lookup, then BEGIN, the key's savepoint, the delivery, one lock, the
+    # deployment, the queue check, its sent stamp, the audit row, the delivery's link, COMMIT.
+    with django_capture_on_commit_callbacks(execute=True), django_assert_max_num_queries(13):
+        response = deliver(client, "hello", push(SHA))
+    deployment = Deployment.objects.get()
+    assert response.json()["deployment"] == deployment.pk and deployment.enqueued_at is not None
+    assert sent.call_args.kwargs == {"args": [deployment.pk], "task_id": deployment.task_id}
