@@ -85,7 +85,9 @@ class Report:
         return out
 
     def as_dict(self) -> dict:
-        return {"summary": self.summary(), **asdict(self)}
+        fields = asdict(self)
+        del fields["function"]  # the event's own function
+        return {"summary": self.summary(), **fields}
 
 
 def _version_key(item) -> tuple:
@@ -132,15 +134,15 @@ def _apply(function: Function, report: Report) -> None:
         return
     deployments = Deployment.objects.filter(function=function).exclude(version="")
     releases = list(deployments.filter(status=Deployment.Status.SUCCEEDED, kind__in=RELEASE_KINDS)
-                    .order_by("-finished_at", "-pk").select_related("build"))
+                    .annotate(at=Coalesce("finished_at", "created_at")).order_by("-at", "-pk")
+                    .select_related("build"))
     kept_releases: dict[str, Deployment] = {}
     for release in releases:  # newest first; a version rolled back to counts once, at its latest
         if len(kept_releases) == report.keep:
             break
         kept_releases.setdefault(release.version, release)
     # Anything Slipway published after the oldest kept release became live stays too.
-    cutoff = min((r.finished_at for r in kept_releases.values()), default=None) \
-        if len(kept_releases) == report.keep else None
+    cutoff = min(r.at for r in kept_releases.values()) if len(kept_releases) == report.keep else None
     published = dict(deployments.order_by().values_list("version").annotate(
         at=Max(Coalesce("finished_at", "created_at"))))  # version -> when Slipway last published or released it
 
