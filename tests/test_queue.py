@@ -231,3 +231,17 @@ def test_a_request_that_must_wait_schedules_no_dispatch_and_is_sent_when_the_way
     with django_capture_on_commit_callbacks(execute=True):
         queue.dispatch(function.pk)  # what the finishing deployment's settle does
     assert sent_pks(sent) == [waiting.pk]
+
+
+def test_a_rollback_picks_its_target_under_the_function_lock(function, two_releases, sent):
+    """Retention marks images gone under the same lock: a rollback requested meanwhile must
+    see that, not a target read before it waited for the lock."""
+    with CaptureQueriesContext(connection) as queries:
+        request_rollback(function, trigger="ui")
+    sqls = [q["sql"] for q in queries.captured_queries]
+    target = [i for i, sql in enumerate(sqls) if sql.startswith("SELECT") and 'FROM "portal_deployment"' in sql
+              and 'JOIN "portal_build"' in sql]
+    locks = [i for i, sql in enumerate(sqls) if sql.startswith("SELECT") and 'FROM "portal_function"' in sql
+             and ("FOR UPDATE" in sql or connection.vendor != "postgresql")]
+    assert target and locks
+    assert locks[0] < target[0], sqls[target[0]]
