@@ -102,7 +102,14 @@ def run(*, keep: int, dry_run: bool, names: list[str] | None = None) -> list[Rep
     functions = Function.objects.order_by("pk")
     if names:
         functions = functions.filter(name__in=names)
-    return [retain(pk, keep=keep, dry_run=dry_run) for pk in functions.values_list("pk", flat=True)]
+    reports = []
+    for pk, name in functions.values_list("pk", "name"):
+        try:
+            reports.append(retain(pk, keep=keep, dry_run=dry_run))
+        except Exception as exc:  # one function's trouble does not keep the others from their cleanup
+            log.exception("retention of %s failed", name)
+            reports.append(Report(name, keep, dry_run, errors=[f"{type(exc).__name__}: {exc}"]))
+    return reports
 
 
 def retain(function_id: int, *, keep: int, dry_run: bool) -> Report:
@@ -119,7 +126,7 @@ def retain(function_id: int, *, keep: int, dry_run: bool) -> Report:
                 _apply(function, report)
             except DeployError as exc:  # a listing failed: nothing more is decided without it
                 report.errors.append(str(exc))
-        if report.skipped or report.changed or report.errors:
+        if unfinished is not None or report.changed or report.errors:  # a never-deployed function: no news
             action = "retention.skipped" if report.skipped else (
                 "retention.dry_run" if dry_run else "retention.applied")
             AuditEvent.record(action, actor_label="retention", function=function, **report.as_dict())

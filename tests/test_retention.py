@@ -65,3 +65,35 @@ def test_retention_is_scheduled_and_runs_on_the_deploys_queue():
     assert len(scheduled) == 1 and scheduled[0]["schedule"] == settings.RETENTION_INTERVAL_HOURS * 3600.0
     assert settings.CELERY_TASK_ROUTES[RETENTION_TASK] == {"queue": "deploys"}  # never ahead of a rollback
     assert settings.SLIPWAY_RETAIN_RELEASES == 10
+
+
+@pytest.mark.postgres
+def test_retention_locks_the_function_row_before_it_reads_its_deployments(function):
+    from botocore.exceptions import ClientError
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from portal import retention
+
+    with mock.patch("deploy.aws.client", autospec=True) as client, CaptureQueriesContext(connection) as queries:
+        client.return_value.get_function_configuration.side_effect = ClientError(
+            {"Error": {"Code": "ResourceNotFoundException", "Message": "no such function"}}, "GetFunctionConfiguration")
+        (report,) = retention.run(keep=3, dry_run=False, names=[function.name])
+    assert report.skipped == f"the Lambda {function.lambda_name} does not exist (never deployed)"
+    sqls = [q["sql"] for q in queries.captured_queries]
+    locks = [i for i, sql in enumerate(sqls) if sql.startswith("SELECT") and 'FROM "portal_function"' in sql
+             and ("FOR UPDATE" in sql or connection.vendor != "postgresql")]
+    reads = [i for i, sql in enumerate(sqls) if sql.startswith("SELECT") and 'FROM "portal_deployment"' in sql]
+    assert locks and reads and locks[0] < reads[0]
+
+
+def test_one_function_failing_does_not_stop_the_others(function, db):
+    from portal import retention
+    from portal.models import Function
+
+    Function.objects.create(name="other", repository_url="https://gitlab.example.com/team/o.git",
+                            ecr_repository="team/o", lambda_name="team-o")
+    with mock.patch("portal.retention.retain", autospec=True) as retain:
+        retain.side_effect = [RuntimeError("boom"), retention.Report("other", 3, False)]
+        reports = retention.run(keep=3, dry_run=False)
+    assert [(r.function, r.errors) for r in reports] == [("hello", ["RuntimeError: boom"]), ("other", [])]
