@@ -63,6 +63,7 @@ def client(service: str, *, timeout: float = 60):
                             retries={"total_max_attempts": 1, "mode": "standard"})
             made = boto3.session.Session().client(service, region_name=region(), config=config)
             _install_faults(made)
+            _install_recorder(made)
             _clients[key] = made
         return _clients[key]
 
@@ -128,6 +129,48 @@ def backoff(attempt: int) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based): full jitter, capped."""
     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not a secret
+
+
+# --- Recording the operations called (tests) --------------------------------------------
+# With SLIPWAY_AWS_CALLS_FILE set, every API call a client makes appends one JSON
+# line {"action": "lambda:Invoke", "role": "web"|"worker"|"other"} to that file:
+# tests/test_infra.py checks each against the process's IAM policy in
+# deploy/infra/terraform. The role is SLIPWAY_AWS_CALLS_ROLE when the process
+# sets it (the test workers do), else read off the call stack: inside a Django
+# request it is the web process, inside a Celery task or a management command
+# (retention runs where the workers run) the worker.
+
+
+def _install_recorder(made) -> None:
+    path = os.environ.get("SLIPWAY_AWS_CALLS_FILE")
+    if not path:
+        return
+    prefix = made.meta.service_model.signing_name  # IAM's service prefix: lambda, ecr, s3
+    event_service = made.meta.service_model.service_id.hyphenize()
+
+    def record(model, **_):
+        line = json.dumps({"action": f"{prefix}:{model.name}", "role": calling_role(), "pid": os.getpid()})
+        with open(path, "a") as handle:  # one short line per write: O_APPEND keeps lines whole
+            handle.write(line + "\n")
+
+    made.meta.events.register(f"before-call.{event_service}", record)
+
+
+def calling_role() -> str:
+    role = os.environ.get("SLIPWAY_AWS_CALLS_ROLE")
+    if role:
+        return role
+    import sys
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith("django.core.handlers"):
+            return "web"
+        if module.startswith(("celery.app.trace", "django.core.management")):
+            return "worker"
+        frame = frame.f_back
+    return "other"
 
 
 # --- Fault injection (tests only) ---------------------------------------------

@@ -222,3 +222,41 @@ def check_single_image(image: Image) -> None:
     if any(kind in ATTESTATION_MEDIA_TYPES for kind in layers):
         raise UserError("attestation-manifest", f"{where} ({image.digest}) is an attestation manifest (in-toto), "
                         "not an image, and Lambda refuses it; delete the tag from ECR")
+
+
+def list_images(repository: str) -> list[Image]:
+    """Every image of the repository with its digest (and first tag), page by page
+    through the one retry layer; [] when the repository does not exist."""
+    images, token = [], None
+    while True:
+        page = _call(f"listing the images of {repository}", "describe_images",
+                     missing=("RepositoryNotFoundException",), repositoryName=repository,
+                     **({"nextToken": token} if token else {}))
+        if page is None:
+            return []
+        for details in page.get("imageDetails") or []:
+            tags = details.get("imageTags") or []
+            images.append(Image(repository, tags[0] if tags else "", details["imageDigest"],
+                                int(details.get("imageSizeInBytes", 0)), details.get("imageManifestMediaType", "")))
+        token = page.get("nextToken")
+        if not token:
+            return images
+
+
+def delete_images(repository: str, digests: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Delete images by digest (every tag of each goes with it), 100 per request.
+    Returns (the digests ECR deleted or no longer held, {digest: why} for the ones it refused)."""
+    gone: list[str] = []
+    refused: dict[str, str] = {}
+    for start in range(0, len(digests), 100):
+        chunk = digests[start:start + 100]
+        answer = _call(f"deleting {len(chunk)} image(s) from {repository}", "batch_delete_image",
+                       repositoryName=repository, imageIds=[{"imageDigest": digest} for digest in chunk])
+        gone += [image_id["imageDigest"] for image_id in answer.get("imageIds") or [] if "imageDigest" in image_id]
+        for failure in answer.get("failures") or []:
+            digest = (failure.get("imageId") or {}).get("imageDigest", "")
+            if failure.get("failureCode") == "ImageNotFound":
+                gone.append(digest)
+            else:
+                refused[digest] = f"{failure.get('failureCode')}: {failure.get('failureReason', '')}"
+    return list(dict.fromkeys(gone)), refused

@@ -252,3 +252,55 @@ def point_alias(name: str, alias: str, version: str) -> str | None:
 def version_exists(name: str, version: str) -> bool:
     return _read(f"reading version {version} of {name}", "get_function_configuration",
                  FunctionName=name, Qualifier=version) is not None
+
+
+# --- Retention: what a function holds, and deleting a published version ------------------
+
+
+def _pages(doing: str, operation: str, key: str, **kwargs) -> list[dict]:
+    """Every item of a Marker-paginated listing, each page through the one retry layer."""
+    items, marker = [], None
+    while True:
+        page = _call(doing, operation, **kwargs, **({"Marker": marker} if marker else {}))
+        items.extend(page.get(key) or [])
+        marker = page.get("NextMarker")
+        if not marker:
+            return items
+
+
+def list_versions(name: str) -> list[dict]:
+    """Every version of the function, $LATEST included (ListVersionsByFunction)."""
+    return _pages(f"listing the versions of {name}", "list_versions_by_function", "Versions", FunctionName=name)
+
+
+def list_aliases(name: str) -> list[dict]:
+    return _pages(f"listing the aliases of {name}", "list_aliases", "Aliases", FunctionName=name)
+
+
+def aliased_versions(aliases: list[dict]) -> dict[str, list[str]]:
+    """version -> the aliases that send it traffic (its main version or a weighted extra one)."""
+    held: dict[str, list[str]] = {}
+    for alias in aliases:
+        weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+        for version in {alias.get("FunctionVersion"), *weights}:
+            if version:
+                held.setdefault(version, []).append(alias["Name"])
+    return held
+
+
+def version_image(name: str, version: str) -> str:
+    """The image a version runs (repository@sha256:…), "" when Lambda does not say."""
+    found = _call(f"reading version {version} of {name}", "get_function", FunctionName=name, Qualifier=version)
+    code = found.get("Code") or {}
+    return code.get("ResolvedImageUri") or code.get("ImageUri") or ""
+
+
+def delete_version(name: str, version: str) -> bool:
+    """Delete one published version (never $LATEST, never the function); False if it was gone already.
+    Lambda refuses a version an alias points at (ResourceConflictException is then not retried
+    forever: it is the bounded retry of "update in progress", then an AppError)."""
+    if not version.isdigit():
+        raise ValueError(f"{version!r} is not a published version number")
+    deleted = aws.call(f"deleting version {version} of {name}", client().delete_function, prefix=PREFIX,
+                       missing=_MISSING, FunctionName=name, Qualifier=version)
+    return deleted is not None

@@ -202,14 +202,16 @@ class Build(models.Model):
 
     def succeed(self, **fields) -> None:
         """BUILDING -> SUCCEEDED with what the push recorded (digest, size, platform, image URI)."""
-        if not self._update((self.Status.BUILDING,), status=self.Status.SUCCEEDED, finished_at=Now(), **fields):
+        if not self._update((self.Status.BUILDING,), status=self.Status.SUCCEEDED, finished_at=Now(),
+                            image_gone_at=None, **fields):  # pushed again after retention deleted it
             self.refresh_from_db(fields=["status"])
             raise self.TransitionError(f"build {self.pk} is {self.status}; cannot succeed")
 
     def adopt(self, digest: str, size: int) -> None:
         """ECR already holds this build's immutable tag: take what it holds."""
         self._update((self.Status.PENDING, self.Status.FAILED, self.Status.SUCCEEDED), status=self.Status.SUCCEEDED,
-                     digest=digest, size_bytes=self.size_bytes or size, finished_at=self.finished_at or Now())
+                     digest=digest, size_bytes=self.size_bytes or size, finished_at=self.finished_at or Now(),
+                     image_gone_at=None)
 
     @classmethod
     def fail_unfinished(cls, pk: int | None) -> bool:

@@ -91,10 +91,12 @@ def request_rollback(function: Function, *, trigger: str, user=None, to: str = "
     their shift, and pauses auto-deploy until someone resumes it."""
     if function.is_archived:
         raise RequestRefused(f"{function.name} is archived: it accepts no rollbacks")
-    target = rollback_target(function, to=to)
-    if target.build and target.build.image_gone_at:
-        raise RequestRefused(f"the image of version {target.version} is gone from ECR: deploy its commit again")
-    with transaction.atomic():  # queue.request locks the function first: one lock order everywhere
+    with transaction.atomic():  # the function row first, as everywhere (portal/queue.py)
+        # The target is read under the lock: retention marks images gone under it too.
+        Function.objects.select_for_update().get(pk=function.pk)
+        target = rollback_target(function, to=to)
+        if target.build and target.build.image_gone_at:
+            raise RequestRefused(f"the image of version {target.version} is gone from ECR: deploy its commit again")
         rollback = queue.request(
             function, kind=Deployment.Kind.ROLLBACK, trigger=trigger, requested_by=user,
             ref=target.commit_sha, commit_sha=target.commit_sha, build=target.build, target_version=target.version,

@@ -190,14 +190,24 @@ CELERY_TASK_ROUTES = {
     "slipway.rollback": {"queue": "rollbacks"},  # never behind a build
     "slipway.sweep": {"queue": "rollbacks"},
     "slipway.console_cleanup": {"queue": "rollbacks"},  # housekeeping: small, never behind a build
+    # Retention walks every function with AWS calls (minutes at scale) and would hold the
+    # rollbacks worker's only process meanwhile; behind a build it only starts later.
+    "slipway.retention": {"queue": "deploys"},
 }
 CELERY_WORKER_SEND_TASK_EVENTS = False
 SWEEP_INTERVAL_SECONDS = env_int("SLIPWAY_SWEEP_INTERVAL", 30, minimum=5)
 # A running deployment whose heartbeat is older than this lost its worker.
 HEARTBEAT_STALE_SECONDS = env_int("SLIPWAY_HEARTBEAT_STALE", 120, minimum=10)
+# Retention (portal/retention.py): per function, Lambda versions older than the last
+# SLIPWAY_RETAIN_RELEASES releases that no alias uses, then the images no remaining
+# version runs. SLIPWAY_RETENTION_DRY_RUN=1: the periodic run only reports.
+SLIPWAY_RETAIN_RELEASES = env_int("SLIPWAY_RETAIN_RELEASES", 10, minimum=1)
+SLIPWAY_RETENTION_DRY_RUN = env_bool("SLIPWAY_RETENTION_DRY_RUN", False)
+RETENTION_INTERVAL_HOURS = env_int("SLIPWAY_RETENTION_INTERVAL_HOURS", 24, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "slipway.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)},
     "console-cleanup": {"task": "slipway.console_cleanup", "schedule": 3600.0},
+    "retention": {"task": "slipway.retention", "schedule": RETENTION_INTERVAL_HOURS * 3600.0},
 }
 
 # --- AWS and builds -----------------------------------------------------------

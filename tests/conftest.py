@@ -22,6 +22,30 @@ TEST_LABEL = "slipway.test"
 pytest_plugins = ["tests.detector_fixtures", "tests.browser_fixtures"]
 
 
+def aws_calls_file() -> Path:
+    """Where deploy/aws.py records the AWS operations this session's processes call
+    (SLIPWAY_AWS_CALLS_FILE): one file per pytest process, under the test state dir."""
+    state = Path(os.environ.get("SLIPWAY_STATE_DIR") or REPO_ROOT / "var" / "pytest")
+    return state / f"aws-calls-{os.getpid()}.jsonl"
+
+
+def pytest_configure(config):
+    # Set before any client is built: this process, the test workers and servers it starts inherit it.
+    path = aws_calls_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    os.environ["SLIPWAY_AWS_CALLS_FILE"] = str(path)
+
+
+def pytest_unconfigure(config):
+    aws_calls_file().unlink(missing_ok=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked after_everything run last: they check what the others recorded."""
+    items.sort(key=lambda item: item.get_closest_marker("after_everything") is not None)
+
+
 @pytest.fixture
 def function(db):
     from portal.models import Function

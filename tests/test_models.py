@@ -137,3 +137,17 @@ def test_step_output_loses_nul_bytes_and_is_capped_keeping_head_and_tail():
 def test_a_commit_links_to_the_repositorys_page(function, url, expected):
     function.repository_url = url
     assert function.commit_url("abc") == expected
+
+
+def test_a_build_pushed_again_after_retention_deleted_its_image_is_no_longer_marked_gone(function):
+    from django.utils import timezone
+
+    build = Build.objects.create(function=function, commit_sha="c" * 40, architecture="arm64", inputs_digest="d",
+                                 status=Build.Status.SUCCEEDED, digest="sha256:" + "1" * 64,
+                                 image_gone_at=timezone.now())
+    build.start()  # a deploy of the same commit rebuilds it
+    build.succeed(digest="sha256:" + "2" * 64)
+    assert Build.objects.get(pk=build.pk).image_gone_at is None
+    Build.objects.filter(pk=build.pk).update(image_gone_at=timezone.now())
+    build.adopt("sha256:" + "3" * 64, 10)  # or ECR holds its tag again (pushed by someone else)
+    assert Build.objects.get(pk=build.pk).image_gone_at is None

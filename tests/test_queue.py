@@ -240,3 +240,17 @@ def test_a_broker_that_is_down_leaves_the_row_queued_and_unsent_for_the_sweeper(
         deployment = request_deploy(function, trigger="cli", ref="main")
     deployment.refresh_from_db()
     assert sent.call_count == 1 and (deployment.status, deployment.enqueued_at) == (Status.QUEUED, None)
+
+
+def test_a_rollback_picks_its_target_under_the_function_lock(function, two_releases, sent):
+    """Retention marks images gone under the same lock: a rollback requested meanwhile must
+    see that, not a target read before it waited for the lock."""
+    with CaptureQueriesContext(connection) as queries:
+        request_rollback(function, trigger="ui")
+    sqls = [q["sql"] for q in queries.captured_queries]
+    target = [i for i, sql in enumerate(sqls) if sql.startswith("SELECT") and 'FROM "portal_deployment"' in sql
+              and 'JOIN "portal_build"' in sql]
+    locks = [i for i, sql in enumerate(sqls) if sql.startswith("SELECT") and 'FROM "portal_function"' in sql
+             and ("FOR UPDATE" in sql or connection.vendor != "postgresql")]
+    assert target and locks
+    assert locks[0] < target[0], sqls[target[0]]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from portal import queue
-from portal.celery import CONSOLE_CLEANUP_TASK, DEPLOY_TASK, ROLLBACK_TASK, SWEEP_TASK
+from portal import queue, retention
+from portal.celery import CONSOLE_CLEANUP_TASK, DEPLOY_TASK, RETENTION_TASK, ROLLBACK_TASK, SWEEP_TASK
 from portal.models import Build, ConsoleImage, Deployment, WebhookDelivery
 from workers import lost, steps, sweeper  # noqa: F401 - lost connects the main process's signal
 from workers.recording import Recorder, Stopped, check_stop, settle
@@ -120,3 +120,14 @@ def console_cleanup() -> int:
 
     cutoff = timezone.now() - timedelta(hours=settings.SLIPWAY_CONSOLE_KEEP_IMAGES_HOURS)
     return ConsoleImage.forget_unused(cutoff)
+
+
+@shared_task(name=RETENTION_TASK, ignore_result=True, soft_time_limit=1800, time_limit=1920)
+def retention_run(dry_run: bool | None = None, functions: list[str] | None = None) -> list[str]:
+    """Delete old Lambda versions, then the images nothing runs (portal/retention.py); the
+    periodic run takes its mode from settings. Returns one summary line per function."""
+    from django.conf import settings
+
+    dry = settings.SLIPWAY_RETENTION_DRY_RUN if dry_run is None else dry_run
+    reports = retention.run(keep=settings.SLIPWAY_RETAIN_RELEASES, dry_run=dry, names=functions)
+    return [report.summary() for report in reports]

@@ -91,6 +91,7 @@ class Worker:
         # An hour of heartbeat window: no sweep runs in these workers anyway, and a test
         # about a lost process proves that its worker, not the sweeper, settled the row.
         env = {**os.environ, "SLIPWAY_WORKER_FOR_TESTS": "1", "SLIPWAY_TESTING": "1", "SLIPWAY_HEARTBEAT_STALE": "3600",
+               "SLIPWAY_AWS_CALLS_ROLE": "worker",
                "SLIPWAY_FAULTS_FILE": str(self.faults), "DJANGO_SETTINGS_MODULE": "tests.settings", **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", self.queues, "-c", str(self.concurrency),

@@ -1,0 +1,56 @@
+"""Every AWS operation Slipway's processes called in this test session is allowed by
+that process's IAM policy in deploy/infra/terraform.
+
+deploy/aws.py records each call (SLIPWAY_AWS_CALLS_FILE, set by tests/conftest.py)
+with the process that made it: the test workers say "worker", calls made inside a
+Django request (the test client, live_server) are "web". This test runs after
+every other collected test, so in a full run it checks what the whole suite
+called; run alone, it still makes the worker roll back and the web process
+invoke through the console first, so there is always something to check."""
+
+import io
+
+import pytest
+from django.urls import reverse
+from PIL import Image
+
+from portal.models import Deployment, Membership
+from portal.services import request_rollback
+from tests import terraform as tf
+from tests.conftest import aws_calls_file
+from tests.integration.conftest import wait_done
+
+pytestmark = [pytest.mark.integration, pytest.mark.after_everything]
+
+
+def png() -> io.BytesIO:
+    handle = io.BytesIO()
+    Image.new("RGB", (32, 24), "white").save(handle, "PNG")
+    handle.seek(0)
+    handle.name = "white.png"
+    return handle
+
+
+def test_every_aws_operation_each_process_called_is_allowed_by_its_policy(
+        worker, released_function, released_plane, client, django_user_model):
+    rollback = wait_done(request_rollback(released_function, trigger="cli", to=released_plane.releases[0]["version"]))
+    assert rollback.status == Deployment.Status.SUCCEEDED, rollback.error_message
+    user = django_user_model.objects.create_user("olga", "olga@example.org", "olga-password-1")
+    Membership.objects.create(function=released_function, user=user, role=Membership.Role.DEPLOYER)
+    client.force_login(user)
+    response = client.post(reverse("portal-console", args=[released_function.name]),
+                           {"image": png(), "target": "live", "detector": "face"})
+    assert response.status_code in (200, 302), response.content.decode()[-2000:]
+
+    recorded = tf.recorded_calls(aws_calls_file())
+
+    assert {"lambda:GetAlias", "lambda:UpdateAlias", "ecr:DescribeImages"} <= recorded.get("worker", set())
+    assert "lambda:Invoke" in recorded.get("web", set())
+    for role in ("worker", "web"):
+        assert tf.not_allowed(role, recorded[role]) == [], f"{role} called operations its policy does not allow"
+
+
+def test_the_policy_check_catches_an_operation_a_role_may_not_call():
+    # The check above can fail: the web role may not publish, the worker may not delete a repository.
+    assert tf.not_allowed("web", {"lambda:PublishVersion", "lambda:Invoke"}) == ["lambda:PublishVersion"]
+    assert tf.not_allowed("worker", {"ecr:DeleteRepository", "ecr:PutImage"}) == ["ecr:DeleteRepository"]
