@@ -98,7 +98,7 @@ def request_rollback(function: Function, *, trigger: str, user=None, to: str = "
         if target.build and target.build.image_gone_at:
             raise RequestRefused(f"the image of version {target.version} is gone from ECR: deploy its commit again")
         rollback = queue.request(
-            function, kind=Deployment.Kind.ROLLBACK, trigger=trigger, requested_by=user,
+            function, locked=True, kind=Deployment.Kind.ROLLBACK, trigger=trigger, requested_by=user,
             ref=target.commit_sha, commit_sha=target.commit_sha, build=target.build, target_version=target.version,
             commit_message=target.commit_message, commit_author=target.commit_author,
         )
