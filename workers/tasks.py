@@ -10,10 +10,19 @@ claimed and does nothing.
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
-from portal import queue
-from portal.celery import CONSOLE_CLEANUP_TASK, DEPLOY_TASK, ROLLBACK_TASK, SWEEP_TASK
-from portal.models import Build, ConsoleImage, Deployment, WebhookDelivery
+from portal import queue, sources
+from portal.celery import (
+    CONSOLE_CLEANUP_TASK,
+    DEPLOY_TASK,
+    RECONCILE_ALL_TASK,
+    RECONCILE_TASK,
+    ROLLBACK_TASK,
+    SWEEP_TASK,
+    app,
+)
+from portal.models import Build, ConsoleImage, Deployment, Function, WebhookDelivery
 from workers import lost, steps, sweeper  # noqa: F401 - lost connects the main process's signal
 from workers.recording import Recorder, Stopped, check_stop, settle
 
@@ -120,3 +129,26 @@ def console_cleanup() -> int:
 
     cutoff = timezone.now() - timedelta(hours=settings.SLIPWAY_CONSOLE_KEEP_IMAGES_HOURS)
     return ConsoleImage.forget_unused(cutoff)
+
+
+@shared_task(name=RECONCILE_ALL_TASK, ignore_result=True, soft_time_limit=60, time_limit=90)
+def reconcile_all() -> int:
+    """Beat: one check for missed pushes per function that auto-deploys, each its own
+    task, so each is bounded by its own timeout and one git host that fails or hangs
+    never stops the others. A check not started within one interval expires: the
+    next round replaces it instead of piling up behind builds."""
+    ids = list(Function.objects.filter(auto_deploy=True, paused_reason="", archived_at__isnull=True)
+               .order_by("pk").values_list("pk", flat=True))
+    for pk in ids:
+        app.send_task(RECONCILE_TASK, args=[pk], expires=settings.SLIPWAY_RECONCILE_INTERVAL)
+    return len(ids)
+
+
+@shared_task(name=RECONCILE_TASK, ignore_result=True, soft_time_limit=settings.SLIPWAY_RECONCILE_TIMEOUT + 30,
+             time_limit=settings.SLIPWAY_RECONCILE_TIMEOUT + 60)
+def reconcile(function_id: int) -> str:
+    """Compare one function's branch head with what is live; deploy it if a push was missed."""
+    function = Function.objects.filter(pk=function_id).first()
+    if function is None:
+        return "gone"
+    return sources.reconcile(function, trigger=Deployment.Trigger.RECONCILE).outcome
