@@ -1,0 +1,154 @@
+"""Private repositories on real git hosts started by the tests: HTTPS (git
+http-backend behind TLS and basic auth, tests/git_http.py) with a deploy token,
+and SSH (the private sshd, tests/sshd.py) with a deploy key and a pinned host
+key. The secret must reach git and nothing else: not an argument list, not an
+environment (checked at the runner seam and in /proc while git runs), not a log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from deploy import source
+from deploy.errors import UserError
+from tests.git_http import GitHttpServer, ProcessWatch
+from tests.sshd import keygen
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def git_host(tmp_path, repo, monkeypatch):
+    """The test repository behind HTTPS and basic auth; git in this process trusts its CA."""
+    with GitHttpServer(tmp_path / "git-http", root=repo.path.parent, delay=0.1) as server:
+        monkeypatch.setenv("GIT_SSL_CAINFO", str(server.ca_file))
+        yield server
+
+
+def token_of(server: GitHttpServer, token: str | None = None) -> source.Credentials:
+    return source.Credentials(kind=source.TOKEN, secret=token or server.token, username=server.username)
+
+
+def key_of(sshd, key_file: Path | None = None, known_hosts: str | None = None) -> source.Credentials:
+    return source.Credentials(kind=source.SSH_KEY, secret=(key_file or sshd.client_key).read_text(),
+                              known_hosts=sshd.known_hosts if known_hosts is None else known_hosts)
+
+
+def spied_runner():
+    return mock.patch("deploy.source.run", autospec=True, side_effect=source.run)
+
+
+def assert_nowhere(secret_parts: list[str], runner) -> list[dict]:
+    """No part of the secret in any argument list or environment git was started with."""
+    calls = runner.call_args_list
+    assert calls, "git never ran"
+    for call in calls:
+        argv, env = call.args[0], call.kwargs["env"]
+        for part in secret_parts:
+            assert part not in " ".join(argv), argv
+            assert not any(part in value for value in env.values()), sorted(env)
+    return [call.kwargs["env"] for call in calls]
+
+
+def test_a_private_https_repository_is_fetched_with_its_deploy_token_which_no_process_shows(git_host, repo, tmp_path):
+    sha = repo.release("one")
+    credentials = token_of(git_host)
+    watch = ProcessWatch(git_host.url("repo"))(git_host.token)
+
+    with spied_runner() as runner, watch:
+        mirror = source.fetch(git_host.url("repo"), tmp_path / "work", allow_local=False, credentials=credentials,
+                              scope="function-1")
+
+    assert source.resolve(mirror, "main") == sha
+    assert [r for r in git_host.requests if r.authorized], "the server never saw the right credentials"
+    envs = assert_nowhere([git_host.token], runner)
+    askpass = Path(next(env["GIT_ASKPASS"] for env in envs if "GIT_ASKPASS" in env))
+    assert not askpass.parent.exists(), "the private directory holding the token outlived the fetch"
+    assert watch.seen, "the watch never saw git run: it proves nothing"
+    assert watch.leaks == []
+    assert mirror != source.mirror_path(tmp_path / "work", git_host.url("repo")), "a private mirror is shared"
+
+
+def test_a_wrong_deploy_token_fails_the_fetch_as_a_user_error_without_echoing_it(git_host, repo, tmp_path):
+    repo.release("one")
+    wrong = "gldt-" + "x" * 24
+
+    with pytest.raises(UserError) as refused:
+        source.fetch(git_host.url("repo"), tmp_path / "work", allow_local=False,
+                     credentials=token_of(git_host, wrong))
+
+    assert refused.value.code == "repository-auth-failed"
+    assert "refused the credentials" in refused.value.message and wrong not in refused.value.message
+    assert [r for r in git_host.requests if r.sent_credentials and not r.authorized], "git never tried the token"
+
+
+def test_without_credentials_the_private_repository_is_refused_as_a_user_error(git_host, repo, tmp_path):
+    repo.release("one")
+    with pytest.raises(UserError) as refused:
+        source.fetch(git_host.url("repo"), tmp_path / "work", allow_local=False)
+    assert refused.value.code == "repository-auth-failed"
+
+
+def test_the_branch_head_is_read_with_ls_remote_and_the_token(git_host, repo):
+    repo.release("one")
+    head = repo.release("two")
+    with spied_runner() as runner:
+        assert source.remote_head(git_host.url("repo"), "main", allow_local=False,
+                                  credentials=token_of(git_host), timeout=30) == head
+    assert_nowhere([git_host.token], runner)
+    assert runner.call_args.args[0][:2] == ["git", "ls-remote"]
+    with pytest.raises(UserError) as missing:
+        source.remote_head(git_host.url("repo"), "no-such-branch", allow_local=False, credentials=token_of(git_host))
+    assert missing.value.code == "branch-not-found"
+    with pytest.raises(UserError) as refused:
+        source.remote_head(git_host.url("repo"), "main", allow_local=False,
+                           credentials=token_of(git_host, "gldt-" + "y" * 24))
+    assert refused.value.code == "repository-auth-failed"
+
+
+# --- SSH ---------------------------------------------------------------------------------------
+
+
+def ssh_url(sshd, repo) -> str:
+    return f"{sshd.url}{repo.path}"
+
+
+def test_a_private_ssh_repository_is_fetched_with_its_deploy_key_and_pinned_host_key(sshd, repo, tmp_path):
+    sha = repo.release("one")
+    credentials = key_of(sshd)
+    secret_parts = credentials.secrets()[1:]  # the key's body lines: what a leak would show
+    assert secret_parts
+    watch = ProcessWatch(f"127.0.0.1:{sshd.port}")(*secret_parts)
+
+    with spied_runner() as runner, watch:
+        mirror = source.fetch(ssh_url(sshd, repo), tmp_path / "work", allow_local=False, credentials=credentials)
+
+    assert source.resolve(mirror, "main") == sha
+    assert sshd.accepted() == 1
+    envs = assert_nowhere(secret_parts, runner)
+    command = next(env["GIT_SSH_COMMAND"] for env in envs if "GIT_SSH_COMMAND" in env)
+    assert "StrictHostKeyChecking=yes" in command and "IdentitiesOnly=yes" in command
+    assert not Path(command.split(" -i ")[1].split()[0]).exists(), "the key file outlived the fetch"
+    assert watch.seen and watch.leaks == []
+
+
+def test_an_ssh_host_whose_key_is_not_the_pinned_one_is_refused_as_a_user_error(sshd, repo, tmp_path):
+    repo.release("one")
+    kind, key = keygen(tmp_path / "other", "someone-else").with_suffix(".pub").read_text().split()[:2]
+    with pytest.raises(UserError) as refused:
+        source.fetch(ssh_url(sshd, repo), tmp_path / "work", allow_local=False,
+                     credentials=key_of(sshd, known_hosts=f"[127.0.0.1]:{sshd.port} {kind} {key}\n"))
+    assert refused.value.code == "repository-host-key"
+    assert sshd.accepted() == 0
+
+
+def test_a_deploy_key_the_git_host_does_not_accept_is_refused_as_a_user_error(sshd, repo, tmp_path):
+    repo.release("one")
+    stranger = keygen(tmp_path / "stranger", "not-authorized")
+    with pytest.raises(UserError) as refused:
+        source.remote_head(ssh_url(sshd, repo), "main", allow_local=False, credentials=key_of(sshd, stranger))
+    assert refused.value.code == "repository-auth-failed"
+    assert stranger.read_text().splitlines()[1] not in refused.value.message
+    assert sshd.accepted() == 0
