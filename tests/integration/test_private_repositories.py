@@ -13,10 +13,15 @@ import pytest
 
 from deploy import source
 from deploy.errors import UserError
+from portal import sources
+from portal.models import AuditEvent, Deployment, Function
+from portal.services import request_deploy
 from tests.git_http import GitHttpServer, ProcessWatch
+from tests.integration.conftest import Worker, invoke_live, wait_done
 from tests.sshd import keygen
 
 pytestmark = pytest.mark.integration
+Status = Deployment.Status
 
 
 @pytest.fixture
@@ -152,3 +157,118 @@ def test_a_deploy_key_the_git_host_does_not_accept_is_refused_as_a_user_error(ss
     assert refused.value.code == "repository-auth-failed"
     assert stranger.read_text().splitlines()[1] not in refused.value.message
     assert sshd.accepted() == 0
+
+
+# --- Through a real worker ------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_worker(worker, faults, git_host, tmp_path):
+    """A worker whose git trusts the test git host's CA; the session's worker steps aside meanwhile."""
+    worker.stop()
+    trusting = Worker(tmp_path / "worker.log", faults, env={"GIT_SSL_CAINFO": str(git_host.ca_file)})
+    try:
+        trusting.start()
+        yield trusting
+    finally:
+        trusting.stop()
+        worker.start()
+
+
+@pytest.fixture
+def private_function(fixture_function, git_host):
+    """The fixture function, its repository now private behind the HTTPS git host."""
+    from portal import crypto
+
+    fixture_function.repository_url = git_host.url("repo")
+    fixture_function.source_auth = Function.SourceAuth.TOKEN
+    fixture_function.source_username = git_host.username
+    fixture_function.source_secret = crypto.encrypt(git_host.token)
+    fixture_function.save()
+    return fixture_function
+
+
+def everything_recorded(function) -> str:
+    """Every row a deployment of `function` left: deployments, steps, builds, audit events."""
+    from django.core import serializers
+
+    from portal.models import Build, DeploymentStep
+
+    rows = [*Deployment.objects.filter(function=function),
+            *DeploymentStep.objects.filter(deployment__function=function),
+            *Build.objects.filter(function=function), *AuditEvent.objects.filter(function=function)]
+    assert rows
+    return serializers.serialize("json", rows)
+
+
+def test_a_private_repository_deploys_through_a_worker_and_its_token_is_in_no_process_or_row(
+        private_worker, private_function, git_host, repo):
+    repo.release("one")
+
+    with ProcessWatch(git_host.url("repo"), interval=0.02)(git_host.token) as watch:
+        deployment = wait_done(request_deploy(private_function, trigger="cli"))
+
+    assert deployment.status == Status.SUCCEEDED, deployment.error_message
+    assert invoke_live(private_function)["release"] == "one"
+    assert "private repository: HTTPS deploy token" in deployment.steps.get(name="source").output
+    assert watch.seen, "the watch never saw the worker's git run"
+    assert watch.leaks == []
+    assert git_host.token not in everything_recorded(private_function)
+    assert [r for r in git_host.requests if r.authorized]
+
+
+def test_a_wrong_deploy_token_fails_the_deployment_as_a_user_error_and_is_not_retried(
+        private_worker, private_function, git_host, repo):
+    from portal import crypto
+
+    repo.release("one")
+    wrong = "gldt-" + "w" * 24
+    Function.objects.filter(pk=private_function.pk).update(source_secret=crypto.encrypt(wrong))
+
+    deployment = wait_done(request_deploy(private_function, trigger="cli"))
+
+    assert (deployment.status, deployment.error_code) == (Status.FAILED, "repository-auth-failed")
+    output = deployment.steps.get(name="source").output
+    assert "refused the credentials" in output and "retrying" not in output
+    assert [s.name for s in deployment.steps.all()] == ["source"]
+    recorded = everything_recorded(private_function)
+    assert wrong not in recorded and git_host.token not in recorded
+
+
+def test_reconcile_deploys_a_push_no_webhook_announced_then_finds_it_up_to_date_or_paused(
+        private_worker, private_function, git_host, repo):
+    from workers import tasks
+
+    repo.release("one")
+    assert wait_done(request_deploy(private_function, trigger="cli")).status == Status.SUCCEEDED
+    missed = repo.release("two")  # pushed while Slipway heard nothing
+
+    assert tasks.reconcile.run(private_function.pk) == "deployed"  # the periodic check, in this process
+
+    deployment = Deployment.objects.get(function=private_function, commit_sha=missed)
+    assert (deployment.trigger, deployment.ref) == ("reconcile", "main")
+    assert wait_done(deployment).status == Status.SUCCEEDED, deployment.error_message
+    assert invoke_live(private_function)["release"] == "two"
+    count = Deployment.objects.count()
+    again = sources.reconcile(private_function)
+    assert (again.outcome, again.head, again.deployment.pk) == ("up-to-date", missed, deployment.pk)
+    repo.release("three")
+    Function.objects.filter(pk=private_function.pk).update(paused_reason="rolled back by alice")
+    private_function.refresh_from_db()
+    assert sources.reconcile(private_function).outcome == "paused"
+    assert Deployment.objects.count() == count  # neither check queued anything
+    assert AuditEvent.objects.filter(function=private_function, action="deployment.requested",
+                                     detail__trigger="reconcile").count() == 1
+
+
+def test_reconcile_does_not_retry_a_head_whose_deployment_failed(private_worker, private_function, git_host, repo):
+    broken = repo.commit("broken", {"Dockerfile": "FROM scratch\nRUN false\n"})
+
+    first = sources.reconcile(private_function)
+    assert (first.outcome, first.head) == ("deployed", broken)
+    assert wait_done(first.deployment).status == Status.FAILED
+
+    second = sources.reconcile(private_function)
+    assert (second.outcome, second.deployment.pk) == ("already-tried", first.deployment.pk)
+    assert "deploy it explicitly to try again" in second.message
+    assert Deployment.objects.filter(function=private_function).count() == 1
