@@ -73,13 +73,13 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 class GitHttpServer:
     def __init__(self, directory: Path, *, root: Path, username: str = "gitlab+deploy-token-1",
-                 token: str | None = None, delay: float = 0.0):
+                 token: str | None = None, delay: float = 0.0, certificate: tuple[Path, Path] | None = None):
         self.dir, self.root, self.username = directory, root, username
         self.dir.mkdir(parents=True, exist_ok=True)
         self.token = token or "gldt-" + secrets.token_urlsafe(24)  # made at run time, never a fixture
         self.delay = delay  # seconds each answer waits: keeps git alive long enough to be looked at
         self.requests: list[Seen] = []
-        self.key_file, self.ca_file = self_signed(self.dir)
+        self.key_file, self.ca_file = certificate or self_signed(self.dir)  # one per module saves a worker restart
         self.server = None
         self.thread = None
 

@@ -16,7 +16,7 @@ from deploy.errors import UserError
 from portal import sources
 from portal.models import AuditEvent, Deployment, Function
 from portal.services import request_deploy
-from tests.git_http import GitHttpServer, ProcessWatch
+from tests.git_http import GitHttpServer, ProcessWatch, self_signed
 from tests.integration.conftest import Worker, invoke_live, wait_done
 from tests.sshd import keygen
 
@@ -24,10 +24,16 @@ pytestmark = pytest.mark.integration
 Status = Deployment.Status
 
 
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """The git hosts' TLS key and certificate (their own CA), one for the module: the worker trusts it."""
+    return self_signed(tmp_path_factory.mktemp("git-tls"))
+
+
 @pytest.fixture
-def git_host(tmp_path, repo, monkeypatch):
+def git_host(tmp_path, repo, monkeypatch, certificate):
     """The test repository behind HTTPS and basic auth; git in this process trusts its CA."""
-    with GitHttpServer(tmp_path / "git-http", root=repo.path.parent, delay=0.1) as server:
+    with GitHttpServer(tmp_path / "git-http", root=repo.path.parent, delay=0.1, certificate=certificate) as server:
         monkeypatch.setenv("GIT_SSL_CAINFO", str(server.ca_file))
         yield server
 
@@ -162,11 +168,12 @@ def test_a_deploy_key_the_git_host_does_not_accept_is_refused_as_a_user_error(ss
 # --- Through a real worker ------------------------------------------------------------------
 
 
-@pytest.fixture
-def private_worker(worker, faults, git_host, tmp_path):
-    """A worker whose git trusts the test git host's CA; the session's worker steps aside meanwhile."""
+@pytest.fixture(scope="module")
+def private_worker(worker, faults, certificate, tmp_path_factory):
+    """A worker whose git trusts the test git hosts' CA; the session's worker steps aside meanwhile."""
     worker.stop()
-    trusting = Worker(tmp_path / "worker.log", faults, env={"GIT_SSL_CAINFO": str(git_host.ca_file)})
+    trusting = Worker(tmp_path_factory.mktemp("private-worker") / "worker.log", faults,
+                      env={"GIT_SSL_CAINFO": str(certificate[1])})
     try:
         trusting.start()
         yield trusting
