@@ -391,3 +391,38 @@ def test_one_function_that_fails_its_check_does_not_stop_the_next(local, repo, s
                                      ecr_repository="slipway/broken", lambda_name="slipway-broken")
     assert [tasks.reconcile.run(broken.pk), tasks.reconcile.run(local.pk)] == ["error", "deployed"]
     assert tasks.reconcile.run(999999) == "gone"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_checks_at_once_queue_the_missed_head_once(local, repo, sent):
+    """The button and the periodic task at the same moment: the second waits for the
+    function's lock, then finds the first one's deployment (Postgres: a real row lock)."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from portal import services
+
+    if connection.vendor != "postgresql":
+        pytest.skip("select_for_update locks nothing on SQLite")
+    head = repo.git("rev-parse", "HEAD")
+    answers = []
+
+    def second():
+        try:
+            answers.append(services.request_reconcile_deploy(local, head=head))
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        Function.objects.select_for_update().get(pk=local.pk)  # the first check holds the lock...
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive() and answers == [], "the second check did not wait for the lock"
+        first = services.request_reconcile_deploy(local, head=head)  # ...and queues the head
+    thread.join(10)
+    assert first.outcome == "deployed"
+    assert [(a.outcome, a.deployment.pk) for a in answers] == [("in-progress", first.deployment.pk)]
+    assert Deployment.objects.filter(commit_sha=head).count() == 1
