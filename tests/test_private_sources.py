@@ -426,3 +426,23 @@ def test_two_checks_at_once_queue_the_missed_head_once(local, repo, sent):
     assert first.outcome == "deployed"
     assert [(a.outcome, a.deployment.pk) for a in answers] == [("in-progress", first.deployment.pk)]
     assert Deployment.objects.filter(commit_sha=head).count() == 1
+
+
+def test_a_reconcile_deploy_older_than_the_live_commit_is_skipped_as_stale_by_its_source_step(
+        local, repo, settings, tmp_path):
+    from workers import steps
+
+    settings.WORK_DIR = tmp_path / "work"
+
+    older = repo.git("rev-parse", "HEAD")
+    newer = repo.commit("two", {"app.py": "2"})
+    Deployment.objects.create(function=local, trigger="webhook", commit_sha=newer, version="2",
+                              status=Status.SUCCEEDED)
+    mine = Deployment.objects.create(function=local, trigger="reconcile", ref="main", commit_sha=older,
+                                     status=Status.SOURCE)
+    run, said = steps.Run(mine), []
+
+    steps.fetch_source(run, said.append)  # stops before the build is looked up: nothing else is reached
+
+    assert f"stale: {older[:12]} is older than {newer[:12]}" in run.stale and said == [run.stale]
+    assert Deployment.objects.get(pk=mine.pk).build is None

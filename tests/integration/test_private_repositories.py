@@ -279,3 +279,42 @@ def test_reconcile_does_not_retry_a_head_whose_deployment_failed(private_worker,
     assert (second.outcome, second.deployment.pk) == ("already-tried", first.deployment.pk)
     assert "deploy it explicitly to try again" in second.message
     assert Deployment.objects.filter(function=private_function).count() == 1
+
+
+# --- In a real browser ---------------------------------------------------------------------------
+
+
+def test_an_owner_sets_a_deploy_token_in_the_browser_sees_only_set_and_checks_for_missed_pushes(
+        page, transactional_db, django_user_model, git_host, repo, artifacts):
+    from playwright.sync_api import expect
+
+    from portal.models import Membership
+    from tests.conftest import released
+
+    head = repo.release("one")
+    alice = django_user_model.objects.create_user("alice", "alice@example.org", "alice-password-1")
+    function = Function.objects.create(name="private-ui", repository_url=git_host.url("repo"),
+                                       ecr_repository="slipway/private-ui", lambda_name="slipway-private-ui",
+                                       execution_role_arn="arn:aws:iam::000000000000:role/slipway-test")
+    Membership.objects.create(function=function, user=alice, role="owner")
+    released(function, "1", head)
+    page.goto("/functions/private-ui/edit/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("alice-password-1")
+    page.get_by_role("button", name="Sign in").click()
+
+    page.get_by_label("Repository access").select_option("token")
+    page.get_by_label("Deploy token username").fill(git_host.username)
+    page.get_by_label("Deploy token", exact=True).fill(git_host.token)
+    page.get_by_role("button", name="Save").click()
+
+    expect(page.locator("#repository")).to_contain_text(f"HTTPS deploy token of {git_host.username} (set")
+    assert git_host.token not in page.content()
+    page.get_by_role("button", name="Check for missed pushes").click()
+    expect(page.locator("body")).to_contain_text(f"up to date — main is at {head[:12]}")
+    page.screenshot(path=str(artifacts / "private-repository-checked.png"), full_page=True)
+    page.goto("/functions/private-ui/edit/")
+    expect(page.locator("#field-source_token")).to_contain_text("A token is set")
+    assert page.get_by_label("Deploy token", exact=True).input_value() == ""
+    assert git_host.token not in page.content()
+    assert [r for r in git_host.requests if r.authorized], "the check never read the head with the token"
