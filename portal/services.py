@@ -68,13 +68,13 @@ def request_reconcile_deploy(function: Function, *, head: str, user=None, trigge
     lock, so two checks at once (the button and the periodic task) queue it once.
     Like a webhook deploy it supersedes nothing; the worker skips it if it turns out
     older than one live or queued (workers/steps.stale_reason)."""
-    from portal.sources import Reconciled, _blocked
+    from portal.sources import Reconciled, blocked_reason
 
     if not _FULL_SHA.match(head):
         raise RequestRefused(f"{head!r} is not a full 40-character commit SHA")
     with transaction.atomic():
         function = Function.objects.select_for_update().get(pk=function.pk)  # the lock queue.request takes first
-        blocked = _blocked(function)
+        blocked = blocked_reason(function)
         if blocked:
             return blocked
         tried = (Deployment.objects.filter(function=function, commit_sha=head).exclude(kind=Deployment.Kind.ROLLBACK)

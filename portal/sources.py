@@ -96,7 +96,7 @@ def reconcile(function: Function, *, user=None, trigger: str = "cli") -> Reconci
     under the function's lock (services.request_reconcile_deploy)."""
     from portal import services
 
-    blocked = _blocked(function)
+    blocked = blocked_reason(function)
     if blocked:
         return blocked
     try:
@@ -109,7 +109,7 @@ def reconcile(function: Function, *, user=None, trigger: str = "cli") -> Reconci
     return services.request_reconcile_deploy(function, head=head, user=user, trigger=trigger)
 
 
-def _blocked(function: Function) -> Reconciled | None:
+def blocked_reason(function: Function) -> Reconciled | None:
     if function.is_archived:
         return Reconciled("archived", f"{function.name} is archived: it accepts no deploys")
     if not function.auto_deploy:
