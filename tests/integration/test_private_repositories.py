@@ -220,8 +220,12 @@ def test_a_private_repository_deploys_through_a_worker_and_its_token_is_in_no_pr
     assert "private repository: HTTPS deploy token" in deployment.steps.get(name="source").output
     assert watch.seen, "the watch never saw the worker's git run"
     assert watch.leaks == []
-    assert git_host.token not in everything_recorded(private_function)
+    assert git_host.token not in everything_recorded(private_function)  # builds' inputs (build args) too
     assert [r for r in git_host.requests if r.authorized]
+    mirror = sources.mirror_for(private_function)
+    kept = [path for path in mirror.rglob("*") if path.is_file()]
+    assert (mirror / "config").is_file() and kept
+    assert not [path for path in kept if git_host.token.encode() in path.read_bytes()], "the mirror kept the token"
 
 
 def test_a_wrong_deploy_token_fails_the_deployment_as_a_user_error_and_is_not_retried(
