@@ -2,9 +2,11 @@
 
 One bare mirror per repository URL is kept and fetched into (cheap after the
 first time); each deployment gets its own export of the commit, removed when
-the deployment's step ends. URLs, refs and paths are validated before git sees
-them: no `ext::` transports, nothing that git could read as an option, no
-path outside the checkout.
+the deployment's step ends. A private repository's mirror is the function's own
+(`scope`), so a function without its credentials never reads what they fetched.
+URLs, refs and paths are validated before git sees them: no `ext::`
+transports, nothing that git could read as an option, no path outside the
+checkout.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ import fcntl
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import tarfile
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from deploy.errors import AppError, DeployError, UserError
+from deploy.logs import mask
 
 # A host never starts with "-": git would hand it to ssh, which would read it as an option.
 _REMOTE = re.compile(r"^(https://[^\s/@]+(:\d+)?/\S+|ssh://([^\s/@-][^\s/@]*@)?[^\s/@-][^\s/@]*/\S+"
@@ -65,7 +69,15 @@ def validate_subpath(path: str, what: str) -> str:
     return str(pure)
 
 
-def _git(args: list[str], *, cwd: Path | None = None, allow_file: bool = False) -> str:
+def run(args: list[str], *, cwd: Path | None, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """The one place git runs with the remote in reach: tests spy on it (argument list
+    and environment) to prove that no credential is ever on either."""
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def _git(args: list[str], *, cwd: Path | None = None, allow_file: bool = False, auth: dict | None = None,
+         timeout: float = GIT_TIMEOUT) -> str:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -74,13 +86,14 @@ def _git(args: list[str], *, cwd: Path | None = None, allow_file: bool = False) 
         "GIT_ALLOW_PROTOCOL": "https:ssh:file" if allow_file else "https:ssh",
         "GIT_CONFIG_NOSYSTEM": "1",
     }
-    if os.environ.get("GIT_SSH_COMMAND"):
-        env["GIT_SSH_COMMAND"] = os.environ["GIT_SSH_COMMAND"]
+    for name in ("GIT_SSH_COMMAND", "GIT_SSL_CAINFO"):  # an ssh wrapper; a private CA for an internal GitLab
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    env.update(auth or {})
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL)
+        done = run(["git", *args], cwd=cwd, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise AppError("git-timeout", f"git {args[0]} took longer than {GIT_TIMEOUT} s") from None
+        raise AppError("git-timeout", f"git {args[0]} took longer than {timeout:.0f} s") from None
     if done.returncode != 0:
         raise _GitFailed(done.stderr.strip()[-1000:])
     return done.stdout
@@ -90,8 +103,10 @@ class _GitFailed(Exception):
     pass
 
 
-def mirror_path(root: Path, url: str) -> Path:
-    return root / "mirrors" / (hashlib.sha256(url.encode()).hexdigest()[:20] + ".git")
+def mirror_path(root: Path, url: str, scope: str = "") -> Path:
+    """The bare mirror of `url`; `scope` (a private repository's owner) gives it one of its own."""
+    key = url if not scope else f"{url}\0{scope}"
+    return root / "mirrors" / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".git")
 
 
 @contextlib.contextmanager
@@ -102,19 +117,123 @@ def _locked(path: Path):
         yield
 
 
-def fetch(url: str, root: Path, *, allow_local: bool) -> Path:
-    """Update (or create) the bare mirror of `url`; returns its path."""
+def fetch(url: str, root: Path, *, allow_local: bool, credentials: Credentials | None = None,
+          scope: str = "") -> Path:
+    """Update (or create) the bare mirror of `url`; returns its path. With
+    `credentials`, git authenticates with them (see `authenticated`)."""
     url = validate_repository_url(url, allow_local=allow_local)
-    mirror = mirror_path(root, url)
+    mirror = mirror_path(root, url, scope)
     with _locked(mirror):
         try:
             if not (mirror / "HEAD").exists():
                 _git(["init", "--bare", "--quiet", str(mirror)])
-            _git(["fetch", "--quiet", "--prune", "--force", "--no-write-fetch-head", "--", url,
-                  "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], cwd=mirror, allow_file=allow_local)
+            with authenticated(credentials, url) as auth:
+                _git(["fetch", "--quiet", "--prune", "--force", "--no-write-fetch-head", "--", url,
+                      "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], cwd=mirror, allow_file=allow_local,
+                     auth=auth)
         except _GitFailed as exc:
-            raise fetch_error(url, str(exc)) from None
+            raise fetch_error(url, mask(str(exc), *(credentials.secrets() if credentials else ()))) from None
     return mirror
+
+
+def remote_head(url: str, branch: str, *, allow_local: bool, credentials: Credentials | None = None,
+                timeout: float = GIT_TIMEOUT) -> str:
+    """The commit `branch` holds on the remote now (`git ls-remote`, authenticated like
+    a fetch, bounded by `timeout`): how a missed push is noticed. Nothing is fetched."""
+    url = validate_repository_url(url, allow_local=allow_local)
+    validate_ref(branch)
+    try:
+        with authenticated(credentials, url) as auth:
+            out = _git(["ls-remote", "--heads", "--", url, f"refs/heads/{branch}"], allow_file=allow_local,
+                       auth=auth, timeout=timeout)
+    except _GitFailed as exc:
+        raise fetch_error(url, mask(str(exc), *(credentials.secrets() if credentials else ()))) from None
+    for line in out.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == f"refs/heads/{branch}" and re.fullmatch(r"[0-9a-f]{40}", sha):
+            return sha
+    raise UserError("branch-not-found", f"{url} has no branch {branch!r}")
+
+
+# --- Credentials for private repositories ----------------------------------------------------
+
+TOKEN, SSH_KEY = "token", "ssh-key"
+SSH_CONNECT_TIMEOUT = 15
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A private repository's deploy token (HTTPS: username + token, as GitLab's deploy
+    tokens are) or deploy key (SSH: a private key and the host key(s) it may talk to).
+    Its repr never shows the secret."""
+
+    kind: str
+    secret: str = field(repr=False)
+    username: str = ""
+    known_hosts: str = ""
+
+    def secrets(self) -> list[str]:
+        """What logs must mask: the token, or the key and each line of its body."""
+        if self.kind == TOKEN:
+            return [self.secret]
+        return [self.secret, *(line.strip() for line in self.secret.splitlines()
+                               if len(line.strip()) >= 16 and not line.startswith("-----"))]
+
+
+@contextlib.contextmanager
+def authenticated(credentials: Credentials | None, url: str):
+    """The environment that lets git use `credentials`, for the length of the block.
+
+    The secret is written to a 0600 file in a private (0700) directory that is
+    removed afterwards, and git is only told where that file is: the secret is
+    never in an argument list or an environment, so `ps` and /proc show nothing.
+    HTTPS: GIT_ASKPASS names a script that prints the username or the token from
+    those files when git asks for them (git uses it before any terminal prompt; no
+    credential helper runs because no configuration is read). SSH: GIT_SSH_COMMAND
+    uses the key file only, with the pinned host keys and strict checking, and no
+    ssh configuration, agent or known_hosts of the host."""
+    if credentials is None:
+        yield {}
+        return
+    if credentials.kind == TOKEN and not url.startswith("https://"):
+        raise UserError("repository-credentials", "a deploy token is sent over https:// only; "
+                        f"{url} is not an https:// URL")
+    if credentials.kind == SSH_KEY and not url.startswith(("ssh://", "git@")):
+        raise UserError("repository-credentials", f"a deploy key is used over ssh only; {url} is not an ssh URL")
+    directory = Path(tempfile.mkdtemp(prefix="slipway-git-"))  # 0700
+    try:
+        # GIT_CONFIG_GLOBAL: no user-level credential.helper may see (and store) the token.
+        env = {"GIT_CONFIG_GLOBAL": os.devnull}
+        if credentials.kind == TOKEN:
+            _private_file(directory / "username", credentials.username)
+            _private_file(directory / "token", credentials.secret)
+            askpass = directory / "askpass"
+            askpass.write_text("#!/bin/sh\n"
+                               f'case "$1" in [Uu]sername*) exec cat {shlex.quote(str(directory / "username"))} ;;\n'
+                               f'*) exec cat {shlex.quote(str(directory / "token"))} ;; esac\n')
+            askpass.chmod(0o700)
+            env["GIT_ASKPASS"] = str(askpass)
+        elif credentials.kind == SSH_KEY:
+            key = _private_file(directory / "key", credentials.secret.strip() + "\n")
+            hosts = _private_file(directory / "known_hosts", credentials.known_hosts.strip() + "\n")
+            env["GIT_SSH_COMMAND"] = shlex.join([
+                "ssh", "-F", os.devnull, "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+                "-o", f"UserKnownHostsFile={hosts}", "-o", f"GlobalKnownHostsFile={os.devnull}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no", "-o", "BatchMode=yes",
+                "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT}"])
+            env["GIT_SSH_VARIANT"] = "ssh"
+        else:
+            raise UserError("repository-credentials", f"unknown kind of repository credentials {credentials.kind!r}")
+        yield env
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _private_file(path: Path, text: str) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return path
 
 
 # What git (and ssh under it) says when the repository refuses us or is not there:
@@ -125,6 +244,7 @@ _AUTH_FAILED = ("authentication failed", "could not read username", "could not r
                 "invalid username or password", "the requested url returned error: 401",
                 "the requested url returned error: 403")
 _HOST_KEY = ("host key verification failed", "remote host identification has changed")
+_BAD_KEY = ("invalid format", "error in libcrypto", "bad permissions")
 _NOT_FOUND = ("repository not found", "does not appear to be a git repository", "could not be found",
               "' not found", "the requested url returned error: 404")
 
@@ -137,6 +257,8 @@ def fetch_error(url: str, stderr: str) -> DeployError:
     if any(marker in text for marker in _HOST_KEY):
         return UserError("repository-host-key", f"could not fetch {url}: the git host's key is not the one "
                          f"trusted for it ({why})")
+    if any(marker in text for marker in _BAD_KEY):
+        return UserError("repository-auth-failed", f"could not fetch {url}: ssh cannot use the deploy key: {why}")
     if any(marker in text for marker in _AUTH_FAILED):
         return UserError("repository-auth-failed", f"could not fetch {url}: the git host refused the credentials "
                          f"(check the deploy key or token and its access to the repository): {why}")

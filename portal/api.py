@@ -27,7 +27,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyCookie, HttpBearer
 from pydantic import Field, create_model
 
-from portal import access, ratelimit, services
+from portal import access, ratelimit, services, sources
 from portal.forms import FunctionForm
 from portal.models import ApiToken, Deployment, Function
 from portal.views.functions import live_deployment
@@ -226,6 +226,11 @@ class FunctionOut(Schema):
     secret_keys: list[str]
     build_args: dict[str, str]
     smoke_event: dict[str, Any]
+    # Private repositories: the kind and whether a secret is set, never the secret.
+    source_auth: str
+    source_username: str
+    source_known_hosts: str
+    source_secret_set: bool
     live: ReleaseOut | None
     url: str
 
@@ -281,6 +286,14 @@ class DeployIn(Schema):
     commit: str | None = Field(None, max_length=40, description="a full 40-character commit SHA")
 
 
+class ReconcileOut(Schema):
+    outcome: Literal["deployed", "up-to-date", "in-progress", "already-tried", "paused", "off", "archived", "error"]
+    message: str
+    head: str = Field(description="the commit the branch holds on the remote (empty when not read)")
+    error_code: str
+    deployment: DeploymentOut | None = Field(description="the deployment queued, or the one of the head found")
+
+
 class RollbackIn(Schema):
     to: str | None = Field(None, max_length=40, description="a version number or a commit SHA; default: the "
                                                              "release before the live one")
@@ -320,6 +333,8 @@ def function_out(request, function: Function, live: Deployment | None | bool = T
             "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
             "auto_deploy", "paused_reason", "secret_keys", "build_args", "smoke_event")},
         "archived": function.is_archived, "environment": function.masked_environment(),
+        "source_auth": function.source_auth, "source_username": function.source_username,
+        "source_known_hosts": function.source_known_hosts, "source_secret_set": bool(function.source_secret),
         "live": _release(live or None),
         "url": request.build_absolute_uri(reverse("portal-function", args=[function.name])),
     }
@@ -523,3 +538,24 @@ def resume(request, name: str):
     services.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.API)
     function.refresh_from_db()
     return function_out(request, function)
+
+
+@api.post("/functions/{name}/reconcile", response={200: ReconcileOut, **ERRORS},
+          summary="Check for missed pushes: deploy the branch head if auto-deploy never did")
+def reconcile(request, name: str):
+    """Reads the branch head on the git host (`git ls-remote`, bounded by
+    SLIPWAY_RECONCILE_TIMEOUT, outside any transaction) and queues a deploy of it
+    (trigger `reconcile`) when auto-deploy is on, not paused, and no deployment of
+    that commit exists. A git host that refuses or does not answer is outcome `error`."""
+    function = _function(request, name, access.DEPLOY, scope=DEPLOY_SCOPE)
+    try:
+        ratelimit.check_deploy(request.api_token or request.user)
+    except ratelimit.Limited as exc:
+        raise ApiError(429, "rate-limited", f"at most {settings.SLIPWAY_API_DEPLOY_RATE} deploys per "
+                       f"{settings.SLIPWAY_API_DEPLOY_WINDOW} s; retry after {exc.retry_after} s",
+                       headers={"Retry-After": str(exc.retry_after)}) from None
+    found = sources.reconcile(function, user=request.user, trigger=Deployment.Trigger.API)
+    deployment = (deployment_out(request, _deployment(request, found.deployment.pk, access.VIEW, scope=DEPLOY_SCOPE))
+                  if found.deployment else None)
+    return {"outcome": found.outcome, "message": found.message, "head": found.head, "error_code": found.code,
+            "deployment": deployment}

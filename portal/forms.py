@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -91,6 +92,25 @@ class FunctionForm(forms.ModelForm):
                                        widget=forms.Textarea(attrs={"rows": 3}),
                                        help_text="A JSON object invoked on each new version before the alias moves.")
 
+    # --- Private repositories (see _clean_source) ------------------------------------------------
+    source_auth = forms.ChoiceField(
+        label="Repository access", required=False, choices=Function.SourceAuth.choices,
+        help_text="How git reads a private repository: a GitLab deploy token (https:// URLs) or a deploy key "
+                  "(ssh:// or git@ URLs), with read_repository access only.")
+    source_username = forms.CharField(label="Deploy token username", required=False, max_length=255,
+                                      help_text="GitLab shows it beside the token (gitlab+deploy-token-…).")
+    source_token = forms.CharField(
+        label="Deploy token", required=False, max_length=1024, widget=forms.PasswordInput(render_value=False),
+        help_text="Write-only: never shown again after saving.")
+    source_private_key = forms.CharField(
+        label="Deploy key (private key)", required=False, max_length=16384, strip=False,
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),
+        help_text="The whole private key file, without a passphrase. Write-only: never shown again after saving.")
+    source_known_hosts = forms.CharField(
+        label="Git host key(s)", required=False, max_length=8192, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="known_hosts line(s) for the git host (ssh-keyscan -p PORT HOST, checked out of band): "
+                  "ssh refuses any other host key.")
+
     class Meta:
         model = Function
         fields = ["name", "description", "repository_url", "branch", "context_path", "dockerfile_path",
@@ -109,6 +129,19 @@ class FunctionForm(forms.ModelForm):
             self.initial.setdefault("smoke_event_text", json.dumps(function.smoke_event or {}))
         self.initial.setdefault("golden_iou", function.golden_iou)
         self.secret_changes: list[str] = []
+        self._init_source(function)
+
+    def _init_source(self, function: Function) -> None:
+        """The stored secret is never put back in the form: it says "set", and how to replace or remove it."""
+        self.initial.setdefault("source_auth", function.source_auth)
+        self.initial.setdefault("source_username", function.source_username)
+        self.initial.setdefault("source_known_hosts", function.source_known_hosts)
+        self.source_values: dict = {}
+        if function.pk and function.source_secret:
+            field = "source_token" if function.source_auth == Function.SourceAuth.TOKEN else "source_private_key"
+            what = "A token" if field == "source_token" else "A key"
+            self.fields[field].help_text = (f"{what} is set (never shown again). Leave empty to keep it, enter a new "
+                                            "one to replace it; choose None above to remove it.")
 
     def clean_golden_iou(self):
         value = self.cleaned_data.get("golden_iou")
@@ -192,6 +225,7 @@ class FunctionForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
+        self._clean_source(data)
         plain, secret = data.get("environment_text"), data.get("secret_environment_text")
         if plain is not None and secret is not None:
             both = sorted(set(plain) & set(secret))
@@ -212,7 +246,173 @@ class FunctionForm(forms.ModelForm):
         function.build_args = self.cleaned_data["build_args_text"]
         function.smoke_event = self.cleaned_data["smoke_event_text"]
         function.golden_iou = self.cleaned_data["golden_iou"]
+        for name, value in self.source_values.items():
+            setattr(function, name, value)
         return function
+
+    def _clean_source(self, data: dict) -> None:
+        """The repository's credentials: kind, username, secret, pinned host keys.
+        An empty secret keeps the stored one, unless the kind changed or the repository
+        moved to another host (a stored secret is never sent anywhere but where it was
+        set for). The new secret is encrypted here, so a missing key is a form error."""
+        from portal import crypto
+
+        stored = self.instance
+        kind = data.get("source_auth") or stored.source_auth or Function.SourceAuth.NONE
+        token = (data.get("source_token") or "").strip()
+        key = (data.get("source_private_key") or "").replace("\r\n", "\n").strip()
+        username = (data.get("source_username") or "").strip()
+        known_hosts = (data.get("source_known_hosts") or "").replace("\r\n", "\n").strip()
+        url = data.get("repository_url")
+        if kind == Function.SourceAuth.NONE:
+            for field, value in (("source_token", token), ("source_private_key", key)):
+                if value:
+                    self.add_error(field, "choose HTTPS deploy token or SSH deploy key under Repository access "
+                                          "to use it")
+            self.source_values = {"source_auth": kind, "source_username": "", "source_secret": "",
+                                  "source_known_hosts": ""}
+            return
+        if url is None:
+            return  # the URL's own error says why
+        keep = bool(stored.pk and stored.source_auth == kind and stored.source_secret)
+        moved = keep and _url_host(url) != _url_host(stored.repository_url)
+        if kind == Function.SourceAuth.TOKEN:
+            secret, field = token, "source_token"
+            if not url.startswith("https://"):
+                self.add_error("source_auth", "a deploy token is used over HTTPS: the repository URL must start "
+                                              "with https://")
+            if not username:
+                self.add_error("source_username", "a deploy token needs its username (GitLab shows it beside "
+                                                  "the token)")
+            elif not USERNAME.match(username):
+                self.add_error("source_username", "no spaces, colons or control characters")
+            if token and not TOKEN.match(token):
+                self.add_error("source_token", "a token is 8 to 1024 printable characters without spaces")
+            if key:
+                self.add_error("source_private_key", "a deploy token needs no private key: leave it empty")
+            known_hosts = ""
+        else:
+            secret, field = key, "source_private_key"
+            if not url.startswith(("ssh://", "git@")):
+                self.add_error("source_auth", "a deploy key is used over SSH: the repository URL must start with "
+                                              "ssh:// or git@")
+            if key:
+                problem = private_key_problem(key)
+                if problem:
+                    self.add_error("source_private_key", problem)
+                secret = key + "\n"
+            if token:
+                self.add_error("source_token", "a deploy key needs no token: leave it empty")
+            if not known_hosts:
+                self.add_error("source_known_hosts", "pin the git host's key: paste its known_hosts line(s) "
+                                                     "(ssh-keyscan, checked out of band)")
+            elif url.startswith(("ssh://", "git@")):
+                problem = known_hosts_problem(known_hosts, url)
+                if problem:
+                    self.add_error("source_known_hosts", problem)
+            username = ""
+        if not secret and not keep:
+            self.add_error(field, "enter the " + ("deploy token" if field == "source_token" else
+                                                  "deploy key's private key"))
+        elif not secret and moved:
+            self.add_error(field, f"the repository moved to another host ({_url_host(url)}): enter the "
+                                  f"{'token' if field == 'source_token' else 'key'} again (a stored one is only "
+                                  "sent where it was set for)")
+        sealed = stored.source_secret if keep else ""
+        if secret and field not in self.errors:
+            try:
+                sealed = crypto.encrypt(secret)
+            except crypto.Unavailable as exc:
+                self.add_error(field, str(exc))
+        self.source_values = {"source_auth": kind, "source_username": username, "source_secret": sealed,
+                              "source_known_hosts": known_hosts + "\n" if known_hosts else ""}
+
+
+# --- Private repositories: validators ------------------------------------------------------
+
+USERNAME = re.compile(r"^[\x21-\x39\x3b-\x7e]{1,255}$")  # printable, no space, no ":" (basic auth)
+TOKEN = re.compile(r"^[\x21-\x7e]{8,1024}$")
+SSH_KEY_TYPES = {"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                 "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com"}
+
+
+def _url_host(url: str) -> str:
+    """host, or [host]:port for a port that is not the protocol's default, as known_hosts names it."""
+    from urllib.parse import urlsplit
+
+    if url.startswith("git@"):
+        return url[len("git@"):].split(":", 1)[0].lower()
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = 22 if parts.scheme == "ssh" else 443
+    return f"[{host}]:{port}" if port and port != default else host
+
+
+def private_key_problem(key: str) -> str:
+    """Why `key` cannot be an unattended deploy key, or ""."""
+    from cryptography.hazmat.primitives import serialization
+
+    first = key.splitlines()[0] if key else ""
+    if first.split(" ")[0] in SSH_KEY_TYPES:
+        return "this is a public key (the .pub file): paste the private key"
+    begin = re.fullmatch(r"-----BEGIN (OPENSSH |RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----", first)
+    if not begin:
+        return "not a private key: paste the whole file, from its -----BEGIN … PRIVATE KEY----- line to its END line"
+    if begin.group(1) == "ENCRYPTED " or "Proc-Type: 4,ENCRYPTED" in key:
+        return "the key is protected by a passphrase, which nobody can type for a deploy: use a key without one"
+    try:
+        if begin.group(1) == "OPENSSH ":
+            serialization.load_ssh_private_key(key.encode(), password=None)
+        else:
+            serialization.load_pem_private_key(key.encode(), password=None)
+    except TypeError:
+        return "the key is protected by a passphrase, which nobody can type for a deploy: use a key without one"
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        return f"not a valid private key ({str(exc).splitlines()[0][:120] if str(exc) else 'unreadable'})"
+    return ""
+
+
+def known_hosts_problem(text: str, url: str) -> str:
+    """Why `text` is not known_hosts lines pinning the host of `url`, or ""."""
+    import base64
+    import struct
+
+    host, named, hashed = _url_host(url), False, False
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    if not lines:
+        return "no known_hosts line given"
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if fields[0].startswith("@"):
+            if fields[0] not in ("@cert-authority", "@revoked"):
+                return f"line {number}: unknown marker {fields[0]}"
+            fields = fields[1:]
+        if len(fields) < 3:
+            return f"line {number}: write HOST KEY-TYPE BASE64-KEY (as ssh-keyscan prints it)"
+        patterns, kind, blob = fields[0], fields[1], fields[2]
+        if kind not in SSH_KEY_TYPES:
+            return f"line {number}: {kind[:40]!r} is not an SSH host key type"
+        try:
+            raw = base64.b64decode(blob, validate=True)
+            size = struct.unpack(">I", raw[:4])[0]
+            if raw[4:4 + size].decode() != kind:
+                raise ValueError
+        except (ValueError, struct.error, UnicodeDecodeError):
+            return f"line {number}: the key is not a valid {kind} key"
+        if patterns.startswith("|1|"):
+            hashed = True
+            continue
+        # known_hosts wildcards are * and ? only: "[host]:port" is literal.
+        if any(re.fullmatch(re.escape(pattern.lower()).replace(r"\*", ".*").replace(r"\?", "."), host)
+               for pattern in patterns.split(",") if not pattern.startswith("!")):
+            named = True
+    if not named and not hashed:
+        return f"no line names {host}, the repository's host (write [host]:port for a port other than 22)"
+    return ""
 
 
 class DeployForm(forms.Form):

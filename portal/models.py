@@ -73,6 +73,20 @@ class Function(models.Model):
     # GitLab's signing token (whsec_…), Fernet-encrypted (portal.crypto): verifying needs the key itself.
     webhook_signing_key = models.TextField(blank=True, editable=False)
     auto_deploy = models.BooleanField(default=True)
+
+    # --- Private repositories: credentials git uses to read the repository -----------------------
+    class SourceAuth(models.TextChoices):
+        NONE = "none", "None (a public repository, or a local path)"
+        TOKEN = "token", "HTTPS deploy token"
+        SSH_KEY = "ssh-key", "SSH deploy key"
+
+    source_auth = models.CharField(max_length=10, choices=SourceAuth.choices, default=SourceAuth.NONE)
+    source_username = models.CharField(max_length=255, blank=True, help_text="The deploy token's username.")
+    # The deploy token or the deploy key's private key, Fernet-encrypted (portal.crypto); write-only.
+    source_secret = models.TextField(blank=True, editable=False)
+    source_known_hosts = models.TextField(blank=True, help_text="known_hosts line(s) pinning the git host's key.")
+    # --- end of private repositories ---------------------------------------------------------------
+
     paused_reason = models.CharField(max_length=300, blank=True,
                                      help_text="Set when auto-deploy is paused, e.g. after a rollback.")
     archived_at = models.DateTimeField(null=True, blank=True,
@@ -233,6 +247,7 @@ class Deployment(models.Model):
         WEBHOOK = "webhook"
         API = "api"
         CLI = "cli"
+        RECONCILE = "reconcile"  # a missed push, noticed by comparing the branch head with what is live
 
     class Status(models.TextChoices):
         QUEUED = "queued"

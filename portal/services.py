@@ -62,6 +62,47 @@ def request_webhook_deploy(function: Function, *, ref: str, commit: str, deliver
                          supersede=False, locked=True, delivery=delivery)
 
 
+def request_reconcile_deploy(function: Function, *, head: str, user=None, trigger: str = "cli"):
+    """Queue a deploy of `head`, the commit the branch holds on the remote, if auto-deploy
+    would have deployed it and nothing did: checked again here under the function's
+    lock, so two checks at once (the button and the periodic task) queue it once.
+    Like a webhook deploy it supersedes nothing; the worker skips it if it turns out
+    older than one live or queued (workers/steps.stale_reason)."""
+    from portal.sources import Reconciled, blocked_reason
+
+    if not _FULL_SHA.match(head):
+        raise RequestRefused(f"{head!r} is not a full 40-character commit SHA")
+    with transaction.atomic():
+        function = Function.objects.select_for_update().get(pk=function.pk)  # the lock queue.request takes first
+        blocked = blocked_reason(function)
+        if blocked:
+            return blocked
+        tried = (Deployment.objects.filter(function=function, commit_sha=head).exclude(kind=Deployment.Kind.ROLLBACK)
+                 .order_by("-pk").first())
+        if tried is not None:
+            if tried.status == Deployment.Status.SUCCEEDED:
+                live = (Deployment.objects.filter(function=function, status=Deployment.Status.SUCCEEDED)
+                        .exclude(version="").order_by("-finished_at", "-pk").values_list("commit_sha", flat=True)
+                        .first())
+                also = "" if live == head else f"; {(live or '')[:12]} went live after it, explicitly"
+                return Reconciled("up-to-date", f"{function.branch} is at {head[:12]}, deployed by #{tried.pk}"
+                                  + also, head=head, deployment=tried)
+            if not tried.is_terminal:
+                return Reconciled("in-progress", f"{head[:12]} is already {tried.status} (deployment #{tried.pk})",
+                                  head=head, deployment=tried)
+            return Reconciled("already-tried", f"{head[:12]} was tried already: deployment #{tried.pk} "
+                              f"{tried.status}; deploy it explicitly to try again", head=head, deployment=tried)
+        unresolved = Deployment.objects.filter(function=function, ref=function.branch, commit_sha="",
+                                               status__in=(Deployment.Status.QUEUED, *Deployment.RUNNING)).first()
+        if unresolved is not None:
+            return Reconciled("in-progress", f"deployment #{unresolved.pk} of {function.branch} is "
+                              f"{unresolved.status}: it deploys the head", head=head, deployment=unresolved)
+        deployment = _queue_deploy(function, trigger=Deployment.Trigger.RECONCILE, user=user, ref=function.branch,
+                                   commit=head, supersede=False, locked=True, missed_push=head, checked_by=trigger)
+    return Reconciled("deployed", f"{function.branch} is at {head[:12]}, which was never deployed: "
+                      f"deployment #{deployment.pk} queued", head=head, deployment=deployment)
+
+
 def rollback_target(function: Function, *, to: str = "") -> Deployment:
     """The successful deployment to put back: by version number, by commit SHA
     prefix, or (default) the one live before the current one."""
@@ -149,6 +190,24 @@ def _changes(before: Function | None, after: Function) -> dict:
                 changed[f"env.{key}"] = "(removed)"
             else:
                 changed[f"env.{key}"] = "(secret)" if key in after.secret_keys else after.environment[key]
+    changed.update(_source_changes(before, after))
+    return changed
+
+
+def _source_changes(before: Function | None, after: Function) -> dict:
+    """The repository's credentials in the audit log: kind and username, never the secret."""
+    changed = {}
+    for field in ("source_auth", "source_username"):
+        old = getattr(before, field) if before else Function._meta.get_field(field).default
+        new = getattr(after, field)
+        if old != new:
+            changed[field] = new
+    if (before.source_known_hosts if before else "") != after.source_known_hosts:
+        changed["source_known_hosts"] = "(changed)" if after.source_known_hosts else "(removed)"
+    old_secret = before.source_secret if before else ""
+    if old_secret != after.source_secret:
+        changed["source_secret"] = ("(removed)" if not after.source_secret else
+                                    "(replaced)" if old_secret else "(set)")
     return changed
 
 

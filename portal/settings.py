@@ -193,6 +193,10 @@ CELERY_TASK_ROUTES = {
     # Retention walks every function with AWS calls (minutes at scale) and would hold the
     # rollbacks worker's only process meanwhile; behind a build it only starts later.
     "slipway.retention": {"queue": "deploys"},
+    # Missed pushes: each check waits on a git host for up to SLIPWAY_RECONCILE_TIMEOUT s, so never
+    # in front of a rollback; behind a build they only start late, and expire rather than pile up.
+    "slipway.reconcile_all": {"queue": "deploys"},
+    "slipway.reconcile": {"queue": "deploys"},
 }
 CELERY_WORKER_SEND_TASK_EVENTS = False
 SWEEP_INTERVAL_SECONDS = env_int("SLIPWAY_SWEEP_INTERVAL", 30, minimum=5)
@@ -204,10 +208,15 @@ HEARTBEAT_STALE_SECONDS = env_int("SLIPWAY_HEARTBEAT_STALE", 120, minimum=10)
 SLIPWAY_RETAIN_RELEASES = env_int("SLIPWAY_RETAIN_RELEASES", 10, minimum=1)
 SLIPWAY_RETENTION_DRY_RUN = env_bool("SLIPWAY_RETENTION_DRY_RUN", False)
 RETENTION_INTERVAL_HOURS = env_int("SLIPWAY_RETENTION_INTERVAL_HOURS", 24, minimum=1)
+# Missed pushes: how often every function's branch head is compared with what is live, and
+# how long one `git ls-remote` may take (the page's button waits for it too).
+SLIPWAY_RECONCILE_INTERVAL = env_int("SLIPWAY_RECONCILE_INTERVAL", 300, minimum=30)
+SLIPWAY_RECONCILE_TIMEOUT = env_int("SLIPWAY_RECONCILE_TIMEOUT", 20, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "slipway.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)},
     "console-cleanup": {"task": "slipway.console_cleanup", "schedule": 3600.0},
     "retention": {"task": "slipway.retention", "schedule": RETENTION_INTERVAL_HOURS * 3600.0},
+    "reconcile": {"task": "slipway.reconcile_all", "schedule": float(SLIPWAY_RECONCILE_INTERVAL)},
 }
 
 # --- AWS and builds -----------------------------------------------------------

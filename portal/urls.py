@@ -20,6 +20,7 @@ urlpatterns = [
     path("functions/<slug:name>/deploy/", functions.function_deploy, name="portal-function-deploy"),
     path("functions/<slug:name>/rollback/<int:pk>/", functions.function_rollback, name="portal-function-rollback"),
     path("functions/<slug:name>/resume/", functions.function_resume, name="portal-function-resume"),
+    path("functions/<slug:name>/reconcile/", functions.function_reconcile, name="portal-function-reconcile"),
     path("functions/<slug:name>/archive/", functions.function_archive, name="portal-function-archive"),
     path("functions/<slug:name>/restore/", functions.function_restore, name="portal-function-restore"),
     path("functions/<slug:name>/members/", functions.member_add, name="portal-member-add"),

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from deploy.errors import AppError, DeployError
 from deploy.logs import mask
-from portal import jsonlog, queue
+from portal import jsonlog, queue, sources
 from portal.models import AuditEvent, Deployment, DeploymentStep
 
 log = logging.getLogger(__name__)
@@ -36,15 +36,16 @@ class Stopped(Exception):
 class StepLog:
     """Output of one step, appended as it happens and flushed about once a second."""
 
-    def __init__(self, step: DeploymentStep):
+    def __init__(self, step: DeploymentStep, secrets: list[str] | None = None):
         self.step = step
         self.lines: list[str] = []
         self.flushed_at = time.monotonic()
+        self.secrets = secrets or []  # the function's repository credentials, masked like the usual patterns
 
     def __call__(self, line: str) -> None:
         if not line.strip():
             return
-        self.lines.append(mask(line))
+        self.lines.append(mask(line, *self.secrets))
         if time.monotonic() - self.flushed_at > 1:
             self.flush()
 
@@ -58,6 +59,7 @@ class Recorder:
     def __init__(self, deployment: Deployment):
         self.deployment = deployment
         self.position = deployment.steps.count()
+        self.secrets = sources.log_secrets(deployment.function)
 
     @contextlib.contextmanager
     def step(self, name: str, status: str | None = None):
@@ -66,7 +68,7 @@ class Recorder:
             self.deployment.advance(status)
         self.position += 1
         step = DeploymentStep.objects.create(deployment=self.deployment, name=name, position=self.position)
-        out = StepLog(step)
+        out = StepLog(step, self.secrets)
         try:
             yield out
         except BaseException as exc:
@@ -147,7 +149,7 @@ def check_stop(deployment: Deployment) -> None:
 
 
 def finish(deployment: Deployment, status: str, code: str = "", message: str = "") -> None:
-    if deployment.finish(status, code, mask(message)):
+    if deployment.finish(status, code, mask(message, *sources.log_secrets(deployment.function))):
         AuditEvent.record(f"deployment.{status}", actor=deployment.requested_by,
                           actor_label="" if deployment.requested_by else deployment.trigger,
                           function=deployment.function, deployment=deployment.pk, kind=deployment.kind,

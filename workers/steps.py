@@ -19,12 +19,15 @@ from deploy import arch, ecr, lambdas, source, ssh
 from deploy import build as builder
 from deploy import docker as docker_seam
 from deploy.errors import AppError, UserError
-from portal import boxes, console, queue
+from portal import boxes, console, queue, sources
 from portal.models import Build, ConsoleRun, Deployment, Function, GoldenCase
 from workers.recording import StepLog, check_stop, retrying
 
 Status = Deployment.Status
 RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK)
+# Deploys nobody asked for explicitly: a webhook's, a missed push's. They may name an older
+# commit than one live or queued, and are then skipped as stale.
+AUTOMATIC = (Deployment.Trigger.WEBHOOK, Deployment.Trigger.RECONCILE)
 
 
 def work_root() -> Path:
@@ -105,9 +108,10 @@ def build_inputs(function: Function) -> dict:
 def fetch_source(run: Run, out: StepLog) -> None:
     """Resolve the ref to a commit, find or make its Build, and ask ECR whether it holds it."""
     function, deployment = run.function, run.deployment
-    run.mirror = retrying("fetch", out, source.fetch, function.repository_url, work_root(),
-                          allow_local=settings.LOCAL_MODE)
-    if deployment.trigger == Deployment.Trigger.WEBHOOK:
+    if sources.is_private(function):
+        out(f"private repository: {function.get_source_auth_display()} (never in a command line or this log)")
+    run.mirror = retrying("fetch", out, sources.fetch, function)
+    if deployment.trigger in AUTOMATIC:
         run.stale = stale_reason(run)
         if run.stale:
             out(run.stale)
@@ -150,7 +154,7 @@ def stale_reason(run: Run) -> str:
     head = source.resolve_cached(mirror, function.branch) if deployment.ref == function.branch else None
     newer = [(live["pk"], live["commit_sha"], "which is live")] if live else []
     newer += [(pk, sha, "queued from another delivery") for pk, sha in Deployment.objects.filter(
-        function=function, trigger=Deployment.Trigger.WEBHOOK, kind=Deployment.Kind.DEPLOY,
+        function=function, trigger__in=AUTOMATIC, kind=Deployment.Kind.DEPLOY,
         status__in=(Status.QUEUED, *Deployment.RUNNING)).exclude(pk=deployment.pk).exclude(commit_sha="")
         .order_by("pk").values_list("pk", "commit_sha")]
     for pk, sha, what in newer:

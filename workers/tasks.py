@@ -10,10 +10,20 @@ claimed and does nothing.
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
-from portal import queue, retention
-from portal.celery import CONSOLE_CLEANUP_TASK, DEPLOY_TASK, RETENTION_TASK, ROLLBACK_TASK, SWEEP_TASK
-from portal.models import Build, ConsoleImage, Deployment, WebhookDelivery
+from portal import queue, retention, sources
+from portal.celery import (
+    CONSOLE_CLEANUP_TASK,
+    DEPLOY_TASK,
+    RECONCILE_ALL_TASK,
+    RECONCILE_TASK,
+    RETENTION_TASK,
+    ROLLBACK_TASK,
+    SWEEP_TASK,
+    app,
+)
+from portal.models import Build, ConsoleImage, Deployment, Function, WebhookDelivery
 from workers import lost, steps, sweeper  # noqa: F401 - lost connects the main process's signal
 from workers.recording import Recorder, Stopped, check_stop, settle
 
@@ -126,8 +136,29 @@ def console_cleanup() -> int:
 def retention_run(dry_run: bool | None = None, functions: list[str] | None = None) -> list[str]:
     """Delete old Lambda versions, then the images nothing runs (portal/retention.py); the
     periodic run takes its mode from settings. Returns one summary line per function."""
-    from django.conf import settings
-
     dry = settings.SLIPWAY_RETENTION_DRY_RUN if dry_run is None else dry_run
     reports = retention.run(keep=settings.SLIPWAY_RETAIN_RELEASES, dry_run=dry, names=functions)
     return [report.summary() for report in reports]
+
+
+@shared_task(name=RECONCILE_ALL_TASK, ignore_result=True, soft_time_limit=60, time_limit=90)
+def reconcile_all() -> int:
+    """Beat: one check for missed pushes per function that auto-deploys, each its own
+    task, so each is bounded by its own timeout and one git host that fails or hangs
+    never stops the others. A check not started within one interval expires: the
+    next round replaces it instead of piling up behind builds."""
+    ids = list(Function.objects.filter(auto_deploy=True, paused_reason="", archived_at__isnull=True)
+               .order_by("pk").values_list("pk", flat=True))
+    for pk in ids:
+        app.send_task(RECONCILE_TASK, args=[pk], expires=settings.SLIPWAY_RECONCILE_INTERVAL)
+    return len(ids)
+
+
+@shared_task(name=RECONCILE_TASK, ignore_result=True, soft_time_limit=settings.SLIPWAY_RECONCILE_TIMEOUT + 30,
+             time_limit=settings.SLIPWAY_RECONCILE_TIMEOUT + 60)
+def reconcile(function_id: int) -> str:
+    """Compare one function's branch head with what is live; deploy it if a push was missed."""
+    function = Function.objects.filter(pk=function_id).first()
+    if function is None:
+        return "gone"
+    return sources.reconcile(function, trigger=Deployment.Trigger.RECONCILE).outcome

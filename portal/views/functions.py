@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from deploy import source
-from portal import access, charts, services
+from portal import access, charts, services, sources
 from portal.forms import DeployForm, FunctionForm, MemberForm, RoleForm, WebhookTokenForm
 from portal.models import Deployment, Function, Membership, WebhookDelivery
 
@@ -110,15 +110,12 @@ def function_detail(request, name):
         "may_restore": access.can_restore(request.user),
         "hook_url": request.build_absolute_uri(reverse("portal-webhook-gitlab", args=[function.name])),
         "last_delivery": WebhookDelivery.objects.filter(function=function).order_by("-received_at", "-pk").first(),
+        "reconcile_interval": settings.SLIPWAY_RECONCILE_INTERVAL,
     })
 
 
 def _mirror(function: Function):
-    try:
-        url = source.validate_repository_url(function.repository_url, allow_local=settings.LOCAL_MODE)
-    except Exception:
-        return None
-    return source.mirror_path(settings.WORK_DIR, url)
+    return sources.mirror_for(function)  # a private repository's own mirror
 
 
 @require_http_methods(["GET", "POST"])
@@ -183,6 +180,25 @@ def function_resume(request, name):
     function = access.function_for(request.user, name, access.DEPLOY)
     services.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.UI)
     messages.success(request, "Auto-deploy resumed.")
+    return redirect("portal-function", name=function.name)
+
+
+@require_POST
+@login_required
+def function_reconcile(request, name):
+    """Check for missed pushes now. The ls-remote runs here, in the request, bounded by
+    SLIPWAY_RECONCILE_TIMEOUT and outside any transaction (no lock is held while the
+    git host answers): the user asked a question and gets its answer on the next page,
+    with no task and no polling. The periodic task does the same for every function."""
+    function = access.function_for(request.user, name, access.DEPLOY)
+    found = sources.reconcile(function, user=request.user, trigger=Deployment.Trigger.UI)
+    if found.outcome == "deployed":
+        messages.success(request, f"Missed push found: {found.message}.")
+        return redirect("portal-deployment", pk=found.deployment.pk)
+    if found.outcome == "error":
+        messages.error(request, f"Check for missed pushes failed ({found.code}): {found.message}")
+    else:
+        messages.info(request, f"Checked for missed pushes: {found.outcome.replace('-', ' ')} — {found.message}.")
     return redirect("portal-function", name=function.name)
 
 
