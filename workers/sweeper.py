@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from portal import queue
+from portal import feedback, queue
 from portal.models import AuditEvent, Build, Deployment, DeploymentStep
 from workers.steps import work_root, workspace_name
 
@@ -51,6 +51,7 @@ def settle_lost(deployment: Deployment, condition: Q, why: str, noticed_by: str)
     AuditEvent.record("deployment.worker_lost", actor_label="system", function=deployment.function,
                       deployment=deployment.pk, step=step, noticed_by=noticed_by,
                       settled_as=Status.SUCCEEDED if live else Status.FAILED)
+    feedback.after_finish(deployment)
     queue.dispatch(deployment.function_id)
     return True
 

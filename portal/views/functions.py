@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from deploy import source
-from portal import access, charts, services
+from portal import access, charts, drift, services
 from portal.forms import DeployForm, FunctionForm, MemberForm, RoleForm, WebhookTokenForm
 from portal.models import Deployment, Function, Membership, WebhookDelivery
 
@@ -110,6 +110,9 @@ def function_detail(request, name):
         "may_restore": access.can_restore(request.user),
         "hook_url": request.build_absolute_uri(reverse("portal-webhook-gitlab", args=[function.name])),
         "last_delivery": WebhookDelivery.objects.filter(function=function).order_by("-received_at", "-pk").first(),
+        "drift": drift.current(function),
+        "attempts": (function.notification_attempts.select_related("deployment")[:10]
+                     if access.can(request.user, function, access.ADMIN) else []),
     })
 
 
