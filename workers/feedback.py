@@ -156,7 +156,8 @@ def compose(function: Function, event: str, deployment: Deployment | None, extra
     elif event == feedback.RESUME:
         text = f"{name}: auto-deploy resumed by {extra.get('by', 'someone')}"
     elif event == feedback.DRIFT:
-        changes = "; ".join(f"{d['field']}: {d['expected']} → {d['actual']}" for d in differences[:10])
+        changes = "; ".join(f"{d.get('label') or d['field']}: {d['expected']} → {d['actual']}"
+                            for d in differences[:10])
         text = f"{name} was changed outside Slipway: {changes}"
     else:
         text = f"{name}: {event}"
