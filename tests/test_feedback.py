@@ -398,3 +398,55 @@ def test_no_drift_check_while_a_deployment_runs(function):
     with mock.patch("deploy.aws.client", autospec=True) as client:
         assert drift.check(function).outcome == "skipped"
     client.assert_not_called()
+
+
+# --- The API ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(client, cast):
+    from portal.models import ApiToken
+    from tests.api_client import Api, openapi
+
+    made = Api(client, openapi(client))
+    made.tokens = {name: ApiToken.issue(user, f"{name}'s")[1] for name, user in cast.items()}
+    return made
+
+
+@pytest.mark.parametrize("user, code", [("dave", 404), ("charlie", 403), ("bob", 403), ("alice", 200)])
+def test_the_feedback_api_is_for_owners(api, function, user, code):
+    assert api.call("get", "/functions/{name}/feedback", name="hello", token=api.tokens[user]).status_code == code
+
+
+def test_the_api_sets_the_token_write_only_and_refuses_bad_input_with_field_errors(api, function, cast):
+    token = "glpat-" + hashlib.sha256(b"api").hexdigest()[:20]
+    bad = api.call("patch", "/functions/{name}/feedback", {"notify_webhook_url": "https://u:p@hooks.example.org"},
+                   name="hello", token=api.tokens["alice"])
+    assert bad.status_code == 400 and "credentials" in bad.json()["error"]["fields"]["notify_webhook_url"][0]
+    unknown = api.call("patch", "/functions/{name}/feedback", {"notify_members": ["nobody"]}, name="hello",
+                       token=api.tokens["alice"])
+    assert unknown.status_code == 400 and "nobody" in json.dumps(unknown.json())
+    ok = api.call("patch", "/functions/{name}/feedback", {
+        "gitlab_api_url": "https://gitlab.example.org", "gitlab_project": "team/hello", "gitlab_token": token,
+        "notify_members": ["alice", "bob"]}, name="hello", token=api.tokens["alice"])
+    assert ok.status_code == 200, ok.json()
+    assert ok.json()["gitlab_token_set"] is True and ok.json()["notify_members"] == ["alice", "bob"]
+    assert token not in ok.content.decode()
+    function.refresh_from_db()
+    assert crypto.decrypt(function.gitlab_status_token) == token
+
+
+def test_the_drift_api_shows_masked_differences_and_checks_the_role(api, function):
+    function.secret_keys = ["API_KEY"]
+    function.expected_state = EXPECTED
+    function.drift_observed = {**EXPECTED, "environment": {"MODE": "fast", "API_KEY": "leaked?"}}
+    function.drift_fingerprint = "f" * 64
+    function.save()
+    shown = api.call("get", "/functions/{name}/drift", name="hello", token=api.tokens["charlie"])
+    assert shown.status_code == 200 and shown.json()["changed_outside_slipway"] is True
+    assert "leaked?" not in shown.content.decode() and "s3cret" not in shown.content.decode()
+    assert api.call("post", "/functions/{name}/drift/accept", name="hello", token=api.tokens["bob"]).status_code == 403
+    assert api.call("post", "/functions/{name}/drift/check", name="hello", token=api.tokens["charlie"]
+                    ).status_code == 403
+    accepted = api.call("post", "/functions/{name}/drift/accept", name="hello", token=api.tokens["alice"])
+    assert accepted.status_code == 200 and accepted.json()["changed_outside_slipway"] is False
