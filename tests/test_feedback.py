@@ -76,6 +76,7 @@ def test_it_posts_a_commit_status_as_gitlab_documents_it(db, function, receiver,
     assert token not in attempt.target + attempt.detail
 
 
+@pytest.mark.postgres
 def test_it_never_posts_a_state_older_than_one_gitlab_has(db, function, receiver, quick):
     reporting(function, receiver.url)
     deployment = queued(function, status=Deployment.Status.SUCCEEDED, version="3")
@@ -85,6 +86,7 @@ def test_it_never_posts_a_state_older_than_one_gitlab_has(db, function, receiver
     assert [r.json()["state"] for r in receiver.requests] == ["success"]
 
 
+@pytest.mark.postgres
 def test_a_task_that_finds_the_lease_taken_leaves_and_the_holder_posts_the_newer_state(db, function, receiver,
                                                                                         quick):
     reporting(function, receiver.url)
@@ -362,6 +364,7 @@ def test_differences_mask_secret_values():
     assert "s3cret" not in json.dumps(found) and "other-secret" not in json.dumps(found)
 
 
+@pytest.mark.postgres
 def test_a_drift_is_recorded_and_notified_once_then_accepted(function, cast, sent,
                                                              django_capture_on_commit_callbacks):
     function.secret_keys = ["API_KEY"]
@@ -450,3 +453,26 @@ def test_the_drift_api_shows_masked_differences_and_checks_the_role(api, functio
                     ).status_code == 403
     accepted = api.call("post", "/functions/{name}/drift/accept", name="hello", token=api.tokens["alice"])
     assert accepted.status_code == 200 and accepted.json()["changed_outside_slipway"] is False
+
+
+def test_the_function_page_shows_drift_masked_to_members_and_accept_to_owners(client, function, cast):
+    function.secret_keys = ["API_KEY"]
+    function.expected_state = EXPECTED
+    function.drift_observed = {**EXPECTED, "memory_mb": 1024, "environment": {"MODE": "fast", "API_KEY": "new-one"}}
+    function.drift_fingerprint = "f" * 64
+    function.save()
+    client.force_login(cast["charlie"])
+    page = client.get(reverse("portal-function", args=[function.name])).content.decode()
+    assert "Changed outside Slipway" in page and "memory (MB)" in page and "1024" in page
+    assert "new-one" not in page and "s3cret" not in page and "Accept as the new state" not in page
+    client.force_login(cast["alice"])
+    assert "Accept as the new state" in client.get(reverse("portal-function", args=[function.name])).content.decode()
+
+
+def test_the_deployment_page_lists_its_commit_status_attempts(client, function, cast):
+    deployment = queued(function, status="succeeded")
+    NotificationAttempt.objects.create(function=function, deployment=deployment, channel="gitlab", event="success",
+                                       outcome="failed", status_code=500, detail="500 Internal Server Error")
+    client.force_login(cast["charlie"])
+    page = client.get(reverse("portal-deployment", args=[deployment.pk])).content.decode()
+    assert "GitLab commit status" in page and "500 Internal Server Error" in page
