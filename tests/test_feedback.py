@@ -127,6 +127,14 @@ def test_a_gitlab_that_refuses_the_token_is_not_asked_again(db, function, receiv
     assert NotificationAttempt.objects.get().status_code == 401
 
 
+def test_a_redirect_is_not_followed_nor_retried(db, function, receiver, quick):
+    receiver.status = 302
+    reporting(function, receiver.url)
+    work.report_commit_status(queued(function).pk, "pending")
+    assert len(receiver.requests) == 1
+    assert NotificationAttempt.objects.get().status_code == 302
+
+
 def test_a_hanging_gitlab_ends_by_its_own_timeout(db, function, receiver, quick):
     receiver.mode = "hang"
     reporting(function, receiver.url)

@@ -33,8 +33,9 @@ MAX_ROUNDS = 4  # a lease holder posts at most this many states, each ranked abo
 
 
 def _retry_pointless(answer: outbound.Answer) -> bool:
-    """A 4xx other than timeout/too-many-requests: the receiver refuses, trying again changes nothing."""
-    return answer.status is not None and 400 <= answer.status < 500 and answer.status not in (408, 429)
+    """A redirect (not followed) or a 4xx other than timeout/too-many-requests: the receiver
+    refuses, trying again changes nothing."""
+    return answer.status is not None and 300 <= answer.status < 500 and answer.status not in (408, 429)
 
 
 def with_attempts(call, record) -> bool:
