@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 import urllib.parse
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -70,6 +71,30 @@ def report_canceled(function: Function, pks: list[int]) -> None:
         return
     for pk in pks:
         transaction.on_commit(lambda pk=pk: _send(COMMIT_STATUS_TASK, [pk, CANCELED]))
+
+
+# The sweeper re-sends the final state of a deployment that ended this long ago and whose end
+# GitLab has not had (the message was lost with a broker that was down, or the worker posting
+# it died holding the lease); a few times at most, then the window has passed.
+RESEND_AFTER = timedelta(minutes=2)
+RESEND_UNTIL = timedelta(minutes=6)
+
+
+def resend_unreported() -> list[int]:
+    """Called by the sweep: send the end state again where GitLab has not had it."""
+    from django.db.models import Q
+    from django.db.models.functions import Now
+
+    ended = (Deployment.objects.filter(status__in=Deployment.TERMINAL, finished_at__lt=Now() - RESEND_AFTER,
+                                       finished_at__gt=Now() - RESEND_UNTIL)
+             .exclude(commit_sha="").exclude(function__gitlab_status_token="")
+             .exclude(gitlab_reported__in=(SUCCESS, FAILED, CANCELED))
+             .filter(Q(gitlab_lease_until__isnull=True) | Q(gitlab_lease_until__lt=Now())))
+    resent = []
+    for pk, status in ended.values_list("pk", "status"):
+        _send(COMMIT_STATUS_TASK, [pk, gitlab_state(status)])
+        resent.append(pk)
+    return resent
 
 
 # --- Notifications ----------------------------------------------------------------------------

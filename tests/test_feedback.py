@@ -484,3 +484,21 @@ def test_the_deployment_page_lists_its_commit_status_attempts(client, function, 
     client.force_login(cast["charlie"])
     page = client.get(reverse("portal-deployment", args=[deployment.pk])).content.decode()
     assert "GitLab commit status" in page and "500 Internal Server Error" in page
+
+
+def test_the_sweep_resends_an_end_gitlab_never_had_within_a_bounded_window(function, sent):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workers import sweeper
+
+    reporting(function, "https://gitlab.example.org")
+    now = timezone.now()
+    lost = queued(function, status="succeeded", gitlab_reported="running", finished_at=now - timedelta(minutes=3))
+    queued(function, status="succeeded", gitlab_reported="running", finished_at=now - timedelta(seconds=10))
+    queued(function, status="failed", gitlab_reported="running", finished_at=now - timedelta(hours=1))
+    queued(function, status="succeeded", gitlab_reported="success", finished_at=now - timedelta(minutes=3))
+    assert sweeper.sweep()["commit_statuses_resent"] == [lost.pk]
+    assert [c.kwargs["args"] for c in sent.call_args_list if c.args[0] == COMMIT_STATUS_TASK] == [
+        [lost.pk, "success"]]

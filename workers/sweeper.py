@@ -69,7 +69,9 @@ def sweep() -> dict:
     resent = sorted(set(waiting.values_list("function_id", flat=True)))
     for function_id in resent:
         queue.dispatch(function_id)
+    reported = feedback.resend_unreported()  # GitLab statuses lost with the broker or a dead worker
     if lost or live:
         log.warning("sweeper settled deployment(s) whose worker stopped: failed %s, live after their shift %s",
                     lost, live)
-    return {"worker_lost": lost, "live_after_shift": live, "redispatched_functions": resent}
+    return {"worker_lost": lost, "live_after_shift": live, "redispatched_functions": resent,
+            "commit_statuses_resent": reported}
