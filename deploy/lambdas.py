@@ -304,3 +304,32 @@ def delete_version(name: str, version: str) -> bool:
     deleted = aws.call(f"deleting version {version} of {name}", client().delete_function, prefix=PREFIX,
                        missing=_MISSING, FunctionName=name, Qualifier=version)
     return deleted is not None
+
+
+def image_digest(found: dict) -> str:
+    """The image digest a GetFunction answer holds (repo@sha256:… in its code, or CodeSha256)."""
+    code = found.get("Code") or {}
+    for uri in (code.get("ResolvedImageUri", ""), code.get("ImageUri", "")):
+        if "@sha256:" in uri:
+            return uri.rsplit("@", 1)[1]
+    sha = (found.get("Configuration") or {}).get("CodeSha256", "")
+    return f"sha256:{sha}" if sha else ""
+
+
+def observed_state(name: str, alias: str) -> dict | None:
+    """What Lambda reports for the function, in the shape Slipway keeps as its expected
+    state: the alias's version, and $LATEST's image, memory, timeout, environment and
+    architecture ($LATEST is what the next version is published from). None: no such function."""
+    found = _read(f"reading {name}", "get_function", FunctionName=name)
+    if found is None:
+        return None
+    config = found.get("Configuration") or {}
+    pointed = get_alias(name, alias)
+    return {
+        "alias_version": pointed["FunctionVersion"] if pointed else None,
+        "image_digest": image_digest(found),
+        "memory_mb": config.get("MemorySize"),
+        "timeout_s": config.get("Timeout"),
+        "environment": dict((config.get("Environment") or {}).get("Variables") or {}),
+        "architecture": (config.get("Architectures") or ["x86_64"])[0],
+    }

@@ -11,6 +11,7 @@ from portal.models import (
     Function,
     GoldenCase,
     Membership,
+    NotificationAttempt,
     WebhookDelivery,
 )
 
@@ -103,3 +104,13 @@ class ConsoleRunAdmin(admin.ModelAdmin):
 class GoldenCaseAdmin(admin.ModelAdmin):
     list_display = ["function", "name", "version", "created_by", "created_at"]
     readonly_fields = ["function", "image", "saved_from", "version", "created_by", "created_at"]
+
+
+@admin.register(NotificationAttempt)
+class NotificationAttemptAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "function", "channel", "event", "attempt", "outcome", "status_code"]
+    list_filter = ["channel", "outcome"]
+    readonly_fields = [f.name for f in NotificationAttempt._meta.fields]
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -559,3 +559,118 @@ def reconcile(request, name: str):
                   if found.deployment else None)
     return {"outcome": found.outcome, "message": found.message, "head": found.head, "error_code": found.code,
             "deployment": deployment}
+
+
+# --- Feedback: GitLab commit status, notifications, drift (issue 12, second half) -------------
+
+
+class FeedbackOut(Schema):
+    gitlab_api_url: str
+    gitlab_project: str
+    gitlab_token_set: bool = Field(description="the token itself is write-only")
+    notify_webhook_url: str
+    notify_webhook_secret_set: bool = Field(description="generate the signing secret on the function's page")
+    notify_members: list[str]
+
+
+class FeedbackPatch(Schema):
+    gitlab_api_url: str | None = Field(None, max_length=300)
+    gitlab_project: str | None = Field(None, max_length=255)
+    gitlab_token: str | None = Field(None, max_length=255, description="write-only; never returned")
+    remove_gitlab_token: bool | None = None
+    notify_webhook_url: str | None = Field(None, max_length=500)
+    notify_members: list[str] | None = Field(None, description="usernames of the function's members")
+
+
+class DriftOut(Schema):
+    changed_outside_slipway: bool
+    differences: list[dict[str, str]] = Field(description="field, label, expected, actual; secret values masked")
+    checked_at: datetime | None
+    detected_at: datetime | None
+    outcome: str = ""
+
+
+def feedback_out(function: Function) -> dict:
+    return {"gitlab_api_url": function.gitlab_api_url, "gitlab_project": function.gitlab_project,
+            "gitlab_token_set": bool(function.gitlab_status_token), "notify_webhook_url": function.notify_webhook_url,
+            "notify_webhook_secret_set": bool(function.notify_webhook_secret),
+            "notify_members": sorted(function.notify_members.values_list("username", flat=True))}
+
+
+def drift_out(function: Function, outcome: str = "") -> dict:
+    from portal import drift
+
+    function.refresh_from_db()
+    shown = drift.current(function)
+    return {"changed_outside_slipway": bool(shown), "differences": shown, "checked_at": function.drift_checked_at,
+            "detected_at": function.drift_detected_at, "outcome": outcome}
+
+
+@api.get("/functions/{name}/feedback", response={200: FeedbackOut, **ERRORS},
+         summary="Where a function reports: GitLab commit status and notifications (owner)")
+def get_feedback(request, name: str):
+    return feedback_out(_function(request, name, access.ADMIN))
+
+
+@api.patch("/functions/{name}/feedback", response={200: FeedbackOut, **ERRORS},
+           summary="Set the GitLab project and token, the notification webhook and who is emailed (owner)")
+def edit_feedback(request, name: str, payload: FeedbackPatch):
+    from django.contrib.auth import get_user_model
+
+    from portal.forms import FeedbackForm
+
+    function = _function(request, name, access.ADMIN)
+    values = payload.dict(exclude_unset=True)
+    data = {"gitlab_api_url": function.gitlab_api_url, "gitlab_project": function.gitlab_project,
+            "notify_webhook_url": function.notify_webhook_url,
+            "notify_members": list(function.notify_members.values_list("pk", flat=True))}
+    data.update({k: v for k, v in values.items() if k != "notify_members" and v is not None})
+    if values.get("notify_members") is not None:
+        names = values["notify_members"]
+        users = dict(get_user_model().objects.filter(username__in=names).values_list("username", "pk"))
+        unknown = sorted(set(names) - set(users))
+        if unknown:
+            raise ApiError(400, "invalid", "not valid", {"notify_members": [f"no such user: {', '.join(unknown)}"]})
+        data["notify_members"] = list(users.values())
+    form = FeedbackForm(data, instance=function)
+    if not form.is_valid():
+        fields = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
+        raise ApiError(400, "invalid", "the feedback settings are not valid", fields)
+    try:
+        return feedback_out(services.update_feedback(form, user=request.user))
+    except services.RequestRefused as exc:
+        raise ApiError(409, "refused", str(exc)) from None
+
+
+@api.get("/functions/{name}/drift", response={200: DriftOut, **ERRORS},
+         summary="What AWS reported that differs from what Slipway left there")
+def get_drift(request, name: str):
+    return drift_out(_function(request, name, access.VIEW))
+
+
+@api.post("/functions/{name}/drift/check", response={200: DriftOut, **ERRORS},
+          summary="Compare the function in AWS with what Slipway left there now (deployer)")
+def check_drift(request, name: str):
+    from deploy.errors import DeployError
+    from portal import drift
+
+    function = _function(request, name, access.DEPLOY)
+    try:
+        result = drift.check(function, user=request.user)
+    except DeployError as exc:
+        raise ApiError(409, "aws-unavailable", f"the check could not read the function from AWS: {exc.message}"
+                       ) from None
+    return drift_out(function, result.outcome)
+
+
+@api.post("/functions/{name}/drift/accept", response={200: DriftOut, **ERRORS},
+          summary="Accept what AWS reports as the new expected state (owner)")
+def accept_drift(request, name: str):
+    from portal import drift
+
+    function = _function(request, name, access.ADMIN)
+    try:
+        drift.accept(function, user=request.user)
+    except drift.Refused as exc:
+        raise ApiError(409, "refused", str(exc)) from None
+    return drift_out(function, "accepted")

@@ -67,6 +67,7 @@ def check_aws() -> str:
 QUEUES = ("deploys", "rollbacks")
 START_DEPLOYS = "celery -A workers worker -Q deploys"
 START_ROLLBACKS = "celery -A workers worker -Q rollbacks -c 1"
+START_FEEDBACK = "celery -A workers worker -Q feedback"
 
 
 def check_worker() -> str:
@@ -94,7 +95,11 @@ def check_worker() -> str:
         shared = sorted(node for node, names in queues.items() if "rollbacks" in names)
         raise Down(f"rollbacks share a worker with deploys ({', '.join(shared)}), so a rollback can wait behind "
                    f"builds: give rollbacks and the sweeper their own worker, `{START_ROLLBACKS}`")
-    return f"{len(replies)} worker(s) answering: " + ", ".join(sorted(name for r in replies for name in r))
+    answering = f"{len(replies)} worker(s) answering: " + ", ".join(sorted(name for r in replies for name in r))
+    if "feedback" not in served:  # deploys go on; GitLab statuses, notifications and drift checks wait
+        answering += f"; no worker consumes the feedback queue (commit statuses, notifications and drift checks " \
+                     f"wait): start `{START_FEEDBACK}`"
+    return answering
 
 
 CHECKS = {

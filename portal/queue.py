@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
+from portal import feedback
 from portal.celery import DEPLOY_TASK, ROLLBACK_TASK, app
 from portal.models import Deployment, Function
 
@@ -54,6 +55,7 @@ def request(function: Function, *, supersede: bool = True, locked: bool = False,
         deployment = Deployment.objects.create(function=function, **fields)
         if supersede:
             _supersede_for(deployment)
+        feedback.report_status(deployment)  # pending (once the commit is known)
         if _may_start_now(deployment):
             # Decided under the lock the request already holds: no second
             # transaction (dispatch's) to find out what this one knows.
@@ -81,8 +83,10 @@ def _supersede_for(new: Deployment) -> None:
     else:
         message = f"deploy #{new.pk}, requested later, replaced it"
         queued = queued.exclude(kind=Kind.ROLLBACK)
+    canceled = list(queued.values_list("pk", flat=True)) if feedback.gitlab_configured(new.function) else []
     queued.update(status=Status.SUPERSEDED, superseded_by=new, finished_at=Now(), error_code="superseded",
                   error_message=message)
+    feedback.report_canceled(new.function, canceled)
 
 
 def _blockers(deployment: Deployment):
@@ -138,7 +142,10 @@ def claim(deployment: Deployment, first: str, task_id: str = "") -> bool:
         if earlier.exists() or _blockers(deployment).exists():  # requests run in the order they were made
             Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(enqueued_at=None)
             return False
-        return deployment.claim(first, task_id)
+        if not deployment.claim(first, task_id):
+            return False
+        feedback.report_status(deployment)  # running
+        return True
 
 
 def enter_lambda_steps(deployment: Deployment) -> bool:

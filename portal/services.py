@@ -11,7 +11,7 @@ import re
 from django.db import transaction
 
 from deploy.source import validate_ref
-from portal import queue
+from portal import feedback, queue
 from portal.models import AuditEvent, Deployment, Function
 
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -157,6 +157,7 @@ def cancel(deployment: Deployment, *, user=None, trigger: str = "cli") -> bool:
         return False
     if deployment.is_terminal:  # it was queued: whatever waited behind it may go now
         transaction.on_commit(lambda: queue.dispatch(deployment.function_id))
+        feedback.report_status(deployment)  # canceled
     AuditEvent.record("deployment.cancel_requested", function=deployment.function, deployment=deployment.pk,
                       **_actor(user, trigger))
     return True
@@ -166,6 +167,7 @@ def resume_auto_deploy(function: Function, *, user=None, trigger: str = "cli") -
     """Lift the pause a rollback put on auto-deploy."""
     Function.objects.filter(pk=function.pk).update(paused_reason="")
     AuditEvent.record("function.auto_deploy_resumed", function=function, **_actor(user, trigger))
+    feedback.notify(function, feedback.RESUME, by=user.get_username() if user else trigger)
 
 
 # --- Functions and members -------------------------------------------------------------
@@ -402,3 +404,62 @@ def delete_golden_case(case, *, user) -> None:
     with transaction.atomic():
         AuditEvent.record("golden_case.deleted", function=case.function, actor=user, case=case.pk, name=case.name)
         case.delete()
+
+
+# --- Feedback: GitLab commit status, notifications, drift (issue 12, second half) -------------
+
+
+def update_feedback(form, *, user) -> Function:
+    """Save where a function reports. The GitLab token is encrypted (Fernet) and the audit
+    log says only that it was set or removed."""
+    from portal import crypto
+
+    data = form.cleaned_data
+    sealed = None
+    if data.get("gitlab_token"):
+        try:
+            sealed = crypto.encrypt(data["gitlab_token"])
+        except crypto.Unavailable as exc:
+            raise RequestRefused(str(exc)) from None
+    with transaction.atomic():
+        before = Function.objects.select_for_update().get(pk=form.instance.pk)
+        old_members = sorted(before.notify_members.values_list("username", flat=True))
+        function = form.save(commit=False)
+        if sealed is not None:
+            function.gitlab_status_token = sealed
+        elif data.get("remove_gitlab_token"):
+            function.gitlab_status_token = ""
+        function.save(update_fields=["gitlab_api_url", "gitlab_project", "notify_webhook_url", "gitlab_status_token",
+                                     "updated_at"])
+        form.save_m2m()
+        changed = {field: getattr(function, field) for field in ("gitlab_api_url", "gitlab_project",
+                                                                 "notify_webhook_url")
+                   if getattr(before, field) != getattr(function, field)}
+        if sealed is not None:
+            changed["gitlab_token"] = "(set)"
+        elif before.gitlab_status_token and not function.gitlab_status_token:
+            changed["gitlab_token"] = "(removed)"
+        members = sorted(function.notify_members.values_list("username", flat=True))
+        if members != old_members:
+            changed["notify_members"] = members
+        if changed:
+            AuditEvent.record("function.feedback_edited", function=function, actor=user, **changed)
+    return function
+
+
+def set_notify_webhook_secret(function: Function, *, user) -> str:
+    """A new signing secret for the notification webhook (replacing any other at once),
+    kept Fernet-encrypted; returned to be shown once."""
+    from portal import crypto, feedback
+
+    raw = feedback.new_webhook_secret()
+    try:
+        sealed = crypto.encrypt(raw)
+    except crypto.Unavailable as exc:
+        raise RequestRefused(str(exc)) from None
+    with transaction.atomic():
+        before = Function.objects.select_for_update().get(pk=function.pk)
+        Function.objects.filter(pk=function.pk).update(notify_webhook_secret=sealed)
+        AuditEvent.record("function.notify_secret_rotated" if before.notify_webhook_secret
+                          else "function.notify_secret_created", function=function, actor=user)
+    return raw

@@ -197,6 +197,11 @@ CELERY_TASK_ROUTES = {
     # in front of a rollback; behind a build they only start late, and expire rather than pile up.
     "slipway.reconcile_all": {"queue": "deploys"},
     "slipway.reconcile": {"queue": "deploys"},
+    # Telling others (GitLab commit status, notifications) and drift checks: a queue of their own, so a
+    # slow receiver never holds up a build or a rollback.
+    "slipway.commit_status": {"queue": "feedback"},
+    "slipway.notify": {"queue": "feedback"},
+    "slipway.drift_check": {"queue": "feedback"},
 }
 CELERY_WORKER_SEND_TASK_EVENTS = False
 SWEEP_INTERVAL_SECONDS = env_int("SLIPWAY_SWEEP_INTERVAL", 30, minimum=5)
@@ -217,6 +222,8 @@ CELERY_BEAT_SCHEDULE = {
     "console-cleanup": {"task": "slipway.console_cleanup", "schedule": 3600.0},
     "retention": {"task": "slipway.retention", "schedule": RETENTION_INTERVAL_HOURS * 3600.0},
     "reconcile": {"task": "slipway.reconcile_all", "schedule": float(SLIPWAY_RECONCILE_INTERVAL)},
+    "drift-check": {"task": "slipway.drift_check", "schedule": float(env_int("SLIPWAY_DRIFT_INTERVAL", 900,
+                                                                             minimum=60))},
 }
 
 # --- AWS and builds -----------------------------------------------------------
@@ -319,6 +326,29 @@ SLIPWAY_FERNET_KEYS = _fernet_keys()
 # GitLab does not send a payload whose JSON is over 25 MiB (its encoder's limit), so
 # the cap takes anything it sends; above it: 413 without reading the body.
 SLIPWAY_WEBHOOK_MAX_BODY_BYTES = env_int("SLIPWAY_WEBHOOK_MAX_BODY_BYTES", 25 * 1024 * 1024, minimum=64 * 1024)
+
+# --- Feedback: GitLab commit status, notifications, drift -------------------------------
+# Links in commit statuses, webhooks and emails point here (the portal as its users reach it).
+SLIPWAY_BASE_URL = env_url("SLIPWAY_BASE_URL", f"http://127.0.0.1:{env_int('SLIPWAY_WEB_PORT', 8000, minimum=1)}"
+                           if LOCAL_MODE else "", schemes=("http", "https")).rstrip("/")
+# Each outgoing request (commit status, webhook, email) gets this long, this many times, with
+# backoff between attempts (1 s, 2 s, 4 s, ...): a slow receiver costs the feedback queue, never a deploy.
+SLIPWAY_NOTIFY_TIMEOUT = env_int("SLIPWAY_NOTIFY_TIMEOUT", 5, minimum=1)
+SLIPWAY_NOTIFY_ATTEMPTS = env_int("SLIPWAY_NOTIFY_ATTEMPTS", 3, minimum=1)
+SLIPWAY_NOTIFY_BACKOFF = float(env_int("SLIPWAY_NOTIFY_BACKOFF_MS", 1000, minimum=0)) / 1000
+# The name of Slipway's commit status in GitLab (one per function: "slipway/<function>").
+SLIPWAY_GITLAB_STATUS_NAME = env_str("SLIPWAY_GITLAB_STATUS_NAME", "slipway")
+# Email: a file per message under the state directory in local mode; SMTP otherwise.
+EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend" if LOCAL_MODE
+                        else "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_FILE_PATH = str(STATE_DIR / "mail")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = SLIPWAY_NOTIFY_TIMEOUT
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "slipway@localhost")
 
 # Test-only fault injection at the boto3 seam (deploy/aws.py); refused otherwise.
 if env_str("SLIPWAY_FAULTS_FILE") and not env_bool("SLIPWAY_TESTING", False):

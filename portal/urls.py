@@ -6,7 +6,7 @@ from django.views.generic import RedirectView
 from portal import webhooks
 from portal.api import api
 from portal.metrics import metrics
-from portal.views import account, audit, console, deliveries, deployments, functions, health
+from portal.views import account, audit, console, deliveries, deployments, feedback, functions, health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal-functions", permanent=False), name="portal-home"),
@@ -36,6 +36,11 @@ urlpatterns = [
     path("functions/<slug:name>/deliveries/", deliveries.delivery_list, name="portal-deliveries"),
     path("functions/<slug:name>/deliveries/<int:delivery_id>/replay/", deliveries.delivery_replay,
          name="portal-delivery-replay"),
+    path("functions/<slug:name>/feedback/", feedback.feedback_settings, name="portal-feedback"),
+    path("functions/<slug:name>/feedback/webhook-secret/", feedback.feedback_webhook_secret,
+         name="portal-feedback-webhook-secret"),
+    path("functions/<slug:name>/drift/check/", feedback.drift_check, name="portal-drift-check"),
+    path("functions/<slug:name>/drift/accept/", feedback.drift_accept, name="portal-drift-accept"),
     # Any name answers the same (401) whether a function has it or not.
     path("hooks/gitlab/<str:name>", webhooks.gitlab_receiver, name="portal-webhook-gitlab"),
     path("functions/<slug:name>/console/", console.console_page, name="portal-console"),

@@ -122,3 +122,10 @@ def test_a_user_without_a_role_learns_nothing_about_the_function(client, cast, u
 
 def test_every_open_url_exists(urls):
     assert set(OPEN) <= set(urls)
+
+
+def test_the_feedback_and_drift_urls_are_walked(urls):
+    """They need a role like every function URL (the two walks above); this keeps them in the walk."""
+    walked = {"portal-feedback", "portal-feedback-webhook-secret", "portal-drift-check", "portal-drift-accept",
+              "get_feedback", "edit_feedback", "get_drift", "check_drift", "accept_drift"}
+    assert walked <= set(urls), walked - set(urls)

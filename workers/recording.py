@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from deploy.errors import AppError, DeployError
 from deploy.logs import mask
-from portal import jsonlog, queue, sources
+from portal import feedback, jsonlog, queue, sources
 from portal.models import AuditEvent, Deployment, DeploymentStep
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,7 @@ def finish(deployment: Deployment, status: str, code: str = "", message: str = "
                           actor_label="" if deployment.requested_by else deployment.trigger,
                           function=deployment.function, deployment=deployment.pk, kind=deployment.kind,
                           version=deployment.version, error_code=code)
+        feedback.after_finish(deployment)
 
 
 def settle(deployment: Deployment, steps) -> str:

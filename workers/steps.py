@@ -19,7 +19,7 @@ from deploy import arch, ecr, lambdas, source, ssh
 from deploy import build as builder
 from deploy import docker as docker_seam
 from deploy.errors import AppError, UserError
-from portal import boxes, console, queue, sources
+from portal import boxes, console, feedback, queue, sources
 from portal.models import Build, ConsoleRun, Deployment, Function, GoldenCase
 from workers.recording import StepLog, check_stop, retrying
 
@@ -119,6 +119,7 @@ def fetch_source(run: Run, out: StepLog) -> None:
     wanted = deployment.commit_sha or deployment.ref or function.branch
     sha = source.resolve(run.mirror, wanted)
     commit = source.describe(run.mirror, sha)
+    known_before = bool(deployment.commit_sha)
     out(f"{wanted} is {sha}" + (f": {commit.subject} ({commit.author})" if commit else ""))
     inputs = build_inputs(function)
     build, _ = Build.objects.get_or_create(
@@ -126,6 +127,8 @@ def fetch_source(run: Run, out: StepLog) -> None:
         defaults={"commit_sha": sha, "architecture": function.architecture, "inputs": inputs})
     run.record(commit_sha=sha, build=build, commit_message=commit.subject if commit else "",
                commit_author=commit.author if commit else "")
+    if not known_before:  # a deploy of a branch or tag: GitLab hears of it now that the commit is known
+        feedback.report_status(deployment)
     run.repository_uri = ecr.ensure_repository(function.ecr_repository)
     # Build once, deploy many: an immutable tag that ECR holds is this build's image.
     held = ecr.find(function.ecr_repository, tag=build.tag)
@@ -322,6 +325,31 @@ def shift_alias(run: Run, out: StepLog) -> None:
     previous = lambdas.point_alias(function.lambda_name, function.alias, version)
     out(f"{function.alias}: {previous or '(new)'} -> {version}")
     run.record(previous_version=previous or "")
+    remember_expected_state(run)
+
+
+def remember_expected_state(run: Run) -> None:
+    """Keep what this deployment left in Lambda, for the drift check (portal/drift.py).
+
+    Written here, by the worker that just moved the alias, from what it wrote itself
+    (not from the function's settings, which an owner may have edited since, and
+    not read back from AWS, which could bake in a change made behind our back).
+    A deploy (or a rollback's fallback) wrote $LATEST: image, memory, timeout,
+    environment, architecture. A version-only rollback moved the alias alone, so
+    $LATEST stays as the previous record has it."""
+    function = run.function
+    if run.image_uri:
+        config = lambda_settings(function)
+        state = {"image_digest": run.build.digest, "memory_mb": config.memory_mb, "timeout_s": config.timeout_s,
+                 "environment": config.environment, "architecture": config.architecture}
+        cleared = {"drift_observed": {}, "drift_fingerprint": "", "drift_detected_at": None}
+    else:
+        state = Function.objects.filter(pk=function.pk).values_list("expected_state", flat=True).get() or {}
+        if not state:  # recorded before Slipway kept expected states: $LATEST as it is now
+            state = lambdas.observed_state(function.lambda_name, function.alias) or {}
+        cleared = {}
+    state = {**state, "alias_version": run.deployment.version}
+    Function.objects.filter(pk=function.pk).update(expected_state=state, **cleared)
 
 
 # --- Rollback ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from portal import queue
+from portal import feedback, queue
 from portal.models import AuditEvent, Build, Deployment, DeploymentStep
 from workers.steps import work_root, workspace_name
 
@@ -51,6 +51,7 @@ def settle_lost(deployment: Deployment, condition: Q, why: str, noticed_by: str)
     AuditEvent.record("deployment.worker_lost", actor_label="system", function=deployment.function,
                       deployment=deployment.pk, step=step, noticed_by=noticed_by,
                       settled_as=Status.SUCCEEDED if live else Status.FAILED)
+    feedback.after_finish(deployment)
     queue.dispatch(deployment.function_id)
     return True
 
@@ -68,7 +69,9 @@ def sweep() -> dict:
     resent = sorted(set(waiting.values_list("function_id", flat=True)))
     for function_id in resent:
         queue.dispatch(function_id)
+    reported = feedback.resend_unreported()  # GitLab statuses lost with the broker or a dead worker
     if lost or live:
         log.warning("sweeper settled deployment(s) whose worker stopped: failed %s, live after their shift %s",
                     lost, live)
-    return {"worker_lost": lost, "live_after_shift": live, "redispatched_functions": resent}
+    return {"worker_lost": lost, "live_after_shift": live, "redispatched_functions": resent,
+            "commit_statuses_resent": reported}

@@ -14,8 +14,11 @@ from django.conf import settings
 
 from portal import queue, retention, sources
 from portal.celery import (
+    COMMIT_STATUS_TASK,
     CONSOLE_CLEANUP_TASK,
     DEPLOY_TASK,
+    DRIFT_CHECK_TASK,
+    NOTIFY_TASK,
     RECONCILE_ALL_TASK,
     RECONCILE_TASK,
     RETENTION_TASK,
@@ -24,7 +27,7 @@ from portal.celery import (
     app,
 )
 from portal.models import Build, ConsoleImage, Deployment, Function, WebhookDelivery
-from workers import lost, steps, sweeper  # noqa: F401 - lost connects the main process's signal
+from workers import feedback, lost, steps, sweeper  # noqa: F401 - lost connects the main process's signal
 from workers.recording import Recorder, Stopped, check_stop, settle
 
 Status = Deployment.Status
@@ -162,3 +165,30 @@ def reconcile(function_id: int) -> str:
     if function is None:
         return "gone"
     return sources.reconcile(function, trigger=Deployment.Trigger.RECONCILE).outcome
+
+
+# --- Feedback: GitLab commit status, notifications, drift (the `feedback` queue) ------------
+
+
+@shared_task(name=COMMIT_STATUS_TASK, ignore_result=True, soft_time_limit=300, time_limit=330)
+def commit_status(deployment_id: int, state: str) -> str:
+    """Post one state of a deployment to GitLab, in order (workers/feedback.py)."""
+    return feedback.report_commit_status(deployment_id, state)
+
+
+@shared_task(name=NOTIFY_TASK, ignore_result=True, soft_time_limit=120, time_limit=150)
+def notify(function_id: int, event: str, deployment_id: int | None = None, extra: dict | None = None) -> dict:
+    """Email the chosen members and call the function's notification webhook."""
+    return feedback.send_notification(function_id, event, deployment_id, extra or {})
+
+
+@shared_task(name=DRIFT_CHECK_TASK, ignore_result=True, soft_time_limit=600, time_limit=660)
+def drift_check(function_id: int | None = None) -> dict:
+    """Compare what AWS reports with what Slipway last left there: one function, or (beat) all."""
+    from portal import drift
+    from portal.models import Function
+
+    if function_id is None:
+        return drift.check_all()
+    function = Function.objects.filter(pk=function_id).first()
+    return {"outcome": drift.check(function).outcome} if function else {}

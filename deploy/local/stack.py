@@ -265,6 +265,13 @@ def start_portal(runner: Runner, profile: Profile) -> None:
          "--loglevel", "INFO", "-n", f"slipway-{profile.name}-rollbacks@%h"],
         env=portal, cwd=REPO_ROOT, fix="see the rollback lines above",
     ))
+    # Commit statuses, notifications and drift checks: a slow receiver never holds up the others.
+    runner.start(Service(
+        "feedback",
+        [py, "-m", "celery", "-A", "workers", "worker", "-Q", "feedback", "-c", "2",
+         "--loglevel", "INFO", "-n", f"slipway-{profile.name}-feedback@%h"],
+        env=portal, cwd=REPO_ROOT, fix="see the feedback lines above",
+    ))
     runner.start(Service(
         "beat",
         [py, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO",

@@ -49,7 +49,8 @@ def deployment_detail(request, pk):
     steps, percent = timeline(deployment)
     context = {"deployment": deployment, "function": deployment.function, "steps": steps, "percent": percent,
                "may_cancel": access.can(request.user, deployment.function, access.DEPLOY)
-               and deployment.status in Deployment.CANCELLABLE and not deployment.cancel_requested}
+               and deployment.status in Deployment.CANCELLABLE and not deployment.cancel_requested,
+               "commit_statuses": deployment.notification_attempts.filter(channel="gitlab").order_by("pk")}
     template = "portal/_deployment_live.html" if request.htmx else "portal/deployment_detail.html"
     return render(request, template, context)
 

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from deploy import source
-from portal import access, charts, services, sources
+from portal import access, charts, drift, services, sources
 from portal.forms import DeployForm, FunctionForm, MemberForm, RoleForm, WebhookTokenForm
 from portal.models import Deployment, Function, Membership, WebhookDelivery
 
@@ -111,6 +111,9 @@ def function_detail(request, name):
         "hook_url": request.build_absolute_uri(reverse("portal-webhook-gitlab", args=[function.name])),
         "last_delivery": WebhookDelivery.objects.filter(function=function).order_by("-received_at", "-pk").first(),
         "reconcile_interval": settings.SLIPWAY_RECONCILE_INTERVAL,
+        "drift": drift.current(function),
+        "attempts": (function.notification_attempts.select_related("deployment")[:10]
+                     if access.can(request.user, function, access.ADMIN) else []),
     })
 
 

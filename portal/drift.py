@@ -1,0 +1,154 @@
+"""Drift: what AWS reports against what Slipway last left there.
+
+The expected state (Function.expected_state) is written by the worker at its
+shift step from what it wrote itself (workers/steps.remember_expected_state),
+or by an owner accepting a drift. A check reads the alias and $LATEST
+(deploy.lambdas.observed_state) and compares. A difference is kept on the
+function (drift_observed) with a keyed fingerprint of the raw differences, so
+it is audited and notified once, not at every periodic check, and again only
+when it changes. Secret environment values are masked wherever a difference is
+shown: the page, the audit log, notifications.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models.functions import Now
+
+from deploy import lambdas
+from portal import feedback
+from portal.models import AuditEvent, Deployment, Function
+
+log = logging.getLogger(__name__)
+MASK = "••••••"
+FIELDS = (("alias_version", "alias → version"), ("image_digest", "image digest"), ("memory_mb", "memory (MB)"),
+          ("timeout_s", "timeout (s)"), ("architecture", "architecture"))
+LABELS = dict(FIELDS)
+MISSING = {"missing": True}  # drift_observed when the Lambda itself is gone
+
+
+class Refused(Exception):
+    """Nothing to accept, or the drift cannot be accepted; the message says why."""
+
+
+@dataclass
+class Result:
+    outcome: str  # "clean", "drift", "unchanged" (the same drift as before), "skipped", "no-baseline"
+    differences: list[dict] = field(default_factory=list)  # masked
+    reason: str = ""
+
+
+def _show(value) -> str:
+    return "(not set)" if value is None else str(value)
+
+
+def differences(expected: dict, observed: dict | None, secret_keys=(), *, masked: bool = True) -> list[dict]:
+    """[{"field", "label", "expected", "actual"}] for each field that differs; environment
+    variables one by one, secret ones masked (unless `masked` is False: the fingerprint only)."""
+    if observed is None or observed == MISSING:
+        return [{"field": "function", "label": "Lambda function", "expected": "exists", "actual": "missing"}]
+    found = []
+    for key, label in FIELDS:
+        if expected.get(key) != observed.get(key):
+            found.append({"field": key, "label": label, "expected": _show(expected.get(key)),
+                          "actual": _show(observed.get(key))})
+    env_expected, env_actual = expected.get("environment") or {}, observed.get("environment") or {}
+    for key in sorted(set(env_expected) | set(env_actual)):
+        before, after = env_expected.get(key), env_actual.get(key)
+        if before == after:
+            continue
+        if masked and key in secret_keys:
+            before = MASK if before is not None else None
+            after = (f"{MASK} (another value)" if before is not None else MASK) if after is not None else None
+        found.append({"field": f"environment.{key}", "label": f"environment {key}", "expected": _show(before),
+                      "actual": _show(after)})
+    return found
+
+
+def _fingerprint(raw: list[dict]) -> str:
+    """Keyed, so a stored fingerprint reveals nothing about secret values."""
+    blob = json.dumps(raw, sort_keys=True).encode()
+    return hmac.new(settings.SECRET_KEY.encode(), blob, hashlib.sha256).hexdigest()
+
+
+def current(function: Function) -> list[dict]:
+    """The drift on record, masked, for the page."""
+    if not function.drift_fingerprint:
+        return []
+    return differences(function.expected_state, function.drift_observed, function.secret_keys)
+
+
+def _busy(function_id: int) -> bool:
+    return Deployment.objects.filter(function_id=function_id, status__in=Deployment.RUNNING).exists()
+
+
+def check(function: Function, *, user=None, trigger: str = "system") -> Result:
+    """Compare, record a new drift once (audit + notification), clear one that went away."""
+    function = Function.objects.get(pk=function.pk)
+    if function.is_archived:
+        return Result("skipped", reason="archived")
+    expected = function.expected_state
+    if not expected:
+        return Result("no-baseline", reason="no deployment has recorded what it left in Lambda yet")
+    if _busy(function.pk):
+        return Result("skipped", reason="a deployment is running: it changes the Lambda itself")
+    observed = lambdas.observed_state(function.lambda_name, function.alias)
+    raw = differences(expected, observed, masked=False)
+    shown = differences(expected, observed, function.secret_keys)
+    actor = {"actor": user, "actor_label": user.get_username() if user else trigger}
+    with transaction.atomic():
+        locked = Function.objects.select_for_update().get(pk=function.pk)
+        if locked.expected_state != expected or _busy(function.pk):  # a deployment shifted meanwhile
+            return Result("skipped", reason="a deployment changed the Lambda during the check")
+        if not raw:
+            Function.objects.filter(pk=function.pk).update(
+                drift_checked_at=Now(), drift_observed={}, drift_fingerprint="", drift_detected_at=None)
+            if locked.drift_fingerprint:
+                AuditEvent.record("function.drift_cleared", function=function, **actor)
+            return Result("clean")
+        fingerprint = _fingerprint(raw)
+        if fingerprint == locked.drift_fingerprint:
+            Function.objects.filter(pk=function.pk).update(drift_checked_at=Now())
+            return Result("unchanged", shown)
+        Function.objects.filter(pk=function.pk).update(
+            drift_observed=observed if observed is not None else MISSING, drift_fingerprint=fingerprint,
+            drift_detected_at=Now(), drift_checked_at=Now())
+        AuditEvent.record("function.drift_detected", function=function, differences=shown, **actor)
+        feedback.notify(function, feedback.DRIFT, differences=shown)
+    return Result("drift", shown)
+
+
+def accept(function: Function, *, user) -> list[dict]:
+    """Take what AWS reported as the new expected state (the function's own settings are
+    unchanged: its next deploy applies them again). Returns the masked differences accepted."""
+    with transaction.atomic():
+        locked = Function.objects.select_for_update().get(pk=function.pk)
+        if not locked.drift_fingerprint:
+            raise Refused("there is no drift to accept")
+        if locked.drift_observed == MISSING:
+            raise Refused("the Lambda function is gone from AWS: deploy again instead")
+        shown = differences(locked.expected_state, locked.drift_observed, locked.secret_keys)
+        Function.objects.filter(pk=function.pk).update(
+            expected_state=locked.drift_observed, drift_observed={}, drift_fingerprint="", drift_detected_at=None)
+        AuditEvent.record("function.drift_accepted", function=function, actor=user, differences=shown)
+    return shown
+
+
+def check_all() -> dict:
+    """The periodic check: every function with a baseline; one failing check never stops the others."""
+    outcomes: dict[str, list[str]] = {}
+    for function in Function.objects.filter(archived_at__isnull=True).exclude(expected_state={}):
+        try:
+            outcome = check(function).outcome
+        except Exception as exc:  # AWS down, a function gone wrong: the next period tries again
+            log.warning("drift check of %s failed: %s", function.name, exc)
+            outcome = "error"
+        outcomes.setdefault(outcome, []).append(function.name)
+    return outcomes

@@ -1,0 +1,181 @@
+"""Telling others what happened: GitLab commit statuses and notifications.
+
+The web side and the worker only *ask* here: each call sends a task by name
+after the current transaction commits (never inside a request's or a step's
+critical path); the feedback queue's worker does the HTTP (workers/feedback.py).
+Sending never raises: a broker that is down costs a status or a notification,
+never a deployment.
+
+Commit status order: each transition sends one task carrying its state. The
+worker posts under a per-deployment lease (a conditional UPDATE on the row) and
+only a state that ranks above the last one posted (pending < running < the
+end), so GitLab never sees a state older than one it already has; a task that
+finds the lease taken leaves, and the holder, after releasing it, posts the
+deployment's current state if it ranks higher (see workers/feedback.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import urllib.parse
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.urls import reverse
+
+from portal.celery import COMMIT_STATUS_TASK, NOTIFY_TASK, app
+from portal.models import Deployment, Function
+
+log = logging.getLogger(__name__)
+Status = Deployment.Status
+
+# Deployment status -> GitLab commit status state.
+PENDING, RUNNING, SUCCESS, FAILED, CANCELED = "pending", "running", "success", "failed", "canceled"
+RANK = {"": -1, PENDING: 0, RUNNING: 1, SUCCESS: 2, FAILED: 2, CANCELED: 2}
+
+
+def gitlab_state(status: str) -> str:
+    if status == Status.QUEUED:
+        return PENDING
+    if status in Deployment.RUNNING:
+        return RUNNING
+    return {Status.SUCCEEDED: SUCCESS, Status.FAILED: FAILED}.get(status, CANCELED)
+
+
+def gitlab_configured(function: Function) -> bool:
+    return bool(function.gitlab_api_url and function.gitlab_project and function.gitlab_status_token)
+
+
+def _send(name: str, args: list) -> None:
+    try:
+        app.send_task(name, args=args)
+    except Exception as exc:  # kombu's OperationalError and friends: a lost status, never a failed deploy
+        log.warning("could not send %s%s: %s", name, args[:2], exc)
+
+
+def report_status(deployment: Deployment, state: str | None = None) -> None:
+    """After commit: post the deployment's (new) state to GitLab, if the function reports there."""
+    function = deployment.function
+    if not gitlab_configured(function):
+        return
+    state = state or gitlab_state(deployment.status)
+    pk = deployment.pk
+    transaction.on_commit(lambda: _send(COMMIT_STATUS_TASK, [pk, state]))
+
+
+def report_canceled(function: Function, pks: list[int]) -> None:
+    """Queued deployments a newer request superseded: canceled in GitLab."""
+    if not pks or not gitlab_configured(function):
+        return
+    for pk in pks:
+        transaction.on_commit(lambda pk=pk: _send(COMMIT_STATUS_TASK, [pk, CANCELED]))
+
+
+# The sweeper re-sends the final state of a deployment that ended this long ago and whose end
+# GitLab has not had (the message was lost with a broker that was down, or the worker posting
+# it died holding the lease); a few times at most, then the window has passed.
+RESEND_AFTER = timedelta(minutes=2)
+RESEND_UNTIL = timedelta(minutes=6)
+
+
+def resend_unreported() -> list[int]:
+    """Called by the sweep: send the end state again where GitLab has not had it."""
+    from django.db.models import Q
+    from django.db.models.functions import Now
+
+    ended = (Deployment.objects.filter(status__in=Deployment.TERMINAL, finished_at__lt=Now() - RESEND_AFTER,
+                                       finished_at__gt=Now() - RESEND_UNTIL)
+             .exclude(commit_sha="").exclude(function__gitlab_status_token="")
+             .exclude(gitlab_reported__in=(SUCCESS, FAILED, CANCELED))
+             .filter(Q(gitlab_lease_until__isnull=True) | Q(gitlab_lease_until__lt=Now())))
+    resent = []
+    for pk, status in ended.values_list("pk", "status"):
+        _send(COMMIT_STATUS_TASK, [pk, gitlab_state(status)])
+        resent.append(pk)
+    return resent
+
+
+# --- Notifications ----------------------------------------------------------------------------
+
+DEPLOY_FAILED, ROLLBACK, RESUME, DRIFT = "deploy_failed", "rollback", "resume", "drift"
+EVENTS = (DEPLOY_FAILED, ROLLBACK, RESUME, DRIFT)
+
+
+def notifies(function: Function) -> bool:
+    return bool(function.notify_webhook_url) or function.notify_members.exists()
+
+
+def notify(function: Function, event: str, *, deployment_id: int | None = None, **extra) -> None:
+    """After commit: tell the function's chosen members (email) and its webhook about `event`.
+    `extra` holds scalars and small dicts only (it travels in the task message)."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown notification event {event!r}")
+    if not notifies(function):
+        return
+    fid = function.pk
+    transaction.on_commit(lambda: _send(NOTIFY_TASK, [fid, event, deployment_id, extra]))
+
+
+def after_finish(deployment: Deployment) -> None:
+    """A deployment just ended (the worker finished it, or its lost worker was settled):
+    its commit status, and a notification when it failed or was a rollback."""
+    report_status(deployment)
+    if deployment.status == Status.FAILED:
+        notify(deployment.function, DEPLOY_FAILED, deployment_id=deployment.pk)
+    elif deployment.status == Status.SUCCEEDED and deployment.kind == Deployment.Kind.ROLLBACK:
+        notify(deployment.function, ROLLBACK, deployment_id=deployment.pk)
+
+
+# --- Links and URLs -------------------------------------------------------------------------
+
+
+def absolute(path: str) -> str:
+    """A link for people outside the portal; "" when SLIPWAY_BASE_URL is not set."""
+    return f"{settings.SLIPWAY_BASE_URL}{path}" if settings.SLIPWAY_BASE_URL else ""
+
+
+def deployment_link(pk: int) -> str:
+    return absolute(reverse("portal-deployment", args=[pk]))
+
+
+def function_link(name: str) -> str:
+    return absolute(reverse("portal-function", args=[name]))
+
+
+class BadURL(ValueError):
+    """A receiver URL Slipway will not call; the message says why."""
+
+
+def validate_outgoing_url(url: str, what: str) -> str:
+    """https with a host, no credentials, no fragment. Plain http only in local mode
+    (the embedded stack, and tests on 127.0.0.1)."""
+    url = (url or "").strip()
+    if not url:
+        return ""
+    if len(url) > 500:
+        raise BadURL(f"{what} is longer than 500 characters")
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise BadURL(f"{what} must not contain spaces or control characters")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("https", "http"):
+        raise BadURL(f"{what} must start with https://")
+    if parts.scheme == "http" and not settings.LOCAL_MODE:
+        raise BadURL(f"{what} must use https:// (plain http only in local mode)")
+    if not parts.hostname:
+        raise BadURL(f"{what} has no host")
+    if parts.username or parts.password or "@" in parts.netloc:
+        raise BadURL(f"{what} must not carry credentials (user:password@); Slipway sends its own")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise BadURL(f"{what} has an invalid port") from None
+    if parts.fragment:
+        raise BadURL(f"{what} must not have a #fragment")
+    return url
+
+
+def new_webhook_secret() -> str:
+    """The HMAC key of a function's notification webhook, shown once."""
+    return "slwsec_" + secrets.token_urlsafe(32)

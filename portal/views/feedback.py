@@ -1,0 +1,93 @@
+"""Where a function reports (GitLab commit status, notifications) and its drift:
+settings and the attempt log for owners, the signing secret shown once, the
+drift check (deployers) and accepting a drift (owners)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from deploy.errors import DeployError
+from portal import access, drift, services
+from portal.forms import FeedbackForm, WebhookTokenForm
+from portal.models import Function, NotificationAttempt
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def feedback_settings(request, name):
+    function = access.function_for(request.user, name, access.ADMIN)
+    form = FeedbackForm(request.POST or None, instance=function)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.update_feedback(form, user=request.user)
+        except services.RequestRefused as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Saved.")
+            return redirect("portal-feedback", name=function.name)
+    attempts = NotificationAttempt.objects.filter(function=function).select_related("deployment")[:50]
+    return render(request, "portal/feedback.html", {"function": function, "form": form, "attempts": attempts},
+                  status=400 if form.errors else 200)
+
+
+@require_POST
+@login_required
+def feedback_webhook_secret(request, name):
+    """Generate (rotate) the notification webhook's signing secret, shown on this response
+    only; or remove it (the webhook is then not called: unsigned calls are never sent)."""
+    function = access.function_for(request.user, name, access.ADMIN)
+    form = WebhookTokenForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "choose generate or remove")
+        return redirect("portal-feedback", name=function.name)
+    if form.cleaned_data["action"] == "remove":
+        if Function.objects.filter(pk=function.pk).exclude(notify_webhook_secret="").update(notify_webhook_secret=""):
+            from portal.models import AuditEvent
+
+            AuditEvent.record("function.notify_secret_removed", function=function, actor=request.user)
+            messages.success(request, "The signing secret is removed: the webhook is not called until a new one "
+                             "is generated.")
+        return redirect("portal-feedback", name=function.name)
+    try:
+        secret = services.set_notify_webhook_secret(function, user=request.user)
+    except services.RequestRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("portal-feedback", name=function.name)
+    response = render(request, "portal/notify_secret.html", {"function": function, "secret": secret})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+@login_required
+def drift_check(request, name):
+    function = access.function_for(request.user, name, access.DEPLOY)
+    try:
+        result = drift.check(function, user=request.user)
+    except DeployError as exc:
+        messages.error(request, f"The check could not read the function from AWS: {exc.message}")
+        return redirect("portal-function", name=function.name)
+    text = {"clean": "No drift: AWS holds what Slipway left there.",
+            "drift": "Changed outside Slipway: see below.",
+            "unchanged": "Still changed outside Slipway, as recorded before.",
+            "skipped": f"Not checked: {result.reason}.",
+            "no-baseline": f"Not checked: {result.reason}."}[result.outcome]
+    (messages.success if result.outcome == "clean" else messages.warning)(request, text)
+    return redirect("portal-function", name=function.name)
+
+
+@require_POST
+@login_required
+def drift_accept(request, name):
+    function = access.function_for(request.user, name, access.ADMIN)
+    try:
+        accepted = drift.accept(function, user=request.user)
+    except drift.Refused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Accepted {len(accepted)} change(s) as what Slipway expects. The function's own "
+                         "settings are unchanged: its next deploy applies them again.")
+    return redirect("portal-function", name=function.name)

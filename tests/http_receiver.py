@@ -1,0 +1,67 @@
+"""A small HTTP server on 127.0.0.1 that records what it receives, for the clients
+that call out (GitLab's commit status API, notification webhooks). It answers
+201/200, or 500, or hangs until the test ends."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    mode: str = "ok"  # "ok", "500" or "hang"
+    status: int = 201
+    requests: list[Received] = field(default_factory=list)
+    released: threading.Event = field(default_factory=threading.Event)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.requests.append(Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
+                                                  body))
+                if receiver.mode == "hang":
+                    receiver.released.wait(60)
+                    return
+                code = 500 if receiver.mode == "500" else receiver.status
+                answer = b'{"message": "500 Internal Server Error"}' if code == 500 else b'{"id": 1}'
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="http-receiver").start()
+        return self
+
+    def stop(self) -> None:
+        self.released.set()
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()

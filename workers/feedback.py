@@ -1,0 +1,226 @@
+"""The feedback queue's work: commit statuses to GitLab and notifications.
+
+Every request has a short timeout (SLIPWAY_NOTIFY_TIMEOUT) and is tried at most
+SLIPWAY_NOTIFY_ATTEMPTS times with backoff; each attempt is a NotificationAttempt
+row (the deployment page shows a deployment's, the function page an owner's).
+Nothing here changes a deployment's status: a receiver that is down, slow or
+refusing costs its own attempts only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db.models import DateTimeField as DateTimeOutput
+from django.db.models import ExpressionWrapper, Q
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from deploy import outbound
+from deploy.logs import mask
+from portal import crypto, feedback
+from portal.models import Deployment, Function, NotificationAttempt
+
+log = logging.getLogger(__name__)
+Channel, Outcome = NotificationAttempt.Channel, NotificationAttempt.Outcome
+RANK = feedback.RANK
+MAX_ROUNDS = 4  # a lease holder posts at most this many states, each ranked above the last
+
+
+def _retry_pointless(answer: outbound.Answer) -> bool:
+    """A redirect (not followed) or a 4xx other than timeout/too-many-requests: the receiver
+    refuses, trying again changes nothing."""
+    return answer.status is not None and 300 <= answer.status < 500 and answer.status not in (408, 429)
+
+
+def with_attempts(call, record) -> bool:
+    """`call()` -> Answer, up to SLIPWAY_NOTIFY_ATTEMPTS times with backoff; `record(n, answer)` each time."""
+    tries = settings.SLIPWAY_NOTIFY_ATTEMPTS
+    for number in range(1, tries + 1):
+        answer = call()
+        record(number, answer)
+        if answer.ok:
+            return True
+        if _retry_pointless(answer) or number == tries:
+            return False
+        time.sleep(settings.SLIPWAY_NOTIFY_BACKOFF * 2 ** (number - 1))
+    return False
+
+
+def _recorder(function_id: int, deployment_id: int | None, channel: str, event: str, target: str):
+    def record(number: int, answer: outbound.Answer) -> None:
+        detail = mask(answer.detail) if answer.detail else ""
+        NotificationAttempt.objects.create(
+            function_id=function_id, deployment_id=deployment_id, channel=channel, event=event, attempt=number,
+            outcome=Outcome.OK if answer.ok else Outcome.FAILED, status_code=answer.status, target=target[:500],
+            detail=detail[:500], took_ms=answer.took_ms)
+        if not answer.ok:
+            log.warning("%s %s for function %s (deployment %s), attempt %s: %s %s", channel, event, function_id,
+                        deployment_id, number, answer.status or "no answer", detail[:200])
+    return record
+
+
+# --- GitLab commit status ---------------------------------------------------------------------
+
+
+def _lease_seconds() -> float:
+    tries = settings.SLIPWAY_NOTIFY_ATTEMPTS
+    backoff = sum(settings.SLIPWAY_NOTIFY_BACKOFF * 2 ** n for n in range(tries))
+    return tries * settings.SLIPWAY_NOTIFY_TIMEOUT + backoff + 30
+
+
+def _description(deployment: Deployment, state: str) -> str:
+    function = deployment.function
+    what = f"{deployment.kind} of {function.name}"
+    if state == feedback.PENDING:
+        return f"{what}: queued"
+    if state == feedback.RUNNING:
+        return f"{what}: {deployment.get_status_display().lower()}"
+    if state == feedback.SUCCESS:
+        return f"{what}: version {deployment.version} is live behind {function.alias}"
+    if state == feedback.FAILED:
+        return f"{what} failed: {deployment.error_code}: {deployment.error_message}"
+    return f"{what} {deployment.status}: {deployment.error_message or deployment.error_code}"
+
+
+def report_commit_status(deployment_id: int, state: str) -> str:
+    """Post `state` for the deployment's commit unless GitLab already has it or a later
+    one. Under the row's lease only: one post at a time per deployment, so statuses
+    reach GitLab in order; after releasing the lease, a state that ranks higher
+    (one whose task found the lease taken and left) is posted too."""
+    if state not in RANK or state == "":
+        raise ValueError(f"{state!r} is not a commit status state")
+    for _ in range(MAX_ROUNDS):
+        deployment = Deployment.objects.select_related("function").filter(pk=deployment_id).first()
+        if deployment is None or not feedback.gitlab_configured(deployment.function) or not deployment.commit_sha:
+            return "nothing to report"
+        if RANK[state] <= RANK[deployment.gitlab_reported]:
+            return f"GitLab already has {deployment.gitlab_reported}"
+        until = ExpressionWrapper(Now() + timedelta(seconds=_lease_seconds()), output_field=DateTimeOutput())
+        free = Q(gitlab_lease_until__isnull=True) | Q(gitlab_lease_until__lt=Now())
+        if not Deployment.objects.filter(free, pk=deployment_id).update(gitlab_lease_until=until):
+            return "busy: the lease holder posts the newest state when it is done"
+        try:
+            deployment.refresh_from_db()
+            if RANK[state] > RANK[deployment.gitlab_reported]:
+                _post(deployment, state)
+                Deployment.objects.filter(pk=deployment_id).update(gitlab_reported=state)
+        finally:
+            Deployment.objects.filter(pk=deployment_id).update(gitlab_lease_until=None)
+        status = Deployment.objects.filter(pk=deployment_id).values_list("status", flat=True).first()
+        current = feedback.gitlab_state(status) if status else state
+        if RANK[current] <= RANK[state]:
+            return state
+        state = current
+    return state
+
+
+def _post(deployment: Deployment, state: str) -> bool:
+    function = deployment.function
+    record = _recorder(function.pk, deployment.pk, Channel.GITLAB, state,
+                       outbound.where(outbound.commit_status_url(function.gitlab_api_url, function.gitlab_project,
+                                                                 deployment.commit_sha)))
+    try:
+        token = crypto.decrypt(function.gitlab_status_token)
+    except crypto.Unavailable as exc:
+        record(1, outbound.Answer(None, f"not posted: {exc}", 0.0))
+        return False
+    is_sha = len(deployment.ref) == 40 and all(c in "0123456789abcdef" for c in deployment.ref)
+    ref = "" if is_sha else deployment.ref
+    return with_attempts(lambda: outbound.post_commit_status(
+        function.gitlab_api_url, function.gitlab_project, token, deployment.commit_sha, state=state,
+        name=f"{settings.SLIPWAY_GITLAB_STATUS_NAME}/{function.name}", ref=ref,
+        target_url=feedback.deployment_link(deployment.pk), description=mask(_description(deployment, state)),
+        timeout=settings.SLIPWAY_NOTIFY_TIMEOUT), record)
+
+
+# --- Notifications ----------------------------------------------------------------------------
+
+
+def compose(function: Function, event: str, deployment: Deployment | None, extra: dict) -> tuple[str, dict]:
+    """The text (one line, for chat and email subjects) and the webhook's JSON body."""
+    name = function.name
+    link = feedback.deployment_link(deployment.pk) if deployment else feedback.function_link(name)
+    differences = extra.get("differences") or []
+    if event == feedback.DEPLOY_FAILED and deployment:
+        text = (f"{name}: {deployment.kind} #{deployment.pk} of {deployment.commit_sha[:12] or deployment.ref} "
+                f"failed — {deployment.error_code}: {deployment.error_message}")
+    elif event == feedback.ROLLBACK and deployment:
+        who = deployment.requested_by.get_username() if deployment.requested_by else deployment.trigger
+        text = (f"{name}: rolled back to version {deployment.version} ({deployment.commit_sha[:12]}) by {who}; "
+                "auto-deploy is paused")
+    elif event == feedback.RESUME:
+        text = f"{name}: auto-deploy resumed by {extra.get('by', 'someone')}"
+    elif event == feedback.DRIFT:
+        changes = "; ".join(f"{d.get('label') or d['field']}: {d['expected']} → {d['actual']}"
+                            for d in differences[:10])
+        text = f"{name} was changed outside Slipway: {changes}"
+    else:
+        text = f"{name}: {event}"
+    text = mask(text)[:1500]
+    payload = {
+        "text": f"{text} {link}".strip(),
+        "event": event,
+        "function": name,
+        "url": link,
+        "sent_at": timezone.now().isoformat(),
+        "deployment": None if deployment is None else {
+            "id": deployment.pk, "kind": deployment.kind, "status": deployment.status,
+            "trigger": deployment.trigger, "commit": deployment.commit_sha, "version": deployment.version,
+            "error_code": deployment.error_code, "error_message": mask(deployment.error_message)[:1000]},
+    }
+    if event == feedback.DRIFT:
+        payload["differences"] = differences
+    return text, payload
+
+
+def send_notification(function_id: int, event: str, deployment_id: int | None, extra: dict) -> dict:
+    """Email the chosen members and call the function's webhook; each with bounded attempts."""
+    function = Function.objects.filter(pk=function_id).first()
+    if function is None:
+        return {}
+    deployment = (Deployment.objects.select_related("requested_by").filter(pk=deployment_id).first()
+                  if deployment_id else None)
+    text, payload = compose(function, event, deployment, extra or {})
+    sent = {}
+    if function.notify_webhook_url:
+        record = _recorder(function.pk, deployment_id, Channel.WEBHOOK, event,
+                           outbound.where(function.notify_webhook_url))
+        try:
+            secret = crypto.decrypt(function.notify_webhook_secret) if function.notify_webhook_secret else ""
+        except crypto.Unavailable as exc:
+            record(1, outbound.Answer(None, f"not sent: {exc}", 0.0))
+            secret = None
+        if secret == "":
+            record(1, outbound.Answer(None, "not sent: no signing secret is set (generate one)", 0.0))
+        elif secret is not None:
+            delivery = str(uuid.uuid4())
+            sent["webhook"] = with_attempts(lambda: outbound.post_webhook(
+                function.notify_webhook_url, secret, payload, event=event, delivery=delivery,
+                timeout=settings.SLIPWAY_NOTIFY_TIMEOUT), record)
+    members = function.notify_members.filter(memberships__function=function, is_active=True).exclude(email="")
+    recipients = sorted(set(members.values_list("email", flat=True)))
+    if recipients:
+        record = _recorder(function.pk, deployment_id, Channel.EMAIL, event, ", ".join(recipients))
+        body = f"{text}\n\n{payload['url']}\n" if payload["url"] else f"{text}\n"
+        sent["email"] = with_attempts(lambda: _mail(f"[Slipway] {text[:150]}", body, recipients), record)
+    return sent
+
+
+def _mail(subject: str, body: str, recipients: list[str]) -> outbound.Answer:
+    started = time.monotonic()
+    try:
+        send_mail(subject.replace("\n", " "), body, settings.DEFAULT_FROM_EMAIL, recipients)
+    except Exception as exc:  # smtplib's and socket's errors alike: recorded, retried, never raised
+        return outbound.Answer(None, f"{type(exc).__name__}: {exc}"[:300], _ms(started))
+    return outbound.Answer(250, f"sent to {len(recipients)} recipient(s)", _ms(started))
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
