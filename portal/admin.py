@@ -28,6 +28,12 @@ class FunctionAdmin(admin.ModelAdmin):
     list_filter = ["architecture", "auto_deploy"]
     search_fields = ["name", "lambda_name", "repository_url"]
     inlines = [MembershipInline]
+    # Read-only here: the portal's edit page (staff may use it on any function) runs the
+    # pipeline's validators, keeps secrets write-only and audits the change; the admin would do none.
+    readonly_fields = [f.name for f in Function._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # registering goes through the portal's form for the same reasons
 
 
 @admin.register(Build)

@@ -228,3 +228,13 @@ def test_the_audit_log_shows_only_visible_functions(client, cast, function):
     AuditEvent.record("function.edited", function=other, actor_label="mallory")
     page = login(client, cast, "charlie").get(reverse("portal-audit")).content.decode()
     assert "hello" in page and "mallory" not in page
+
+
+def test_the_admin_shows_a_function_but_edits_go_through_the_portal(admin_client, function):
+    url = f"/admin/portal/function/{function.pk}/change/"
+    assert admin_client.get(url).status_code == 200
+    admin_client.post(url, {"repository_url": "ext::sh -c touch% /tmp/pwned", "name": function.name,
+                            "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"})
+    function.refresh_from_db()
+    assert function.repository_url != "ext::sh -c touch% /tmp/pwned"
+    assert admin_client.get("/admin/portal/function/add/").status_code == 403
