@@ -85,6 +85,11 @@ class Function(models.Model):
     # The deploy token or the deploy key's private key, Fernet-encrypted (portal.crypto); write-only.
     source_secret = models.TextField(blank=True, editable=False)
     source_known_hosts = models.TextField(blank=True, help_text="known_hosts line(s) pinning the git host's key.")
+    # The last check for missed pushes (button or periodic task), shown on the function page:
+    # a wrong token nobody clicks the button for must not stay invisible.
+    reconcile_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    reconcile_outcome = models.CharField(max_length=20, blank=True, editable=False)
+    reconcile_message = models.CharField(max_length=300, blank=True, editable=False)
     # --- end of private repositories ---------------------------------------------------------------
 
     paused_reason = models.CharField(max_length=300, blank=True,

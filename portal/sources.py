@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models.functions import Now
 
 from deploy import source
 from deploy.errors import DeployError, UserError
@@ -93,7 +94,15 @@ def reconcile(function: Function, *, user=None, trigger: str = "cli") -> Reconci
 
     The ls-remote runs before any transaction, bounded by SLIPWAY_RECONCILE_TIMEOUT:
     no lock is held while the git host answers. The request then re-checks all of it
-    under the function's lock (services.request_reconcile_deploy)."""
+    under the function's lock (services.request_reconcile_deploy). What it found is
+    kept on the function for its page."""
+    found = _reconcile(function, user=user, trigger=trigger)
+    Function.objects.filter(pk=function.pk).update(reconcile_checked_at=Now(), reconcile_outcome=found.outcome,
+                                                   reconcile_message=found.message[:300])
+    return found
+
+
+def _reconcile(function: Function, *, user, trigger: str) -> Reconciled:
     from portal import services
 
     blocked = blocked_reason(function)

@@ -12,6 +12,7 @@ from unittest import mock
 
 import pytest
 from django.urls import reverse
+from django.utils.html import escape
 
 from deploy import source
 from deploy.logs import mask
@@ -446,3 +447,15 @@ def test_a_reconcile_deploy_older_than_the_live_commit_is_skipped_as_stale_by_it
 
     assert f"stale: {older[:12]} is older than {newer[:12]}" in run.stale and said == [run.stale]
     assert Deployment.objects.get(pk=mine.pk).build is None
+
+
+def test_the_last_check_is_kept_and_shown_on_the_function_page_even_when_it_failed(client, cast, local, sent):
+    Function.objects.filter(pk=local.pk).update(branch="no-such-branch")
+    local.refresh_from_db()
+    sources.reconcile(local, trigger="reconcile")  # the periodic task: nobody sees its answer
+    local.refresh_from_db()
+    assert (local.reconcile_outcome, local.reconcile_checked_at is not None) == ("error", True)
+    client.force_login(cast["charlie"])
+    page = client.get(f"/functions/{local.name}/").content.decode()
+    assert "Last check for missed pushes" in page and escape(local.reconcile_message) in page
+    assert "no-such-branch" in local.reconcile_message
