@@ -319,18 +319,26 @@ def set_webhook_secret(function: Function, *, user) -> str:
 
 def set_webhook_signing_token(function: Function, *, user) -> str:
     """A new signing token (whsec_…), kept Fernet-encrypted: verifying needs the key itself."""
-    from portal import crypto, gitlab
+    from portal import gitlab
 
-    raw = gitlab.new_signing_token()
+    return _store_new_secret(function, "webhook_signing_key", gitlab.new_signing_token(), user=user,
+                             audit="function.webhook_signing_token")
+
+
+def _store_new_secret(function: Function, field: str, raw: str, *, user, audit: str) -> str:
+    """Keep `raw` Fernet-encrypted in `field`, replacing any other at once, audited as
+    `<audit>_created` or `<audit>_rotated`; returns it to be shown once."""
+    from portal import crypto
+
     try:
         sealed = crypto.encrypt(raw)
     except crypto.Unavailable as exc:
         raise RequestRefused(str(exc)) from None
     with transaction.atomic():
         before = Function.objects.select_for_update().get(pk=function.pk)
-        Function.objects.filter(pk=function.pk).update(webhook_signing_key=sealed)
-        AuditEvent.record("function.webhook_signing_token_rotated" if before.webhook_signing_key
-                          else "function.webhook_signing_token_created", function=function, actor=user)
+        Function.objects.filter(pk=function.pk).update(**{field: sealed})
+        AuditEvent.record(f"{audit}_rotated" if getattr(before, field) else f"{audit}_created",
+                          function=function, actor=user)
     return raw
 
 
@@ -450,16 +458,7 @@ def update_feedback(form, *, user) -> Function:
 def set_notify_webhook_secret(function: Function, *, user) -> str:
     """A new signing secret for the notification webhook (replacing any other at once),
     kept Fernet-encrypted; returned to be shown once."""
-    from portal import crypto, feedback
+    from portal import feedback
 
-    raw = feedback.new_webhook_secret()
-    try:
-        sealed = crypto.encrypt(raw)
-    except crypto.Unavailable as exc:
-        raise RequestRefused(str(exc)) from None
-    with transaction.atomic():
-        before = Function.objects.select_for_update().get(pk=function.pk)
-        Function.objects.filter(pk=function.pk).update(notify_webhook_secret=sealed)
-        AuditEvent.record("function.notify_secret_rotated" if before.notify_webhook_secret
-                          else "function.notify_secret_created", function=function, actor=user)
-    return raw
+    return _store_new_secret(function, "notify_webhook_secret", feedback.new_webhook_secret(), user=user,
+                             audit="function.notify_secret")
