@@ -106,7 +106,7 @@ def fetch_source(run: Run, out: StepLog) -> None:
     """Resolve the ref to a commit, find or make its Build, and ask ECR whether it holds it."""
     function, deployment = run.function, run.deployment
     run.mirror = retrying("fetch", out, source.fetch, function.repository_url, work_root(),
-                          allow_local=settings.LOCAL_MODE)
+                          allow_local=settings.SLIPWAY_ALLOW_LOCAL_REPOSITORIES)
     if deployment.trigger == Deployment.Trigger.WEBHOOK:
         run.stale = stale_reason(run)
         if run.stale:

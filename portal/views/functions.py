@@ -115,7 +115,8 @@ def function_detail(request, name):
 
 def _mirror(function: Function):
     try:
-        url = source.validate_repository_url(function.repository_url, allow_local=settings.LOCAL_MODE)
+        url = source.validate_repository_url(function.repository_url,
+                                             allow_local=settings.SLIPWAY_ALLOW_LOCAL_REPOSITORIES)
     except Exception:
         return None
     return source.mirror_path(settings.WORK_DIR, url)
