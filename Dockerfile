@@ -39,10 +39,12 @@ RUN python3 -m pip install -r /tmp/requirements-production.txt && rm /tmp/requir
 
 # An unprivileged user (written directly: the same line works on any base).
 # The deploy worker gets the Docker socket's group through compose's group_add.
+# The compose demo's repository is a host checkout mounted read-only, owned by another
+# uid: git refuses such a repository unless it is listed as safe (that path only).
 RUN echo 'slipway:x:10001:10001:Slipway:/srv/slipway:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'slipway:x:10001:' >> /etc/group \
  && mkdir -p /srv/slipway/app /srv/slipway/var/work \
- && printf '[safe]\n\tdirectory = /srv/demo-repository\n' > /srv/slipway/.gitconfig
+ && printf '[safe]\n\tdirectory = /srv/demo-repository\n\tdirectory = /srv/demo-repository/.git\n' > /srv/slipway/.gitconfig
 
 WORKDIR /srv/slipway/app
 COPY manage.py ./

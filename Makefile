@@ -29,6 +29,7 @@ prepare: $(STAMP)
 # see tests/compose/test_compose.py. Needs Debian's docker-compose (1.29).
 compose-test: $(STAMP)
 	$(PY) -m deploy.local prepare
+	$(PY) -m deploy.local.standins
 	SLIPWAY_COMPOSE_TEST=1 $(PY) -m pytest -p no:cacheprovider tests/compose $(PYTEST_ARGS)
 
 clean-venv:

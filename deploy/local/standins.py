@@ -8,7 +8,8 @@ PostgreSQL 15, then one thin image per service whose entrypoint honours the
 official image's contract that the compose file relies on (environment
 variables, ports, data paths, first-start initialisation):
 
-  python:3.11-slim-bookworm   -> slipway-standin/python:3.11-bookworm  (the portal's BASE_IMAGE)
+  python:3.11-slim-bookworm   -> slipway-standin/python:3.11-bookworm  (the portal's BASE_IMAGE;
+                                 see _python: Debian's python3 is too old for the portal)
   redis:7                     -> slipway-standin/redis:7
   postgres:15                 -> slipway-standin/postgres:15
   ministackorg/ministack:1.5.33 -> slipway-standin/ministack:1.5.33
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -36,7 +39,16 @@ LABEL_ROLE = "slipway.role"
 PACKAGES = [
     *base_images.PACKAGES, "git", "openssh-client", "util-linux", "findutils", "grep", "sed", "tzdata",
     "redis-server", "redis-tools", "postgresql-15", "postgresql-client-15",
+    # what a CPython built from source links against (the official python image's layout)
+    "libssl3", "libffi8", "libsqlite3-0", "libuuid1", "libbz2-1.0", "liblzma5", "zlib1g", "libexpat1",
+    "libreadline8", "libncursesw6", "libgssapi-krb5-2", "libnsl2", "libtirpc3", "libcrypt1",
 ]
+# python:3.11-slim-bookworm is bookworm plus a CPython 3.11 built from source in /usr/local.
+# Debian's own python3 (3.11.2) lacks tarfile's extraction filters (PEP 706, 3.11.4), which
+# deploy/source.py needs; so the stand-in takes the CPython that runs this repository's
+# tests (the virtualenv's base installation), in the same place, without its site-packages.
+PYTHON_MIN = (3, 11, 4)
+_PYTHON_SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "lib2to3", "__phello__"}
 # The official images' users: postgres is uid 999 there; redis gets its own.
 _USERS_HOOK = (
     'cp "$1/usr/share/base-passwd/passwd.master" "$1/etc/passwd"'
@@ -73,12 +85,49 @@ def inputs_digest() -> str:
         h.update(path.read_bytes())
     if base_images.APT_SOURCES.exists():
         h.update(base_images.APT_SOURCES.read_bytes())
-    stat = HOST_DOCKER_CLI.stat()
-    h.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for path in (HOST_DOCKER_CLI, _python_home() / "bin" / PYTHON_BIN):
+        stat = path.stat()
+        h.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
-def _current(engine, name: str, digest: str) -> bool:
+PYTHON_BIN = f"python{base_images.PYTHON_VERSION}"
+
+
+def _python_home() -> Path:
+    return Path(sys.base_prefix)
+
+
+def _python(target: Path) -> None:
+    """The tests' CPython into target/usr/local, as the official image lays it out."""
+    if sys.version_info[:3] < PYTHON_MIN or f"{sys.version_info[0]}.{sys.version_info[1]}" != \
+            base_images.PYTHON_VERSION or not hasattr(tarfile, "data_filter"):
+        raise StackError(f"the portal image needs CPython {base_images.PYTHON_VERSION} >= "
+                         f"{'.'.join(map(str, PYTHON_MIN))} (tarfile filters); this is {sys.version.split()[0]}",
+                         "create .venv with such a Python (PYTHON=python3.11 make …)")
+    home, local = _python_home(), target / "usr" / "local"
+    if home == Path("/usr"):
+        raise StackError("the virtualenv's Python is Debian's own, not a CPython in its own prefix",
+                         "build .venv from a CPython installed in its own prefix (e.g. /usr/local or pyenv)")
+    (local / "bin").mkdir(parents=True)
+    shutil.copy2(home / "bin" / PYTHON_BIN, local / "bin" / PYTHON_BIN)
+    for alias in ("python3", "python"):
+        (local / "bin" / alias).symlink_to(PYTHON_BIN)
+    stdlib = home / "lib" / PYTHON_BIN
+    shutil.copytree(stdlib, local / "lib" / PYTHON_BIN, symlinks=True, ignore=lambda d, names: [
+        n for n in names if n in _PYTHON_SKIP or n.startswith(("config-", "_tkinter"))])
+    site = local / "lib" / PYTHON_BIN / "site-packages"
+    site.mkdir()
+    for dist in (stdlib / "site-packages").glob("pip*"):  # pip, for the Dockerfile's install step
+        (shutil.copytree if dist.is_dir() else shutil.copy2)(dist, site / dist.name)
+    # The loader finds libpython on the default path (the extract rootfs has no ld.so.cache).
+    libdir = target / "usr" / "lib" / "x86_64-linux-gnu"
+    libdir.mkdir(parents=True)
+    for lib in (home / "lib").glob(f"libpython{base_images.PYTHON_VERSION}*.so.*"):
+        shutil.copy2(lib, libdir / lib.name)
+
+
+def is_current(engine, name: str, digest: str) -> bool:
     import docker.errors as derr
 
     try:
@@ -90,22 +139,45 @@ def _current(engine, name: str, digest: str) -> bool:
 def ensure(engine) -> str:
     """Every stand-in present and current: 'cached' or 'built'."""
     digest = inputs_digest()
-    if all(_current(engine, name, digest) for name in IMAGES):
+    if all(is_current(engine, name, digest) for name in IMAGES):
         return "cached"
     if not HOST_DOCKER_CLI.exists():
         raise StackError(f"{HOST_DOCKER_CLI} is missing", "run `make prepare` (installs docker.io)")
     say("building the compose stand-ins from Debian packages and PyPI (first run only, ~1 min)")
+    replaced = _ids(engine)
     with tempfile.TemporaryDirectory(prefix="slipway-standins-", dir=state_dir()) as tmp:
         ctx = Path(tmp)
         for path in CONTEXT.iterdir():
             shutil.copy2(path, ctx / path.name)
         _rootfs(ctx / "rootfs.tar")
+        _python(ctx / "python")
         _build(engine, ctx, "base", "Dockerfile.base", digest)
-        (ctx / "rootfs.tar").unlink()  # the other images start from the base image, not the tar
+        (ctx / "rootfs.tar").unlink()  # the other images start from the base image
+        shutil.rmtree(ctx / "python")
         _plane_site(ctx / "site")
         for name in ("redis", "postgres", "ministack"):
             _build(engine, ctx, name, f"Dockerfile.{name}", digest)
+    # The previous versions, untagged now: removed unless something still uses them.
+    import docker.errors as derr
+
+    for image_id in replaced - _ids(engine):
+        try:
+            engine.images.remove(image_id, noprune=False)
+        except derr.APIError:
+            pass
     return "built"
+
+
+def _ids(engine) -> set[str]:
+    import docker.errors as derr
+
+    ids = set()
+    for name in IMAGES:
+        try:
+            ids.add(engine.images.get(tag(name)).id)
+        except derr.ImageNotFound:
+            pass
+    return ids
 
 
 def _rootfs(out: Path) -> None:
@@ -150,10 +222,13 @@ def _build(engine, ctx: Path, name: str, dockerfile: str, digest: str) -> None:
 
 
 def main() -> int:
+    import time
+
     import docker
 
+    started = time.monotonic()
     try:
-        print(ensure(docker.from_env(timeout=600)))
+        say(f"compose stand-ins: {ensure(docker.from_env(timeout=600))} ({time.monotonic() - started:.1f} s)")
     except StackError as exc:
         print(f"error: {exc}")
         return 1

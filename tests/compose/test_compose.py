@@ -127,10 +127,16 @@ class Stack:
         self.compose("down", "--volumes", "--remove-orphans", check=False)  # the network, once they are gone
         # The portal image compose built, and the detector images the deploy worker built and
         # pushed through the host's engine (tagged slipway/<project>-detector and 127.0.0.1:PORT/…).
-        for ref in [self.portal_image, *self.leftovers()["images"]]:
-            subprocess.run([DOCKER, "rmi", "-f", ref], capture_output=True, timeout=120)
-        for ref in self.docker("images", "-q", "--filter", f"reference=*/{self.project}-detector").split():
-            subprocess.run([DOCKER, "rmi", "-f", ref], capture_output=True, timeout=120)
+        # By reference, never by image id: an identical image (same layers, from the shared build
+        # cache) may carry another test's tags too. A pushed image is known by its digest only.
+        refs = [self.portal_image]
+        for line in self.docker("images", "--digests", "--format",
+                                "{{.Repository}} {{.Tag}} {{.Digest}}").splitlines():
+            repository, image_tag, digest = line.split()
+            if self.project in repository:
+                refs.append(f"{repository}:{image_tag}" if image_tag != "<none>" else f"{repository}@{digest}")
+        for ref in refs:
+            subprocess.run([DOCKER, "rmi", ref], capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +144,9 @@ def stack(tmp_path_factory):
     import docker
 
     started = time.monotonic()
-    assert standins.ensure(docker.from_env(timeout=900)) in ("cached", "built")
+    engine, digest = docker.from_env(timeout=60), standins.inputs_digest()
+    stale = [name for name in standins.IMAGES if not standins.is_current(engine, name, digest)]
+    assert not stale, f"stand-ins {stale} missing or stale: `make compose-test` builds them first"
     tmp = tmp_path_factory.mktemp("compose")
     # The demo repository: a clone of this checkout (a worktree's .git is only a pointer).
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO_ROOT), str(tmp / "repository")],
