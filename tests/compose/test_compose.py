@@ -161,13 +161,30 @@ def stack(tmp_path_factory):
     assert left == {"containers": [], "networks": [], "volumes": [], "images": []}, left
 
 
-def test_the_config_names_only_local_images_and_publishes_on_loopback_only(stack):
+def _config(stack: Stack) -> dict:
     # PyYAML is not in the test virtualenv; Debian's python3-yaml comes with docker-compose.
-    config = json.loads(subprocess.run(["/usr/bin/python3", "-c", "import json, sys, yaml; "
-                                        "print(json.dumps(yaml.safe_load(sys.stdin)))"],
-                                       input=stack.compose("config"), capture_output=True, text=True,
-                                       check=True).stdout)
-    services = config["services"]
+    text = stack.compose("config")
+    return json.loads(subprocess.run(["/usr/bin/python3", "-c", "import json, sys, yaml; "
+                                      "print(json.dumps(yaml.safe_load(sys.stdin)))"],
+                                     input=text, capture_output=True, text=True, check=True).stdout)
+
+
+def test_the_shipped_defaults_are_the_public_images_the_stand_ins_replace(stack):
+    env = {k: v for k, v in stack.env.items() if k not in
+           ("SLIPWAY_IMAGE", "SLIPWAY_BASE_IMAGE", "REDIS_IMAGE", "POSTGRES_IMAGE", "PLANE_IMAGE")}
+    saved, stack.env = stack.env, env
+    try:
+        services = _config(stack)["services"]
+    finally:
+        stack.env = saved
+    assert {services[name]["image"] for name in ("redis", "postgres", "plane")} == {
+        standins.IMAGES[name][0] for name in ("redis", "postgres", "ministack")}
+    assert services["web"]["build"]["args"]["BASE_IMAGE"] == standins.IMAGES["base"][0]
+    assert services["web"]["image"] == "slipway/portal:latest"
+
+
+def test_the_config_names_only_local_images_and_publishes_on_loopback_only(stack):
+    services = _config(stack)["services"]
     assert set(services) == SERVICES
     images = {name: spec["image"] for name, spec in services.items()}
     local = {stack.portal_image, *(standins.tag(name) for name in standins.IMAGES)}
@@ -186,8 +203,8 @@ def test_the_config_names_only_local_images_and_publishes_on_loopback_only(stack
 def test_the_demo_stack_deploys_invokes_and_rolls_back_the_detector(stack):
     stack.compose("build", timeout=900)
     stack.compose("up", "--detach", timeout=600)
-    # Every long-running service healthy (the workers' Celery ping runs every minute), /healthz all green.
-    expected = {name: "healthy" for name in LONG_RUNNING}
+    # Every long-running service healthy (beat has no health check: running), /healthz all green.
+    expected = {**{name: "healthy" for name in LONG_RUNNING}, "beat": "running"}
     try:
         wait_for(lambda: stack.health() == {**expected, "migrate": "exited"} or None, 300,
                  "every service of the compose stack to be healthy", interval=2)
