@@ -266,6 +266,17 @@ def test_the_demo_stack_deploys_invokes_and_rolls_back_the_detector(stack):
 
     version, result = invoke()
     assert version == "2" and [box["label"] for box in result["boxes"]] == ["face"], result
+    # The Lambda container reaches the plane over the stack's network: an image from a bucket
+    # there (the console's path for large images) is read by the function itself.
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{stack.plane_port}", region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    bucket = f"{stack.project}-console"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="astronaut.jpg", Body=base64.b64decode(smoke["image_base64"]))
+    answer = lam.invoke(FunctionName=stack.lambda_name, Qualifier="live",
+                        Payload=json.dumps({"bucket": bucket, "key": "astronaut.jpg", "detector": "face"}).encode())
+    from_s3 = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer and [box["label"] for box in from_s3["boxes"]] == ["face"], from_s3
 
     rolled = follow(stack.api("post", "/functions/detector/rollback", token, {"to": "1"}).json())
     assert (rolled["status"], rolled["version"], rolled["previous_version"]) == ("succeeded", "1", "2"), rolled
