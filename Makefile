@@ -28,6 +28,7 @@ prepare: $(STAMP)
 # docker-compose.yml end to end (demo profile) on offline stand-ins of its images;
 # see tests/compose/test_compose.py. Needs Debian's docker-compose (1.29).
 compose-test: $(STAMP)
+	@command -v docker-compose >/dev/null || { echo "docker-compose is missing: apt-get install docker-compose"; exit 1; }
 	$(PY) -m deploy.local prepare
 	$(PY) -m deploy.local.standins
 	SLIPWAY_COMPOSE_TEST=1 $(PY) -m pytest -p no:cacheprovider tests/compose $(PYTEST_ARGS)
