@@ -47,7 +47,8 @@ def validate_repository_url(url: str, *, allow_local: bool) -> str:
     local = url[len("file://"):] if url.startswith("file://") else url
     if local.startswith("/"):
         if not allow_local:
-            raise UserError("bad-repository-url", "local repository paths are only allowed in local mode")
+            raise UserError("bad-repository-url", "local repository paths are only allowed in local mode "
+                                                  "(or with SLIPWAY_ALLOW_LOCAL_REPOSITORIES=1)")
         if not Path(local).is_dir():
             raise UserError("bad-repository-url", f"{local} is not a directory")
         return local

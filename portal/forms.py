@@ -150,7 +150,7 @@ class FunctionForm(forms.ModelForm):
     def clean_repository_url(self):
         try:
             return source.validate_repository_url(self.cleaned_data["repository_url"],
-                                                  allow_local=settings.LOCAL_MODE)
+                                                  allow_local=settings.SLIPWAY_ALLOW_LOCAL_REPOSITORIES)
         except UserError as exc:
             raise _user_error(exc) from None
 

@@ -32,6 +32,9 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 # Local mode: the embedded stack. Allows local git paths as repositories and
 # generates a persistent secret key; never on in production.
 LOCAL_MODE = env_bool("SLIPWAY_LOCAL", False)
+# Repositories given as a local path (a checkout mounted into the workers, as in the
+# compose demo). On in local mode; elsewhere only on purpose: any path the workers can read.
+SLIPWAY_ALLOW_LOCAL_REPOSITORIES = env_bool("SLIPWAY_ALLOW_LOCAL_REPOSITORIES", LOCAL_MODE)
 
 
 def _secret_key() -> str:

@@ -61,15 +61,17 @@ def scope(function: Function) -> str:
 def mirror_for(function: Function) -> Path | None:
     """The function's mirror (fetched or not); None when its URL is not valid any more."""
     try:
-        url = source.validate_repository_url(function.repository_url, allow_local=settings.LOCAL_MODE)
+        url = source.validate_repository_url(function.repository_url,
+                                             allow_local=settings.SLIPWAY_ALLOW_LOCAL_REPOSITORIES)
     except UserError:
         return None
     return source.mirror_path(Path(settings.WORK_DIR), url, scope(function))
 
 
 def fetch(function: Function) -> Path:
-    return source.fetch(function.repository_url, Path(settings.WORK_DIR), allow_local=settings.LOCAL_MODE,
-                        credentials=credentials_for(function), scope=scope(function))
+    return source.fetch(function.repository_url, Path(settings.WORK_DIR),
+                        allow_local=settings.SLIPWAY_ALLOW_LOCAL_REPOSITORIES, credentials=credentials_for(function),
+                        scope=scope(function))
 
 
 # --- Missed pushes ------------------------------------------------------------------------------
@@ -109,7 +111,8 @@ def _reconcile(function: Function, *, user, trigger: str) -> Reconciled:
     if blocked:
         return blocked
     try:
-        head = source.remote_head(function.repository_url, function.branch, allow_local=settings.LOCAL_MODE,
+        head = source.remote_head(function.repository_url, function.branch,
+                                  allow_local=settings.SLIPWAY_ALLOW_LOCAL_REPOSITORIES,
                                   credentials=credentials_for(function), timeout=settings.SLIPWAY_RECONCILE_TIMEOUT)
     except DeployError as exc:
         message = mask(exc.message, *log_secrets(function))

@@ -18,6 +18,10 @@ import pytest
 
 from deploy.local.common import REPO_ROOT
 
+# tests/compose builds and runs the whole docker-compose stack: only `make compose-test`
+# (which sets SLIPWAY_COMPOSE_TEST=1) collects it, never `make test`.
+collect_ignore = [] if os.environ.get("SLIPWAY_COMPOSE_TEST") == "1" else ["compose"]
+
 TEST_LABEL = "slipway.test"
 pytest_plugins = ["tests.detector_fixtures", "tests.browser_fixtures"]
 

@@ -162,6 +162,21 @@ def test_bad_payloads_get_field_errors_and_store_nothing(api, tokens, field, val
     assert not Function.objects.filter(name="api-made").exists()
 
 
+@pytest.mark.parametrize("allowed", [True, False])
+def test_a_local_repository_path_outside_local_mode_needs_the_explicit_switch(api, tokens, settings, tmp_path,
+                                                                              allowed):
+    # The compose demo registers a checkout mounted into the workers; production refuses paths.
+    settings.LOCAL_MODE, settings.SLIPWAY_ALLOW_LOCAL_REPOSITORIES = False, allowed
+    response = api.call("post", "/functions", _new_function(repository_url=str(tmp_path)), token=tokens["dave"])
+    if allowed:
+        assert response.status_code == 201, response.json()
+        assert Function.objects.get(name="api-made").repository_url == str(tmp_path)
+    else:
+        assert response.status_code == 400
+        assert "SLIPWAY_ALLOW_LOCAL_REPOSITORIES=1" in " ".join(response.json()["error"]["fields"]["repository_url"])
+        assert not Function.objects.filter(name="api-made").exists()
+
+
 def test_an_owner_patches_only_what_it_sends(api, tokens, function):
     Function.objects.filter(pk=function.pk).update(lambda_name="slipway-hello", ecr_repository="slipway/hello",
                                                    execution_role_arn="arn:aws:iam::000000000000:role/x")

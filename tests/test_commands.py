@@ -3,7 +3,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from portal.models import AuditEvent, Deployment
+from portal.models import ApiToken, AuditEvent, Deployment
 
 
 def run(*args) -> str:
@@ -45,3 +45,34 @@ def test_resume_lifts_the_pause_a_rollback_set(function):
     assert "was paused: rolled back to version 1 by alice" in run("resume", "hello")
     function.refresh_from_db()
     assert function.paused_reason == ""
+
+
+def test_create_api_token_prints_a_working_token_once_and_audits_it(cast, function, client):
+    raw = run("create_api_token", "alice", "--name", "ci", "--function", "hello").strip()
+    token = ApiToken.objects.get()
+    assert ApiToken.digest(raw) == token.token_hash and raw not in token.hint
+    assert (token.user, token.function, token.deploy_only, token.expires_at) == (cast["alice"], function, False, None)
+    response = client.get("/api/v1/functions/hello", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200, response.content
+    event = AuditEvent.objects.get(action="token.created")
+    assert event.detail["hint"] == token.hint and raw not in str(event.detail)
+
+
+def test_create_api_token_limits_carry_over_to_the_api(cast, function, client):
+    raw = run("create_api_token", "alice", "--deploy-only", "--expires-in-days", "2").strip()
+    token = ApiToken.objects.get()
+    assert token.deploy_only and 1 < (token.expires_at - token.created_at).total_seconds() / 86400 <= 2
+    # Deploy-only: the function's settings are not for it, though alice owns the function.
+    assert client.get("/api/v1/functions/hello", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 403
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nobody"], "no active user named 'nobody'"),
+    (["alice", "--function", "nope"], "no function named 'nope'"),
+    (["alice", "--name", " "], "--name must be 1 to 100 characters"),
+    (["alice", "--expires-in-days", "-1"], "--expires-in-days must be 0"),
+])
+def test_create_api_token_refuses_bad_input_and_stores_nothing(cast, function, args, message):
+    with pytest.raises(CommandError, match=message):
+        run("create_api_token", *args)
+    assert not ApiToken.objects.exists() and not AuditEvent.objects.filter(action="token.created").exists()
