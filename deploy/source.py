@@ -301,7 +301,7 @@ def export(mirror: Path, sha: str, dest: Path) -> Path:
         read_all = False
         try:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-                archive.extractall(dest, filter="data")  # refuses absolute paths, .. and links leaving dest
+                _extract(archive, dest)
             while proc.stdout.read(1 << 16):  # the archive's trailing padding
                 pass
             read_all = True
@@ -323,6 +323,44 @@ def export(mirror: Path, sha: str, dest: Path) -> Path:
     if refused is not None:
         raise UserError("bad-checkout", f"the commit's tree cannot be checked out safely: {refused}")
     return dest
+
+
+class _Refused(tarfile.TarError):
+    """A member the data filter would refuse."""
+
+
+def _extract(archive: tarfile.TarFile, dest: Path) -> None:
+    """Extract with tarfile's `data` filter: no absolute paths, no `..`, no link leaving
+    `dest`, no device files, no setuid bits. Pythons before 3.11.4 (Debian 12's own
+    3.11.2) have no filters: the same rules are applied member by member instead."""
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(dest, filter="data")
+        return
+    root = os.path.realpath(dest)
+    for member in archive:  # a stream: each member is checked, then extracted, in order
+        _check_member(member, root)
+        member.mode &= 0o755  # as the data filter: no setuid/setgid/sticky, no group/other write
+        member.uid = member.gid = 0
+        member.uname = member.gname = ""
+        archive.extract(member, dest, set_attrs=not member.issym())
+
+
+def _check_member(member: tarfile.TarInfo, root: str) -> None:
+    def inside(path: str) -> bool:
+        return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+    name = member.name
+    if name.startswith("/") or not inside(os.path.join(root, name)):
+        raise _Refused(f"{name!r} would be extracted outside the destination")
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise _Refused(f"{name!r} is a special file")
+    if member.issym():
+        if member.linkname.startswith("/"):
+            raise _Refused(f"{name!r} is a link to an absolute path")
+        if not inside(os.path.join(root, os.path.dirname(name), member.linkname)):
+            raise _Refused(f"{name!r} would link to a path outside the destination")
+    if member.islnk() and (member.linkname.startswith("/") or not inside(os.path.join(root, member.linkname))):
+        raise _Refused(f"{name!r} would link to a path outside the destination")
 
 
 @contextlib.contextmanager

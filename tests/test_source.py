@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import tarfile
 import threading
 from pathlib import Path
 
@@ -102,7 +103,16 @@ def _repository_with(tmp_path, *, links: dict[str, str], files: dict[str, bytes]
                                 text=True).stdout.strip()
 
 
-def test_an_absolute_symlink_in_the_tree_ends_the_export_in_seconds_as_bad_checkout(tmp_path):
+@pytest.fixture(params=["data filter", "before 3.11.4"])
+def extraction(request, monkeypatch):
+    """Both ways an export extracts: tarfile's data filter, and the member-by-member
+    checks for Pythons without filters (Debian 12's own 3.11.2)."""
+    if request.param == "before 3.11.4":
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    return request.param
+
+
+def test_an_absolute_symlink_in_the_tree_ends_the_export_in_seconds_as_bad_checkout(tmp_path, extraction):
     # The link sorts first; the file behind it is larger than a pipe, so git archive is still writing.
     repo, sha = _repository_with(tmp_path, links={"a-link": "/etc/passwd"}, files={"big.bin": os.urandom(1 << 20)})
     outcome = []
@@ -122,11 +132,28 @@ def _raised(fn, *args):
     return None
 
 
-def test_an_ordinary_tree_is_exported_whole(tmp_path):
-    repo, sha = _repository_with(tmp_path, links={"link": "big.bin"}, files={"big.bin": b"x" * (1 << 20)})
+def test_an_ordinary_tree_is_exported_whole(tmp_path, extraction):
+    repo, sha = _repository_with(tmp_path, links={"link": "big.bin"}, files={"big.bin": b"x" * (1 << 20),
+                                                                             "run.sh": b"#!/bin/sh\n"})
+    (repo / "sub").mkdir()
+    (repo / "sub" / "up").symlink_to("../big.bin")
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "add", "-A"], cwd=repo, check=True)
+    os.chmod(repo / "run.sh", 0o755)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qam", "y"], cwd=repo,
+                   check=True)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
+                         text=True).stdout.strip()
     out = source.export(repo, sha, tmp_path / "out")
     assert (out / "big.bin").stat().st_size == 1 << 20
-    assert (out / "link").readlink() == Path("big.bin")
+    assert (out / "link").readlink() == Path("big.bin") and (out / "sub" / "up").read_bytes() == b"x" * (1 << 20)
+    assert os.access(out / "run.sh", os.X_OK)
+
+
+@pytest.mark.parametrize("target", ["../../outside", "sub/../../outside"])
+def test_a_relative_symlink_leading_out_of_the_tree_is_bad_checkout(tmp_path, extraction, target):
+    repo, sha = _repository_with(tmp_path, links={"escape": target}, files={"a.txt": b"a"})
+    refused = _raised(source.export, repo, sha, tmp_path / "out")
+    assert refused is not None and refused.code == "bad-checkout" and "escape" in refused.message
 
 
 @pytest.mark.parametrize("stderr, code", [
