@@ -112,3 +112,22 @@ def test_the_shared_stack_is_healthy_apart_from_the_worker(client, db):
     checks = _checks(client)
     down = {name: c["message"] for name, c in checks.items() if not c["ok"] and name != "worker"}
     assert down == {}
+
+
+def test_a_missing_feedback_worker_is_noted_but_deploys_stay_healthy(client, db, tmp_path):
+    stack_env("REDIS_URL")
+    (_, deploys), (_, rollbacks) = _worker("deploys", tmp_path / "d.log"), _worker("rollbacks", tmp_path / "r.log")
+    try:
+        noted = wait_for(lambda: (c := _checks(client)["worker"])["ok"] and "feedback queue" in c["message"] and c,
+                         60, "the workers to answer without a feedback worker")
+        assert "celery -A workers worker -Q feedback" in noted["message"]
+        node, feedback = _worker("feedback", tmp_path / "f.log")
+        try:
+            served = wait_for(lambda: (c := _checks(client)["worker"])["ok"] and node in c["message"] and c,
+                              60, "the feedback worker to answer")
+            assert "feedback queue" not in served["message"]
+        finally:
+            feedback.stop()
+    finally:
+        deploys.stop()
+        rollbacks.stop()
