@@ -12,6 +12,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
+from deploy import testing
 from portal import queue, retention, sources
 from portal.celery import (
     COMMIT_STATUS_TASK,
@@ -111,6 +112,7 @@ def rollback(self, deployment_id: int) -> str:
 def _rollback(run: steps.Run, rec: Recorder) -> None:
     with rec.step("check") as out:
         version_exists = steps.check_release(run, out)
+    testing.pause("before-rollback-shift", run.function.name)  # tests only: hold here while a cancel lands
     if not version_exists:
         _ship(run, rec)
     with rec.step("shift", Status.SHIFTING) as out:
