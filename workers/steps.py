@@ -217,7 +217,8 @@ def push_image(run: Run, out: StepLog) -> None:
 
 def enter_lambda_steps(run: Run) -> float:
     """Wait until no other deployment of the function writes to the Lambda, then
-    move to UPDATING; returns the seconds waited. Stops if superseded meanwhile."""
+    move to UPDATING; returns the seconds waited. Stops if superseded or cancelled
+    meanwhile, up to the move itself (Deployment.enter_lambda)."""
     testing.pause("enter-lambda-steps", run.function.name)  # tests only: hold here while a cancel lands
     started = time.monotonic()
     while not queue.enter_lambda_steps(run.deployment):
