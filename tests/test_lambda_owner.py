@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploy.errors import LAMBDA_NOT_OWNED, UserError
-from portal.models import Build, Deployment, DeploymentStep
+from portal.models import Build, Deployment, DeploymentStep, Function
 from workers import steps
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:team-hello"
@@ -103,13 +103,27 @@ def test_a_lambda_its_records_show_it_created_gets_the_tag_on_its_next_deploy(la
     assert lam.update_function_code.call_count == 1
 
 
-def test_another_functions_records_do_not_make_a_lambda_this_ones(lam, run):
-    other = Deployment.objects.create(function=run.function, trigger="cli", status="succeeded")
-    DeploymentStep.objects.create(deployment=other, name="update", position=1, status="succeeded",
-                                  output=f"creating team-other from 127.0.0.1:4599/team/hello@{DIGEST}")
+def test_a_creation_recorded_after_a_wait_for_another_deployment_counts_too(lam, run):
+    earlier = Deployment.objects.create(function=run.function, trigger="cli", status="succeeded")
+    DeploymentStep.objects.create(deployment=earlier, name="update", position=1, status="succeeded",
+                                  output="waited 1.5 s for another deployment of hello to leave the Lambda\n"
+                                         f"creating team-hello from 127.0.0.1:4599/team/hello@{DIGEST}")
+    existing(lam, FOREIGN, {})
+    deploy(run)
+    lam.tag_resource.assert_called_once_with(Resource=ARN, Tags={"slipway:function": "hello"})
+
+
+def test_another_functions_record_of_creating_it_does_not_make_it_this_ones(lam, run):
+    # payments created team-hello, then moved to another Lambda; hello registered onto team-hello.
+    payments = Function.objects.create(name="payments", repository_url="https://gitlab.example.com/t/p.git",
+                                       ecr_repository="team/payments", lambda_name="team-payments")
+    theirs = Deployment.objects.create(function=payments, trigger="cli", status="succeeded")
+    DeploymentStep.objects.create(deployment=theirs, name="update", position=1, status="succeeded",
+                                  output=f"creating team-hello from 127.0.0.1:4599/team/payments@{DIGEST}")
     existing(lam, FOREIGN, {})
     with pytest.raises(UserError):
         deploy(run)
+    lam.tag_resource.assert_not_called()
 
 
 def test_ownership_is_checked_on_every_deploy_not_only_the_first(lam, run):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Q
 from django.db.models.functions import Now
 
 from deploy import arch, ecr, lambdas, source, ssh, testing
@@ -264,9 +265,10 @@ def check_owner(run: Run, out: StepLog, current: dict) -> None:
     owner = lambdas.list_tags(arn).get(lambdas.OWNER_TAG)
     if owner == function.name:
         return
+    line = CREATING.format(name=function.lambda_name)  # first, or after the "waited …" line
     if owner is None and DeploymentStep.objects.filter(
-            deployment__function=function, name="update",
-            output__startswith=CREATING.format(name=function.lambda_name)).exists():
+            Q(output__startswith=line) | Q(output__contains="\n" + line),
+            deployment__function=function, name="update").exists():
         lambdas.tag(arn, {lambdas.OWNER_TAG: function.name})
         out(f"tagged {function.lambda_name} {lambdas.OWNER_TAG}={function.name}: Slipway created it")
         return
