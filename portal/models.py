@@ -425,7 +425,8 @@ class Deployment(models.Model):
 
     def request_cancel(self) -> bool:
         """Queued: cancelled at once. Running before the update step: the worker
-        stops at its next step boundary. Later: too late (False)."""
+        stops at its next step boundary, at the latest at the move that touches the
+        Lambda (enter_lambda refuses it in the same UPDATE). Later: too late (False)."""
         if self._update((self.Status.QUEUED,), status=self.Status.CANCELLED, finished_at=Now(),
                         error_code="cancelled", error_message="cancelled before it started"):
             return True
