@@ -248,7 +248,7 @@ def update_function(run: Run, out: StepLog) -> None:
     lambdas.update_code(config, run.image_uri)
 
 
-# The update step's first line when it creates the Lambda: Slipway's own record that it did
+# The update step's line when it creates the Lambda: Slipway's own record that it did
 # (a Lambda created before Slipway tagged what it creates is tagged on its next deploy).
 CREATING = "creating {name} from "
 
