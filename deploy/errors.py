@@ -33,3 +33,10 @@ class AppError(DeployError):
     """Infrastructure trouble; may be transient."""
 
     retryable = True
+
+
+# Codes that the README names or more than one module raises.
+# The Lambda is not this function's (Slipway did not create it, or it carries another
+# function's `slipway:function` tag) and its current execution role is not one of
+# SLIPWAY_ALLOWED_EXECUTION_ROLES: the function's code would run with someone else's rights.
+LAMBDA_NOT_OWNED = "lambda-not-owned"

@@ -17,6 +17,8 @@ from deploy.errors import AppError, UserError
 
 PREFIX = "lambda"
 _MISSING = ("ResourceNotFoundException",)
+# On every Lambda Slipway creates: the name of the function that owns it (workers/steps.check_owner).
+OWNER_TAG = "slipway:function"
 
 
 @dataclass
@@ -58,6 +60,16 @@ def create(settings: Settings, image_uri: str, description: str) -> dict:
                     Description=description[:256])
     wait_active(settings.name)
     return created
+
+
+def list_tags(arn: str) -> dict[str, str]:
+    return _call(f"reading the tags of {arn}", "list_tags", Resource=arn).get("Tags") or {}
+
+
+def tag(arn: str, tags: dict[str, str]) -> None:
+    """A TagResource call of its own, not Tags on CreateFunction: the same call tags a Lambda
+    created before Slipway tagged anything, and IAM (and the recorded calls) see it by name."""
+    _call(f"tagging {arn}", "tag_resource", Resource=arn, Tags=tags)
 
 
 def configuration_changes(current: dict, settings: Settings) -> dict:

@@ -6,6 +6,7 @@ second even when several parts are down.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -138,6 +139,26 @@ def run_all() -> list[Check]:
     todo = checks()
     with ThreadPoolExecutor(max_workers=len(todo)) as pool:
         return list(pool.map(_run, todo, todo.values()))
+
+
+_probing = threading.Lock()
+_last: tuple[float, list[Check]] | None = None  # (monotonic time it ended, its answer)
+
+
+def cached() -> list[Check]:
+    """run_all(), at most one run at a time in this process and at most once per
+    SLIPWAY_HEALTH_CACHE_SECONDS. /healthz is open to anyone and each run pings the
+    broker and calls AWS: a flood of callers must not become a flood of probes. Callers
+    that come while a run is in flight wait for it and share its answer; nobody is
+    refused (a 429 would make a load balancer take the instance out)."""
+    global _last
+    window = settings.SLIPWAY_HEALTH_CACHE_SECONDS
+    with _probing:
+        if _last is not None and time.monotonic() - _last[0] < window:
+            return _last[1]
+        checks = run_all()
+        _last = (time.monotonic(), checks)
+        return checks
 
 
 def _public_url(url: str) -> str:

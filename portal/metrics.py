@@ -106,6 +106,8 @@ def _allowed(request) -> bool:
         address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
     except ValueError:
         return False
+    if settings.SLIPWAY_BEHIND_TLS_PROXY and address.is_loopback:
+        return False  # a proxy on this host connects from loopback for every caller: the token only
     return any(address in network for network in settings.SLIPWAY_METRICS_NETWORKS)
 
 

@@ -373,15 +373,30 @@ class Deployment(models.Model):
             self.refresh_from_db(fields=["status"])
             raise self.TransitionError(f"deployment {self.pk} is {self.status}; cannot move to {step}")
 
+    # No stop was asked for: no rollback superseded it, no cancel was accepted.
+    NOT_STOPPED = models.Q(superseded_by__isnull=True, cancel_requested=False)
+
+    def enter_lambda(self, step: str) -> bool:
+        """Move to `step`, the first that touches the Lambda (updating, or a rollback's
+        alias move), only if no stop was asked for, in that same UPDATE: a cancel accepted
+        a moment before (request_cancel's own UPDATE, while the status was still
+        cancellable) is never run past, and one that comes later finds the move made
+        and is refused. False: a stop was asked for (the caller's check_stop ends it)."""
+        if step not in self.TOUCHING_LAMBDA:
+            raise self.TransitionError(f"{step!r} does not touch the Lambda")
+        if self._update(self.RUNNING, self.NOT_STOPPED, status=step, heartbeat_at=Now()):
+            return True
+        self.refresh_from_db(fields=["status"])
+        if self.status not in self.RUNNING:
+            raise self.TransitionError(f"deployment {self.pk} is {self.status}; cannot move to {step}")
+        return False
+
     def enter_shift(self) -> bool:
-        """Move to SHIFTING unless a rollback superseded this deploy, in one UPDATE:
-        a rollback requested at the same moment either stops this deploy here or
-        waits until its shift has ended (it will not claim while one is shifting)."""
-        count = Deployment.objects.filter(pk=self.pk, status__in=self.RUNNING, superseded_by__isnull=True).update(
-            status=self.Status.SHIFTING, heartbeat_at=Now())
-        if count == 1:
-            self.status = self.Status.SHIFTING
-        return count == 1
+        """Move to SHIFTING unless a stop was asked for, in one UPDATE: a rollback
+        requested at the same moment either stops this deploy here or waits until its
+        shift has ended (it will not claim while one is shifting); a cancel accepted
+        during a rollback's check step stops the rollback here."""
+        return self.enter_lambda(self.Status.SHIFTING)
 
     def beat(self) -> bool:
         """Heartbeat, on the database's clock (hosts' clocks may differ); False once the row ended."""
@@ -410,7 +425,8 @@ class Deployment(models.Model):
 
     def request_cancel(self) -> bool:
         """Queued: cancelled at once. Running before the update step: the worker
-        stops at its next step boundary. Later: too late (False)."""
+        stops at its next step boundary, at the latest at the move that touches the
+        Lambda (enter_lambda refuses it in the same UPDATE). Later: too late (False)."""
         if self._update((self.Status.QUEUED,), status=self.Status.CANCELLED, finished_at=Now(),
                         error_code="cancelled", error_message="cancelled before it started"):
             return True

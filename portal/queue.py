@@ -150,13 +150,13 @@ def claim(deployment: Deployment, first: str, task_id: str = "") -> bool:
 
 def enter_lambda_steps(deployment: Deployment) -> bool:
     """Move to UPDATING unless another deployment of the function is writing to
-    the Lambda (past its push); False: wait and ask again. Deploys and a
-    rollback's fallback both come through here, so they never interleave."""
+    the Lambda (past its push), or a stop was asked for; False: check for a stop,
+    then wait and ask again. Deploys and a rollback's fallback both come through
+    here, so they never interleave."""
     with transaction.atomic():
         _lock(deployment.function_id)
         others = Deployment.objects.filter(function_id=deployment.function_id,
                                            status__in=Deployment.TOUCHING_LAMBDA).exclude(pk=deployment.pk)
         if others.exists():
             return False
-        deployment.advance(Status.UPDATING)
-        return True
+        return deployment.enter_lambda(Status.UPDATING)

@@ -133,8 +133,9 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", PRODUCTION)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # The proxy says the original request was HTTPS; only trust it when one is in front.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("SLIPWAY_BEHIND_TLS_PROXY",
-                                                                          False) else None
+# Behind it, /metrics no longer trusts loopback callers (portal/metrics.py).
+SLIPWAY_BEHIND_TLS_PROXY = env_bool("SLIPWAY_BEHIND_TLS_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SLIPWAY_BEHIND_TLS_PROXY else None
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", PRODUCTION)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]  # load balancers and Prometheus probe over plain HTTP
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0, minimum=0)
@@ -288,6 +289,10 @@ SLIPWAY_CONSOLE_KEEP_IMAGES_HOURS = env_int("SLIPWAY_CONSOLE_KEEP_IMAGES_HOURS",
 
 # Only staff may register functions (default: any signed-in user, who becomes its owner).
 SLIPWAY_REGISTER_STAFF_ONLY = env_bool("SLIPWAY_REGISTER_STAFF_ONLY", False)
+
+# /healthz and /health/ answer from one probe run per this many seconds per process
+# (anyone may call /healthz, and each run pings the broker and calls AWS). 0: every call probes.
+SLIPWAY_HEALTH_CACHE_SECONDS = env_int("SLIPWAY_HEALTH_CACHE_SECONDS", 5, minimum=0)
 
 # Health checks beyond the portal's own, by dotted path. Local mode adds the
 # embedded stack's builder side (Docker engine, QEMU, base images); production

@@ -14,6 +14,7 @@ os.environ.setdefault("SLIPWAY_STATE_DIR", str(REPO_ROOT / "var" / "pytest"))
 from portal.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; never in production
+SLIPWAY_HEALTH_CACHE_SECONDS = 0  # tests change what the checks see and ask again at once
 
 # Real worker processes started by integration tests (SLIPWAY_WORKER_FOR_TESTS
 # is set for them) must use the database pytest-django created, so it is named

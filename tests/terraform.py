@@ -43,6 +43,10 @@ CALLERS = {
     "portal/health.py": ("web", "worker"),
 }
 WEB_ALSO = {"lambda:Invoke"}  # deploy/lambdas.invoke, called by portal/console.py
+# The services whose operations a module may call, where it is one: a name two services
+# share (tag_resource, Lambda's and ECR's) then counts for that module's service only.
+SERVICES = {"deploy/ecr.py": ("ecr",), "deploy/lambdas.py": ("lambda",)}
+ALL_SERVICES = ("lambda", "ecr", "s3")
 
 
 def unquote(value):
@@ -104,18 +108,18 @@ def calls_in_code() -> dict[str, set[str]]:
     import botocore.session
 
     session = botocore.session.get_session()
-    operations = {}
-    for service in ("lambda", "ecr", "s3"):
+    operations: dict[str, dict[str, str]] = {}
+    for service in ALL_SERVICES:
         model = session.get_service_model(service)
-        for name in model.operation_names:
-            operations[_snake(name)] = f"{model.signing_name}:{name}"
+        operations[service] = {_snake(name): f"{model.signing_name}:{name}" for name in model.operation_names}
     found: dict[str, set[str]] = {"web": set(WEB_ALSO), "worker": set()}
     for module, roles in CALLERS.items():
         source = (REPO_ROOT / module).read_text()
-        for snake, operation in operations.items():
-            if re.search(rf"[\"'.]{snake}[\"'(,\s]", source):
-                for role in roles:
-                    found[role].add(operation)
+        for service in SERVICES.get(module, ALL_SERVICES):
+            for snake, operation in operations[service].items():
+                if re.search(rf"[\"'.]{snake}[\"'(,\s]", source):
+                    for role in roles:
+                        found[role].add(operation)
     return found
 
 

@@ -113,6 +113,15 @@ def test_retention_may_delete_versions_but_not_a_function():
     assert not tf.allows("web", "lambda:DeleteFunction") and not tf.allows("web", "ecr:BatchDeleteImage")
 
 
+def test_the_worker_may_tag_a_lambda_with_its_owning_function_and_nothing_else():
+    (statement,) = [s for s in tf.statements("worker") if "lambda:TagResource" in tf.unquote(s["actions"])]
+    assert tf.unquote(statement["actions"]) == ["lambda:TagResource"]
+    (condition,) = statement["condition"]
+    assert tf.unquote(condition["variable"]) == "aws:TagKeys"
+    assert tf.unquote(condition["values"]) == ["slipway:function"]
+    assert tf.allows("worker", "lambda:ListTags") and not tf.allows("web", "lambda:TagResource")
+
+
 def test_the_web_role_cannot_deploy():
     for action in ("lambda:UpdateFunctionCode", "lambda:UpdateAlias", "lambda:PublishVersion", "ecr:PutImage",
                    "iam:PassRole"):
@@ -132,7 +141,8 @@ def test_the_code_scan_finds_the_pipeline_and_retention_calls():
     calls = tf.calls_in_code()["worker"]
     for operation in ("ecr:DescribeImages", "ecr:BatchDeleteImage", "ecr:GetAuthorizationToken",
                       "lambda:UpdateFunctionCode", "lambda:PublishVersion", "lambda:ListVersionsByFunction",
-                      "lambda:ListAliases", "lambda:DeleteFunction", "lambda:CreateFunction"):
+                      "lambda:ListAliases", "lambda:DeleteFunction", "lambda:CreateFunction", "lambda:TagResource",
+                      "lambda:ListTags"):
         assert operation in calls, operation
 
 

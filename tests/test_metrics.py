@@ -51,6 +51,17 @@ def test_metrics_are_refused_outside_the_networks_without_the_token(client, sett
     assert scrape(client, addr="192.0.2.7", HTTP_AUTHORIZATION="Bearer metrics-token-for-tests")
 
 
+def test_behind_a_tls_proxy_a_loopback_caller_is_not_trusted_but_the_token_still_is(client, settings, db):
+    # The proxy on the same host connects from 127.0.0.1 for every caller on the internet.
+    settings.SLIPWAY_BEHIND_TLS_PROXY = True
+    settings.SLIPWAY_METRICS_TOKEN = "metrics-token-for-tests"
+    for loopback in ("127.0.0.1", "::1"):
+        assert client.get("/metrics", REMOTE_ADDR=loopback).status_code == 403
+    assert scrape(client, addr="127.0.0.1", HTTP_AUTHORIZATION="Bearer metrics-token-for-tests")
+    settings.SLIPWAY_BEHIND_TLS_PROXY = False
+    assert scrape(client, addr="127.0.0.1")
+
+
 def test_webhook_deliveries_and_console_invokes_are_counted_by_outcome(client, function):
     from portal.models import ConsoleImage, ConsoleRun, WebhookDelivery
 

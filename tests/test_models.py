@@ -60,6 +60,27 @@ def test_cancel_of_a_building_deployment_is_a_request_and_too_late_after_update(
     assert deployment.request_cancel() is False
 
 
+def test_a_cancel_accepted_after_the_push_keeps_the_deployment_from_touching_the_lambda(deployment):
+    deployment.claim(Status.PUSHING)
+    assert deployment.request_cancel() is True
+    assert deployment.enter_lambda(Status.UPDATING) is False
+    assert Deployment.objects.get(pk=deployment.pk).status == Status.PUSHING
+
+
+def test_a_rollback_cancelled_in_its_check_step_never_enters_its_shift(deployment):
+    deployment.claim(Status.CHECKING)
+    assert deployment.request_cancel() is True
+    assert deployment.enter_shift() is False
+    assert Deployment.objects.get(pk=deployment.pk).status == Status.CHECKING
+
+
+def test_a_cancel_after_the_move_to_updating_is_refused(deployment):
+    deployment.claim(Status.PUSHING)
+    assert deployment.enter_lambda(Status.UPDATING) is True
+    assert deployment.request_cancel() is False
+    assert Deployment.objects.get(pk=deployment.pk).cancel_requested is False
+
+
 def test_every_status_is_either_queued_running_or_terminal():
     assert set(Status) == {Status.QUEUED, *Deployment.RUNNING, *Deployment.TERMINAL}
 

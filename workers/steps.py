@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Q
 from django.db.models.functions import Now
 
-from deploy import arch, ecr, lambdas, source, ssh
+from deploy import arch, ecr, lambdas, source, ssh, testing
 from deploy import build as builder
 from deploy import docker as docker_seam
-from deploy.errors import AppError, UserError
+from deploy.errors import LAMBDA_NOT_OWNED, AppError, UserError
 from portal import boxes, console, feedback, queue, sources
-from portal.models import Build, ConsoleRun, Deployment, Function, GoldenCase
+from portal.forms import role_allowed
+from portal.models import Build, ConsoleRun, Deployment, DeploymentStep, Function, GoldenCase
 from workers.recording import StepLog, check_stop, retrying
 
 Status = Deployment.Status
@@ -216,7 +218,9 @@ def push_image(run: Run, out: StepLog) -> None:
 
 def enter_lambda_steps(run: Run) -> float:
     """Wait until no other deployment of the function writes to the Lambda, then
-    move to UPDATING; returns the seconds waited. Stops if superseded meanwhile."""
+    move to UPDATING; returns the seconds waited. Stops if superseded or cancelled
+    meanwhile, up to the move itself (Deployment.enter_lambda)."""
+    testing.pause("enter-lambda-steps", run.function.name)  # tests only: hold here while a cancel lands
     started = time.monotonic()
     while not queue.enter_lambda_steps(run.deployment):
         check_stop(run.deployment)
@@ -231,15 +235,50 @@ def update_function(run: Run, out: StepLog) -> None:
     run.image_uri = ecr.image_uri(run.repository_uri, build.digest, settings.SLIPWAY_REGISTRY_HOST)
     current = lambdas.get_configuration(config.name)
     if current is None:
-        out(f"creating {config.name} from {run.image_uri}")
-        lambdas.create(config, run.image_uri, description(run))
+        out(f"{CREATING.format(name=config.name)}{run.image_uri}")
+        created = lambdas.create(config, run.image_uri, description(run))
+        lambdas.tag(created["FunctionArn"], {lambdas.OWNER_TAG: function.name})
         return
+    check_owner(run, out, current)
     changes = lambdas.configuration_changes(current, config)
     if changes:
         out(f"configuration changes: {', '.join(sorted(changes))}")
         lambdas.update_configuration(config, changes)
     out(f"code -> {run.image_uri}")
     lambdas.update_code(config, run.image_uri)
+
+
+# The update step's line when it creates the Lambda: Slipway's own record that it did
+# (a Lambda created before Slipway tagged what it creates is tagged on its next deploy).
+CREATING = "creating {name} from "
+
+
+def check_owner(run: Run, out: StepLog, current: dict) -> None:
+    """Go on only into a Lambda this function's code may run in, checked on every deploy
+    and rollback: one Slipway created for this function (tagged with its name, or, from
+    before tagging, created by one of its deployments: tagged now), or any other whose
+    current execution role the platform team allows Slipway to pass. Without this,
+    registering onto another team's Lambda under an allowed name prefix would run this
+    function's code with that Lambda's role."""
+    function = run.function
+    arn = current["FunctionArn"]
+    owner = lambdas.list_tags(arn).get(lambdas.OWNER_TAG)
+    if owner == function.name:
+        return
+    line = CREATING.format(name=function.lambda_name)  # first, or after the "waited …" line
+    if owner is None and DeploymentStep.objects.filter(
+            Q(output__startswith=line) | Q(output__contains="\n" + line),
+            deployment__function=function, name="update").exists():
+        lambdas.tag(arn, {lambdas.OWNER_TAG: function.name})
+        out(f"tagged {function.lambda_name} {lambdas.OWNER_TAG}={function.name}: Slipway created it")
+        return
+    role = current.get("Role") or ""
+    whose = f"carries {lambdas.OWNER_TAG}={owner}" if owner else "was not created by Slipway"
+    if role and role_allowed(role):
+        out(f"{function.lambda_name} {whose}; its role {role} is an allowed execution role")
+        return
+    raise UserError(LAMBDA_NOT_OWNED, f"{function.lambda_name} {whose} and its execution role {role or '(none)'} "
+                    "is not in SLIPWAY_ALLOWED_EXECUTION_ROLES: Slipway does not run this function's code in it")
 
 
 def wait_updated(run: Run, out: StepLog) -> None:
@@ -368,6 +407,9 @@ def check_release(run: Run, out: StepLog) -> bool:
     out(f"ECR still holds {function.ecr_repository}@{build.digest}")
     run.repository_uri = ecr.ensure_repository(function.ecr_repository)
     exists = bool(version) and lambdas.version_exists(function.lambda_name, version)
+    current = lambdas.get_configuration(function.lambda_name) if exists else None
+    if current:  # only the alias moves: the Lambda is checked here (a fallback's update step checks it)
+        check_owner(run, out, current)
     out(f"version {version} {'exists' if exists else 'is gone: its image is deployed, published and verified again'}")
     if exists:
         run.record(version=version)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
+from deploy import testing
 from portal import queue, retention, sources
 from portal.celery import (
     COMMIT_STATUS_TASK,
@@ -74,11 +75,16 @@ def _deploy(run: steps.Run, rec: Recorder) -> None:
             Build.fail_unfinished(run.build.pk)  # a no-op once pushed; otherwise it never stays building
     check_stop(deployment)
     _ship(run, rec)
-    if not deployment.enter_shift():  # the last moment a rollback can still win
-        check_stop(deployment)
-        raise Deployment.TransitionError(f"deployment {deployment.pk} could not enter its shift step")
+    _enter_shift(deployment)  # the last moment a rollback can still win
     with rec.step("shift") as out:
         steps.shift_alias(run, out)
+
+
+def _enter_shift(deployment: Deployment) -> None:
+    """To SHIFTING only if no stop was asked for, in that UPDATE (Deployment.enter_shift)."""
+    if not deployment.enter_shift():
+        check_stop(deployment)
+        raise Deployment.TransitionError(f"deployment {deployment.pk} could not enter its shift step")
 
 
 def _ship(run: steps.Run, rec: Recorder) -> None:
@@ -111,9 +117,11 @@ def rollback(self, deployment_id: int) -> str:
 def _rollback(run: steps.Run, rec: Recorder) -> None:
     with rec.step("check") as out:
         version_exists = steps.check_release(run, out)
+    testing.pause("before-rollback-shift", run.function.name)  # tests only: hold here while a cancel lands
     if not version_exists:
         _ship(run, rec)
-    with rec.step("shift", Status.SHIFTING) as out:
+    _enter_shift(run.deployment)  # a cancel accepted during the check step stops it here
+    with rec.step("shift") as out:
         steps.shift_alias(run, out)
 
 

@@ -135,7 +135,7 @@ data "aws_iam_policy_document" "worker" {
     resources = [local.repository_arns]
   }
 
-  # update, wait, check_release, retention.
+  # update, wait, check_release, retention; ListTags: whose Lambda it is (check_owner).
   statement {
     sid = "LambdaRead"
     actions = [
@@ -143,6 +143,7 @@ data "aws_iam_policy_document" "worker" {
       "lambda:GetFunctionConfiguration",
       "lambda:GetAlias",
       "lambda:ListAliases",
+      "lambda:ListTags",
       "lambda:ListVersionsByFunction",
     ]
     resources = [local.lambda_arns]
@@ -161,6 +162,19 @@ data "aws_iam_policy_document" "worker" {
       "lambda:UpdateAlias",
     ]
     resources = [local.lambda_arns]
+  }
+
+  # The update step tags what Slipway creates with the function that owns it
+  # (slipway:function), and nothing else.
+  statement {
+    sid       = "LambdaOwnerTag"
+    actions   = ["lambda:TagResource"]
+    resources = [local.lambda_arns]
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = ["slipway:function"]
+    }
   }
 
   # Retention deletes published versions: qualified ARNs only (`name:N`), so
