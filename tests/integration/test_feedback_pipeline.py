@@ -17,6 +17,8 @@ from tests.conftest import wait_for
 from tests.http_receiver import Receiver
 from tests.integration.conftest import Worker, wait_done
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def feedback_worker(worker, faults, tmp_path):
