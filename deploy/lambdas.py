@@ -17,6 +17,15 @@ from deploy.errors import AppError, UserError
 
 PREFIX = "lambda"
 _MISSING = ("ResourceNotFoundException",)
+ENVIRONMENT_LIMIT = 4096  # bytes: Lambda's limit on all environment variables together
+
+
+def environment_size(environment: dict) -> int:
+    """The environment's size as Lambda measures it: the compact JSON text of the variables,
+    in UTF-8 bytes, taking the larger of the two encodings it may use (non-ASCII kept, or
+    escaped as \\uXXXX); quotes and backslashes count escaped."""
+    return max(len(json.dumps(environment, separators=(",", ":"), ensure_ascii=escaped).encode())
+               for escaped in (False, True))
 
 
 @dataclass
