@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from deploy import envvars
+from deploy import envvars, logs
 from deploy.errors import AppError, DeployError, UserError
 
 MAX_ATTEMPTS = 5  # the most HTTP requests one API call can make
@@ -81,12 +81,15 @@ def error_code(exc: Exception) -> str:
 
 
 def error(exc: Exception, doing: str, prefix: str) -> DeployError:
-    """Map a botocore exception to Slipway's two families, with a stable code."""
+    """Map a botocore exception to Slipway's two families, with a stable code.
+
+    AWS's text is cut before "String measured:": Lambda's answer to an oversized
+    environment quotes every variable's value there, secrets included."""
     from botocore.exceptions import ClientError, NoCredentialsError
 
     if isinstance(exc, ClientError):
         code = error_code(exc)
-        message = f"{doing}: {exc.response['Error'].get('Message') or code}"
+        message = f"{doing}: {logs.cut_measured(exc.response['Error'].get('Message') or code)}"
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code == "PreconditionFailedException":
             return AppError("revision-mismatch", f"{message} (the function was changed by someone else meanwhile)",
@@ -96,7 +99,7 @@ def error(exc: Exception, doing: str, prefix: str) -> DeployError:
         return AppError(f"{prefix}-{code}", message, retryable=code in RETRYABLE_CODES or status >= 500)
     if isinstance(exc, NoCredentialsError):
         return AppError("aws-credentials", f"{doing}: no AWS credentials found", retryable=False)
-    return AppError("aws-unreachable", f"{doing}: {exc}")  # connection refused, timeouts: transient
+    return AppError("aws-unreachable", f"{doing}: {logs.cut_measured(str(exc))}")  # refused, timeouts: transient
 
 
 def call(doing: str, fn: Callable, /, *, prefix: str, missing: tuple[str, ...] = (), attempts: int = MAX_ATTEMPTS,
@@ -180,6 +183,7 @@ def calling_role() -> str:
 # SLIPWAY_FAULTS_FILE is set, and refused unless SLIPWAY_TESTING is true.
 # The file holds a JSON list of faults:
 #   {"operation": "UpdateFunctionCode", "error": "ResourceConflictException", "times": 2}
+#   {"operation": "CreateFunction", "error": "InvalidParameterValueException", "message": "AWS's own text"}
 #   {"operation": "GetFunction", "patch": {"Configuration": {"LastUpdateStatus": "Failed"}}, "times": 5}
 # optionally with "function": NAME; "times" counts down across processes.
 
@@ -197,8 +201,8 @@ def _install_faults(made) -> None:
         if fault:
             from botocore.exceptions import ClientError
 
-            raise ClientError({"Error": {"Code": fault["error"], "Message": f"injected {fault['error']}"}},
-                              model.name)
+            message = fault.get("message") or f"injected {fault['error']}"
+            raise ClientError({"Error": {"Code": fault["error"], "Message": message}}, model.name)
 
     def after(parsed, model, **_):
         config = parsed.get("Configuration", parsed) if isinstance(parsed, dict) else {}

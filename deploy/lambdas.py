@@ -20,6 +20,16 @@ _MISSING = ("ResourceNotFoundException",)
 # On every Lambda Slipway creates: the name of the function that owns it (workers/steps.check_owner).
 OWNER_TAG = "slipway:function"
 
+ENVIRONMENT_LIMIT = 4096  # bytes: Lambda's limit on all environment variables together
+
+
+def environment_size(environment: dict) -> int:
+    """The environment's size as Lambda measures it: the compact JSON text of the variables,
+    in UTF-8 bytes, taking the larger of the two encodings it may use (non-ASCII kept, or
+    escaped as \\uXXXX); quotes and backslashes count escaped."""
+    return max(len(json.dumps(environment, separators=(",", ":"), ensure_ascii=escaped).encode())
+               for escaped in (False, True))
+
 
 @dataclass
 class Settings:

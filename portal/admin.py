@@ -1,5 +1,8 @@
+import json
+
 from django.contrib import admin
 
+from portal import masking
 from portal.models import (
     ApiToken,
     AuditEvent,
@@ -14,6 +17,9 @@ from portal.models import (
     NotificationAttempt,
     WebhookDelivery,
 )
+
+SHOWN_MASKED = ("environment", "expected_state", "drift_observed")
+SEALED = ("webhook_secret_hash", "webhook_signing_key", "source_secret", "gitlab_status_token", "notify_webhook_secret")
 
 
 class MembershipInline(admin.TabularInline):
@@ -30,10 +36,34 @@ class FunctionAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
     # Read-only here: the portal's edit page (staff may use it on any function) runs the
     # pipeline's validators, keeps secrets write-only and audits the change; the admin would do none.
-    readonly_fields = [f.name for f in Function._meta.fields]
+    # Secret values are masked here as everywhere else: the environment and the recorded Lambda
+    # states show secret variables masked, the sealed tokens and keys only whether they are set.
+    exclude = [*SHOWN_MASKED, *SEALED]
+    readonly_fields = [f.name for f in Function._meta.fields if f.name not in (*SHOWN_MASKED, *SEALED)] + [
+        "environment_masked", "expected_state_masked", "drift_observed_masked", "secrets_set"]
 
     def has_add_permission(self, request) -> bool:
         return False  # registering goes through the portal's form for the same reasons
+
+    @staticmethod
+    def _shown(function: Function, value: dict) -> str:
+        return masking.scrub(json.dumps(value, indent=1, ensure_ascii=False), function)
+
+    @admin.display(description="environment")
+    def environment_masked(self, function: Function) -> str:
+        return self._shown(function, function.masked_environment())
+
+    @admin.display(description="expected state")
+    def expected_state_masked(self, function: Function) -> str:
+        return self._shown(function, masking.masked_state(function, function.expected_state))
+
+    @admin.display(description="drift observed")
+    def drift_observed_masked(self, function: Function) -> str:
+        return self._shown(function, masking.masked_state(function, function.drift_observed))
+
+    @admin.display(description="secrets set")
+    def secrets_set(self, function: Function) -> str:
+        return ", ".join(name for name in SEALED if getattr(function, name)) or "none"
 
 
 @admin.register(Build)

@@ -23,11 +23,12 @@ from django.db import transaction
 from django.db.models.functions import Now
 
 from deploy import lambdas
-from portal import feedback
+from deploy.logs import mask
+from portal import feedback, masking
 from portal.models import AuditEvent, Deployment, Function
 
 log = logging.getLogger(__name__)
-MASK = "••••••"
+MASK = masking.MASK
 FIELDS = (("alias_version", "alias → version"), ("image_digest", "image digest"), ("memory_mb", "memory (MB)"),
           ("timeout_s", "timeout (s)"), ("architecture", "architecture"))
 LABELS = dict(FIELDS)
@@ -49,9 +50,12 @@ def _show(value) -> str:
     return "(not set)" if value is None else str(value)
 
 
-def differences(expected: dict, observed: dict | None, secret_keys=(), *, masked: bool = True) -> list[dict]:
+def differences(expected: dict, observed: dict | None, secret_keys=(), *, masked: bool = True,
+                secrets=()) -> list[dict]:
     """[{"field", "label", "expected", "actual"}] for each field that differs; environment
-    variables one by one, secret ones masked (unless `masked` is False: the fingerprint only)."""
+    variables one by one, secret ones masked (unless `masked` is False: the fingerprint only).
+    Masked, every value shown is also cleaned of the secret values (`secrets`, the function's,
+    and those of secret keys on either side), wherever else they appear."""
     if observed is None or observed == MISSING:
         return [{"field": "function", "label": "Lambda function", "expected": "exists", "actual": "missing"}]
     found = []
@@ -69,6 +73,12 @@ def differences(expected: dict, observed: dict | None, secret_keys=(), *, masked
             after = (f"{MASK} (another value)" if before is not None else MASK) if after is not None else None
         found.append({"field": f"environment.{key}", "label": f"environment {key}", "expected": _show(before),
                       "actual": _show(after)})
+    if masked:
+        hidden = [*secrets, *(str(env[key]) for env in (env_expected, env_actual) for key in secret_keys
+                              if env.get(key))]
+        for difference in found:
+            difference["expected"] = mask(difference["expected"], *hidden)
+            difference["actual"] = mask(difference["actual"], *hidden)
     return found
 
 
@@ -82,7 +92,8 @@ def current(function: Function) -> list[dict]:
     """The drift on record, masked, for the page."""
     if not function.drift_fingerprint:
         return []
-    return differences(function.expected_state, function.drift_observed, function.secret_keys)
+    return differences(function.expected_state, function.drift_observed, function.secret_keys,
+                       secrets=masking.secret_values(function))
 
 
 def _busy(function_id: int) -> bool:
@@ -101,7 +112,7 @@ def check(function: Function, *, user=None, trigger: str = "system") -> Result:
         return Result("skipped", reason="a deployment is running: it changes the Lambda itself")
     observed = lambdas.observed_state(function.lambda_name, function.alias)
     raw = differences(expected, observed, masked=False)
-    shown = differences(expected, observed, function.secret_keys)
+    shown = differences(expected, observed, function.secret_keys, secrets=masking.secret_values(function))
     actor = {"actor": user, "actor_label": user.get_username() if user else trigger}
     with transaction.atomic():
         locked = Function.objects.select_for_update().get(pk=function.pk)
@@ -134,7 +145,8 @@ def accept(function: Function, *, user) -> list[dict]:
             raise Refused("there is no drift to accept")
         if locked.drift_observed == MISSING:
             raise Refused("the Lambda function is gone from AWS: deploy again instead")
-        shown = differences(locked.expected_state, locked.drift_observed, locked.secret_keys)
+        shown = differences(locked.expected_state, locked.drift_observed, locked.secret_keys,
+                            secrets=masking.secret_values(locked))
         Function.objects.filter(pk=function.pk).update(
             expected_state=locked.drift_observed, drift_observed={}, drift_fingerprint="", drift_detected_at=None)
         AuditEvent.record("function.drift_accepted", function=function, actor=user, differences=shown)
@@ -148,7 +160,8 @@ def check_all() -> dict:
         try:
             outcome = check(function).outcome
         except Exception as exc:  # AWS down, a function gone wrong: the next period tries again
-            log.warning("drift check of %s failed: %s", function.name, exc)
+            log.warning("drift check of %s failed: %s", function.name,
+                        masking.scrub(str(exc), function))
             outcome = "error"
         outcomes.setdefault(outcome, []).append(function.name)
     return outcomes

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 
-from deploy import source
+from deploy import lambdas, source
 from deploy.build import validate_build_args
 from deploy.errors import UserError
 from portal.models import Function, Membership
@@ -19,7 +19,7 @@ from portal.models import Function, Membership
 ENV_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # Lambda sets these itself and refuses them in a function's configuration.
 RESERVED_ENV = re.compile(r"^(AWS_.*|_HANDLER|_X_AMZN_TRACE_ID|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR|TZ)$")
-ENV_LIMIT_BYTES = 4096  # Lambda's limit on all environment variables together
+ENV_LIMIT_BYTES = lambdas.ENVIRONMENT_LIMIT  # Lambda's limit on all environment variables together
 ROLE_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 
 
@@ -231,10 +231,10 @@ class FunctionForm(forms.ModelForm):
             both = sorted(set(plain) & set(secret))
             if both:
                 self.add_error("secret_environment_text", f"{', '.join(both)} also set as plain environment")
-            size = sum(len(k) + len(v) for k, v in {**plain, **secret}.items())
+            size = lambdas.environment_size({**plain, **secret})
             if size > ENV_LIMIT_BYTES:
-                self.add_error("environment_text", f"the environment takes {size} bytes; Lambda allows "
-                                                   f"{ENV_LIMIT_BYTES}")
+                self.add_error("environment_text", f"the environment takes {size} bytes as Lambda measures it "
+                                                   f"(as JSON); Lambda allows {ENV_LIMIT_BYTES}")
         return data
 
     def apply(self) -> Function:
@@ -598,6 +598,7 @@ class FeedbackForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
+        self._clean_token_host(data)
         token_after = bool(data.get("gitlab_token")) or (bool(self.instance.gitlab_status_token)
                                                          and not data.get("remove_gitlab_token"))
         parts = {"gitlab_api_url": bool(data.get("gitlab_api_url")), "gitlab_project": bool(data.get("gitlab_project")),
@@ -608,3 +609,14 @@ class FeedbackForm(forms.ModelForm):
             self.add_error(None, "commit statuses need the GitLab URL, the project and a token: "
                            + ", ".join(missing[k] for k, v in parts.items() if not v) + " missing")
         return data
+
+    def _clean_token_host(self, data: dict) -> None:
+        """The rule repository credentials follow: a stored token is only sent to the host it
+        was set for. A URL on another host needs the token again (or its removal)."""
+        stored, url = self.instance, data.get("gitlab_api_url")
+        if not stored.gitlab_status_token or not url or data.get("gitlab_token") or data.get("remove_gitlab_token"):
+            return  # nothing stored, a URL error or none (said elsewhere), or a new token or none at all
+        if _url_host(url) != _url_host(stored.gitlab_api_url):
+            self.add_error("gitlab_token", f"the GitLab URL moved to another host ({_url_host(url)}): "
+                                           "enter the token again, or remove it (a stored one is only sent where "
+                                           "it was set for)")

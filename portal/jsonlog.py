@@ -1,6 +1,7 @@
 """Logs as JSON lines on stdout in production: one line per event, with the
 deployment and function it concerns, never a secret (messages pass the same
-masking as step logs)."""
+masking as step logs, with the secret values of the function whose work is
+being logged: see `hiding`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from deploy.logs import mask
 
 _context: contextvars.ContextVar[dict | None] = contextvars.ContextVar("slipway_log_context", default=None)
+_secrets: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("slipway_log_secrets", default=())
 
 
 @contextlib.contextmanager
@@ -25,18 +27,28 @@ def bound(**fields):
         _context.reset(token)
 
 
+@contextlib.contextmanager
+def hiding(secrets):
+    """Mask these values (portal.masking.secret_values of a function) in every line written inside the block."""
+    token = _secrets.set((*_secrets.get(), *secrets))
+    try:
+        yield
+    finally:
+        _secrets.reset(token)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": mask(record.getMessage()),
+            "message": mask(record.getMessage(), *_secrets.get()),
             **(_context.get() or {}),
         }
         for key in ("deployment", "function"):
             if hasattr(record, key):
                 line[key] = getattr(record, key)
         if record.exc_info:
-            line["exception"] = mask(self.formatException(record.exc_info))
+            line["exception"] = mask(self.formatException(record.exc_info), *_secrets.get())
         return json.dumps(line, default=str)

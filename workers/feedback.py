@@ -22,8 +22,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from deploy import outbound
-from deploy.logs import mask
-from portal import crypto, feedback
+from portal import crypto, feedback, masking
 from portal.models import Deployment, Function, NotificationAttempt
 
 log = logging.getLogger(__name__)
@@ -52,9 +51,11 @@ def with_attempts(call, record) -> bool:
     return False
 
 
-def _recorder(function_id: int, deployment_id: int | None, channel: str, event: str, target: str):
+def _recorder(function_id: int, deployment_id: int | None, channel: str, event: str, target: str,
+              secrets: list[str]):
+    """Records each attempt; `secrets` (the function's, portal.masking) are masked in what the receiver said."""
     def record(number: int, answer: outbound.Answer) -> None:
-        detail = mask(answer.detail) if answer.detail else ""
+        detail = masking.scrub(answer.detail, secrets=secrets) if answer.detail else ""
         NotificationAttempt.objects.create(
             function_id=function_id, deployment_id=deployment_id, channel=channel, event=event, attempt=number,
             outcome=Outcome.OK if answer.ok else Outcome.FAILED, status_code=answer.status, target=target[:500],
@@ -122,9 +123,10 @@ def report_commit_status(deployment_id: int, state: str) -> str:
 
 def _post(deployment: Deployment, state: str) -> bool:
     function = deployment.function
+    secrets = masking.secret_values(function)
     record = _recorder(function.pk, deployment.pk, Channel.GITLAB, state,
                        outbound.where(outbound.commit_status_url(function.gitlab_api_url, function.gitlab_project,
-                                                                 deployment.commit_sha)))
+                                                                 deployment.commit_sha)), secrets)
     try:
         token = crypto.decrypt(function.gitlab_status_token)
     except crypto.Unavailable as exc:
@@ -135,15 +137,19 @@ def _post(deployment: Deployment, state: str) -> bool:
     return with_attempts(lambda: outbound.post_commit_status(
         function.gitlab_api_url, function.gitlab_project, token, deployment.commit_sha, state=state,
         name=f"{settings.SLIPWAY_GITLAB_STATUS_NAME}/{function.name}", ref=ref,
-        target_url=feedback.deployment_link(deployment.pk), description=mask(_description(deployment, state)),
+        target_url=feedback.deployment_link(deployment.pk),
+        description=masking.scrub(_description(deployment, state), secrets=secrets),
         timeout=settings.SLIPWAY_NOTIFY_TIMEOUT), record)
 
 
 # --- Notifications ----------------------------------------------------------------------------
 
 
-def compose(function: Function, event: str, deployment: Deployment | None, extra: dict) -> tuple[str, dict]:
-    """The text (one line, for chat and email subjects) and the webhook's JSON body."""
+def compose(function: Function, event: str, deployment: Deployment | None, extra: dict,
+            secrets: list[str] | None = None) -> tuple[str, dict]:
+    """The text (one line, for chat and email subjects) and the webhook's JSON body, masked
+    with the function's secret values (`secrets`, read here when not given)."""
+    secrets = masking.secret_values(function) if secrets is None else secrets
     name = function.name
     link = feedback.deployment_link(deployment.pk) if deployment else feedback.function_link(name)
     differences = extra.get("differences") or []
@@ -162,7 +168,7 @@ def compose(function: Function, event: str, deployment: Deployment | None, extra
         text = f"{name} was changed outside Slipway: {changes}"
     else:
         text = f"{name}: {event}"
-    text = mask(text)[:1500]
+    text = masking.scrub(text, secrets=secrets)[:1500]
     payload = {
         "text": f"{text} {link}".strip(),
         "event": event,
@@ -172,7 +178,8 @@ def compose(function: Function, event: str, deployment: Deployment | None, extra
         "deployment": None if deployment is None else {
             "id": deployment.pk, "kind": deployment.kind, "status": deployment.status,
             "trigger": deployment.trigger, "commit": deployment.commit_sha, "version": deployment.version,
-            "error_code": deployment.error_code, "error_message": mask(deployment.error_message)[:1000]},
+            "error_code": deployment.error_code,
+            "error_message": masking.scrub(deployment.error_message, secrets=secrets)[:1000]},
     }
     if event == feedback.DRIFT:
         payload["differences"] = differences
@@ -186,11 +193,12 @@ def send_notification(function_id: int, event: str, deployment_id: int | None, e
         return {}
     deployment = (Deployment.objects.select_related("requested_by").filter(pk=deployment_id).first()
                   if deployment_id else None)
-    text, payload = compose(function, event, deployment, extra or {})
+    secrets = masking.secret_values(function)
+    text, payload = compose(function, event, deployment, extra or {}, secrets)
     sent = {}
     if function.notify_webhook_url:
         record = _recorder(function.pk, deployment_id, Channel.WEBHOOK, event,
-                           outbound.where(function.notify_webhook_url))
+                           outbound.where(function.notify_webhook_url), secrets)
         try:
             secret = crypto.decrypt(function.notify_webhook_secret) if function.notify_webhook_secret else ""
         except crypto.Unavailable as exc:
@@ -206,7 +214,7 @@ def send_notification(function_id: int, event: str, deployment_id: int | None, e
     members = function.notify_members.filter(memberships__function=function, is_active=True).exclude(email="")
     recipients = sorted(set(members.values_list("email", flat=True)))
     if recipients:
-        record = _recorder(function.pk, deployment_id, Channel.EMAIL, event, ", ".join(recipients))
+        record = _recorder(function.pk, deployment_id, Channel.EMAIL, event, ", ".join(recipients), secrets)
         body = f"{text}\n\n{payload['url']}\n" if payload["url"] else f"{text}\n"
         sent["email"] = with_attempts(lambda: _mail(f"[Slipway] {text[:150]}", body, recipients), record)
     return sent

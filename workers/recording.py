@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from deploy.errors import AppError, DeployError
 from deploy.logs import mask
-from portal import feedback, jsonlog, queue, sources
+from portal import feedback, jsonlog, masking, queue
 from portal.models import AuditEvent, Deployment, DeploymentStep
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class StepLog:
         self.step = step
         self.lines: list[str] = []
         self.flushed_at = time.monotonic()
-        self.secrets = secrets or []  # the function's repository credentials, masked like the usual patterns
+        self.secrets = secrets or []  # the function's secret values (portal.masking), masked like the usual patterns
 
     def __call__(self, line: str) -> None:
         if not line.strip():
@@ -59,7 +59,7 @@ class Recorder:
     def __init__(self, deployment: Deployment):
         self.deployment = deployment
         self.position = deployment.steps.count()
-        self.secrets = sources.log_secrets(deployment.function)
+        self.secrets = masking.secret_values(deployment.function)
 
     @contextlib.contextmanager
     def step(self, name: str, status: str | None = None):
@@ -149,7 +149,11 @@ def check_stop(deployment: Deployment) -> None:
 
 
 def finish(deployment: Deployment, status: str, code: str = "", message: str = "") -> None:
-    if deployment.finish(status, code, mask(message, *sources.log_secrets(deployment.function))):
+    """The one place a row is finished: its error message is masked here, before the API,
+    the pages, notifications and commit statuses can show it."""
+    message = masking.scrub(message, deployment.function)
+    if deployment.finish(status, code, message):
+        log.info("deployment %s %s%s", deployment.pk, status, f": {code}: {message}" if code else "")
         AuditEvent.record(f"deployment.{status}", actor=deployment.requested_by,
                           actor_label="" if deployment.requested_by else deployment.trigger,
                           function=deployment.function, deployment=deployment.pk, kind=deployment.kind,
@@ -160,7 +164,8 @@ def finish(deployment: Deployment, status: str, code: str = "", message: str = "
 def settle(deployment: Deployment, steps) -> str:
     """Run the steps with a heartbeat; whatever happens, the row ends terminal
     and the function's next deployment is dispatched."""
-    with jsonlog.bound(deployment=deployment.pk, function=deployment.function.name):
+    with jsonlog.bound(deployment=deployment.pk, function=deployment.function.name), \
+            jsonlog.hiding(masking.secret_values(deployment.function)):
         return _settle(deployment, steps)
 
 

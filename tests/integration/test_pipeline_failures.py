@@ -177,6 +177,38 @@ def test_an_update_conflict_is_waited_out_and_the_deploy_succeeds(worker, fixtur
     assert invoke_live(fixture_function)["release"] == "two"
 
 
+def test_lambdas_size_error_leaves_no_secret_value_in_the_step_log_the_api_or_the_worker_log(
+        worker, fixture_function, repo, inject, faults, client):
+    """The local plane does not enforce the 4 KB limit: its answer, as AWS words it, is injected."""
+    from django.contrib.auth import get_user_model
+
+    from portal.models import ApiToken, Membership
+    from tests.api_client import Api, openapi
+    from tests.test_secrets import ENV, TOO_LARGE, leaks
+
+    fixture_function.environment, fixture_function.secret_keys = dict(ENV), ["TOKEN"]
+    fixture_function.save()
+    inject({"operation": "CreateFunction", "error": "InvalidParameterValueException", "times": 1,
+            "function": fixture_function.lambda_name,
+            "message": TOO_LARGE + json.dumps(ENV, separators=(",", ":"), ensure_ascii=False)})
+    repo.release("one")
+    failed = wait_done(request_deploy(fixture_function, trigger="cli"))
+    assert (failed.status, failed.error_code) == (Status.FAILED, "lambda-InvalidParameterValueException")
+    assert json.loads(faults.read_text())[0]["times"] == 0
+    assert "exceeded the 4KB limit" in failed.error_message
+    viewer = get_user_model().objects.create_user(f"viewer-{fixture_function.name}")
+    Membership.objects.create(function=fixture_function, user=viewer, role="viewer")
+    api = Api(client, openapi(client), ApiToken.issue(viewer, "viewer's")[1])
+    shown = api.call("get", "/deployments/{deployment_id}", deployment_id=failed.pk)
+    assert shown.status_code == 200 and "exceeded the 4KB limit" in shown.json()["steps"][-1]["output"]
+    log = worker.log.read_text(errors="replace")
+    channels = {"error_message": failed.error_message, "API": shown.content, "worker log": log,
+                "steps": "\n".join(DeploymentStep.objects.filter(deployment=failed).values_list("output", flat=True))}
+    assert {name: leaks(text) for name, text in channels.items() if leaks(text)} == {}
+    assert "String measured:" not in str(channels)
+    assert f"deployment {failed.pk} failed: lambda-InvalidParameterValueException" in log  # the log was searched
+
+
 def test_a_failed_lambda_update_ends_with_its_reason_code_and_the_alias_unchanged(
         worker, fixture_function, repo, inject, faults):
     first = deployed(fixture_function, repo, "one")

@@ -1,0 +1,59 @@
+"""A function's secret values, and the one way any output about it is cleaned of them.
+
+Every channel that shows what happened to a function — step logs and error messages
+(workers/recording.py), commit statuses and notifications (workers/feedback.py), JSON
+log lines (portal/jsonlog.py), drift views (portal/drift.py) — passes its text through
+deploy.logs.mask with `secret_values(function)`: each value in its raw, JSON-escaped
+and repr forms, after Lambda's "String measured:" echo of the environment is cut.
+"""
+
+from __future__ import annotations
+
+from deploy.logs import mask
+from portal.models import Function
+
+MASK = "••••••"  # what pages show for a secret value (Function.masked_environment, portal/drift.py)
+
+
+def environment_secrets(function: Function) -> list[str]:
+    """The values of the secret environment variables: the current ones, and those
+    Slipway last left in Lambda (a value replaced since may still be quoted back)."""
+    keys = set(function.secret_keys or ())
+    values = []
+    for env in (function.environment or {}, (function.expected_state or {}).get("environment") or {},
+                (function.drift_observed or {}).get("environment") or {}):
+        values += [str(value) for key, value in env.items() if key in keys and value]
+    return values
+
+
+def secret_values(function: Function) -> list[str]:
+    """Every secret value of the function: its secret environment values, its repository's
+    deploy token or key, its GitLab project token and its notification signing secret."""
+    from portal import crypto, sources
+
+    values = environment_secrets(function) + sources.log_secrets(function)
+    for sealed in (function.gitlab_status_token, function.notify_webhook_secret):
+        if sealed:
+            try:
+                values.append(crypto.decrypt(sealed))
+            except crypto.Unavailable:
+                pass  # not readable here, so not usable either: nothing of it can be sent
+    return sorted(set(values))
+
+
+def scrub(text: str, function: Function | None = None, secrets: list[str] | None = None) -> str:
+    """`text` as any output may show it: masked with the function's secret values (or the
+    `secrets` already read for it) and the usual patterns."""
+    if secrets is None:
+        secrets = secret_values(function) if function is not None else []
+    return mask(text or "", *secrets)
+
+
+def masked_state(function: Function, state: dict) -> dict:
+    """A recorded Lambda state (expected_state, drift_observed) as pages may show it: the
+    values of secret environment variables replaced, as Function.masked_environment does."""
+    masked = dict(state or {})
+    if isinstance(masked.get("environment"), dict):
+        masked["environment"] = {key: MASK if key in function.secret_keys else value
+                                 for key, value in masked["environment"].items()}
+    return masked
