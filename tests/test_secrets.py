@@ -165,8 +165,10 @@ def _ship_failing(function, error: ClientError) -> Deployment:
     run = steps.Run(deployment, repository_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/team/hello")
     with mock.patch("deploy.aws.client", autospec=True) as client:
         lam = client.return_value
-        lam.get_function_configuration.return_value = {"MemorySize": 1024, "Timeout": 30,
-                                                       "Environment": {"Variables": {}}}
+        lam.get_function_configuration.return_value = {
+            "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:team-hello", "MemorySize": 1024,
+            "Timeout": 30, "Environment": {"Variables": {}}}
+        lam.list_tags.return_value = {"Tags": {"slipway:function": function.name}}  # Slipway's own Lambda
         lam.update_function_configuration.side_effect = error
         recording.settle(deployment, lambda: tasks._ship(run, recording.Recorder(deployment)))
     assert lam.update_function_configuration.call_args.kwargs["Environment"] == {"Variables": ENV}
