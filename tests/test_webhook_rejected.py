@@ -81,6 +81,7 @@ def test_a_well_formed_signature_over_another_body_is_read_and_then_refused(clie
     assert WebhookDelivery.objects.get().detail == "webhook-signature does not match"
 
 
+@pytest.mark.postgres
 def test_rejected_deliveries_fill_a_ring_per_function_and_count_the_rest(client, cast, function, settings):
     settings.SLIPWAY_WEBHOOK_REJECTED_KEPT = 3
     hook(function)
@@ -97,6 +98,7 @@ def test_rejected_deliveries_fill_a_ring_per_function_and_count_the_rest(client,
     assert page.count('id="delivery-') == 3 and "2 more rejected deliveries were not kept" in page
 
 
+@pytest.mark.postgres
 def test_rejections_to_unknown_names_fill_one_ring_of_their_own(client, function, settings):
     settings.SLIPWAY_WEBHOOK_REJECTED_KEPT = 2
     hook(function)
@@ -110,6 +112,7 @@ def test_rejections_to_unknown_names_fill_one_ring_of_their_own(client, function
     assert not WebhookDelivery.objects.filter(function=function).exists()
 
 
+@pytest.mark.postgres
 def test_a_smaller_ring_setting_drops_the_slots_beyond_it_when_the_ring_wraps(client, function, settings):
     hook(function)
     settings.SLIPWAY_WEBHOOK_REJECTED_KEPT = 4
@@ -121,6 +124,7 @@ def test_a_smaller_ring_setting_drops_the_slots_beyond_it_when_the_ring_wraps(cl
     assert WebhookDelivery.objects.filter(function=function).count() == 2
 
 
+@pytest.mark.postgres
 def test_known_and_unknown_names_make_the_same_queries(client, function):
     hook(function)
     statements = []

@@ -75,6 +75,7 @@ def test_a_replay_after_an_ignored_delivery_is_a_duplicate_once_auto_deploy_is_b
     assert not Deployment.objects.exists()
 
 
+@pytest.mark.postgres
 def test_a_replay_after_a_paused_delivery_is_a_duplicate_once_resumed(client, hooked):
     Function.objects.filter(pk=hooked.pk).update(paused_reason="rolled back to version 3 by bob")
     body, sent = signed_push()
@@ -101,6 +102,7 @@ def test_the_dedupe_key_of_a_signed_delivery_is_its_webhook_id(client, hooked):
     assert WebhookDelivery.objects.get().dedupe_key == "msg-7"
 
 
+@pytest.mark.postgres
 def test_an_idempotency_key_other_than_the_webhook_id_is_malformed(client, hooked):
     body, sent = signed_push(msg_id="msg-1")
     response = client.post("/hooks/gitlab/hello", data=body, content_type="application/json",
@@ -126,6 +128,7 @@ def test_the_database_refuses_a_second_sighting_of_a_signature(hooked):
     SeenSignature.objects.create(function=hooked, webhook_id="msg-1", timestamp=1_800_000_001)  # a resend
 
 
+@pytest.mark.postgres
 def test_seen_signatures_are_pruned_only_past_the_window_and_a_batch_at_a_time(hooked):
     now = int(time.time())
     keep = SeenSignature.KEPT_S
@@ -138,6 +141,7 @@ def test_seen_signatures_are_pruned_only_past_the_window_and_a_batch_at_a_time(h
     assert list(SeenSignature.objects.values_list("webhook_id", flat=True)) == ["recent"]
 
 
+@pytest.mark.postgres
 def test_a_signed_delivery_prunes_expired_sightings(client, hooked):
     SeenSignature.objects.create(function=hooked, webhook_id="old", timestamp=int(time.time()) - 3600)
     post(client, *signed_push())
