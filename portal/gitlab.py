@@ -181,7 +181,8 @@ def signed_pair(function, headers: Mapping) -> tuple[str, int] | None:
 
 
 def stored_headers(headers: Mapping) -> dict[str, str]:
-    """The headers as received, without the secret token (webhook-signature is a MAC, not a secret)."""
+    """The headers as received, without the secret token (the signature headers are kept: the log
+    shows them to owners only, see SIGNATURE_HEADERS)."""
     kept = {}
     for name, value in list(headers.items())[:60]:
         if name.lower() not in HIDDEN_HEADERS:

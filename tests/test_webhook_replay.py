@@ -55,7 +55,18 @@ def test_a_replay_after_an_accepted_delivery_is_a_duplicate(client, hooked):
     assert answer["outcome"] == "duplicate" and "replay" in answer["detail"]
     assert Deployment.objects.count() == 1
     original = WebhookDelivery.objects.get(outcome=Outcome.ACCEPTED)
-    assert WebhookDelivery.objects.get(outcome=Outcome.DUPLICATE).duplicate_of == original
+    duplicate = WebhookDelivery.objects.get(outcome=Outcome.DUPLICATE)
+    assert duplicate.duplicate_of == original and f"as delivery #{original.pk}" in duplicate.detail
+    assert (duplicate.body, duplicate.body_bytes) == ("", len(body))  # the signed body is the original's
+
+
+def test_a_replay_row_offers_no_replay_button_its_original_does(client, cast, hooked):
+    body, sent = signed_push()
+    post(client, body, sent)
+    post(client, body, sent)
+    client.force_login(cast["bob"])
+    page = client.get(reverse("portal-deliveries", args=["hello"])).content.decode()
+    assert page.count('id="delivery-') == 2 and page.count("Replay</button>") == 1
 
 
 def test_a_replay_after_the_deployment_was_skipped_as_stale_is_a_duplicate(client, hooked):
