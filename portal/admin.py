@@ -9,12 +9,14 @@ from portal.models import (
     Build,
     ConsoleImage,
     ConsoleRun,
+    DeliveryRing,
     Deployment,
     DeploymentStep,
     Function,
     GoldenCase,
     Membership,
     NotificationAttempt,
+    SeenSignature,
     WebhookDelivery,
 )
 
@@ -95,6 +97,20 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_display = ["received_at", "function", "event_type", "outcome", "detail"]
     list_filter = ["outcome", "event_type"]
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+
+@admin.register(DeliveryRing)
+class DeliveryRingAdmin(admin.ModelAdmin):
+    """Refusals per ring (owner 0: unknown names; its rows are the deliveries without a function)."""
+
+    list_display = ["owner", "rejected"]
+    readonly_fields = ["owner", "rejected"]
+
+
+@admin.register(SeenSignature)
+class SeenSignatureAdmin(admin.ModelAdmin):
+    list_display = ["function", "webhook_id", "timestamp", "delivery"]
+    readonly_fields = [f.name for f in SeenSignature._meta.fields]
 
 
 @admin.register(AuditEvent)

@@ -33,6 +33,9 @@ SIGNATURE_TOLERANCE_S = 300  # Standard Webhooks' recommendation: older (or newe
 MAX_KEY_CHARS = 128
 # Never stored with a delivery: GitLab's secret token, and anything a proxy might add.
 HIDDEN_HEADERS = {"x-gitlab-token", "authorization", "proxy-authorization", "cookie"}
+# Stored, but shown to the function's owners only: with them and the body, a delivery can be
+# sent again (it would be answered as a replay, but the owners alone need to see them).
+SIGNATURE_HEADERS = {"webhook-id", "webhook-timestamp", "webhook-signature"}
 PUSH, TAG_PUSH = "Push Hook", "Tag Push Hook"
 
 
@@ -75,34 +78,70 @@ def signature(signing_token: str, msg_id: str, timestamp: str, body: bytes) -> s
     return "v1," + base64.b64encode(mac.digest()).decode()
 
 
-def check_signature(signing_token: str, headers: Mapping, body: bytes, now: float) -> str:
-    """'' when one of the `v1` signatures matches within the tolerance, else why not."""
+def _v1_signatures(given: str) -> list[str]:
+    """The well-formed `v1,<base64 of 32 bytes>` entries of a webhook-signature header (Standard
+    Webhooks lets a sender list several, space-separated; other versions are skipped)."""
+    found = []
+    for candidate in given.split()[:8]:
+        version, _, value = candidate.partition(",")
+        if version != "v1":
+            continue
+        try:
+            if len(base64.b64decode(value, validate=True)) == 32:
+                found.append(candidate)
+        except (binascii.Error, ValueError):
+            continue
+    return found
+
+
+def check_signature_headers(headers: Mapping, now: float) -> str:
+    """'' when the signature headers could hold a valid signature made within the tolerance,
+    else why not. Needs no body: a delivery that fails here is refused before it is read."""
     msg_id, timestamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
     given = headers.get("webhook-signature", "")
     if not (msg_id and timestamp and given):
         missing = [n for n, v in (("webhook-id", msg_id), ("webhook-timestamp", timestamp),
                                   ("webhook-signature", given)) if not v]
         return f"no {', '.join(missing)} header (a signing token is configured)"
+    if len(msg_id) > MAX_KEY_CHARS or not msg_id.isprintable():
+        return "webhook-id is not an id GitLab sends"
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         return "webhook-timestamp is not a Unix time"
     off = now - int(timestamp)
     if abs(off) > SIGNATURE_TOLERANCE_S:
         return f"webhook-timestamp is {abs(off):.0f} s {'old' if off > 0 else 'ahead'}; " \
                f"more than {SIGNATURE_TOLERANCE_S} s is refused"
+    if not _v1_signatures(given):
+        return "webhook-signature holds no v1 signature"
+    return ""
+
+
+def check_signature(signing_token: str, headers: Mapping, body: bytes) -> str:
+    """'' when one of the `v1` signatures is the HMAC of this body (the headers passed
+    check_signature_headers), else why not. Constant-time comparisons."""
+    msg_id, timestamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
     try:
         expected = _bytes(signature(signing_token, msg_id, timestamp, body))
     except (binascii.Error, ValueError):
         return "the stored signing token is not valid base64"
-    for candidate in given.split():
-        if hmac.compare_digest(_bytes(candidate), expected):
-            return ""
+    if any([hmac.compare_digest(_bytes(c), expected) for c in _v1_signatures(headers.get("webhook-signature", ""))]):
+        return ""
     return "webhook-signature does not match"
 
 
-def authenticate(function, headers: Mapping, body: bytes, now: float) -> str:
-    """'' when the delivery is authentic for `function`, else why not (for the log only:
-    the answer is the same 401 for every reason, an unknown function included).
-    Every token the function has configured must check out."""
+def _signing_token(function) -> tuple[str, str]:
+    try:
+        return crypto.decrypt(function.webhook_signing_key), ""
+    except crypto.Unavailable as exc:
+        return "", f"the signing token cannot be read: {exc}"
+
+
+def check_headers(function, headers: Mapping, now: float) -> str:
+    """Everything about who is calling that the headers alone can tell: '' when the delivery
+    may be authentic for `function` (the body's signature is checked next, by check_body), else
+    why not (for the log only: the answer is the same 401 for every reason, an unknown function
+    included). Every token the function has configured must check out. The secret token needs
+    no body: it is checked here in full, by its digest, in constant time."""
     if function is None:
         return "no such function"
     if function.is_archived:
@@ -116,21 +155,34 @@ def authenticate(function, headers: Mapping, body: bytes, now: float) -> str:
         if not hmac.compare_digest(digest(token), function.webhook_secret_hash):
             return "X-Gitlab-Token does not match"
     if function.webhook_signing_key:
-        try:
-            signing_token = crypto.decrypt(function.webhook_signing_key)
-        except crypto.Unavailable as exc:
-            return f"the signing token cannot be read: {exc}"
-        problem = check_signature(signing_token, headers, body, now)
+        problem = _signing_token(function)[1] or check_signature_headers(headers, now)
         if problem:
             return problem
     return ""
+
+
+def check_body(function, headers: Mapping, body: bytes) -> str:
+    """The signature over the body, for a function with a signing token (check_headers passed)."""
+    if not function.webhook_signing_key:
+        return ""
+    signing_token, problem = _signing_token(function)
+    return problem or check_signature(signing_token, headers, body)
+
+
+def signed_pair(function, headers: Mapping) -> tuple[str, int] | None:
+    """(webhook-id, webhook-timestamp) of a delivery whose signature was verified (the function
+    has a signing token); None otherwise: then those headers were never checked and prove nothing."""
+    if not function.webhook_signing_key:
+        return None
+    return headers.get("webhook-id", ""), int(headers.get("webhook-timestamp", ""))
 
 
 # --- Headers ----------------------------------------------------------------------------
 
 
 def stored_headers(headers: Mapping) -> dict[str, str]:
-    """The headers as received, without the secret token (webhook-signature is a MAC, not a secret)."""
+    """The headers as received, without the secret token (the signature headers are kept: the log
+    shows them to owners only, see SIGNATURE_HEADERS)."""
     kept = {}
     for name, value in list(headers.items())[:60]:
         if name.lower() not in HIDDEN_HEADERS:
@@ -138,9 +190,18 @@ def stored_headers(headers: Mapping) -> dict[str, str]:
     return kept
 
 
-def dedupe_key(headers: Mapping) -> str:
+def dedupe_key(headers: Mapping, *, signed: bool = False) -> str:
     """GitLab's Idempotency-Key (the same on every resend of an event; GitLab 17.4+), else
-    X-Gitlab-Event-UUID (older GitLab); '' when neither is sent: then nothing is deduped."""
+    X-Gitlab-Event-UUID (older GitLab); '' when neither is sent: then nothing is deduped.
+    For a `signed` delivery it is webhook-id, which GitLab sets equal to Idempotency-Key and
+    signs: the unsigned headers could be changed by anyone who replays it, so an
+    Idempotency-Key that differs is refused."""
+    if signed:
+        msg_id = headers.get("webhook-id", "")
+        given = headers.get("Idempotency-Key", "")
+        if given and given != msg_id:
+            raise Malformed("Idempotency-Key differs from webhook-id: GitLab sends the two equal")
+        return msg_id
     for name in ("Idempotency-Key", "X-Gitlab-Event-UUID"):
         value = headers.get(name, "").strip()
         if value:

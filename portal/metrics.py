@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from portal.models import ConsoleRun, Deployment, DeploymentStep, WebhookDelivery
+from portal.models import ConsoleRun, DeliveryRing, Deployment, DeploymentStep, WebhookDelivery
 
 STEP_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 QUEUES = {"deploys": ~Q(kind=Deployment.Kind.ROLLBACK), "rollbacks": Q(kind=Deployment.Kind.ROLLBACK)}
@@ -63,8 +63,14 @@ class DatabaseCollector:
 
         deliveries = CounterMetricFamily("slipway_webhook_deliveries", "Webhook deliveries by outcome",
                                          labels=["outcome"])
-        for row in WebhookDelivery.objects.values("outcome").annotate(n=Count("pk")).order_by():
-            deliveries.add_metric([row["outcome"]], row["n"])
+        counts = dict(WebhookDelivery.objects.filter(ring=None).values_list("outcome").annotate(n=Count("pk"))
+                      .order_by())
+        # Refusals kept in rings are overwritten: each ring counts them all instead.
+        rejected = DeliveryRing.objects.aggregate(n=Sum("rejected"))["n"]
+        if rejected:
+            counts[WebhookDelivery.Outcome.REJECTED] = counts.get(WebhookDelivery.Outcome.REJECTED, 0) + rejected
+        for outcome, n in counts.items():
+            deliveries.add_metric([outcome], n)
         yield deliveries
 
         invokes = CounterMetricFamily("slipway_console_invokes", "Test console invokes by outcome",

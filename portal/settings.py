@@ -334,6 +334,9 @@ SLIPWAY_FERNET_KEYS = _fernet_keys()
 # GitLab does not send a payload whose JSON is over 25 MiB (its encoder's limit), so
 # the cap takes anything it sends; above it: 413 without reading the body.
 SLIPWAY_WEBHOOK_MAX_BODY_BYTES = env_int("SLIPWAY_WEBHOOK_MAX_BODY_BYTES", 25 * 1024 * 1024, minimum=64 * 1024)
+# Refused deliveries (not authenticated, too large) are kept in a ring of this many per function,
+# and one more for unknown names; the delivery log counts the ones beyond it.
+SLIPWAY_WEBHOOK_REJECTED_KEPT = env_int("SLIPWAY_WEBHOOK_REJECTED_KEPT", 50, minimum=1)
 
 # --- Feedback: GitLab commit status, notifications, drift -------------------------------
 # Links in commit statuses, webhooks and emails point here (the portal as its users reach it).

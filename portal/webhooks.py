@@ -8,6 +8,13 @@ that authenticates is answered 200 with what was done about it: accepted,
 ignored, paused or duplicate. Nothing slow happens here: the deployment row
 is written in the same transaction as the delivery, and its task is sent
 after commit.
+
+Who is calling is settled from the headers before the body is read: the
+secret token in full, the signature headers' shape and timestamp, then the
+length; only then is the body read (bounded) and its signature checked. A
+refusal before that fills a slot of a bounded ring (DeliveryRing): a known
+name and an unknown one take the same path. A signed delivery claims its
+(webhook-id, webhook-timestamp) first: the same pair again is a replay.
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from portal import gitlab, services
-from portal.models import Function, WebhookDelivery
+from portal.models import DeliveryRing, Function, SeenSignature, WebhookDelivery
 
 log = logging.getLogger(__name__)
 Outcome = WebhookDelivery.Outcome
 REJECTED_BODY_CHARS = 2048  # an unauthenticated body is anyone's: keep only its start
+RECORDED_FIELDS = ["function", "event_uuid", "webhook_uuid", "dedupe_key", "event_type", "headers", "body",
+                   "body_bytes", "outcome", "detail", "status_code", "took_ms", "received_at"]
 
 
 class _Answer(Exception):
@@ -45,6 +54,7 @@ class _Delivery:
         self.request, self.function = request, function
         self.started = time.monotonic()
         self.body = b""
+        self.row: WebhookDelivery | None = None
         headers = request.headers
         self.fields = {
             "event_type": gitlab.clean_text(headers.get("X-Gitlab-Event", ""), 64),
@@ -56,14 +66,33 @@ class _Delivery:
     def took_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000
 
-    def record(self, outcome: str, detail: str, status: int, *, full_body: bool = True, **fields) -> WebhookDelivery:
-        text = self.body.decode("utf-8", "replace")
-        if not full_body:
-            text = text[:REJECTED_BODY_CHARS]
-        return WebhookDelivery.objects.create(
+    def _row(self, outcome: str, detail: str, status: int, body_chars: int | None, **fields) -> WebhookDelivery:
+        text = self.body.decode("utf-8", "replace")[:body_chars]
+        return WebhookDelivery(
             function=self.function, **self.fields, body=gitlab.clean_text(text, len(text)),
             body_bytes=len(self.body), outcome=outcome, detail=gitlab.clean_text(detail, 500), status_code=status,
             took_ms=self.took_ms(), **fields)
+
+    def record(self, outcome: str, detail: str, status: int, *, body_chars: int | None = None,
+               **fields) -> WebhookDelivery:
+        """A row of the function's log; `body_chars` keeps only the start of the body."""
+        self.row = self._row(outcome, detail, status, body_chars, **fields)
+        self.row.save(force_insert=True)
+        return self.row
+
+    def refuse(self, detail: str, status: int) -> None:
+        """A refusal before the caller is known: it overwrites the oldest slot of its ring (the
+        function's, or the one of unknown names). The same statements whoever was called:
+        count one, upsert the slot, and, when the ring wraps, drop slots a smaller setting left."""
+        size = settings.SLIPWAY_WEBHOOK_REJECTED_KEPT
+        owner = self.function.pk if self.function is not None else DeliveryRing.UNKNOWN
+        ring, count = DeliveryRing.count_one(owner)
+        slot = (count - 1) % size
+        row = self._row(Outcome.REJECTED, detail, status, REJECTED_BODY_CHARS, ring_id=ring, ring_slot=slot)
+        WebhookDelivery.objects.bulk_create([row], update_conflicts=True, unique_fields=["ring", "ring_slot"],
+                                            update_fields=RECORDED_FIELDS)
+        if slot == 0:
+            WebhookDelivery.objects.filter(ring_id=ring, ring_slot__gte=size).delete()
 
 
 def _answer(status: int, **body) -> JsonResponse:
@@ -77,10 +106,12 @@ def gitlab_receiver(request, name: str):
     delivery = _Delivery(request, function)
     try:
         try:
-            return _receive(delivery)
+            return _receive(delivery, name)
         except _Answer as answer:
-            if delivery.function is not None:  # strangers' requests to unknown names are not kept
-                delivery.record(Outcome.REJECTED, answer.detail, answer.status, full_body=answer.status == 400)
+            if answer.status == 400:  # authenticated, so kept in full in the function's log
+                delivery.record(Outcome.REJECTED, answer.detail, answer.status)
+            else:
+                delivery.refuse(answer.detail, answer.status)
             return _answer(answer.status, error=answer.error)
     except DatabaseError:
         # The request may be fine; the database is not. 503 says so (GitLab counts it as a failure).
@@ -88,8 +119,12 @@ def gitlab_receiver(request, name: str):
         return _answer(503, error="unavailable")
 
 
-def _receive(delivery: _Delivery) -> JsonResponse:
-    request = delivery.request
+def _receive(delivery: _Delivery, name: str) -> JsonResponse:
+    request, function, now = delivery.request, delivery.function, time.time()
+    problem = gitlab.check_headers(function, request.headers, now)
+    if problem:
+        raise _Answer(401, "unauthorized", f"{problem}: {gitlab.clean_text(name, 100)!r}" if function is None
+                      else problem)
     length = request.META.get("CONTENT_LENGTH", "")
     if not length.isdigit():
         raise _Answer(411, "length required", "no Content-Length header")
@@ -97,24 +132,57 @@ def _receive(delivery: _Delivery) -> JsonResponse:
     if int(length) > cap:
         raise _Answer(413, "too large", f"a body of {int(length)} bytes; the cap is {cap}")
     delivery.body = request.read(int(length))  # bounded by Content-Length, which is within the cap
-
-    problem = gitlab.authenticate(delivery.function, request.headers, delivery.body, time.time())
+    problem = gitlab.check_body(function, request.headers, delivery.body)
     if problem:
         raise _Answer(401, "unauthorized", problem)
+
     try:
         payload = json.loads(delivery.body.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise _Answer(400, "malformed", f"the body is not JSON: {str(exc)[:200]}") from None
+    pair = gitlab.signed_pair(function, request.headers)
     try:
         if not isinstance(payload, dict):
             raise gitlab.Malformed("the body is not a JSON object")
         if not delivery.fields["event_type"]:
             raise gitlab.Malformed("no X-Gitlab-Event header")
-        key = gitlab.dedupe_key(request.headers)
+        key = gitlab.dedupe_key(request.headers, signed=pair is not None)
         with transaction.atomic():
-            return _process(delivery, key, payload)
+            if pair is None:
+                return _process(delivery, key, payload)
+            return _process_signed(delivery, key, payload, pair)
     except gitlab.Malformed as exc:
         raise _Answer(400, "malformed", str(exc)) from None
+    finally:
+        if pair is not None:
+            SeenSignature.prune(now)  # in its own statement, after the transaction: it holds no lock
+
+
+def _process_signed(delivery: _Delivery, key: str, payload: dict, pair: tuple[str, int]) -> JsonResponse:
+    """Claim the signature's (webhook-id, webhook-timestamp), in a savepoint, before anything else:
+    a simultaneous twin waits on the unique constraint and then fails, and a later replay finds
+    it, whatever this delivery's outcome. A rollback (archived meanwhile, malformed) frees it."""
+    function = delivery.function
+    try:
+        with transaction.atomic():
+            seen = SeenSignature.objects.create(function=function, webhook_id=pair[0], timestamp=pair[1])
+    except IntegrityError:
+        return _replayed(delivery, key, pair)
+    response = _process(delivery, key, payload)
+    if delivery.row is not None:
+        SeenSignature.objects.filter(pk=seen.pk).update(delivery=delivery.row)
+    return response
+
+
+def _replayed(delivery: _Delivery, key: str, pair: tuple[str, int]) -> JsonResponse:
+    first = SeenSignature.objects.filter(function=delivery.function, webhook_id=pair[0], timestamp=pair[1]) \
+        .values_list("delivery_id", flat=True).first()
+    detail = "a replay: this webhook-id and webhook-timestamp were already received" + (
+        f" as delivery #{first}" if first else "")
+    delivery.fields["dedupe_key"] = key
+    # The body is the first one's (the signature says so): not kept twice.
+    delivery.record(Outcome.DUPLICATE, detail, 200, body_chars=0, duplicate_of_id=first)
+    return _answer(200, outcome=Outcome.DUPLICATE, detail=detail)
 
 
 def _process(delivery: _Delivery, key: str, payload: dict) -> JsonResponse:
@@ -137,6 +205,7 @@ def _process(delivery: _Delivery, key: str, payload: dict) -> JsonResponse:
         with transaction.atomic():
             row = delivery.record(Outcome.ACCEPTED, decision.detail, 200)
     except IntegrityError:
+        delivery.row = None
         return _duplicate(delivery, key)
     function = Function.objects.select_for_update().get(pk=delivery.function.pk)
     if function.is_archived:  # archived since the token was checked: nothing of this is kept but the refusal

@@ -45,10 +45,11 @@ def headers(event: str = "Push Hook", token: str | None = TOKEN, key: str | None
 
 
 def signed(signing_token: str, body: bytes, msg_id: str, at: float | None = None) -> dict:
+    """The Standard Webhooks headers over `body`, and the Idempotency-Key GitLab sets equal to webhook-id."""
     from portal import gitlab
 
     timestamp = str(int(time.time() if at is None else at))
-    return {"webhook-id": msg_id, "webhook-timestamp": timestamp,
+    return {"webhook-id": msg_id, "Idempotency-Key": msg_id, "webhook-timestamp": timestamp,
             "webhook-signature": gitlab.signature(signing_token, msg_id, timestamp, body)}
 
 

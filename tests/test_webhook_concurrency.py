@@ -56,3 +56,35 @@ def test_ten_identical_deliveries_at_once_make_one_deployment_and_ten_log_rows(l
     assert set(WebhookDelivery.objects.filter(outcome="duplicate").values_list("duplicate_of", flat=True)) == {
         accepted.pk}
     assert send_task.call_count == 1
+
+
+def test_ten_identical_signed_deliveries_at_once_make_one_deployment(live_server, transactional_db, function):
+    # A replay as an onlooker sends it: the signed headers as they were, no unsigned key to dedupe on.
+    from portal import gitlab
+    from tests.gitlab_hooks import signed
+
+    signing = gitlab.new_signing_token()
+    hook(function, token="", signing=signing)
+    body = json.dumps(push("d" * 40)).encode()
+    sent_headers = {"X-Gitlab-Event": "Push Hook", **signed(signing, body, "msg-1")}
+    sent_headers.pop("Idempotency-Key")
+    url, gate, results = f"{live_server.url}/hooks/gitlab/hello", threading.Barrier(10), []
+
+    def deliver():
+        gate.wait()
+        results.append(post(url, body, sent_headers))
+
+    with mock.patch("portal.queue.app.send_task", autospec=True) as send_task:
+        send_task.return_value.id = "task-1"
+        threads = [threading.Thread(target=deliver) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert len(results) == 10 and {status for status, *_ in results} == {200}, results
+    assert any(a[2] < b[3] and b[2] < a[3] for a, b in zip(results, results[1:], strict=False))
+    assert sorted(answer["outcome"] for _, answer, *_ in results) == ["accepted"] + ["duplicate"] * 9
+    assert Deployment.objects.count() == 1 and send_task.call_count == 1
+    accepted = WebhookDelivery.objects.get(outcome="accepted")
+    assert set(WebhookDelivery.objects.filter(outcome="duplicate").values_list("duplicate_of", flat=True)) == {
+        accepted.pk}

@@ -55,11 +55,12 @@ def test_the_right_token_is_accepted_and_never_stored(client, hooked):
     assert TOKEN not in json.dumps(delivery.headers) + delivery.body
 
 
-def test_an_unknown_function_gets_the_same_answer_and_leaves_no_row(client, hooked):
+def test_an_unknown_function_gets_the_same_answer_and_is_kept_only_in_the_ring_of_unknown_names(client, hooked):
     wrong = deliver(client, "hello", push(SHA), token="guess")
     unknown = deliver(client, "no-such-function", push(SHA), token=TOKEN)
     assert (unknown.status_code, unknown.content) == (wrong.status_code, wrong.content)
-    assert WebhookDelivery.objects.filter(function__isnull=True).count() == 0
+    stranger = WebhookDelivery.objects.get(function__isnull=True)
+    assert stranger.ring.owner == 0 and stranger.detail == "no such function: 'no-such-function'"
 
 
 def test_a_function_with_no_token_configured_refuses_every_delivery(client, function):
@@ -144,10 +145,20 @@ def test_the_default_cap_takes_the_largest_payload_gitlab_sends(settings):
     assert settings.SLIPWAY_WEBHOOK_MAX_BODY_BYTES >= 25 * 1024 * 1024
 
 
-def test_an_unauthenticated_body_is_kept_only_in_part(client, hooked):
-    deliver(client, "hello", {**push(SHA), "padding": "x" * 10_000}, token="guess")
+def test_an_unauthenticated_body_is_kept_only_in_part(client, function):
+    # A well-formed signature is checked against the body, so the body is read: its start is kept.
+    hook(function, token="", signing=SIGNING)
+    body = json.dumps({**push(SHA), "padding": "x" * 10_000}).encode()
+    deliver(client, "hello", body, token=None, **signed(gitlab.new_signing_token(), body, "msg-1"))
     delivery = only_delivery()
-    assert len(delivery.body) == 2048 and delivery.body_bytes > 10_000
+    assert delivery.status_code == 401 and len(delivery.body) == 2048 and delivery.body_bytes > 10_000
+
+
+def test_a_wrong_token_is_kept_without_the_body_it_was_never_read(client, hooked):
+    deliver(client, "hello", push(SHA), token="guess")
+    delivery = only_delivery()
+    assert (delivery.body, delivery.body_bytes, delivery.status_code) == ("", 0, 401)
+    assert int(delivery.headers["Content-Length"]) > 0
 
 
 def test_get_is_not_allowed(client, hooked):

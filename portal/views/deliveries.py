@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -9,11 +10,12 @@ from django.db.models.functions import Length, Substr
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from portal import access, services
-from portal.models import WebhookDelivery
+from portal import access, gitlab, services
+from portal.models import DeliveryRing, WebhookDelivery
 
 PAGE_SIZE = 25
 SHOWN_BODY_CHARS = 20_000  # a page of deliveries stays light: the rest is in the admin
+MASKED = "•••••• (shown to owners)"
 
 
 @require_GET
@@ -25,8 +27,16 @@ def delivery_list(request, name):
                   .defer("body").annotate(shown_body=Substr("body", 1, SHOWN_BODY_CHARS), body_chars=Length("body"))
                   .order_by("-received_at", "-pk"))
     page = Paginator(deliveries, PAGE_SIZE).get_page(request.GET.get("page"))
+    # With the signature headers and the body, a delivery can be sent again: a replay is refused,
+    # but only the owners, who hold the signing token anyway, need to see them.
+    owner = access.can(request.user, function, access.ADMIN)
+    for delivery in page:
+        delivery.shown_headers = {name: value if owner or name.lower() not in gitlab.SIGNATURE_HEADERS
+                                  else MASKED for name, value in delivery.headers.items()}
+    ring = DeliveryRing.objects.filter(owner=function.pk).first()
+    not_kept = ring.rejected - WebhookDelivery.objects.filter(ring=ring).count() if ring else 0
     return render(request, "portal/deliveries.html", {
-        "function": function, "page": page,
+        "function": function, "page": page, "not_kept": not_kept, "ring_size": settings.SLIPWAY_WEBHOOK_REJECTED_KEPT,
         "may_replay": access.can(request.user, function, access.DEPLOY) and not function.is_archived})
 
 
