@@ -111,7 +111,8 @@ def test_the_branch_head_is_read_with_ls_remote_and_the_token(git_host, repo):
         assert source.remote_head(git_host.url("repo"), "main", allow_local=False, allowed=LOOPBACK,
                                   credentials=token_of(git_host), timeout=30) == head
     assert_nowhere([git_host.token], runner)
-    assert runner.call_args.args[0][:2] == ["git", "ls-remote"]
+    argv = runner.call_args.args[0]  # git, the -c options that pin and bound it, then the command
+    assert argv[0] == "git" and argv[argv.index("ls-remote") - 1] == "http.proxy=" and "fetch" not in argv
     with pytest.raises(UserError) as missing:
         source.remote_head(git_host.url("repo"), "no-such-branch", allow_local=False, allowed=LOOPBACK,
                            credentials=token_of(git_host))
