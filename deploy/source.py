@@ -131,7 +131,10 @@ def _route(url: str, allowed: Allowed) -> _Route:
     port as known_hosts writes it). A local path is no network address: nothing."""
     if url.startswith(("https://", "ssh://")):
         parts = urlsplit(url)
-        scheme, host, port = url.split(":", 1)[0], parts.hostname or "", parts.port
+        try:
+            scheme, host, port = url.split(":", 1)[0], parts.hostname or "", parts.port
+        except ValueError:  # a port that is no number
+            raise UserError("bad-repository-url", f"{url!r} has an invalid port") from None
     elif url.startswith("git@"):
         scheme, host, port = "ssh", url[len("git@"):].split(":", 1)[0], None
     else:

@@ -253,6 +253,12 @@ def test_a_fetch_from_a_refused_address_fails_with_the_code_before_git_runs(tmp_
     assert not (tmp_path / "work").exists()
 
 
+def test_a_repository_url_with_a_port_that_is_no_number_is_refused_as_such(tmp_path):
+    with pytest.raises(UserError) as refused:
+        source.fetch("ssh://git@localhost:port/x.git", tmp_path / "work", allow_local=False)
+    assert refused.value.code == "bad-repository-url"
+
+
 def test_reconcile_of_a_refused_repository_reports_the_code_and_runs_no_git(function, allow):
     allow("public")
     function.repository_url, function.auto_deploy = "https://127.0.0.1:9/team/hello.git", True
