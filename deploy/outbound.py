@@ -2,19 +2,26 @@
 
 Plain HTTP through the standard library (one small seam, `send`), a short
 timeout per request, no retries here: the caller (workers/feedback.py) retries
-a bounded number of times and records each attempt. No Django here.
+a bounded number of times and records each attempt. The URLs are the function
+owners': each request goes only to an address the operator allows
+(deploy/addresses.py), the one that was checked. No Django here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
+import socket
+import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
+
+from deploy import addresses
+from deploy.addresses import PUBLIC_ONLY, Allowed
+from deploy.errors import DeployError
 
 USER_AGENT = "Slipway"
 # GitLab's commit status states (POST /projects/:id/statuses/:sha).
@@ -26,39 +33,67 @@ TIMESTAMP_HEADER = "X-Slipway-Timestamp"
 @dataclass
 class Answer:
     """What one request came to: the status code (None: no answer at all), a short
-    excerpt of the body or the error, and how long it took."""
+    excerpt of the body or the error, how long it took, and the code of a refusal
+    (`outbound-address-refused`: the request was never sent)."""
 
     status: int | None
     detail: str
     took_ms: float
+    code: str = ""
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
 
-def send(method: str, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
-    """One HTTP request, never raising: redirects are not followed (a receiver that
-    moves must be re-entered), the answer body is read up to 2 KB."""
-    request = urllib.request.Request(url, data=body, method=method, headers={"User-Agent": USER_AGENT, **headers})
-    opener = urllib.request.build_opener(_NoRedirect)
+def send(method: str, url: str, body: bytes, headers: dict[str, str], timeout: float, *,
+         allowed: Allowed = PUBLIC_ONLY) -> Answer:
+    """One HTTP request, never raising. The host is resolved once and the connection
+    opened to the address `allowed` permits (deploy/addresses.py), with the name in
+    the Host header and TLS's SNI and certificate check. No proxy (the environment's
+    proxy variables are not read: a proxy would resolve the name again), redirects
+    not followed (a receiver that moves must be re-entered), the answer body read up
+    to 2 KB and kept as an excerpt of 300 characters."""
     started = time.monotonic()
+    parts = urllib.parse.urlsplit(url)
     try:
-        with opener.open(request, timeout=timeout) as response:
-            text = response.read(2048).decode(errors="replace")
-            return Answer(response.status, text[:300], _ms(started))
-    except urllib.error.HTTPError as exc:
-        text = exc.read(2048).decode(errors="replace") if exc.fp else ""
-        return Answer(exc.code, (text or exc.reason or "")[:300], _ms(started))
-    except (TimeoutError, OSError, urllib.error.URLError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        kind = "timed out" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else "failed"
-        return Answer(None, f"{kind} after {_ms(started) / 1000:.1f} s: {reason}"[:300], _ms(started))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{where(url)!r} is not an http(s) URL")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        address = addresses.checked(parts.hostname, port, allowed, what="the receiver")
+    except DeployError as exc:
+        return Answer(None, f"not sent: {exc}"[:300], _ms(started), code=exc.code)
+    except (OSError, ValueError) as exc:  # a name that does not resolve, a bad port
+        return Answer(None, f"failed after {_ms(started) / 1000:.1f} s: {exc}"[:300], _ms(started))
+    connection = _connection(parts.scheme, parts.hostname, port, address, timeout)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection.request(method, target, body=body, headers={"User-Agent": USER_AGENT, **headers})
+        response = connection.getresponse()
+        text = response.read(2048).decode(errors="replace")
+        return Answer(response.status, _excerpt(text or response.reason or ""), _ms(started))
+    except (TimeoutError, OSError, http.client.HTTPException, ValueError) as exc:
+        kind = "timed out" if isinstance(exc, TimeoutError) or "timed out" in str(exc) else "failed"
+        return Answer(None, f"{kind} after {_ms(started) / 1000:.1f} s: {exc or type(exc).__name__}"[:300],
+                      _ms(started))
+    finally:
+        connection.close()
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
+def _connection(scheme: str, host: str, port: int, address: str, timeout: float) -> http.client.HTTPConnection:
+    """A connection for `host` (Host header, SNI, certificate name) whose socket goes to
+    `address`, the one that was checked: http.client's own seam for opening it."""
+    if scheme == "https":
+        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    connection._create_connection = lambda _where, *args: socket.create_connection((address, port), *args)
+    return connection
+
+
+def _excerpt(text: str) -> str:
+    """What is kept of an answer: printable, 300 characters (no NUL: Postgres refuses it)."""
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in text[:300])
 
 
 def _ms(started: float) -> float:
@@ -70,15 +105,18 @@ def _ms(started: float) -> float:
 
 def commit_status_url(api_url: str, project: str, sha: str) -> str:
     """`{gitlab}/api/v4/projects/:id/statuses/:sha`; a project path is URL-encoded
-    (group/project -> group%2Fproject), as GitLab asks."""
-    base = api_url.rstrip("/")
+    (group/project -> group%2Fproject), as GitLab asks. A query or fragment on the
+    base is dropped: it would carry the rest of the path off into the query string."""
+    parts = urllib.parse.urlsplit(api_url)
+    base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")).rstrip("/")
     if not base.endswith("/api/v4"):
         base += "/api/v4"
     return f"{base}/projects/{urllib.parse.quote(project, safe='')}/statuses/{sha}"
 
 
 def post_commit_status(api_url: str, project: str, token: str, sha: str, *, state: str, name: str, ref: str = "",
-                       target_url: str = "", description: str = "", timeout: float = 5) -> Answer:
+                       target_url: str = "", description: str = "", timeout: float = 5,
+                       allowed: Allowed = PUBLIC_ONLY) -> Answer:
     """POST a commit status: `state`, `name`, `target_url`, `description` (and `ref`
     when known) as JSON, authenticated with the project access token in PRIVATE-TOKEN."""
     if state not in GITLAB_STATES:
@@ -91,7 +129,7 @@ def post_commit_status(api_url: str, project: str, token: str, sha: str, *, stat
     if description:
         body["description"] = description[:255]
     return send("POST", commit_status_url(api_url, project, sha), json.dumps(body).encode(),
-                {"PRIVATE-TOKEN": token, "Content-Type": "application/json"}, timeout)
+                {"PRIVATE-TOKEN": token, "Content-Type": "application/json"}, timeout, allowed=allowed)
 
 
 # --- Signed outgoing webhooks --------------------------------------------------------------
@@ -105,14 +143,14 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def post_webhook(url: str, secret: str, payload: dict, *, event: str, delivery: str, timeout: float = 5,
-                 now: float | None = None) -> Answer:
+                 now: float | None = None, allowed: Allowed = PUBLIC_ONLY) -> Answer:
     """POST `payload` as JSON, signed (X-Slipway-Signature over X-Slipway-Timestamp and the body)."""
     body = json.dumps(payload, sort_keys=True).encode()
     timestamp = int(now if now is not None else time.time())
     headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(timestamp),
                SIGNATURE_HEADER: signature(secret, timestamp, body), "X-Slipway-Event": event,
                "X-Slipway-Delivery": delivery}
-    return send("POST", url, body, headers, timeout)
+    return send("POST", url, body, headers, timeout, allowed=allowed)
 
 
 def where(url: str) -> str:

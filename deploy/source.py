@@ -6,7 +6,8 @@ the deployment's step ends. A private repository's mirror is the function's own
 (`scope`), so a function without its credentials never reads what they fetched.
 URLs, refs and paths are validated before git sees them: no `ext::`
 transports, nothing that git could read as an option, no path outside the
-checkout.
+checkout. A remote's host is resolved and checked against the allowed networks
+before git runs, and git is pinned to the address that was checked (see `_route`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
+from deploy import addresses
+from deploy.addresses import PUBLIC_ONLY, Allowed
 from deploy.errors import AppError, DeployError, UserError
 from deploy.logs import mask
 
@@ -78,7 +82,7 @@ def run(args: list[str], *, cwd: Path | None, env: dict[str, str], timeout: floa
 
 
 def _git(args: list[str], *, cwd: Path | None = None, allow_file: bool = False, auth: dict | None = None,
-         timeout: float = GIT_TIMEOUT) -> str:
+         timeout: float = GIT_TIMEOUT, route: _Route | None = None) -> str:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -91,8 +95,10 @@ def _git(args: list[str], *, cwd: Path | None = None, allow_file: bool = False, 
         if os.environ.get(name):
             env[name] = os.environ[name]
     env.update(auth or {})
+    if route and route.ssh_options:  # after the deploy key's own command: the pin is added to it
+        env["GIT_SSH_COMMAND"] = f"{env.get('GIT_SSH_COMMAND') or 'ssh'} {shlex.join(route.ssh_options)}"
     try:
-        done = run(["git", *args], cwd=cwd, env=env, timeout=timeout)
+        done = run(["git", *(route.config if route else ()), *args], cwd=cwd, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise AppError("git-timeout", f"git {args[0]} took longer than {timeout:.0f} s") from None
     if done.returncode != 0:
@@ -102,6 +108,50 @@ def _git(args: list[str], *, cwd: Path | None = None, allow_file: bool = False, 
 
 class _GitFailed(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _Route:
+    """How git reaches a remote: `-c` options before the command, options for ssh."""
+
+    config: tuple[str, ...] = ()
+    ssh_options: tuple[str, ...] = ()
+
+
+def _route(url: str, allowed: Allowed) -> _Route:
+    """Check the remote's address before git runs, and pin git to it.
+
+    The host is resolved once (deploy/addresses.py) and refused with
+    `outbound-address-refused` unless `allowed` permits the address. HTTPS: curl
+    gets that address for the name (`http.curloptResolve`, git 2.37+), so it neither
+    resolves again nor loses the name for SNI and the certificate; no redirects
+    (`http.followRedirects=false`), no proxy (`http.proxy=` overrides the proxy
+    variables and any git configuration). SSH: ssh connects to the address
+    (`HostName`) and checks the host key under the name (`HostKeyAlias`, with the
+    port as known_hosts writes it). A local path is no network address: nothing."""
+    if url.startswith(("https://", "ssh://")):
+        parts = urlsplit(url)
+        try:
+            scheme, host, port = url.split(":", 1)[0], parts.hostname or "", parts.port
+        except ValueError:  # a port that is no number
+            raise UserError("bad-repository-url", f"{url!r} has an invalid port") from None
+    elif url.startswith("git@"):
+        scheme, host, port = "ssh", url[len("git@"):].split(":", 1)[0], None
+    else:
+        return _Route()
+    port = port or (443 if scheme == "https" else 22)
+    try:
+        address = addresses.checked(host, port, allowed, what="the repository's host")
+    except OSError as exc:
+        raise AppError("git-fetch-failed", f"could not fetch {url}: {host} does not resolve ({exc})") from None
+    config = ("-c", "http.followRedirects=false", "-c", "http.proxy=")
+    if addresses.literal(host) is not None:
+        return _Route(config)
+    if scheme == "https":
+        pinned = f"[{address}]" if ":" in address else address
+        return _Route((*config, "-c", f"http.curloptResolve={host}:{port}:{pinned}"))
+    alias = host if port == 22 else f"[{host}]:{port}"
+    return _Route(config, ("-o", f"HostName={address}", "-o", f"HostKeyAlias={alias}", "-o", "CheckHostIP=no"))
 
 
 def mirror_path(root: Path, url: str, scope: str = "") -> Path:
@@ -119,10 +169,12 @@ def _locked(path: Path):
 
 
 def fetch(url: str, root: Path, *, allow_local: bool, credentials: Credentials | None = None,
-          scope: str = "") -> Path:
+          scope: str = "", allowed: Allowed = PUBLIC_ONLY) -> Path:
     """Update (or create) the bare mirror of `url`; returns its path. With
-    `credentials`, git authenticates with them (see `authenticated`)."""
+    `credentials`, git authenticates with them (see `authenticated`); only at an
+    address `allowed` permits (see `_route`)."""
     url = validate_repository_url(url, allow_local=allow_local)
+    route = _route(url, allowed)
     mirror = mirror_path(root, url, scope)
     with _locked(mirror):
         try:
@@ -131,22 +183,23 @@ def fetch(url: str, root: Path, *, allow_local: bool, credentials: Credentials |
             with authenticated(credentials, url) as auth:
                 _git(["fetch", "--quiet", "--prune", "--force", "--no-write-fetch-head", "--", url,
                       "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], cwd=mirror, allow_file=allow_local,
-                     auth=auth)
+                     auth=auth, route=route)
         except _GitFailed as exc:
             raise fetch_error(url, mask(str(exc), *(credentials.secrets() if credentials else ()))) from None
     return mirror
 
 
 def remote_head(url: str, branch: str, *, allow_local: bool, credentials: Credentials | None = None,
-                timeout: float = GIT_TIMEOUT) -> str:
+                timeout: float = GIT_TIMEOUT, allowed: Allowed = PUBLIC_ONLY) -> str:
     """The commit `branch` holds on the remote now (`git ls-remote`, authenticated like
     a fetch, bounded by `timeout`): how a missed push is noticed. Nothing is fetched."""
     url = validate_repository_url(url, allow_local=allow_local)
     validate_ref(branch)
+    route = _route(url, allowed)
     try:
         with authenticated(credentials, url) as auth:
             out = _git(["ls-remote", "--heads", "--", url, f"refs/heads/{branch}"], allow_file=allow_local,
-                       auth=auth, timeout=timeout)
+                       auth=auth, timeout=timeout, route=route)
     except _GitFailed as exc:
         raise fetch_error(url, mask(str(exc), *(credentials.secrets() if credentials else ()))) from None
     for line in out.splitlines():

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
+from deploy import addresses
 from portal.celery import COMMIT_STATUS_TASK, NOTIFY_TASK, app
 from portal.models import Deployment, Function
 
@@ -148,9 +149,13 @@ class BadURL(ValueError):
     """A receiver URL Slipway will not call; the message says why."""
 
 
-def validate_outgoing_url(url: str, what: str) -> str:
-    """https with a host, no credentials, no fragment. Plain http only in local mode
-    (the embedded stack, and tests on 127.0.0.1)."""
+def validate_outgoing_url(url: str, what: str, *, base: bool = False) -> str:
+    """https with a host, no credentials, no fragment; a `base` URL (GitLab's, which
+    Slipway appends API paths to) no query either: a `?` would turn the path Slipway
+    adds into a query and leave the owner the whole path. Plain http only in local
+    mode (the embedded stack, and tests on 127.0.0.1). A host written as an address
+    must be one SLIPWAY_OUTBOUND_ALLOWED_NETWORKS allows (a name is checked when
+    the request is made, against what it resolves to then)."""
     url = (url or "").strip()
     if not url:
         return ""
@@ -171,8 +176,14 @@ def validate_outgoing_url(url: str, what: str) -> str:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise BadURL(f"{what} has an invalid port") from None
-    if parts.fragment:
+    if parts.fragment or url.endswith("#"):
         raise BadURL(f"{what} must not have a #fragment")
+    if base and (parts.query or "?" in url):
+        raise BadURL(f"{what} must not have a ?query: give the GitLab address only")
+    given = addresses.literal(parts.hostname)
+    if given is not None and not settings.SLIPWAY_OUTBOUND_ALLOWED_NETWORKS.permits(given):
+        raise BadURL(f"{what}: {given} is outside SLIPWAY_OUTBOUND_ALLOWED_NETWORKS "
+                     "(link-local and metadata addresses are never allowed)")
     return url
 
 

@@ -570,16 +570,16 @@ class FeedbackForm(forms.ModelForm):
         self.fields["notify_members"].label_from_instance = (
             lambda user: f"{user.get_username()} ({user.email or 'no email address'})")
 
-    def _url(self, field: str, what: str) -> str:
+    def _url(self, field: str, what: str, base: bool = False) -> str:
         from portal import feedback
 
         try:
-            return feedback.validate_outgoing_url(self.cleaned_data.get(field, ""), what)
+            return feedback.validate_outgoing_url(self.cleaned_data.get(field, ""), what, base=base)
         except feedback.BadURL as exc:
             raise forms.ValidationError(str(exc)) from None
 
     def clean_gitlab_api_url(self):
-        return self._url("gitlab_api_url", "The GitLab URL")
+        return self._url("gitlab_api_url", "The GitLab URL", base=True)
 
     def clean_notify_webhook_url(self):
         return self._url("notify_webhook_url", "The webhook URL")

@@ -37,6 +37,22 @@ LOCAL_MODE = env_bool("SLIPWAY_LOCAL", False)
 SLIPWAY_ALLOW_LOCAL_REPOSITORIES = env_bool("SLIPWAY_ALLOW_LOCAL_REPOSITORIES", LOCAL_MODE)
 
 
+def _outbound_networks():
+    """Where requests to owner-given URLs (GitLab API, notification webhook, git
+    repository) may go: networks and/or `public`. Link-local and metadata addresses
+    never, whatever this lists (deploy/addresses.py)."""
+    from deploy.addresses import Allowed
+
+    default = ["public", "127.0.0.0/8", "::1/128"] if LOCAL_MODE else ["public"]
+    try:  # set but empty (a bare `NAME=` in compose's .env): the default, not "nowhere"
+        return Allowed.parse(env_list("SLIPWAY_OUTBOUND_ALLOWED_NETWORKS") or default)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"SLIPWAY_OUTBOUND_ALLOWED_NETWORKS: {exc}") from None
+
+
+SLIPWAY_OUTBOUND_ALLOWED_NETWORKS = _outbound_networks()
+
+
 def _secret_key() -> str:
     key = env_str("DJANGO_SECRET_KEY")
     if key:

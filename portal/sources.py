@@ -71,7 +71,7 @@ def mirror_for(function: Function) -> Path | None:
 def fetch(function: Function) -> Path:
     return source.fetch(function.repository_url, Path(settings.WORK_DIR),
                         allow_local=settings.SLIPWAY_ALLOW_LOCAL_REPOSITORIES, credentials=credentials_for(function),
-                        scope=scope(function))
+                        scope=scope(function), allowed=settings.SLIPWAY_OUTBOUND_ALLOWED_NETWORKS)
 
 
 # --- Missed pushes ------------------------------------------------------------------------------
@@ -113,7 +113,8 @@ def _reconcile(function: Function, *, user, trigger: str) -> Reconciled:
     try:
         head = source.remote_head(function.repository_url, function.branch,
                                   allow_local=settings.SLIPWAY_ALLOW_LOCAL_REPOSITORIES,
-                                  credentials=credentials_for(function), timeout=settings.SLIPWAY_RECONCILE_TIMEOUT)
+                                  credentials=credentials_for(function), timeout=settings.SLIPWAY_RECONCILE_TIMEOUT,
+                                  allowed=settings.SLIPWAY_OUTBOUND_ALLOWED_NETWORKS)
     except DeployError as exc:
         message = mask(exc.message, *log_secrets(function))
         log.warning("reconcile of %s: %s: %s", function.name, exc.code, message)

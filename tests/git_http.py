@@ -46,8 +46,8 @@ class _Threaded(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A key and a self-signed certificate for 127.0.0.1 (it is its own CA)."""
+def self_signed(directory: Path, address: str = "127.0.0.1", names: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for `address` and `names` (it is its own CA)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -59,8 +59,8 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address)),
+                                                        *(x509.DNSName(name) for name in names)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     key_file, cert_file = directory / "key.pem", directory / "cert.pem"
@@ -73,8 +73,9 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 class GitHttpServer:
     def __init__(self, directory: Path, *, root: Path, username: str = "gitlab+deploy-token-1",
-                 token: str | None = None, delay: float = 0.0, certificate: tuple[Path, Path] | None = None):
-        self.dir, self.root, self.username = directory, root, username
+                 token: str | None = None, delay: float = 0.0, certificate: tuple[Path, Path] | None = None,
+                 host: str = "127.0.0.1"):
+        self.dir, self.root, self.username, self.host = directory, root, username, host
         self.dir.mkdir(parents=True, exist_ok=True)
         self.token = token or "gldt-" + secrets.token_urlsafe(24)  # made at run time, never a fixture
         self.delay = delay  # seconds each answer waits: keeps git alive long enough to be looked at
@@ -88,7 +89,7 @@ class GitHttpServer:
         return self.server.server_address[1]
 
     def url(self, name: str) -> str:
-        return f"https://127.0.0.1:{self.port}/{name}"
+        return f"https://{self.host}:{self.port}/{name}"
 
     def _expected(self) -> str:
         return "Basic " + base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
@@ -132,7 +133,7 @@ class GitHttpServer:
         return [rest]
 
     def start(self) -> GitHttpServer:
-        self.server = make_server("127.0.0.1", 0, self.app, server_class=_Threaded, handler_class=_Quiet)
+        self.server = make_server(self.host, 0, self.app, server_class=_Threaded, handler_class=_Quiet)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.ca_file, self.key_file)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)

@@ -1,6 +1,6 @@
-"""A small HTTP server on 127.0.0.1 that records what it receives, for the clients
-that call out (GitLab's commit status API, notification webhooks). It answers
-201/200, or 500, or hangs until the test ends."""
+"""A small HTTP server on 127.0.0.1 (or another loopback address, `host`) that records
+what it receives, for the clients that call out (GitLab's commit status API,
+notification webhooks). It answers 201/200, or 500, or hangs until the test ends."""
 
 from __future__ import annotations
 
@@ -28,10 +28,12 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
     server: ThreadingHTTPServer | None = None
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: a free one
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://{self.host}:{self.server.server_address[1]}"
 
     def start(self) -> Receiver:
         receiver = self
@@ -55,7 +57,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True, name="http-receiver").start()
         return self

@@ -31,10 +31,10 @@ def keygen(path: Path, comment: str) -> Path:
 
 
 class Sshd:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, host: str = "127.0.0.1"):
         from tests.conftest import free_port
 
-        self.dir = directory
+        self.dir, self.host = directory, host
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
         self.port = free_port()
@@ -47,17 +47,17 @@ class Sshd:
 
     @property
     def url(self) -> str:
-        return f"ssh://{self.user}@127.0.0.1:{self.port}"
+        return f"ssh://{self.user}@{self.host}:{self.port}"
 
     @property
     def known_hosts(self) -> str:
         kind, key = (self.dir / "host_key.pub").read_text().split()[:2]
-        return f"[127.0.0.1]:{self.port} {kind} {key}\n"
+        return f"[{self.host}]:{self.port} {kind} {key}\n"
 
     def config(self) -> Path:
         path = self.dir / "sshd_config"
         path.write_text("\n".join([
-            f"ListenAddress 127.0.0.1:{self.port}",
+            f"ListenAddress {self.host}:{self.port}",
             f"HostKey {self.host_key}",
             f"PidFile {self.dir / 'sshd.pid'}",
             f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
@@ -87,7 +87,7 @@ class Sshd:
         subprocess.run([SSHD, "-t", "-f", str(config)], check=True, capture_output=True)
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
                                      stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: self.proc.poll() is not None or port_is_open("127.0.0.1", self.port), 10, "sshd to listen")
+        wait_for(lambda: self.proc.poll() is not None or port_is_open(self.host, self.port), 10, "sshd to listen")
         if self.proc.poll() is not None:
             raise RuntimeError(f"sshd exited with {self.proc.returncode}: {self.log.read_text()[-500:]}")
         return self

@@ -32,8 +32,10 @@ MAX_ROUNDS = 4  # a lease holder posts at most this many states, each ranked abo
 
 
 def _retry_pointless(answer: outbound.Answer) -> bool:
-    """A redirect (not followed) or a 4xx other than timeout/too-many-requests: the receiver
-    refuses, trying again changes nothing."""
+    """A redirect (not followed), a 4xx other than timeout/too-many-requests, or an address
+    the operator does not allow: the receiver refuses, or we do; trying again changes nothing."""
+    if answer.code:
+        return True
     return answer.status is not None and 300 <= answer.status < 500 and answer.status not in (408, 429)
 
 
@@ -139,7 +141,7 @@ def _post(deployment: Deployment, state: str) -> bool:
         name=f"{settings.SLIPWAY_GITLAB_STATUS_NAME}/{function.name}", ref=ref,
         target_url=feedback.deployment_link(deployment.pk),
         description=masking.scrub(_description(deployment, state), secrets=secrets),
-        timeout=settings.SLIPWAY_NOTIFY_TIMEOUT), record)
+        timeout=settings.SLIPWAY_NOTIFY_TIMEOUT, allowed=settings.SLIPWAY_OUTBOUND_ALLOWED_NETWORKS), record)
 
 
 # --- Notifications ----------------------------------------------------------------------------
@@ -210,7 +212,7 @@ def send_notification(function_id: int, event: str, deployment_id: int | None, e
             delivery = str(uuid.uuid4())
             sent["webhook"] = with_attempts(lambda: outbound.post_webhook(
                 function.notify_webhook_url, secret, payload, event=event, delivery=delivery,
-                timeout=settings.SLIPWAY_NOTIFY_TIMEOUT), record)
+                timeout=settings.SLIPWAY_NOTIFY_TIMEOUT, allowed=settings.SLIPWAY_OUTBOUND_ALLOWED_NETWORKS), record)
     members = function.notify_members.filter(memberships__function=function, is_active=True).exclude(email="")
     recipients = sorted(set(members.values_list("email", flat=True)))
     if recipients:

@@ -12,6 +12,7 @@ from unittest import mock
 import pytest
 
 from deploy import source
+from deploy.addresses import Allowed
 from deploy.errors import UserError
 from portal import sources
 from portal.models import AuditEvent, Deployment, Function
@@ -22,6 +23,7 @@ from tests.sshd import keygen
 
 pytestmark = pytest.mark.integration
 Status = Deployment.Status
+LOOPBACK = Allowed.parse(["127.0.0.0/8"])  # as in local mode: these git hosts listen on 127.0.0.1
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +71,8 @@ def test_a_private_https_repository_is_fetched_with_its_deploy_token_which_no_pr
     watch = ProcessWatch(git_host.url("repo"))(git_host.token)
 
     with spied_runner() as runner, watch:
-        mirror = source.fetch(git_host.url("repo"), tmp_path / "work", allow_local=False, credentials=credentials,
-                              scope="function-1")
+        mirror = source.fetch(git_host.url("repo"), tmp_path / "work", allow_local=False, allowed=LOOPBACK,
+                              credentials=credentials, scope="function-1")
 
     assert source.resolve(mirror, "main") == sha
     assert [r for r in git_host.requests if r.authorized], "the server never saw the right credentials"
@@ -87,7 +89,7 @@ def test_a_wrong_deploy_token_fails_the_fetch_as_a_user_error_without_echoing_it
     wrong = "gldt-" + "x" * 24
 
     with pytest.raises(UserError) as refused:
-        source.fetch(git_host.url("repo"), tmp_path / "work", allow_local=False,
+        source.fetch(git_host.url("repo"), tmp_path / "work", allow_local=False, allowed=LOOPBACK,
                      credentials=token_of(git_host, wrong))
 
     assert refused.value.code == "repository-auth-failed"
@@ -98,7 +100,7 @@ def test_a_wrong_deploy_token_fails_the_fetch_as_a_user_error_without_echoing_it
 def test_without_credentials_the_private_repository_is_refused_as_a_user_error(git_host, repo, tmp_path):
     repo.release("one")
     with pytest.raises(UserError) as refused:
-        source.fetch(git_host.url("repo"), tmp_path / "work", allow_local=False)
+        source.fetch(git_host.url("repo"), tmp_path / "work", allow_local=False, allowed=LOOPBACK)
     assert refused.value.code == "repository-auth-failed"
 
 
@@ -106,15 +108,17 @@ def test_the_branch_head_is_read_with_ls_remote_and_the_token(git_host, repo):
     repo.release("one")
     head = repo.release("two")
     with spied_runner() as runner:
-        assert source.remote_head(git_host.url("repo"), "main", allow_local=False,
+        assert source.remote_head(git_host.url("repo"), "main", allow_local=False, allowed=LOOPBACK,
                                   credentials=token_of(git_host), timeout=30) == head
     assert_nowhere([git_host.token], runner)
-    assert runner.call_args.args[0][:2] == ["git", "ls-remote"]
+    argv = runner.call_args.args[0]  # git, the -c options that pin and bound it, then the command
+    assert argv[0] == "git" and argv[argv.index("ls-remote") - 1] == "http.proxy=" and "fetch" not in argv
     with pytest.raises(UserError) as missing:
-        source.remote_head(git_host.url("repo"), "no-such-branch", allow_local=False, credentials=token_of(git_host))
+        source.remote_head(git_host.url("repo"), "no-such-branch", allow_local=False, allowed=LOOPBACK,
+                           credentials=token_of(git_host))
     assert missing.value.code == "branch-not-found"
     with pytest.raises(UserError) as refused:
-        source.remote_head(git_host.url("repo"), "main", allow_local=False,
+        source.remote_head(git_host.url("repo"), "main", allow_local=False, allowed=LOOPBACK,
                            credentials=token_of(git_host, "gldt-" + "y" * 24))
     assert refused.value.code == "repository-auth-failed"
 
@@ -134,7 +138,8 @@ def test_a_private_ssh_repository_is_fetched_with_its_deploy_key_and_pinned_host
     watch = ProcessWatch(f"127.0.0.1:{sshd.port}")(*secret_parts)
 
     with spied_runner() as runner, watch:
-        mirror = source.fetch(ssh_url(sshd, repo), tmp_path / "work", allow_local=False, credentials=credentials)
+        mirror = source.fetch(ssh_url(sshd, repo), tmp_path / "work", allow_local=False, allowed=LOOPBACK,
+                              credentials=credentials)
 
     assert source.resolve(mirror, "main") == sha
     assert sshd.accepted() == 1
@@ -149,7 +154,7 @@ def test_an_ssh_host_whose_key_is_not_the_pinned_one_is_refused_as_a_user_error(
     repo.release("one")
     kind, key = keygen(tmp_path / "other", "someone-else").with_suffix(".pub").read_text().split()[:2]
     with pytest.raises(UserError) as refused:
-        source.fetch(ssh_url(sshd, repo), tmp_path / "work", allow_local=False,
+        source.fetch(ssh_url(sshd, repo), tmp_path / "work", allow_local=False, allowed=LOOPBACK,
                      credentials=key_of(sshd, known_hosts=f"[127.0.0.1]:{sshd.port} {kind} {key}\n"))
     assert refused.value.code == "repository-host-key"
     assert sshd.accepted() == 0
@@ -159,7 +164,8 @@ def test_a_deploy_key_the_git_host_does_not_accept_is_refused_as_a_user_error(ss
     repo.release("one")
     stranger = keygen(tmp_path / "stranger", "not-authorized")
     with pytest.raises(UserError) as refused:
-        source.remote_head(ssh_url(sshd, repo), "main", allow_local=False, credentials=key_of(sshd, stranger))
+        source.remote_head(ssh_url(sshd, repo), "main", allow_local=False, allowed=LOOPBACK,
+                           credentials=key_of(sshd, stranger))
     assert refused.value.code == "repository-auth-failed"
     assert stranger.read_text().splitlines()[1] not in refused.value.message
     assert sshd.accepted() == 0
