@@ -316,11 +316,11 @@ def _images(function: Function, report: Report, kept_releases: dict[str, Deploym
             report.kept_images[digest] = "built after the oldest kept release"
         else:
             doomed[digest] = image.tag
-    doomed = _not_needed_elsewhere(repository, doomed, report, others)
     if doomed and report.deferred:
         for digest in doomed:
             report.kept_images[digest] = "deferred: " + report.deferred
         return {}
+    doomed = _not_needed_elsewhere(repository, doomed, report, others)
     if report.dry_run:
         report.deleted_images.update(doomed)
         return {}

@@ -163,6 +163,8 @@ def wait_while_marked(run: Run, out: StepLog, repository: str, digest: str) -> N
     """Wait (stoppable) until retention no longer marks the image as being deleted."""
     if retention.marked(repository, digest):
         out(f"retention is deleting {repository}@{digest}: waiting until it is done")
+        if hasattr(out, "flush"):  # a StepLog: the page shows why the step waits, not a second later
+            out.flush()
     while retention.marked(repository, digest):
         check_stop(run.deployment)
         time.sleep(1)
