@@ -159,6 +159,7 @@ def retain(function_id: int, *, keep: int, dry_run: bool) -> Report:
         unfinished = list(Deployment.objects.filter(function__in=locked).exclude(status__in=Deployment.TERMINAL)
                           .order_by("pk").values("pk", "kind", "status", "function_id"))
         own = next((d for d in unfinished if d["function_id"] == function.pk), None)
+        noteworthy = own is not None or function.ecr_repository != repository
         if function.ecr_repository != repository:
             report.skipped = "its ECR repository changed meanwhile: the next run tries again"
         elif own is not None:
@@ -183,7 +184,7 @@ def retain(function_id: int, *, keep: int, dry_run: bool) -> Report:
             _delete(repository, doomed, report)
     finally:
         ImageDeletion.objects.filter(pk__in=marks).delete()
-    if report.skipped or report.deferred or report.changed or report.errors:  # a never-deployed function: no news
+    if noteworthy or report.deferred or report.changed or report.errors:  # a never-deployed function: no news
         action = "retention.skipped" if report.skipped else (
             "retention.dry_run" if dry_run else "retention.applied")
         AuditEvent.record(action, actor_label="retention", function=function, **report.as_dict())

@@ -80,6 +80,9 @@ def test_retention_locks_the_function_row_before_it_reads_its_deployments(functi
             {"Error": {"Code": "ResourceNotFoundException", "Message": "no such function"}}, "GetFunctionConfiguration")
         (report,) = retention.run(keep=3, dry_run=False, names=[function.name])
     assert report.skipped == f"the Lambda {function.lambda_name} does not exist (never deployed)"
+    from portal.models import AuditEvent
+
+    assert not AuditEvent.objects.exists()  # nothing to tell about a function never deployed
     sqls = [q["sql"] for q in queries.captured_queries]
     locks = [i for i, sql in enumerate(sqls) if sql.startswith("SELECT") and 'FROM "portal_function"' in sql
              and ("FOR UPDATE" in sql or connection.vendor != "postgresql")]
