@@ -359,7 +359,8 @@ def _needs(function: Function, repository: str, keep: int) -> dict[str, str] | N
     everything while it has fewer). None when what a version runs cannot be told."""
     needs: dict[str, str] = {}
     if lambdas.get_configuration(function.lambda_name) is not None:
-        for version in [v["Version"] for v in lambdas.list_versions(function.lambda_name)]:
+        versions = [v["Version"] for v in lambdas.list_versions(function.lambda_name)]
+        for version in sorted(versions, key=lambda v: v == "$LATEST"):  # a published version is the better why
             digest = _version_digest(function, version, repository)
             if digest is None:
                 return None

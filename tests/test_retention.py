@@ -131,8 +131,8 @@ class Plane:
 
     def runs(self, lambda_name: str, live: str, **versions: str) -> None:
         """`lambda_name`'s versions ({"v1": digest, …}), $LATEST running the live one's image."""
-        self.versions[lambda_name] = {v[1:]: URI.format(d) for v, d in versions.items()}
-        self.versions[lambda_name]["$LATEST"] = self.versions[lambda_name][live]
+        self.versions[lambda_name] = {"$LATEST": URI.format(versions[f"v{live}"])}  # listed first, as Lambda does
+        self.versions[lambda_name].update({v[1:]: URI.format(d) for v, d in versions.items()})
         self.aliases[lambda_name] = {"live": live}
 
     def _delete(self, repositoryName, imageIds):
