@@ -14,6 +14,7 @@ from portal.models import (
     DeploymentStep,
     Function,
     GoldenCase,
+    ImageDeletion,
     Membership,
     NotificationAttempt,
     SeenSignature,
@@ -166,3 +167,11 @@ class NotificationAttemptAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(ImageDeletion)
+class ImageDeletionAdmin(admin.ModelAdmin):
+    """Images retention is deleting right now (a mark older than half an hour is a dead run's)."""
+
+    list_display = ["repository", "digest", "marked_at"]
+    readonly_fields = [f.name for f in ImageDeletion._meta.fields]

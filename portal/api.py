@@ -160,7 +160,8 @@ def _crash(request, exc):
 OBJECT_FIELDS = {"environment_text": ("environment", dict[str, str]),
                  "secret_environment_text": ("secret_environment", dict[str, str]),
                  "build_args_text": ("build_args", dict[str, str]),
-                 "smoke_event_text": ("smoke_event", dict[str, Any])}
+                 "smoke_event_text": ("smoke_event", dict[str, Any]),
+                 "shares_images_with_text": ("shares_images_with", list[str])}
 
 
 def _api_name(form_field: str) -> str:
@@ -226,6 +227,7 @@ class FunctionOut(Schema):
     secret_keys: list[str]
     build_args: dict[str, str]
     smoke_event: dict[str, Any]
+    shares_images_with: list[str] = Field(description="functions that may use its ECR repository too")
     # Private repositories: the kind and whether a secret is set, never the secret.
     source_auth: str
     source_username: str
@@ -331,7 +333,7 @@ def function_out(request, function: Function, live: Deployment | None | bool = T
         **{name: getattr(function, name) for name in (
             "name", "description", "repository_url", "branch", "context_path", "dockerfile_path", "architecture",
             "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
-            "auto_deploy", "paused_reason", "secret_keys", "build_args", "smoke_event")},
+            "auto_deploy", "paused_reason", "secret_keys", "build_args", "smoke_event", "shares_images_with")},
         "archived": function.is_archived, "environment": function.masked_environment(),
         "source_auth": function.source_auth, "source_username": function.source_username,
         "source_known_hosts": function.source_known_hosts, "source_secret_set": bool(function.source_secret),
@@ -415,6 +417,8 @@ def _form_data(values: dict, function: Function | None) -> dict:
             value = "\n".join(f"{k}={v}" for k, v in value.items())
         elif form_name in ("build_args_text", "smoke_event_text"):
             value = json.dumps(value)
+        elif form_name == "shares_images_with_text":
+            value = "\n".join(value)
         base[form_name] = value
     if base.get("auto_deploy") in (False, None):
         base.pop("auto_deploy", None)
@@ -452,7 +456,7 @@ def create_function(request, payload: FunctionIn):
         raise ApiError(403, "token-scope", "a token limited to one function cannot register another")
     if not access.can_register(request.user):
         raise ApiError(403, "forbidden", "only staff may register functions here")
-    form = FunctionForm(_form_data(payload.dict(), None))
+    form = FunctionForm(_form_data(payload.dict(), None), user=request.user)
     if not form.is_valid():
         raise _form_errors(form)
     return Status(201, function_out(request, services.register_function(form, user=request.user), live=None))
@@ -469,7 +473,7 @@ def edit_function(request, name: str, payload: FunctionPatch):
     values = payload.dict(exclude_unset=True)
     if values.get("name") not in (None, function.name):
         raise ApiError(400, "invalid", "a function cannot be renamed", {"name": ["cannot be changed"]})
-    form = FunctionForm(_form_data(values, function), instance=function)
+    form = FunctionForm(_form_data(values, function), instance=function, user=request.user)
     if not form.is_valid():
         raise _form_errors(form)
     return function_out(request, services.update_function(form, user=request.user))

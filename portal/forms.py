@@ -14,12 +14,14 @@ from django.db.models import Q
 from deploy import lambdas, source
 from deploy.build import validate_build_args
 from deploy.errors import UserError
+from portal import access
 from portal.models import Function, Membership
 
 ENV_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # Lambda sets these itself and refuses them in a function's configuration.
 RESERVED_ENV = re.compile(r"^(AWS_.*|_HANDLER|_X_AMZN_TRACE_ID|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR|TZ)$")
 ENV_LIMIT_BYTES = lambdas.ENVIRONMENT_LIMIT  # Lambda's limit on all environment variables together
+SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")  # a function's name (a SlugField)
 ROLE_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 
 
@@ -91,6 +93,11 @@ class FunctionForm(forms.ModelForm):
     smoke_event_text = forms.CharField(label="Smoke event", required=False,
                                        widget=forms.Textarea(attrs={"rows": 3}),
                                        help_text="A JSON object invoked on each new version before the alias moves.")
+    shares_images_with_text = forms.CharField(
+        label="Shares images with", required=False, max_length=4000, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Functions (by name, one a line) that may use this function's ECR repository too, when it is "
+                  "the first registered with it. They may adopt its images, and retention keeps an image "
+                  "there while any of them needs it.")
 
     # --- Private repositories (see _clean_source) ------------------------------------------------
     source_auth = forms.ChoiceField(
@@ -117,11 +124,13 @@ class FunctionForm(forms.ModelForm):
                   "architecture", "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s",
                   "execution_role_arn", "auto_deploy", "tag_pattern"]
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.user = user  # who is registering or editing: the owner of a repository is named only if they see it
         function = self.instance
         if function.pk:
             self.fields["name"].disabled = True
+            self.initial.setdefault("shares_images_with_text", "\n".join(function.shares_images_with or []))
             plain = {k: v for k, v in function.environment.items() if k not in function.secret_keys}
             self.initial.setdefault("environment_text", "\n".join(f"{k}={v}" for k, v in plain.items()))
             self.initial.setdefault("secret_environment_text", "\n".join(f"{k}=" for k in function.secret_keys))
@@ -177,7 +186,28 @@ class FunctionForm(forms.ModelForm):
         if not _allowed(value, settings.SLIPWAY_ALLOWED_ECR_PREFIXES):
             raise forms.ValidationError("Slipway may only push to ECR repositories starting with "
                                         + " or ".join(settings.SLIPWAY_ALLOWED_ECR_PREFIXES or ["(none allowed)"]))
+        if self.instance.pk and value == self.instance.ecr_repository:
+            return value  # already its repository: granted (or first) when it came here
+        # A repository belongs to the first function registered with it: its images (and what its
+        # retention deletes) are that function's business unless its owners share them.
+        owner = Function.objects.filter(ecr_repository=value).exclude(pk=self.instance.pk).order_by("pk").first()
+        name = self.instance.name if self.instance.pk else self.cleaned_data.get("name", "")
+        if owner is not None and name not in owner.shares_images_with:
+            if self.user is not None and access.can(self.user, owner, access.VIEW):
+                raise forms.ValidationError(
+                    f"{value} belongs to {owner.name}: its owners can let this function use it by adding "
+                    f"{name or 'its name'} to Shares images with in {owner.name}'s settings")
+            raise forms.ValidationError(f"{value} is owned by another function: its owners can let this function "
+                                        "use it (Shares images with, in their settings)")
         return value
+
+    def clean_shares_images_with_text(self):
+        names = list(dict.fromkeys(re.split(r"[\s,]+", self.cleaned_data["shares_images_with_text"].strip())))
+        names = [name for name in names if name]
+        wrong = [name for name in names if not SLUG.match(name)]
+        if wrong:
+            raise forms.ValidationError(f"not a function name: {', '.join(wrong[:5])}")
+        return [name for name in names if name != (self.instance.name or self.cleaned_data.get("name"))]
 
     def clean_lambda_name(self):
         value = self.cleaned_data["lambda_name"]
@@ -245,6 +275,7 @@ class FunctionForm(forms.ModelForm):
         function.secret_keys = sorted(secret)
         function.build_args = self.cleaned_data["build_args_text"]
         function.smoke_event = self.cleaned_data["smoke_event_text"]
+        function.shares_images_with = self.cleaned_data["shares_images_with_text"]
         function.golden_iou = self.cleaned_data["golden_iou"]
         for name, value in self.source_values.items():
             setattr(function, name, value)

@@ -73,6 +73,10 @@ class Function(models.Model):
     # GitLab's signing token (whsec_…), Fernet-encrypted (portal.crypto): verifying needs the key itself.
     webhook_signing_key = models.TextField(blank=True, editable=False)
     auto_deploy = models.BooleanField(default=True)
+    # An ECR repository belongs to the first function registered with it (portal/forms.py): the names
+    # of the functions its owners let push to and deploy from it too. Retention then deletes an image
+    # there only when no function on the repository needs it (portal/retention.py).
+    shares_images_with = models.JSONField(default=list, blank=True)
 
     # --- Private repositories: credentials git uses to read the repository -----------------------
     class SourceAuth(models.TextChoices):
@@ -194,6 +198,9 @@ class Build(models.Model):
         """A status change that the build's current state does not allow."""
 
     function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="builds")
+    # Where its image was pushed (or adopted from): the function's repository may change later, and
+    # other functions may share this one, so retention asks every function on it before deleting.
+    repository = models.CharField(max_length=256, blank=True, db_index=True)
     commit_sha = models.CharField(max_length=40, validators=[RegexValidator(r"^[0-9a-f]{40}$", "a full commit SHA")])
     architecture = models.CharField(max_length=10, choices=Architecture.choices)
     inputs_digest = models.CharField(max_length=64, help_text="SHA-256 of every input that shapes the image.")
@@ -217,6 +224,11 @@ class Build(models.Model):
 
     def __str__(self) -> str:
         return f"{self.function}:{self.tag}"
+
+    def save(self, *args, **kwargs):
+        if not self.repository and self.function_id:  # a new build goes to its function's repository
+            self.repository = self.function.ecr_repository
+        super().save(*args, **kwargs)
 
     @staticmethod
     def digest_inputs(commit_sha: str, architecture: str, inputs: dict) -> str:
@@ -249,11 +261,11 @@ class Build(models.Model):
             self.refresh_from_db(fields=["status"])
             raise self.TransitionError(f"build {self.pk} is {self.status}; cannot succeed")
 
-    def adopt(self, digest: str, size: int) -> None:
-        """ECR already holds this build's immutable tag: take what it holds."""
+    def adopt(self, digest: str, size: int, repository: str) -> None:
+        """ECR already holds this build's immutable tag in `repository`: take what it holds."""
         self._update((self.Status.PENDING, self.Status.FAILED, self.Status.SUCCEEDED), status=self.Status.SUCCEEDED,
-                     digest=digest, size_bytes=self.size_bytes or size, finished_at=self.finished_at or Now(),
-                     image_gone_at=None)
+                     repository=repository, digest=digest, size_bytes=self.size_bytes or size,
+                     finished_at=self.finished_at or Now(), image_gone_at=None)
 
     @classmethod
     def fail_unfinished(cls, pk: int | None) -> bool:
@@ -823,3 +835,20 @@ class NotificationAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.function} {self.channel} {self.event} #{self.attempt} {self.outcome}"
+
+
+class ImageDeletion(models.Model):
+    """An ECR image retention is deleting: marked under the locks of every function on its
+    repository, deleted after that commit, then unmarked. The source step never adopts
+    or deploys a marked image (workers/steps.py); a mark older than retention.MARK_STALE is one a
+    crashed run left behind, and counts for nothing."""
+
+    repository = models.CharField(max_length=256)
+    digest = models.CharField(max_length=80)
+    marked_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["repository", "digest"], name="one_mark_per_image")]
+
+    def __str__(self) -> str:
+        return f"{self.repository}@{self.digest}"

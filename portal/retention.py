@@ -18,31 +18,48 @@ What is kept, and why (every kept item carries its reason in the report):
   rollback to it deploys that image again); images Slipway did not push for
   this function; images built after the oldest kept release.
 
-It works like a deployment: the function row is locked first (the queue's
-lock order, portal/queue.py), so no deployment of the function is requested,
-claimed or dispatched while it deletes, and a function with an unfinished
-deployment (queued or running) is skipped. What it deletes is marked in the
-database (Deployment.version_gone, Build.image_gone_at), so pages and
+It works like a deployment: the rows of every function on the function's ECR
+repository are locked first, in primary-key order (the queue's lock order,
+portal/queue.py), so none of them requests, claims or dispatches a deployment
+while it decides. A function with an unfinished deployment (queued or running)
+is skipped; while another function on the repository has one, no image there is
+deleted (the next run tries again).
+
+An ECR repository may hold the images of several functions (an owner may share
+it, portal/forms.py), and the same build inputs give the same tag: a function
+deploying a commit another one pushed adopts its image. So an image goes only
+when no function on the repository needs it: none of their remaining versions
+runs it, it is none of their last N releases, none of them built it after its
+oldest kept release. It is marked (ImageDeletion) under those locks, the marks
+are committed, then the images are deleted outside the locks and unmarked; the
+source step never adopts a marked image (workers/steps.py).
+
+What it deletes is marked in the database (Deployment.version_gone,
+Build.image_gone_at of every function's build of that image), so pages and
 services refuse those rollback targets without asking AWS. Each run of a
-function that deleted, would delete (dry run), was skipped or failed leaves an
-AuditEvent with the report.
+function that deleted, would delete (dry run), was skipped, deferred its images
+or failed leaves an AuditEvent with the report.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.db.models.functions import Coalesce, Now
+from django.utils import timezone
 
 from deploy import ecr, lambdas
 from deploy.errors import DeployError
-from portal.models import AuditEvent, Build, Deployment, Function
+from portal.models import AuditEvent, Build, Deployment, Function, ImageDeletion
 
 log = logging.getLogger(__name__)
 RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK)
+# A batch delete takes seconds: a mark this old was left by a run that died before unmarking.
+MARK_STALE = timedelta(minutes=30)
 
 
 @dataclass
@@ -53,6 +70,7 @@ class Report:
     keep: int
     dry_run: bool
     skipped: str = ""
+    deferred: str = ""  # why no image was deleted this time (the next run tries again)
     kept_versions: dict[str, str] = field(default_factory=dict)  # version -> why
     deleted_versions: list[str] = field(default_factory=list)
     kept_images: dict[str, str] = field(default_factory=dict)  # digest -> why
@@ -71,6 +89,7 @@ class Report:
         text = (f"{self.function}: {verb} versions {versions} and {len(self.deleted_images)} image(s); "
                 f"kept {len(self.kept_versions)} version(s) and {len(self.kept_images)} image(s) "
                 f"(last {self.keep} releases)")
+        text += f"; images deferred: {self.deferred}" if self.deferred else ""
         return text + (f"; {len(self.errors)} error(s)" if self.errors else "")
 
     def lines(self) -> list[str]:
@@ -112,44 +131,118 @@ def run(*, keep: int, dry_run: bool, names: list[str] | None = None) -> list[Rep
     return reports
 
 
+def on_repository(repository: str):
+    """Every function whose images may be in `repository`: the ones registered with it, and
+    the ones that pushed or adopted a build there (before they moved to another)."""
+    return Function.objects.filter(
+        Q(ecr_repository=repository) | Q(pk__in=Build.objects.filter(repository=repository).values("function_id")))
+
+
+def marked(repository: str, digest: str) -> bool:
+    """Is retention deleting this image? (A mark older than MARK_STALE counts for nothing.)"""
+    return ImageDeletion.objects.filter(repository=repository, digest=digest,
+                                        marked_at__gt=timezone.now() - MARK_STALE).exists()
+
+
 def retain(function_id: int, *, keep: int, dry_run: bool) -> Report:
+    repository = Function.objects.values_list("ecr_repository", flat=True).get(pk=function_id)
+    doomed: dict[str, str] = {}
+    marks: list[int] = []
     with transaction.atomic():
-        function = Function.objects.select_for_update().get(pk=function_id)  # function row first, as the queue
+        # Every function on the repository, in primary-key order (the queue's order, one function
+        # after another): none of them requests, claims or dispatches a deployment while this decides.
+        locked = list(on_repository(repository).select_for_update().order_by("pk"))
+        function = next((f for f in locked if f.pk == function_id), None)
+        if function is None:  # it moved to another repository before the lock: skipped below
+            function = Function.objects.get(pk=function_id)
         report = Report(function.name, keep, dry_run)
-        unfinished = (Deployment.objects.filter(function=function).exclude(status__in=Deployment.TERMINAL)
-                      .order_by("pk").first())
-        if unfinished is not None:
-            report.skipped = (f"deployment #{unfinished.pk} ({unfinished.kind}) is {unfinished.status}: "
+        unfinished = list(Deployment.objects.filter(function__in=locked).exclude(status__in=Deployment.TERMINAL)
+                          .order_by("pk").values("pk", "kind", "status", "function_id"))
+        own = next((d for d in unfinished if d["function_id"] == function.pk), None)
+        noteworthy = own is not None or function.ecr_repository != repository
+        if function.ecr_repository != repository:
+            report.skipped = "its ECR repository changed meanwhile: the next run tries again"
+        elif own is not None:
+            report.skipped = (f"deployment #{own['pk']} ({own['kind']}) is {own['status']}: "
                               "nothing is deleted while a deployment waits or runs")
         else:
+            names = {f.pk: f.name for f in locked}
+            if unfinished:
+                busy = unfinished[0]
+                report.deferred = (f"deployment #{busy['pk']} ({busy['kind']}) of {names[busy['function_id']]} is "
+                                   f"{busy['status']}: no image in {repository} is deleted while a function on it "
+                                   "has a deployment waiting or running")
             try:
-                _apply(function, report)
+                doomed = _apply(function, report, [f for f in locked if f.pk != function.pk])
             except DeployError as exc:  # a listing failed: nothing more is decided without it
                 report.errors.append(str(exc))
-        if unfinished is not None or report.changed or report.errors:  # a never-deployed function: no news
-            action = "retention.skipped" if report.skipped else (
-                "retention.dry_run" if dry_run else "retention.applied")
-            AuditEvent.record(action, actor_label="retention", function=function, **report.as_dict())
+                doomed = {}
+            if doomed and not dry_run:
+                marks = _mark(repository, doomed)
+    try:
+        if marks:  # committed: the source step of any function on the repository now leaves these alone
+            _delete(repository, doomed, report)
+    finally:
+        ImageDeletion.objects.filter(pk__in=marks).delete()
+    if noteworthy or report.deferred or report.changed or report.errors:  # a never-deployed function: no news
+        action = "retention.skipped" if report.skipped else (
+            "retention.dry_run" if dry_run else "retention.applied")
+        AuditEvent.record(action, actor_label="retention", function=function, **report.as_dict())
     log.info("retention %s", report.summary())
     return report
 
 
-def _apply(function: Function, report: Report) -> None:
+def _mark(repository: str, doomed: dict[str, str]) -> list[int]:
+    ImageDeletion.objects.filter(repository=repository, digest__in=list(doomed)).delete()  # stale ones
+    created = ImageDeletion.objects.bulk_create(
+        [ImageDeletion(repository=repository, digest=digest) for digest in doomed])
+    if any(mark.pk is None for mark in created):  # backends that return no ids from a bulk insert
+        return list(ImageDeletion.objects.filter(repository=repository, digest__in=list(doomed))
+                    .values_list("pk", flat=True))
+    return [mark.pk for mark in created]
+
+
+def _delete(repository: str, doomed: dict[str, str], report: Report) -> None:
+    """Outside the locks: delete the marked images by digest, and mark every build of them gone."""
+    try:
+        gone, refused = ecr.delete_images(repository, list(doomed))
+    except DeployError as exc:
+        report.errors.append(f"images: {exc}")
+        for digest in doomed:
+            report.kept_images[digest] = "its delete failed"
+        return
+    Build.objects.filter(repository=repository, digest__in=gone, image_gone_at__isnull=True).update(
+        image_gone_at=Now())
+    report.deleted_images.update({digest: doomed.get(digest, "") for digest in gone})
+    for digest, why in refused.items():
+        report.errors.append(f"image {digest}: {why}")
+        report.kept_images[digest] = "its delete failed"
+
+
+def _releases(function: Function, keep: int) -> tuple[dict[str, Deployment], object]:
+    """The function's last `keep` releases by version (newest first; a version rolled back to
+    counts once, at its latest), and the time of the oldest of them once there are `keep`."""
+    releases = (Deployment.objects.filter(function=function, status=Deployment.Status.SUCCEEDED,
+                                          kind__in=RELEASE_KINDS).exclude(version="")
+                .annotate(at=Coalesce("finished_at", "created_at")).order_by("-at", "-pk").select_related("build"))
+    kept: dict[str, Deployment] = {}
+    for release in releases:
+        if len(kept) == keep:
+            break
+        kept.setdefault(release.version, release)
+    # Anything Slipway published after the oldest kept release became live stays too.
+    cutoff = min(r.at for r in kept.values()) if len(kept) == keep else None
+    return kept, cutoff
+
+
+def _apply(function: Function, report: Report, others: list[Function]) -> dict[str, str]:
+    """Delete the versions the rule lets go; return the images to delete ({digest: tag})."""
     name = function.lambda_name
     if lambdas.get_configuration(name) is None:
         report.skipped = f"the Lambda {name} does not exist (never deployed)"
-        return
+        return {}
     deployments = Deployment.objects.filter(function=function).exclude(version="")
-    releases = list(deployments.filter(status=Deployment.Status.SUCCEEDED, kind__in=RELEASE_KINDS)
-                    .annotate(at=Coalesce("finished_at", "created_at")).order_by("-at", "-pk")
-                    .select_related("build"))
-    kept_releases: dict[str, Deployment] = {}
-    for release in releases:  # newest first; a version rolled back to counts once, at its latest
-        if len(kept_releases) == report.keep:
-            break
-        kept_releases.setdefault(release.version, release)
-    # Anything Slipway published after the oldest kept release became live stays too.
-    cutoff = min(r.at for r in kept_releases.values()) if len(kept_releases) == report.keep else None
+    kept_releases, cutoff = _releases(function, report.keep)
     published = dict(deployments.order_by().values_list("version").annotate(
         at=Max(Coalesce("finished_at", "created_at"))))  # version -> when Slipway last published or released it
 
@@ -188,25 +281,26 @@ def _apply(function: Function, report: Report) -> None:
         Deployment.objects.filter(function=function, version=version).update(version_gone=True)
         report.deleted_versions.append(version)
 
-    _images(function, report, kept_releases, cutoff)
+    return _images(function, report, kept_releases, cutoff, others)
 
 
-def _images(function: Function, report: Report, kept_releases: dict[str, Deployment], cutoff) -> None:
-    """Delete the images no remaining version runs, by digest (never by tag)."""
+def _images(function: Function, report: Report, kept_releases: dict[str, Deployment], cutoff,
+            others: list[Function]) -> dict[str, str]:
+    """The images no remaining version runs and no other function on the repository needs."""
     name, repository = function.lambda_name, function.ecr_repository
     remaining = [v["Version"] for v in lambdas.list_versions(name)]
     if report.dry_run:
         remaining = [v for v in remaining if v not in report.deleted_versions]
     runs: dict[str, list[str]] = {}
     for version in remaining:
-        digest = _version_digest(function, version)
+        digest = _version_digest(function, version, repository)
         if digest is None:
             report.kept_images["*"] = f"the image of version {version} could not be told: no image is deleted"
-            return
+            return {}
         if digest:
             runs.setdefault(digest, []).append(version)
     release_images = {r.build.digest: r for r in kept_releases.values() if r.build and r.build.digest}
-    builds = {b.digest: b for b in Build.objects.filter(function=function).exclude(digest="")}
+    builds = {b.digest: b for b in Build.objects.filter(function=function, repository=repository).exclude(digest="")}
     doomed: dict[str, str] = {}
     for image in ecr.list_images(repository):
         digest = image.digest
@@ -223,26 +317,72 @@ def _images(function: Function, report: Report, kept_releases: dict[str, Deploym
             report.kept_images[digest] = "built after the oldest kept release"
         else:
             doomed[digest] = image.tag
-    if not doomed:
-        return
+    if doomed and report.deferred:
+        for digest in doomed:
+            report.kept_images[digest] = "deferred: " + report.deferred
+        return {}
+    doomed = _not_needed_elsewhere(repository, doomed, report, others)
     if report.dry_run:
         report.deleted_images.update(doomed)
-        return
-    try:
-        gone, refused = ecr.delete_images(repository, list(doomed))
-    except DeployError as exc:
-        report.errors.append(f"images: {exc}")
-        return
-    Build.objects.filter(function=function, digest__in=gone, image_gone_at__isnull=True).update(image_gone_at=Now())
-    report.deleted_images.update({digest: doomed.get(digest, "") for digest in gone})
-    for digest, why in refused.items():
-        report.errors.append(f"image {digest}: {why}")
-        report.kept_images[digest] = "its delete failed"
+        return {}
+    return doomed
 
 
-def _version_digest(function: Function, version: str) -> str | None:
-    """The digest of the image `version` runs in the function's repository: "" when it runs
-    another repository's image, None when it cannot be told (then nothing is deleted)."""
+def _not_needed_elsewhere(repository: str, doomed: dict[str, str], report: Report,
+                          others: list[Function]) -> dict[str, str]:
+    """`doomed` without what another function on the repository needs, or another run is deleting."""
+    if not doomed:
+        return doomed
+    ImageDeletion.objects.filter(repository=repository, marked_at__lte=timezone.now() - MARK_STALE).delete()
+    for digest in ImageDeletion.objects.filter(repository=repository, digest__in=list(doomed)).values_list(
+            "digest", flat=True):
+        report.kept_images[digest] = "another retention run is deleting it"
+        doomed.pop(digest)
+    for other in others:
+        if not doomed:
+            break
+        needs = _needs(other, repository, report.keep)
+        if needs is None:
+            for digest in doomed:
+                report.kept_images[digest] = (f"what {other.name}, which uses {repository} too, runs could not be "
+                                              "told: none of its images is deleted")
+            return {}
+        for digest in [d for d in doomed if d in needs]:
+            report.kept_images[digest] = f"{other.name} needs it: {needs[digest]}"
+            doomed.pop(digest)
+    return doomed
+
+
+def _needs(function: Function, repository: str, keep: int) -> dict[str, str] | None:
+    """The images of `repository` the function's own rule keeps ({digest: why}): what its
+    versions run, its last `keep` releases, what it built after the oldest of them (or
+    everything while it has fewer). None when what a version runs cannot be told."""
+    needs: dict[str, str] = {}
+    if lambdas.get_configuration(function.lambda_name) is not None:
+        versions = [v["Version"] for v in lambdas.list_versions(function.lambda_name)]
+        for version in sorted(versions, key=lambda v: v == "$LATEST"):  # a published version is the better why
+            digest = _version_digest(function, version, repository)
+            if digest is None:
+                return None
+            if digest:
+                needs.setdefault(digest, f"its version {version} runs it")
+    kept, cutoff = _releases(function, keep)
+    for release in kept.values():
+        if release.build and release.build.digest:
+            needs.setdefault(release.build.digest, f"the image of its deployment #{release.pk}, one of its last "
+                                                   f"{keep} releases")
+    for digest, created in (Build.objects.filter(function=function, repository=repository).exclude(digest="")
+                            .values_list("digest", "created_at")):
+        if cutoff is None:
+            needs.setdefault(digest, f"it has fewer than {keep} releases so far")
+        elif created >= cutoff:
+            needs.setdefault(digest, "it built it after its oldest kept release")
+    return needs
+
+
+def _version_digest(function: Function, version: str, repository: str) -> str | None:
+    """The digest of the image `version` runs in `repository`: "" when it runs another
+    repository's image, None when it cannot be told (then nothing is deleted)."""
     uri = lambdas.version_image(function.lambda_name, version)
     digest = tag = ""
     if "@" in uri:
@@ -251,12 +391,12 @@ def _version_digest(function: Function, version: str) -> str | None:
         location, tag = uri.rsplit(":", 1)
     else:
         location = uri
-    if uri and location.split("/", 1)[-1] != function.ecr_repository:
+    if uri and location.split("/", 1)[-1] != repository:
         return ""
     if digest.startswith("sha256:"):
         return digest
     if tag:  # by tag (e.g. the bootstrap image Terraform created the function from): what it holds now
-        held = ecr.find(function.ecr_repository, tag=tag)
+        held = ecr.find(repository, tag=tag)
         if held:
             return held.digest
     # Lambda did not say: the image Slipway recorded for the deployment that published it.

@@ -174,7 +174,8 @@ def resume_auto_deploy(function: Function, *, user=None, trigger: str = "cli") -
 
 AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
                   "architecture", "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s",
-                  "execution_role_arn", "smoke_event", "auto_deploy", "tag_pattern", "golden_iou")
+                  "execution_role_arn", "smoke_event", "auto_deploy", "tag_pattern", "golden_iou",
+                  "shares_images_with")
 
 
 def _changes(before: Function | None, after: Function) -> dict:

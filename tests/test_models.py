@@ -170,5 +170,5 @@ def test_a_build_pushed_again_after_retention_deleted_its_image_is_no_longer_mar
     build.succeed(digest="sha256:" + "2" * 64)
     assert Build.objects.get(pk=build.pk).image_gone_at is None
     Build.objects.filter(pk=build.pk).update(image_gone_at=timezone.now())
-    build.adopt("sha256:" + "3" * 64, 10)  # or ECR holds its tag again (pushed by someone else)
+    build.adopt("sha256:" + "3" * 64, 10, "team/hello")  # or ECR holds its tag again (pushed by someone else)
     assert Build.objects.get(pk=build.pk).image_gone_at is None

@@ -80,6 +80,9 @@ def test_retention_locks_the_function_row_before_it_reads_its_deployments(functi
             {"Error": {"Code": "ResourceNotFoundException", "Message": "no such function"}}, "GetFunctionConfiguration")
         (report,) = retention.run(keep=3, dry_run=False, names=[function.name])
     assert report.skipped == f"the Lambda {function.lambda_name} does not exist (never deployed)"
+    from portal.models import AuditEvent
+
+    assert not AuditEvent.objects.exists()  # nothing to tell about a function never deployed
     sqls = [q["sql"] for q in queries.captured_queries]
     locks = [i for i, sql in enumerate(sqls) if sql.startswith("SELECT") and 'FROM "portal_function"' in sql
              and ("FOR UPDATE" in sql or connection.vendor != "postgresql")]
@@ -97,3 +100,214 @@ def test_one_function_failing_does_not_stop_the_others(function, db):
         retain.side_effect = [RuntimeError("boom"), retention.Report("other", 3, False)]
         reports = retention.run(keep=3, dry_run=False)
     assert [(r.function, r.errors) for r in reports] == [("hello", ["RuntimeError: boom"]), ("other", [])]
+
+
+# --- Functions sharing an ECR repository: the rule, at the seam ---------------------------------
+# `hello` (the conftest function) and `other` both use team/hello; both deployed commit a…
+# (the same build inputs: `other` adopted hello's image A). hello has moved on to b… (image B),
+# with only its last release kept. Only what the seam answers is made up here: the plane below.
+
+URI = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/hello@{}"
+
+
+class Plane:
+    """deploy.aws.client's answers for Lambda and ECR: versions (by Lambda name) run images."""
+
+    def __init__(self, client, images):
+        self.images, self.versions, self.aliases, self.deleted = set(images), {}, {}, []
+        api = client.return_value
+        api.get_function_configuration.side_effect = lambda FunctionName: {"FunctionName": FunctionName}
+        api.list_versions_by_function.side_effect = lambda FunctionName: {
+            "Versions": [{"Version": v} for v in self.versions[FunctionName]]}
+        api.list_aliases.side_effect = lambda FunctionName: {"Aliases": [
+            {"Name": name, "FunctionVersion": v} for name, v in self.aliases.get(FunctionName, {}).items()]}
+        api.get_function.side_effect = lambda FunctionName, Qualifier: {
+            "Code": {"ImageUri": self.versions[FunctionName][Qualifier]}}
+        api.delete_function.side_effect = lambda FunctionName, Qualifier: self.versions[FunctionName].pop(Qualifier)
+        api.describe_images.side_effect = lambda repositoryName, **_: {
+            "imageDetails": [{"imageDigest": d, "imageTags": [d[7:19]]} for d in sorted(self.images)]}
+        api.batch_delete_image.side_effect = self._delete
+        self.during_delete = None
+
+    def runs(self, lambda_name: str, live: str, **versions: str) -> None:
+        """`lambda_name`'s versions ({"v1": digest, …}), $LATEST running the live one's image."""
+        self.versions[lambda_name] = {"$LATEST": URI.format(versions[f"v{live}"])}  # listed first, as Lambda does
+        self.versions[lambda_name].update({v[1:]: URI.format(d) for v, d in versions.items()})
+        self.aliases[lambda_name] = {"live": live}
+
+    def _delete(self, repositoryName, imageIds):
+        if self.during_delete:
+            self.during_delete()
+        digests = [i["imageDigest"] for i in imageIds]
+        self.images -= set(digests)
+        self.deleted += digests
+        return {"imageIds": [{"imageDigest": d} for d in digests], "failures": []}
+
+
+@pytest.fixture
+def other(function):
+    from portal.models import Function
+
+    return Function.objects.create(name="other", repository_url=function.repository_url,
+                                   ecr_repository=function.ecr_repository, lambda_name="team-other")
+
+
+@pytest.fixture
+def shared(function, other):
+    """hello: releases 1 (a…, image A) and 2 (b…, image B); other: release 1 (a…, adopted A)."""
+    from tests.conftest import released
+
+    hello = [released(function, "1", "a" * 40), released(function, "2", "b" * 40)]
+    theirs = [released(other, "1", "a" * 40)]
+    with mock.patch("deploy.aws.client", autospec=True) as client:
+        plane = Plane(client, {A, B})
+        plane.runs(function.lambda_name, "2", v1=A, v2=B)
+        plane.runs(other.lambda_name, "1", v1=A)
+        yield plane, hello, theirs
+
+
+def retain(function, dry_run=False):
+    from portal import retention
+
+    (report,) = retention.run(keep=1, dry_run=dry_run, names=[function.name])
+    return report
+
+
+def test_an_image_another_function_on_the_repository_runs_is_kept_and_says_why(function, other, shared):
+    plane, _, _ = shared
+    report = retain(function)
+    assert report.deleted_versions == ["1"] and plane.deleted == []
+    assert report.kept_images[A] == "other needs it: its version 1 runs it"
+
+
+@pytest.fixture
+def moved_on(other, shared):
+    """other moved on to c… (image C) and its version 1 is gone: nobody needs A any more."""
+    from tests.conftest import released
+
+    plane = shared[0]
+    released(other, "2", "c" * 40)
+    plane.images.add(C)
+    plane.runs(other.lambda_name, "2", v2=C)
+    return shared
+
+
+def test_an_image_no_function_on_the_repository_needs_is_deleted_and_every_build_of_it_marked_gone(
+        function, moved_on):
+    plane, hello, theirs = moved_on
+    report = retain(function)
+    assert plane.deleted == [A] and list(report.deleted_images) == [A]
+    gone = {b.function.name: b.image_gone_at is not None for b in (hello[0].build, theirs[0].build)
+            if not b.refresh_from_db()}
+    assert gone == {"hello": True, "other": True}
+
+
+def test_the_images_a_function_on_the_repository_kept_as_releases_stay_after_their_versions_went(
+        function, other, shared):
+    plane, _, theirs = shared
+    plane.runs(other.lambda_name, "2", v2=B)  # its version 1 was deleted; release 1 is still its last
+    report = retain(function)
+    assert plane.deleted == []
+    assert report.kept_images[A] == (f"other needs it: the image of its deployment #{theirs[0].pk}, one of its last "
+                                     "1 releases")
+
+
+def test_no_image_is_deleted_while_another_function_on_the_repository_has_a_deployment_running(
+        function, other, moved_on):
+    from portal.models import Deployment
+
+    plane, _, _ = moved_on
+    busy = Deployment.objects.create(function=other, trigger="cli", status=Deployment.Status.BUILDING)
+    report = retain(function)
+    assert plane.deleted == [] and report.deleted_versions == ["1"]  # its own versions still go
+    assert report.deferred == (f"deployment #{busy.pk} (deploy) of other is building: no image in team/hello is "
+                               "deleted while a function on it has a deployment waiting or running")
+    assert report.kept_images[A].startswith("deferred: ")
+
+
+def test_an_image_is_marked_while_it_is_deleted_and_unmarked_after(function, moved_on):
+    from portal import retention
+    from portal.models import ImageDeletion
+
+    plane, _, _ = moved_on
+    seen = []
+    plane.during_delete = lambda: seen.append(retention.marked("team/hello", A))
+    retain(function)
+    assert (seen, plane.deleted) == ([True], [A])
+    assert not ImageDeletion.objects.exists()
+
+
+def test_an_image_another_run_is_deleting_is_left_to_it_but_a_stale_mark_is_not(function, moved_on):
+    from django.utils import timezone
+
+    from portal import retention
+    from portal.models import ImageDeletion
+
+    mark = ImageDeletion.objects.create(repository="team/hello", digest=A)
+    assert retain(function, dry_run=True).kept_images[A] == "another retention run is deleting it"
+    ImageDeletion.objects.filter(pk=mark.pk).update(marked_at=timezone.now() - retention.MARK_STALE)
+    assert not retention.marked("team/hello", A)
+    assert list(retain(function, dry_run=True).deleted_images) == [A]
+
+
+@pytest.mark.postgres
+def test_retention_locks_every_function_on_the_repository_in_key_order_before_reading_deployments(
+        function, other, shared):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        retain(function)
+    sqls = [q["sql"] for q in queries.captured_queries]
+    # The functions registered with team/hello, or with a build pushed there, all in one statement.
+    locks = [i for i, sql in enumerate(sqls) if sql.startswith('SELECT "portal_function"."id"')
+             and '"portal_function"."ecr_repository" = ' in sql and 'FROM "portal_build"' in sql]
+    reads = [i for i, sql in enumerate(sqls) if sql.startswith("SELECT") and 'FROM "portal_deployment"' in sql]
+    assert locks and reads and locks[0] < reads[0]
+    assert 'ORDER BY "portal_function"."id" ASC' in sqls[locks[0]]
+    assert "FOR UPDATE" in sqls[locks[0]] or connection.vendor != "postgresql"
+
+
+# --- The source step and a marked image ---------------------------------------------------------
+
+
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+@pytest.fixture
+def adopting(other):
+    """other's deploy of a…, in its source step, with the build whose tag ECR holds (image A)."""
+    from portal.models import Build, Deployment
+    from workers.steps import Run
+
+    build = Build.objects.create(function=other, commit_sha="a" * 40, architecture="arm64", inputs_digest="a" * 64)
+    deployment = Deployment.objects.create(function=other, trigger="cli", build=build, status=Deployment.Status.SOURCE)
+    with mock.patch("deploy.aws.client", autospec=True) as client:
+        client.return_value.describe_images.return_value = {"imageDetails": [
+            {"imageDigest": A, "imageSizeInBytes": 10, "imageManifestMediaType": MANIFEST}]}
+        client.return_value.batch_get_image.return_value = {"images": [
+            {"imageManifestMediaType": MANIFEST, "imageManifest": '{"layers": []}'}]}
+        yield Run(deployment)
+
+
+def test_the_source_step_adopts_an_unmarked_image_and_records_its_repository(adopting):
+    from workers import steps
+
+    assert steps.adopt_held_image(adopting, [].append) is True
+    adopting.build.refresh_from_db()
+    assert (adopting.build.digest, adopting.build.repository) == (A, "team/hello")
+
+
+def test_the_source_step_never_adopts_an_image_retention_is_deleting(adopting):
+    from portal.models import Deployment, ImageDeletion
+    from workers import steps
+    from workers.recording import Stopped
+
+    ImageDeletion.objects.create(repository="team/hello", digest=A)
+    Deployment.objects.filter(pk=adopting.deployment.pk).update(cancel_requested=True)  # ends the wait
+    said = []
+    with pytest.raises(Stopped):
+        steps.adopt_held_image(adopting, said.append)
+    adopting.build.refresh_from_db()
+    assert adopting.build.digest == ""
+    assert said[-1] == f"retention is deleting team/hello@{A}: waiting until it is done"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
@@ -20,7 +21,7 @@ from deploy import arch, ecr, lambdas, source, ssh, testing
 from deploy import build as builder
 from deploy import docker as docker_seam
 from deploy.errors import LAMBDA_NOT_OWNED, AppError, UserError
-from portal import boxes, console, feedback, queue, sources
+from portal import boxes, console, feedback, queue, retention, sources
 from portal.forms import role_allowed
 from portal.models import Build, ConsoleRun, Deployment, DeploymentStep, Function, GoldenCase
 from workers.recording import StepLog, check_stop, retrying
@@ -126,19 +127,49 @@ def fetch_source(run: Run, out: StepLog) -> None:
     inputs = build_inputs(function)
     build, _ = Build.objects.get_or_create(
         function=function, inputs_digest=Build.digest_inputs(sha, function.architecture, inputs),
-        defaults={"commit_sha": sha, "architecture": function.architecture, "inputs": inputs})
+        defaults={"commit_sha": sha, "architecture": function.architecture, "inputs": inputs,
+                  "repository": function.ecr_repository})
     run.record(commit_sha=sha, build=build, commit_message=commit.subject if commit else "",
                commit_author=commit.author if commit else "")
     if not known_before:  # a deploy of a branch or tag: GitLab hears of it now that the commit is known
         feedback.report_status(deployment)
     run.repository_uri = ecr.ensure_repository(function.ecr_repository)
     # Build once, deploy many: an immutable tag that ECR holds is this build's image.
-    held = ecr.find(function.ecr_repository, tag=build.tag)
-    out(f"ECR {'holds' if held else 'does not hold'} {function.ecr_repository}:{build.tag}")
-    if held:
-        ecr.check_single_image(held)  # pushed by someone else, perhaps as an index: never deployed as is
-        build.adopt(held.digest, held.size)
+    if adopt_held_image(run, out):
         run.record(kind=Deployment.Kind.REDEPLOY)
+
+
+def adopt_held_image(run: Run, out: StepLog) -> bool:
+    """Adopt what ECR holds under the build's tag, if anything; True when it did. Another
+    function on the repository may have pushed it, and its retention may be deleting it
+    right now: decided under this function's lock (retention marks under every lock of
+    the repository), a marked image is never adopted; this waits until the mark clears,
+    then looks again (the image is gone by then, and is built anew)."""
+    function, build = run.function, run.build
+    repository = function.ecr_repository
+    while True:
+        held = ecr.find(repository, tag=build.tag)
+        out(f"ECR {'holds' if held else 'does not hold'} {repository}:{build.tag}")
+        if held is None:
+            return False
+        ecr.check_single_image(held)  # pushed by someone else, perhaps as an index: never deployed as is
+        with transaction.atomic():
+            Function.objects.select_for_update().get(pk=function.pk)
+            if not retention.marked(repository, held.digest):
+                build.adopt(held.digest, held.size, repository)
+                return True
+        wait_while_marked(run, out, repository, held.digest)
+
+
+def wait_while_marked(run: Run, out: StepLog, repository: str, digest: str) -> None:
+    """Wait (stoppable) until retention no longer marks the image as being deleted."""
+    if retention.marked(repository, digest):
+        out(f"retention is deleting {repository}@{digest}: waiting until it is done")
+        if hasattr(out, "flush"):  # a StepLog: the page shows why the step waits, not a second later
+            out.flush()
+    while retention.marked(repository, digest):
+        check_stop(run.deployment)
+        time.sleep(1)
 
 
 def stale_reason(run: Run) -> str:
@@ -208,7 +239,7 @@ def push_image(run: Run, out: StepLog) -> None:
     image = retrying("push", out, ecr.push, docker, tag, run.repository_uri, build.tag,
                      host_override=settings.SLIPWAY_REGISTRY_HOST, on_line=out)
     out(f"pushed {function.ecr_repository}:{build.tag} = {image.digest}")
-    build.succeed(digest=image.digest, size_bytes=attrs.get("Size") or image.size,
+    build.succeed(repository=function.ecr_repository, digest=image.digest, size_bytes=attrs.get("Size") or image.size,
                   platform=f"{attrs.get('Os')}/{attrs.get('Architecture')}",
                   image_uri=ecr.image_uri(run.repository_uri, image.digest))
 
@@ -400,6 +431,9 @@ def check_release(run: Run, out: StepLog) -> bool:
     function, build, version = run.function, run.build, run.deployment.target_version
     if build is None or not build.digest:
         raise UserError("nothing-to-restore", "the release to roll back to has no recorded image")
+    # Marked before this rollback was requested (retention defers while it is unfinished): once
+    # the mark clears, the image is gone and the rollback says so.
+    wait_while_marked(run, out, function.ecr_repository, build.digest)
     if ecr.find(function.ecr_repository, digest=build.digest) is None:
         Build.objects.filter(pk=build.pk, image_gone_at__isnull=True).update(image_gone_at=Now())
         raise UserError("image-missing", f"ECR no longer holds {function.ecr_repository}@{build.digest}; "

@@ -59,8 +59,9 @@ def function_list(request):
 def function_register(request):
     if not access.can_register(request.user):
         raise PermissionDenied("only staff may register functions here")
-    form = FunctionForm(request.POST or None, initial={"ecr_repository": _first(settings.SLIPWAY_ALLOWED_ECR_PREFIXES),
-                                                       "lambda_name": _first(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES)})
+    form = FunctionForm(request.POST or None, user=request.user,
+                        initial={"ecr_repository": _first(settings.SLIPWAY_ALLOWED_ECR_PREFIXES),
+                                 "lambda_name": _first(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES)})
     if request.method == "POST" and form.is_valid():
         function = services.register_function(form, user=request.user)
         messages.success(request, f"{function.name} registered. Its first deploy creates the ECR repository "
@@ -78,7 +79,7 @@ def _first(values: list[str]) -> str:
 @login_required
 def function_edit(request, name):
     function = access.function_for(request.user, name, access.ADMIN)
-    form = FunctionForm(request.POST or None, instance=function)
+    form = FunctionForm(request.POST or None, instance=function, user=request.user)
     if request.method == "POST" and form.is_valid():
         services.update_function(form, user=request.user)
         messages.success(request, "Saved. Lambda gets the new configuration at the next deploy.")

@@ -1,17 +1,22 @@
 """Retention on the real local stack: versions first, then images, by digest; what a
 rollback needs is kept, and a function with an unfinished deployment is left alone."""
 
+import contextlib
+import threading
+from unittest import mock
+
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connections
 
 from deploy import aws, ecr, lambdas
 from portal import retention
 from portal.celery import RETENTION_TASK, app
-from portal.models import AuditEvent, Build, Deployment
+from portal.models import AuditEvent, Build, Deployment, DeploymentStep, ImageDeletion
 from portal.services import RequestRefused, request_deploy, request_rollback
 from tests.conftest import wait_for
-from tests.integration.conftest import wait_done
+from tests.integration.conftest import invoke_live, remove_from_plane, wait_done
 
 pytestmark = pytest.mark.integration
 Status = Deployment.Status
@@ -124,3 +129,126 @@ def test_the_command_refuses_an_unknown_function_and_a_keep_below_one(db):
         call_command("retention", "--function", "nope")
     with pytest.raises(CommandError, match="at least 1"):
         call_command("retention", "--keep", "0")
+
+
+# --- Two functions on one ECR repository ---------------------------------------------------------
+# The same build inputs give the same tag, so a second function deploying a commit the first one
+# pushed adopts its image; the first one's retention must not delete it from under the second.
+
+
+@pytest.fixture
+def sharer(fixture_function, docker_client):
+    """A second function on the fixture function's ECR repository and git repository (granted by
+    it), with a Lambda of its own: it adopts the images of the commits the first one deployed."""
+    from portal.models import Function
+
+    Function.objects.filter(pk=fixture_function.pk).update(shares_images_with=[f"{fixture_function.name}-b"])
+    function = Function.objects.create(
+        name=f"{fixture_function.name}-b", repository_url=fixture_function.repository_url,
+        ecr_repository=fixture_function.ecr_repository, lambda_name=f"{fixture_function.lambda_name}-b",
+        architecture=fixture_function.architecture, memory_mb=256, timeout_s=30, smoke_event={"smoke": True},
+        execution_role_arn=fixture_function.execution_role_arn)
+    yield function
+    remove_from_plane(function.lambda_name, function.ecr_repository)
+    for image in docker_client.images.list(filters={"label": f"slipway.function={function.name}"}):
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(image.id, force=True)
+
+
+def deploy(function, commit: str, kind=Deployment.Kind.DEPLOY) -> Deployment:
+    deployment = wait_done(request_deploy(function, trigger="cli", commit=commit))
+    assert deployment.status == Status.SUCCEEDED, deployment.error_message
+    assert deployment.kind == kind
+    return deployment
+
+
+def until(status: str, deployment: Deployment) -> Deployment:
+    def reached():
+        deployment.refresh_from_db()
+        return deployment.status == status
+    wait_for(reached, 60, f"deployment #{deployment.pk} to reach {status}")
+    return deployment
+
+
+def test_retention_of_one_function_keeps_the_image_another_function_on_its_repository_deploys_runs_and_rolls_back_to(
+        worker, fixture_function, sharer, repo, inject):
+    one, two = repo.release("one"), repo.release("two")
+    first = deploy(fixture_function, one)
+    deploy(fixture_function, two)
+    image = first.build.digest  # fixture_function keeps only version 2 with the last release kept
+
+    # Mid-deploy: the sharer adopts `image` and is held at its shift step (CreateAlias throttled).
+    inject({"operation": "CreateAlias", "error": "ThrottlingException", "times": 4, "function": sharer.lambda_name})
+    adopting = until(Status.SHIFTING, request_deploy(sharer, trigger="cli", commit=one))
+    (report,) = retention.run(keep=1, dry_run=False, names=[fixture_function.name])
+    assert report.deleted_versions == ["1"] and report.deleted_images == {}
+    assert f"deployment #{adopting.pk} (redeploy) of {sharer.name} is shifting" in report.deferred
+    assert wait_done(adopting).status == Status.SUCCEEDED and adopting.build.digest == image
+    assert image in digests_in_ecr(fixture_function)
+
+    # Live: the sharer's version 1 runs it.
+    (report,) = retention.run(keep=1, dry_run=False, names=[fixture_function.name])
+    assert report.deferred == "" and report.deleted_images == {}
+    assert report.kept_images[image] == f"{sharer.name} needs it: its version 1 runs it"
+    assert image in digests_in_ecr(fixture_function) and Build.objects.get(pk=adopting.build_id).image_gone_at is None
+    assert invoke_live(sharer)["release"] == "one"
+
+    # Mid-rollback: the sharer moved on to "two" and rolls back to version 1, held at its shift step.
+    assert deploy(sharer, two, kind=Deployment.Kind.REDEPLOY).version == "2"
+    inject({"operation": "UpdateAlias", "error": "ThrottlingException", "times": 4, "function": sharer.lambda_name})
+    rollback = until(Status.SHIFTING, request_rollback(sharer, trigger="cli", to="1"))
+    (report,) = retention.run(keep=1, dry_run=False, names=[fixture_function.name])
+    assert f"deployment #{rollback.pk} (rollback) of {sharer.name} is shifting" in report.deferred
+    assert report.deleted_images == {} and image in digests_in_ecr(fixture_function)
+    assert wait_done(rollback).status == Status.SUCCEEDED, rollback.error_message
+    assert (lambdas.alias_version(sharer.lambda_name, "live"), invoke_live(sharer)["release"]) == ("1", "one")
+
+
+@pytest.mark.postgres
+def test_a_deploy_that_finds_its_image_marked_by_another_functions_retention_waits_and_the_image_survives(
+        worker, fixture_function, sharer, repo):
+    """Retention for one function marks an image and commits; before it deletes it, the other
+    function's deploy of the same commit finds the image in ECR. It must not adopt it: it waits
+    for the delete, then builds and pushes the commit again. (Retention runs here, in a thread,
+    and is held just before its delete until the deploy has seen the mark: the real delete runs.)"""
+    one, two = repo.release("one"), repo.release("two")
+    doomed = deploy(fixture_function, one).build
+    deploy(fixture_function, two)
+    marked, go, reports = threading.Event(), threading.Event(), []
+    real_delete = ecr.delete_images
+
+    def held_delete(repository, digests):
+        marked.set()
+        assert go.wait(120), "the deploy never reached the marked image"
+        return real_delete(repository, digests)
+
+    def run_retention():
+        try:
+            reports.extend(retention.run(keep=1, dry_run=False, names=[fixture_function.name]))
+        finally:
+            connections.close_all()
+
+    with mock.patch("portal.retention.ecr.delete_images", autospec=True, side_effect=held_delete):
+        thread = threading.Thread(target=run_retention)
+        thread.start()
+        try:
+            assert marked.wait(60), "retention never came to delete"
+            assert ImageDeletion.objects.filter(repository=doomed.repository, digest=doomed.digest).exists()
+            adopting = request_deploy(sharer, trigger="cli", commit=one)
+            wait_for(lambda: DeploymentStep.objects.filter(deployment=adopting, name="source",
+                                                           output__contains="retention is deleting").exists(),
+                     60, "the deploy to find the image marked")
+        finally:
+            go.set()
+            thread.join(60)
+    (report,) = reports
+    assert list(report.deleted_images) == [doomed.digest]  # deleted after the deploy had found it
+    adopting = wait_done(adopting)
+    assert adopting.status == Status.SUCCEEDED, adopting.error_message
+    assert adopting.kind == Deployment.Kind.DEPLOY  # built and pushed again, not adopted
+    source = adopting.steps.get(name="source").output
+    assert source.index("ECR holds") < source.index("retention is deleting") < source.index("ECR does not hold")
+    assert adopting.build.digest in digests_in_ecr(fixture_function)
+    assert Build.objects.get(pk=adopting.build_id).image_gone_at is None
+    assert not ImageDeletion.objects.exists()
+    assert invoke_live(sharer)["release"] == "one"
