@@ -1,15 +1,19 @@
 """Fifty concurrent GitLab deliveries against the portal served as in production,
-beside a bare view that answers 204 on the same server in the same run.
+beside the fairest baseline on the same server in the same run: a view that does
+the least any durable receiver must — verifies the same token against the same
+stored digest in constant time and inserts one row in one transaction
+(bench/webhooks_urls.py).
 
-`python -m deploy.local bench bench/webhooks.py [--rounds 8] [--workers 4]` starts
-the bench stack (Redis, Postgres); this script then migrates a fresh database on
-that Postgres, registers one function with a secret token, and starts gunicorn
+`python -m deploy.local bench bench/webhooks.py [--rounds 8] [--workers 4]
+[--database postgres|sqlite]` starts the bench stack (Redis, Postgres); this
+script then migrates a fresh database (on that Postgres, or a new SQLite file),
+registers one function with a secret token, and starts gunicorn
 (sync workers, bound to 127.0.0.1, DEBUG off, production settings: no local mode,
 a secret key and a Fernet key from the environment). Each round sends fifty
 requests at once over fresh connections (as GitLab opens one per delivery):
 twenty-five distinct pushes, each delivered twice with the same Idempotency-Key,
-shuffled. Bare rounds send the same bodies to /bench/bare. Rounds alternate
-(bare, webhook, bare, …) after one warm-up round of each. No Celery worker runs:
+shuffled. Baseline rounds send the same requests to /bench/durable/<name>. Rounds
+alternate (baseline, webhook, baseline, …) after one warm-up round of each. No Celery worker runs:
 the deployments stay queued, their tasks wait in Redis.
 
 Prints p50/p99 latency of each, the ratio of the p99s, the 5xx count and the
@@ -55,10 +59,13 @@ def child(mode: str) -> None:
                                     ecr_repository=f"slipway/bench-{n}", lambda_name=f"slipway-bench-{n}",
                                     webhook_secret_hash=gitlab.digest(os.environ["BENCH_TOKEN"]))
         return
+    from bench.webhooks_urls import BASELINE_DETAIL
+
+    received = WebhookDelivery.objects.exclude(detail=BASELINE_DETAIL)
     outcomes = {}
     for outcome in WebhookDelivery.Outcome.values:
-        outcomes[outcome] = WebhookDelivery.objects.filter(outcome=outcome).count()
-    took = sorted(WebhookDelivery.objects.exclude(took_ms=None).values_list("took_ms", flat=True))
+        outcomes[outcome] = received.filter(outcome=outcome).count()
+    took = sorted(received.exclude(took_ms=None).values_list("took_ms", flat=True))
     print(json.dumps({"deployments": Deployment.objects.count(), "outcomes": outcomes,
                       "server_p50": statistics.median(took) if took else None,
                       "server_p99": took[int(len(took) * 0.99) - 1] if took else None}))
@@ -129,6 +136,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--functions", type=int, default=1, help="spread the pushes over this many functions")
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--child")
     args = parser.parse_args()
     if args.child:
@@ -139,10 +147,16 @@ def main() -> int:
         raise SystemExit("run it as `python -m deploy.local bench bench/webhooks.py` (it needs the bench Postgres)")
     port = int(os.environ.get("SLIPWAY_BENCH_WEB_PORT", "8098"))
     database = f"bench_webhooks_{int(time.time())}"
-    create_database(pg, database)
+    if args.database == "postgres":
+        create_database(pg, database)
+        database_url = pg.rsplit("/", 1)[0] + "/" + database
+    else:  # as `make run` keeps it: one file, WAL (portal/env.py's SQLite options)
+        sqlite = REPO / "var" / "bench" / f"{database}.sqlite3"
+        sqlite.parent.mkdir(parents=True, exist_ok=True)
+        database_url = f"sqlite:///{sqlite}"
     env = {**{k: v for k, v in os.environ.items() if k != "SLIPWAY_LOCAL"},
            "DJANGO_SETTINGS_MODULE": "bench.webhooks_settings", "DJANGO_DEBUG": "0",
-           "DATABASE_URL": pg.rsplit("/", 1)[0] + "/" + database, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+           "DATABASE_URL": database_url, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
            "SLIPWAY_FERNET_KEY": Fernet.generate_key().decode(), "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
            "SLIPWAY_LOG_LEVEL": "WARNING", "SLIPWAY_BEHIND_TLS_PROXY": "1",
            "SLIPWAY_STATE_DIR": str(REPO / "var" / "bench" / "webhooks"),
@@ -165,11 +179,11 @@ def serve_and_measure(env: dict, port: int, log, args) -> dict:
                               env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_up(port)
-        samples = {"bare": [], "hook": []}
+        samples = {"baseline": [], "hook": []}
         for round_no in range(args.rounds + 1):
             deliveries = round_deliveries(round_no, args.functions)
-            for kind in ("bare", "hook"):
-                sent = [("/bench/bare", body, headers) if kind == "bare" else (path, body, headers)
+            for kind in ("baseline", "hook"):
+                sent = [(baseline_path(path), body, headers) if kind == "baseline" else (path, body, headers)
                         for path, body, headers in deliveries]
                 results = fire(port, sent)
                 if round_no:  # round 0 warms both up
@@ -178,12 +192,17 @@ def serve_and_measure(env: dict, port: int, log, args) -> dict:
                     samples[kind + "_warmup"] = results
         # One at a time: the service time of each, without queueing.
         alone = round_deliveries(args.rounds + 1, args.functions)
-        samples["bare_alone"] = [request(port, "/bench/bare", body, headers) for _, body, headers in alone]
+        samples["baseline_alone"] = [request(port, baseline_path(path), body, headers) for path, body, headers in alone]
         samples["hook_alone"] = [request(port, path, body, headers) for path, body, headers in alone]
         return samples
     finally:
         server.terminate()
         server.wait(30)
+
+
+def baseline_path(hook_path: str) -> str:
+    """The durable baseline's URL for the same function as a delivery's."""
+    return "/bench/durable/" + hook_path.rsplit("/", 1)[-1]
 
 
 def create_database(url: str, name: str) -> None:
@@ -200,7 +219,7 @@ def wait_up(port: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if request(port, "/bench/bare", b"{}", {})[1] == 204:
+            if request(port, "/bench/durable/-", b"{}", {})[1] == 401:
                 return
         except Exception:
             pass
@@ -210,22 +229,23 @@ def wait_up(port: int) -> None:
 
 def report(samples: dict, counted: dict, args) -> None:
     rounds = args.rounds + 2  # the warm-up round and the one-at-a-time round count too
-    print(f"gunicorn {args.workers} sync workers, Postgres, DEBUG off; {args.rounds} measured rounds "
+    print(f"gunicorn {args.workers} sync workers, {args.database}, DEBUG off; {args.rounds} measured rounds "
           f"of {PER_ROUND} concurrent requests each (+1 warm-up round); pushes spread over "
           f"{args.functions} function(s)")
     print(f"{'':<22} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'5xx':>5} {'n':>5}")
-    for kind, label in (("bare", "bare 204 view"), ("hook", "webhook deliveries")):
+    for kind, label in (("baseline", "durable baseline"), ("hook", "webhook deliveries")):
         times = [t for t, _ in samples[kind]]
         errors = sum(1 for _, status in samples[kind] + samples[kind + "_warmup"] if status >= 500)
         print(f"{label:<22} {statistics.median(times):8.1f} {pct(times, 0.99):8.1f} {max(times):8.1f} "
               f"{errors:5} {len(times):5}")
-    for kind, label in (("bare_alone", "bare, one at a time"), ("hook_alone", "webhook, one at a time")):
+    for kind, label in (("baseline_alone", "baseline, one at a time"), ("hook_alone", "webhook, one at a time")):
         times = [t for t, _ in samples[kind]]
         print(f"{label:<22} {statistics.median(times):8.1f} {pct(times, 0.99):8.1f} {max(times):8.1f} "
               f"{sum(1 for _, status in samples[kind] if status >= 500):5} {len(times):5}")
-    ratio = pct([t for t, _ in samples["hook"]], 0.99) / pct([t for t, _ in samples["bare"]], 0.99)
+    ratio = pct([t for t, _ in samples["hook"]], 0.99) / pct([t for t, _ in samples["baseline"]], 0.99)
     statuses = sorted({status for _, status in samples["hook"] + samples["hook_warmup"] + samples["hook_alone"]})
-    print(f"p99 webhook / p99 bare: {ratio:.2f}x (goal <= 2x); webhook statuses: {statuses}")
+    print(f"p99 webhook / p99 durable baseline (token check + one row, one transaction): {ratio:.2f}x "
+          f"(goal <= 2x); webhook statuses: {statuses}")
     print(f"server-side time per delivery (took_ms, to the answer before commit): "
           f"p50 {counted['server_p50']:.1f} ms, p99 {counted['server_p99']:.1f} ms")
     print(f"deployments created: {counted['deployments']} for {rounds * DISTINCT} distinct pushes "

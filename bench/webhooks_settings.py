@@ -1,4 +1,4 @@
-"""The portal's production settings, plus a bare 204 view to compare with (bench/webhooks.py)."""
+"""The portal's production settings, plus the durable baseline view to compare with (bench/webhooks.py)."""
 
 from portal.settings import *  # noqa: F403
 
