@@ -1,4 +1,4 @@
-"""Code-only redeploy and rollback: Slipway vs the original GitLab pipeline by hand.
+"""Code-only redeploy: Slipway vs the original GitLab pipeline by hand.
 
 Run with `python -m deploy.local bench bench/pipeline_redeploy.py` (it starts
 a private Redis and AWS plane on the bench ports). It measures an arm64 and an
@@ -8,12 +8,13 @@ same detector (function/) in the same git repository, against the same local
 plane, in the same run:
 
 - Slipway: request -> alias live, through a real Celery worker (the image is
-  built once per commit; the redeploy reuses the layer cache; rollback only
-  moves the alias).
+  built once per commit; the redeploy reuses the layer cache).
 - Baseline, the commands of the original pipeline: `docker build
   --cache-from` (BuildKit, inline cache), `docker save | gzip`, `docker load`,
-  `docker push`, UpdateFunctionCode, wait. Its "rollback" is a rebuild and
-  redeploy of the old commit with the same commands.
+  `docker push`, UpdateFunctionCode, wait.
+
+Rollback has its own benchmark against fair baselines (bench/rollback.py): no
+user rebuilds an image the registry still holds.
 
 Prints a table and the ratios; nothing asserts on a time.
 """
@@ -43,7 +44,7 @@ from django.core.management import call_command  # noqa: E402
 from deploy import arch as arches  # noqa: E402
 from deploy import aws, lambdas  # noqa: E402
 from portal.models import Deployment, Function  # noqa: E402
-from portal.services import request_deploy, request_rollback  # noqa: E402
+from portal.services import request_deploy  # noqa: E402
 
 DOCKER = settings.SLIPWAY_BUILDKIT_DOCKER
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -204,19 +205,6 @@ def bench(architecture: str, work: Path) -> None:
         previous = sha
         print(f"  redeploy {n}: slipway {ours[-1]:.2f} s, baseline {theirs[-1]:.2f} s", flush=True)
 
-    rollbacks, rebuilds = [], []
-    for n in range(RUNS):
-        started = time.perf_counter()
-        wait_done(request_rollback(function, trigger="cli", to=first))
-        rollbacks.append(time.perf_counter() - started)
-        rebuilds.append(sum(baseline.ship(first, previous).values()))
-        previous = first
-        # Put the newest release back so the next rollback has something to undo.
-        Function.objects.filter(pk=function.pk).update(paused_reason="")
-        wait_done(request_deploy(function, trigger="cli"))
-        print(f"  rollback {n + 1}: slipway {rollbacks[-1]:.2f} s, baseline rebuild+redeploy "
-              f"{rebuilds[-1]:.2f} s", flush=True)
-
     med = statistics.median
     print(f"\n## {architecture}: code-only redeploy, request -> live (median of {RUNS})\n")
     print("| step | Slipway s | | baseline step | s |\n|---|---|---|---|---|")
@@ -236,8 +224,6 @@ def bench(architecture: str, work: Path) -> None:
     without = med(ours) - ours_med.get("verify", 0)
     print(f"  without the verify step (the baseline has none): {without:.2f} / {med(theirs):.2f} = "
           f"{without / med(theirs):.3f}x")
-    print(f"rollback ratio: {med(rollbacks):.2f} / {med(rebuilds):.2f} = "
-          f"**{med(rollbacks) / med(rebuilds):.3f}x** (goal <= 0.05x)")
     print(f"cold first deploy: slipway {cold_ours:.1f} s (build+push+create+verify+shift), "
           f"baseline {cold_base:.1f} s", flush=True)
 
