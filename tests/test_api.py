@@ -2,7 +2,6 @@
 validated against the OpenAPI document the API serves."""
 
 from datetime import timedelta
-from unittest import mock
 
 import jsonschema
 import pytest
@@ -225,14 +224,3 @@ def test_bad_json_is_a_400_not_a_500(api, tokens, client, doc, function):
                            HTTP_AUTHORIZATION=f"Bearer {tokens['bob']}")
     assert response.status_code == 400
     validate(doc, "/functions/{name}/deployments", "post", 400, response.json())
-
-
-def test_deploys_are_rate_limited_per_token_with_retry_after(api, tokens, function, settings):
-    settings.SLIPWAY_API_DEPLOY_RATE, settings.SLIPWAY_API_DEPLOY_WINDOW = 2, 60
-    with mock.patch("portal.ratelimit._redis", autospec=True) as redis:
-        pipe = redis.return_value.pipeline.return_value
-        pipe.execute.side_effect = [[1, True, 60], [2, True, 59], [3, True, 58]]
-        answers = [api.call("post", "/functions/{name}/deployments", {}, name="hello", token=tokens["bob"])
-                   for _ in range(3)]
-    assert [a.status_code for a in answers] == [202, 202, 429]
-    assert answers[-1]["Retry-After"] == "58"

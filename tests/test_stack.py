@@ -3,6 +3,7 @@
 import os
 import socket
 import sys
+from unittest import mock
 
 import pytest
 
@@ -65,3 +66,17 @@ def test_a_bad_port_variable_is_refused(monkeypatch):
     monkeypatch.setenv("SLIPWAY_TEST_AWS_PORT", "80")
     with pytest.raises(StackError, match="SLIPWAY_TEST_AWS_PORT='80' is not a port number"):
         stack.Profile.for_test()
+
+
+def test_it_installs_the_pinned_axe_core_once_and_exports_its_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIPWAY_STATE_DIR", str(tmp_path))
+
+    def npm_install(args, **kwargs):  # what `npm install --prefix` leaves
+        stack.axe_script().parent.mkdir(parents=True)
+        stack.axe_script().write_text("/* axe */")
+
+    with mock.patch.object(stack, "run", autospec=True, side_effect=npm_install) as run:
+        assert (stack.ensure_axe(), stack.ensure_axe()) == ("installed", "cached")
+    assert [c.args[0] for c in run.call_args_list] == [
+        ["npm", "install", "--prefix", str(tmp_path / "node"), "--no-audit", "--no-fund", "--no-save", stack.AXE_CORE]]
+    assert stack.portal_env(stack.Profile.for_test())["SLIPWAY_AXE_JS"] == str(stack.axe_script())

@@ -110,6 +110,7 @@ def portal_env(profile: Profile) -> dict[str, str]:
         "SLIPWAY_BUILDER_IMAGE": base_images.image_tag(arches.host().docker),
         "SLIPWAY_MINISTACK_BIN": str(plane_venv() / "bin" / "ministack"),
         "SLIPWAY_BRIDGE_GATEWAY": _gateway_or_empty(),
+        "SLIPWAY_AXE_JS": str(axe_script()),
     }
     if profile.with_postgres and profile.persist:
         env["DATABASE_URL"] = profile.postgres_url
@@ -148,6 +149,27 @@ def ensure_plane_venv() -> str:
     return "installed"
 
 
+# axe-core, the accessibility rules the browser tests run in every page they visit (npm, MPL-2.0).
+AXE_CORE = "axe-core@4.14.1"
+
+
+def axe_script() -> Path:
+    return state_dir() / "node" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def ensure_axe() -> str:
+    """axe-core from npm under var/node: a pinned version, installed once."""
+    script = axe_script()
+    marker = script.parents[2] / ".slipway-axe"
+    if script.exists() and marker.exists() and marker.read_text() == AXE_CORE:
+        return "cached"
+    run(["npm", "install", "--prefix", str(script.parents[2]), "--no-audit", "--no-fund", "--no-save", AXE_CORE],
+        what=f"npm install {AXE_CORE} failed", fix="check that the npm registry is reachable through npm's config",
+        timeout=300)
+    marker.write_text(AXE_CORE)
+    return "installed"
+
+
 def prepare() -> list[tuple[str, str, float]]:
     """Machine-level setup, idempotent. Returns (part, outcome, seconds) per part."""
     import docker
@@ -166,7 +188,7 @@ def prepare() -> list[tuple[str, str, float]]:
     # Independent and mostly waiting on downloads: the plane's virtualenv and
     # both base images are made side by side.
     engine = docker.from_env(timeout=600)
-    jobs = [("aws plane venv", ensure_plane_venv)]
+    jobs = [("aws plane venv", ensure_plane_venv), ("axe-core", ensure_axe)]
     jobs += [(f"base image {arch.docker}", functools.partial(base_images.ensure, engine, arch.docker))
              for arch in arches.ALL]
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:

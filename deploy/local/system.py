@@ -24,6 +24,7 @@ COMMANDS = {
     "socat": "socat",
     "git": "git",
     "/usr/bin/chromium": "chromium",  # browser tests (Playwright drives it; no browser download)
+    "npm": "npm",  # installs axe-core, the accessibility checker the browser tests inject (stack.ensure_axe)
     "ip": "iproute2",  # the Docker bridge's address, for the plane's relay
     "/usr/bin/python3.11": "python3.11",  # compiles bytecode for the base images (same version as theirs)
     # The private Postgres cluster (postgres.py): Debian's binaries by path, never a `postgres` in PATH.
