@@ -27,7 +27,7 @@ from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import APIKeyCookie, HttpBearer
-from pydantic import ConfigDict, Field, StringConstraints, WithJsonSchema, create_model
+from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, create_model
 
 from deploy.build import BUILD_ARG
 from portal import access, ratelimit, services, sources
@@ -183,9 +183,22 @@ def _crash(request, exc):
 class StrictIn(Schema):
     """A request body: a field the server does not know is refused by name, never
     silently ignored (the document says `additionalProperties: false`), and values are
-    taken as the types the document states (strict: `0` is not `false`, `"512"` not 512)."""
+    taken as the types the document states (strict: `0` is not `false`, `"512"` not 512).
+    Patterns run on Python's re, as Django's validators they restate do."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
+
+
+def _whole(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _number(kind: type, **bounds) -> type:
+    """A bounded number; an integer as JSON Schema counts them (2048.0 is one, "2048" is not).
+    The bounds go on the type, inside the validator: elsewhere pydantic leaks them into the
+    document as "ge"/"le" instead of minimum/maximum."""
+    bounded = Annotated[kind, Field(**bounds)]
+    return Annotated[bounded, BeforeValidator(_whole)] if kind is int else bounded
 
 
 def _text(pattern: str) -> type:
@@ -218,21 +231,26 @@ def _api_name(form_field: str) -> str:
     return OBJECT_FIELDS[form_field][0] if form_field in OBJECT_FIELDS else form_field
 
 
-def _limits(form_class, field_name: str, field) -> dict:
-    """Bounds of a number field: the form's and its model field's validators, the tighter of each."""
-    validators = list(field.validators)
+def _validators(form_class, field_name: str, field) -> list:
+    """The form field's validators and its model field's (a ModelForm runs both)."""
     model_field = next((f for f in form_class._meta.model._meta.get_fields() if f.name == field_name), None)
-    validators += list(getattr(model_field, "validators", []))
+    return list(field.validators) + list(getattr(model_field, "validators", []))
+
+
+def _limits(validators: list) -> dict:
+    """Bounds of a number field, the tighter of each."""
     lows = [v.limit_value for v in validators if isinstance(v, MinValueValidator)]
     highs = [v.limit_value for v in validators if isinstance(v, MaxValueValidator)]
     return {**({"ge": max(lows)} if lows else {}), **({"le": min(highs)} if highs else {})}
 
 
-def _string_rules(field, required: bool) -> dict:
+def _string_rules(field, validators: list, required: bool) -> dict:
     rules = {"max_length": field.max_length} if field.max_length else {}
-    regexes = [v.regex.pattern for v in field.validators if isinstance(v, RegexValidator) and not v.inverse_match]
-    if regexes:  # a slug: Python's \Z is $ in a JSON Schema pattern
-        rules["pattern"] = regexes[0].replace("\\Z", "$")
+    # Python's \Z (a slug's) is $ in a JSON Schema pattern; several rules must all match.
+    regexes = list(dict.fromkeys(v.regex.pattern.replace("\\Z", "$") for v in validators
+                                 if isinstance(v, RegexValidator) and not v.inverse_match and not v.flags))
+    if regexes:
+        rules["pattern"] = regexes[0] if len(regexes) == 1 else "".join(f"(?={regex})" for regex in regexes)
     else:
         rules["pattern"] = NOT_BLANK if required else NO_NUL
     if required:
@@ -261,9 +279,10 @@ def schema_from_form(form_class, name: str, *, partial: bool, examples: list[dic
         required = field.required and not partial and field_name != "auto_deploy"
         extra = {}
         if isinstance(field, forms.CharField) and field_name not in OBJECT_FIELDS:
-            extra = _string_rules(field, field.required)  # a PATCH may leave it out, not send it empty
+            # A PATCH may leave a required field out, not send it empty.
+            extra = _string_rules(field, _validators(form_class, field_name, field), field.required)
         elif kind in (int, float):
-            extra = _limits(form_class, field_name, field)
+            kind = _number(kind, **_limits(_validators(form_class, field_name, field)))
         description = str(field.help_text or field.label or "")
         fields[_api_name(field_name)] = (kind, Field(..., description=description, **extra)) if required else (
             kind | None, Field(None, description=description, **extra))

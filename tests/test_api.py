@@ -325,6 +325,9 @@ def test_the_request_schemas_state_the_rules_the_server_enforces(doc):
         assert _constraints(shape, "lambda_name")["minLength"] == 1
         assert _constraints(shape, "name")["pattern"] == "^[-a-zA-Z0-9_]+$"
         assert _constraints(shape, "environment")["propertyNames"]["pattern"] == "^[A-Za-z][A-Za-z0-9_]*$"
+        for name in ("alias", "lambda_name", "ecr_repository"):  # the model field's own rule
+            model_rule = next(v for v in Function._meta.get_field(name).validators if hasattr(v, "regex"))
+            assert _constraints(shape, name)["pattern"] == model_rule.regex.pattern, name
     assert _constraints(schemas["DeployIn"], "commit")["pattern"] == "^[0-9a-f]{40}$"
     for name in ("FunctionIn", "FunctionPatch", "DeployIn", "RollbackIn", "FeedbackPatch"):
         assert schemas[name]["additionalProperties"] is False, name
@@ -350,3 +353,11 @@ def test_an_environment_value_cannot_smuggle_in_another_variable(api, tokens, co
     assert "environment.MODE" in response.json()["error"]["fields"]
     compliant.refresh_from_db()
     assert compliant.environment == {}
+
+
+def test_a_whole_number_written_with_a_fraction_is_still_a_whole_number(api, tokens, compliant):
+    # JSON Schema counts 2048.0 as an integer, so the document allows it.
+    response = api.call("patch", "/functions/{name}", {"memory_mb": 2048.0}, name="hello", token=tokens["alice"])
+    assert response.status_code == 200, response.json()
+    compliant.refresh_from_db()
+    assert compliant.memory_mb == 2048
