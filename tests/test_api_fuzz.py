@@ -50,7 +50,7 @@ def _schema(role: str):
     config = SchemathesisConfig.from_dict({
         "headers": {"Authorization": f"Bearer {TOKENS[role]}"},
         # Every path names the fixture's function and deployment: a random name only meets a 404.
-        "parameters": {"name": "hello", "deployment_id": QUEUED},
+        "parameters": {"path.name": "hello", "path.deployment_id": QUEUED},
         "generation": {"deterministic": True, "max-examples": FUZZED_PER_OPERATION},
         "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True}},
         "checks": {"positive_data_acceptance": {
