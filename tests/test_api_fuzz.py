@@ -51,7 +51,7 @@ def _schema(role: str):
         "headers": {"Authorization": f"Bearer {TOKENS[role]}"},
         # Every path names the fixture's function and deployment: a random name only meets a 404.
         "parameters": {"path.name": "hello", "path.deployment_id": QUEUED},
-        "generation": {"deterministic": True, "max-examples": FUZZED_PER_OPERATION},
+        "generation": {"deterministic": True, "max-examples": FUZZED_PER_OPERATION, "database": "none"},
         "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True}},
         "checks": {"positive_data_acceptance": {
             "expected-statuses": ["2xx", *REFUSED_FOR_REASONS_NO_SCHEMA_STATES]}},
@@ -97,7 +97,8 @@ def world(request, cast, function, sent, settings):
 
 
 @schemathesis.pytest.parametrize(owner=_schema("owner"), viewer=_schema("viewer"))
-@hypothesis_settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+# One world per operation and role, shared by its cases; no health check that measures time.
+@hypothesis_settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_every_generated_request_passes_every_check(case, world):
     response = case.call()
     world["operation"] = case.operation.label
