@@ -544,7 +544,10 @@ def _form_data(values: dict, function: Function | None) -> dict:
 
 
 def _form_errors(form) -> ApiError:
+    """400 for a request to fix; 409 when all that is wrong is a name another function holds."""
     fields = {_api_name(name): [str(e) for e in errors] for name, errors in form.errors.items()}
+    if all(error.code == "unique" for errors in form.errors.as_data().values() for error in errors):
+        return ApiError(409, "taken", "another function already has this name or Lambda", fields)
     return ApiError(400, "invalid", "the function's settings are not valid", fields)
 
 

@@ -361,3 +361,15 @@ def test_a_whole_number_written_with_a_fraction_is_still_a_whole_number(api, tok
     assert response.status_code == 200, response.json()
     compliant.refresh_from_db()
     assert compliant.memory_mb == 2048
+
+
+def test_a_name_or_lambda_already_taken_is_a_conflict_not_a_bad_request(api, tokens):
+    assert api.call("post", "/functions", _new_function(), token=tokens["dave"]).status_code == 201
+    again = api.call("post", "/functions", _new_function(ecr_repository="slipway/api-made-2"), token=tokens["dave"])
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "taken"), again.json()
+    assert set(again.json()["error"]["fields"]) == {"name", "lambda_name"}
+    # Anything wrong besides is the request's own fault: 400, all of it.
+    mixed = api.call("post", "/functions", _new_function(ecr_repository="team/api-made"), token=tokens["dave"])
+    assert mixed.status_code == 400
+    assert set(mixed.json()["error"]["fields"]) == {"name", "lambda_name", "ecr_repository"}
+    assert Function.objects.filter(name="api-made").count() == 1

@@ -32,8 +32,8 @@ USERS = {"owner": "alice", "viewer": "charlie"}
 QUEUED = 4242  # the deployment every {deployment_id} names: one the run can follow and cancel
 # Schema-valid requests the server refuses for reasons no schema can state, as the API
 # documents them: 400 (the settings' name prefixes and roles, the ECR repository ownership
-# rule, a name already taken, cross-field rules), 403 (a viewer; tokens' scope), 404 (a page
-# past the end), 409 (nothing to roll back to, too late to cancel, nothing to accept).
+# rule, cross-field rules), 403 (a viewer; tokens' scope), 404 (a page past the end), 409 (a
+# name already taken, nothing to roll back to, too late to cancel, nothing to accept).
 REFUSED_FOR_REASONS_NO_SCHEMA_STATES = ["400", "403", "404", "409"]
 FUZZED_PER_OPERATION = 10  # the fuzzing phase's cap per operation; the coverage phase has none
 # What each role must have reached with schema-valid requests, so that passing means something:
