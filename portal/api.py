@@ -31,7 +31,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints, With
 
 from deploy.build import BUILD_ARG
 from portal import access, ratelimit, services, sources
-from portal.forms import ENV_KEY, SLUG, FunctionForm
+from portal.forms import ENV_KEY, GITLAB_TOKEN, ROLE_ARN, SLUG, FunctionForm
 from portal.models import ApiToken, Deployment, Function
 from portal.views.functions import live_deployment
 
@@ -219,6 +219,8 @@ NO_NUL = r"^[^\x00]*$"
 NOT_BLANK = r"^[^\x00]*[^\x00\s][^\x00]*$"
 ONE_LINE = r"^[^\x00\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]*$"  # an env value is one line of the form's text
 FULL_SHA = r"^[0-9a-f]{40}$"
+# Syntax the form checks in its clean_ methods rather than with validators (empty: the default).
+CLEANED_PATTERNS = {"execution_role_arn": f"^$|{ROLE_ARN.pattern}"}
 # Form fields whose API form is an object (the UI edits them as text).
 OBJECT_FIELDS = {"environment_text": ("environment", _named(ENV_KEY.pattern, ONE_LINE)),
                  "secret_environment_text": ("secret_environment", _named(ENV_KEY.pattern, ONE_LINE)),
@@ -244,8 +246,10 @@ def _limits(validators: list) -> dict:
     return {**({"ge": max(lows)} if lows else {}), **({"le": min(highs)} if highs else {})}
 
 
-def _string_rules(field, validators: list, required: bool) -> dict:
+def _string_rules(field_name: str, field, validators: list, required: bool) -> dict:
     rules = {"max_length": field.max_length} if field.max_length else {}
+    if field_name in CLEANED_PATTERNS:
+        return {**rules, "pattern": CLEANED_PATTERNS[field_name]}
     # Python's \Z (a slug's) is $ in a JSON Schema pattern; several rules must all match.
     regexes = list(dict.fromkeys(v.regex.pattern.replace("\\Z", "$") for v in validators
                                  if isinstance(v, RegexValidator) and not v.inverse_match and not v.flags))
@@ -280,7 +284,7 @@ def schema_from_form(form_class, name: str, *, partial: bool, examples: list[dic
         extra = {}
         if isinstance(field, forms.CharField) and field_name not in OBJECT_FIELDS:
             # A PATCH may leave a required field out, not send it empty.
-            extra = _string_rules(field, _validators(form_class, field_name, field), field.required)
+            extra = _string_rules(field_name, field, _validators(form_class, field_name, field), field.required)
         elif kind in (int, float):
             kind = _number(kind, **_limits(_validators(form_class, field_name, field)))
         description = str(field.help_text or field.label or "")
@@ -701,7 +705,8 @@ class FeedbackPatch(StrictIn):
 
     gitlab_api_url: str | None = Field(None, max_length=300, pattern=NO_NUL)
     gitlab_project: str | None = Field(None, max_length=255, pattern=NO_NUL)
-    gitlab_token: str | None = Field(None, max_length=255, pattern=NO_NUL, description="write-only; never returned")
+    gitlab_token: str | None = Field(None, max_length=255, pattern=f"^$|{GITLAB_TOKEN.pattern}",
+                                     description="write-only; never returned")
     remove_gitlab_token: bool | None = None
     notify_webhook_url: str | None = Field(None, max_length=500, pattern=NO_NUL)
     notify_members: list[str] | None = Field(None, description="usernames of the function's members")

@@ -8,6 +8,7 @@ import jsonschema
 import pytest
 from django.utils import timezone
 
+from portal.forms import GITLAB_TOKEN, ROLE_ARN
 from portal.models import ApiToken, AuditEvent, Deployment, Function
 from tests.api_client import Api, openapi, validate
 from tests.conftest import released
@@ -328,7 +329,10 @@ def test_the_request_schemas_state_the_rules_the_server_enforces(doc):
         for name in ("alias", "lambda_name", "ecr_repository"):  # the model field's own rule
             model_rule = next(v for v in Function._meta.get_field(name).validators if hasattr(v, "regex"))
             assert _constraints(shape, name)["pattern"] == model_rule.regex.pattern, name
+        # Empty: the default role from settings.
+        assert _constraints(shape, "execution_role_arn")["pattern"] == f"^$|{ROLE_ARN.pattern}"
     assert _constraints(schemas["DeployIn"], "commit")["pattern"] == "^[0-9a-f]{40}$"
+    assert _constraints(schemas["FeedbackPatch"], "gitlab_token")["pattern"] == f"^$|{GITLAB_TOKEN.pattern}"
     for name in ("FunctionIn", "FunctionPatch", "DeployIn", "RollbackIn", "FeedbackPatch"):
         assert schemas[name]["additionalProperties"] is False, name
 
