@@ -22,7 +22,7 @@ from pathlib import Path
 from deploy import cli
 from deploy.errors import AppError, UserError
 
-_BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _CACHED = re.compile(r"^#\d+ CACHED\s*$")
 _STEP_DONE = re.compile(r"^#\d+ DONE ")
 _DAEMON_DOWN = ("cannot connect to the docker daemon", "error during connect", "connection refused",
@@ -40,7 +40,7 @@ class BuildResult:
 def validate_build_args(build_args: dict) -> dict[str, str]:
     clean = {}
     for key, value in (build_args or {}).items():
-        if not _BUILD_ARG.match(str(key)):
+        if not BUILD_ARG.match(str(key)):
             raise UserError("bad-build-arg", f"build arg name {key!r} is not a valid identifier")
         if not isinstance(value, str | int | float) or any(c in str(value) for c in "\n\r\x00"):
             raise UserError("bad-build-arg", f"build arg {key} must be a single-line string")

@@ -12,23 +12,26 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django import forms
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, Paginator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db.models.functions import Now
 from django.http import Http404, HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import APIKeyCookie, HttpBearer
-from pydantic import Field, create_model
+from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, create_model
 
+from deploy.build import BUILD_ARG
 from portal import access, ratelimit, services, sources
-from portal.forms import FunctionForm
+from portal.forms import ENV_KEY, GITLAB_TOKEN, ROLE_ARN, SLUG, FunctionForm
 from portal.models import ApiToken, Deployment, Function
 from portal.views.functions import live_deployment
 
@@ -70,7 +73,9 @@ class TokenAuth(HttpBearer):
     """`Authorization: Bearer slp_…`: a token that is unknown, revoked or expired is refused outright."""
 
     def authenticate(self, request: HttpRequest, token: str):
-        found = ApiToken.objects.select_related("user", "function").filter(token_hash=ApiToken.digest(token)).first()
+        # Not the function too: only a token limited to one reads it, and joining its wide row
+        # costs every request more than the one query it saves them.
+        found = ApiToken.objects.select_related("user").filter(token_hash=ApiToken.digest(token)).first()
         if found is None or not found.user.is_active:
             raise ApiError(401, "invalid-token", "this token is not valid")
         if found.revoked_at:
@@ -103,8 +108,24 @@ class SessionAuth(APIKeyCookie):
         return request.user
 
 
+class NotAnObject(ValueError):
+    pass
+
+
+class ObjectParser(Parser):
+    """Every request body is a JSON object: a list, a number or `null` is refused, where
+    pydantic would otherwise read `[null, null]` as an object with no fields and the
+    endpoint would act on its defaults."""
+
+    def parse_body(self, request):
+        data = super().parse_body(request)
+        if not isinstance(data, dict):
+            raise NotAnObject("must be a JSON object")
+        return data
+
+
 api = NinjaAPI(title="Slipway API", version="1", urls_namespace="api", auth=[TokenAuth(), SessionAuth()],
-               description=__doc__)
+               description=__doc__, parser=ObjectParser())
 
 
 def _error(request, status: int, code: str, message: str, fields: dict | None = None, headers=None):
@@ -136,6 +157,8 @@ def _forbidden(request, exc):
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
+    if isinstance(exc.__cause__, NotAnObject):  # ninja wraps what the parser raised
+        return _error(request, 400, "invalid", "the request is not valid", {"body": [str(exc.__cause__)]})
     return _error(request, exc.status_code, "http-error", str(exc))
 
 
@@ -156,21 +179,93 @@ def _crash(request, exc):
 
 # --- Schemas ------------------------------------------------------------------------------
 
+
+class StrictIn(Schema):
+    """A request body: a field the server does not know is refused by name, never
+    silently ignored (the document says `additionalProperties: false`), and values are
+    taken as the types the document states (strict: `0` is not `false`, `"512"` not 512).
+    Patterns run on Python's re, as Django's validators they restate do."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
+
+
+def _whole(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _number(kind: type, **bounds) -> type:
+    """A bounded number; an integer as JSON Schema counts them (2048.0 is one, "2048" is not).
+    The bounds go on the type, inside the validator: elsewhere pydantic leaks them into the
+    document as "ge"/"le" instead of minimum/maximum."""
+    bounded = Annotated[kind, Field(**bounds)]
+    return Annotated[bounded, BeforeValidator(_whole)] if kind is int else bounded
+
+
+def _text(pattern: str) -> type:
+    return Annotated[str, StringConstraints(pattern=pattern)]
+
+
+def _named(key: str, value: str) -> type:
+    """An object of strings whose keys match `key`. Stated with propertyNames: pydantic's own
+    patternProperties would let any other key through in the document."""
+    return Annotated[dict[_text(key), _text(value)], WithJsonSchema(
+        {"type": "object", "propertyNames": {"pattern": key}, "additionalProperties": {"type": "string",
+                                                                                       "pattern": value}})]
+
+
+# What the server enforces on strings, stated in the schemas so clients generated from them
+# send what it accepts. Django refuses NUL in every text field and strips required ones.
+NO_NUL = r"^[^\x00]*$"
+NOT_BLANK = r"^[^\x00]*[^\x00\s][^\x00]*$"
+ONE_LINE = r"^[^\x00\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]*$"  # an env value is one line of the form's text
+FULL_SHA = r"^[0-9a-f]{40}$"
+# Syntax the form checks in its clean_ methods rather than with validators (empty: the default).
+CLEANED_PATTERNS = {"execution_role_arn": f"^$|{ROLE_ARN.pattern}"}
 # Form fields whose API form is an object (the UI edits them as text).
-OBJECT_FIELDS = {"environment_text": ("environment", dict[str, str]),
-                 "secret_environment_text": ("secret_environment", dict[str, str]),
-                 "build_args_text": ("build_args", dict[str, str]),
+OBJECT_FIELDS = {"environment_text": ("environment", _named(ENV_KEY.pattern, ONE_LINE)),
+                 "secret_environment_text": ("secret_environment", _named(ENV_KEY.pattern, ONE_LINE)),
+                 "build_args_text": ("build_args", _named(BUILD_ARG.pattern, ONE_LINE)),
                  "smoke_event_text": ("smoke_event", dict[str, Any]),
-                 "shares_images_with_text": ("shares_images_with", list[str])}
+                 "shares_images_with_text": ("shares_images_with", list[_text(SLUG.pattern)])}
 
 
 def _api_name(form_field: str) -> str:
     return OBJECT_FIELDS[form_field][0] if form_field in OBJECT_FIELDS else form_field
 
 
-def schema_from_form(form_class, name: str, *, partial: bool) -> type[Schema]:
-    """A request schema generated from the UI's form: the same fields, types and
-    choices (the form's validators then run on what it lets through)."""
+def _validators(form_class, field_name: str, field) -> list:
+    """The form field's validators and its model field's (a ModelForm runs both)."""
+    model_field = next((f for f in form_class._meta.model._meta.get_fields() if f.name == field_name), None)
+    return list(field.validators) + list(getattr(model_field, "validators", []))
+
+
+def _limits(validators: list) -> dict:
+    """Bounds of a number field, the tighter of each."""
+    lows = [v.limit_value for v in validators if isinstance(v, MinValueValidator)]
+    highs = [v.limit_value for v in validators if isinstance(v, MaxValueValidator)]
+    return {**({"ge": max(lows)} if lows else {}), **({"le": min(highs)} if highs else {})}
+
+
+def _string_rules(field_name: str, field, validators: list, required: bool) -> dict:
+    rules = {"max_length": field.max_length} if field.max_length else {}
+    if field_name in CLEANED_PATTERNS:
+        return {**rules, "pattern": CLEANED_PATTERNS[field_name]}
+    # Python's \Z (a slug's) is $ in a JSON Schema pattern; several rules must all match.
+    regexes = list(dict.fromkeys(v.regex.pattern.replace("\\Z", "$") for v in validators
+                                 if isinstance(v, RegexValidator) and not v.inverse_match and not v.flags))
+    if regexes:
+        rules["pattern"] = regexes[0] if len(regexes) == 1 else "".join(f"(?={regex})" for regex in regexes)
+    else:
+        rules["pattern"] = NOT_BLANK if required else NO_NUL
+    if required:
+        rules["min_length"] = 1
+    return rules
+
+
+def schema_from_form(form_class, name: str, *, partial: bool, examples: list[dict]) -> type[Schema]:
+    """A request schema generated from the UI's form: the same fields, types, choices
+    and the bounds its validators check, so that what the schema allows the form's
+    remaining rules (settings, ownership, cross-field checks) are all that can refuse."""
     fields = {}
     for field_name, field in form_class.base_fields.items():
         if field_name in OBJECT_FIELDS:
@@ -186,15 +281,34 @@ def schema_from_form(form_class, name: str, *, partial: bool) -> type[Schema]:
         else:
             kind = str
         required = field.required and not partial and field_name != "auto_deploy"
-        extra = {"max_length": field.max_length} if isinstance(field, forms.CharField) and field.max_length else {}
+        extra = {}
+        if isinstance(field, forms.CharField) and field_name not in OBJECT_FIELDS:
+            # A PATCH may leave a required field out, not send it empty.
+            extra = _string_rules(field_name, field, _validators(form_class, field_name, field), field.required)
+        elif kind in (int, float):
+            kind = _number(kind, **_limits(_validators(form_class, field_name, field)))
         description = str(field.help_text or field.label or "")
         fields[_api_name(field_name)] = (kind, Field(..., description=description, **extra)) if required else (
             kind | None, Field(None, description=description, **extra))
-    return create_model(name, __base__=Schema, **fields)
+    base = type(f"{name}Base", (StrictIn,), {"model_config": ConfigDict(json_schema_extra={"examples": examples})})
+    return create_model(name, __base__=base, **fields)
 
 
-FunctionIn = schema_from_form(FunctionForm, "FunctionIn", partial=False)
-FunctionPatch = schema_from_form(FunctionForm, "FunctionPatch", partial=True)
+def _example_function() -> dict:
+    """A registration this server accepts, for the document's example: the prefixes and
+    roles it allows come from its settings."""
+    lambda_prefix = (settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES or ["slipway-"])[0]
+    ecr_prefix = (settings.SLIPWAY_ALLOWED_ECR_PREFIXES or ["slipway/"])[0]
+    role = next(iter(settings.SLIPWAY_ALLOWED_EXECUTION_ROLES), "").replace("*", "lambda-example")
+    return {"name": "example", "repository_url": "https://gitlab.example.com/team/example.git", "branch": "main",
+            "context_path": ".", "dockerfile_path": "Dockerfile", "architecture": "arm64",
+            "ecr_repository": f"{ecr_prefix}example", "lambda_name": f"{lambda_prefix}example", "alias": "live",
+            "memory_mb": 512, "timeout_s": 30, "execution_role_arn": role, "environment": {"MODE": "fast"}}
+
+
+FunctionIn = schema_from_form(FunctionForm, "FunctionIn", partial=False, examples=[_example_function()])
+FunctionPatch = schema_from_form(FunctionForm, "FunctionPatch", partial=True,
+                                 examples=[{"memory_mb": 2048, "environment": {"MODE": "slow"}}])
 
 
 class ReleaseOut(Schema):
@@ -283,9 +397,12 @@ class DeploymentPage(Schema):
     count: int
 
 
-class DeployIn(Schema):
-    ref: str | None = Field(None, max_length=200, description="branch or tag (default: the function's branch)")
-    commit: str | None = Field(None, max_length=40, description="a full 40-character commit SHA")
+class DeployIn(StrictIn):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ref": "main"}, {"commit": "3f9c2a1b" * 5}]})
+
+    ref: str | None = Field(None, max_length=200, pattern=NO_NUL,
+                            description="branch or tag (default: the function's branch)")
+    commit: str | None = Field(None, pattern=FULL_SHA, description="a full 40-character commit SHA")
 
 
 class ReconcileOut(Schema):
@@ -296,9 +413,11 @@ class ReconcileOut(Schema):
     deployment: DeploymentOut | None = Field(description="the deployment queued, or the one of the head found")
 
 
-class RollbackIn(Schema):
-    to: str | None = Field(None, max_length=40, description="a version number or a commit SHA; default: the "
-                                                             "release before the live one")
+class RollbackIn(StrictIn):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"to": "1"}, {}]})
+
+    to: str | None = Field(None, max_length=40, pattern=NO_NUL,
+                           description="a version number or a commit SHA; default: the release before the live one")
 
 
 class ErrorBody(Schema):
@@ -392,9 +511,10 @@ def _full_only(request) -> None:
 
 def _page(request, queryset, page: int):
     paginator = Paginator(queryset, PAGE_SIZE)
-    if page < 1 or (page > paginator.num_pages and paginator.count):
-        raise ApiError(404, "no-such-page", f"there are {paginator.num_pages} page(s)")
-    return paginator.page(page), paginator
+    try:
+        return paginator.page(page), paginator
+    except EmptyPage:  # below 1, past the last page, and any page but the first of an empty list
+        raise ApiError(404, "no-such-page", f"there are {paginator.num_pages} page(s)") from None
 
 
 # --- Form input -------------------------------------------------------------------------------
@@ -428,7 +548,10 @@ def _form_data(values: dict, function: Function | None) -> dict:
 
 
 def _form_errors(form) -> ApiError:
+    """400 for a request to fix; 409 when all that is wrong is a name another function holds."""
     fields = {_api_name(name): [str(e) for e in errors] for name, errors in form.errors.items()}
+    if all(error.code == "unique" for errors in form.errors.as_data().values() for error in errors):
+        return ApiError(409, "taken", "another function already has this name or Lambda", fields)
     return ApiError(400, "invalid", "the function's settings are not valid", fields)
 
 
@@ -577,12 +700,15 @@ class FeedbackOut(Schema):
     notify_members: list[str]
 
 
-class FeedbackPatch(Schema):
-    gitlab_api_url: str | None = Field(None, max_length=300)
-    gitlab_project: str | None = Field(None, max_length=255)
-    gitlab_token: str | None = Field(None, max_length=255, description="write-only; never returned")
+class FeedbackPatch(StrictIn):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"notify_webhook_url": "https://hooks.example.com/slipway"}]})
+
+    gitlab_api_url: str | None = Field(None, max_length=300, pattern=NO_NUL)
+    gitlab_project: str | None = Field(None, max_length=255, pattern=NO_NUL)
+    gitlab_token: str | None = Field(None, max_length=255, pattern=f"^$|{GITLAB_TOKEN.pattern}",
+                                     description="write-only; never returned")
     remove_gitlab_token: bool | None = None
-    notify_webhook_url: str | None = Field(None, max_length=500)
+    notify_webhook_url: str | None = Field(None, max_length=500, pattern=NO_NUL)
     notify_members: list[str] | None = Field(None, description="usernames of the function's members")
 
 

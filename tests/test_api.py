@@ -7,6 +7,7 @@ import jsonschema
 import pytest
 from django.utils import timezone
 
+from portal.forms import GITLAB_TOKEN, ROLE_ARN
 from portal.models import ApiToken, AuditEvent, Deployment, Function
 from tests.api_client import Api, openapi, validate
 from tests.conftest import released
@@ -224,3 +225,143 @@ def test_bad_json_is_a_400_not_a_500(api, tokens, client, doc, function):
                            HTTP_AUTHORIZATION=f"Bearer {tokens['bob']}")
     assert response.status_code == 400
     validate(doc, "/functions/{name}/deployments", "post", 400, response.json())
+
+
+# --- What Schemathesis found (tests/test_api_fuzz.py), pinned as plain tests ------------------------
+
+
+@pytest.fixture
+def compliant(function):
+    """`function` with names the settings' prefixes allow, so an owner's edits can succeed."""
+    Function.objects.filter(pk=function.pk).update(lambda_name="slipway-hello", ecr_repository="slipway/hello",
+                                                   execution_role_arn="arn:aws:iam::000000000000:role/x")
+    function.refresh_from_db()
+    return function
+
+
+def test_a_page_past_an_empty_filtered_list_is_no_such_page(api, tokens, function):
+    response = api.call("get", "/functions", token=tokens["alice"], query={"name": "zz", "page": 2})
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "no-such-page")
+
+
+BODY_ENDPOINTS = [("patch", "/functions/hello"), ("patch", "/functions/hello/feedback"),
+                  ("post", "/functions/hello/deployments"), ("post", "/functions/hello/rollback"),
+                  ("post", "/functions")]
+
+
+@pytest.mark.parametrize("method, path", BODY_ENDPOINTS)
+@pytest.mark.parametrize("body", ["[null, null]", "[]", "null", "5", '"main"'])
+def test_a_body_that_is_not_a_json_object_is_refused(client, doc, tokens, compliant, method, path, body):
+    released(compliant, "1", "a" * 40)
+    released(compliant, "2", "b" * 40)
+    response = getattr(client, method)(f"/api/v1{path}", body, content_type="application/json",
+                                       HTTP_AUTHORIZATION=f"Bearer {tokens['alice']}")
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid"), response.json()
+    assert response.json()["error"]["fields"] == {"body": ["must be a JSON object"]}
+    assert not AuditEvent.objects.exists() and not Deployment.objects.filter(trigger="api").exists()
+
+
+@pytest.mark.parametrize("body", ["{", "[1,", "\x00", '{"ref": "main"', "\xff\xfe"])
+def test_a_body_that_is_not_json_is_a_400(client, doc, tokens, function, body):
+    # Schemathesis sends only JSON: raw bodies stay plain tests.
+    response = client.post("/api/v1/functions/hello/deployments", body, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {tokens['bob']}")
+    assert response.status_code == 400
+    validate(doc, "/functions/{name}/deployments", "post", 400, response.json())
+    assert not Deployment.objects.exists()
+
+
+@pytest.mark.parametrize("method, template, body, unknown", [
+    ("post", "/functions/{name}/deployments", {"ref": "main", "branch": "main"}, "branch"),
+    ("post", "/functions/{name}/rollback", {"version": "1"}, "version"),
+    ("patch", "/functions/{name}", {"memory": 256}, "memory"),
+    ("patch", "/functions/{name}/feedback", {"gitlab_url": "https://gitlab.example.com"}, "gitlab_url"),
+    ("post", "/functions", _new_function(memroy_mb=256), "memroy_mb"),
+])
+def test_a_field_the_server_does_not_know_is_refused_not_ignored(api, tokens, compliant, method, template, body,
+                                                                 unknown):
+    released(compliant, "1", "a" * 40)
+    released(compliant, "2", "b" * 40)
+    response = api.call(method, template, body, name="hello", token=tokens["alice"])
+    assert response.status_code == 400, response.json()
+    assert list(response.json()["error"]["fields"]) == [unknown]
+    assert not AuditEvent.objects.exists() and not Deployment.objects.filter(trigger="api").exists()
+
+
+def test_a_commit_must_be_a_full_sha(api, tokens, function):
+    response = api.call("post", "/functions/{name}/deployments", {"commit": "abc1234"}, name="hello",
+                        token=tokens["bob"])
+    assert response.status_code == 400
+    assert "commit" in response.json()["error"]["fields"]
+    assert not Deployment.objects.exists()
+
+
+def _constraints(schema: dict, name: str) -> dict:
+    """A property's own constraints (an optional one is anyOf [its schema, null])."""
+    prop = schema["properties"][name]
+    return next((s for s in prop.get("anyOf", [prop]) if s.get("type") != "null"), prop)
+
+
+def test_the_request_schemas_state_the_rules_the_server_enforces(doc):
+    schemas = doc["components"]["schemas"]
+    function_in = schemas["FunctionIn"]
+    assert {"name", "repository_url", "branch", "ecr_repository", "lambda_name", "memory_mb",
+            "timeout_s"} <= set(function_in["required"])
+    for shape in (function_in, schemas["FunctionPatch"]):
+        assert (_constraints(shape, "memory_mb")["minimum"], _constraints(shape, "memory_mb")["maximum"]) == (
+            128, 10240)
+        assert (_constraints(shape, "timeout_s")["minimum"], _constraints(shape, "timeout_s")["maximum"]) == (1, 900)
+        assert _constraints(shape, "lambda_name")["minLength"] == 1
+        assert _constraints(shape, "name")["pattern"] == "^[-a-zA-Z0-9_]+$"
+        assert _constraints(shape, "environment")["propertyNames"]["pattern"] == "^[A-Za-z][A-Za-z0-9_]*$"
+        for name in ("alias", "lambda_name", "ecr_repository"):  # the model field's own rule
+            model_rule = next(v for v in Function._meta.get_field(name).validators if hasattr(v, "regex"))
+            assert _constraints(shape, name)["pattern"] == model_rule.regex.pattern, name
+        # Empty: the default role from settings.
+        assert _constraints(shape, "execution_role_arn")["pattern"] == f"^$|{ROLE_ARN.pattern}"
+    assert _constraints(schemas["DeployIn"], "commit")["pattern"] == "^[0-9a-f]{40}$"
+    assert _constraints(schemas["FeedbackPatch"], "gitlab_token")["pattern"] == f"^$|{GITLAB_TOKEN.pattern}"
+    for name in ("FunctionIn", "FunctionPatch", "DeployIn", "RollbackIn", "FeedbackPatch"):
+        assert schemas[name]["additionalProperties"] is False, name
+
+
+@pytest.mark.parametrize("method, template, body, field", [
+    ("patch", "/functions/{name}", {"auto_deploy": 0}, "auto_deploy"),
+    ("patch", "/functions/{name}", {"memory_mb": "2048"}, "memory_mb"),
+    ("patch", "/functions/{name}/feedback", {"remove_gitlab_token": "yes"}, "remove_gitlab_token"),
+])
+def test_a_value_of_another_type_is_refused_not_coerced(api, tokens, compliant, method, template, body, field):
+    response = api.call(method, template, body, name="hello", token=tokens["alice"])
+    assert response.status_code == 400, response.json()
+    assert list(response.json()["error"]["fields"]) == [field]
+    assert not AuditEvent.objects.exists()
+
+
+def test_an_environment_value_cannot_smuggle_in_another_variable(api, tokens, compliant):
+    # The form reads the environment as KEY=value lines: a line break in a value would start a new one.
+    response = api.call("patch", "/functions/{name}", {"environment": {"MODE": "fast\nDEBUG=1"}},
+                        name="hello", token=tokens["alice"])
+    assert response.status_code == 400, response.json()
+    assert "environment.MODE" in response.json()["error"]["fields"]
+    compliant.refresh_from_db()
+    assert compliant.environment == {}
+
+
+def test_a_whole_number_written_with_a_fraction_is_still_a_whole_number(api, tokens, compliant):
+    # JSON Schema counts 2048.0 as an integer, so the document allows it.
+    response = api.call("patch", "/functions/{name}", {"memory_mb": 2048.0}, name="hello", token=tokens["alice"])
+    assert response.status_code == 200, response.json()
+    compliant.refresh_from_db()
+    assert compliant.memory_mb == 2048
+
+
+def test_a_name_or_lambda_already_taken_is_a_conflict_not_a_bad_request(api, tokens):
+    assert api.call("post", "/functions", _new_function(), token=tokens["dave"]).status_code == 201
+    again = api.call("post", "/functions", _new_function(ecr_repository="slipway/api-made-2"), token=tokens["dave"])
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "taken"), again.json()
+    assert set(again.json()["error"]["fields"]) == {"name", "lambda_name"}
+    # Anything wrong besides is the request's own fault: 400, all of it.
+    mixed = api.call("post", "/functions", _new_function(ecr_repository="team/api-made"), token=tokens["dave"])
+    assert mixed.status_code == 400
+    assert set(mixed.json()["error"]["fields"]) == {"name", "lambda_name", "ecr_repository"}
+    assert Function.objects.filter(name="api-made").count() == 1
