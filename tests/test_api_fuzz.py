@@ -57,7 +57,7 @@ def test_no_body_or_header_makes_the_api_answer_500(world):
         method, path = endpoint
         headers = {"HTTP_AUTHORIZATION": f"Bearer {world['token']}"} if authenticated else {}
         payload = raw if raw is not None else json.dumps(body)
-        with mock.patch("portal.queue.app.send_task", autospec=True) as send_task:
+        with mock.patch("portal.sending.app.send_task", autospec=True) as send_task:
             send_task.return_value.id = "task-1"
             url = path.format(pk=world["pk"])
             if method == "get":  # a GET has no body: fuzz its query string instead
