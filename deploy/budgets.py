@@ -69,6 +69,9 @@ HEALTH_TIMEOUT = seconds("SLIPWAY_HEALTH_TIMEOUT", 3.0)
 HEALTH_PROBE = 1.0  # Redis ping, worker ping through the broker
 HEALTH_AWS = 2.0  # one ListFunctions
 
+# --- Postgres --------------------------------------------------------------------------
+DATABASE_CONNECT = int(seconds("SLIPWAY_DATABASE_CONNECT_TIMEOUT", 5))  # libpq's connect_timeout: whole seconds
+
 # --- Git, Docker, outgoing HTTP -------------------------------------------------------
 GIT = 300.0  # one git command (fetch of a large repository); ls-remote of a missed push: SLIPWAY_RECONCILE_TIMEOUT
 DOCKER = 120.0  # one Docker API request (push, inspect, login); a build: the task's soft time limit
