@@ -69,7 +69,6 @@ class Run:
             setattr(self.deployment, name, value)
 
 
-
 def lambda_settings(function: Function) -> lambdas.Settings:
     return lambdas.Settings(name=function.lambda_name, architecture=function.architecture,
                             memory_mb=function.memory_mb, timeout_s=function.timeout_s,

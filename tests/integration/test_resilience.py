@@ -5,6 +5,7 @@ shared stack's parts, with budgets lowered to about 2 s."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -17,7 +18,7 @@ from deploy import lambdas
 from portal.models import ApiToken, Deployment, Membership
 from tests.api_client import Api, openapi
 from tests.conftest import Private, free_port, wait_for
-from tests.integration.conftest import Worker
+from tests.integration.conftest import Worker, wait_done
 
 pytestmark = pytest.mark.integration
 Status = Deployment.Status
@@ -87,10 +88,15 @@ def private_redis(tmp_path, settings):
 
 
 @pytest.fixture
-def broker_worker(private_redis, faults, tmp_path):
+def worker_env() -> dict:
+    return {}
+
+
+@pytest.fixture
+def broker_worker(private_redis, faults, tmp_path, worker_env):
     """A deploys-and-rollbacks worker on the private Redis, with the same lowered budgets."""
     worker = Worker(tmp_path / "worker.log", faults, env={"REDIS_URL": private_redis.url,
-                                                          "SLIPWAY_REDIS_TIMEOUT": str(BUDGET)})
+                                                          "SLIPWAY_REDIS_TIMEOUT": str(BUDGET), **worker_env})
     worker.start()
     yield worker
     worker.stop()
@@ -148,6 +154,7 @@ def test_a_broken_redis_costs_each_request_its_budget_a_rollback_runs_without_it
                             "a rollback while Redis is " + fault)
         later = answered(lambda: api.call("post", "/functions/{name}/deployments", {"ref": "no-such-branch"},
                                           name=name), "a deploy after the rollback while Redis is " + fault)
+        health = answered(lambda: client.get("/healthz"), "/healthz while Redis is " + fault)
     finally:
         if fault == "frozen":
             private_redis.resume()
@@ -164,8 +171,9 @@ def test_a_broken_redis_costs_each_request_its_budget_a_rollback_runs_without_it
     assert [step["name"] for step in body["steps"]] == ["without-queue", "check", "shift"]
     assert lambdas.alias_version(released_function.lambda_name, "live") == one  # moved without the queue
     assert later.status_code == 202 and "stays queued" in later.json()["notice"], later.content
+    assert health.status_code == 503 and not health.json()["checks"]["redis"]["ok"], health.content
     print(f"redis {fault}: answers in {deploy.seconds:.1f} s (deploy), {rollback.seconds:.1f} s (rollback "
-          f"without the queue), {later.seconds:.1f} s (deploy)")
+          f"without the queue), {later.seconds:.1f} s (deploy), {health.seconds:.1f} s (/healthz)")
 
     # Back: the sweeper sends what stayed queued; every row ends, and the alias stays where the
     # last successful action (the rollback) put it: the deploy after it fails at its source step.
@@ -185,3 +193,103 @@ def test_a_broken_redis_costs_each_request_its_budget_a_rollback_runs_without_it
     assert ended[later.json()["id"]][1].startswith(("git-", "source-", "ref-")), ended
     assert lambdas.alias_version(released_function.lambda_name, "live") == one
     assert two != one
+
+
+# --- The AWS plane frozen ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def frozen_plane_budgets(private_plane) -> dict:
+    return {"AWS_ENDPOINT_URL": private_plane.url, "SLIPWAY_AWS_URGENT_CONNECT_TIMEOUT": "0.5",
+            "SLIPWAY_AWS_URGENT_READ_TIMEOUT": "0.5", "SLIPWAY_ROLLBACK_AWS_DEADLINE": str(BUDGET)}
+
+
+@pytest.fixture
+def plane_function(private_plane, frozen_plane_budgets, released_plane, docker_client, transactional_db, settings,
+                   monkeypatch, unique):
+    """A function with versions 1 and 2 (live -> 2) on the private plane, from the session's
+    released images: the rows the pipeline would have left, and the plane to match."""
+    from deploy import aws, ecr
+    from portal.models import Build, Function
+    from tests.integration.conftest import docker_seam_client
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", private_plane.url)
+    settings.AWS_ENDPOINT_URL = private_plane.url
+    aws.reset()
+    registry = private_plane.url.removeprefix("http://")
+    repository = f"slipway-test/frozen-{unique}"
+    repository_uri = ecr.ensure_repository(repository)
+    docker = docker_seam_client()
+    ecr.login(docker, registry)
+    function = Function.objects.create(
+        name=f"frozen-{unique}", repository_url="https://gitlab.example.com/team/frozen.git", architecture="x86_64",
+        ecr_repository=repository, lambda_name=f"slipway-test-frozen-{unique}", memory_mb=256, timeout_s=30,
+        execution_role_arn="arn:aws:iam::000000000000:role/slipway-test")
+    config = lambdas.Settings(name=function.lambda_name, architecture="x86_64", memory_mb=256, timeout_s=30,
+                              environment={}, role_arn=function.execution_role_arn)
+    pushed = []
+    try:
+        for number, release in enumerate(released_plane.releases, start=1):
+            local = f"slipway-test/{released_plane.name}:{release['release']}"
+            image = ecr.push(docker, local, repository_uri, release["tag"], host_override=registry,
+                             on_line=lambda _: None)
+            pushed.append(f"{registry}/{repository}:{release['tag']}")
+            uri = ecr.image_uri(repository_uri, image.digest, registry)
+            if number == 1:
+                lambdas.create(config, uri, release["commit"][:12])
+            else:
+                lambdas.update_code(config, uri)
+            version = lambdas.publish(function.lambda_name, release["commit"][:12],
+                                      after=lambdas.wait_updated(function.lambda_name), image_uri=uri)
+            lambdas.point_alias(function.lambda_name, "live", version)
+            lambdas.tag(lambdas.get_configuration(function.lambda_name)["FunctionArn"],
+                        {lambdas.OWNER_TAG: function.name})
+            build = Build.objects.create(function=function, commit_sha=release["commit"], architecture="x86_64",
+                                         inputs_digest=release["tag"], status=Build.Status.SUCCEEDED,
+                                         digest=image.digest, image_uri=uri, platform="linux/amd64")
+            Deployment.objects.create(function=function, build=build, trigger="cli", ref="main",
+                                      commit_sha=release["commit"], status=Status.SUCCEEDED, version=version)
+        yield function
+    finally:
+        for tag in pushed:
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(tag)
+        aws.reset()
+
+
+@pytest.fixture
+def aws_fault_env(frozen_plane_budgets, worker_env):
+    worker_env.update(frozen_plane_budgets)
+    return worker_env
+
+
+def test_a_frozen_aws_plane_fails_a_rollback_fast_attempt_by_attempt_and_the_next_one_works(
+        private_plane, aws_fault_env, plane_function, private_redis, broker_worker, client, django_user_model):
+    user = django_user_model.objects.create_user("frank", "frank@example.org", "frank-password-1")
+    Membership.objects.create(function=plane_function, user=user, role=Membership.Role.DEPLOYER)
+    api = Api(client, openapi(client), token=ApiToken.issue(user, "frank's")[1])
+    name, one = plane_function.name, plane_function.deployments.order_by("pk").first().version
+
+    os.killpg(private_plane.proc.pid, signal.SIGSTOP)
+    try:
+        health = answered(lambda: client.get("/healthz"), "/healthz while AWS is frozen")
+        asked = answered(lambda: api.call("post", "/functions/{name}/rollback", {"to": one}, name=name),
+                         "a rollback while AWS is frozen")
+        assert asked.status_code == 202 and asked.json()["notice"] == "", asked.content
+        failed = wait_done(Deployment.objects.get(pk=asked.json()["id"]), timeout=60)
+    finally:
+        os.killpg(private_plane.proc.pid, signal.SIGCONT)
+    assert health.status_code == 503
+    assert not health.json()["checks"]["aws"]["ok"], health.json()["checks"]["aws"]
+    assert (failed.status, failed.error_code) == (Status.FAILED, "aws-unreachable"), failed.error_message
+    check = failed.steps.get(name="check")
+    assert "attempt 1 of 3 failed (aws-unreachable)" in check.output, check.output
+    print(f"aws frozen: /healthz in {health.seconds:.1f} s, rollback accepted in {asked.seconds:.1f} s, failed "
+          f"{(failed.finished_at - failed.created_at).total_seconds():.1f} s after it was asked for")
+
+    again = answered(lambda: api.call("post", "/functions/{name}/rollback", {"to": one}, name=name),
+                     "a rollback once AWS is back")
+    done = wait_done(Deployment.objects.get(pk=again.json()["id"]), timeout=60)
+    assert (done.status, done.version) == (Status.SUCCEEDED, one), done.error_message
+    assert lambdas.alias_version(plane_function.lambda_name, "live") == one
+    assert not plane_function.deployments.exclude(status__in=Deployment.TERMINAL).exists()
