@@ -67,14 +67,15 @@ def private_redis(tmp_path, settings):
     from portal.celery import app
 
     redis = Redis(tmp_path)
-    before = (app.conf.broker_url, app.conf.broker_transport_options)
+    # Celery reads Django's settings under the CELERY_ namespace: the keys are prefixed.
+    before = (app.conf.CELERY_BROKER_URL, app.conf.CELERY_BROKER_TRANSPORT_OPTIONS)
     options = {**settings.CELERY_BROKER_TRANSPORT_OPTIONS, "socket_timeout": BUDGET,
                "socket_connect_timeout": BUDGET}
 
     def use(url, transport_options):
         if app._pool is not None:
             app._pool.force_close_all()
-        app.conf.broker_url, app.conf.broker_transport_options = url, transport_options
+        app.conf.update(CELERY_BROKER_URL=url, CELERY_BROKER_TRANSPORT_OPTIONS=transport_options)
         app._after_fork()  # forget the pooled connections to the shared broker
 
     use(redis.url, options)
@@ -293,3 +294,39 @@ def test_a_frozen_aws_plane_fails_a_rollback_fast_attempt_by_attempt_and_the_nex
     assert (done.status, done.version) == (Status.SUCCEEDED, one), done.error_message
     assert lambdas.alias_version(plane_function.lambda_name, "live") == one
     assert not plane_function.deployments.exclude(status__in=Deployment.TERMINAL).exists()
+
+
+# --- Postgres cuts the worker's connections during a deploy --------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_deploy_whose_database_connections_were_cut_mid_build_still_goes_live(worker, fixture_function, repo,
+                                                                                  unique):
+    """A Postgres restart, as its clients see it: every connection of the worker is
+    terminated by the server while a build runs (the shared server itself stays up for the
+    rest of the suite). The recorder and the heartbeat reconnect; the deploy ends, live."""
+    from django.db import connection
+
+    from portal.services import request_deploy
+    from tests.integration.conftest import invoke_live, slow_dockerfile
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no server to drop a worker's connections")
+    repo.release("one", dockerfile=slow_dockerfile(f"slipway-pgcut-{unique}", 6))
+    deploy = request_deploy(fixture_function, trigger="cli")
+
+    def building():
+        deploy.refresh_from_db()
+        return deploy.status == Status.BUILDING
+    wait_for(building, 120, "the deploy's build to run")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        (cut,) = cursor.fetchone()
+    assert cut >= 1  # the worker's own connection(s)
+    started = time.monotonic()
+    done = wait_done(deploy, timeout=180)
+    assert done.status == Status.SUCCEEDED, (done.error_code, done.error_message)
+    assert invoke_live(fixture_function)["release"] == "one"
+    assert not done.steps.exclude(status__in=("succeeded", "skipped")).exists()
+    print(f"postgres cut {cut} connection(s) mid-build: the deploy ended {time.monotonic() - started:.1f} s later")
