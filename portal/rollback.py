@@ -231,8 +231,8 @@ def run_without_queue(deployment: Deployment, why: str) -> bool:
     not run here (the version is gone or AWS does not say, or the row was not
     claimable): it stays queued for the worker."""
     function = deployment.function
-    try:
-        with aws.urgent(settings.SLIPWAY_ROLLBACK_AWS_DEADLINE):
+    try:  # within the request's budget: an AWS that does not answer leaves it to the worker, not to gunicorn's timeout
+        with aws.urgent(settings.SLIPWAY_REQUEST_BUDGET):
             exists = bool(deployment.target_version) and lambdas.version_exists(function.lambda_name,
                                                                                 deployment.target_version)
     except Exception as exc:  # AWS unreachable too: the worker tries when the queue is back

@@ -71,3 +71,45 @@ def test_a_deploy_the_queue_took_has_no_notice(transactional_db, client, cast, s
                                                  name="hello", token=token)
     assert response.status_code == 202 and response.json()["notice"] == ""
     assert sent.call_count == 1
+
+
+@pytest.fixture
+def version_gone(monkeypatch):
+    """A real Lambda client (the urgent class the web's rollback uses) whose every request
+    is answered 404 ResourceNotFoundException: the version to put back was deleted."""
+    from botocore.awsrequest import AWSResponse
+
+    from deploy import aws
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    aws.reset()
+    asked = []
+
+    def answer(request, event_name, **_):
+        asked.append(event_name.rsplit(".", 1)[-1])
+        body = b'{"__type": "ResourceNotFoundException", "message": "no such version"}'
+        raw = mock.Mock(stream=mock.Mock(return_value=iter([body])), read=mock.Mock(return_value=body))
+        return AWSResponse(request.url, 404, {"x-amzn-ErrorType": "ResourceNotFoundException"}, raw)
+
+    with aws.urgent():
+        aws.client("lambda").meta.events.register("before-send.lambda", answer)
+    yield asked
+    aws.reset()
+
+
+def test_a_rollback_whose_version_is_gone_is_not_run_by_the_web_and_stays_queued(transactional_db, client, cast,
+                                                                                function, frozen, version_gone):
+    from tests.conftest import released
+
+    released(function, "1", "a" * 40)
+    released(function, "2", "b" * 40)
+    token = ApiToken.issue(cast["bob"], "bob's")[1]
+    response = Api(client, openapi(client)).call("post", "/functions/{name}/rollback", {"to": "1"}, name="hello",
+                                                 token=token)
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["status"], body["steps"]) == (Status.QUEUED, [])  # update, publish, verify: the worker's
+    assert "stays queued" in body["notice"]
+    assert version_gone == ["GetFunctionConfiguration"]  # asked once, then left alone
