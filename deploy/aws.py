@@ -11,7 +11,7 @@ call is sent at most MAX_ATTEMPTS times, whatever goes wrong.
 
 Timeouts and attempts come by class of call (deploy/budgets.py): deploy steps use
 the long class; code run inside `urgent()` (a rollback's check and alias move)
-uses the urgent one, gives up once the rollback's deadline has passed, and tells
+uses the urgent one, starts no attempt that could end past the rollback's deadline, and tells
 the step's log about each failed attempt as it happens.
 """
 
@@ -160,7 +160,9 @@ def call(doing: str, fn: Callable, /, *, prefix: str, missing: tuple[str, ...] =
                 return None
             mapped = error(exc, doing, prefix)
         delay = backoff(attempt)
-        out_of_time = urgency is not None and time.monotonic() + delay >= urgency.deadline
+        # Urgent: no attempt starts unless it could end (connect and read timeouts) before the deadline.
+        longest = urgency.budget.connect + urgency.budget.read if urgency else 0
+        out_of_time = urgency is not None and time.monotonic() + delay + longest > urgency.deadline
         if not mapped.retryable or attempt == attempts or out_of_time:
             if mapped.retryable and attempt > 1:
                 mapped.message += f" (after {attempt} attempts)"

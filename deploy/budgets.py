@@ -54,9 +54,11 @@ class Aws:
     attempts: int
 
 
-# Alias moves and a rollback's checks: someone is waiting to put a release back.
+# Alias moves and a rollback's checks: someone is waiting to put a release back. Short
+# timeouts; throttling is still retried, but no attempt starts that could end past the
+# rollback's deadline (deploy.aws.call), so an AWS that does not answer fails it in time.
 URGENT = Aws("urgent", connect=seconds("SLIPWAY_AWS_URGENT_CONNECT_TIMEOUT", 2.0),
-             read=seconds("SLIPWAY_AWS_URGENT_READ_TIMEOUT", 5.0), attempts=3)
+             read=seconds("SLIPWAY_AWS_URGENT_READ_TIMEOUT", 5.0), attempts=5)
 # Deploy steps: updates, waiters, publishes, invokes of a cold image.
 LONG = Aws("long", connect=10.0, read=60.0, attempts=5)
 # A rollback against an AWS that does not answer fails `aws-unreachable` within this

@@ -192,20 +192,23 @@ def check_release(run: Run, out: StepLog) -> bool:
 def perform(deployment: Deployment, ship: Callable[[Run, Recorder], None] | None = None) -> str:
     """check -> (fallback: `ship`) -> shift, recorded and settled. Called with the row claimed."""
     run, rec = Run(deployment), Recorder(deployment)
+    ends = time.monotonic() + settings.SLIPWAY_ROLLBACK_AWS_DEADLINE  # the check and the alias move together
 
     def steps() -> None:
+        nonlocal ends
         with rec.step("check") as out:
-            with aws.urgent(settings.SLIPWAY_ROLLBACK_AWS_DEADLINE, report=_as_it_happens(out)):
+            with aws.urgent(ends - time.monotonic(), report=_as_it_happens(out)):
                 version_exists = check_release(run, out)
         testing.pause("before-rollback-shift", run.function.name)  # tests only: hold here while a cancel lands
         if not version_exists:
             if ship is None:  # the web checked the version first; it went meanwhile
                 raise Stopped(Status.FAILED, "version-gone", f"version {deployment.target_version} went while "
                               "the rollback was checked; request it again once the queue answers")
-            ship(run, rec)
+            ship(run, rec)  # deploy budgets; the alias move after it gets a deadline of its own
+            ends = time.monotonic() + settings.SLIPWAY_ROLLBACK_AWS_DEADLINE
         enter_shift(deployment)  # a cancel accepted during the check step stops it here
         with rec.step("shift") as out:
-            with aws.urgent(settings.SLIPWAY_ROLLBACK_AWS_DEADLINE, report=_as_it_happens(out)):
+            with aws.urgent(ends - time.monotonic(), report=_as_it_happens(out)):
                 shift_alias(run, out)
 
     return settle(deployment, steps)
