@@ -8,10 +8,17 @@ pipeline knows which plane it talks to.
 Retries live here and nowhere else: botocore's own retries are off
 (`total_max_attempts=1`) and pipeline steps do not retry AWS calls, so one API
 call is sent at most MAX_ATTEMPTS times, whatever goes wrong.
+
+Timeouts and attempts come by class of call (deploy/budgets.py): deploy steps use
+the long class; code run inside `urgent()` (a rollback's check and alias move)
+uses the urgent one, starts no attempt that could end past the rollback's deadline, and tells
+the step's log about each failed attempt as it happens.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import fcntl
 import json
 import os
@@ -19,11 +26,12 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from deploy import envvars, logs
+from deploy import budgets, envvars, logs
 from deploy.errors import AppError, DeployError, UserError
 
-MAX_ATTEMPTS = 5  # the most HTTP requests one API call can make
+MAX_ATTEMPTS = budgets.LONG.attempts  # the most HTTP requests one API call can make
 BACKOFF_BASE = 0.5  # seconds before the 2nd attempt, doubling, with jitter
 BACKOFF_CAP = 8.0
 
@@ -50,16 +58,46 @@ def region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
-def client(service: str, *, timeout: float = 60):
-    """A shared client for `service`; another `timeout` gives a separate one
-    (a health probe must fail in a second, a deploy must not)."""
-    key = (service, timeout, os.environ.get("AWS_ENDPOINT_URL", ""), region())
+@dataclass(frozen=True)
+class _Urgency:
+    budget: budgets.Aws
+    deadline: float  # time.monotonic() after which no new attempt starts
+    report: Callable[[str], None] | None
+
+
+_urgency: contextvars.ContextVar[_Urgency | None] = contextvars.ContextVar("slipway_aws_urgency", default=None)
+
+
+@contextlib.contextmanager
+def urgent(deadline: float | None = None, report: Callable[[str], None] | None = None):
+    """Calls made inside use the urgent class (short timeouts, few attempts), start no
+    attempt after `deadline` seconds (budgets.ROLLBACK_DEADLINE), and pass a line per
+    failed attempt to `report` (a step's log) as it happens."""
+    seconds = budgets.ROLLBACK_DEADLINE if deadline is None else deadline
+    token = _urgency.set(_Urgency(budgets.URGENT, time.monotonic() + seconds, report))
+    try:
+        yield
+    finally:
+        _urgency.reset(token)
+
+
+def client(service: str, *, timeout: float | None = None):
+    """A shared client for `service` with the current class's timeouts (urgent inside
+    `urgent()`, else long); an explicit `timeout` (read, connect at most 10 s) gives a
+    separate one (a health probe must fail in a second, an invoke may run minutes)."""
+    if timeout is not None:
+        connect, read = min(timeout, 10), timeout
+    else:
+        urgency = _urgency.get()
+        budget = urgency.budget if urgency else budgets.LONG
+        connect, read = budget.connect, budget.read
+    key = (service, connect, read, os.environ.get("AWS_ENDPOINT_URL", ""), region())
     with _lock:
         if key not in _clients:
             import boto3
             from botocore.config import Config
 
-            config = Config(connect_timeout=min(timeout, 10), read_timeout=timeout,
+            config = Config(connect_timeout=connect, read_timeout=read,
                             retries={"total_max_attempts": 1, "mode": "standard"})
             made = boto3.session.Session().client(service, region_name=region(), config=config)
             _install_faults(made)
@@ -112,7 +150,8 @@ def call(doing: str, fn: Callable, /, *, prefix: str, missing: tuple[str, ...] =
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    attempts = max(1, min(attempts, MAX_ATTEMPTS))
+    urgency = _urgency.get()
+    attempts = max(1, min(attempts, urgency.budget.attempts if urgency else MAX_ATTEMPTS))
     for attempt in range(1, attempts + 1):
         try:
             return fn(**kwargs)
@@ -120,11 +159,18 @@ def call(doing: str, fn: Callable, /, *, prefix: str, missing: tuple[str, ...] =
             if missing and error_code(exc) in missing:
                 return None
             mapped = error(exc, doing, prefix)
-        if not mapped.retryable or attempt == attempts:
-            if mapped.retryable and attempts > 1:
-                mapped.message += f" (after {attempts} attempts)"
+        delay = backoff(attempt)
+        # Urgent: no attempt starts unless it could end (connect and read timeouts) before the deadline.
+        longest = urgency.budget.connect + urgency.budget.read if urgency else 0
+        out_of_time = urgency is not None and time.monotonic() + delay + longest > urgency.deadline
+        if not mapped.retryable or attempt == attempts or out_of_time:
+            if mapped.retryable and attempt > 1:
+                mapped.message += f" (after {attempt} attempts)"
             raise mapped
-        time.sleep(backoff(attempt))
+        if urgency and urgency.report:
+            urgency.report(f"attempt {attempt} of {attempts} failed ({mapped.code}): {mapped.message}; "
+                           f"retrying in {delay:.1f} s")
+        time.sleep(delay)
     raise AssertionError("unreachable")
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import threading
 
+from deploy import budgets
+
 _lock = threading.Lock()
 _clients: dict[tuple, object] = {}
 
 
-def client(base_url: str = "", *, timeout: float = 120):
+def client(base_url: str = "", *, timeout: float = budgets.DOCKER):
     """A shared client; AppError `docker-unavailable` when the engine does not answer."""
     key = (base_url, timeout)
     with _lock:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from deploy import addresses
+from deploy import addresses, budgets
 from deploy.addresses import PUBLIC_ONLY, Allowed
 from deploy.errors import AppError, DeployError, UserError
 from deploy.logs import mask
@@ -38,7 +38,7 @@ _REMOTE = re.compile(r"^(https://[^\s/@]+(:\d+)?/\S+|ssh://([^\s/@-][^\s/@]*@)?[
                      r"|git@[A-Za-z0-9.][A-Za-z0-9.-]*:[^\s]+)$")
 _REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/+-]{1,200}(?<!\.lock)(?<![./])$")
 _SHA = re.compile(r"^[0-9a-f]{7,40}$")
-GIT_TIMEOUT = 300
+GIT_TIMEOUT = budgets.GIT  # one git command (deploy/budgets.py)
 
 
 def validate_repository_url(url: str, *, allow_local: bool) -> str:

@@ -388,6 +388,7 @@ class DeploymentOut(Schema):
     finished_at: datetime | None
     steps: list[StepOut]
     url: str
+    notice: str = ""  # e.g. the queue did not answer: the row stays queued, or the web rolled back itself
 
 
 class DeploymentPage(Schema):
@@ -617,7 +618,8 @@ def deploy(request, name: str, payload: DeployIn):
                                              ref=payload.ref or "", commit=payload.commit or "")
     except services.RequestRefused as exc:
         raise ApiError(409 if function.is_archived else 400, "refused", str(exc)) from None
-    return Status(202, deployment_out(request, _deployment(request, deployment.pk, access.VIEW, scope=DEPLOY_SCOPE)))
+    out = deployment_out(request, _deployment(request, deployment.pk, access.VIEW, scope=DEPLOY_SCOPE))
+    return Status(202, {**out, "notice": services.queue_notice(deployment)})
 
 
 @api.get("/functions/{name}/deployments", response={200: DeploymentPage, **ERRORS},
@@ -646,7 +648,8 @@ def rollback(request, name: str, payload: RollbackIn):
                                                to=payload.to or "")
     except services.RequestRefused as exc:
         raise ApiError(409, "refused", str(exc)) from None
-    return Status(202, deployment_out(request, _deployment(request, deployment.pk, access.VIEW)))
+    out = deployment_out(request, _deployment(request, deployment.pk, access.VIEW))
+    return Status(202, {**out, "notice": services.queue_notice(deployment)})
 
 
 @api.post("/deployments/{deployment_id}/cancel", response={200: DeploymentOut, **ERRORS},

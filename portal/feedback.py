@@ -26,7 +26,8 @@ from django.db import transaction
 from django.urls import reverse
 
 from deploy import addresses
-from portal.celery import COMMIT_STATUS_TASK, NOTIFY_TASK, app
+from portal import sending
+from portal.celery import COMMIT_STATUS_TASK, NOTIFY_TASK
 from portal.models import Deployment, Function
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ def gitlab_configured(function: Function) -> bool:
 
 def _send(name: str, args: list) -> None:
     try:
-        app.send_task(name, args=args)
-    except Exception as exc:  # kombu's OperationalError and friends: a lost status, never a failed deploy
+        sending.send_task(name, args=args)
+    except Exception as exc:  # QueueDown, kombu's OperationalError and friends: a lost status, never a failed deploy
         log.warning("could not send %s%s: %s", name, args[:2], exc)
 
 

@@ -1,20 +1,22 @@
 """Health of each part the portal depends on, each with a precise message.
 
 Checks run in parallel with short timeouts so the page answers in about a
-second even when several parts are down.
+second even when several parts are down, and never later than
+SLIPWAY_HEALTH_TIMEOUT (3 s) whatever hangs: a check still running then is
+reported as timed out, by name, and left to end on its own timeouts.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from deploy import aws
+from deploy import aws, budgets
 from deploy.health import Down
 
 
@@ -46,7 +48,8 @@ def check_redis() -> str:
     import redis
 
     try:
-        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
+        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=budgets.HEALTH_PROBE,
+                             socket_connect_timeout=budgets.HEALTH_PROBE).ping()
     except redis.RedisError as exc:
         raise Down(f"cannot reach Redis at {_public_url(settings.REDIS_URL)}: {exc}") from exc
     return f"PONG from {_public_url(settings.REDIS_URL)}"
@@ -57,7 +60,7 @@ def check_aws() -> str:
 
     where = settings.AWS_ENDPOINT_URL or f"AWS {settings.AWS_REGION}"
     try:
-        aws.client("lambda", timeout=2).list_functions(MaxItems=1)
+        aws.client("lambda", timeout=budgets.HEALTH_AWS).list_functions(MaxItems=1)
     except botocore.exceptions.NoCredentialsError:
         raise Down(f"no AWS credentials found for {where} (environment, profile or instance role)") from None
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -137,8 +140,14 @@ def _run(name: str, check) -> Check:
 
 def run_all() -> list[Check]:
     todo = checks()
-    with ThreadPoolExecutor(max_workers=len(todo)) as pool:
-        return list(pool.map(_run, todo, todo.values()))
+    limit = settings.SLIPWAY_HEALTH_TIMEOUT
+    pool = ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="health")
+    futures = {name: pool.submit(_run, name, check) for name, check in todo.items()}
+    done, _ = wait(futures.values(), timeout=limit)
+    pool.shutdown(wait=False)  # nobody waits for a check that hangs; it ends on its own timeouts
+    return [future.result() if future in done else
+            Check(name, False, f"timed out: no answer within {limit:g} s", int(limit * 1000))
+            for name, future in futures.items()]
 
 
 _probing = threading.Lock()

@@ -1,7 +1,7 @@
 """A function's secret values, and the one way any output about it is cleaned of them.
 
 Every channel that shows what happened to a function — step logs and error messages
-(workers/recording.py), commit statuses and notifications (workers/feedback.py), JSON
+(portal/recording.py), commit statuses and notifications (workers/feedback.py), JSON
 log lines (portal/jsonlog.py), drift views (portal/drift.py) — passes its text through
 deploy.logs.mask with `secret_values(function)`: each value in its raw, JSON-escaped
 and repr forms, after Lambda's "String measured:" echo of the environment is cut.

@@ -25,8 +25,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from portal import feedback
-from portal.celery import DEPLOY_TASK, ROLLBACK_TASK, app
+from portal import feedback, sending
+from portal.celery import DEPLOY_TASK, ROLLBACK_TASK
 from portal.models import Deployment, Function
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,12 @@ def _mark_sent(pk: int, kind: str, *conditions: Q) -> None:
 
 
 def send(pk: int, kind: str, task_id: str) -> None:
-    """Send the task by name; a broker that is down leaves the row queued for the sweeper."""
+    """Send the task by name; a broker that is down (or did not answer within the
+    request's budget, portal/sending.py) leaves the row queued for the sweeper."""
     name = ROLLBACK_TASK if kind == Kind.ROLLBACK else DEPLOY_TASK
     try:
-        app.send_task(name, args=[pk], task_id=task_id)
-    except Exception as exc:  # kombu's OperationalError and friends
+        sending.send_task(name, args=[pk], task_id=task_id, deployment=pk)
+    except Exception as exc:  # QueueDown, kombu's OperationalError and friends
         log.warning("could not send deployment %s (%s); the sweeper will retry", pk, exc)
         Deployment.objects.filter(pk=pk, status=Status.QUEUED, task_id=task_id).update(enqueued_at=None)
 

@@ -11,7 +11,8 @@ import re
 from django.db import transaction
 
 from deploy.source import validate_ref
-from portal import feedback, queue
+from portal import feedback, queue, sending
+from portal import rollback as rollbacks
 from portal.models import AuditEvent, Deployment, Function
 
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -148,7 +149,26 @@ def request_rollback(function: Function, *, trigger: str, user=None, to: str = "
             paused_reason=f"rolled back to version {target.version} by {who}; resume auto-deploy when fixed")
         AuditEvent.record("deployment.rollback_requested", function=function, deployment=rollback.pk,
                           to_version=target.version, commit=target.commit_sha, **_actor(user, trigger))
+    spending = sending.current()
+    if spending is not None and sending.unsent(rollback.pk) and not transaction.get_connection().in_atomic_block:
+        # The broker did not take it in time: put the release back from here (an alias move only).
+        rollbacks.run_without_queue(rollback, spending.failure)
+        rollback.refresh_from_db()
     return rollback
+
+
+def queue_notice(deployment: Deployment) -> str:
+    """What the requester is told when this request could not hand `deployment` to the queue."""
+    if not sending.unsent(deployment.pk):
+        return ""
+    deployment.refresh_from_db()
+    if deployment.task_id.startswith(rollbacks.WITHOUT_QUEUE):
+        return (f"the queue is not answering: the web process ran rollback #{deployment.pk} itself "
+                f"({deployment.status})")
+    if deployment.status == Deployment.Status.QUEUED:
+        return (f"the queue is not answering: deployment #{deployment.pk} stays queued and starts when "
+                "the queue is back")
+    return ""
 
 
 def cancel(deployment: Deployment, *, user=None, trigger: str = "cli") -> bool:

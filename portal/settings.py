@@ -12,6 +12,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from deploy import budgets
 from portal.env import (
     database_from_url,
     env_bool,
@@ -98,6 +99,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "portal.api.BodyCap",
+    "portal.sending.BudgetMiddleware",  # one budget per request for the broker
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -200,7 +202,14 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = TASK_SOFT_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = TASK_TIME_LIMIT
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
+# Bounded waits on Redis (deploy/budgets.py): the read timeout bounds a publish to a frozen
+# Redis, the connect timeout one to a host that drops packets.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT, "socket_timeout": budgets.REDIS_TIMEOUT,
+                                   "socket_connect_timeout": budgets.REDIS_TIMEOUT}
+# A web request waits on the broker at most this in all (portal/sending.py); its publishes are not retried.
+SLIPWAY_REQUEST_BUDGET = budgets.REQUEST_BUDGET
+SLIPWAY_WEB_SEND_RETRIES = budgets.WEB_SEND_RETRIES
+SLIPWAY_ROLLBACK_AWS_DEADLINE = budgets.ROLLBACK_DEADLINE  # a rollback fails aws-unreachable within this
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "deploys"
@@ -309,6 +318,7 @@ SLIPWAY_REGISTER_STAFF_ONLY = env_bool("SLIPWAY_REGISTER_STAFF_ONLY", False)
 # /healthz and /health/ answer from one probe run per this many seconds per process
 # (anyone may call /healthz, and each run pings the broker and calls AWS). 0: every call probes.
 SLIPWAY_HEALTH_CACHE_SECONDS = env_int("SLIPWAY_HEALTH_CACHE_SECONDS", 5, minimum=0)
+SLIPWAY_HEALTH_TIMEOUT = budgets.HEALTH_TIMEOUT  # /healthz answers within this whatever hangs
 
 # Health checks beyond the portal's own, by dotted path. Local mode adds the
 # embedded stack's builder side (Docker engine, QEMU, base images); production

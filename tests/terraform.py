@@ -42,7 +42,12 @@ CALLERS = {
     "portal/console.py": ("web", "worker"),
     "portal/health.py": ("web", "worker"),
 }
-WEB_ALSO = {"lambda:Invoke"}  # deploy/lambdas.invoke, called by portal/console.py
+# portal/rollback.py runs in the web process when the queue does not answer, and in the worker:
+# the deploy/ calls it makes for a rollback to a version that still exists (check, owner, alias).
+ROLLBACK_WITHOUT_QUEUE = {"ecr:DescribeImages", "lambda:GetFunctionConfiguration", "lambda:ListTags",
+                          "lambda:TagResource", "lambda:GetAlias", "lambda:CreateAlias", "lambda:UpdateAlias",
+                          "lambda:GetFunction"}
+WEB_ALSO = {"lambda:Invoke"} | ROLLBACK_WITHOUT_QUEUE  # deploy/lambdas.invoke, called by portal/console.py
 # The services whose operations a module may call, where it is one: a name two services
 # share (tag_resource, Lambda's and ECR's) then counts for that module's service only.
 SERVICES = {"deploy/ecr.py": ("ecr",), "deploy/lambdas.py": ("lambda",)}

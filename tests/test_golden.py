@@ -100,8 +100,8 @@ def test_a_rollbacks_verify_sends_only_the_smoke_event_though_a_golden_case_exis
 
 
 def test_a_rollbacks_fallback_ships_without_golden_cases_and_a_deploy_with_them(function):
+    from portal.recording import Recorder
     from workers import steps, tasks
-    from workers.recording import Recorder
 
     gated = {}
     for kind in ("rollback", "deploy"):

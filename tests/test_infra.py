@@ -117,14 +117,18 @@ def test_the_worker_may_tag_a_lambda_with_its_owning_function_and_nothing_else()
     (condition,) = statement["condition"]
     assert tf.unquote(condition["variable"]) == "aws:TagKeys"
     assert tf.unquote(condition["values"]) == ["slipway:function"]
-    assert tf.allows("worker", "lambda:ListTags") and not tf.allows("web", "lambda:TagResource")
+    assert tf.allows("worker", "lambda:ListTags")
 
 
-def test_the_web_role_cannot_deploy():
-    for action in ("lambda:UpdateFunctionCode", "lambda:UpdateAlias", "lambda:PublishVersion", "ecr:PutImage",
-                   "iam:PassRole"):
+def test_the_web_role_cannot_deploy_but_may_put_a_release_back_without_the_queue():
+    for action in ("lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration", "lambda:PublishVersion",
+                   "lambda:CreateFunction", "ecr:PutImage", "ecr:CreateRepository", "iam:PassRole"):
         assert not tf.allows("web", action), action
     assert tf.allows("web", "lambda:InvokeFunction")
+    assert [a for a in sorted(tf.ROLLBACK_WITHOUT_QUEUE) if not tf.allows("web", a)] == []
+    assert tf.ROLLBACK_WITHOUT_QUEUE <= tf.calls_in_code()["worker"]  # deploy/ calls them: the list is not made up
+    (tagging,) = [s for s in tf.statements("web") if "lambda:TagResource" in tf.unquote(s["actions"])]
+    assert tf.unquote(tagging["condition"][0]["values"]) == ["slipway:function"]
 
 
 @pytest.mark.parametrize("role", ["worker", "web"])

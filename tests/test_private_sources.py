@@ -209,7 +209,7 @@ def test_logs_mask_private_keys_deploy_tokens_and_the_functions_own_secret(keys)
 
 
 def test_a_step_log_masks_the_repository_credentials_of_its_function(hello, keys):
-    from workers.recording import Recorder
+    from portal.recording import Recorder
 
     Function.objects.filter(pk=hello.pk).update(source_auth="ssh-key", source_secret=crypto.encrypt(keys["private"]))
     deployment = Deployment.objects.select_related("function").get(

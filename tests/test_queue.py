@@ -87,7 +87,7 @@ def test_a_rollback_supersedes_queued_deploys_and_stops_running_ones(function, t
     assert (busy.status, busy.superseded_by_id) == (Status.BUILDING, rollback.pk)
     assert "rolled back to version 1" in function.paused_reason
     assert sent.call_args.args == ("slipway.rollback",) and sent_pks(sent) == [rollback.pk]
-    from workers.recording import Stopped, check_stop
+    from portal.recording import Stopped, check_stop
 
     with pytest.raises(Stopped, match="stopped before moving the alias"):
         check_stop(busy)

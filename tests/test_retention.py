@@ -300,8 +300,8 @@ def test_the_source_step_adopts_an_unmarked_image_and_records_its_repository(ado
 
 def test_the_source_step_never_adopts_an_image_retention_is_deleting(adopting):
     from portal.models import Deployment, ImageDeletion
+    from portal.recording import Stopped
     from workers import steps
-    from workers.recording import Stopped
 
     ImageDeletion.objects.create(repository="team/hello", digest=A)
     Deployment.objects.filter(pk=adopting.deployment.pk).update(cancel_requested=True)  # ends the wait

@@ -24,13 +24,13 @@ from django.urls import reverse
 
 from deploy import aws, lambdas
 from deploy.logs import mask
-from portal import crypto, drift, feedback
+from portal import crypto, drift, feedback, recording
 from portal.forms import ENV_LIMIT_BYTES, FeedbackForm, FunctionForm
 from portal.jsonlog import JsonFormatter
 from portal.models import Build, Deployment, DeploymentStep, NotificationAttempt
 from tests.http_receiver import Receiver
 from workers import feedback as work
-from workers import recording, steps, tasks
+from workers import steps, tasks
 
 SHA = "3f9c2a1b7d4e" + "0" * 28
 # A quote, a backslash and a non-ASCII letter: its raw, JSON-escaped (both ways) and

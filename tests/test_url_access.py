@@ -71,7 +71,7 @@ def urls(function, cast):
 @pytest.fixture(autouse=True)
 def no_outside_calls():
     """The broker and the health probes are not what is checked here."""
-    with mock.patch("portal.queue.app.send_task", autospec=True), \
+    with mock.patch("portal.sending.app.send_task", autospec=True), \
             mock.patch("portal.health.run_all", autospec=True, return_value=[]):
         yield
 

@@ -39,7 +39,7 @@ def test_ten_identical_deliveries_at_once_make_one_deployment_and_ten_log_rows(l
         gate.wait()
         results.append(post(url, body, sent_headers))
 
-    with mock.patch("portal.queue.app.send_task", autospec=True) as send_task:
+    with mock.patch("portal.sending.app.send_task", autospec=True) as send_task:
         send_task.return_value.id = "task-1"
         threads = [threading.Thread(target=deliver) for _ in range(10)]
         for thread in threads:
@@ -74,7 +74,7 @@ def test_ten_identical_signed_deliveries_at_once_make_one_deployment(live_server
         gate.wait()
         results.append(post(url, body, sent_headers))
 
-    with mock.patch("portal.queue.app.send_task", autospec=True) as send_task:
+    with mock.patch("portal.sending.app.send_task", autospec=True) as send_task:
         send_task.return_value.id = "task-1"
         threads = [threading.Thread(target=deliver) for _ in range(10)]
         for thread in threads:

@@ -9,25 +9,34 @@ deploy.aws only, docker and git calls through recording.retrying.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
-from django.db.models.functions import Now
 
 from deploy import arch, ecr, lambdas, source, ssh, testing
 from deploy import build as builder
 from deploy import docker as docker_seam
-from deploy.errors import LAMBDA_NOT_OWNED, AppError, UserError
+from deploy.errors import AppError, UserError
 from portal import boxes, console, feedback, queue, retention, sources
-from portal.forms import role_allowed
-from portal.models import Build, ConsoleRun, Deployment, DeploymentStep, Function, GoldenCase
-from workers.recording import StepLog, check_stop, retrying
+from portal.models import Build, ConsoleRun, Deployment, Function, GoldenCase
+from portal.recording import StepLog, check_stop, retrying
+from portal.rollback import (  # shared with the rollback, which the web runs too
+    CREATING,
+    RELEASE_KINDS,
+    Run,
+    check_owner,
+    check_release,
+    lambda_settings,
+    remember_expected_state,
+    shift_alias,
+    wait_while_marked,
+)
+
+__all__ = ["CREATING", "RELEASE_KINDS", "Run", "check_owner", "check_release", "lambda_settings",
+           "remember_expected_state", "shift_alias", "wait_while_marked"]
 
 Status = Deployment.Status
-RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK)
 # Deploys nobody asked for explicitly: a webhook's, a missed push's. They may name an older
 # commit than one live or queued, and are then skipped as stale.
 AUTOMATIC = (Deployment.Trigger.WEBHOOK, Deployment.Trigger.RECONCILE)
@@ -39,38 +48,6 @@ def work_root() -> Path:
 
 def workspace_name(pk: int) -> str:
     return f"deployment-{pk}"
-
-
-@dataclass
-class Run:
-    """What the steps of one deployment learn and hand on."""
-
-    deployment: Deployment
-    mirror: Path | None = None
-    repository_uri: str = ""
-    image_uri: str = ""  # repository@digest, as Lambda pulls it
-    after_update: dict = field(default_factory=dict)  # GetFunction once our update was applied
-    stale: str = ""  # a webhook deploy of an older commit than one live or queued: why it is skipped
-
-    @property
-    def function(self) -> Function:
-        return self.deployment.function
-
-    @property
-    def build(self) -> Build | None:
-        return self.deployment.build
-
-    def record(self, **fields) -> None:
-        Deployment.objects.filter(pk=self.deployment.pk).update(**fields)
-        for name, value in fields.items():
-            setattr(self.deployment, name, value)
-
-
-def lambda_settings(function: Function) -> lambdas.Settings:
-    return lambdas.Settings(name=function.lambda_name, architecture=function.architecture,
-                            memory_mb=function.memory_mb, timeout_s=function.timeout_s,
-                            environment={str(k): str(v) for k, v in (function.environment or {}).items()},
-                            role_arn=function.execution_role_arn or settings.SLIPWAY_DEFAULT_EXECUTION_ROLE)
 
 
 def build_args(function: Function) -> dict[str, str]:
@@ -159,17 +136,6 @@ def adopt_held_image(run: Run, out: StepLog) -> bool:
                 build.adopt(held.digest, held.size, repository)
                 return True
         wait_while_marked(run, out, repository, held.digest)
-
-
-def wait_while_marked(run: Run, out: StepLog, repository: str, digest: str) -> None:
-    """Wait (stoppable) until retention no longer marks the image as being deleted."""
-    if retention.marked(repository, digest):
-        out(f"retention is deleting {repository}@{digest}: waiting until it is done")
-        if hasattr(out, "flush"):  # a StepLog: the page shows why the step waits, not a second later
-            out.flush()
-    while retention.marked(repository, digest):
-        check_stop(run.deployment)
-        time.sleep(1)
 
 
 def stale_reason(run: Run) -> str:
@@ -281,37 +247,6 @@ def update_function(run: Run, out: StepLog) -> None:
 
 # The update step's line when it creates the Lambda: Slipway's own record that it did
 # (a Lambda created before Slipway tagged what it creates is tagged on its next deploy).
-CREATING = "creating {name} from "
-
-
-def check_owner(run: Run, out: StepLog, current: dict) -> None:
-    """Go on only into a Lambda this function's code may run in, checked on every deploy
-    and rollback: one Slipway created for this function (tagged with its name, or, from
-    before tagging, created by one of its deployments: tagged now), or any other whose
-    current execution role the platform team allows Slipway to pass. Without this,
-    registering onto another team's Lambda under an allowed name prefix would run this
-    function's code with that Lambda's role."""
-    function = run.function
-    arn = current["FunctionArn"]
-    owner = lambdas.list_tags(arn).get(lambdas.OWNER_TAG)
-    if owner == function.name:
-        return
-    line = CREATING.format(name=function.lambda_name)  # first, or after the "waited …" line
-    if owner is None and DeploymentStep.objects.filter(
-            Q(output__startswith=line) | Q(output__contains="\n" + line),
-            deployment__function=function, name="update").exists():
-        lambdas.tag(arn, {lambdas.OWNER_TAG: function.name})
-        out(f"tagged {function.lambda_name} {lambdas.OWNER_TAG}={function.name}: Slipway created it")
-        return
-    role = current.get("Role") or ""
-    whose = f"carries {lambdas.OWNER_TAG}={owner}" if owner else "was not created by Slipway"
-    if role and role_allowed(role):
-        out(f"{function.lambda_name} {whose}; its role {role} is an allowed execution role")
-        return
-    raise UserError(LAMBDA_NOT_OWNED, f"{function.lambda_name} {whose} and its execution role {role or '(none)'} "
-                    "is not in SLIPWAY_ALLOWED_EXECUTION_ROLES: Slipway does not run this function's code in it")
-
-
 def wait_updated(run: Run, out: StepLog) -> None:
     run.after_update = lambdas.wait_updated(run.function.lambda_name)
     config = run.after_update.get("Configuration", {})
@@ -388,66 +323,3 @@ def verify_golden_cases(run: Run, out: StepLog) -> None:
 
 def _ms(value: float | None) -> str:
     return f"{value:.1f} ms" if value is not None else "not measured"
-
-
-def shift_alias(run: Run, out: StepLog) -> None:
-    function, version = run.function, run.deployment.version
-    previous = lambdas.point_alias(function.lambda_name, function.alias, version)
-    out(f"{function.alias}: {previous or '(new)'} -> {version}")
-    run.record(previous_version=previous or "")
-    remember_expected_state(run)
-
-
-def remember_expected_state(run: Run) -> None:
-    """Keep what this deployment left in Lambda, for the drift check (portal/drift.py).
-
-    Written here, by the worker that just moved the alias, from what it wrote itself
-    (not from the function's settings, which an owner may have edited since, and
-    not read back from AWS, which could bake in a change made behind our back).
-    A deploy (or a rollback's fallback) wrote $LATEST: image, memory, timeout,
-    environment, architecture. A version-only rollback moved the alias alone, so
-    $LATEST stays as the previous record has it."""
-    function = run.function
-    if run.image_uri:
-        config = lambda_settings(function)
-        state = {"image_digest": run.build.digest, "memory_mb": config.memory_mb, "timeout_s": config.timeout_s,
-                 "environment": config.environment, "architecture": config.architecture}
-        cleared = {"drift_observed": {}, "drift_fingerprint": "", "drift_detected_at": None}
-    else:
-        state = Function.objects.filter(pk=function.pk).values_list("expected_state", flat=True).get() or {}
-        if not state:  # recorded before Slipway kept expected states: $LATEST as it is now
-            state = lambdas.observed_state(function.lambda_name, function.alias) or {}
-        cleared = {}
-    state = {**state, "alias_version": run.deployment.version}
-    Function.objects.filter(pk=function.pk).update(expected_state=state, **cleared)
-
-
-# --- Rollback ----------------------------------------------------------------------------
-
-
-def check_release(run: Run, out: StepLog) -> bool:
-    """Is the release still there to put back? True when its version exists (the
-    alias only moves); False when its image must be deployed again first."""
-    function, build, version = run.function, run.build, run.deployment.target_version
-    if build is None or not build.digest:
-        raise UserError("nothing-to-restore", "the release to roll back to has no recorded image")
-    # Marked before this rollback was requested (retention defers while it is unfinished): once
-    # the mark clears, the image is gone and the rollback says so.
-    wait_while_marked(run, out, function.ecr_repository, build.digest)
-    if ecr.find(function.ecr_repository, digest=build.digest) is None:
-        Build.objects.filter(pk=build.pk, image_gone_at__isnull=True).update(image_gone_at=Now())
-        raise UserError("image-missing", f"ECR no longer holds {function.ecr_repository}@{build.digest}; "
-                        "deploy the commit again instead")
-    out(f"ECR still holds {function.ecr_repository}@{build.digest}")
-    run.repository_uri = ecr.ensure_repository(function.ecr_repository)
-    exists = bool(version) and lambdas.version_exists(function.lambda_name, version)
-    current = lambdas.get_configuration(function.lambda_name) if exists else None
-    if current:  # only the alias moves: the Lambda is checked here (a fallback's update step checks it)
-        check_owner(run, out, current)
-    out(f"version {version} {'exists' if exists else 'is gone: its image is deployed, published and verified again'}")
-    if exists:
-        run.record(version=version)
-    elif version:  # the release page offers no version-only rollback to it any more
-        Deployment.objects.filter(function=function, version=version, kind__in=RELEASE_KINDS).update(
-            version_gone=True)
-    return exists

@@ -12,8 +12,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from deploy import testing
 from portal import queue, retention, sources
+from portal import rollback as rollbacks
 from portal.celery import (
     COMMIT_STATUS_TASK,
     CONSOLE_CLEANUP_TASK,
@@ -28,8 +28,8 @@ from portal.celery import (
     app,
 )
 from portal.models import Build, ConsoleImage, Deployment, Function, WebhookDelivery
+from portal.recording import Recorder, Stopped, check_stop, settle
 from workers import feedback, lost, steps, sweeper  # noqa: F401 - lost connects the main process's signal
-from workers.recording import Recorder, Stopped, check_stop, settle
 
 Status = Deployment.Status
 
@@ -75,16 +75,9 @@ def _deploy(run: steps.Run, rec: Recorder) -> None:
             Build.fail_unfinished(run.build.pk)  # a no-op once pushed; otherwise it never stays building
     check_stop(deployment)
     _ship(run, rec)
-    _enter_shift(deployment)  # the last moment a rollback can still win
+    rollbacks.enter_shift(deployment)  # the last moment a rollback can still win
     with rec.step("shift") as out:
         steps.shift_alias(run, out)
-
-
-def _enter_shift(deployment: Deployment) -> None:
-    """To SHIFTING only if no stop was asked for, in that UPDATE (Deployment.enter_shift)."""
-    if not deployment.enter_shift():
-        check_stop(deployment)
-        raise Deployment.TransitionError(f"deployment {deployment.pk} could not enter its shift step")
 
 
 def _ship(run: steps.Run, rec: Recorder) -> None:
@@ -108,21 +101,12 @@ def _ship(run: steps.Run, rec: Recorder) -> None:
 
 @shared_task(name=ROLLBACK_TASK, bind=True, ignore_result=True, acks_late=True)
 def rollback(self, deployment_id: int) -> str:
+    """The rollback's code is the web's too (portal/rollback.py); the worker adds the
+    fallback for a version that is gone: update, publish, verify."""
     deployment = _claimed(deployment_id, Status.CHECKING, self.request.id)
     if deployment is None:
         return "not claimed"
-    return settle(deployment, lambda: _rollback(steps.Run(deployment), Recorder(deployment)))
-
-
-def _rollback(run: steps.Run, rec: Recorder) -> None:
-    with rec.step("check") as out:
-        version_exists = steps.check_release(run, out)
-    testing.pause("before-rollback-shift", run.function.name)  # tests only: hold here while a cancel lands
-    if not version_exists:
-        _ship(run, rec)
-    _enter_shift(run.deployment)  # a cancel accepted during the check step stops it here
-    with rec.step("shift") as out:
-        steps.shift_alias(run, out)
+    return rollbacks.perform(deployment, ship=_ship)
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True, soft_time_limit=60, time_limit=90)

@@ -139,6 +139,8 @@ def function_deploy(request, name):
             form.add_error("ref", str(exc))
         else:
             messages.success(request, f"Deployment #{deployment.pk} queued.")
+            if notice := services.queue_notice(deployment):
+                messages.warning(request, notice[:1].upper() + notice[1:] + ".")
             return redirect("portal-deployment", pk=deployment.pk)
     commits, target = None, None
     live = live_deployment(function)
@@ -169,6 +171,8 @@ def function_rollback(request, name, pk):
         else:
             messages.success(request, f"Rollback #{rollback.pk} to version {release.version} queued; "
                                       "auto-deploy is paused until someone resumes it.")
+            if notice := services.queue_notice(rollback):
+                messages.warning(request, notice[:1].upper() + notice[1:] + ".")
             return redirect("portal-deployment", pk=rollback.pk)
     mirror = _mirror(function)
     going = (source.commits_between(mirror, release.commit_sha, live.commit_sha)

@@ -9,9 +9,11 @@ called; run alone, it still makes the worker roll back and the web process
 invoke through the console first, so there is always something to check."""
 
 import io
+from unittest import mock
 
 import pytest
 from django.urls import reverse
+from kombu.exceptions import OperationalError
 from PIL import Image
 
 from portal.models import Deployment, DeploymentStep, Membership
@@ -46,12 +48,21 @@ def test_every_aws_operation_each_process_called_is_allowed_by_its_policy(
     response = client.post(reverse("portal-console", args=[released_function.name]),
                            {"image": png(), "target": "live", "detector": "face"})
     assert response.status_code in (200, 302), response.content.decode()[-2000:]
+    # The queue does not take the rollback back to version 2: the web process runs it itself.
+    two = released_function.deployments.get(version=released_plane.releases[1]["version"], kind="deploy")
+    with mock.patch("portal.sending.app.send_task", autospec=True, side_effect=OperationalError("down")):
+        response = client.post(reverse("portal-function-rollback", args=[released_function.name, two.pk]))
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    back = released_function.deployments.filter(kind="rollback").latest("pk")
+    assert (back.status, back.task_id.startswith("without-queue")) == (Deployment.Status.SUCCEEDED, True)
 
     recorded = tf.recorded_calls(aws_calls_file())
 
     assert {"lambda:GetAlias", "lambda:UpdateAlias", "ecr:DescribeImages", "lambda:ListTags",
             "lambda:TagResource"} <= recorded.get("worker", set())
     assert "lambda:Invoke" in recorded.get("web", set())
+    assert {"lambda:GetAlias", "lambda:UpdateAlias", "ecr:DescribeImages", "lambda:GetFunctionConfiguration",
+            "lambda:ListTags"} <= recorded.get("web", set())  # the rollback without the queue
     for role in ("worker", "web"):
         assert tf.not_allowed(role, recorded[role]) == [], f"{role} called operations its policy does not allow"
 

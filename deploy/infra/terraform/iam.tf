@@ -236,6 +236,41 @@ data "aws_iam_policy_document" "web" {
     actions   = ["lambda:ListFunctions"]
     resources = ["*"]
   }
+
+  # portal/rollback.py, when the queue does not answer: a rollback to a version that still
+  # exists (check the image and the version, check the owner, move the alias). It never
+  # updates code or publishes: a rollback that must waits for the worker.
+  statement {
+    sid = "RollbackWithoutQueue"
+    actions = [
+      "lambda:GetFunction",
+      "lambda:GetFunctionConfiguration",
+      "lambda:ListTags",
+      "lambda:GetAlias",
+      "lambda:CreateAlias",
+      "lambda:UpdateAlias",
+    ]
+    resources = [local.lambda_arns]
+  }
+
+  statement {
+    sid       = "RollbackImageCheck"
+    actions   = ["ecr:DescribeImages"]
+    resources = [local.repository_arns]
+  }
+
+  # The same owner check as the worker's: a Lambda Slipway created before it tagged what it
+  # creates is tagged with its function on first sight, and nothing else.
+  statement {
+    sid       = "RollbackOwnerTag"
+    actions   = ["lambda:TagResource"]
+    resources = [local.lambda_arns]
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = ["slipway:function"]
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "worker" {

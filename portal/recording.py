@@ -25,6 +25,22 @@ HEARTBEAT_SECONDS = 5
 APP_RETRIES = 3  # docker and git calls: an app error is retried this many times within its step
 
 
+def write_once_more(what: str, fn, *args, **kwargs):
+    """A write that survives one cut connection (Postgres restarted mid-task, a connection
+    the server dropped): Django checks a connection only when a task starts, so the
+    next query on a cut one fails. Then the connection is closed, which makes the next
+    query open a new one, and the write is tried once more; a second failure is raised.
+    Never inside a transaction: closing would lose its earlier writes."""
+    try:
+        return fn(*args, **kwargs)
+    except db.Error as exc:
+        if db.connection.in_atomic_block:
+            raise
+        log.warning("%s failed (%s): reconnecting to the database and trying once more", what, exc)
+        db.connection.close()
+        return fn(*args, **kwargs)
+
+
 class Stopped(Exception):
     """The deployment stops at a step boundary: superseded or cancelled."""
 
@@ -51,7 +67,8 @@ class StepLog:
 
     def flush(self) -> None:
         self.step.output = DeploymentStep.clean_output("\n".join(self.lines))
-        DeploymentStep.objects.filter(pk=self.step.pk).update(output=self.step.output)
+        write_once_more(f"writing the output of step {self.step.name}",
+                        DeploymentStep.objects.filter(pk=self.step.pk).update, output=self.step.output)
         self.flushed_at = time.monotonic()
 
 
@@ -65,9 +82,10 @@ class Recorder:
     def step(self, name: str, status: str | None = None):
         """Record the step before it runs and after it ends, with its output and exit status."""
         if status and self.deployment.status != status:
-            self.deployment.advance(status)
+            write_once_more(f"moving to {status}", self.deployment.advance, status)
         self.position += 1
-        step = DeploymentStep.objects.create(deployment=self.deployment, name=name, position=self.position)
+        step = write_once_more(f"recording step {name}", DeploymentStep.objects.create, deployment=self.deployment,
+                               name=name, position=self.position)
         out = StepLog(step, self.secrets)
         try:
             yield out
@@ -85,14 +103,15 @@ class Recorder:
         finally:
             out.flush()
             step.finished_at = timezone.now()
-            step.save(update_fields=["status", "exit_status", "finished_at", "output"])
+            write_once_more(f"ending step {name}", step.save,
+                            update_fields=["status", "exit_status", "finished_at", "output"])
 
     def skip(self, name: str, reason: str) -> None:
         self.position += 1
         now = timezone.now()
-        DeploymentStep.objects.create(deployment=self.deployment, name=name, position=self.position,
-                                      status=DeploymentStep.Status.SKIPPED, output=reason, started_at=now,
-                                      finished_at=now)
+        write_once_more(f"recording step {name}", DeploymentStep.objects.create, deployment=self.deployment,
+                        name=name, position=self.position, status=DeploymentStep.Status.SKIPPED, output=reason,
+                        started_at=now, finished_at=now)
 
 
 def retrying(what: str, out: StepLog, fn, *args, **kwargs):
@@ -113,8 +132,8 @@ def retrying(what: str, out: StepLog, fn, *args, **kwargs):
 def heartbeat(deployment: Deployment, interval: float | None = None):
     """Keep heartbeat_at fresh while the deployment runs, from its own thread.
 
-    A database error (a locked SQLite, a Postgres restart) costs one beat,
-    never the rest: the thread drops its connection and beats again next time."""
+    A database error (a locked SQLite, a Postgres restart) is tried once more on a
+    new connection; failing again costs one beat, never the rest."""
     done = threading.Event()
     every = interval or HEARTBEAT_SECONDS
 
@@ -122,7 +141,7 @@ def heartbeat(deployment: Deployment, interval: float | None = None):
         try:
             while not done.wait(every):
                 try:
-                    deployment.beat()
+                    write_once_more(f"heartbeat of deployment {deployment.pk}", deployment.beat)
                 except db.Error as exc:
                     log.warning("heartbeat of deployment %s missed: %s", deployment.pk, exc)
                     db.connection.close()
@@ -140,7 +159,8 @@ def heartbeat(deployment: Deployment, interval: float | None = None):
 
 def check_stop(deployment: Deployment) -> None:
     """A step boundary: stop here if a rollback superseded us or a cancel came in time."""
-    row = Deployment.objects.filter(pk=deployment.pk).values("superseded_by_id", "cancel_requested", "status").get()
+    row = write_once_more("checking for a stop", lambda: Deployment.objects.filter(pk=deployment.pk).values(
+        "superseded_by_id", "cancel_requested", "status").get())
     if row["superseded_by_id"]:
         raise Stopped(Status.SUPERSEDED, "superseded",
                       f"rollback #{row['superseded_by_id']} was requested; stopped before moving the alias")
@@ -152,7 +172,7 @@ def finish(deployment: Deployment, status: str, code: str = "", message: str = "
     """The one place a row is finished: its error message is masked here, before the API,
     the pages, notifications and commit statuses can show it."""
     message = masking.scrub(message, deployment.function)
-    if deployment.finish(status, code, message):
+    if write_once_more(f"finishing deployment {deployment.pk}", deployment.finish, status, code, message):
         log.info("deployment %s %s%s", deployment.pk, status, f": {code}: {message}" if code else "")
         AuditEvent.record(f"deployment.{status}", actor=deployment.requested_by,
                           actor_label="" if deployment.requested_by else deployment.trigger,
@@ -178,6 +198,9 @@ def _settle(deployment: Deployment, steps) -> str:
         finish(deployment, stop.status, stop.code, stop.message)
     except DeployError as exc:
         finish(deployment, Status.FAILED, exc.code, exc.message)
+    except db.Error as exc:  # twice in a row (write_once_more): the database is gone for now
+        log.exception("deployment %s lost its database", deployment.pk)
+        finish(deployment, Status.FAILED, "database-unavailable", f"the database did not answer: {exc}")
     except SoftTimeLimitExceeded:
         finish(deployment, Status.FAILED, "time-limit", f"ran past the {settings.TASK_SOFT_TIME_LIMIT} s time limit")
     except Exception as exc:
