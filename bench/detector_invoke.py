@@ -104,7 +104,7 @@ def main() -> int:
         print(f"  via emulator p50 {pct(remote, 50):7.2f}   p95 {pct(remote, 95):7.2f}")
         p50, p95 = pct(remote, 50) - pct(local, 50), pct(remote, 95) - pct(local, 95)
         ratio = pct(remote, 50) / pct(local, 50)
-        print(f"  overhead     p50 {p50:7.2f}   p95 {p95:7.2f}   ratio p50 {ratio:.2f}x")
+        print(f"  overhead     p50 {p50:7.2f}   p95 {p95:7.2f}   ratio p50 against in-process calls {ratio:.2f}x")
         print(f"  cold start (container start to first answer, s): "
               f"{', '.join(f'{s:.2f}' for s in cold)}; median {statistics.median(cold):.2f}")
     arm, amd = statistics.median(rows["arm64"][2]), statistics.median(rows["amd64"][2])
