@@ -46,8 +46,12 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked after_everything run last: they check what the others recorded."""
-    items.sort(key=lambda item: item.get_closest_marker("after_everything") is not None)
+    """Tests marked after_everything run after the rest: they check what the others recorded.
+    Tests marked swaps_clients run after those: they point this process's broker and AWS
+    clients at private parts they freeze and stop, and a test after them could inherit a
+    client that no longer answers (a send that fails leaves its deployment queued)."""
+    items.sort(key=lambda item: (item.get_closest_marker("swaps_clients") is not None,
+                                 item.get_closest_marker("after_everything") is not None))
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from tests.api_client import Api, openapi
 from tests.conftest import Private, free_port, wait_for
 from tests.integration.conftest import Worker, wait_done
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.swaps_clients]
 Status = Deployment.Status
 BUDGET = 2.0  # seconds: the Redis socket timeouts and the request's budget
 ANSWER_LIMIT = 30  # generous: a request that has not answered by then hangs
