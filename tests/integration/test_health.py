@@ -7,7 +7,7 @@ import pytest
 from deploy import aws
 from tests.conftest import Private, free_port, stack_env, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.swaps_clients]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
