@@ -21,6 +21,7 @@ Prints a table and the ratios; nothing asserts on a time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -148,22 +149,30 @@ class Baseline:
         return times
 
 
-def main() -> None:
+@contextlib.contextmanager
+def worker_and_workspace(name: str):
+    """A real deploys-and-rollbacks worker (its log in the state dir) and a scratch
+    directory, both gone afterwards; the database migrated first."""
     call_command("migrate", verbosity=0)
-    architectures = os.environ.get("BENCH_ARCHITECTURES", "arm64,x86_64").split(",")
-    worker_log = Path(settings.STATE_DIR) / "bench-worker.log"
+    worker_log = Path(settings.STATE_DIR) / f"{name}-worker.log"
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "deploys,rollbacks", "-c", "2",
-         "-n", f"bench-{os.getpid()}@localhost", "--without-mingle", "--without-gossip"],
+         "-n", f"{name}-{os.getpid()}@localhost", "--without-mingle", "--without-gossip"],
         cwd=REPO_ROOT, stdout=worker_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    work = Path(tempfile.mkdtemp(prefix="slipway-bench-"))
+    work = Path(tempfile.mkdtemp(prefix=f"slipway-{name}-"))
     try:
-        for architecture in architectures:  # one after the other, in the same run
-            bench(architecture, work)
+        yield work
     finally:
         os.killpg(worker.pid, 15)
         worker.wait(30)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    architectures = os.environ.get("BENCH_ARCHITECTURES", "arm64,x86_64").split(",")
+    with worker_and_workspace("bench") as work:
+        for architecture in architectures:  # one after the other, in the same run
+            bench(architecture, work)
 
 
 def bench(architecture: str, work: Path) -> None:

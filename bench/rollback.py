@@ -31,9 +31,7 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,9 +42,8 @@ if os.environ.get("BENCH_POSTGRES") == "1" and os.environ.get("SLIPWAY_TEST_POST
     os.environ["DATABASE_URL"] = os.environ["SLIPWAY_TEST_POSTGRES_URL"]
 
 from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 
-from bench.pipeline_redeploy import commit_code_change, git, wait_done  # noqa: E402 (sets Django up)
+from bench.pipeline_redeploy import commit_code_change, git, wait_done, worker_and_workspace  # noqa: E402 (sets Django up)
 from deploy import aws, ecr, lambdas  # noqa: E402
 from portal.models import Function  # noqa: E402
 from portal.services import request_deploy, request_rollback  # noqa: E402
@@ -100,19 +97,8 @@ def bare_alias(name: str, alias: str, version: str) -> float:
 
 
 def main() -> None:
-    call_command("migrate", verbosity=0)
-    worker_log = Path(settings.STATE_DIR) / "bench-rollback-worker.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "deploys,rollbacks", "-c", "2",
-         "-n", f"bench-rollback-{os.getpid()}@localhost", "--without-mingle", "--without-gossip"],
-        cwd=REPO_ROOT, stdout=worker_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    work = Path(tempfile.mkdtemp(prefix="slipway-bench-rollback-"))
-    try:
+    with worker_and_workspace("bench-rollback") as work:
         bench(work)
-    finally:
-        os.killpg(worker.pid, 15)
-        worker.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def bench(work: Path) -> None:
