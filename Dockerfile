@@ -2,7 +2,7 @@
 #   docker build -t slipway/portal .                  (python:3.11-slim-bookworm)
 #   docker build --build-arg BASE_IMAGE=… .           (any Debian bookworm with python3 and pip)
 # docker-compose.yml builds it; offline, tests/compose builds it on a local
-# Debian stand-in (deploy/local/standins.py) that already holds git and the
+# Debian stand-in (devstack/standins.py) that already holds git and the
 # docker CLI, so the apt step below has nothing to do there.
 # Works with the legacy builder too (docker-compose 1.29 uses it by default).
 ARG BASE_IMAGE=python:3.11-slim-bookworm

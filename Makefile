@@ -14,23 +14,23 @@ $(STAMP): requirements.txt requirements-production.txt
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m deploy.local run
+	$(PY) -m devstack run
 
 test: $(STAMP) lint
-	$(PY) -m deploy.local test $(PYTEST_ARGS)
+	$(PY) -m devstack test $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 prepare: $(STAMP)
-	$(PY) -m deploy.local prepare
+	$(PY) -m devstack prepare
 
 # docker-compose.yml end to end (demo profile) on offline stand-ins of its images;
 # see tests/compose/test_compose.py. Needs Debian's docker-compose (1.29).
 compose-test: $(STAMP)
 	@command -v docker-compose >/dev/null || { echo "docker-compose is missing: apt-get install docker-compose"; exit 1; }
-	$(PY) -m deploy.local prepare
-	$(PY) -m deploy.local.standins
+	$(PY) -m devstack prepare
+	$(PY) -m devstack.standins
 	SLIPWAY_COMPOSE_TEST=1 $(PY) -m pytest -p no:cacheprovider tests/compose $(PYTEST_ARGS)
 
 clean-venv:

@@ -1,6 +1,6 @@
 """Console round trip vs the detector called in-process, on the same 640x480 image, warm.
 
-Run with `python -m deploy.local bench bench/console.py` (a private Redis, Postgres
+Run with `python -m devstack bench bench/console.py` (a private Redis, Postgres
 and AWS plane on the bench ports). For each architecture (BENCH_ARCHITECTURES,
 default `x86_64,arm64`; on an x86 host arm64 runs under QEMU, reported apart):
 

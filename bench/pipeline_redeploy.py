@@ -1,6 +1,6 @@
 """Code-only redeploy: Slipway vs the original GitLab pipeline by hand.
 
-Run with `python -m deploy.local bench bench/pipeline_redeploy.py` (it starts
+Run with `python -m devstack bench bench/pipeline_redeploy.py` (it starts
 a private Redis and AWS plane on the bench ports). It measures an arm64 and an
 amd64 function one after the other in the same run (BENCH_ARCHITECTURES,
 default `arm64,x86_64`): on an x86 host the arm64 side runs under QEMU. Both sides work on the

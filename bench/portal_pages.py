@@ -10,7 +10,7 @@ by side with the ratio of p95s. Goal: equal query counts, p95 at 1,000
 functions within 1.5x of p95 at 10.
 
     PYTHONPATH=. .venv/bin/python bench/portal_pages.py --database sqlite [--functions 1000] [--releases 100]
-    python -m deploy.local bench bench/portal_pages.py --database postgres   # the bench stack's Postgres
+    python -m devstack bench bench/portal_pages.py --database postgres   # the bench stack's Postgres
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def _database_url(database: str, size: int, tmp: str) -> str:
         return f"sqlite:///{tmp}/bench-{size}.sqlite3"
     pg = os.environ.get("SLIPWAY_TEST_POSTGRES_URL")
     if not pg:
-        raise SystemExit("--database postgres: run it as `python -m deploy.local bench bench/portal_pages.py "
+        raise SystemExit("--database postgres: run it as `python -m devstack bench bench/portal_pages.py "
                          "--database postgres` (it needs the bench Postgres)")
     import psycopg
     from psycopg import sql

@@ -1,6 +1,6 @@
 """Rollback, request -> alias live: Slipway against the two things a user would do instead.
 
-Run with `python -m deploy.local bench bench/rollback.py` (a private Redis,
+Run with `python -m devstack bench bench/rollback.py` (a private Redis,
 Postgres and AWS plane on the bench ports; the portal's database is SQLite as
 in `make run`, or Postgres with `BENCH_POSTGRES=1`). One amd64 function
 (the architecture is not the point: no image is built or run by a rollback

@@ -4,7 +4,7 @@ the least any durable receiver must — verifies the same token against the same
 stored digest in constant time and inserts one row in one transaction
 (bench/webhooks_urls.py).
 
-`python -m deploy.local bench bench/webhooks.py [--rounds 8] [--workers 4]
+`python -m devstack bench bench/webhooks.py [--rounds 8] [--workers 4]
 [--database postgres|sqlite]` starts the bench stack (Redis, Postgres); this
 script then migrates a fresh database (on that Postgres, or a new SQLite file),
 registers one function with a secret token, and starts gunicorn
@@ -144,7 +144,7 @@ def main() -> int:
         return 0
     pg = os.environ.get("SLIPWAY_TEST_POSTGRES_URL")
     if not pg:
-        raise SystemExit("run it as `python -m deploy.local bench bench/webhooks.py` (it needs the bench Postgres)")
+        raise SystemExit("run it as `python -m devstack bench bench/webhooks.py` (it needs the bench Postgres)")
     port = int(os.environ.get("SLIPWAY_BENCH_WEB_PORT", "8098"))
     database = f"bench_webhooks_{int(time.time())}"
     if args.database == "postgres":

@@ -324,9 +324,9 @@ SLIPWAY_HEALTH_TIMEOUT = budgets.HEALTH_TIMEOUT  # /healthz answers within this 
 # embedded stack's builder side (Docker engine, QEMU, base images); production
 # leaves them out: the web process does not build.
 SLIPWAY_EXTRA_HEALTH_CHECKS = {
-    "docker": "deploy.local.health.check_docker",
-    "qemu_arm64": "deploy.local.health.check_qemu",
-    "base_images": "deploy.local.health.check_base_images",
+    "docker": "devstack.health.check_docker",
+    "qemu_arm64": "devstack.health.check_qemu",
+    "base_images": "devstack.health.check_base_images",
 } if LOCAL_MODE else {}
 
 # --- Webhooks ------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 alice owns the function, bob may deploy it, charlie may only look, dave has
 no access. Integration tests run on the real local stack that
-`python -m deploy.local test` (make test) starts on the test ports.
+`python -m devstack test` (make test) starts on the test ports.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.common import REPO_ROOT
+from devstack.common import REPO_ROOT
 
 # tests/compose builds and runs the whole docker-compose stack: only `make compose-test`
 # (which sets SLIPWAY_COMPOSE_TEST=1) collects it, never `make test`.
@@ -24,6 +24,11 @@ collect_ignore = [] if os.environ.get("SLIPWAY_COMPOSE_TEST") == "1" else ["comp
 
 TEST_LABEL = "slipway.test"
 pytest_plugins = ["tests.detector_fixtures", "tests.browser_fixtures"]
+
+# The test-only hooks of deploy/testing.py (AWS call recorder, fault injection, pause
+# points) work only under SLIPWAY_TESTING. Set at import, before anything builds a
+# client: every test process, and the workers and servers it starts, inherit it.
+os.environ["SLIPWAY_TESTING"] = "1"
 
 
 def aws_calls_file() -> Path:
@@ -103,7 +108,7 @@ def stack_env(name: str) -> str:
     value = os.environ.get(name)
     if not value:
         pytest.fail(f"{name} is not set: integration tests need the local stack; run them with `make test` "
-                    "(or `python -m deploy.local test -- ARGS`)", pytrace=False)
+                    "(or `python -m devstack test -- ARGS`)", pytrace=False)
     return value
 
 
@@ -132,7 +137,7 @@ def build_handler_image(docker_client, tag: str, arch: str, handler: bytes) -> N
     import io
     import tarfile
 
-    from deploy.local import base_images
+    from devstack import base_images
 
     dockerfile = f'FROM {base_images.image_tag(arch)}\nCOPY app.py /var/task/\nCMD ["app.handler"]\n'.encode()
     buf = io.BytesIO()
@@ -199,7 +204,7 @@ def private_plane(tmp_path):
     )
     plane.url = f"http://127.0.0.1:{port}"
     try:
-        from deploy.local.stack import _http_ok
+        from devstack.stack import _http_ok
 
         wait_for(lambda: _http_ok(f"{plane.url}/_ministack/health"), 60, "the private AWS plane")
         yield plane

@@ -6,7 +6,7 @@ defaults only make a bare `pytest tests/test_models.py` work too.
 
 import os
 
-from deploy.local.common import REPO_ROOT
+from devstack.common import REPO_ROOT
 
 os.environ.setdefault("SLIPWAY_LOCAL", "1")
 os.environ.setdefault("SLIPWAY_STATE_DIR", str(REPO_ROOT / "var" / "pytest"))

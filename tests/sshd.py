@@ -79,7 +79,7 @@ class Sshd:
         return path
 
     def start(self) -> Sshd:
-        from deploy.local.common import port_is_open
+        from devstack.common import port_is_open
         from tests.conftest import wait_for
 
         PRIVILEGE_SEPARATION_DIR.mkdir(mode=0o755, exist_ok=True)

@@ -1,4 +1,4 @@
-"""deploy/infra/terraform as data (python-hcl2; no terraform binary here), and IAM
+"""infra/terraform as data (python-hcl2; no terraform binary here), and IAM
 questions about it: which actions a process's policy allows, and the AWS API
 operations Slipway's code calls, mapped to the IAM actions they need."""
 
@@ -10,9 +10,9 @@ import re
 from functools import cache
 from pathlib import Path
 
-from deploy.local.common import REPO_ROOT
+from devstack.common import REPO_ROOT
 
-TERRAFORM = REPO_ROOT / "deploy" / "infra" / "terraform"
+TERRAFORM = REPO_ROOT / "infra" / "terraform"
 
 # API operation -> IAM action where they differ (botocore names the operation, IAM the action).
 ACTION_FOR = {
@@ -133,7 +133,7 @@ def _snake(name: str) -> str:
 
 
 def recorded_calls(path: Path) -> dict[str, set[str]]:
-    """role -> the operations recorded in `path` (deploy/aws.py's SLIPWAY_AWS_CALLS_FILE)."""
+    """role -> the operations recorded in `path` (deploy/testing.py's SLIPWAY_AWS_CALLS_FILE)."""
     found: dict[str, set[str]] = {}
     if not path.exists():
         return found

@@ -1,4 +1,4 @@
-"""deploy/infra: the Terraform, read with python-hcl2 (the terraform binary and the AWS
+"""infra: the Terraform, read with python-hcl2 (the terraform binary and the AWS
 provider cannot be installed here), checked for what must hold on AWS."""
 
 from __future__ import annotations

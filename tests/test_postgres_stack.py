@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from deploy.local import postgres, stack
-from deploy.local.__main__ import postgres_pass_args
-from deploy.local.common import StackError
+from devstack import postgres, stack
+from devstack.__main__ import postgres_pass_args
+from devstack.common import StackError
 
 ME = postgres.Account("me", os.getuid(), os.getgid(), frozenset({os.getgid()}))
 STRANGER = postgres.Account("stranger", 54321, 54321, frozenset({54321}))

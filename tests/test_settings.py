@@ -4,7 +4,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from deploy.local.common import REPO_ROOT
+from devstack.common import REPO_ROOT
 from portal import env
 
 

@@ -7,9 +7,9 @@ from unittest import mock
 
 import pytest
 
-from deploy.local import stack, system
-from deploy.local.common import StackError
-from deploy.local.runner import Runner, Service
+from devstack import stack, system
+from devstack.common import StackError
+from devstack.runner import Runner, Service
 from tests.conftest import free_port
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.local import base_images, standins
-from deploy.local.common import REPO_ROOT
+from devstack import base_images, standins
+from devstack.common import REPO_ROOT
 from tests.conftest import wait_for
 
 COMPOSE = shutil.which("docker-compose") or "docker-compose"

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from deploy import lambdas
-from deploy.local.common import REPO_ROOT
+from devstack.common import REPO_ROOT
 from portal.management.commands.bootstrap_local import detector_smoke_event
 from portal.models import ApiToken
 from tests.api_client import Api, openapi

@@ -1,7 +1,7 @@
 """Every AWS operation Slipway's processes called in this test session is allowed by
-that process's IAM policy in deploy/infra/terraform.
+that process's IAM policy in infra/terraform.
 
-deploy/aws.py records each call (SLIPWAY_AWS_CALLS_FILE, set by tests/conftest.py)
+deploy/testing.py records each call (SLIPWAY_AWS_CALLS_FILE, set by tests/conftest.py)
 with the process that made it: the test workers say "worker", calls made inside a
 Django request (the test client, live_server) are "web". This test runs after
 every other collected test, so in a full run it checks what the whole suite

@@ -5,7 +5,7 @@ import urllib.request
 
 import pytest
 
-from deploy.local import base_images
+from devstack import base_images
 from tests.conftest import TEST_LABEL, build_handler_image, free_port, wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""deploy/infra/gitlab-ci.yml: its job's script, run by bash as a GitLab runner would
+"""infra/gitlab-ci.yml: its job's script, run by bash as a GitLab runner would
 (`set -eo pipefail`, the job's variables, a masked token), against a live Slipway
 server and a real worker: the job follows the deployment and fails when it fails."""
 
@@ -8,11 +8,11 @@ import subprocess
 import pytest
 import yaml
 
-from deploy.local.common import REPO_ROOT
+from devstack.common import REPO_ROOT
 from portal.models import ApiToken, Deployment, Membership
 
 pytestmark = pytest.mark.integration
-TEMPLATE = REPO_ROOT / "deploy" / "infra" / "gitlab-ci.yml"
+TEMPLATE = REPO_ROOT / "infra" / "gitlab-ci.yml"
 JOB = "slipway-deploy"
 
 

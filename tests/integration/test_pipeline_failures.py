@@ -16,7 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from deploy import aws, ecr, lambdas
-from deploy.local import base_images
+from devstack import base_images
 from portal.models import Build, Deployment, DeploymentStep
 from portal.services import request_deploy, request_rollback
 from tests.conftest import wait_for

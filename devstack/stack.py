@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import arch as arches
-from deploy.local import base_images, postgres, system
-from deploy.local.common import REPO_ROOT, StackError, port_is_open, run, say, state_dir
-from deploy.local.runner import Runner, Service
+from devstack import base_images, postgres, system
+from devstack.common import REPO_ROOT, StackError, port_is_open, run, say, state_dir
+from devstack.runner import Runner, Service
 
 PLANE_REQUIREMENTS = Path(__file__).with_name("ministack-requirements.txt")
 # The local plane's fixed, documented dummy credentials: not secrets.

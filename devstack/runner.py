@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.local.common import OUTPUT_LOCK, StackError, say
+from devstack.common import OUTPUT_LOCK, StackError, say
 
 COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
 

@@ -1,4 +1,4 @@
-"""`python -m deploy.local run|test|prepare` — the embedded stack's entry point.
+"""`python -m devstack run|test|prepare` — the embedded stack's entry point.
 
 run      set up the machine, start Redis, the AWS plane, Celery and the web
          server on 127.0.0.1, and wait until Ctrl-C.
@@ -9,7 +9,7 @@ prepare  only the machine-level setup (packages, engine, QEMU, base images).
 bench    start a private Redis, Postgres and AWS plane on the bench ports and run a
          benchmark script against them, e.g. `bench bench/pipeline_redeploy.py`.
 manage   run manage.py against the portal of `run`, e.g.
-         `python -m deploy.local manage deploy detector --wait`.
+         `python -m devstack manage deploy detector --wait`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import time
 import urllib.error
 import urllib.request
 
-from deploy.local import stack
-from deploy.local.common import REPO_ROOT, StackError, say
-from deploy.local.runner import Runner
+from devstack import stack
+from devstack.common import REPO_ROOT, StackError, say
+from devstack.runner import Runner
 
 
 def _wait_healthy(port: int, timeout: float = 60) -> dict:
@@ -107,7 +107,7 @@ def cmd_test(pytest_args: list[str]) -> int:
 
 def cmd_bench(args: list[str]) -> int:
     if not args:
-        print("usage: python -m deploy.local bench SCRIPT [ARGS]", file=sys.stderr)
+        print("usage: python -m devstack bench SCRIPT [ARGS]", file=sys.stderr)
         return 2
     profile = stack.Profile.for_bench()
     stack.prepare()

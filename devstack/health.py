@@ -12,7 +12,7 @@ from django.conf import settings
 from deploy import arch
 from deploy import docker as docker_seam
 from deploy.health import Down
-from deploy.local import base_images
+from devstack import base_images
 
 BINFMT_AARCH64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 

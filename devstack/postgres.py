@@ -71,8 +71,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.local.common import StackError, port_is_open, run, say
-from deploy.local.runner import Runner, Service
+from devstack.common import StackError, port_is_open, run, say
+from devstack.runner import Runner, Service
 
 MAJOR = "15"
 PG_BIN = Path(f"/usr/lib/postgresql/{MAJOR}/bin")
@@ -81,7 +81,7 @@ ROLE = "slipway"
 DATABASE = "slipway"
 FALLBACK_ROOT = Path("/var/tmp")
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with its NUL
-HBA = "# Written by deploy/local/postgres.py on every start.\nhost  all  all  127.0.0.1/32  trust\n"
+HBA = "# Written by devstack/postgres.py on every start.\nhost  all  all  127.0.0.1/32  trust\n"
 
 
 def url(port: int) -> str:
@@ -143,7 +143,7 @@ def socket_dir_for(directory: Path, port: int) -> str:
 def server_conf(port: int, socket_dir: str, throwaway: bool) -> str:
     """Our settings, included last from postgresql.conf so they win."""
     lines = [
-        "# Written by deploy/local/postgres.py on every start.",
+        "# Written by devstack/postgres.py on every start.",
         "listen_addresses = '127.0.0.1'",
         f"port = {port}",
         f"unix_socket_directories = '{socket_dir}'",

@@ -28,9 +28,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from deploy.local import base_images
-from deploy.local.common import StackError, run, say, state_dir
-from deploy.local.stack import PLANE_REQUIREMENTS, plane_venv
+from devstack import base_images
+from devstack.common import StackError, run, say, state_dir
+from devstack.stack import PLANE_REQUIREMENTS, plane_venv
 
 CONTEXT = Path(__file__).with_name("standins")
 REPOSITORY = "slipway-standin"

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from deploy.local.common import StackError, is_root, run, say, state_dir, which
+from devstack.common import StackError, is_root, run, say, state_dir, which
 
 # command the stack needs -> Debian package that provides it
 COMMANDS = {

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from deploy import arch as arches
-from deploy.local.common import StackError, run, say, state_dir
+from devstack.common import StackError, run, say, state_dir
 
 CONTEXT = Path(__file__).with_name("lambda-python")
 REPOSITORY = "slipway/lambda-python"
