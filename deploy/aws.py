@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import fcntl
-import json
 import os
 import random
 import threading
@@ -28,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from deploy import budgets, envvars, logs
+from deploy import budgets, logs, testing
 from deploy.errors import AppError, DeployError, UserError
 
 MAX_ATTEMPTS = budgets.LONG.attempts  # the most HTTP requests one API call can make
@@ -100,8 +98,7 @@ def client(service: str, *, timeout: float | None = None):
             config = Config(connect_timeout=connect, read_timeout=read,
                             retries={"total_max_attempts": 1, "mode": "standard"})
             made = boto3.session.Session().client(service, region_name=region(), config=config)
-            _install_faults(made)
-            _install_recorder(made)
+            testing.instrument(made)  # the recorder and fault injection; nothing unless SLIPWAY_TESTING
             _clients[key] = made
         return _clients[key]
 
@@ -178,106 +175,3 @@ def backoff(attempt: int) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based): full jitter, capped."""
     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not a secret
-
-
-# --- Recording the operations called (tests) --------------------------------------------
-# With SLIPWAY_AWS_CALLS_FILE set, every API call a client makes appends one JSON
-# line {"action": "lambda:Invoke", "role": "web"|"worker"|"other"} to that file:
-# tests/test_infra.py checks each against the process's IAM policy in
-# deploy/infra/terraform. The role is SLIPWAY_AWS_CALLS_ROLE when the process
-# sets it (the test workers do), else read off the call stack: inside a Django
-# request it is the web process, inside a Celery task or a management command
-# (retention runs where the workers run) the worker.
-
-
-def _install_recorder(made) -> None:
-    path = os.environ.get("SLIPWAY_AWS_CALLS_FILE")
-    if not path:
-        return
-    prefix = made.meta.service_model.signing_name  # IAM's service prefix: lambda, ecr, s3
-    event_service = made.meta.service_model.service_id.hyphenize()
-
-    def record(model, **_):
-        line = json.dumps({"action": f"{prefix}:{model.name}", "role": calling_role(), "pid": os.getpid()})
-        with open(path, "a") as handle:  # one short line per write: O_APPEND keeps lines whole
-            handle.write(line + "\n")
-
-    made.meta.events.register(f"before-call.{event_service}", record)
-
-
-def calling_role() -> str:
-    role = os.environ.get("SLIPWAY_AWS_CALLS_ROLE")
-    if role:
-        return role
-    import sys
-
-    frame = sys._getframe(1)
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if module.startswith("django.core.handlers"):
-            return "web"
-        if module.startswith(("celery.app.trace", "django.core.management")):
-            return "worker"
-        frame = frame.f_back
-    return "other"
-
-
-# --- Fault injection (tests only) ---------------------------------------------
-# The local plane never answers "update in progress", fails an update or
-# checks a RevisionId on publish, so the tests that cover those paths inject
-# them here, at the seam, in a real worker process. Off unless
-# SLIPWAY_FAULTS_FILE is set, and refused unless SLIPWAY_TESTING is true.
-# The file holds a JSON list of faults:
-#   {"operation": "UpdateFunctionCode", "error": "ResourceConflictException", "times": 2}
-#   {"operation": "CreateFunction", "error": "InvalidParameterValueException", "message": "AWS's own text"}
-#   {"operation": "GetFunction", "patch": {"Configuration": {"LastUpdateStatus": "Failed"}}, "times": 5}
-# optionally with "function": NAME; "times" counts down across processes.
-
-
-def _install_faults(made) -> None:
-    path = os.environ.get("SLIPWAY_FAULTS_FILE")
-    if not path:
-        return
-    if not envvars.flag("SLIPWAY_TESTING"):
-        raise RuntimeError("SLIPWAY_FAULTS_FILE is a test-only switch and is refused unless SLIPWAY_TESTING is true")
-    event_service = made.meta.service_model.service_id.hyphenize()
-
-    def before(params, model, **_):
-        fault = _take_fault(path, model.name, params.get("FunctionName"), "error")
-        if fault:
-            from botocore.exceptions import ClientError
-
-            message = fault.get("message") or f"injected {fault['error']}"
-            raise ClientError({"Error": {"Code": fault["error"], "Message": message}}, model.name)
-
-    def after(parsed, model, **_):
-        config = parsed.get("Configuration", parsed) if isinstance(parsed, dict) else {}
-        fault = _take_fault(path, model.name, config.get("FunctionName"), "patch")
-        if fault:
-            for key, value in fault["patch"].items():
-                if isinstance(value, dict) and isinstance(parsed.get(key), dict):
-                    parsed[key].update(value)
-                else:
-                    parsed[key] = value
-
-    made.meta.events.register(f"before-parameter-build.{event_service}", before)
-    made.meta.events.register(f"after-call.{event_service}", after)
-
-
-def _take_fault(path: str, operation: str, function: str | None, kind: str) -> dict | None:
-    try:
-        handle = open(path, "r+")
-    except FileNotFoundError:
-        return None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        faults = json.loads(handle.read() or "[]")
-        for fault in faults:
-            if (fault.get("operation") == operation and kind in fault and fault.get("times", 1) > 0
-                    and fault.get("function", function) == function):
-                fault["times"] = fault.get("times", 1) - 1
-                handle.seek(0)
-                handle.truncate()
-                handle.write(json.dumps(faults))
-                return fault
-    return None
