@@ -52,7 +52,8 @@ def current() -> Budget | None:
 
 
 def send_task(name: str, *, args: list, deployment: int | None = None, **options) -> None:
-    """Send a task by name; inside a budget, once, and not at all after a failure.
+    """Send a task by name (a dependency on workers/ that import-linter cannot see);
+    inside a budget, once, and not at all after a failure.
     Raises QueueDown (or the broker's error outside a budget) when it was not sent."""
     spending = _budget.get()
     if spending is None:

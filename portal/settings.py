@@ -213,7 +213,8 @@ SLIPWAY_ROLLBACK_AWS_DEADLINE = budgets.ROLLBACK_DEADLINE  # a rollback fails aw
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "deploys"
-# Routing lives here only: requests send tasks by name (portal/queue.py).
+# Routing lives here only: requests send tasks by name (portal/queue.py), names of
+# workers/tasks.py that import-linter cannot see.
 CELERY_TASK_ROUTES = {
     "slipway.deploy": {"queue": "deploys"},
     "slipway.rollback": {"queue": "rollbacks"},  # never behind a build
@@ -322,7 +323,8 @@ SLIPWAY_HEALTH_TIMEOUT = budgets.HEALTH_TIMEOUT  # /healthz answers within this 
 
 # Health checks beyond the portal's own, by dotted path. Local mode adds the
 # embedded stack's builder side (Docker engine, QEMU, base images); production
-# leaves them out: the web process does not build.
+# leaves them out: the web process does not build. Dotted paths: a portal -> devstack
+# dependency import-linter cannot see (pyproject.toml forbids only the import).
 SLIPWAY_EXTRA_HEALTH_CHECKS = {
     "docker": "devstack.health.check_docker",
     "qemu_arm64": "devstack.health.check_qemu",
