@@ -44,8 +44,8 @@ from django.core.management import call_command  # noqa: E402
 
 from deploy import arch as arches  # noqa: E402
 from deploy import aws, lambdas  # noqa: E402
+from portal.deployments.requesting import request_deploy  # noqa: E402
 from portal.models import Deployment, Function  # noqa: E402
-from portal.services import request_deploy  # noqa: E402
 
 DOCKER = settings.SLIPWAY_BUILDKIT_DOCKER
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))

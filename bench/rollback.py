@@ -45,8 +45,8 @@ from django.conf import settings  # noqa: E402
 
 from bench.pipeline_redeploy import commit_code_change, git, wait_done, worker_and_workspace  # noqa: E402 (sets Django up)
 from deploy import aws, ecr, lambdas  # noqa: E402
+from portal.deployments.requesting import request_deploy, request_rollback  # noqa: E402
 from portal.models import Function  # noqa: E402
-from portal.services import request_deploy, request_rollback  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "10"))
 

@@ -50,7 +50,7 @@ def child(mode: str) -> None:
     import django
 
     django.setup()
-    from portal import gitlab
+    from portal.hooks import gitlab
     from portal.models import Deployment, Function, WebhookDelivery
 
     if mode.startswith("setup"):
@@ -150,7 +150,7 @@ def main() -> int:
     if args.database == "postgres":
         create_database(pg, database)
         database_url = pg.rsplit("/", 1)[0] + "/" + database
-    else:  # as `make run` keeps it: one file, WAL (portal/env.py's SQLite options)
+    else:  # as `make run` keeps it: one file, WAL (portal/core/env.py's SQLite options)
         sqlite = REPO / "var" / "bench" / f"{database}.sqlite3"
         sqlite.parent.mkdir(parents=True, exist_ok=True)
         database_url = f"sqlite:///{sqlite}"

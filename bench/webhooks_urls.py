@@ -9,7 +9,7 @@ from django.urls import path
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 
-from portal import gitlab
+from portal.hooks import gitlab
 from portal.models import Function, WebhookDelivery
 from portal.urls import urlpatterns as portal_urlpatterns
 

@@ -1,7 +1,7 @@
 """The one reader of boolean switches: `SLIPWAY_TESTING=true` means the same everywhere.
 
 Django-free, so deploy/ and the local stack read switches exactly as the
-settings do (portal/env.py wraps it into ImproperlyConfigured).
+settings do (portal/core/env.py wraps it into ImproperlyConfigured).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Telling others: GitLab's commit status API and signed outgoing webhooks.
 
 Plain HTTP through the standard library (one small seam, `send`), a short
-timeout per request, no retries here: the caller (workers/feedback.py) retries
+timeout per request, no retries here: the caller (portal/feedback/delivery.py) retries
 a bounded number of times and records each attempt. The URLs are the function
 owners': each request goes only to an address the operator allows
 (deploy/addresses.py), the one that was checked. No Django here.

@@ -2,7 +2,7 @@ import json
 
 from django.contrib import admin
 
-from portal import masking
+from portal.functions import masking
 from portal.models import (
     ApiToken,
     AuditEvent,

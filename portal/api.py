@@ -30,8 +30,12 @@ from ninja.security import APIKeyCookie, HttpBearer
 from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, create_model
 
 from deploy.build import BUILD_ARG
-from portal import access, ratelimit, services, sources
-from portal.forms import ENV_KEY, GITLAB_TOKEN, ROLE_ARN, SLUG, FunctionForm
+from portal import deployments, feedback, functions
+from portal.core import errors, ratelimit
+from portal.feedback.forms import GITLAB_TOKEN
+from portal.functions import access
+from portal.functions.fields import ENV_KEY, SLUG
+from portal.functions.forms import ROLE_ARN, FunctionForm
 from portal.models import ApiToken, Deployment, Function
 from portal.views.functions import live_deployment
 
@@ -562,13 +566,13 @@ def _form_errors(form) -> ApiError:
 @api.get("/functions", response={200: FunctionPage, **ERRORS}, summary="List the functions you may see")
 def list_functions(request, name: str = "", page: int = 1):
     _full_only(request)
-    functions = access.visible_functions(request.user).filter(archived_at__isnull=True).order_by("name")
+    visible = access.visible_functions(request.user).filter(archived_at__isnull=True).order_by("name")
     token = request.api_token
     if token and token.function_id:
-        functions = functions.filter(pk=token.function_id)
+        visible = visible.filter(pk=token.function_id)
     if name:
-        functions = functions.filter(name__icontains=name[:64])
-    shown, paginator = _page(request, functions, page)
+        visible = visible.filter(name__icontains=name[:64])
+    shown, paginator = _page(request, visible, page)
     return {"items": [function_out(request, f) for f in shown], "page": shown.number,
             "pages": paginator.num_pages, "count": paginator.count}
 
@@ -583,7 +587,7 @@ def create_function(request, payload: FunctionIn):
     form = FunctionForm(_form_data(payload.dict(), None), user=request.user)
     if not form.is_valid():
         raise _form_errors(form)
-    return Status(201, function_out(request, services.register_function(form, user=request.user), live=None))
+    return Status(201, function_out(request, functions.register_function(form, user=request.user), live=None))
 
 
 @api.get("/functions/{name}", response={200: FunctionOut, **ERRORS}, summary="One function, with what is live")
@@ -600,7 +604,7 @@ def edit_function(request, name: str, payload: FunctionPatch):
     form = FunctionForm(_form_data(values, function), instance=function, user=request.user)
     if not form.is_valid():
         raise _form_errors(form)
-    return function_out(request, services.update_function(form, user=request.user))
+    return function_out(request, functions.update_function(form, user=request.user))
 
 
 @api.post("/functions/{name}/deployments", response={202: DeploymentOut, **ERRORS},
@@ -614,12 +618,12 @@ def deploy(request, name: str, payload: DeployIn):
                        f"{settings.SLIPWAY_API_DEPLOY_WINDOW} s; retry after {exc.retry_after} s",
                        headers={"Retry-After": str(exc.retry_after)}) from None
     try:
-        deployment = services.request_deploy(function, trigger=Deployment.Trigger.API, user=request.user,
+        deployment = deployments.request_deploy(function, trigger=Deployment.Trigger.API, user=request.user,
                                              ref=payload.ref or "", commit=payload.commit or "")
-    except services.RequestRefused as exc:
+    except errors.RequestRefused as exc:
         raise ApiError(409 if function.is_archived else 400, "refused", str(exc)) from None
     out = deployment_out(request, _deployment(request, deployment.pk, access.VIEW, scope=DEPLOY_SCOPE))
-    return Status(202, {**out, "notice": services.queue_notice(deployment)})
+    return Status(202, {**out, "notice": deployments.queue_notice(deployment)})
 
 
 @api.get("/functions/{name}/deployments", response={200: DeploymentPage, **ERRORS},
@@ -644,19 +648,19 @@ def get_deployment(request, deployment_id: int):
 def rollback(request, name: str, payload: RollbackIn):
     function = _function(request, name, access.DEPLOY)
     try:
-        deployment = services.request_rollback(function, trigger=Deployment.Trigger.API, user=request.user,
+        deployment = deployments.request_rollback(function, trigger=Deployment.Trigger.API, user=request.user,
                                                to=payload.to or "")
-    except services.RequestRefused as exc:
+    except errors.RequestRefused as exc:
         raise ApiError(409, "refused", str(exc)) from None
     out = deployment_out(request, _deployment(request, deployment.pk, access.VIEW))
-    return Status(202, {**out, "notice": services.queue_notice(deployment)})
+    return Status(202, {**out, "notice": deployments.queue_notice(deployment)})
 
 
 @api.post("/deployments/{deployment_id}/cancel", response={200: DeploymentOut, **ERRORS},
           summary="Cancel a queued deployment, or a running one before its update step")
 def cancel(request, deployment_id: int):
     deployment = _deployment(request, deployment_id, access.DEPLOY)
-    if not services.cancel(deployment, user=request.user, trigger=Deployment.Trigger.API):
+    if not deployments.cancel(deployment, user=request.user, trigger=Deployment.Trigger.API):
         raise ApiError(409, "too-late", f"deployment #{deployment.pk} is {deployment.status}: too late to cancel")
     return deployment_out(request, _deployment(request, deployment_id, access.VIEW))
 
@@ -665,7 +669,7 @@ def cancel(request, deployment_id: int):
           summary="Resume auto-deploy after a rollback")
 def resume(request, name: str):
     function = _function(request, name, access.DEPLOY)
-    services.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.API)
+    deployments.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.API)
     function.refresh_from_db()
     return function_out(request, function)
 
@@ -684,7 +688,7 @@ def reconcile(request, name: str):
         raise ApiError(429, "rate-limited", f"at most {settings.SLIPWAY_API_DEPLOY_RATE} deploys per "
                        f"{settings.SLIPWAY_API_DEPLOY_WINDOW} s; retry after {exc.retry_after} s",
                        headers={"Retry-After": str(exc.retry_after)}) from None
-    found = sources.reconcile(function, user=request.user, trigger=Deployment.Trigger.API)
+    found = deployments.reconcile(function, user=request.user, trigger=Deployment.Trigger.API)
     deployment = (deployment_out(request, _deployment(request, found.deployment.pk, access.VIEW, scope=DEPLOY_SCOPE))
                   if found.deployment else None)
     return {"outcome": found.outcome, "message": found.message, "head": found.head, "error_code": found.code,
@@ -731,7 +735,7 @@ def feedback_out(function: Function) -> dict:
 
 
 def drift_out(function: Function, outcome: str = "") -> dict:
-    from portal import drift
+    from portal.feedback import drift
 
     function.refresh_from_db()
     shown = drift.current(function)
@@ -750,7 +754,7 @@ def get_feedback(request, name: str):
 def edit_feedback(request, name: str, payload: FeedbackPatch):
     from django.contrib.auth import get_user_model
 
-    from portal.forms import FeedbackForm
+    from portal.feedback.forms import FeedbackForm
 
     function = _function(request, name, access.ADMIN)
     values = payload.dict(exclude_unset=True)
@@ -770,8 +774,8 @@ def edit_feedback(request, name: str, payload: FeedbackPatch):
         fields = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
         raise ApiError(400, "invalid", "the feedback settings are not valid", fields)
     try:
-        return feedback_out(services.update_feedback(form, user=request.user))
-    except services.RequestRefused as exc:
+        return feedback_out(feedback.update_feedback(form, user=request.user))
+    except errors.RequestRefused as exc:
         raise ApiError(409, "refused", str(exc)) from None
 
 
@@ -785,7 +789,7 @@ def get_drift(request, name: str):
           summary="Compare the function in AWS with what Slipway left there now (deployer)")
 def check_drift(request, name: str):
     from deploy.errors import DeployError
-    from portal import drift
+    from portal.feedback import drift
 
     function = _function(request, name, access.DEPLOY)
     try:
@@ -799,7 +803,7 @@ def check_drift(request, name: str):
 @api.post("/functions/{name}/drift/accept", response={200: DriftOut, **ERRORS},
           summary="Accept what AWS reports as the new expected state (owner)")
 def accept_drift(request, name: str):
-    from portal import drift
+    from portal.feedback import drift
 
     function = _function(request, name, access.ADMIN)
     try:

@@ -13,16 +13,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from deploy import budgets
-from portal.env import (
-    database_from_url,
-    env_bool,
-    env_choice,
-    env_int,
-    env_list,
-    env_networks,
-    env_str,
-    env_url,
-)
+from portal.core.env import database_from_url, env_bool, env_choice, env_int, env_list, env_networks, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(env_str("SLIPWAY_STATE_DIR", str(BASE_DIR / "var")))
@@ -99,7 +90,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "portal.api.BodyCap",
-    "portal.sending.BudgetMiddleware",  # one budget per request for the broker
+    "portal.core.sending.BudgetMiddleware",  # one budget per request for the broker
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -151,7 +142,7 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", PRODUCTION)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # The proxy says the original request was HTTPS; only trust it when one is in front.
-# Behind it, /metrics no longer trusts loopback callers (portal/metrics.py).
+# Behind it, /metrics no longer trusts loopback callers (portal/views/metrics.py).
 SLIPWAY_BEHIND_TLS_PROXY = env_bool("SLIPWAY_BEHIND_TLS_PROXY", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SLIPWAY_BEHIND_TLS_PROXY else None
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", PRODUCTION)
@@ -171,7 +162,7 @@ LOG_FORMAT = env_choice("SLIPWAY_LOG_FORMAT", "text" if LOCAL_MODE else "json", 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "portal.jsonlog.JsonFormatter"}},
+    "formatters": {"json": {"()": "portal.core.jsonlog.JsonFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
                              **({"formatter": "json"} if LOG_FORMAT == "json" else {})}},
     "root": {"handlers": ["console"], "level": env_choice("SLIPWAY_LOG_LEVEL", "INFO",
@@ -206,14 +197,14 @@ CELERY_TASK_TIME_LIMIT = TASK_TIME_LIMIT
 # Redis, the connect timeout one to a host that drops packets.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT, "socket_timeout": budgets.REDIS_TIMEOUT,
                                    "socket_connect_timeout": budgets.REDIS_TIMEOUT}
-# A web request waits on the broker at most this in all (portal/sending.py); its publishes are not retried.
+# A web request waits on the broker at most this in all (portal/core/sending.py); its publishes are not retried.
 SLIPWAY_REQUEST_BUDGET = budgets.REQUEST_BUDGET
 SLIPWAY_WEB_SEND_RETRIES = budgets.WEB_SEND_RETRIES
 SLIPWAY_ROLLBACK_AWS_DEADLINE = budgets.ROLLBACK_DEADLINE  # a rollback fails aws-unreachable within this
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "deploys"
-# Routing lives here only: requests send tasks by name (portal/queue.py), names of
+# Routing lives here only: requests send tasks by name (portal/deployments/queue.py), names of
 # workers/tasks.py that import-linter cannot see.
 CELERY_TASK_ROUTES = {
     "slipway.deploy": {"queue": "deploys"},
@@ -237,7 +228,7 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 SWEEP_INTERVAL_SECONDS = env_int("SLIPWAY_SWEEP_INTERVAL", 30, minimum=5)
 # A running deployment whose heartbeat is older than this lost its worker.
 HEARTBEAT_STALE_SECONDS = env_int("SLIPWAY_HEARTBEAT_STALE", 120, minimum=10)
-# Retention (portal/retention.py): per function, Lambda versions older than the last
+# Retention (portal/deployments/retention.py): per function, Lambda versions older than the last
 # SLIPWAY_RETAIN_RELEASES releases that no alias uses, then the images no remaining
 # version runs. SLIPWAY_RETENTION_DRY_RUN=1: the periodic run only reports.
 SLIPWAY_RETAIN_RELEASES = env_int("SLIPWAY_RETAIN_RELEASES", 10, minimum=1)

@@ -3,10 +3,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from portal import webhooks
 from portal.api import api
-from portal.metrics import metrics
-from portal.views import account, audit, console, deliveries, deployments, feedback, functions, health
+from portal.views import account, audit, console, deliveries, deployments, feedback, functions, health, webhooks
+from portal.views.metrics import metrics
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal-functions", permanent=False), name="portal-home"),

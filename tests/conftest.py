@@ -87,7 +87,7 @@ def sent():
     """Celery's send_task, the one seam of the web side's queue, patched: no broker needed."""
     from unittest import mock
 
-    with mock.patch("portal.sending.app.send_task", autospec=True) as send_task:
+    with mock.patch("portal.core.sending.app.send_task", autospec=True) as send_task:
         send_task.return_value.id = "task-1"
         yield send_task
 

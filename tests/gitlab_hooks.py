@@ -25,7 +25,8 @@ def push(after: str, before: str = "1" * 40, branch: str = "main") -> dict:
 
 def hook(function, token: str = TOKEN, signing: str = ""):
     """Configure `function`'s secret token (and a signing token, if given) as the owner's page would."""
-    from portal import crypto, gitlab
+    from portal.core import crypto
+    from portal.hooks import gitlab
 
     function.webhook_secret_hash = gitlab.digest(token) if token else ""
     function.webhook_signing_key = crypto.encrypt(signing) if signing else ""
@@ -46,7 +47,7 @@ def headers(event: str = "Push Hook", token: str | None = TOKEN, key: str | None
 
 def signed(signing_token: str, body: bytes, msg_id: str, at: float | None = None) -> dict:
     """The Standard Webhooks headers over `body`, and the Idempotency-Key GitLab sets equal to webhook-id."""
-    from portal import gitlab
+    from portal.hooks import gitlab
 
     timestamp = str(int(time.time() if at is None else at))
     return {"webhook-id": msg_id, "Idempotency-Key": msg_id, "webhook-timestamp": timestamp,

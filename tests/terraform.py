@@ -28,7 +28,7 @@ IMPLIED = {
                "ecr:GetRepositoryPolicy", "ecr:SetRepositoryPolicy", "iam:PassRole"},
     "web": set(),
 }
-# Called only on the local plane (portal/console.py, under `if settings.LOCAL_MODE`): the
+# Called only on the local plane (portal/console/invoke.py, under `if settings.LOCAL_MODE`): the
 # bucket is Terraform's on AWS, so no role may create it.
 LOCAL_ONLY = {"s3:CreateBucket", "s3:HeadBucket"}
 READ_PREFIXES = ("Get", "List", "Describe", "BatchGet", "BatchCheck", "Head")
@@ -39,15 +39,15 @@ STAR_ONLY = {"ecr:GetAuthorizationToken", "lambda:ListFunctions"}
 CALLERS = {
     "deploy/ecr.py": ("worker",),
     "deploy/lambdas.py": ("worker",),
-    "portal/console.py": ("web", "worker"),
-    "portal/health.py": ("web", "worker"),
+    "portal/console/invoke.py": ("web", "worker"),
+    "portal/core/health.py": ("web", "worker"),
 }
-# portal/rollback.py runs in the web process when the queue does not answer, and in the worker:
+# portal/deployments/rollback.py runs in the web process when the queue does not answer, and in the worker:
 # the deploy/ calls it makes for a rollback to a version that still exists (check, owner, alias).
 ROLLBACK_WITHOUT_QUEUE = {"ecr:DescribeImages", "lambda:GetFunctionConfiguration", "lambda:ListTags",
                           "lambda:TagResource", "lambda:GetAlias", "lambda:CreateAlias", "lambda:UpdateAlias",
                           "lambda:GetFunction"}
-WEB_ALSO = {"lambda:Invoke"} | ROLLBACK_WITHOUT_QUEUE  # deploy/lambdas.invoke, called by portal/console.py
+WEB_ALSO = {"lambda:Invoke"} | ROLLBACK_WITHOUT_QUEUE  # deploy/lambdas.invoke, called by portal/console/invoke.py
 # The services whose operations a module may call, where it is one: a name two services
 # share (tag_resource, Lambda's and ECR's) then counts for that module's service only.
 SERVICES = {"deploy/ecr.py": ("ecr",), "deploy/lambdas.py": ("lambda",)}

@@ -7,7 +7,8 @@ import jsonschema
 import pytest
 from django.utils import timezone
 
-from portal.forms import GITLAB_TOKEN, ROLE_ARN
+from portal.feedback.forms import GITLAB_TOKEN
+from portal.functions.forms import ROLE_ARN
 from portal.models import ApiToken, AuditEvent, Deployment, Function
 from tests.api_client import Api, openapi, validate
 from tests.conftest import released

@@ -52,14 +52,14 @@ def test_outside_urgent_calls_keep_the_long_class(silent_aws, monkeypatch):
 
 def test_a_rollback_against_an_unreachable_aws_fails_fast_showing_each_attempt(silent_aws, transactional_db,
                                                                                  function, sent):
-    from portal import queue, services
-    from portal import rollback as rollbacks
+    from portal.deployments import queue, requesting
+    from portal.deployments import rollback as rollbacks
     from portal.models import Deployment
     from tests.conftest import released
 
     released(function, "1", "a" * 40)
     released(function, "2", "b" * 40)
-    rollback = services.request_rollback(function, trigger="cli", to="1")
+    rollback = requesting.request_rollback(function, trigger="cli", to="1")
     assert queue.claim(rollback, Deployment.Status.CHECKING, "task-1")
     rollbacks.perform(rollback)
     rollback.refresh_from_db()

@@ -15,12 +15,15 @@ from django.core import mail
 from django.urls import reverse
 
 from deploy import outbound
-from portal import crypto, drift, feedback, queue, services
 from portal.celery import COMMIT_STATUS_TASK, NOTIFY_TASK
-from portal.forms import FeedbackForm
+from portal.core import crypto
+from portal.deployments import queue, requesting
+from portal.feedback import configure, drift
+from portal.feedback import delivery as work
+from portal.feedback import status as feedback
+from portal.feedback.forms import FeedbackForm
 from portal.models import AuditEvent, Deployment, NotificationAttempt
 from tests.http_receiver import Receiver
-from workers import feedback as work
 
 SHA = "3f9c2a1b7d4e" + "0" * 28
 
@@ -154,7 +157,7 @@ def test_a_hanging_gitlab_ends_by_its_own_timeout(db, function, receiver, quick)
 def test_a_request_sends_its_pending_status_after_commit(function, sent, django_capture_on_commit_callbacks):
     reporting(function, "https://gitlab.example.org")
     with django_capture_on_commit_callbacks(execute=True):
-        deployment = services.request_deploy(function, trigger="api", commit=SHA)
+        deployment = requesting.request_deploy(function, trigger="api", commit=SHA)
     calls = [c for c in sent.call_args_list if c.args[0] == COMMIT_STATUS_TASK]
     assert [c.kwargs["args"] for c in calls] == [[deployment.pk, "pending"]]
 
@@ -162,15 +165,15 @@ def test_a_request_sends_its_pending_status_after_commit(function, sent, django_
 def test_no_status_is_sent_for_a_function_that_does_not_report(function, sent,
                                                                  django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        services.request_deploy(function, trigger="api", commit=SHA)
+        requesting.request_deploy(function, trigger="api", commit=SHA)
     assert sent.call_args_list and all(c.args[0] != COMMIT_STATUS_TASK for c in sent.call_args_list)
 
 
 def test_a_superseded_queued_deploy_is_canceled_in_gitlab(function, sent, django_capture_on_commit_callbacks):
     reporting(function, "https://gitlab.example.org")
-    first = services.request_deploy(function, trigger="api", commit=SHA)
+    first = requesting.request_deploy(function, trigger="api", commit=SHA)
     with django_capture_on_commit_callbacks(execute=True):
-        second = services.request_deploy(function, trigger="api", commit="a" * 40)
+        second = requesting.request_deploy(function, trigger="api", commit="a" * 40)
     states = [c.kwargs["args"] for c in sent.call_args_list if c.args[0] == COMMIT_STATUS_TASK]
     assert [first.pk, "canceled"] in states and [second.pk, "pending"] in states
 
@@ -188,14 +191,14 @@ def test_a_broker_that_is_down_never_fails_the_request(function, sent, django_ca
     reporting(function, "https://gitlab.example.org")
     sent.side_effect = OSError("broker down")
     with django_capture_on_commit_callbacks(execute=True):
-        deployment = services.request_deploy(function, trigger="api", commit=SHA)
+        deployment = requesting.request_deploy(function, trigger="api", commit=SHA)
     assert Deployment.objects.get(pk=deployment.pk).status == "queued"
 
 
 def test_resume_notifies(function, cast, sent, django_capture_on_commit_callbacks):
     function.notify_members.add(cast["alice"])
     with django_capture_on_commit_callbacks(execute=True):
-        services.resume_auto_deploy(function, user=cast["bob"], trigger="ui")
+        requesting.resume_auto_deploy(function, user=cast["bob"], trigger="ui")
     calls = [c.kwargs["args"] for c in sent.call_args_list if c.args[0] == NOTIFY_TASK]
     assert calls == [[function.pk, "resume", None, {"by": "bob"}]]
 
@@ -298,14 +301,14 @@ def test_the_token_is_stored_encrypted_audited_without_its_value_and_kept_when_l
     token = "glpat-" + hashlib.sha256(b"runtime").hexdigest()[:20]
     form = _form(function, gitlab_api_url="https://gitlab.example.org", gitlab_project="42", gitlab_token=token)
     assert form.is_valid(), form.errors
-    services.update_feedback(form, user=cast["alice"])
+    configure.update_feedback(form, user=cast["alice"])
     function.refresh_from_db()
     assert token not in function.gitlab_status_token and crypto.decrypt(function.gitlab_status_token) == token
     event = AuditEvent.objects.get(action="function.feedback_edited")
     assert event.detail["gitlab_token"] == "(set)" and token not in json.dumps(event.detail)
     again = _form(function, gitlab_api_url="https://gitlab.example.org", gitlab_project="42")
     assert again.is_valid(), again.errors
-    services.update_feedback(again, user=cast["alice"])
+    configure.update_feedback(again, user=cast["alice"])
     function.refresh_from_db()
     assert crypto.decrypt(function.gitlab_status_token) == token
 
@@ -491,7 +494,7 @@ def test_the_sweep_resends_an_end_gitlab_never_had_within_a_bounded_window(funct
 
     from django.utils import timezone
 
-    from workers import sweeper
+    from workers import tasks
 
     reporting(function, "https://gitlab.example.org")
     now = timezone.now()
@@ -499,6 +502,6 @@ def test_the_sweep_resends_an_end_gitlab_never_had_within_a_bounded_window(funct
     queued(function, status="succeeded", gitlab_reported="running", finished_at=now - timedelta(seconds=10))
     queued(function, status="failed", gitlab_reported="running", finished_at=now - timedelta(hours=1))
     queued(function, status="succeeded", gitlab_reported="success", finished_at=now - timedelta(minutes=3))
-    assert sweeper.sweep()["commit_statuses_resent"] == [lost.pk]
+    assert tasks.sweep()["commit_statuses_resent"] == [lost.pk]
     assert [c.kwargs["args"] for c in sent.call_args_list if c.args[0] == COMMIT_STATUS_TASK] == [
         [lost.pk, "success"]]

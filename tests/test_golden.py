@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from deploy.errors import UserError
-from portal import boxes
+from portal.console import boxes
 from portal.models import ConsoleImage, ConsoleRun, Deployment, GoldenCase
 from tests.detector_fixtures import sample_path
 
@@ -61,7 +61,7 @@ def case(function):
 
 
 def verify(function, *, golden: bool, kind: str = "deploy") -> list[str]:
-    from workers import steps
+    from portal.deployments import steps
 
     deployment = Deployment.objects.create(function=function, trigger="ui", kind=kind, version="3",
                                            status=Deployment.Status.VERIFYING)
@@ -100,8 +100,8 @@ def test_a_rollbacks_verify_sends_only_the_smoke_event_though_a_golden_case_exis
 
 
 def test_a_rollbacks_fallback_ships_without_golden_cases_and_a_deploy_with_them(function):
-    from portal.recording import Recorder
-    from workers import steps, tasks
+    from portal.deployments import pipeline, steps
+    from portal.deployments.recording import Recorder
 
     gated = {}
     for kind in ("rollback", "deploy"):
@@ -110,7 +110,7 @@ def test_a_rollbacks_fallback_ships_without_golden_cases_and_a_deploy_with_them(
                                  wait_updated=mock.DEFAULT, publish_version=mock.DEFAULT,
                                  verify_version=mock.DEFAULT, autospec=True) as patched:
             patched["enter_lambda_steps"].return_value = 0.0
-            tasks._ship(steps.Run(deployment), Recorder(deployment))
+            pipeline.ship(steps.Run(deployment), Recorder(deployment))
         gated[kind] = patched["verify_version"].call_args.kwargs["golden"]
     assert gated == {"rollback": False, "deploy": True}
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from portal import health
+from portal.core import health
 from tests.conftest import wait_for
 
 CALLERS = 8

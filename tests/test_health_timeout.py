@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from portal import health
+from portal.core import health
 
 released = threading.Event()
 

@@ -8,8 +8,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploy.errors import LAMBDA_NOT_OWNED, UserError
+from portal.deployments import steps
 from portal.models import Build, Deployment, DeploymentStep, Function
-from workers import steps
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:team-hello"
 ALLOWED = "arn:aws:iam::000000000000:role/slipway-fx"

@@ -99,7 +99,7 @@ def _function(name: str, **fields):
 
 
 def test_two_functions_of_one_repository_never_share_an_image_built_from_other_inputs(db, settings):
-    from workers.steps import build_inputs
+    from portal.deployments.steps import build_inputs
 
     api, worker = _function("api", context_path="api"), _function("worker", context_path="worker")
     sha = "c" * 40
@@ -108,7 +108,7 @@ def test_two_functions_of_one_repository_never_share_an_image_built_from_other_i
 
 
 def test_changing_a_build_arg_or_the_base_image_changes_the_build(db, settings):
-    from workers.steps import build_inputs
+    from portal.deployments.steps import build_inputs
 
     function = _function("api")
     before = Build.digest_inputs("c" * 40, "arm64", build_inputs(function))

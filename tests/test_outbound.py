@@ -16,13 +16,14 @@ import pytest
 from deploy import addresses, outbound, source
 from deploy.addresses import Allowed
 from deploy.errors import UserError
-from portal import crypto, sources
+from portal.core import crypto
+from portal.deployments import reconciling as reconcile
+from portal.feedback import delivery as work
 from portal.models import Deployment, NotificationAttempt
 from tests.git_http import GitHttpServer, self_signed
 from tests.http_receiver import Receiver
 from tests.integration.conftest import Repo
 from tests.sshd import Sshd
-from workers import feedback as work
 
 SHA = "3f9c2a1b7d4e" + "0" * 28
 REFUSED = "outbound-address-refused"
@@ -201,7 +202,7 @@ def test_proxy_variables_are_not_used(function, allow, receivers, monkeypatch):
 
 
 def _feedback_form(function, **data):
-    from portal.forms import FeedbackForm
+    from portal.feedback.forms import FeedbackForm
 
     base = {"gitlab_api_url": "", "gitlab_project": "42", "notify_webhook_url": "", "gitlab_token": "glpat-abcdefgh"}
     return FeedbackForm({**base, **data}, instance=function)
@@ -264,7 +265,7 @@ def test_reconcile_of_a_refused_repository_reports_the_code_and_runs_no_git(func
     function.repository_url, function.auto_deploy = "https://127.0.0.1:9/team/hello.git", True
     function.save()
     with mock.patch("deploy.source.run", autospec=True, side_effect=source.run) as run:
-        found = sources.reconcile(function)
+        found = reconcile.reconcile(function)
     assert found.outcome == "error" and found.code == REFUSED
     assert run.call_count == 0
 

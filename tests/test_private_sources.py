@@ -16,8 +16,10 @@ from django.utils.html import escape
 
 from deploy import source
 from deploy.logs import mask
-from portal import crypto, sources
+from portal.core import crypto
+from portal.deployments import reconciling as reconcile
 from portal.models import AuditEvent, Deployment, DeploymentStep, Function
+from portal.sources import access
 from tests.api_client import Api, openapi
 from tests.conftest import released
 from tests.integration.conftest import Repo
@@ -160,7 +162,7 @@ def test_a_deploy_key_on_a_port_is_pinned_by_its_bracketed_host_and_pasted_line_
     patch(api, key_body(keys, repository_url=url, source_private_key=keys["private"].replace("\n", "\r\n"),
                         source_known_hosts=f"[gitlab.example.com]:2222 {keys['host']}"))
 
-    credentials = sources.credentials_for(Function.objects.get(pk=hello.pk))
+    credentials = access.credentials_for(Function.objects.get(pk=hello.pk))
     assert credentials.kind == "ssh-key" and credentials.secret == keys["private"]
     assert credentials.known_hosts == f"[gitlab.example.com]:2222 {keys['host']}\n"
 
@@ -194,7 +196,7 @@ def test_credentials_a_key_no_longer_opens_fail_the_fetch_as_a_user_error(hello,
     Function.objects.filter(pk=hello.pk).update(source_auth="token", source_secret="gAAAAA-not-ours")
     hello.refresh_from_db()
     with pytest.raises(source.UserError) as refused:
-        sources.credentials_for(hello)
+        access.credentials_for(hello)
     assert refused.value.code == "repository-credentials"
 
 
@@ -209,7 +211,7 @@ def test_logs_mask_private_keys_deploy_tokens_and_the_functions_own_secret(keys)
 
 
 def test_a_step_log_masks_the_repository_credentials_of_its_function(hello, keys):
-    from portal.recording import Recorder
+    from portal.deployments.recording import Recorder
 
     Function.objects.filter(pk=hello.pk).update(source_auth="ssh-key", source_secret=crypto.encrypt(keys["private"]))
     deployment = Deployment.objects.select_related("function").get(
@@ -247,10 +249,10 @@ def test_a_token_is_never_sent_over_ssh_nor_a_key_over_https():
 
 
 def test_a_private_repository_has_a_mirror_of_its_own(hello):
-    public = sources.mirror_for(hello)
+    public = access.mirror_for(hello)
     Function.objects.filter(pk=hello.pk).update(source_auth="token", source_secret=crypto.encrypt(TOKEN))
     hello.refresh_from_db()
-    assert sources.mirror_for(hello) != public
+    assert access.mirror_for(hello) != public
 
 
 # --- Reconcile: what it decides -------------------------------------------------------------------
@@ -274,7 +276,7 @@ def test_a_head_nothing_deployed_is_queued_as_a_reconcile_deploy_that_supersedes
     waiting = Deployment.objects.create(function=local, trigger="ui", commit_sha="b" * 40, ref="b" * 40)
     head = repo.commit("two", {"app.py": "2"})
 
-    found = sources.reconcile(local, user=cast["bob"], trigger="ui")
+    found = reconcile.reconcile(local, user=cast["bob"], trigger="ui")
 
     assert (found.outcome, found.head) == ("deployed", head)
     deployment = found.deployment
@@ -289,7 +291,7 @@ def test_a_head_nothing_deployed_is_queued_as_a_reconcile_deploy_that_supersedes
 def test_a_head_that_is_live_is_up_to_date_and_nothing_is_queued(local, repo, sent):
     head = repo.git("rev-parse", "HEAD")
     live = released(local, "3", head)
-    found = sources.reconcile(local)
+    found = reconcile.reconcile(local)
     assert (found.outcome, found.deployment) == ("up-to-date", live)
     assert Deployment.objects.count() == 1 and not sent.called
 
@@ -297,14 +299,14 @@ def test_a_head_that_is_live_is_up_to_date_and_nothing_is_queued(local, repo, se
 def test_a_head_whose_deployment_failed_is_not_tried_again(local, repo, sent):
     head = repo.git("rev-parse", "HEAD")
     failed = Deployment.objects.create(function=local, trigger="reconcile", commit_sha=head, status=Status.FAILED)
-    found = sources.reconcile(local)
+    found = reconcile.reconcile(local)
     assert (found.outcome, found.deployment) == ("already-tried", failed)
     assert Deployment.objects.count() == 1
 
 
 def test_a_deploy_of_the_branch_still_waiting_to_resolve_it_is_in_progress(local, sent):
     waiting = Deployment.objects.create(function=local, trigger="ui", ref="main")
-    found = sources.reconcile(local)
+    found = reconcile.reconcile(local)
     assert (found.outcome, found.deployment) == ("in-progress", waiting)
     assert Deployment.objects.count() == 1
 
@@ -317,7 +319,7 @@ def test_paused_or_off_asks_the_git_host_nothing_and_queues_nothing(local, sent,
     Function.objects.filter(pk=local.pk).update(**fields)
     local.refresh_from_db()
     with mock.patch("deploy.source.run", autospec=True) as git:
-        assert sources.reconcile(local).outcome == outcome
+        assert reconcile.reconcile(local).outcome == outcome
     assert not git.called and Deployment.objects.count() == 0
 
 
@@ -326,14 +328,14 @@ def test_an_archived_function_is_not_reconciled(local, sent):
 
     Function.objects.filter(pk=local.pk).update(archived_at=timezone.now())
     local.refresh_from_db()
-    assert sources.reconcile(local).outcome == "archived"
+    assert reconcile.reconcile(local).outcome == "archived"
     assert Deployment.objects.count() == 0
 
 
 def test_a_repository_that_cannot_be_read_is_an_error_with_its_code(local, repo, sent):
     Function.objects.filter(pk=local.pk).update(branch="no-such-branch")
     local.refresh_from_db()
-    found = sources.reconcile(local)
+    found = reconcile.reconcile(local)
     assert (found.outcome, found.code) == ("error", "branch-not-found")
     assert Deployment.objects.count() == 0
 
@@ -403,7 +405,7 @@ def test_two_checks_at_once_queue_the_missed_head_once(local, repo, sent):
 
     from django.db import connection, transaction
 
-    from portal import services
+    from portal.deployments import reconciling as reconcile
 
     if connection.vendor != "postgresql":
         pytest.skip("select_for_update locks nothing on SQLite")
@@ -412,7 +414,7 @@ def test_two_checks_at_once_queue_the_missed_head_once(local, repo, sent):
 
     def second():
         try:
-            answers.append(services.request_reconcile_deploy(local, head=head))
+            answers.append(reconcile.request_reconcile_deploy(local, head=head))
         finally:
             connection.close()
 
@@ -422,7 +424,7 @@ def test_two_checks_at_once_queue_the_missed_head_once(local, repo, sent):
         thread.start()
         thread.join(1.0)
         assert thread.is_alive() and answers == [], "the second check did not wait for the lock"
-        first = services.request_reconcile_deploy(local, head=head)  # ...and queues the head
+        first = reconcile.request_reconcile_deploy(local, head=head)  # ...and queues the head
     thread.join(10)
     assert first.outcome == "deployed"
     assert [(a.outcome, a.deployment.pk) for a in answers] == [("in-progress", first.deployment.pk)]
@@ -431,7 +433,7 @@ def test_two_checks_at_once_queue_the_missed_head_once(local, repo, sent):
 
 def test_a_reconcile_deploy_older_than_the_live_commit_is_skipped_as_stale_by_its_source_step(
         local, repo, settings, tmp_path):
-    from workers import steps
+    from portal.deployments import steps
 
     settings.WORK_DIR = tmp_path / "work"
 
@@ -452,7 +454,7 @@ def test_a_reconcile_deploy_older_than_the_live_commit_is_skipped_as_stale_by_it
 def test_the_last_check_is_kept_and_shown_on_the_function_page_even_when_it_failed(client, cast, local, sent):
     Function.objects.filter(pk=local.pk).update(branch="no-such-branch")
     local.refresh_from_db()
-    sources.reconcile(local, trigger="reconcile")  # the periodic task: nobody sees its answer
+    reconcile.reconcile(local, trigger="reconcile")  # the periodic task: nobody sees its answer
     local.refresh_from_db()
     assert (local.reconcile_outcome, local.reconcile_checked_at is not None) == ("error", True)
     client.force_login(cast["charlie"])

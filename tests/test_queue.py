@@ -1,4 +1,4 @@
-"""The per-function queue rules (portal/queue.py), with Celery's send_task
+"""The per-function queue rules (portal/deployments/queue.py), with Celery's send_task
 patched (the one seam): no broker needed. Marked `postgres`: `make test` runs
 them on Postgres too, where select_for_update really locks."""
 
@@ -7,9 +7,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from portal import queue
+from portal.core.errors import RequestRefused
+from portal.deployments import queue
+from portal.deployments.requesting import cancel, request_deploy, request_rollback
 from portal.models import Deployment
-from portal.services import RequestRefused, cancel, request_deploy, request_rollback
 from tests.conftest import released
 
 pytestmark = pytest.mark.postgres
@@ -87,7 +88,7 @@ def test_a_rollback_supersedes_queued_deploys_and_stops_running_ones(function, t
     assert (busy.status, busy.superseded_by_id) == (Status.BUILDING, rollback.pk)
     assert "rolled back to version 1" in function.paused_reason
     assert sent.call_args.args == ("slipway.rollback",) and sent_pks(sent) == [rollback.pk]
-    from portal.recording import Stopped, check_stop
+    from portal.deployments.recording import Stopped, check_stop
 
     with pytest.raises(Stopped, match="stopped before moving the alias"):
         check_stop(busy)

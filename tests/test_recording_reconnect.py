@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 from django.db import OperationalError, connection
 
-from portal import recording
+from portal.deployments import recording
 from portal.models import Deployment, DeploymentStep
 from tests.conftest import wait_for
 

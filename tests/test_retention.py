@@ -73,7 +73,7 @@ def test_retention_locks_the_function_row_before_it_reads_its_deployments(functi
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from portal import retention
+    from portal.deployments import retention
 
     with mock.patch("deploy.aws.client", autospec=True) as client, CaptureQueriesContext(connection) as queries:
         client.return_value.get_function_configuration.side_effect = ClientError(
@@ -91,12 +91,12 @@ def test_retention_locks_the_function_row_before_it_reads_its_deployments(functi
 
 
 def test_one_function_failing_does_not_stop_the_others(function, db):
-    from portal import retention
+    from portal.deployments import retention
     from portal.models import Function
 
     Function.objects.create(name="other", repository_url="https://gitlab.example.com/team/o.git",
                             ecr_repository="team/o", lambda_name="team-o")
-    with mock.patch("portal.retention.retain", autospec=True) as retain:
+    with mock.patch("portal.deployments.retention.retain", autospec=True) as retain:
         retain.side_effect = [RuntimeError("boom"), retention.Report("other", 3, False)]
         reports = retention.run(keep=3, dry_run=False)
     assert [(r.function, r.errors) for r in reports] == [("hello", ["RuntimeError: boom"]), ("other", [])]
@@ -167,7 +167,7 @@ def shared(function, other):
 
 
 def retain(function, dry_run=False):
-    from portal import retention
+    from portal.deployments import retention
 
     (report,) = retention.run(keep=1, dry_run=dry_run, names=[function.name])
     return report
@@ -226,7 +226,7 @@ def test_no_image_is_deleted_while_another_function_on_the_repository_has_a_depl
 
 
 def test_an_image_is_marked_while_it_is_deleted_and_unmarked_after(function, moved_on):
-    from portal import retention
+    from portal.deployments import retention
     from portal.models import ImageDeletion
 
     plane, _, _ = moved_on
@@ -240,7 +240,7 @@ def test_an_image_is_marked_while_it_is_deleted_and_unmarked_after(function, mov
 def test_an_image_another_run_is_deleting_is_left_to_it_but_a_stale_mark_is_not(function, moved_on):
     from django.utils import timezone
 
-    from portal import retention
+    from portal.deployments import retention
     from portal.models import ImageDeletion
 
     mark = ImageDeletion.objects.create(repository="team/hello", digest=A)
@@ -277,8 +277,8 @@ MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 @pytest.fixture
 def adopting(other):
     """other's deploy of a…, in its source step, with the build whose tag ECR holds (image A)."""
+    from portal.deployments.steps import Run
     from portal.models import Build, Deployment
-    from workers.steps import Run
 
     build = Build.objects.create(function=other, commit_sha="a" * 40, architecture="arm64", inputs_digest="a" * 64)
     deployment = Deployment.objects.create(function=other, trigger="cli", build=build, status=Deployment.Status.SOURCE)
@@ -291,7 +291,7 @@ def adopting(other):
 
 
 def test_the_source_step_adopts_an_unmarked_image_and_records_its_repository(adopting):
-    from workers import steps
+    from portal.deployments import steps
 
     assert steps.adopt_held_image(adopting, [].append) is True
     adopting.build.refresh_from_db()
@@ -299,9 +299,9 @@ def test_the_source_step_adopts_an_unmarked_image_and_records_its_repository(ado
 
 
 def test_the_source_step_never_adopts_an_image_retention_is_deleting(adopting):
+    from portal.deployments import steps
+    from portal.deployments.recording import Stopped
     from portal.models import Deployment, ImageDeletion
-    from portal.recording import Stopped
-    from workers import steps
 
     ImageDeletion.objects.create(repository="team/hello", digest=A)
     Deployment.objects.filter(pk=adopting.deployment.pk).update(cancel_requested=True)  # ends the wait

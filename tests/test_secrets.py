@@ -24,13 +24,16 @@ from django.urls import reverse
 
 from deploy import aws, lambdas
 from deploy.logs import mask
-from portal import crypto, drift, feedback, recording
-from portal.forms import ENV_LIMIT_BYTES, FeedbackForm, FunctionForm
-from portal.jsonlog import JsonFormatter
+from portal.core import crypto
+from portal.core.jsonlog import JsonFormatter
+from portal.deployments import pipeline, recording, steps
+from portal.feedback import delivery as work
+from portal.feedback import drift
+from portal.feedback import status as feedback
+from portal.feedback.forms import FeedbackForm
+from portal.functions.forms import ENV_LIMIT_BYTES, FunctionForm
 from portal.models import Build, Deployment, DeploymentStep, NotificationAttempt
 from tests.http_receiver import Receiver
-from workers import feedback as work
-from workers import steps, tasks
 
 SHA = "3f9c2a1b7d4e" + "0" * 28
 # A quote, a backslash and a non-ASCII letter: its raw, JSON-escaped (both ways) and
@@ -170,7 +173,7 @@ def _ship_failing(function, error: ClientError) -> Deployment:
             "Timeout": 30, "Environment": {"Variables": {}}}
         lam.list_tags.return_value = {"Tags": {"slipway:function": function.name}}  # Slipway's own Lambda
         lam.update_function_configuration.side_effect = error
-        recording.settle(deployment, lambda: tasks._ship(run, recording.Recorder(deployment)))
+        recording.settle(deployment, lambda: pipeline.ship(run, recording.Recorder(deployment)))
     assert lam.update_function_configuration.call_args.kwargs["Environment"] == {"Variables": ENV}
     deployment.refresh_from_db()
     return deployment

@@ -1,4 +1,4 @@
-"""The web's budget for the broker (portal/sending.py): a request stops sending after
+"""The web's budget for the broker (portal/core/sending.py): a request stops sending after
 one publish fails, its rows stay queued, and it answers at once with a notice."""
 
 from unittest import mock
@@ -6,8 +6,8 @@ from unittest import mock
 import pytest
 from kombu.exceptions import OperationalError
 
-from portal import sending
 from portal.celery import DEPLOY_TASK
+from portal.core import sending
 from portal.models import ApiToken, Deployment
 from tests.api_client import Api, openapi
 
@@ -17,7 +17,7 @@ Status = Deployment.Status
 @pytest.fixture
 def frozen():
     """The broker's send seam, failing as a publish to a frozen Redis does."""
-    with mock.patch("portal.sending.app.send_task", autospec=True,
+    with mock.patch("portal.core.sending.app.send_task", autospec=True,
                     side_effect=OperationalError("Timeout reading from socket")) as send_task:
         yield send_task
 

@@ -5,7 +5,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from devstack.common import REPO_ROOT
-from portal import env
+from portal.core import env
 
 
 def test_it_reads_booleans(monkeypatch):
@@ -143,7 +143,7 @@ def test_log_lines_are_json_with_the_deployment_and_no_secret():
     import json
     import logging
 
-    from portal.jsonlog import JsonFormatter, bound
+    from portal.core.jsonlog import JsonFormatter, bound
 
     record = logging.LogRecord("workers", logging.WARNING, __file__, 1, "login with password=hunter22 failed",
                                None, None)
@@ -168,7 +168,7 @@ def test_settings_refuse_a_fernet_key_that_is_not_one_without_echoing_it(tmp_pat
 def test_a_new_fernet_key_first_still_reads_what_the_old_one_sealed(settings):
     from cryptography.fernet import Fernet
 
-    from portal import crypto
+    from portal.core import crypto
 
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     settings.SLIPWAY_FERNET_KEYS = [old]

@@ -10,10 +10,10 @@ from billiard.exceptions import WorkerLostError
 from django.db import OperationalError
 from django.utils import timezone
 
-from portal import recording
 from portal.celery import DEPLOY_TASK
+from portal.deployments import recording, steps, sweeper
 from portal.models import Deployment, DeploymentStep
-from workers import lost, steps, sweeper, tasks
+from workers import lost, tasks
 
 pytestmark = pytest.mark.postgres
 Status = Deployment.Status
@@ -77,7 +77,7 @@ def test_the_sweeper_resends_a_queued_deployment_whose_message_never_left(functi
                                                                           django_capture_on_commit_callbacks):
     lost = Deployment.objects.create(function=function, trigger="webhook")  # broker was down: enqueued_at unset
     Deployment.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(minutes=1))
-    with mock.patch("portal.sending.app.send_task", autospec=True) as send_task, \
+    with mock.patch("portal.core.sending.app.send_task", autospec=True) as send_task, \
             django_capture_on_commit_callbacks(execute=True):
         send_task.return_value.id = "task-1"
         assert sweeper.sweep()["redispatched_functions"] == [function.pk]
@@ -98,7 +98,7 @@ def test_a_row_whose_shift_step_completed_is_settled_as_succeeded_not_failed(fun
 def test_a_lost_pool_process_settles_only_the_row_its_task_claimed(transactional_db, function):
     mine = building(function, task_id="task-dead")
     other = building(function, task_id="task-alive")
-    with mock.patch("portal.sending.app.send_task", autospec=True):  # in the main process; closes its connection
+    with mock.patch("portal.core.sending.app.send_task", autospec=True):  # in the main process; closes its connection
         lost.settle_after_lost_worker(sender=tasks.deploy, task_id="task-dead", args=[mine.pk],
                                       exception=WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL)"))
     mine.refresh_from_db()

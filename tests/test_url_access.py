@@ -71,8 +71,8 @@ def urls(function, cast):
 @pytest.fixture(autouse=True)
 def no_outside_calls():
     """The broker and the health probes are not what is checked here."""
-    with mock.patch("portal.sending.app.send_task", autospec=True), \
-            mock.patch("portal.health.run_all", autospec=True, return_value=[]):
+    with mock.patch("portal.core.sending.app.send_task", autospec=True), \
+            mock.patch("portal.core.health.run_all", autospec=True, return_value=[]):
         yield
 
 

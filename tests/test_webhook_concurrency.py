@@ -39,7 +39,7 @@ def test_ten_identical_deliveries_at_once_make_one_deployment_and_ten_log_rows(l
         gate.wait()
         results.append(post(url, body, sent_headers))
 
-    with mock.patch("portal.sending.app.send_task", autospec=True) as send_task:
+    with mock.patch("portal.core.sending.app.send_task", autospec=True) as send_task:
         send_task.return_value.id = "task-1"
         threads = [threading.Thread(target=deliver) for _ in range(10)]
         for thread in threads:
@@ -60,7 +60,7 @@ def test_ten_identical_deliveries_at_once_make_one_deployment_and_ten_log_rows(l
 
 def test_ten_identical_signed_deliveries_at_once_make_one_deployment(live_server, transactional_db, function):
     # A replay as an onlooker sends it: the signed headers as they were, no unsigned key to dedupe on.
-    from portal import gitlab
+    from portal.hooks import gitlab
     from tests.gitlab_hooks import signed
 
     signing = gitlab.new_signing_token()
@@ -74,7 +74,7 @@ def test_ten_identical_signed_deliveries_at_once_make_one_deployment(live_server
         gate.wait()
         results.append(post(url, body, sent_headers))
 
-    with mock.patch("portal.sending.app.send_task", autospec=True) as send_task:
+    with mock.patch("portal.core.sending.app.send_task", autospec=True) as send_task:
         send_task.return_value.id = "task-1"
         threads = [threading.Thread(target=deliver) for _ in range(10)]
         for thread in threads:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal import gitlab
+from portal.hooks import gitlab
 from portal.models import Function, WebhookDelivery
 from tests.gitlab_hooks import TOKEN, hook, payload, signed
 

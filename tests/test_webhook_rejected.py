@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from portal import gitlab
+from portal.hooks import gitlab
 from portal.models import DeliveryRing, WebhookDelivery
 from tests.gitlab_hooks import headers, hook, push, signed
 

@@ -10,7 +10,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
-from portal import gitlab
+from portal.hooks import gitlab
 from portal.models import Deployment, Function, SeenSignature, WebhookDelivery
 from tests.gitlab_hooks import hook, push, signed
 

@@ -4,9 +4,9 @@ deployment rows, no broker (nothing is sent)."""
 import pytest
 
 from deploy import source
+from portal.deployments import steps
 from portal.models import Deployment, Function
 from tests.integration.conftest import Repo
-from workers import steps
 
 Status = Deployment.Status
 

@@ -9,7 +9,8 @@ from unittest import mock
 import pytest
 from django.urls import reverse
 
-from portal import crypto, gitlab
+from portal.core import crypto
+from portal.hooks import gitlab
 from portal.models import AuditEvent, Deployment, Function, WebhookDelivery
 from tests.gitlab_hooks import TOKEN, deliver, hook, push, signed
 
@@ -371,7 +372,7 @@ def test_a_pause_that_lands_while_a_push_is_processed_wins(client, hooked):
             Function.objects.filter(pk=hooked.pk).update(paused_reason="rolled back to version 2 by bob")
         return decision
 
-    with mock.patch("portal.webhooks.gitlab.decide", side_effect=decide):
+    with mock.patch("portal.views.webhooks.gitlab.decide", side_effect=decide):
         answer = deliver(client, "hello", push(SHA), key="key-1").json()
     assert seen == ["", "rolled back to version 2 by bob"]
     assert answer["outcome"] == "paused" and not Deployment.objects.exists()

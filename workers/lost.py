@@ -24,10 +24,9 @@ from celery import signals
 from django import db
 from django.db.models import Q
 
-from portal import queue
 from portal.celery import DEPLOY_TASK, ROLLBACK_TASK
+from portal.deployments import queue, sweeper
 from portal.models import Deployment
-from workers import sweeper
 
 log = logging.getLogger(__name__)
 

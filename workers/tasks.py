@@ -1,5 +1,6 @@
-"""Thin Celery tasks: load and claim the row, run the steps in order with a
-stop check between them, record each step, always settle the row.
+"""Thin Celery tasks: each loads its row or arguments and calls the domain
+(portal/deployments/pipeline.py runs the steps; retention, reconcile, drift,
+feedback each one call).
 
 Every task has an explicit, stable name (queued messages outlive renames),
 shared with the web side through portal.celery, and runs under the soft and
@@ -12,8 +13,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from portal import queue, retention, sources
-from portal import rollback as rollbacks
+from portal import deployments
 from portal.celery import (
     COMMIT_STATUS_TASK,
     CONSOLE_CLEANUP_TASK,
@@ -27,92 +27,38 @@ from portal.celery import (
     SWEEP_TASK,
     app,
 )
-from portal.models import Build, ConsoleImage, Deployment, Function, WebhookDelivery
-from portal.recording import Recorder, Stopped, check_stop, settle
-from workers import feedback, lost, steps, sweeper  # noqa: F401 - lost connects the main process's signal
+from portal.deployments import pipeline, retention, sweeper
+from portal.feedback import delivery as feedback
+from portal.feedback import status
+from portal.models import ConsoleImage, Deployment, Function
+from workers import lost  # noqa: F401 - lost connects the main process's signal
 
 Status = Deployment.Status
 
 
-def _claimed(pk: int, first: str, task_id: str) -> Deployment | None:
-    deployment = Deployment.objects.select_related("function", "build").filter(pk=pk).first()
-    if deployment is None:
-        return None
-    if not queue.claim(deployment, first, task_id or ""):
-        queue.dispatch(deployment.function_id)  # it ended or waits: let the queue move on
-        return None
-    return deployment
-
-
 @shared_task(name=DEPLOY_TASK, bind=True, ignore_result=True, acks_late=True)
 def deploy(self, deployment_id: int) -> str:
-    deployment = _claimed(deployment_id, Status.SOURCE, self.request.id)
+    deployment = pipeline.claimed(deployment_id, Status.SOURCE, self.request.id)
     if deployment is None:
         return "not claimed"
-    return settle(deployment, lambda: _deploy(steps.Run(deployment), Recorder(deployment)))
-
-
-def _deploy(run: steps.Run, rec: Recorder) -> None:
-    deployment = run.deployment
-    with rec.step("source") as out:
-        steps.fetch_source(run, out)
-    if run.stale:  # an older commit than one live or queued: the delivery's log says why
-        WebhookDelivery.mark_stale(deployment.pk, run.stale)
-        raise Stopped(Status.SUPERSEDED, "stale", run.stale)
-    check_stop(deployment)
-    if deployment.kind == Deployment.Kind.REDEPLOY:  # ECR holds this build's image
-        rec.skip("build", f"ECR already holds {run.function.ecr_repository}:{run.build.tag} "
-                          f"({run.build.digest}); not rebuilt")
-        rec.skip("push", "nothing to push")
-    else:
-        try:
-            with rec.step("build", Status.BUILDING) as out:
-                steps.build_image(run, out)
-            check_stop(deployment)
-            with rec.step("push", Status.PUSHING) as out:
-                steps.push_image(run, out)
-        finally:
-            Build.fail_unfinished(run.build.pk)  # a no-op once pushed; otherwise it never stays building
-    check_stop(deployment)
-    _ship(run, rec)
-    rollbacks.enter_shift(deployment)  # the last moment a rollback can still win
-    with rec.step("shift") as out:
-        steps.shift_alias(run, out)
-
-
-def _ship(run: steps.Run, rec: Recorder) -> None:
-    """update -> wait -> publish -> verify: the same steps for a deploy and a rollback's fallback."""
-    waited = steps.enter_lambda_steps(run)
-    with rec.step("update", Status.UPDATING) as out:
-        if waited >= 0.5:
-            out(f"waited {waited:.1f} s for another deployment of {run.function.name} to leave the Lambda")
-        steps.update_function(run, out)
-    with rec.step("wait", Status.WAITING) as out:
-        steps.wait_updated(run, out)
-    check_stop(run.deployment)
-    with rec.step("publish", Status.PUBLISHING) as out:
-        steps.publish_version(run, out)
-    check_stop(run.deployment)
-    with rec.step("verify", Status.VERIFYING) as out:
-        # Golden cases gate deploys only: a rollback's fallback verifies with the smoke event.
-        steps.verify_version(run, out, golden=run.deployment.kind != Deployment.Kind.ROLLBACK)
-    check_stop(run.deployment)
+    return pipeline.deploy(deployment)
 
 
 @shared_task(name=ROLLBACK_TASK, bind=True, ignore_result=True, acks_late=True)
 def rollback(self, deployment_id: int) -> str:
-    """The rollback's code is the web's too (portal/rollback.py); the worker adds the
-    fallback for a version that is gone: update, publish, verify."""
-    deployment = _claimed(deployment_id, Status.CHECKING, self.request.id)
+    """The rollback's code is the web's too (portal/deployments/rollback.py); the worker adds
+    the fallback for a version that is gone: update, publish, verify."""
+    deployment = pipeline.claimed(deployment_id, Status.CHECKING, self.request.id)
     if deployment is None:
         return "not claimed"
-    return rollbacks.perform(deployment, ship=_ship)
+    return pipeline.rollback(deployment)
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True, soft_time_limit=60, time_limit=90)
 def sweep() -> dict:
     """Fail deployments whose worker died (`worker-lost`), re-send lost messages."""
-    return sweeper.sweep()
+    return {**sweeper.sweep(),
+            "commit_statuses_resent": status.resend_unreported()}  # lost with the broker or a dead worker
 
 
 @shared_task(name=CONSOLE_CLEANUP_TASK, ignore_result=True, soft_time_limit=300, time_limit=360)
@@ -129,7 +75,7 @@ def console_cleanup() -> int:
 
 @shared_task(name=RETENTION_TASK, ignore_result=True, soft_time_limit=1800, time_limit=1920)
 def retention_run(dry_run: bool | None = None, functions: list[str] | None = None) -> list[str]:
-    """Delete old Lambda versions, then the images nothing runs (portal/retention.py); the
+    """Delete old Lambda versions, then the images nothing runs (portal/deployments/retention.py); the
     periodic run takes its mode from settings. Returns one summary line per function."""
     dry = settings.SLIPWAY_RETENTION_DRY_RUN if dry_run is None else dry_run
     reports = retention.run(keep=settings.SLIPWAY_RETAIN_RELEASES, dry_run=dry, names=functions)
@@ -156,7 +102,7 @@ def reconcile(function_id: int) -> str:
     function = Function.objects.filter(pk=function_id).first()
     if function is None:
         return "gone"
-    return sources.reconcile(function, trigger=Deployment.Trigger.RECONCILE).outcome
+    return deployments.reconcile(function, trigger=Deployment.Trigger.RECONCILE).outcome
 
 
 # --- Feedback: GitLab commit status, notifications, drift (the `feedback` queue) ------------
@@ -164,7 +110,7 @@ def reconcile(function_id: int) -> str:
 
 @shared_task(name=COMMIT_STATUS_TASK, ignore_result=True, soft_time_limit=300, time_limit=330)
 def commit_status(deployment_id: int, state: str) -> str:
-    """Post one state of a deployment to GitLab, in order (workers/feedback.py)."""
+    """Post one state of a deployment to GitLab, in order (portal/feedback/delivery.py)."""
     return feedback.report_commit_status(deployment_id, state)
 
 
@@ -177,7 +123,7 @@ def notify(function_id: int, event: str, deployment_id: int | None = None, extra
 @shared_task(name=DRIFT_CHECK_TASK, ignore_result=True, soft_time_limit=600, time_limit=660)
 def drift_check(function_id: int | None = None) -> dict:
     """Compare what AWS reports with what Slipway last left there: one function, or (beat) all."""
-    from portal import drift
+    from portal.feedback import drift
     from portal.models import Function
 
     if function_id is None:

@@ -205,7 +205,7 @@ data "aws_iam_policy_document" "worker" {
     resources = ["${local.bucket_arn}/*"]
   }
 
-  # The health page's AWS row (portal/health.py check_aws) lists one function.
+  # The health page's AWS row (portal/core/health.py check_aws) lists one function.
   statement {
     sid       = "Health"
     actions   = ["lambda:ListFunctions"]
@@ -216,28 +216,28 @@ data "aws_iam_policy_document" "worker" {
 # --- The web process: the test console and the health page ------------------------------
 
 data "aws_iam_policy_document" "web" {
-  # portal/console.py: invoke the alias or a version of a function.
+  # portal/console/invoke.py: invoke the alias or a version of a function.
   statement {
     sid       = "ConsoleInvoke"
     actions   = ["lambda:InvokeFunction"]
     resources = [local.lambda_arns]
   }
 
-  # portal/console.py: an image over 6 MB goes through the bucket and is deleted after the invoke.
+  # portal/console/invoke.py: an image over 6 MB goes through the bucket and is deleted after the invoke.
   statement {
     sid       = "ConsoleObjects"
     actions   = ["s3:PutObject", "s3:DeleteObject"]
     resources = ["${local.bucket_arn}/*"]
   }
 
-  # portal/health.py check_aws: ListFunctions takes no resource narrower than "*"; read-only.
+  # portal/core/health.py check_aws: ListFunctions takes no resource narrower than "*"; read-only.
   statement {
     sid       = "Health"
     actions   = ["lambda:ListFunctions"]
     resources = ["*"]
   }
 
-  # portal/rollback.py, when the queue does not answer: a rollback to a version that still
+  # portal/deployments/rollback.py, when the queue does not answer: a rollback to a version that still
   # exists (check the image and the version, check the owner, move the alias). It never
   # updates code or publishes: a rollback that must waits for the worker.
   statement {

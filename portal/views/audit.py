@@ -7,8 +7,8 @@ from django.core.paginator import Paginator
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from portal import access
-from portal.forms import AuditFilterForm
+from portal.functions import access
+from portal.functions.forms import AuditFilterForm
 from portal.models import AuditEvent
 
 

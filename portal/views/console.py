@@ -14,8 +14,11 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal import access, boxes, console, services
-from portal.forms import ConsoleForm, GoldenCaseForm
+from portal import console, deployments
+from portal.console import boxes
+from portal.console.forms import ConsoleForm, GoldenCaseForm
+from portal.core import errors
+from portal.functions import access
 from portal.models import ConsoleImage, ConsoleRun, GoldenCase
 
 HISTORY = 20
@@ -25,7 +28,7 @@ STATE_COLOURS = {"same": "#34c759", "moved": "#ff9500", "unmatched": "#ff3b30"}
 
 
 def _context(request, function, form=None, error=None) -> dict:
-    targets = console.targets(function)
+    targets = deployments.targets(function)
     may_invoke = access.can(request.user, function, access.DEPLOY) and not function.is_archived
     if may_invoke and form is None and targets:
         form = ConsoleForm(targets=targets, initial={"target": function.alias, "detector": "face"})
@@ -60,7 +63,7 @@ def _refuse(request, function, form, code_message: tuple[str, str], status: int)
 @csrf_protect
 def _invoke(request, name):
     function = access.function_for(request.user, name, access.DEPLOY)
-    targets = console.targets(function)
+    targets = deployments.targets(function)
     if function.is_archived:
         return _refuse(request, function, None, ("archived", f"{function.name} is archived"), 409)
     if not targets:
@@ -207,8 +210,8 @@ def golden_save(request, name, pk):
         messages.error(request, "name the golden case")
         return redirect("portal-console-run", name=function.name, pk=run.pk)
     try:
-        case = services.save_golden_case(run, form.cleaned_data["name"], user=request.user)
-    except services.RequestRefused as exc:
+        case = console.save_golden_case(run, form.cleaned_data["name"], user=request.user)
+    except errors.RequestRefused as exc:
         messages.error(request, str(exc))
         return redirect("portal-console-run", name=function.name, pk=run.pk)
     messages.success(request, f"Golden case “{case.name}” saved: every deploy of {function.name} must find "
@@ -235,6 +238,6 @@ def golden_detail(request, name, pk):
 def golden_delete(request, name, pk):
     function = access.function_for(request.user, name, access.ADMIN)
     case = get_object_or_404(GoldenCase, pk=pk, function=function)
-    services.delete_golden_case(case, user=request.user)
+    console.delete_golden_case(case, user=request.user)
     messages.success(request, f"Golden case “{case.name}” deleted.")
     return redirect("portal-console", name=function.name)

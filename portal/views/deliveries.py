@@ -10,7 +10,10 @@ from django.db.models.functions import Length, Substr
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from portal import access, gitlab, services
+from portal import hooks
+from portal.core import errors
+from portal.functions import access
+from portal.hooks import gitlab
 from portal.models import DeliveryRing, WebhookDelivery
 
 PAGE_SIZE = 25
@@ -46,8 +49,8 @@ def delivery_replay(request, name, delivery_id):
     function = access.function_for(request.user, name, access.DEPLOY)
     delivery = get_object_or_404(WebhookDelivery, pk=delivery_id, function=function)
     try:
-        replay = services.replay_delivery(delivery, user=request.user)
-    except services.RequestRefused as exc:
+        replay = hooks.replay_delivery(delivery, user=request.user)
+    except errors.RequestRefused as exc:
         messages.error(request, str(exc))
         return redirect("portal-deliveries", name=function.name)
     if replay.deployment_id:

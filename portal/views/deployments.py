@@ -8,7 +8,8 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from portal import access, services
+from portal import deployments
+from portal.functions import access
 from portal.models import Deployment
 
 PIPELINE = ["source", "build", "push", "update", "wait", "publish", "verify", "shift"]
@@ -59,7 +60,7 @@ def deployment_detail(request, pk):
 @login_required
 def deployment_cancel(request, pk):
     deployment = _deployment_for(request.user, pk, access.DEPLOY)
-    if services.cancel(deployment, user=request.user, trigger=Deployment.Trigger.UI):
+    if deployments.cancel(deployment, user=request.user, trigger=Deployment.Trigger.UI):
         messages.success(request, "Cancelled." if Deployment.objects.get(pk=pk).is_terminal
                          else "It stops at its next step boundary, before touching the Lambda.")
     else:

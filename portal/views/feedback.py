@@ -10,8 +10,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from deploy.errors import DeployError
-from portal import access, drift, services
-from portal.forms import FeedbackForm, WebhookTokenForm
+from portal import feedback
+from portal.core import errors
+from portal.feedback import drift
+from portal.feedback.forms import FeedbackForm
+from portal.functions import access
+from portal.hooks.forms import WebhookTokenForm
 from portal.models import Function, NotificationAttempt
 
 
@@ -22,8 +26,8 @@ def feedback_settings(request, name):
     form = FeedbackForm(request.POST or None, instance=function)
     if request.method == "POST" and form.is_valid():
         try:
-            services.update_feedback(form, user=request.user)
-        except services.RequestRefused as exc:
+            feedback.update_feedback(form, user=request.user)
+        except errors.RequestRefused as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(request, "Saved.")
@@ -52,8 +56,8 @@ def feedback_webhook_secret(request, name):
                              "is generated.")
         return redirect("portal-feedback", name=function.name)
     try:
-        secret = services.set_notify_webhook_secret(function, user=request.user)
-    except services.RequestRefused as exc:
+        secret = feedback.set_notify_webhook_secret(function, user=request.user)
+    except errors.RequestRefused as exc:
         messages.error(request, str(exc))
         return redirect("portal-feedback", name=function.name)
     response = render(request, "portal/notify_secret.html", {"function": function, "secret": secret})

@@ -16,9 +16,15 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from deploy import source
-from portal import access, charts, drift, services, sources
-from portal.forms import DeployForm, FunctionForm, MemberForm, RoleForm, WebhookTokenForm
+from portal import deployments, functions, hooks, sources
+from portal.core import errors
+from portal.deployments.forms import DeployForm
+from portal.feedback import drift
+from portal.functions import access
+from portal.functions.forms import FunctionForm, MemberForm, RoleForm
+from portal.hooks.forms import WebhookTokenForm
 from portal.models import Deployment, Function, Membership, WebhookDelivery
+from portal.views import charts
 
 Status = Deployment.Status
 PAGE_SIZE = 25
@@ -35,12 +41,12 @@ def live_deployment(function: Function) -> Deployment | None:
 def function_list(request):
     archived = request.GET.get("archived") == "1"
     query = request.GET.get("q", "").strip()[:64]
-    functions = access.visible_functions(request.user).filter(archived_at__isnull=not archived)
+    visible = access.visible_functions(request.user).filter(archived_at__isnull=not archived)
     if query:
-        functions = functions.filter(name__icontains=query)
+        visible = visible.filter(name__icontains=query)
     # The page of ids first, then the per-row subqueries for those rows only: SQLite (and
     # Postgres without a fitting index) would otherwise compute them for every function.
-    page = Paginator(functions.order_by("name").values_list("pk", flat=True), PAGE_SIZE).get_page(
+    page = Paginator(visible.order_by("name").values_list("pk", flat=True), PAGE_SIZE).get_page(
         request.GET.get("page"))
     newest = Deployment.objects.filter(function=OuterRef("pk")).order_by("-created_at", "-pk")
     live = newest.filter(status=Status.SUCCEEDED).exclude(version="").order_by("-finished_at", "-pk")
@@ -63,7 +69,7 @@ def function_register(request):
                         initial={"ecr_repository": _first(settings.SLIPWAY_ALLOWED_ECR_PREFIXES),
                                  "lambda_name": _first(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES)})
     if request.method == "POST" and form.is_valid():
-        function = services.register_function(form, user=request.user)
+        function = functions.register_function(form, user=request.user)
         messages.success(request, f"{function.name} registered. Its first deploy creates the ECR repository "
                                   "and the Lambda if they do not exist.")
         return redirect("portal-function", name=function.name)
@@ -81,7 +87,7 @@ def function_edit(request, name):
     function = access.function_for(request.user, name, access.ADMIN)
     form = FunctionForm(request.POST or None, instance=function, user=request.user)
     if request.method == "POST" and form.is_valid():
-        services.update_function(form, user=request.user)
+        functions.update_function(form, user=request.user)
         messages.success(request, "Saved. Lambda gets the new configuration at the next deploy.")
         return redirect("portal-function", name=function.name)
     return render(request, "portal/function_form.html", {"form": form, "function": function, "creating": False},
@@ -133,13 +139,13 @@ def function_deploy(request, name):
         ref = form.cleaned_data["ref"]
         is_sha = len(ref) == 40 and all(c in "0123456789abcdef" for c in ref)
         try:
-            deployment = services.request_deploy(function, trigger=Deployment.Trigger.UI, user=request.user,
+            deployment = deployments.request_deploy(function, trigger=Deployment.Trigger.UI, user=request.user,
                                                  ref="" if is_sha else ref, commit=ref if is_sha else "")
-        except services.RequestRefused as exc:
+        except errors.RequestRefused as exc:
             form.add_error("ref", str(exc))
         else:
             messages.success(request, f"Deployment #{deployment.pk} queued.")
-            if notice := services.queue_notice(deployment):
+            if notice := deployments.queue_notice(deployment):
                 messages.warning(request, notice[:1].upper() + notice[1:] + ".")
             return redirect("portal-deployment", pk=deployment.pk)
     commits, target = None, None
@@ -164,14 +170,14 @@ def function_rollback(request, name, pk):
     error = ""
     if request.method == "POST":
         try:
-            rollback = services.request_rollback(function, trigger=Deployment.Trigger.UI, user=request.user,
+            rollback = deployments.request_rollback(function, trigger=Deployment.Trigger.UI, user=request.user,
                                                  to=release.version)
-        except services.RequestRefused as exc:
+        except errors.RequestRefused as exc:
             error = str(exc)
         else:
             messages.success(request, f"Rollback #{rollback.pk} to version {release.version} queued; "
                                       "auto-deploy is paused until someone resumes it.")
-            if notice := services.queue_notice(rollback):
+            if notice := deployments.queue_notice(rollback):
                 messages.warning(request, notice[:1].upper() + notice[1:] + ".")
             return redirect("portal-deployment", pk=rollback.pk)
     mirror = _mirror(function)
@@ -186,7 +192,7 @@ def function_rollback(request, name, pk):
 @login_required
 def function_resume(request, name):
     function = access.function_for(request.user, name, access.DEPLOY)
-    services.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.UI)
+    deployments.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.UI)
     messages.success(request, "Auto-deploy resumed.")
     return redirect("portal-function", name=function.name)
 
@@ -199,7 +205,7 @@ def function_reconcile(request, name):
     git host answers): the user asked a question and gets its answer on the next page,
     with no task and no polling. The periodic task does the same for every function."""
     function = access.function_for(request.user, name, access.DEPLOY)
-    found = sources.reconcile(function, user=request.user, trigger=Deployment.Trigger.UI)
+    found = deployments.reconcile(function, user=request.user, trigger=Deployment.Trigger.UI)
     if found.outcome == "deployed":
         messages.success(request, f"Missed push found: {found.message}.")
         return redirect("portal-deployment", pk=found.deployment.pk)
@@ -214,7 +220,7 @@ def function_reconcile(request, name):
 @login_required
 def function_archive(request, name):
     function = access.function_for(request.user, name, access.ADMIN)
-    services.archive_function(function, user=request.user)
+    functions.archive_function(function, user=request.user)
     messages.success(request, f"{function.name} archived: it accepts no deploys or webhooks.")
     return redirect("portal-functions")
 
@@ -225,7 +231,7 @@ def function_restore(request, name):
     function = access.function_for(request.user, name, access.VIEW)
     if not access.can_restore(request.user):
         raise PermissionDenied("only staff restore archived functions")
-    services.restore_function(function, user=request.user)
+    functions.restore_function(function, user=request.user)
     messages.success(request, f"{function.name} restored.")
     return redirect("portal-function", name=function.name)
 
@@ -250,8 +256,8 @@ def member_add(request, name):
     if not form.is_valid():
         return _refused(request, function, "; ".join(e for errors in form.errors.values() for e in errors))
     try:
-        services.set_member(function, form.cleaned_data["user"], form.cleaned_data["role"], user=request.user)
-    except services.RequestRefused as exc:
+        functions.set_member(function, form.cleaned_data["user"], form.cleaned_data["role"], user=request.user)
+    except errors.RequestRefused as exc:
         return _refused(request, function, exc)
     messages.success(request, f"{form.cleaned_data['user'].get_username()} is now {form.cleaned_data['role']}.")
     return redirect("portal-function", name=function.name)
@@ -266,8 +272,8 @@ def member_role(request, name, user_id):
     if not form.is_valid():
         return _refused(request, function, "choose viewer, deployer or owner")
     try:
-        services.set_member(function, member, form.cleaned_data["role"], user=request.user)
-    except services.RequestRefused as exc:
+        functions.set_member(function, member, form.cleaned_data["role"], user=request.user)
+    except errors.RequestRefused as exc:
         return _refused(request, function, exc)
     messages.success(request, f"{member.get_username()} is now {form.cleaned_data['role']}.")
     return redirect("portal-function", name=function.name)
@@ -279,8 +285,8 @@ def member_remove(request, name, user_id):
     function = access.function_for(request.user, name, access.ADMIN)
     member = _member(function, user_id)
     try:
-        services.remove_member(function, member, user=request.user)
-    except services.RequestRefused as exc:
+        functions.remove_member(function, member, user=request.user)
+    except errors.RequestRefused as exc:
         return _refused(request, function, exc)
     messages.success(request, f"{member.get_username()} removed.")
     if member == request.user and not access.can(request.user, function, access.VIEW):
@@ -294,8 +300,8 @@ def member_transfer(request, name, user_id):
     function = access.function_for(request.user, name, access.ADMIN)
     member = get_object_or_404(get_user_model(), pk=user_id, is_active=True)
     try:
-        services.transfer_ownership(function, member, user=request.user)
-    except services.RequestRefused as exc:
+        functions.transfer_ownership(function, member, user=request.user)
+    except errors.RequestRefused as exc:
         return _refused(request, function, exc)
     messages.success(request, f"{member.get_username()} now owns {function.name}; you are a deployer.")
     return redirect("portal-function", name=function.name)
@@ -322,7 +328,7 @@ def _webhook_token(request, name: str, kind: str):
     if not form.is_valid():
         return _refused(request, function, "choose generate or remove")
     if form.cleaned_data["action"] == "remove":
-        if services.remove_webhook_token(function, kind, user=request.user):
+        if hooks.remove_webhook_token(function, kind, user=request.user):
             messages.success(request, f"The webhook {what} is removed; GitLab deliveries that send it are refused"
                              + ("" if Function.objects.get(pk=function.pk).webhook_configured
                                 else " — with no token left, every delivery is refused") + ".")
@@ -330,9 +336,9 @@ def _webhook_token(request, name: str, kind: str):
     if function.is_archived:
         return _refused(request, function, f"{function.name} is archived: it accepts no webhooks")
     try:
-        token = (services.set_webhook_secret if kind == "secret" else services.set_webhook_signing_token)(
+        token = (hooks.set_webhook_secret if kind == "secret" else hooks.set_webhook_signing_token)(
             function, user=request.user)
-    except services.RequestRefused as exc:
+    except errors.RequestRefused as exc:
         return _refused(request, function, exc)
     response = render(request, "portal/webhook_token.html", {
         "function": function, "token": token, "kind": kind, "what": what,

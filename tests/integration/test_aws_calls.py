@@ -16,8 +16,8 @@ from django.urls import reverse
 from kombu.exceptions import OperationalError
 from PIL import Image
 
+from portal.deployments.requesting import request_rollback
 from portal.models import Deployment, DeploymentStep, Membership
-from portal.services import request_rollback
 from tests import terraform as tf
 from tests.conftest import aws_calls_file
 from tests.integration.conftest import wait_done
@@ -50,7 +50,7 @@ def test_every_aws_operation_each_process_called_is_allowed_by_its_policy(
     assert response.status_code in (200, 302), response.content.decode()[-2000:]
     # The queue does not take the rollback back to version 2: the web process runs it itself.
     two = released_function.deployments.get(version=released_plane.releases[1]["version"], kind="deploy")
-    with mock.patch("portal.sending.app.send_task", autospec=True, side_effect=OperationalError("down")):
+    with mock.patch("portal.core.sending.app.send_task", autospec=True, side_effect=OperationalError("down")):
         response = client.post(reverse("portal-function-rollback", args=[released_function.name, two.pk]))
     assert response.status_code == 302, response.content.decode()[-2000:]
     back = released_function.deployments.filter(kind="rollback").latest("pk")

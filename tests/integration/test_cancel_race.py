@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 
 from deploy import lambdas
+from portal.deployments.requesting import cancel, request_deploy, request_rollback
 from portal.models import Deployment
-from portal.services import cancel, request_deploy, request_rollback
 from tests.conftest import wait_for
 from tests.integration.conftest import wait_done
 

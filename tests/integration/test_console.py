@@ -9,8 +9,8 @@ from botocore.exceptions import ClientError
 from django.urls import reverse
 
 from deploy import aws, lambdas
+from portal.deployments.requesting import request_deploy
 from portal.models import ConsoleRun, GoldenCase, Membership
-from portal.services import request_deploy
 from tests.detector_fixtures import FUNCTION_DIR, assert_same_boxes, b64, sample_path
 from tests.integration.conftest import SHIFTED_HANDLER_TAIL, wait_done
 

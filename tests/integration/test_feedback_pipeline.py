@@ -11,7 +11,10 @@ import json
 import pytest
 
 from deploy import aws, lambdas
-from portal import crypto, drift, feedback, services
+from portal.core import crypto
+from portal.deployments import requesting
+from portal.feedback import drift
+from portal.feedback import status as feedback
 from portal.models import AuditEvent, NotificationAttempt
 from tests.conftest import wait_for
 from tests.http_receiver import Receiver
@@ -63,7 +66,7 @@ def test_a_deployment_reports_in_order_and_drift_is_detected_audited_once_notifi
     token, secret = "glpat-" + hashlib.sha256(repo.path.name.encode()).hexdigest()[:20], feedback.new_webhook_secret()
     configure(fixture_function, gitlab.url, hook.url + "/notify", token, secret)
     sha = repo.release("one")
-    deployment = wait_done(services.request_deploy(fixture_function, trigger="api", commit=sha))
+    deployment = wait_done(requesting.request_deploy(fixture_function, trigger="api", commit=sha))
     assert deployment.status == "succeeded", deployment.error_message
 
     wait_for(lambda: states(gitlab, sha)[-1:] == ["success"], 60, "GitLab to hear of the success")
@@ -118,7 +121,7 @@ def test_a_refusing_gitlab_and_a_hanging_webhook_never_hold_up_or_fail_a_deploym
     fixture_function.smoke_event = {"fail": True}  # the smoke invoke answers an error: the deploy fails on its own
     fixture_function.save()
     sha = repo.release("broken")
-    deployment = wait_done(services.request_deploy(fixture_function, trigger="api", commit=sha))
+    deployment = wait_done(requesting.request_deploy(fixture_function, trigger="api", commit=sha))
     assert (deployment.status, deployment.error_code) == ("failed", "smoke-error-result")
 
     def webhook_attempts():

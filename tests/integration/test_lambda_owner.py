@@ -8,8 +8,8 @@ import pytest
 
 from deploy import aws, lambdas
 from deploy.errors import LAMBDA_NOT_OWNED
+from portal.deployments.requesting import request_deploy
 from portal.models import Deployment, Function
-from portal.services import request_deploy
 from tests.integration.conftest import wait_done
 
 pytestmark = pytest.mark.integration

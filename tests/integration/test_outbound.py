@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
+from portal.deployments.requesting import request_deploy
 from portal.models import Deployment
-from portal.services import request_deploy
 from tests.integration.conftest import Worker, wait_done
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,8 @@ process, Docker with BuildKit, Redis and the local AWS plane."""
 import pytest
 
 from deploy import aws, ecr
+from portal.deployments.requesting import request_deploy, request_rollback
 from portal.models import Deployment
-from portal.services import request_deploy, request_rollback
 from tests.integration.conftest import invoke_live, wait_done
 
 pytestmark = pytest.mark.integration

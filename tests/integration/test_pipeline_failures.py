@@ -17,11 +17,11 @@ from django.utils import timezone
 
 from deploy import aws, ecr, lambdas
 from devstack import base_images
+from portal.deployments import steps, sweeper
+from portal.deployments.requesting import request_deploy, request_rollback
 from portal.models import Build, Deployment, DeploymentStep
-from portal.services import request_deploy, request_rollback
 from tests.conftest import wait_for
 from tests.integration.conftest import DOCKERFILE, invoke_live, processes, slow_dockerfile, wait_done
-from workers import steps, sweeper
 
 pytestmark = pytest.mark.integration
 Status = Deployment.Status

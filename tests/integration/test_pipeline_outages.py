@@ -8,8 +8,8 @@ answers.
 import pytest
 
 from deploy import aws
+from portal.deployments.requesting import request_deploy
 from portal.models import Deployment, DeploymentStep
-from portal.services import request_deploy
 from tests.conftest import free_port
 from workers import tasks
 
@@ -64,7 +64,7 @@ def test_an_unreachable_registry_fails_the_push_and_leaves_lambda_untouched(fixt
 
 
 def test_a_bad_ref_is_refused_before_any_row_is_written(fixture_function):
-    from portal.services import RequestRefused
+    from portal.core.errors import RequestRefused
 
     with pytest.raises(RequestRefused):
         request_deploy(fixture_function, trigger="api", ref="-x")

@@ -14,9 +14,10 @@ import pytest
 from deploy import source
 from deploy.addresses import Allowed
 from deploy.errors import UserError
-from portal import sources
+from portal.deployments import reconciling as reconcile
+from portal.deployments.requesting import request_deploy
 from portal.models import AuditEvent, Deployment, Function
-from portal.services import request_deploy
+from portal.sources import access
 from tests.git_http import GitHttpServer, ProcessWatch, self_signed
 from tests.integration.conftest import Worker, invoke_live, wait_done
 from tests.sshd import keygen
@@ -191,7 +192,7 @@ def private_worker(worker, faults, certificate, tmp_path_factory):
 @pytest.fixture
 def private_function(fixture_function, git_host):
     """The fixture function, its repository now private behind the HTTPS git host."""
-    from portal import crypto
+    from portal.core import crypto
 
     fixture_function.repository_url = git_host.url("repo")
     fixture_function.source_auth = Function.SourceAuth.TOKEN
@@ -228,7 +229,7 @@ def test_a_private_repository_deploys_through_a_worker_and_its_token_is_in_no_pr
     assert watch.leaks == []
     assert git_host.token not in everything_recorded(private_function)  # builds' inputs (build args) too
     assert [r for r in git_host.requests if r.authorized]
-    mirror = sources.mirror_for(private_function)
+    mirror = access.mirror_for(private_function)
     kept = [path for path in mirror.rglob("*") if path.is_file()]
     assert (mirror / "config").is_file() and kept
     assert not [path for path in kept if git_host.token.encode() in path.read_bytes()], "the mirror kept the token"
@@ -236,7 +237,7 @@ def test_a_private_repository_deploys_through_a_worker_and_its_token_is_in_no_pr
 
 def test_a_wrong_deploy_token_fails_the_deployment_as_a_user_error_and_is_not_retried(
         private_worker, private_function, git_host, repo):
-    from portal import crypto
+    from portal.core import crypto
 
     repo.release("one")
     wrong = "gldt-" + "w" * 24
@@ -267,12 +268,12 @@ def test_reconcile_deploys_a_push_no_webhook_announced_then_finds_it_up_to_date_
     assert wait_done(deployment).status == Status.SUCCEEDED, deployment.error_message
     assert invoke_live(private_function)["release"] == "two"
     count = Deployment.objects.count()
-    again = sources.reconcile(private_function)
+    again = reconcile.reconcile(private_function)
     assert (again.outcome, again.head, again.deployment.pk) == ("up-to-date", missed, deployment.pk)
     repo.release("three")
     Function.objects.filter(pk=private_function.pk).update(paused_reason="rolled back by alice")
     private_function.refresh_from_db()
-    assert sources.reconcile(private_function).outcome == "paused"
+    assert reconcile.reconcile(private_function).outcome == "paused"
     assert Deployment.objects.count() == count  # neither check queued anything
     assert AuditEvent.objects.filter(function=private_function, action="deployment.requested",
                                      detail__trigger="reconcile").count() == 1
@@ -281,11 +282,11 @@ def test_reconcile_deploys_a_push_no_webhook_announced_then_finds_it_up_to_date_
 def test_reconcile_does_not_retry_a_head_whose_deployment_failed(private_worker, private_function, git_host, repo):
     broken = repo.commit("broken", {"Dockerfile": "FROM scratch\nRUN false\n"})
 
-    first = sources.reconcile(private_function)
+    first = reconcile.reconcile(private_function)
     assert (first.outcome, first.head) == ("deployed", broken)
     assert wait_done(first.deployment).status == Status.FAILED
 
-    second = sources.reconcile(private_function)
+    second = reconcile.reconcile(private_function)
     assert (second.outcome, second.deployment.pk) == ("already-tried", first.deployment.pk)
     assert "deploy it explicitly to try again" in second.message
     assert Deployment.objects.filter(function=private_function).count() == 1

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from portal import ratelimit
+from portal.core import ratelimit
 from portal.models import ApiToken
 from tests.api_client import Api, openapi
 from tests.conftest import Private, free_port, stack_env, wait_for
@@ -112,7 +112,7 @@ def test_a_new_window_lets_deploys_through_again(shared_redis, tokens, deploy, f
 
 def test_deploys_go_through_when_redis_is_down(private_redis, tokens, deploy, caplog):
     private_redis.stop()
-    with caplog.at_level(logging.WARNING, logger="portal.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="portal.core.ratelimit"):
         assert [deploy(tokens["bob"][1]).status_code for _ in range(3)] == [202, 202, 202]
     assert "rate limit not applied (deploy:token:" in caplog.text
 
@@ -121,7 +121,7 @@ def test_a_frozen_redis_fails_open_without_hanging_the_request(private_redis, to
     secret = tokens["bob"][1]
     assert deploy(secret).status_code == 202  # counted while Redis answers
     os.kill(private_redis.proc.pid, signal.SIGSTOP)  # it still accepts connections, never answers
-    with caplog.at_level(logging.WARNING, logger="portal.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="portal.core.ratelimit"):
         for _ in range(2):
             started = time.monotonic()
             assert deploy(secret).status_code == 202

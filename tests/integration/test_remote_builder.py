@@ -6,8 +6,8 @@ import pytest
 
 from deploy import ssh
 from deploy.errors import UserError
+from portal.deployments.requesting import request_deploy
 from portal.models import Deployment
-from portal.services import request_deploy
 from tests.integration.conftest import Worker, invoke_live, wait_done
 from tests.sshd import keygen
 

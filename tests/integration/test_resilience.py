@@ -133,7 +133,7 @@ def answered(call, what: str):
 def test_a_broken_redis_costs_each_request_its_budget_a_rollback_runs_without_it_and_nothing_is_lost(
         fault, private_redis, broker_worker, released_function, released_plane, client, django_user_model, repo,
         monkeypatch):
-    from workers import sweeper
+    from portal.deployments import sweeper
 
     one, two = (release["version"] for release in released_plane.releases)
     repo.release("unused")  # a local repository: the deploy below fails at its source step, quickly and offline
@@ -307,7 +307,7 @@ def test_a_deploy_whose_database_connections_were_cut_mid_build_still_goes_live(
     rest of the suite). The recorder and the heartbeat reconnect; the deploy ends, live."""
     from django.db import connection
 
-    from portal.services import request_deploy
+    from portal.deployments.requesting import request_deploy
     from tests.integration.conftest import invoke_live, slow_dockerfile
 
     if connection.vendor != "postgresql":

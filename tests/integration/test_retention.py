@@ -11,10 +11,11 @@ from django.core.management.base import CommandError
 from django.db import connections
 
 from deploy import aws, ecr, lambdas
-from portal import retention
 from portal.celery import RETENTION_TASK, app
+from portal.core.errors import RequestRefused
+from portal.deployments import retention
+from portal.deployments.requesting import request_deploy, request_rollback
 from portal.models import AuditEvent, Build, Deployment, DeploymentStep, ImageDeletion
-from portal.services import RequestRefused, request_deploy, request_rollback
 from tests.conftest import wait_for
 from tests.integration.conftest import invoke_live, remove_from_plane, wait_done
 
@@ -228,7 +229,7 @@ def test_a_deploy_that_finds_its_image_marked_by_another_functions_retention_wai
         finally:
             connections.close_all()
 
-    with mock.patch("portal.retention.ecr.delete_images", autospec=True, side_effect=held_delete):
+    with mock.patch("portal.deployments.retention.ecr.delete_images", autospec=True, side_effect=held_delete):
         thread = threading.Thread(target=run_retention)
         thread.start()
         try:

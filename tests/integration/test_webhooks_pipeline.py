@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from portal.deployments.requesting import request_deploy
 from portal.models import Deployment, WebhookDelivery
-from portal.services import request_deploy
 from tests.conftest import wait_for
 from tests.gitlab_hooks import deliver, hook, push
 from tests.integration.conftest import invoke_live, wait_done

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from portal.deployments.requesting import cancel
 from portal.models import Deployment
-from portal.services import cancel
 
 
 class Command(BaseCommand):

@@ -1,8 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from portal.core.errors import RequestRefused
+from portal.deployments.requesting import request_deploy
 from portal.management.commands._progress import follow, function_named, summary
 from portal.models import Deployment
-from portal.services import RequestRefused, request_deploy
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
+from portal.deployments.requesting import resume_auto_deploy
 from portal.management.commands._progress import function_named
-from portal.services import resume_auto_deploy
 
 
 class Command(BaseCommand):

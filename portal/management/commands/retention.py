@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from portal import retention
+from portal.deployments import retention
 from portal.models import Function
 
 

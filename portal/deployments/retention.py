@@ -6,12 +6,10 @@ version references. The order is the point: on AWS a version whose image is
 deleted goes to `Failed`, so an image goes only once nothing that could be put
 back runs it.
 
-What is kept, and why (every kept item carries its reason in the report):
+Kept, each with its reason in the report:
 
-- a version an alias points at (its main version or a weighted one);
-- the versions of the last N releases (successful deploys, redeploys and
-  rollbacks, newest first, each version once), and anything newer than the
-  oldest of them (e.g. a version whose verify failed yesterday);
+- a version an alias points at (main or weighted); the versions of the last N
+  releases (deploys, redeploys, rollbacks), and anything newer than the oldest;
 - versions Slipway did not publish (no deployment row names them), $LATEST;
 - an image a remaining version (or $LATEST) runs, read from Lambda by digest;
   the image of any of the last N releases even when its version is gone (a
@@ -19,26 +17,21 @@ What is kept, and why (every kept item carries its reason in the report):
   this function; images built after the oldest kept release.
 
 It works like a deployment: the rows of every function on the function's ECR
-repository are locked first, in primary-key order (the queue's lock order,
-portal/queue.py), so none of them requests, claims or dispatches a deployment
-while it decides. A function with an unfinished deployment (queued or running)
-is skipped; while another function on the repository has one, no image there is
-deleted (the next run tries again).
+repository are locked first, in primary-key order (the queue's lock order), so
+none of them requests, claims or dispatches a deployment while it decides. A
+function with an unfinished deployment is skipped; while another function on the
+repository has one, no image there is deleted (the next run tries again).
 
-An ECR repository may hold the images of several functions (an owner may share
-it, portal/forms.py), and the same build inputs give the same tag: a function
-deploying a commit another one pushed adopts its image. So an image goes only
-when no function on the repository needs it: none of their remaining versions
-runs it, it is none of their last N releases, none of them built it after its
-oldest kept release. It is marked (ImageDeletion) under those locks, the marks
-are committed, then the images are deleted outside the locks and unmarked; the
-source step never adopts a marked image (workers/steps.py).
+A repository may hold several functions' images (an owner may share it), and the
+same build inputs give the same tag. So an image goes only when no function on
+the repository needs it. It is marked (ImageDeletion) under those locks, the
+marks are committed, then the images are deleted outside the locks and unmarked;
+the source step never adopts a marked image (steps.py).
 
 What it deletes is marked in the database (Deployment.version_gone,
-Build.image_gone_at of every function's build of that image), so pages and
-services refuse those rollback targets without asking AWS. Each run of a
-function that deleted, would delete (dry run), was skipped, deferred its images
-or failed leaves an AuditEvent with the report.
+Build.image_gone_at), so pages refuse those rollback targets without asking AWS.
+Each run that deleted, would delete (dry run), was skipped, deferred or failed
+leaves an AuditEvent with the report. Does I/O: Lambda and ECR, through deploy/.
 """
 
 from __future__ import annotations
@@ -54,7 +47,8 @@ from django.utils import timezone
 
 from deploy import ecr, lambdas
 from deploy.errors import DeployError
-from portal.models import AuditEvent, Build, Deployment, Function, ImageDeletion
+from portal.deployments.models import Build, Deployment, ImageDeletion
+from portal.functions import AuditEvent, Function
 
 log = logging.getLogger(__name__)
 RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK)

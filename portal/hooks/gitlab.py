@@ -1,7 +1,7 @@
 """GitLab's webhooks: who sent a delivery and what it asks for.
 
 Pure functions over headers, body and a function's settings, shared by the
-receiver (portal/webhooks.py) and Replay (services.replay_delivery). Formats
+receiver (portal/views/webhooks.py) and Replay (services.replay_delivery). Formats
 as GitLab documents them: the secret token arrives verbatim in X-Gitlab-Token;
 the signing token follows Standard Webhooks (`webhook-id`, `webhook-timestamp`,
 `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, secret
@@ -24,7 +24,7 @@ from fnmatch import fnmatchcase
 
 from deploy.errors import UserError
 from deploy.source import validate_ref
-from portal import crypto
+from portal.core import crypto
 
 ZERO_SHA = "0" * 40
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")

@@ -29,7 +29,9 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from portal import gitlab, services
+from portal import deployments
+from portal.core import errors
+from portal.hooks import gitlab
 from portal.models import DeliveryRing, Function, SeenSignature, WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -216,9 +218,9 @@ def _process(delivery: _Delivery, key: str, payload: dict) -> JsonResponse:
         WebhookDelivery.objects.filter(pk=row.pk).update(outcome=outcome, detail=decision.detail[:500])
         return _answer(200, outcome=outcome, detail=decision.detail)
     try:
-        deployment = services.request_webhook_deploy(function, ref=decision.ref, commit=decision.commit,
+        deployment = deployments.request_webhook_deploy(function, ref=decision.ref, commit=decision.commit,
                                                      delivery=row.pk)
-    except services.RequestRefused as exc:
+    except errors.RequestRefused as exc:
         WebhookDelivery.objects.filter(pk=row.pk).update(outcome=Outcome.IGNORED, detail=str(exc)[:500])
         return _answer(200, outcome=Outcome.IGNORED, detail=str(exc))
     WebhookDelivery.objects.filter(pk=row.pk).update(deployment=deployment, took_ms=delivery.took_ms())

@@ -25,9 +25,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from portal import feedback, sending
 from portal.celery import DEPLOY_TASK, ROLLBACK_TASK
-from portal.models import Deployment, Function
+from portal.core import sending
+from portal.deployments import events
+from portal.deployments.models import Deployment
+from portal.functions import Function
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -55,7 +57,7 @@ def request(function: Function, *, supersede: bool = True, locked: bool = False,
         deployment = Deployment.objects.create(function=function, **fields)
         if supersede:
             _supersede_for(deployment)
-        feedback.report_status(deployment)  # pending (once the commit is known)
+        events.status_changed.send(Deployment, deployment=deployment)  # pending (once the commit is known)
         if _may_start_now(deployment):
             # Decided under the lock the request already holds: no second
             # transaction (dispatch's) to find out what this one knows.
@@ -83,10 +85,9 @@ def _supersede_for(new: Deployment) -> None:
     else:
         message = f"deploy #{new.pk}, requested later, replaced it"
         queued = queued.exclude(kind=Kind.ROLLBACK)
-    canceled = list(queued.values_list("pk", flat=True)) if feedback.gitlab_configured(new.function) else []
+    events.superseding.send(Deployment, function=new.function, queued=queued)
     queued.update(status=Status.SUPERSEDED, superseded_by=new, finished_at=Now(), error_code="superseded",
                   error_message=message)
-    feedback.report_canceled(new.function, canceled)
 
 
 def _blockers(deployment: Deployment):
@@ -124,7 +125,7 @@ def _mark_sent(pk: int, kind: str, *conditions: Q) -> None:
 
 def send(pk: int, kind: str, task_id: str) -> None:
     """Send the task by name; a broker that is down (or did not answer within the
-    request's budget, portal/sending.py) leaves the row queued for the sweeper."""
+    request's budget, portal/core/sending.py) leaves the row queued for the sweeper."""
     name = ROLLBACK_TASK if kind == Kind.ROLLBACK else DEPLOY_TASK
     try:
         sending.send_task(name, args=[pk], task_id=task_id, deployment=pk)
@@ -145,7 +146,7 @@ def claim(deployment: Deployment, first: str, task_id: str = "") -> bool:
             return False
         if not deployment.claim(first, task_id):
             return False
-        feedback.report_status(deployment)  # running
+        events.status_changed.send(Deployment, deployment=deployment)  # running
         return True
 
 

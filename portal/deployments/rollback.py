@@ -3,7 +3,7 @@ and for the web process when the queue does not answer.
 
 A rollback is what a team needs most when something else is broken, so it
 must not need the broker: when the broker does not take a rollback within the
-request's budget (portal/sending.py) and the version to put back still exists,
+request's budget (portal/core/sending.py) and the version to put back still exists,
 the web process runs this same code itself, under the same lock (the claim is
 queue.claim's conditional UPDATE), with the same steps, records and audit,
 marked on the timeline as run without the queue. A rollback whose version is
@@ -33,10 +33,10 @@ from django.db.models.functions import Now
 
 from deploy import aws, ecr, lambdas, testing
 from deploy.errors import LAMBDA_NOT_OWNED, UserError
-from portal import queue, retention
-from portal.forms import role_allowed
-from portal.models import AuditEvent, Build, Deployment, DeploymentStep, Function
-from portal.recording import Recorder, StepLog, Stopped, check_stop, settle
+from portal.deployments import queue, retention
+from portal.deployments.models import Build, Deployment, DeploymentStep
+from portal.deployments.recording import Recorder, StepLog, Stopped, check_stop, settle
+from portal.functions import AuditEvent, Function, role_allowed
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -130,7 +130,7 @@ def shift_alias(run: Run, out: StepLog) -> None:
 
 
 def remember_expected_state(run: Run) -> None:
-    """Keep what this deployment left in Lambda, for the drift check (portal/drift.py).
+    """Keep what this deployment left in Lambda, for the drift check (portal/feedback/drift.py).
 
     Written here, by the worker that just moved the alias, from what it wrote itself
     (not from the function's settings, which an owner may have edited since, and

@@ -22,8 +22,12 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from deploy import outbound
-from portal import crypto, feedback, masking
-from portal.models import Deployment, Function, NotificationAttempt
+from portal import functions
+from portal.core import crypto
+from portal.deployments import Deployment
+from portal.feedback import status as feedback
+from portal.feedback.models import NotificationAttempt
+from portal.functions import Function
 
 log = logging.getLogger(__name__)
 Channel, Outcome = NotificationAttempt.Channel, NotificationAttempt.Outcome
@@ -57,7 +61,7 @@ def _recorder(function_id: int, deployment_id: int | None, channel: str, event: 
               secrets: list[str]):
     """Records each attempt; `secrets` (the function's, portal.masking) are masked in what the receiver said."""
     def record(number: int, answer: outbound.Answer) -> None:
-        detail = masking.scrub(answer.detail, secrets=secrets) if answer.detail else ""
+        detail = functions.scrub(answer.detail, secrets=secrets) if answer.detail else ""
         NotificationAttempt.objects.create(
             function_id=function_id, deployment_id=deployment_id, channel=channel, event=event, attempt=number,
             outcome=Outcome.OK if answer.ok else Outcome.FAILED, status_code=answer.status, target=target[:500],
@@ -125,7 +129,7 @@ def report_commit_status(deployment_id: int, state: str) -> str:
 
 def _post(deployment: Deployment, state: str) -> bool:
     function = deployment.function
-    secrets = masking.secret_values(function)
+    secrets = functions.secret_values(function)
     record = _recorder(function.pk, deployment.pk, Channel.GITLAB, state,
                        outbound.where(outbound.commit_status_url(function.gitlab_api_url, function.gitlab_project,
                                                                  deployment.commit_sha)), secrets)
@@ -140,7 +144,7 @@ def _post(deployment: Deployment, state: str) -> bool:
         function.gitlab_api_url, function.gitlab_project, token, deployment.commit_sha, state=state,
         name=f"{settings.SLIPWAY_GITLAB_STATUS_NAME}/{function.name}", ref=ref,
         target_url=feedback.deployment_link(deployment.pk),
-        description=masking.scrub(_description(deployment, state), secrets=secrets),
+        description=functions.scrub(_description(deployment, state), secrets=secrets),
         timeout=settings.SLIPWAY_NOTIFY_TIMEOUT, allowed=settings.SLIPWAY_OUTBOUND_ALLOWED_NETWORKS), record)
 
 
@@ -151,7 +155,7 @@ def compose(function: Function, event: str, deployment: Deployment | None, extra
             secrets: list[str] | None = None) -> tuple[str, dict]:
     """The text (one line, for chat and email subjects) and the webhook's JSON body, masked
     with the function's secret values (`secrets`, read here when not given)."""
-    secrets = masking.secret_values(function) if secrets is None else secrets
+    secrets = functions.secret_values(function) if secrets is None else secrets
     name = function.name
     link = feedback.deployment_link(deployment.pk) if deployment else feedback.function_link(name)
     differences = extra.get("differences") or []
@@ -170,7 +174,7 @@ def compose(function: Function, event: str, deployment: Deployment | None, extra
         text = f"{name} was changed outside Slipway: {changes}"
     else:
         text = f"{name}: {event}"
-    text = masking.scrub(text, secrets=secrets)[:1500]
+    text = functions.scrub(text, secrets=secrets)[:1500]
     payload = {
         "text": f"{text} {link}".strip(),
         "event": event,
@@ -181,7 +185,7 @@ def compose(function: Function, event: str, deployment: Deployment | None, extra
             "id": deployment.pk, "kind": deployment.kind, "status": deployment.status,
             "trigger": deployment.trigger, "commit": deployment.commit_sha, "version": deployment.version,
             "error_code": deployment.error_code,
-            "error_message": masking.scrub(deployment.error_message, secrets=secrets)[:1000]},
+            "error_message": functions.scrub(deployment.error_message, secrets=secrets)[:1000]},
     }
     if event == feedback.DRIFT:
         payload["differences"] = differences
@@ -195,7 +199,7 @@ def send_notification(function_id: int, event: str, deployment_id: int | None, e
         return {}
     deployment = (Deployment.objects.select_related("requested_by").filter(pk=deployment_id).first()
                   if deployment_id else None)
-    secrets = masking.secret_values(function)
+    secrets = functions.secret_values(function)
     text, payload = compose(function, event, deployment, extra or {}, secrets)
     sent = {}
     if function.notify_webhook_url:

@@ -1,8 +1,8 @@
 """A function's secret values, and the one way any output about it is cleaned of them.
 
 Every channel that shows what happened to a function — step logs and error messages
-(portal/recording.py), commit statuses and notifications (workers/feedback.py), JSON
-log lines (portal/jsonlog.py), drift views (portal/drift.py) — passes its text through
+(portal/deployments/recording.py), commit statuses and notifications (portal/feedback/delivery.py), JSON
+log lines (portal/core/jsonlog.py), drift views (portal/feedback/drift.py) — passes its text through
 deploy.logs.mask with `secret_values(function)`: each value in its raw, JSON-escaped
 and repr forms, after Lambda's "String measured:" echo of the environment is cut.
 """
@@ -10,9 +10,9 @@ and repr forms, after Lambda's "String measured:" echo of the environment is cut
 from __future__ import annotations
 
 from deploy.logs import mask
-from portal.models import Function
+from portal.functions.models import Function
 
-MASK = "••••••"  # what pages show for a secret value (Function.masked_environment, portal/drift.py)
+MASK = "••••••"  # what pages show for a secret value (Function.masked_environment, portal/feedback/drift.py)
 
 
 def environment_secrets(function: Function) -> list[str]:
@@ -29,7 +29,8 @@ def environment_secrets(function: Function) -> list[str]:
 def secret_values(function: Function) -> list[str]:
     """Every secret value of the function: its secret environment values, its repository's
     deploy token or key, its GitLab project token and its notification signing secret."""
-    from portal import crypto, sources
+    from portal import sources
+    from portal.core import crypto
 
     values = environment_secrets(function) + sources.log_secrets(function)
     for sealed in (function.gitlab_status_token, function.notify_webhook_secret):

@@ -18,10 +18,12 @@ from deploy import arch, ecr, lambdas, source, ssh, testing
 from deploy import build as builder
 from deploy import docker as docker_seam
 from deploy.errors import AppError, UserError
-from portal import boxes, console, feedback, queue, retention, sources
-from portal.models import Build, ConsoleRun, Deployment, Function, GoldenCase
-from portal.recording import StepLog, check_stop, retrying
-from portal.rollback import (  # shared with the rollback, which the web runs too
+from portal import console, sources
+from portal.console import ConsoleRun, GoldenCase
+from portal.deployments import events, queue, retention
+from portal.deployments.models import Build, Deployment
+from portal.deployments.recording import StepLog, check_stop, retrying
+from portal.deployments.rollback import (  # shared with the rollback, which the web runs too
     CREATING,
     RELEASE_KINDS,
     Run,
@@ -32,6 +34,7 @@ from portal.rollback import (  # shared with the rollback, which the web runs to
     shift_alias,
     wait_while_marked,
 )
+from portal.functions import Function
 
 __all__ = ["CREATING", "RELEASE_KINDS", "Run", "check_owner", "check_release", "lambda_settings",
            "remember_expected_state", "shift_alias", "wait_while_marked"]
@@ -109,7 +112,7 @@ def fetch_source(run: Run, out: StepLog) -> None:
     run.record(commit_sha=sha, build=build, commit_message=commit.subject if commit else "",
                commit_author=commit.author if commit else "")
     if not known_before:  # a deploy of a branch or tag: GitLab hears of it now that the commit is known
-        feedback.report_status(deployment)
+        events.status_changed.send(Deployment, deployment=deployment)
     run.repository_uri = ecr.ensure_repository(function.ecr_repository)
     # Build once, deploy many: an immutable tag that ECR holds is this build's image.
     if adopt_held_image(run, out):
@@ -310,7 +313,7 @@ def verify_golden_cases(run: Run, out: StepLog) -> None:
         if answer.outcome != ConsoleRun.Outcome.OK:
             lines = [f"answered {answer.outcome}: {answer.error_code} {answer.error_message}"[:500]]
         else:
-            lines = boxes.diff(case.boxes, answer.boxes, function.golden_iou)
+            lines = console.diff(case.boxes, answer.boxes, function.golden_iou)
         out(f"{title}: {'FAILED' if lines else 'passed'} ({answer.round_trip_ms:.0f} ms)")
         for line in lines:
             out(f"  {line}")

@@ -13,7 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
-from portal.models import Function, Membership
+from portal.functions.models import Function, Membership
 
 VIEW, DEPLOY, ADMIN = "view", "deploy", "admin"
 ROLE_ALLOWS = {

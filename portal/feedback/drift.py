@@ -24,11 +24,13 @@ from django.db.models.functions import Now
 
 from deploy import lambdas
 from deploy.logs import mask
-from portal import feedback, masking
-from portal.models import AuditEvent, Deployment, Function
+from portal import functions
+from portal.deployments import Deployment
+from portal.feedback import status as feedback
+from portal.functions import AuditEvent, Function
 
 log = logging.getLogger(__name__)
-MASK = masking.MASK
+MASK = functions.MASK
 FIELDS = (("alias_version", "alias → version"), ("image_digest", "image digest"), ("memory_mb", "memory (MB)"),
           ("timeout_s", "timeout (s)"), ("architecture", "architecture"))
 LABELS = dict(FIELDS)
@@ -93,7 +95,7 @@ def current(function: Function) -> list[dict]:
     if not function.drift_fingerprint:
         return []
     return differences(function.expected_state, function.drift_observed, function.secret_keys,
-                       secrets=masking.secret_values(function))
+                       secrets=functions.secret_values(function))
 
 
 def _busy(function_id: int) -> bool:
@@ -112,7 +114,7 @@ def check(function: Function, *, user=None, trigger: str = "system") -> Result:
         return Result("skipped", reason="a deployment is running: it changes the Lambda itself")
     observed = lambdas.observed_state(function.lambda_name, function.alias)
     raw = differences(expected, observed, masked=False)
-    shown = differences(expected, observed, function.secret_keys, secrets=masking.secret_values(function))
+    shown = differences(expected, observed, function.secret_keys, secrets=functions.secret_values(function))
     actor = {"actor": user, "actor_label": user.get_username() if user else trigger}
     with transaction.atomic():
         locked = Function.objects.select_for_update().get(pk=function.pk)
@@ -146,7 +148,7 @@ def accept(function: Function, *, user) -> list[dict]:
         if locked.drift_observed == MISSING:
             raise Refused("the Lambda function is gone from AWS: deploy again instead")
         shown = differences(locked.expected_state, locked.drift_observed, locked.secret_keys,
-                            secrets=masking.secret_values(locked))
+                            secrets=functions.secret_values(locked))
         Function.objects.filter(pk=function.pk).update(
             expected_state=locked.drift_observed, drift_observed={}, drift_fingerprint="", drift_detected_at=None)
         AuditEvent.record("function.drift_accepted", function=function, actor=user, differences=shown)
@@ -161,7 +163,7 @@ def check_all() -> dict:
             outcome = check(function).outcome
         except Exception as exc:  # AWS down, a function gone wrong: the next period tries again
             log.warning("drift check of %s failed: %s", function.name,
-                        masking.scrub(str(exc), function))
+                        functions.scrub(str(exc), function))
             outcome = "error"
         outcomes.setdefault(outcome, []).append(function.name)
     return outcomes

@@ -22,9 +22,10 @@ from django.conf import settings
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from portal import feedback, queue
-from portal.models import AuditEvent, Build, Deployment, DeploymentStep
-from workers.steps import work_root, workspace_name
+from portal.deployments import events, queue
+from portal.deployments.models import Build, Deployment, DeploymentStep
+from portal.deployments.steps import work_root, workspace_name
+from portal.functions import AuditEvent
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -51,7 +52,7 @@ def settle_lost(deployment: Deployment, condition: Q, why: str, noticed_by: str)
     AuditEvent.record("deployment.worker_lost", actor_label="system", function=deployment.function,
                       deployment=deployment.pk, step=step, noticed_by=noticed_by,
                       settled_as=Status.SUCCEEDED if live else Status.FAILED)
-    feedback.after_finish(deployment)
+    events.finished.send(Deployment, deployment=deployment)
     queue.dispatch(deployment.function_id)
     return True
 
@@ -69,9 +70,7 @@ def sweep() -> dict:
     resent = sorted(set(waiting.values_list("function_id", flat=True)))
     for function_id in resent:
         queue.dispatch(function_id)
-    reported = feedback.resend_unreported()  # GitLab statuses lost with the broker or a dead worker
     if lost or live:
         log.warning("sweeper settled deployment(s) whose worker stopped: failed %s, live after their shift %s",
                     lost, live)
-    return {"worker_lost": lost, "live_after_shift": live, "redispatched_functions": resent,
-            "commit_statuses_resent": reported}
+    return {"worker_lost": lost, "live_after_shift": live, "redispatched_functions": resent}

@@ -16,8 +16,11 @@ from django.utils import timezone
 
 from deploy.errors import AppError, DeployError
 from deploy.logs import mask
-from portal import feedback, jsonlog, masking, queue
-from portal.models import AuditEvent, Deployment, DeploymentStep
+from portal import functions
+from portal.core import jsonlog
+from portal.deployments import events, queue
+from portal.deployments.models import Deployment, DeploymentStep
+from portal.functions import AuditEvent
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -76,7 +79,7 @@ class Recorder:
     def __init__(self, deployment: Deployment):
         self.deployment = deployment
         self.position = deployment.steps.count()
-        self.secrets = masking.secret_values(deployment.function)
+        self.secrets = functions.secret_values(deployment.function)
 
     @contextlib.contextmanager
     def step(self, name: str, status: str | None = None):
@@ -171,21 +174,21 @@ def check_stop(deployment: Deployment) -> None:
 def finish(deployment: Deployment, status: str, code: str = "", message: str = "") -> None:
     """The one place a row is finished: its error message is masked here, before the API,
     the pages, notifications and commit statuses can show it."""
-    message = masking.scrub(message, deployment.function)
+    message = functions.scrub(message, deployment.function)
     if write_once_more(f"finishing deployment {deployment.pk}", deployment.finish, status, code, message):
         log.info("deployment %s %s%s", deployment.pk, status, f": {code}: {message}" if code else "")
         AuditEvent.record(f"deployment.{status}", actor=deployment.requested_by,
                           actor_label="" if deployment.requested_by else deployment.trigger,
                           function=deployment.function, deployment=deployment.pk, kind=deployment.kind,
                           version=deployment.version, error_code=code)
-        feedback.after_finish(deployment)
+        events.finished.send(Deployment, deployment=deployment)
 
 
 def settle(deployment: Deployment, steps) -> str:
     """Run the steps with a heartbeat; whatever happens, the row ends terminal
     and the function's next deployment is dispatched."""
     with jsonlog.bound(deployment=deployment.pk, function=deployment.function.name), \
-            jsonlog.hiding(masking.secret_values(deployment.function)):
+            jsonlog.hiding(functions.secret_values(deployment.function)):
         return _settle(deployment, steps)
 
 

@@ -2,7 +2,7 @@
 
 The web side and the worker only *ask* here: each call sends a task by name
 after the current transaction commits (never inside a request's or a step's
-critical path); the feedback queue's worker does the HTTP (workers/feedback.py).
+critical path); the feedback queue's worker does the HTTP (portal/feedback/delivery.py).
 Sending never raises: a broker that is down costs a status or a notification,
 never a deployment.
 
@@ -11,7 +11,7 @@ worker posts under a per-deployment lease (a conditional UPDATE on the row) and
 only a state that ranks above the last one posted (pending < running < the
 end), so GitLab never sees a state older than one it already has; a task that
 finds the lease taken leaves, and the holder, after releasing it, posts the
-deployment's current state if it ranks higher (see workers/feedback.py).
+deployment's current state if it ranks higher (see portal/feedback/delivery.py).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from django.db import transaction
 from django.urls import reverse
 
 from deploy import addresses
-from portal import sending
 from portal.celery import COMMIT_STATUS_TASK, NOTIFY_TASK
-from portal.models import Deployment, Function
+from portal.core import sending
+from portal.deployments import Deployment
+from portal.functions import Function
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status

@@ -1,0 +1,44 @@
+"""Deployments: every attempt to ship a function — requests, the queue, the
+pipeline's steps, rollback, reconcile of missed pushes, retention of old releases.
+
+Owns: models Build, Deployment, DeploymentStep, ImageDeletion; requesting (what
+the entry points call); queue (lock order, dispatch); pipeline and steps (does
+I/O: git, Docker, ECR, Lambda, through deploy/); recording; rollback (does I/O;
+also runs in the web when the queue does not answer); reconciling; retention
+(does I/O); sweeper; releases; events (signals the packages above receive).
+May import: portal.console, portal.functions, portal.sources, portal.core,
+deploy/. Never portal.feedback or portal.hooks: they listen to events.
+Other packages use it through this module only.
+"""
+
+from portal.deployments.events import finished, resumed, stale, status_changed, superseding
+from portal.deployments.models import Deployment
+from portal.deployments.reconciling import reconcile
+from portal.deployments.releases import targets
+from portal.deployments.requesting import (
+    cancel,
+    queue_deploy,
+    queue_notice,
+    request_deploy,
+    request_rollback,
+    request_webhook_deploy,
+    resume_auto_deploy,
+)
+
+__all__ = [
+    "Deployment",
+    "cancel",
+    "finished",
+    "queue_deploy",
+    "queue_notice",
+    "reconcile",
+    "request_deploy",
+    "request_rollback",
+    "request_webhook_deploy",
+    "resume_auto_deploy",
+    "resumed",
+    "stale",
+    "status_changed",
+    "superseding",
+    "targets",
+]

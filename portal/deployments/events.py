@@ -1,0 +1,24 @@
+"""What the deployments package announces, for packages above it to act on.
+
+The deployments package must not import the packages that report on it (feedback
+posts GitLab commit statuses and notifications, hooks marks webhook deliveries),
+or the two would import each other. So it sends these Django signals, and the
+receivers live with the packages that react: portal/feedback/receivers.py and
+portal/hooks/receivers.py, connected by portal/apps.py when Django starts — a
+dependency import checkers cannot see. Receivers run in the sender's transaction;
+anything they send leaves after commit (transaction.on_commit).
+"""
+
+from django.dispatch import Signal
+
+# deployment=: its status moved — queued (and its commit known), running, canceled.
+status_changed = Signal()
+# deployment=: it ended, by its worker, the web's rollback or the sweeper.
+finished = Signal()
+# function=, queued=: these queued deployments (a queryset, read before the update) are
+# about to be superseded by a newer request.
+superseding = Signal()
+# function=, by=: auto-deploy was resumed (by a user's name or the trigger).
+resumed = Signal()
+# deployment=, reason=: the worker skipped it as older than one live or queued.
+stale = Signal()

@@ -1,0 +1,346 @@
+"""A build of a commit and each deployment that ships it, step by step.
+
+State changes go through model methods that use conditional UPDATEs: a row
+count other than 1 means another worker (or a cancel, or the sweeper) got
+there first, and the caller backs off instead of overwriting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from deploy import arch
+from portal.functions import Architecture, Function
+
+LOG_CAP_BYTES = 256 * 1024
+
+
+class Build(models.Model):
+    """One image per set of build inputs: commit, architecture, build context,
+    Dockerfile, build args (base image included). Reused only for the same
+    inputs, never rebuilt; the inputs' digest is part of its immutable tag."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        BUILDING = "building"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    class TransitionError(Exception):
+        """A status change that the build's current state does not allow."""
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="builds")
+    # Where its image was pushed (or adopted from): the function's repository may change later, and
+    # other functions may share this one, so retention asks every function on it before deleting.
+    repository = models.CharField(max_length=256, blank=True, db_index=True)
+    commit_sha = models.CharField(max_length=40, validators=[RegexValidator(r"^[0-9a-f]{40}$", "a full commit SHA")])
+    architecture = models.CharField(max_length=10, choices=Architecture.choices)
+    inputs_digest = models.CharField(max_length=64, help_text="SHA-256 of every input that shapes the image.")
+    inputs = models.JSONField(default=dict, blank=True, help_text="What made it: context, Dockerfile, build args.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    image_uri = models.CharField(max_length=500, blank=True, help_text="repository@sha256:… once pushed")
+    digest = models.CharField(max_length=80, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    platform = models.CharField(max_length=40, blank=True)
+    cache_hits = models.PositiveIntegerField(default=0)
+    cache_misses = models.PositiveIntegerField(default=0)
+    log = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    image_gone_at = models.DateTimeField(null=True, blank=True,
+                                         help_text="When the pipeline (or retention) found the image gone from ECR.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["function", "inputs_digest"], name="one_build_per_inputs")]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.function}:{self.tag}"
+
+    def save(self, *args, **kwargs):
+        if not self.repository and self.function_id:  # a new build goes to its function's repository
+            self.repository = self.function.ecr_repository
+        super().save(*args, **kwargs)
+
+    @staticmethod
+    def digest_inputs(commit_sha: str, architecture: str, inputs: dict) -> str:
+        blob = json.dumps({"commit": commit_sha, "architecture": architecture, **inputs}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def tag(self) -> str:
+        """`3f9c2a1b7d4e-5e8a01c2-arm64`: commit, inputs, architecture. Immutable in ECR."""
+        return f"{self.commit_sha[:12]}-{self.inputs_digest[:8]}-{arch.get(self.architecture).docker}"
+
+    def _update(self, allowed, **fields) -> bool:
+        count = Build.objects.filter(pk=self.pk, status__in=allowed).update(**fields)
+        if count == 1:
+            self.refresh_from_db()
+        return count == 1
+
+    def start(self) -> None:
+        """-> BUILDING: a new build, another attempt after a failure, or a rebuild of
+        an image ECR no longer holds. Never while it is building elsewhere."""
+        startable = (self.Status.PENDING, self.Status.FAILED, self.Status.SUCCEEDED)
+        if not self._update(startable, status=self.Status.BUILDING, finished_at=None):
+            self.refresh_from_db(fields=["status"])
+            raise self.TransitionError(f"build {self.pk} is {self.status}; cannot start building")
+
+    def succeed(self, **fields) -> None:
+        """BUILDING -> SUCCEEDED with what the push recorded (digest, size, platform, image URI)."""
+        if not self._update((self.Status.BUILDING,), status=self.Status.SUCCEEDED, finished_at=Now(),
+                            image_gone_at=None, **fields):  # pushed again after retention deleted it
+            self.refresh_from_db(fields=["status"])
+            raise self.TransitionError(f"build {self.pk} is {self.status}; cannot succeed")
+
+    def adopt(self, digest: str, size: int, repository: str) -> None:
+        """ECR already holds this build's immutable tag in `repository`: take what it holds."""
+        self._update((self.Status.PENDING, self.Status.FAILED, self.Status.SUCCEEDED), status=self.Status.SUCCEEDED,
+                     repository=repository, digest=digest, size_bytes=self.size_bytes or size,
+                     finished_at=self.finished_at or Now(), image_gone_at=None)
+
+    @classmethod
+    def fail_unfinished(cls, pk: int | None) -> bool:
+        """A build that did not reach ECR ends failed, never stays building."""
+        return bool(cls.objects.filter(pk=pk, status=cls.Status.BUILDING).update(status=cls.Status.FAILED,
+                                                                                finished_at=Now()))
+
+
+class Deployment(models.Model):
+    """One attempt to make a build live behind the function's alias."""
+
+    class Kind(models.TextChoices):
+        DEPLOY = "deploy"
+        REDEPLOY = "redeploy"
+        ROLLBACK = "rollback"
+
+    class Trigger(models.TextChoices):
+        UI = "ui"
+        WEBHOOK = "webhook"
+        API = "api"
+        CLI = "cli"
+        RECONCILE = "reconcile"  # a missed push, noticed by comparing the branch head with what is live
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        CHECKING = "checking", "Checking the release"
+        SOURCE = "source", "Fetching source"
+        BUILDING = "building", "Building"
+        PUSHING = "pushing", "Pushing"
+        UPDATING = "updating", "Updating Lambda"
+        WAITING = "waiting", "Waiting for update"
+        PUBLISHING = "publishing", "Publishing version"
+        VERIFYING = "verifying", "Verifying"
+        SHIFTING = "shifting", "Moving alias"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        SUPERSEDED = "superseded"
+
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.SUPERSEDED)
+    RUNNING = (Status.CHECKING, Status.SOURCE, Status.BUILDING, Status.PUSHING, Status.UPDATING, Status.WAITING,
+               Status.PUBLISHING, Status.VERIFYING, Status.SHIFTING)
+    # Up to here nothing has touched the Lambda: a cancel is still clean.
+    CANCELLABLE = (Status.QUEUED, Status.CHECKING, Status.SOURCE, Status.BUILDING, Status.PUSHING)
+    # From here on the deployment writes to the Lambda: one at a time per function.
+    TOUCHING_LAMBDA = (Status.UPDATING, Status.WAITING, Status.PUBLISHING, Status.VERIFYING, Status.SHIFTING)
+
+    class TransitionError(Exception):
+        """A status change that the row's current state does not allow."""
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="deployments")
+    build = models.ForeignKey(Build, on_delete=models.PROTECT, null=True, blank=True, related_name="deployments")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DEPLOY)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    ref = models.CharField(max_length=255, blank=True, help_text="What was asked for: branch, tag or SHA.")
+    commit_sha = models.CharField(max_length=40, blank=True)
+    commit_message = models.CharField(max_length=300, blank=True, help_text="The commit's subject line.")
+    commit_author = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    version = models.CharField(max_length=20, blank=True, help_text="Lambda version this deployment published.")
+    previous_version = models.CharField(max_length=20, blank=True, help_text="Version the alias pointed at before.")
+    target_version = models.CharField(max_length=20, blank=True, help_text="Rollback: the version to put back.")
+    version_gone = models.BooleanField(default=False, help_text="Set when its Lambda version was found deleted.")
+    # The verify invoke, for the release card; None where the platform does not measure it.
+    init_ms = models.FloatField(null=True, blank=True, help_text="Cold-start init duration of the verify invoke.")
+    duration_ms = models.FloatField(null=True, blank=True)
+    memory_used_mb = models.PositiveIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    superseded_by = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                      help_text="The request that replaced this one (a running deploy stops before "
+                                      "moving the alias).")
+    # GitLab commit status (portal/feedback/status.py): the last state posted, and who is posting now.
+    gitlab_reported = models.CharField(max_length=10, blank=True, editable=False)
+    gitlab_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["function", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.function} #{self.pk} {self.kind} {self.status}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    def _update(self, allowed, *conditions, **fields) -> bool:
+        """Conditional UPDATE from one of `allowed` statuses; refresh self on success."""
+        count = Deployment.objects.filter(*conditions, pk=self.pk, status__in=allowed).update(**fields)
+        if count == 1:
+            self.refresh_from_db(fields=list(fields))  # timestamps come from the database's clock
+        return count == 1
+
+    def claim(self, first_step: str, task_id: str = "") -> bool:
+        """Take a queued row for this worker, recording the task that took it (its
+        worker settles the row by that id if the process running it dies).
+        False: already claimed, cancelled or superseded."""
+        if first_step not in self.RUNNING:
+            raise self.TransitionError(f"{first_step!r} is not a running status")
+        fields = {"task_id": task_id} if task_id else {}
+        return self._update((self.Status.QUEUED,), status=first_step, started_at=Now(), heartbeat_at=Now(), **fields)
+
+    def advance(self, step: str) -> None:
+        """Move a running deployment to its next step; refuses to leave a terminal status."""
+        if step not in self.RUNNING:
+            raise self.TransitionError(f"{step!r} is not a running status")
+        if not self._update(self.RUNNING, status=step, heartbeat_at=Now()):
+            self.refresh_from_db(fields=["status"])
+            raise self.TransitionError(f"deployment {self.pk} is {self.status}; cannot move to {step}")
+
+    # No stop was asked for: no rollback superseded it, no cancel was accepted.
+    NOT_STOPPED = models.Q(superseded_by__isnull=True, cancel_requested=False)
+
+    def enter_lambda(self, step: str) -> bool:
+        """Move to `step`, the first that touches the Lambda (updating, or a rollback's
+        alias move), only if no stop was asked for, in that same UPDATE: a cancel accepted
+        a moment before (request_cancel's own UPDATE, while the status was still
+        cancellable) is never run past, and one that comes later finds the move made
+        and is refused. False: a stop was asked for (the caller's check_stop ends it)."""
+        if step not in self.TOUCHING_LAMBDA:
+            raise self.TransitionError(f"{step!r} does not touch the Lambda")
+        if self._update(self.RUNNING, self.NOT_STOPPED, status=step, heartbeat_at=Now()):
+            return True
+        self.refresh_from_db(fields=["status"])
+        if self.status not in self.RUNNING:
+            raise self.TransitionError(f"deployment {self.pk} is {self.status}; cannot move to {step}")
+        return False
+
+    def enter_shift(self) -> bool:
+        """Move to SHIFTING unless a stop was asked for, in one UPDATE: a rollback
+        requested at the same moment either stops this deploy here or waits until its
+        shift has ended (it will not claim while one is shifting); a cancel accepted
+        during a rollback's check step stops the rollback here."""
+        return self.enter_lambda(self.Status.SHIFTING)
+
+    def beat(self) -> bool:
+        """Heartbeat, on the database's clock (hosts' clocks may differ); False once the row ended."""
+        return bool(Deployment.objects.filter(pk=self.pk, status__in=self.RUNNING).update(heartbeat_at=Now()))
+
+    def finish(self, status: str, error_code: str = "", error_message: str = "") -> bool:
+        """End the deployment. Only a terminal status is accepted; a row that
+        already ended stays as it is (returns False)."""
+        if status not in self.TERMINAL:
+            raise self.TransitionError(f"finish() needs a terminal status, not {status!r}")
+        non_terminal = self.RUNNING + (self.Status.QUEUED,)
+        return self._update(non_terminal, status=status, error_code=error_code,
+                            error_message=error_message[:4000], finished_at=Now())
+
+    def settle_lost(self, condition: models.Q, message: str, *, live: bool = False) -> bool:
+        """End a running deployment whose worker is gone, only while `condition`
+        still holds (the sweeper: its heartbeat is still stale, so a worker that beat
+        meanwhile keeps its row; the worker's main process: the dead task is still
+        the one that claimed it). It ends failed as `worker-lost`, unless `live`:
+        its shift step completed, the alias serves its version, and it succeeded."""
+        if live:
+            return self._update(self.RUNNING, condition, status=self.Status.SUCCEEDED, error_code="",
+                                error_message=message[:4000], finished_at=Now())
+        return self._update(self.RUNNING, condition, status=self.Status.FAILED, error_code="worker-lost",
+                            error_message=message[:4000], finished_at=Now())
+
+    def request_cancel(self) -> bool:
+        """Queued: cancelled at once. Running before the update step: the worker
+        stops at its next step boundary, at the latest at the move that touches the
+        Lambda (enter_lambda refuses it in the same UPDATE). Later: too late (False)."""
+        if self._update((self.Status.QUEUED,), status=self.Status.CANCELLED, finished_at=Now(),
+                        error_code="cancelled", error_message="cancelled before it started"):
+            return True
+        return self._update(self.CANCELLABLE, cancel_requested=True)
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class DeploymentStep(models.Model):
+    """One pipeline step as it ran: recorded before it starts and after it ends."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=20)
+    position = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    output = models.TextField(blank=True)
+    exit_status = models.IntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["deployment", "position"]
+        constraints = [models.UniqueConstraint(fields=["deployment", "position"], name="one_step_per_position")]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id}/{self.position} {self.name} {self.status}"
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.finished_at - self.started_at).total_seconds() if self.finished_at else None
+
+    @staticmethod
+    def clean_output(text: str) -> str:
+        """Logs are data: no NUL bytes (Postgres refuses them), capped, head and tail kept."""
+        text = text.replace("\x00", "")
+        if len(text) > LOG_CAP_BYTES:
+            half = LOG_CAP_BYTES // 2
+            text = text[:half] + f"\n… {len(text) - LOG_CAP_BYTES} characters cut …\n" + text[-half:]
+        return text
+
+
+class ImageDeletion(models.Model):
+    """An ECR image retention is deleting: marked under the locks of every function on its
+    repository, deleted after that commit, then unmarked. The source step never adopts
+    or deploys a marked image (portal/deployments/steps.py); a mark older than retention.MARK_STALE is one a
+    crashed run left behind, and counts for nothing."""
+
+    repository = models.CharField(max_length=256)
+    digest = models.CharField(max_length=80)
+    marked_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["repository", "digest"], name="one_mark_per_image")]
+
+    def __str__(self) -> str:
+        return f"{self.repository}@{self.digest}"

@@ -1,0 +1,84 @@
+"""The deploy pipeline, in order: source, build, push, then the Lambda steps (update,
+wait, publish, verify) and the alias shift, with a stop check between steps, each
+step recorded, the row always settled. A rollback runs portal/deployments/rollback.py,
+whose fallback for a version that is gone ships again with the same Lambda steps.
+
+Does I/O (git, Docker, ECR, Lambda) through deploy/. Run by the worker's tasks
+(workers/tasks.py), which only claim the row and call in here.
+"""
+
+from __future__ import annotations
+
+from portal.deployments import events, queue, steps
+from portal.deployments import rollback as rollbacks
+from portal.deployments.models import Build, Deployment
+from portal.deployments.recording import Recorder, Stopped, check_stop, settle
+
+Status = Deployment.Status
+
+
+def claimed(pk: int, first: str, task_id: str) -> Deployment | None:
+    deployment = Deployment.objects.select_related("function", "build").filter(pk=pk).first()
+    if deployment is None:
+        return None
+    if not queue.claim(deployment, first, task_id or ""):
+        queue.dispatch(deployment.function_id)  # it ended or waits: let the queue move on
+        return None
+    return deployment
+
+
+def deploy(deployment: Deployment) -> str:
+    """Run a claimed deploy to its end; the status it ended in."""
+    return settle(deployment, lambda: _deploy(steps.Run(deployment), Recorder(deployment)))
+
+
+def _deploy(run: steps.Run, rec: Recorder) -> None:
+    deployment = run.deployment
+    with rec.step("source") as out:
+        steps.fetch_source(run, out)
+    if run.stale:  # an older commit than one live or queued: the delivery's log says why
+        events.stale.send(Deployment, deployment=deployment, reason=run.stale)
+        raise Stopped(Status.SUPERSEDED, "stale", run.stale)
+    check_stop(deployment)
+    if deployment.kind == Deployment.Kind.REDEPLOY:  # ECR holds this build's image
+        rec.skip("build", f"ECR already holds {run.function.ecr_repository}:{run.build.tag} "
+                          f"({run.build.digest}); not rebuilt")
+        rec.skip("push", "nothing to push")
+    else:
+        try:
+            with rec.step("build", Status.BUILDING) as out:
+                steps.build_image(run, out)
+            check_stop(deployment)
+            with rec.step("push", Status.PUSHING) as out:
+                steps.push_image(run, out)
+        finally:
+            Build.fail_unfinished(run.build.pk)  # a no-op once pushed; otherwise it never stays building
+    check_stop(deployment)
+    ship(run, rec)
+    rollbacks.enter_shift(deployment)  # the last moment a rollback can still win
+    with rec.step("shift") as out:
+        steps.shift_alias(run, out)
+
+
+def ship(run: steps.Run, rec: Recorder) -> None:
+    """update -> wait -> publish -> verify: the same steps for a deploy and a rollback's fallback."""
+    waited = steps.enter_lambda_steps(run)
+    with rec.step("update", Status.UPDATING) as out:
+        if waited >= 0.5:
+            out(f"waited {waited:.1f} s for another deployment of {run.function.name} to leave the Lambda")
+        steps.update_function(run, out)
+    with rec.step("wait", Status.WAITING) as out:
+        steps.wait_updated(run, out)
+    check_stop(run.deployment)
+    with rec.step("publish", Status.PUBLISHING) as out:
+        steps.publish_version(run, out)
+    check_stop(run.deployment)
+    with rec.step("verify", Status.VERIFYING) as out:
+        # Golden cases gate deploys only: a rollback's fallback verifies with the smoke event.
+        steps.verify_version(run, out, golden=run.deployment.kind != Deployment.Kind.ROLLBACK)
+    check_stop(run.deployment)
+
+
+def rollback(deployment: Deployment) -> str:
+    """Run a claimed rollback; the worker adds the fallback for a version that is gone."""
+    return rollbacks.perform(deployment, ship=ship)

@@ -1,0 +1,42 @@
+"""Functions: the registry of Lambda functions, their members and roles, audit
+events, API tokens, the settings form, and the one place a function's secret
+values are known (masking).
+
+Owns: models Function, Membership, AuditEvent, ApiToken; access (roles);
+registry (register, update, archive, members); forms; masking.
+May import: portal.sources, portal.core, deploy/. Other packages use it through
+this module only.
+"""
+
+from portal.functions.forms import role_allowed, user_error
+from portal.functions.masking import MASK, scrub, secret_values
+from portal.functions.models import Architecture, AuditEvent, Function
+from portal.functions.registry import (
+    archive_function,
+    register_function,
+    remove_member,
+    restore_function,
+    set_member,
+    store_new_secret,
+    transfer_ownership,
+    update_function,
+)
+
+__all__ = [
+    "Architecture",
+    "AuditEvent",
+    "Function",
+    "MASK",
+    "archive_function",
+    "register_function",
+    "remove_member",
+    "restore_function",
+    "role_allowed",
+    "scrub",
+    "secret_values",
+    "set_member",
+    "store_new_secret",
+    "transfer_ownership",
+    "update_function",
+    "user_error",
+]

@@ -1,0 +1,243 @@
+"""A function — what to build and where it runs — with its members, its audit
+trail and the API tokens that act on it.
+
+State changes go through conditional UPDATEs: a row count other than 1 means
+someone else got there first, and the caller backs off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from deploy import arch
+from portal.sources import SourceAuth
+
+
+class Architecture(models.TextChoices):
+    """Lambda's names; every other name of an architecture comes from deploy.arch."""
+
+    ARM64 = arch.ARM64.name, arch.ARM64.label
+    X86_64 = arch.X86_64.name, arch.X86_64.label
+
+
+class Function(models.Model):
+    """A Lambda function shipped as a container image: what to build and where it runs."""
+
+    name = models.SlugField(max_length=64, unique=True, help_text="Slipway's name for it, used in URLs and CLI.")
+    description = models.CharField(max_length=200, blank=True)
+    repository_url = models.CharField(max_length=500, help_text="Git URL (https or ssh); a local path in local mode.")
+    branch = models.CharField(max_length=200, default="main", help_text="Pushes to this branch auto-deploy.")
+    context_path = models.CharField(max_length=300, default=".", help_text="Build context inside the repository.")
+    dockerfile_path = models.CharField(max_length=300, default="Dockerfile",
+                                       help_text="Dockerfile, relative to the build context.")
+    build_args = models.JSONField(default=dict, blank=True)
+    architecture = models.CharField(max_length=10, choices=Architecture.choices, default=Architecture.ARM64)
+    ecr_repository = models.CharField(
+        max_length=256,
+        validators=[RegexValidator(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$",
+                                   "lowercase letters, digits, '.', '_', '-' and '/' only")],
+    )
+    lambda_name = models.CharField(
+        max_length=64, unique=True, error_messages={"unique": "another function already deploys to this Lambda"},
+        validators=[RegexValidator(r"^[A-Za-z0-9_-]+$", "letters, digits, '-' and '_' only")]
+    )
+    alias = models.CharField(max_length=128, default="live",
+                             validators=[RegexValidator(r"^(?!^[0-9]+$)[A-Za-z0-9_-]+$", "not a valid alias")])
+    memory_mb = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(128), MaxValueValidator(10240)])
+    timeout_s = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1), MaxValueValidator(900)])
+    environment = models.JSONField(default=dict, blank=True, help_text="Lambda environment variables.")
+    secret_keys = models.JSONField(default=list, blank=True,
+                                   help_text="Environment variables whose values are write-only and masked.")
+    execution_role_arn = models.CharField(max_length=2048, blank=True,
+                                          help_text="Used by CreateFunction on the first deploy.")
+    smoke_event = models.JSONField(default=dict, blank=True,
+                                   help_text="Invoked on each new version before the alias moves.")
+    golden_iou = models.FloatField(
+        default=0.9, validators=[MinValueValidator(0.1), MaxValueValidator(1.0)], verbose_name="Golden IoU threshold",
+        help_text="A deploy's boxes on each golden case must overlap the saved ones at least this much (IoU).")
+    tag_pattern = models.CharField(
+        max_length=100, blank=True,
+        validators=[RegexValidator(r"^[A-Za-z0-9._/*?\[\]!+-]+$",
+                                   "letters, digits, . _ / + - and the wildcards * ? [ ]")],
+        help_text="Tags matching this pattern deploy on a GitLab tag push (e.g. v*); empty: tags never deploy.")
+    # GitLab's secret token (X-Gitlab-Token), as SHA-256: it only has to be compared.
+    webhook_secret_hash = models.CharField(max_length=128, blank=True, editable=False)
+    # GitLab's signing token (whsec_…), Fernet-encrypted (portal.crypto): verifying needs the key itself.
+    webhook_signing_key = models.TextField(blank=True, editable=False)
+    auto_deploy = models.BooleanField(default=True)
+    # An ECR repository belongs to the first function registered with it (portal/functions/forms.py): the names
+    # of the functions its owners let push to and deploy from it too. Retention then deletes an image
+    # there only when no function on the repository needs it (portal/deployments/retention.py).
+    shares_images_with = models.JSONField(default=list, blank=True)
+
+    # --- Private repositories: credentials git uses to read the repository -----------------------
+    SourceAuth = SourceAuth  # the sources package's vocabulary
+
+    source_auth = models.CharField(max_length=10, choices=SourceAuth.choices, default=SourceAuth.NONE)
+    source_username = models.CharField(max_length=255, blank=True, help_text="The deploy token's username.")
+    # The deploy token or the deploy key's private key, Fernet-encrypted (portal.crypto); write-only.
+    source_secret = models.TextField(blank=True, editable=False)
+    source_known_hosts = models.TextField(blank=True, help_text="known_hosts line(s) pinning the git host's key.")
+    # The last check for missed pushes (button or periodic task), shown on the function page:
+    # a wrong token nobody clicks the button for must not stay invisible.
+    reconcile_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    reconcile_outcome = models.CharField(max_length=20, blank=True, editable=False)
+    reconcile_message = models.CharField(max_length=300, blank=True, editable=False)
+    # --- end of private repositories ---------------------------------------------------------------
+
+    paused_reason = models.CharField(max_length=300, blank=True,
+                                     help_text="Set when auto-deploy is paused, e.g. after a rollback.")
+    archived_at = models.DateTimeField(null=True, blank=True,
+                                       help_text="Archived: hidden, no deploys or webhooks accepted.")
+    # --- Feedback (issue 12, second half): GitLab commit status, notifications, drift ---------
+    gitlab_api_url = models.CharField(max_length=300, blank=True, verbose_name="GitLab URL",
+                                      help_text="e.g. https://gitlab.example.org; with a project and a token, "
+                                      "deployments report their status on the commit.")
+    gitlab_project = models.CharField(max_length=255, blank=True, verbose_name="GitLab project",
+                                      help_text="The project's numeric id or its path (group/project).")
+    # A GitLab project access token (api scope, Developer role), Fernet-encrypted (portal.crypto).
+    gitlab_status_token = models.TextField(blank=True, editable=False)
+    notify_webhook_url = models.CharField(max_length=500, blank=True, verbose_name="Notification webhook",
+                                          help_text="Receives a signed JSON POST (Slack-compatible `text`).")
+    # The HMAC-SHA256 key of the outgoing webhook, generated by Slipway, Fernet-encrypted.
+    notify_webhook_secret = models.TextField(blank=True, editable=False)
+    notify_members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+",
+                                            help_text="Members who get notification emails.")
+    # What Slipway last left in Lambda (written by the worker at its shift step, or accepted by an
+    # owner): alias_version, image_digest, memory_mb, timeout_s, environment, architecture.
+    expected_state = models.JSONField(default=dict, blank=True, editable=False)
+    # What AWS reported when it last differed from expected_state ({} when it matches).
+    drift_observed = models.JSONField(default=dict, blank=True, editable=False)
+    drift_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
+    drift_detected_at = models.DateTimeField(null=True, blank=True, editable=False)
+    drift_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # --- end of feedback fields ---------------------------------------------------------------
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def docker_platform(self) -> str:
+        return arch.get(self.architecture).platform
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
+
+    @property
+    def webhook_configured(self) -> bool:
+        """A secret token or a signing token is set: without one, every delivery is refused."""
+        return bool(self.webhook_secret_hash or self.webhook_signing_key)
+
+    def commit_url(self, sha: str) -> str:
+        """The commit on the repository's web page (GitLab's path form); "" for local or unknown hosts."""
+        url = self.repository_url.strip()
+        if url.startswith("git@") and ":" in url:
+            host, path = url[len("git@"):].split(":", 1)
+            url = f"https://{host}/{path}"
+        elif url.startswith("ssh://"):
+            rest = url[len("ssh://"):].split("@", 1)[-1]
+            host, _, path = rest.partition("/")
+            url = f"https://{host.split(':')[0]}/{path}"
+        if not url.startswith("https://") or not sha:
+            return ""
+        return f"{url.removesuffix('.git').rstrip('/')}/-/commit/{sha}"
+
+    def masked_environment(self) -> dict:
+        """The environment as pages and logs may show it: secret values never."""
+        return {key: "••••••" if key in self.secret_keys else value for key, value in self.environment.items()}
+
+
+class Membership(models.Model):
+    """Who may do what with one function."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"  # edit settings, deploy, roll back
+        DEPLOYER = "deployer", "Deployer"  # deploy and roll back
+        VIEWER = "viewer", "Viewer"  # read only
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["function", "user"], name="one_role_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} of {self.function}"
+
+
+class AuditEvent(models.Model):
+    """Who did what to which function, and when."""
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    actor_label = models.CharField(max_length=150, help_text="Username, or 'webhook', 'cli', 'system'.")
+    function = models.ForeignKey(Function, on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="audit_events")
+    action = models.CharField(max_length=64)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.actor_label} {self.action} {self.function or ''}"
+
+    @classmethod
+    def record(cls, action: str, *, actor=None, actor_label: str = "", function=None, **detail) -> AuditEvent:
+        label = actor_label or (actor.get_username() if actor else "system")
+        return cls.objects.create(action=action, actor=actor, actor_label=label, function=function, detail=detail)
+
+
+class ApiToken(models.Model):
+    """A user's token for the JSON API, shown once and stored as SHA-256 (a
+    high-entropy random token needs no slow hash). Optionally limited to one
+    function and to deploying (trigger, read and follow deployments only)."""
+
+    PREFIX = "slp_"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(max_length=12, editable=False, help_text="The token's first characters, to tell it apart.")
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, null=True, blank=True, related_name="+",
+                                 help_text="Only this function, when set.")
+    deploy_only = models.BooleanField(default=False, help_text="Trigger, read and follow deployments; nothing else.")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.name} ({self.hint}…)"
+
+    @staticmethod
+    def digest(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user, name: str, **fields) -> tuple[ApiToken, str]:
+        """A new token and its raw value, which is never stored or shown again."""
+        import secrets
+
+        raw = cls.PREFIX + secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, token_hash=cls.digest(raw), hint=raw[:10], **fields)
+        return token, raw
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())

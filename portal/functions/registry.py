@@ -1,0 +1,155 @@
+"""Registering and changing functions and their members, each change audited.
+Shared by the web UI, the API and manage.py so every entry point leaves the same trail.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from portal.core.errors import RequestRefused
+from portal.functions.models import AuditEvent, Function
+
+AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
+                  "architecture", "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s",
+                  "execution_role_arn", "smoke_event", "auto_deploy", "tag_pattern", "golden_iou",
+                  "shares_images_with")
+
+
+def _changes(before: Function | None, after: Function) -> dict:
+    """What changed, as the audit log may show it: secret values never."""
+    changed = {}
+    for field in AUDITED_FIELDS:
+        old, new = (getattr(before, field) if before else None), getattr(after, field)
+        if old != new:
+            changed[field] = new if field != "smoke_event" else "(changed)"
+    old_env = before.environment if before else {}
+    old_secret = set(before.secret_keys) if before else set()
+    for key in sorted(set(old_env) | set(after.environment)):
+        if old_env.get(key) != after.environment.get(key) or (key in old_secret) != (key in after.secret_keys):
+            if key not in after.environment:
+                changed[f"env.{key}"] = "(removed)"
+            else:
+                changed[f"env.{key}"] = "(secret)" if key in after.secret_keys else after.environment[key]
+    changed.update(_source_changes(before, after))
+    return changed
+
+
+def _source_changes(before: Function | None, after: Function) -> dict:
+    """The repository's credentials in the audit log: kind and username, never the secret."""
+    changed = {}
+    for field in ("source_auth", "source_username"):
+        old = getattr(before, field) if before else Function._meta.get_field(field).default
+        new = getattr(after, field)
+        if old != new:
+            changed[field] = new
+    if (before.source_known_hosts if before else "") != after.source_known_hosts:
+        changed["source_known_hosts"] = "(changed)" if after.source_known_hosts else "(removed)"
+    old_secret = before.source_secret if before else ""
+    if old_secret != after.source_secret:
+        changed["source_secret"] = ("(removed)" if not after.source_secret else
+                                    "(replaced)" if old_secret else "(set)")
+    return changed
+
+
+def register_function(form, *, user) -> Function:
+    """Save a new function; its registrant becomes its owner."""
+    from portal.functions.models import Membership
+
+    with transaction.atomic():
+        function = form.apply()
+        function.save()
+        Membership.objects.create(function=function, user=user, role=Membership.Role.OWNER)
+        AuditEvent.record("function.registered", function=function, actor=user, **_changes(None, function))
+    return function
+
+
+def update_function(form, *, user) -> Function:
+    """Save an edit; it reaches Lambda at the next deploy."""
+    with transaction.atomic():
+        before = Function.objects.select_for_update().get(pk=form.instance.pk)
+        function = form.apply()
+        changed = _changes(before, function)
+        function.save()
+        if changed:
+            AuditEvent.record("function.edited", function=function, actor=user, **changed)
+    return function
+
+
+def archive_function(function: Function, *, user) -> None:
+    from django.db.models.functions import Now
+
+    Function.objects.filter(pk=function.pk, archived_at__isnull=True).update(archived_at=Now())
+    AuditEvent.record("function.archived", function=function, actor=user)
+
+
+def restore_function(function: Function, *, user) -> None:
+    Function.objects.filter(pk=function.pk).update(archived_at=None)
+    AuditEvent.record("function.restored", function=function, actor=user)
+
+
+def set_member(function: Function, member, role: str, *, user) -> None:
+    """Add `member` with `role`, or change their role; the last owner cannot be demoted."""
+    from portal.functions.models import Membership
+
+    with transaction.atomic():
+        Function.objects.select_for_update().get(pk=function.pk)
+        current = Membership.objects.filter(function=function, user=member).first()
+        if current and current.role == Membership.Role.OWNER and role != Membership.Role.OWNER:
+            _refuse_last_owner(function, member)
+        Membership.objects.update_or_create(function=function, user=member, defaults={"role": role})
+        AuditEvent.record("membership.added" if current is None else "membership.changed", function=function,
+                          actor=user, member=member.get_username(), role=role)
+
+
+def remove_member(function: Function, member, *, user) -> None:
+    from portal.functions.models import Membership
+
+    with transaction.atomic():
+        Function.objects.select_for_update().get(pk=function.pk)
+        current = Membership.objects.filter(function=function, user=member).first()
+        if current is None:
+            raise RequestRefused(f"{member.get_username()} is not a member of {function.name}")
+        if current.role == Membership.Role.OWNER:
+            _refuse_last_owner(function, member)
+        current.delete()
+        AuditEvent.record("membership.removed", function=function, actor=user, member=member.get_username())
+
+
+def transfer_ownership(function: Function, member, *, user) -> None:
+    """`member` becomes an owner and `user` a deployer, in one step."""
+    from portal.functions.models import Membership
+
+    if member == user:
+        raise RequestRefused("you already own it")
+    with transaction.atomic():
+        Function.objects.select_for_update().get(pk=function.pk)
+        Membership.objects.update_or_create(function=function, user=member,
+                                            defaults={"role": Membership.Role.OWNER})
+        Membership.objects.filter(function=function, user=user).update(role=Membership.Role.DEPLOYER)
+        AuditEvent.record("membership.transferred", function=function, actor=user, to=member.get_username())
+
+
+def _refuse_last_owner(function: Function, member) -> None:
+    from portal.functions.models import Membership
+
+    owners = Membership.objects.filter(function=function, role=Membership.Role.OWNER).exclude(user=member)
+    if not owners.exists():
+        raise RequestRefused(f"{member.get_username()} is the last owner of {function.name}: "
+                             "make someone else an owner first")
+
+
+def store_new_secret(function: Function, field: str, raw: str, *, user, audit: str) -> str:
+    """Keep `raw` Fernet-encrypted in `field`, replacing any other at once, audited as
+    `<audit>_created` or `<audit>_rotated`; returns it to be shown once."""
+    from portal.core import crypto
+
+    try:
+        sealed = crypto.encrypt(raw)
+    except crypto.Unavailable as exc:
+        raise RequestRefused(str(exc)) from None
+    with transaction.atomic():
+        before = Function.objects.select_for_update().get(pk=function.pk)
+        Function.objects.filter(pk=function.pk).update(**{field: sealed})
+        AuditEvent.record(f"{audit}_rotated" if getattr(before, field) else f"{audit}_created",
+                          function=function, actor=user)
+    return raw
