@@ -79,6 +79,8 @@ INSTALLED_APPS = [
     "portal",
 ]
 
+# Dotted paths below (middleware, URL conf, WSGI app, log formatter) are imports
+# import-linter cannot see: the classes they name are the web layer's and the core's.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from the web process itself
