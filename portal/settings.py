@@ -91,7 +91,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "portal.api.BodyCap",
+    "portal.api.limits.BodyCap",
     "portal.core.sending.BudgetMiddleware",  # one budget per request for the broker
 ]
 

@@ -14,7 +14,7 @@ Other packages use it through this module only.
 from portal.deployments.events import finished, resumed, stale, status_changed, superseding
 from portal.deployments.models import Deployment
 from portal.deployments.reconciling import reconcile
-from portal.deployments.releases import targets
+from portal.deployments.releases import live_deployment, targets
 from portal.deployments.requesting import (
     cancel,
     queue_deploy,
@@ -29,6 +29,7 @@ __all__ = [
     "Deployment",
     "cancel",
     "finished",
+    "live_deployment",
     "queue_deploy",
     "queue_notice",
     "reconcile",

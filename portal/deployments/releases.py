@@ -29,3 +29,9 @@ def targets(function: Function) -> list[tuple[str, str]]:
     labels = [(v, f"version {v}" + ("" if status == Deployment.Status.SUCCEEDED else f" (its deploy {status})"))
               for v, status in versions.items()]
     return [(function.alias, f"{function.alias} (what is live)"), *labels]
+
+
+def live_deployment(function: Function) -> Deployment | None:
+    """What the alias serves, by Slipway's record: the newest successful deployment."""
+    return (Deployment.objects.filter(function=function, status=Deployment.Status.SUCCEEDED).exclude(version="")
+            .select_related("build", "requested_by").order_by("-finished_at", "-pk").first())

@@ -30,12 +30,6 @@ Status = Deployment.Status
 PAGE_SIZE = 25
 
 
-def live_deployment(function: Function) -> Deployment | None:
-    """What the alias serves, by Slipway's record: the newest successful deployment."""
-    return (Deployment.objects.filter(function=function, status=Status.SUCCEEDED).exclude(version="")
-            .select_related("build", "requested_by").order_by("-finished_at", "-pk").first())
-
-
 @require_GET
 @login_required
 def function_list(request):
@@ -98,7 +92,7 @@ def function_edit(request, name):
 @login_required
 def function_detail(request, name):
     function = access.function_for(request.user, name)
-    live = live_deployment(function)
+    live = deployments.live_deployment(function)
     history = (Deployment.objects.filter(function=function).select_related("build", "requested_by")
                .prefetch_related("steps").order_by("-created_at", "-pk"))
     page = Paginator(history, 20).get_page(request.GET.get("page"))
@@ -149,7 +143,7 @@ def function_deploy(request, name):
                 messages.warning(request, notice[:1].upper() + notice[1:] + ".")
             return redirect("portal-deployment", pk=deployment.pk)
     commits, target = None, None
-    live = live_deployment(function)
+    live = deployments.live_deployment(function)
     if form.is_bound and form.is_valid():
         mirror = _mirror(function)
         target = source.resolve_cached(mirror, form.cleaned_data["ref"]) if mirror else None
@@ -166,7 +160,7 @@ def function_rollback(request, name, pk):
     function = access.function_for(request.user, name, access.DEPLOY)
     release = get_object_or_404(Deployment.objects.select_related("build"), pk=pk, function=function,
                                 status=Status.SUCCEEDED)
-    live = live_deployment(function)
+    live = deployments.live_deployment(function)
     error = ""
     if request.method == "POST":
         try:
