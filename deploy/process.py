@@ -51,12 +51,13 @@ class Environment(dict[str, str]):
 
 def environment(allow: Iterable[str] = (), extra: dict[str, str | None] | None = None) -> Environment:
     """The basics and the variables `allow` names (`NAME`, or `PREFIX_*` for a family) that
-    this process has, then `extra` on top (a None value takes the variable out)."""
+    this process has set to something (an empty one counts as unset), then `extra` on top
+    (a None value takes the variable out)."""
     names = (*BASICS, *allow)
     exact = {name for name in names if not name.endswith("*")}
     prefixes = tuple(name[:-1] for name in names if name.endswith("*"))
     env = Environment({key: value for key, value in os.environ.items()
-                       if key in exact or (prefixes and key.startswith(prefixes))})
+                       if value and (key in exact or (prefixes and key.startswith(prefixes)))})
     env.setdefault("PATH", DEFAULT_PATH)
     for key, value in (extra or {}).items():
         if value is None:

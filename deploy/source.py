@@ -74,7 +74,6 @@ def validate_ref(ref: str) -> str:
     return ref
 
 
-
 # An ssh wrapper; a private CA for an internal GitLab (README: private repositories).
 GIT_ALLOW = ("GIT_SSH_COMMAND", "GIT_SSL_CAINFO")
 

@@ -91,6 +91,13 @@ def test_extra_variables_reach_the_child_and_none_leaves_one_out(monkeypatch):
     assert seen["GIT_TERMINAL_PROMPT"] == "0" and "LANG" not in seen
 
 
+def test_an_allowed_variable_set_empty_counts_as_unset(monkeypatch):
+    monkeypatch.setenv("GIT_SSH_COMMAND", "")
+    monkeypatch.setenv("GIT_SSL_CAINFO", "/etc/ssl/internal-ca.pem")
+    seen = env_of(process.environment(source.GIT_ALLOW))
+    assert "GIT_SSH_COMMAND" not in seen and seen["GIT_SSL_CAINFO"] == "/etc/ssl/internal-ca.pem"
+
+
 def test_a_plain_dict_is_refused_as_an_environment():
     with pytest.raises(TypeError, match="process.environment"):
         process.run(["true"], env={"PATH": "/usr/bin:/bin"}, timeout=10)
