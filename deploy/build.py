@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy import cli
+from deploy import cli, process
 from deploy.errors import AppError, UserError
 
 BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -86,12 +86,12 @@ def build(*, builder: str, context: Path, dockerfile: Path, platform: str, tag: 
         except FileNotFoundError:
             raise AppError("builder-missing", f"the BuildKit CLI {command[0]!r} is not installed",
                            retryable=False) from None
+        except process.Timeout:
+            raise AppError("build-timeout", f"the build ran longer than {timeout:.0f} s", retryable=False) from None
         if status != 0:
             text = "\n".join(tail)
             if any(marker in text.lower() for marker in _DAEMON_DOWN):
                 raise AppError("docker-unavailable", f"the Docker engine is not answering: {tail[-1] if tail else ''}")
-            if status == -9:
-                raise AppError("build-timeout", f"the build ran longer than {timeout:.0f} s", retryable=False)
             if "requires BuildKit" in text or "buildx" in text and "not a docker command" in text:
                 raise AppError("builder-missing", "the configured docker CLI cannot run BuildKit builds; set "
                                "SLIPWAY_BUILDKIT_DOCKER to one that can", retryable=False)

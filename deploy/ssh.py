@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from deploy import cli
+from deploy import process
 from deploy.errors import AppError, UserError
 
 REMOTE_SOCKET = "/var/run/docker.sock"
 CONNECT_TIMEOUT = 15
+# With no SLIPWAY_SSH_IDENTITY_FILE, ssh's own keys: those of an agent as well.
+ALLOW = ("SSH_AUTH_SOCK",)
 
 _lock = threading.Lock()
 _tunnels: dict[tuple, _Tunnel] = {}
@@ -116,8 +118,7 @@ def _open(url: str, known_hosts: str, identity_file: str) -> _Tunnel:
     args += ["--", parts.hostname]
     with log.open("wb") as out:
         try:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    preexec_fn=cli.die_with_parent)
+            proc = process.spawn(args, stdout=out, stderr=out, env=process.environment(ALLOW))
         except FileNotFoundError:
             shutil.rmtree(directory, ignore_errors=True)
             raise AppError("builder-ssh-missing", "the ssh client is not installed (openssh-client)",
@@ -147,13 +148,7 @@ def _error(url: str, said: str):
 
 
 def _close(tunnel: _Tunnel) -> None:
-    if tunnel.proc.poll() is None:
-        tunnel.proc.terminate()
-        try:
-            tunnel.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            tunnel.proc.kill()
-            tunnel.proc.wait()
+    process.stop(tunnel.proc)
     shutil.rmtree(tunnel.socket.parent, ignore_errors=True)
 
 
