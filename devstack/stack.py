@@ -264,6 +264,16 @@ def start_infrastructure(runner: Runner, profile: Profile) -> None:
     ))
 
 
+def _worker(profile: Profile, env: dict[str, str], name: str, *, queue: str, concurrency: int) -> Service:
+    """A Celery worker process for one queue; its node name carries the profile and the queue, so none clash."""
+    return Service(
+        name,
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-c", str(concurrency),
+         "--loglevel", "INFO", "-n", f"slipway-{profile.name}-{queue}@%h"],
+        env=env, cwd=REPO_ROOT, fix=f"see the {name} lines above",
+    )
+
+
 def start_portal(runner: Runner, profile: Profile) -> None:
     """Migrations, first-run data, then the Celery worker, beat and the web server."""
     env = {**os.environ, **portal_env(profile)}
@@ -274,26 +284,11 @@ def start_portal(runner: Runner, profile: Profile) -> None:
     if out.strip():
         print(out.rstrip(), flush=True)
     portal = portal_env(profile)
-    runner.start(Service(
-        "worker",
-        [py, "-m", "celery", "-A", "workers", "worker", "-Q", "deploys", "-c", "2",
-         "--loglevel", "INFO", "-n", f"slipway-{profile.name}-deploys@%h"],
-        env=portal, cwd=REPO_ROOT, fix="see the worker lines above",
-    ))
+    runner.start(_worker(profile, portal, "worker", queue="deploys", concurrency=2))
     # Rollbacks never wait behind builds: their own queue, their own process.
-    runner.start(Service(
-        "rollback",
-        [py, "-m", "celery", "-A", "workers", "worker", "-Q", "rollbacks", "-c", "1",
-         "--loglevel", "INFO", "-n", f"slipway-{profile.name}-rollbacks@%h"],
-        env=portal, cwd=REPO_ROOT, fix="see the rollback lines above",
-    ))
+    runner.start(_worker(profile, portal, "rollback", queue="rollbacks", concurrency=1))
     # Commit statuses, notifications and drift checks: a slow receiver never holds up the others.
-    runner.start(Service(
-        "feedback",
-        [py, "-m", "celery", "-A", "workers", "worker", "-Q", "feedback", "-c", "2",
-         "--loglevel", "INFO", "-n", f"slipway-{profile.name}-feedback@%h"],
-        env=portal, cwd=REPO_ROOT, fix="see the feedback lines above",
-    ))
+    runner.start(_worker(profile, portal, "feedback", queue="feedback", concurrency=2))
     runner.start(Service(
         "beat",
         [py, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO",
