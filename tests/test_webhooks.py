@@ -223,6 +223,7 @@ def test_with_auto_deploy_off_a_push_is_ignored(client, hooked):
 @pytest.mark.parametrize("body, detail", [
     (push(SHA, branch="feature/x"), "a push to feature/x; main deploys"),
     (push(SHA, before=SHA), "nothing changed (before == after)"),
+    ({**push(SHA), "ref": "refs/tags/v1.0"}, "a push to 'refs/tags/v1.0', which is not a branch"),
 ])
 def test_pushes_that_deploy_nothing_are_ignored_with_a_reason(client, hooked, body, detail):
     assert deliver(client, "hello", body).json() == {"outcome": "ignored", "detail": detail}
@@ -234,6 +235,13 @@ def test_a_tag_needs_a_pattern_it_matches(client, hooked):
     Function.objects.filter(pk=hooked.pk).update(tag_pattern="v1.*")
     assert "does not match v1.*" in deliver(client, "hello", tag, event="Tag Push Hook").json()["detail"]
     assert not Deployment.objects.exists()
+
+
+def test_a_tag_push_whose_ref_is_a_branch_is_ignored(client, hooked):
+    Function.objects.filter(pk=hooked.pk).update(tag_pattern="*")
+    tag = {**push(SHA), "object_kind": "tag_push"}
+    assert deliver(client, "hello", tag, event="Tag Push Hook").json() == {
+        "outcome": "ignored", "detail": "a tag push to 'refs/heads/main', which is not a tag"}
 
 
 def test_the_delivery_records_the_webhook_deploy_in_the_audit_log(client, hooked):

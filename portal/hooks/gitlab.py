@@ -233,11 +233,19 @@ def decide(function, event: str, payload: dict, *, explicit: bool = False) -> De
     return Decision(False, f"{clean_text(event, 64)!r} events are not handled: only pushes and tags deploy")
 
 
-def _ref(payload: dict, prefix: str) -> str | None:
+def _pushed(payload: dict, kind: str) -> tuple[str, str]:
+    """(the branch or tag a push or tag push names, "") when it may deploy; ("", why not) when
+    its ref is not a `kind` ("branch" or "tag") or the push deleted it. Raises Malformed."""
+    prefix, event = ("refs/heads/", "a push") if kind == "branch" else ("refs/tags/", "a tag push")
     ref = payload.get("ref")
     if not isinstance(ref, str):
         raise Malformed("ref is missing or not a string")
-    return ref[len(prefix):] if ref.startswith(prefix) else None
+    if not ref.startswith(prefix):
+        return "", f"{event} to {clean_text(ref, 200)!r}, which is not a {kind}"
+    name = ref[len(prefix):]
+    if payload.get("after") == ZERO_SHA:
+        return "", f"{kind} {clean_text(name, 200)} was deleted"
+    return name, ""
 
 
 def _commit(payload: dict) -> str | None:
@@ -251,12 +259,10 @@ def _commit(payload: dict) -> str | None:
 
 
 def _push(function, payload: dict, explicit: bool) -> Decision:
-    branch = _ref(payload, "refs/heads/")
-    if branch is None:
-        return Decision(False, f"a push to {clean_text(payload['ref'], 200)!r}, which is not a branch")
+    branch, ignored = _pushed(payload, "branch")
+    if ignored:
+        return Decision(False, ignored)
     shown = clean_text(branch, 200)
-    if payload.get("after") == ZERO_SHA:
-        return Decision(False, f"branch {shown} was deleted")
     if branch != function.branch:
         return Decision(False, f"a push to {shown}; {function.branch} deploys")
     if "before" in payload and payload.get("before") == payload.get("after"):
@@ -268,12 +274,10 @@ def _push(function, payload: dict, explicit: bool) -> Decision:
 
 
 def _tag_push(function, payload: dict, explicit: bool) -> Decision:
-    tag = _ref(payload, "refs/tags/")
-    if tag is None:
-        return Decision(False, f"a tag push to {clean_text(payload['ref'], 200)!r}, which is not a tag")
+    tag, ignored = _pushed(payload, "tag")
+    if ignored:
+        return Decision(False, ignored)
     shown = clean_text(tag, 200)
-    if payload.get("after") == ZERO_SHA:
-        return Decision(False, f"tag {shown} was deleted")
     if not function.tag_pattern:
         return Decision(False, f"tag {shown}: no tag pattern is set, so tags do not deploy")
     if not fnmatchcase(tag, function.tag_pattern):
