@@ -180,6 +180,15 @@ def test_the_last_owner_cannot_leave_or_be_demoted(client, cast, function):
     assert Membership.objects.get(function=function, user=cast["alice"]).role == "owner"
 
 
+def test_a_refused_member_change_comes_back_to_the_function_page_saying_why(client, cast, function):
+    login(client, cast, "alice")
+    page = reverse("portal-function", args=["hello"])
+    removed = client.post(reverse("portal-member-remove", args=["hello", cast["alice"].pk]), follow=True)
+    assert removed.redirect_chain == [(page, 302)] and "alice is the last owner of hello" in removed.content.decode()
+    kept = client.post(reverse("portal-member-transfer", args=["hello", cast["alice"].pk]), follow=True)
+    assert kept.redirect_chain == [(page, 302)] and "you already own it" in kept.content.decode()
+
+
 def test_owners_add_members_by_email_and_transfer_ownership(client, cast, function):
     login(client, cast, "alice")
     client.post(reverse("portal-member-add", args=["hello"]), {"user": "dave@example.org", "role": "viewer"})

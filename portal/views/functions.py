@@ -3,6 +3,8 @@ resume, archive, members, webhook tokens."""
 
 from __future__ import annotations
 
+import functools
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -242,46 +244,55 @@ def _refused(request, function: Function, exc: Exception):
     return redirect("portal-function", name=function.name)
 
 
+def _refusal_shown(view):
+    """A change the domain refuses (RequestRefused) comes back to the function's page, saying why."""
+    @functools.wraps(view)
+    def wrapped(request, name, *args, **kwargs):
+        try:
+            return view(request, name, *args, **kwargs)
+        except errors.RequestRefused as exc:
+            messages.error(request, str(exc))
+            return redirect("portal-function", name=name)
+    return wrapped
+
+
 @require_POST
 @login_required
+@_refusal_shown
 def member_add(request, name):
     function = access.function_for(request.user, name, access.ADMIN)
     form = MemberForm(request.POST)
     if not form.is_valid():
         return _refused(request, function, "; ".join(e for errors in form.errors.values() for e in errors))
-    try:
-        functions.set_member(function, form.cleaned_data["user"], form.cleaned_data["role"], user=request.user)
-    except errors.RequestRefused as exc:
-        return _refused(request, function, exc)
-    messages.success(request, f"{form.cleaned_data['user'].get_username()} is now {form.cleaned_data['role']}.")
-    return redirect("portal-function", name=function.name)
+    return _set_role(request, function, form.cleaned_data["user"], form.cleaned_data["role"])
 
 
 @require_POST
 @login_required
+@_refusal_shown
 def member_role(request, name, user_id):
     function = access.function_for(request.user, name, access.ADMIN)
     member = _member(function, user_id)
     form = RoleForm(request.POST)
     if not form.is_valid():
         return _refused(request, function, "choose viewer, deployer or owner")
-    try:
-        functions.set_member(function, member, form.cleaned_data["role"], user=request.user)
-    except errors.RequestRefused as exc:
-        return _refused(request, function, exc)
-    messages.success(request, f"{member.get_username()} is now {form.cleaned_data['role']}.")
+    return _set_role(request, function, member, form.cleaned_data["role"])
+
+
+def _set_role(request, function: Function, member, role: str):
+    """Adding a member and changing one's role are the same change: `member` gets `role`."""
+    functions.set_member(function, member, role, user=request.user)
+    messages.success(request, f"{member.get_username()} is now {role}.")
     return redirect("portal-function", name=function.name)
 
 
 @require_POST
 @login_required
+@_refusal_shown
 def member_remove(request, name, user_id):
     function = access.function_for(request.user, name, access.ADMIN)
     member = _member(function, user_id)
-    try:
-        functions.remove_member(function, member, user=request.user)
-    except errors.RequestRefused as exc:
-        return _refused(request, function, exc)
+    functions.remove_member(function, member, user=request.user)
     messages.success(request, f"{member.get_username()} removed.")
     if member == request.user and not access.can(request.user, function, access.VIEW):
         return redirect("portal-functions")
@@ -290,13 +301,11 @@ def member_remove(request, name, user_id):
 
 @require_POST
 @login_required
+@_refusal_shown
 def member_transfer(request, name, user_id):
     function = access.function_for(request.user, name, access.ADMIN)
     member = get_object_or_404(get_user_model(), pk=user_id, is_active=True)
-    try:
-        functions.transfer_ownership(function, member, user=request.user)
-    except errors.RequestRefused as exc:
-        return _refused(request, function, exc)
+    functions.transfer_ownership(function, member, user=request.user)
     messages.success(request, f"{member.get_username()} now owns {function.name}; you are a deployer.")
     return redirect("portal-function", name=function.name)
 
@@ -313,6 +322,7 @@ def webhook_signing_token(request, name):
     return _webhook_token(request, name, "signing")
 
 
+@_refusal_shown
 def _webhook_token(request, name: str, kind: str):
     """Generate (rotate) or remove a webhook token. A new token is shown on this
     response only: never stored in clear, never put in a message or a redirect."""
@@ -329,11 +339,8 @@ def _webhook_token(request, name: str, kind: str):
         return redirect("portal-function", name=function.name)
     if function.is_archived:
         return _refused(request, function, f"{function.name} is archived: it accepts no webhooks")
-    try:
-        token = (hooks.set_webhook_secret if kind == "secret" else hooks.set_webhook_signing_token)(
-            function, user=request.user)
-    except errors.RequestRefused as exc:
-        return _refused(request, function, exc)
+    token = (hooks.set_webhook_secret if kind == "secret" else hooks.set_webhook_signing_token)(
+        function, user=request.user)
     response = render(request, "portal/webhook_token.html", {
         "function": function, "token": token, "kind": kind, "what": what,
         "hook_url": request.build_absolute_uri(reverse("portal-webhook-gitlab", args=[function.name]))})
