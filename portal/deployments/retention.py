@@ -241,22 +241,11 @@ def _apply(function: Function, report: Report, others: list[Function]) -> dict[s
         at=Max(Coalesce("finished_at", "created_at"))))  # version -> when Slipway last published or released it
 
     on_lambda = [v["Version"] for v in lambdas.list_versions(name) if v["Version"].isdigit()]
+    held = {v: f"one of the last {report.keep} releases (deployment #{r.pk})" for v, r in kept_releases.items()}
     aliased = lambdas.aliased_versions(lambdas.list_aliases(name))
-    doomed = []
-    for version in on_lambda:
-        if version in aliased:
-            report.kept_versions[version] = f"alias {', '.join(sorted(aliased[version]))} points at it"
-        elif version in kept_releases:
-            report.kept_versions[version] = (f"one of the last {report.keep} releases "
-                                             f"(deployment #{kept_releases[version].pk})")
-        elif version not in published:
-            report.kept_versions[version] = "not published by Slipway"
-        elif cutoff is None:
-            report.kept_versions[version] = f"fewer than {report.keep} releases so far"
-        elif published[version] >= cutoff:
-            report.kept_versions[version] = "newer than the oldest kept release"
-        else:
-            doomed.append(version)
+    held.update((v, f"alias {', '.join(sorted(names))} points at it") for v, names in aliased.items())
+    doomed = _sort_out(on_lambda, report, report.kept_versions, held, published, cutoff,
+                       not_ours="not published by Slipway", newer="newer than the oldest kept release")
     # A version the database still offers but Lambda no longer holds: mark it, as check_release would.
     missing = set(published) - set(on_lambda)
     if missing and not report.dry_run:
@@ -293,24 +282,15 @@ def _images(function: Function, report: Report, kept_releases: dict[str, Deploym
             return {}
         if digest:
             runs.setdefault(digest, []).append(version)
-    release_images = {r.build.digest: r for r in kept_releases.values() if r.build and r.build.digest}
-    builds = {b.digest: b for b in Build.objects.filter(function=function, repository=repository).exclude(digest="")}
-    doomed: dict[str, str] = {}
-    for image in ecr.list_images(repository):
-        digest = image.digest
-        if digest in runs:
-            report.kept_images[digest] = f"version {', '.join(runs[digest])} runs it"
-        elif digest in release_images:
-            report.kept_images[digest] = (f"the image of deployment #{release_images[digest].pk}, one of the last "
-                                          f"{report.keep} releases (a rollback deploys it again)")
-        elif digest not in builds:
-            report.kept_images[digest] = "not pushed by Slipway for this function"
-        elif cutoff is None:
-            report.kept_images[digest] = f"fewer than {report.keep} releases so far"
-        elif builds[digest].created_at >= cutoff:
-            report.kept_images[digest] = "built after the oldest kept release"
-        else:
-            doomed[digest] = image.tag
+    held = {r.build.digest: f"the image of deployment #{r.pk}, one of the last {report.keep} releases (a rollback "
+            "deploys it again)" for r in kept_releases.values() if r.build and r.build.digest}
+    held.update((digest, f"version {', '.join(versions)} runs it") for digest, versions in runs.items())
+    built = dict(Build.objects.filter(function=function, repository=repository).exclude(digest="")
+                 .values_list("digest", "created_at"))
+    tags = {image.digest: image.tag for image in ecr.list_images(repository)}
+    let_go = _sort_out(list(tags), report, report.kept_images, held, built, cutoff,
+                       not_ours="not pushed by Slipway for this function", newer="built after the oldest kept release")
+    doomed = {digest: tags[digest] for digest in let_go}
     if doomed and report.deferred:
         for digest in doomed:
             report.kept_images[digest] = "deferred: " + report.deferred
@@ -319,6 +299,25 @@ def _images(function: Function, report: Report, kept_releases: dict[str, Deploym
     if report.dry_run:
         report.deleted_images.update(doomed)
         return {}
+    return doomed
+
+
+def _sort_out(keys: list[str], report: Report, kept: dict[str, str], held: dict[str, str], made: dict, cutoff,
+              *, not_ours: str, newer: str) -> list[str]:
+    """The rule, for versions and images alike: note in `kept` why each key stays; return the others. `held`:
+    kept whatever its age, with why ("in use" written over "a kept release's"); `made`: when Slipway made it."""
+    doomed = []
+    for key in keys:
+        if key in held:
+            kept[key] = held[key]
+        elif key not in made:
+            kept[key] = not_ours
+        elif cutoff is None:
+            kept[key] = f"fewer than {report.keep} releases so far"
+        elif made[key] >= cutoff:
+            kept[key] = newer
+        else:
+            doomed.append(key)
     return doomed
 
 
