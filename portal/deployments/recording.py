@@ -14,6 +14,7 @@ from django import db
 from django.conf import settings
 from django.utils import timezone
 
+from deploy import retry
 from deploy.errors import AppError, DeployError
 from deploy.logs import mask
 from portal import functions
@@ -25,7 +26,15 @@ from portal.functions import AuditEvent
 log = logging.getLogger(__name__)
 Status = Deployment.Status
 HEARTBEAT_SECONDS = 5
-APP_RETRIES = 3  # docker and git calls: an app error is retried this many times within its step
+
+
+def _reconnectable(exc: BaseException) -> bool:
+    """A database error outside a transaction: closing the connection loses no earlier write."""
+    return isinstance(exc, db.Error) and not db.connection.in_atomic_block
+
+
+# One more attempt, at once, on a new connection (on_retry closes the cut one).
+RECONNECT = retry.Policy("reconnect", attempts=2, retry_on=_reconnectable)
 
 
 def write_once_more(what: str, fn, *args, **kwargs):
@@ -34,14 +43,11 @@ def write_once_more(what: str, fn, *args, **kwargs):
     next query on a cut one fails. Then the connection is closed, which makes the next
     query open a new one, and the write is tried once more; a second failure is raised.
     Never inside a transaction: closing would lose its earlier writes."""
-    try:
-        return fn(*args, **kwargs)
-    except db.Error as exc:
-        if db.connection.in_atomic_block:
-            raise
+    def reconnect(attempt: int, exc: BaseException, delay: float) -> None:
         log.warning("%s failed (%s): reconnecting to the database and trying once more", what, exc)
         db.connection.close()
-        return fn(*args, **kwargs)
+
+    return retry.run(lambda: fn(*args, **kwargs), RECONNECT, on_retry=reconnect)
 
 
 class Stopped(Exception):
@@ -119,16 +125,11 @@ class Recorder:
 
 def retrying(what: str, out: StepLog, fn, *args, **kwargs):
     """For docker and git calls (AWS calls retry in deploy.aws, and only there):
-    an AppError marked retryable is retried with backoff, bounded."""
-    for attempt in range(APP_RETRIES + 1):
-        try:
-            return fn(*args, **kwargs)
-        except AppError as exc:
-            if not exc.retryable or attempt == APP_RETRIES:
-                raise
-            delay = 2 ** attempt
-            out(f"{what}: {exc.message} — retrying in {delay} s ({attempt + 1}/{APP_RETRIES})")
-            time.sleep(delay)
+    an AppError marked retryable is retried with backoff, bounded (deploy.retry.APP)."""
+    def report(attempt: int, exc: AppError, delay: float) -> None:
+        out(f"{what}: {exc.message} — retrying in {delay:g} s ({attempt}/{retry.APP.attempts - 1})")
+
+    return retry.run(lambda: fn(*args, **kwargs), retry.APP, on_retry=report)
 
 
 @contextlib.contextmanager
