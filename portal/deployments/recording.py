@@ -19,7 +19,7 @@ from deploy.errors import AppError, DeployError
 from deploy.logs import mask
 from portal import functions
 from portal.core import jsonlog
-from portal.deployments import events, queue
+from portal.deployments import events, plan, queue
 from portal.deployments.models import Deployment, DeploymentStep
 from portal.functions import AuditEvent
 
@@ -88,10 +88,13 @@ class Recorder:
         self.secrets = functions.secret_values(deployment.function)
 
     @contextlib.contextmanager
-    def step(self, name: str, status: str | None = None):
-        """Record the step before it runs and after it ends, with its output and exit status."""
-        if status and self.deployment.status != status:
-            write_once_more(f"moving to {status}", self.deployment.advance, status)
+    def step(self, name: str):
+        """Record the step before it runs and after it ends, with its output and exit status.
+        The step plan (plan.py) names the status it runs under: the row moves into it here,
+        unless a guarded transition did already; a step the plan lacks is refused."""
+        planned = plan.step(self.deployment.kind, name)
+        if not planned.guarded and self.deployment.status != planned.status:
+            write_once_more(f"moving to {planned.status}", self.deployment.advance, planned.status)
         self.position += 1
         step = write_once_more(f"recording step {name}", DeploymentStep.objects.create, deployment=self.deployment,
                                name=name, position=self.position)
@@ -116,6 +119,10 @@ class Recorder:
                             update_fields=["status", "exit_status", "finished_at", "output"])
 
     def skip(self, name: str, reason: str) -> None:
+        """Record a planned step as skipped (a redeploy's build and push), or the note that the
+        web process ran a rollback without the queue."""
+        if name != plan.WITHOUT_QUEUE:
+            plan.step(self.deployment.kind, name)
         self.position += 1
         now = timezone.now()
         write_once_more(f"recording step {name}", DeploymentStep.objects.create, deployment=self.deployment,

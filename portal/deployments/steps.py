@@ -1,8 +1,8 @@
 """One function per pipeline step, shared by deploy and rollback.
 
 Each step takes the run's state and the step's log, calls deploy/ and
-records what it found on the rows. The order, the recording and the stops
-between steps are the tasks' business (workers/tasks.py); AWS calls retry in
+records what it found on the rows. The order (plan.py), the recording and
+the stops between steps are the pipeline's (pipeline.py); AWS calls retry in
 deploy.aws only, docker and git calls through recording.retrying.
 """
 
