@@ -15,7 +15,7 @@ Other packages use it through this module only.
 from portal.deployments.events import finished, resumed, stale, status_changed, superseding
 from portal.deployments.models import Deployment
 from portal.deployments.reconciling import reconcile
-from portal.deployments.releases import targets
+from portal.deployments.releases import live_deployment, targets, went_live
 from portal.deployments.requesting import (
     cancel,
     queue_deploy,
@@ -30,6 +30,7 @@ __all__ = [
     "Deployment",
     "cancel",
     "finished",
+    "live_deployment",
     "queue_deploy",
     "queue_notice",
     "reconcile",
@@ -42,4 +43,5 @@ __all__ = [
     "status_changed",
     "superseding",
     "targets",
+    "went_live",
 ]

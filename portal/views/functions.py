@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from deploy import source
 from portal import deployments, functions, hooks, sources
 from portal.core import errors
+from portal.deployments import live_deployment  # portal/api.py imports it from here too
 from portal.deployments.forms import DeployForm
 from portal.feedback import drift
 from portal.functions import access
@@ -28,12 +29,6 @@ from portal.views import charts
 
 Status = Deployment.Status
 PAGE_SIZE = 25
-
-
-def live_deployment(function: Function) -> Deployment | None:
-    """What the alias serves, by Slipway's record: the newest successful deployment."""
-    return (Deployment.objects.filter(function=function, status=Status.SUCCEEDED).exclude(version="")
-            .select_related("build", "requested_by").order_by("-finished_at", "-pk").first())
 
 
 @require_GET
@@ -49,7 +44,7 @@ def function_list(request):
     page = Paginator(visible.order_by("name").values_list("pk", flat=True), PAGE_SIZE).get_page(
         request.GET.get("page"))
     newest = Deployment.objects.filter(function=OuterRef("pk")).order_by("-created_at", "-pk")
-    live = newest.filter(status=Status.SUCCEEDED).exclude(version="").order_by("-finished_at", "-pk")
+    live = deployments.went_live(OuterRef("pk"))
     shown = Function.objects.filter(pk__in=list(page)).annotate(
         live_id=Subquery(live.values("pk")[:1]), latest_id=Subquery(newest.values("pk")[:1])).order_by("name")
     wanted = {pk for f in shown for pk in (f.live_id, f.latest_id) if pk}
@@ -102,9 +97,8 @@ def function_detail(request, name):
     history = (Deployment.objects.filter(function=function).select_related("build", "requested_by")
                .prefetch_related("steps").order_by("-created_at", "-pk"))
     page = Paginator(history, 20).get_page(request.GET.get("page"))
-    releases = list(Deployment.objects.filter(function=function, status=Status.SUCCEEDED,
-                                              kind__in=(Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY))
-                    .exclude(version="").select_related("build").order_by("-finished_at", "-pk")[:30])
+    releases = list(deployments.went_live(function).filter(kind__in=(Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY))
+                    .select_related("build")[:30])
     members = (Membership.objects.filter(function=function).select_related("user").order_by("user__username")
                if access.can(request.user, function, access.ADMIN) else [])
     return render(request, "portal/function_detail.html", {
