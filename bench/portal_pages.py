@@ -33,6 +33,7 @@ def seed(functions: int, releases: int) -> dict:
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
+    from portal.deployments import plan
     from portal.models import Build, Deployment, DeploymentStep, Function, Membership
 
     user = get_user_model().objects.create_user("bench", "bench@example.org", "bench-password")
@@ -41,7 +42,7 @@ def seed(functions: int, releases: int) -> dict:
         Function(name=f"fn-{n:04}", repository_url=f"https://gitlab.example.com/team/fn-{n}.git",
                  ecr_repository=f"slipway/fn-{n}", lambda_name=f"slipway-fn-{n}") for n in range(functions))
     Membership.objects.bulk_create(Membership(function=f, user=user, role="owner") for f in made)
-    steps = ["source", "build", "push", "update", "wait", "publish", "verify", "shift"]
+    steps = plan.names(Deployment.Kind.DEPLOY)
     for function in made:
         builds = Build.objects.bulk_create(
             Build(function=function, commit_sha=f"{function.pk:08x}{r:032x}", architecture="arm64",

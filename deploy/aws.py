@@ -5,9 +5,10 @@ The standard credential chain and region apply. AWS_ENDPOINT_URL (read by
 boto3 itself) points every client at the local plane; nothing else in the
 pipeline knows which plane it talks to.
 
-Retries live here and nowhere else: botocore's own retries are off
+Retries happen here and nowhere else: botocore's own retries are off
 (`total_max_attempts=1`) and pipeline steps do not retry AWS calls, so one API
-call is sent at most MAX_ATTEMPTS times, whatever goes wrong.
+call is sent at most MAX_ATTEMPTS times, whatever goes wrong. The loop is
+deploy/retry.py's, with its policies for the two classes of call.
 
 Timeouts and attempts come by class of call (deploy/budgets.py): deploy steps use
 the long class; code run inside `urgent()` (a rollback's check and alias move)
@@ -20,18 +21,17 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from deploy import budgets, logs, testing
+from deploy import budgets, logs, retry, testing
 from deploy.errors import AppError, DeployError, UserError
 
 MAX_ATTEMPTS = budgets.LONG.attempts  # the most HTTP requests one API call can make
-BACKOFF_BASE = 0.5  # seconds before the 2nd attempt, doubling, with jitter
-BACKOFF_CAP = 8.0
+BACKOFF_BASE = retry.AWS_BACKOFF.first  # seconds before the 2nd attempt, doubling, with jitter
+BACKOFF_CAP = retry.AWS_BACKOFF.cap
 
 # What is retried: throttling, the service's own trouble, and Lambda's "update in
 # progress" (the function is still applying an earlier change).
@@ -148,30 +148,36 @@ def call(doing: str, fn: Callable, /, *, prefix: str, missing: tuple[str, ...] =
     from botocore.exceptions import BotoCoreError, ClientError
 
     urgency = _urgency.get()
-    attempts = max(1, min(attempts, urgency.budget.attempts if urgency else MAX_ATTEMPTS))
-    for attempt in range(1, attempts + 1):
+    policy = retry.aws(urgency.budget) if urgency else retry.long_aws()
+    most = urgency.budget.attempts if urgency else MAX_ATTEMPTS
+    policy = policy.but(attempts=max(1, min(attempts, most)), backoff=backoff)  # backoff(): tests may replace it
+    made = 0
+
+    def attempt():
+        nonlocal made
+        made += 1
         try:
             return fn(**kwargs)
         except (ClientError, BotoCoreError) as exc:
             if missing and error_code(exc) in missing:
                 return None
             mapped = error(exc, doing, prefix)
-        delay = backoff(attempt)
-        # Urgent: no attempt starts unless it could end (connect and read timeouts) before the deadline.
-        longest = urgency.budget.connect + urgency.budget.read if urgency else 0
-        out_of_time = urgency is not None and time.monotonic() + delay + longest > urgency.deadline
-        if not mapped.retryable or attempt == attempts or out_of_time:
-            if mapped.retryable and attempt > 1:
-                mapped.message += f" (after {attempt} attempts)"
-            raise mapped
+        raise mapped  # outside the except: botocore's exception is not chained to it, as before
+
+    def report(number: int, failed: DeployError, delay: float) -> None:
         if urgency and urgency.report:
-            urgency.report(f"attempt {attempt} of {attempts} failed ({mapped.code}): {mapped.message}; "
+            urgency.report(f"attempt {number} of {policy.attempts} failed ({failed.code}): {failed.message}; "
                            f"retrying in {delay:.1f} s")
-        time.sleep(delay)
-    raise AssertionError("unreachable")
+
+    try:
+        # Urgent: no attempt starts unless it could end (connect and read timeouts) before the deadline.
+        return retry.run(attempt, policy, deadline=urgency.deadline if urgency else None, on_retry=report)
+    except DeployError as mapped:
+        if mapped.retryable and made > 1:
+            mapped.message += f" (after {made} attempts)"
+        raise
 
 
 def backoff(attempt: int) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based): full jitter, capped."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not a secret
+    return retry.AWS_BACKOFF(attempt)

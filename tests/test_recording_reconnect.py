@@ -41,7 +41,7 @@ def test_the_recorder_writes_its_step_after_the_connection_was_cut(running):
 
 def test_a_deployment_whose_connection_was_cut_still_settles(running):
     def steps():
-        with recording.Recorder(running).step("build", Status.BUILDING):
+        with recording.Recorder(running).step("build"):
             cut()
 
     recording.settle(running, steps)

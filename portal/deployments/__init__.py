@@ -2,8 +2,9 @@
 pipeline's steps, rollback, reconcile of missed pushes, retention of old releases.
 
 Owns: models Build, Deployment, DeploymentStep, ImageDeletion; requesting (what
-the entry points call); queue (lock order, dispatch); pipeline and steps (does
-I/O: git, Docker, ECR, Lambda, through deploy/); recording; rollback (does I/O;
+the entry points call); queue (lock order, dispatch); plan (the steps of each
+kind, as data); pipeline and steps (does I/O: git, Docker, ECR, Lambda, through
+deploy/); recording; rollback (does I/O;
 also runs in the web when the queue does not answer); reconciling; retention
 (does I/O); sweeper; releases; events (signals the packages above receive).
 May import: portal.console, portal.functions, portal.sources, portal.core,
@@ -14,7 +15,7 @@ Other packages use it through this module only.
 from portal.deployments.events import finished, resumed, stale, status_changed, superseding
 from portal.deployments.models import Deployment
 from portal.deployments.reconciling import reconcile
-from portal.deployments.releases import live_deployment, targets
+from portal.deployments.releases import live_deployment, targets, went_live
 from portal.deployments.requesting import (
     cancel,
     queue_deploy,
@@ -42,4 +43,5 @@ __all__ = [
     "status_changed",
     "superseding",
     "targets",
+    "went_live",
 ]

@@ -1,6 +1,7 @@
-"""The deploy pipeline, in order: source, build, push, then the Lambda steps (update,
-wait, publish, verify) and the alias shift, with a stop check between steps, each
-step recorded, the row always settled. A rollback runs portal/deployments/rollback.py,
+"""The deploy pipeline, in the order of its step plan (plan.py: source, build, push,
+then the Lambda steps update, wait, publish, verify, and the alias shift), with a
+stop check between steps, each step recorded under the status the plan gives it
+(a step the plan lacks is refused), the row always settled. A rollback runs portal/deployments/rollback.py,
 whose fallback for a version that is gone ships again with the same Lambda steps.
 
 Does I/O (git, Docker, ECR, Lambda) through deploy/. Run by the worker's tasks
@@ -46,10 +47,10 @@ def _deploy(run: steps.Run, rec: Recorder) -> None:
         rec.skip("push", "nothing to push")
     else:
         try:
-            with rec.step("build", Status.BUILDING) as out:
+            with rec.step("build") as out:
                 steps.build_image(run, out)
             check_stop(deployment)
-            with rec.step("push", Status.PUSHING) as out:
+            with rec.step("push") as out:
                 steps.push_image(run, out)
         finally:
             Build.fail_unfinished(run.build.pk)  # a no-op once pushed; otherwise it never stays building
@@ -63,17 +64,17 @@ def _deploy(run: steps.Run, rec: Recorder) -> None:
 def ship(run: steps.Run, rec: Recorder) -> None:
     """update -> wait -> publish -> verify: the same steps for a deploy and a rollback's fallback."""
     waited = steps.enter_lambda_steps(run)
-    with rec.step("update", Status.UPDATING) as out:
+    with rec.step("update") as out:
         if waited >= 0.5:
             out(f"waited {waited:.1f} s for another deployment of {run.function.name} to leave the Lambda")
         steps.update_function(run, out)
-    with rec.step("wait", Status.WAITING) as out:
+    with rec.step("wait") as out:
         steps.wait_updated(run, out)
     check_stop(run.deployment)
-    with rec.step("publish", Status.PUBLISHING) as out:
+    with rec.step("publish") as out:
         steps.publish_version(run, out)
     check_stop(run.deployment)
-    with rec.step("verify", Status.VERIFYING) as out:
+    with rec.step("verify") as out:
         # Golden cases gate deploys only: a rollback's fallback verifies with the smoke event.
         steps.verify_version(run, out, golden=run.deployment.kind != Deployment.Kind.ROLLBACK)
     check_stop(run.deployment)

@@ -17,6 +17,7 @@ from deploy.errors import DeployError
 from deploy.logs import mask
 from portal.core.errors import RequestRefused
 from portal.deployments.models import Deployment
+from portal.deployments.releases import went_live
 from portal.deployments.requesting import FULL_SHA, queue_deploy
 from portal.functions import Function
 from portal.sources import credentials_for, log_secrets
@@ -43,9 +44,7 @@ def request_reconcile_deploy(function: Function, *, head: str, user=None, trigge
                  .order_by("-pk").first())
         if tried is not None:
             if tried.status == Deployment.Status.SUCCEEDED:
-                live = (Deployment.objects.filter(function=function, status=Deployment.Status.SUCCEEDED)
-                        .exclude(version="").order_by("-finished_at", "-pk").values_list("commit_sha", flat=True)
-                        .first())
+                live = went_live(function).values_list("commit_sha", flat=True).first()
                 also = "" if live == head else f"; {(live or '')[:12]} went live after it, explicitly"
                 return Reconciled("up-to-date", f"{function.branch} is at {head[:12]}, deployed by #{tried.pk}"
                                   + also, head=head, deployment=tried)

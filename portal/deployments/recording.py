@@ -14,18 +14,27 @@ from django import db
 from django.conf import settings
 from django.utils import timezone
 
+from deploy import retry
 from deploy.errors import AppError, DeployError
 from deploy.logs import mask
 from portal import functions
 from portal.core import jsonlog
-from portal.deployments import events, queue
+from portal.deployments import events, plan, queue
 from portal.deployments.models import Deployment, DeploymentStep
 from portal.functions import AuditEvent
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
 HEARTBEAT_SECONDS = 5
-APP_RETRIES = 3  # docker and git calls: an app error is retried this many times within its step
+
+
+def _reconnectable(exc: BaseException) -> bool:
+    """A database error outside a transaction: closing the connection loses no earlier write."""
+    return isinstance(exc, db.Error) and not db.connection.in_atomic_block
+
+
+# One more attempt, at once, on a new connection (on_retry closes the cut one).
+RECONNECT = retry.Policy("reconnect", attempts=2, retry_on=_reconnectable)
 
 
 def write_once_more(what: str, fn, *args, **kwargs):
@@ -34,14 +43,11 @@ def write_once_more(what: str, fn, *args, **kwargs):
     next query on a cut one fails. Then the connection is closed, which makes the next
     query open a new one, and the write is tried once more; a second failure is raised.
     Never inside a transaction: closing would lose its earlier writes."""
-    try:
-        return fn(*args, **kwargs)
-    except db.Error as exc:
-        if db.connection.in_atomic_block:
-            raise
+    def reconnect(attempt: int, exc: BaseException, delay: float) -> None:
         log.warning("%s failed (%s): reconnecting to the database and trying once more", what, exc)
         db.connection.close()
-        return fn(*args, **kwargs)
+
+    return retry.run(lambda: fn(*args, **kwargs), RECONNECT, on_retry=reconnect)
 
 
 class Stopped(Exception):
@@ -82,10 +88,13 @@ class Recorder:
         self.secrets = functions.secret_values(deployment.function)
 
     @contextlib.contextmanager
-    def step(self, name: str, status: str | None = None):
-        """Record the step before it runs and after it ends, with its output and exit status."""
-        if status and self.deployment.status != status:
-            write_once_more(f"moving to {status}", self.deployment.advance, status)
+    def step(self, name: str):
+        """Record the step before it runs and after it ends, with its output and exit status.
+        The step plan (plan.py) names the status it runs under: the row moves into it here,
+        unless a guarded transition did already; a step the plan lacks is refused."""
+        planned = plan.step(self.deployment.kind, name)
+        if not planned.guarded and self.deployment.status != planned.status:
+            write_once_more(f"moving to {planned.status}", self.deployment.advance, planned.status)
         self.position += 1
         step = write_once_more(f"recording step {name}", DeploymentStep.objects.create, deployment=self.deployment,
                                name=name, position=self.position)
@@ -110,6 +119,10 @@ class Recorder:
                             update_fields=["status", "exit_status", "finished_at", "output"])
 
     def skip(self, name: str, reason: str) -> None:
+        """Record a planned step as skipped (a redeploy's build and push), or the note that the
+        web process ran a rollback without the queue."""
+        if name != plan.WITHOUT_QUEUE:
+            plan.step(self.deployment.kind, name)
         self.position += 1
         now = timezone.now()
         write_once_more(f"recording step {name}", DeploymentStep.objects.create, deployment=self.deployment,
@@ -119,16 +132,11 @@ class Recorder:
 
 def retrying(what: str, out: StepLog, fn, *args, **kwargs):
     """For docker and git calls (AWS calls retry in deploy.aws, and only there):
-    an AppError marked retryable is retried with backoff, bounded."""
-    for attempt in range(APP_RETRIES + 1):
-        try:
-            return fn(*args, **kwargs)
-        except AppError as exc:
-            if not exc.retryable or attempt == APP_RETRIES:
-                raise
-            delay = 2 ** attempt
-            out(f"{what}: {exc.message} — retrying in {delay} s ({attempt + 1}/{APP_RETRIES})")
-            time.sleep(delay)
+    an AppError marked retryable is retried with backoff, bounded (deploy.retry.APP)."""
+    def report(attempt: int, exc: AppError, delay: float) -> None:
+        out(f"{what}: {exc.message} — retrying in {delay:g} s ({attempt}/{retry.APP.attempts - 1})")
+
+    return retry.run(lambda: fn(*args, **kwargs), retry.APP, on_retry=report)
 
 
 @contextlib.contextmanager

@@ -1,11 +1,26 @@
-"""Published versions of a function, and the console's choice of what to invoke:
-the alias, then each version.
+"""Which deployment is live, published versions of a function, and the console's
+choice of what to invoke: the alias, then each version.
 """
 
 from __future__ import annotations
 
+from django.db.models import OuterRef, QuerySet
+
 from portal.deployments.models import Deployment
 from portal.functions import Function
+
+
+def went_live(function: Function | OuterRef) -> QuerySet[Deployment]:
+    """The deployments that made a version live (succeeded, with the version they put
+    behind the alias), newest first: the first is what the alias serves, by Slipway's
+    record. `function` may be an OuterRef, for a subquery per row of a list."""
+    return (Deployment.objects.filter(function=function, status=Deployment.Status.SUCCEEDED).exclude(version="")
+            .order_by("-finished_at", "-pk"))
+
+
+def live_deployment(function: Function) -> Deployment | None:
+    """What the alias serves, by Slipway's record: the newest successful deployment."""
+    return went_live(function).select_related("build", "requested_by").first()
 
 
 def published_versions(function: Function) -> dict[str, str]:
@@ -29,9 +44,3 @@ def targets(function: Function) -> list[tuple[str, str]]:
     labels = [(v, f"version {v}" + ("" if status == Deployment.Status.SUCCEEDED else f" (its deploy {status})"))
               for v, status in versions.items()]
     return [(function.alias, f"{function.alias} (what is live)"), *labels]
-
-
-def live_deployment(function: Function) -> Deployment | None:
-    """What the alias serves, by Slipway's record: the newest successful deployment."""
-    return (Deployment.objects.filter(function=function, status=Deployment.Status.SUCCEEDED).exclude(version="")
-            .select_related("build", "requested_by").order_by("-finished_at", "-pk").first())

@@ -16,6 +16,7 @@ from portal.core.errors import RequestRefused
 from portal.deployments import events, queue
 from portal.deployments import rollback as rollbacks
 from portal.deployments.models import Deployment
+from portal.deployments.releases import went_live
 from portal.functions import AuditEvent, Function
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -65,8 +66,7 @@ def request_webhook_deploy(function: Function, *, ref: str, commit: str, deliver
 def rollback_target(function: Function, *, to: str = "") -> Deployment:
     """The successful deployment to put back: by version number, by commit SHA
     prefix, or (default) the one live before the current one."""
-    done = (Deployment.objects.filter(function=function, status=Deployment.Status.SUCCEEDED, build__isnull=False)
-            .exclude(version="").select_related("build").order_by("-finished_at", "-pk"))
+    done = went_live(function).filter(build__isnull=False).select_related("build")
     if to:
         if to.isdigit():
             target = done.filter(version=to).first()

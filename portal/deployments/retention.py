@@ -48,6 +48,7 @@ from django.utils import timezone
 from deploy import ecr, lambdas
 from deploy.errors import DeployError
 from portal.deployments.models import Build, Deployment, ImageDeletion
+from portal.deployments.releases import went_live
 from portal.functions import AuditEvent, Function
 
 log = logging.getLogger(__name__)
@@ -216,8 +217,7 @@ def _delete(repository: str, doomed: dict[str, str], report: Report) -> None:
 def _releases(function: Function, keep: int) -> tuple[dict[str, Deployment], object]:
     """The function's last `keep` releases by version (newest first; a version rolled back to
     counts once, at its latest), and the time of the oldest of them once there are `keep`."""
-    releases = (Deployment.objects.filter(function=function, status=Deployment.Status.SUCCEEDED,
-                                          kind__in=RELEASE_KINDS).exclude(version="")
+    releases = (went_live(function).filter(kind__in=RELEASE_KINDS)
                 .annotate(at=Coalesce("finished_at", "created_at")).order_by("-at", "-pk").select_related("build"))
     kept: dict[str, Deployment] = {}
     for release in releases:

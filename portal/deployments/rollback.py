@@ -33,7 +33,7 @@ from django.db.models.functions import Now
 
 from deploy import aws, ecr, lambdas, testing
 from deploy.errors import LAMBDA_NOT_OWNED, UserError
-from portal.deployments import queue, retention
+from portal.deployments import plan, queue, retention
 from portal.deployments.models import Build, Deployment, DeploymentStep
 from portal.deployments.recording import Recorder, StepLog, Stopped, check_stop, settle
 from portal.functions import AuditEvent, Function, role_allowed
@@ -41,7 +41,7 @@ from portal.functions import AuditEvent, Function, role_allowed
 log = logging.getLogger(__name__)
 Status = Deployment.Status
 RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK)
-WITHOUT_QUEUE = "without-queue"  # the timeline's step that says who ran it
+WITHOUT_QUEUE = plan.WITHOUT_QUEUE  # the timeline's step that says who ran it
 
 
 @dataclass

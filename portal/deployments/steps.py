@@ -1,8 +1,8 @@
 """One function per pipeline step, shared by deploy and rollback.
 
 Each step takes the run's state and the step's log, calls deploy/ and
-records what it found on the rows. The order, the recording and the stops
-between steps are the tasks' business (workers/tasks.py); AWS calls retry in
+records what it found on the rows. The order (plan.py), the recording and
+the stops between steps are the pipeline's (pipeline.py); AWS calls retry in
 deploy.aws only, docker and git calls through recording.retrying.
 """
 
@@ -23,6 +23,7 @@ from portal.console import ConsoleRun, GoldenCase
 from portal.deployments import events, queue, retention
 from portal.deployments.models import Build, Deployment
 from portal.deployments.recording import StepLog, check_stop, retrying
+from portal.deployments.releases import went_live
 from portal.deployments.rollback import (  # shared with the rollback, which the web runs too
     CREATING,
     RELEASE_KINDS,
@@ -152,8 +153,7 @@ def stale_reason(run: Run) -> str:
     mine = deployment.commit_sha
     if deployment.kind != Deployment.Kind.DEPLOY or not mine:
         return ""
-    live = (Deployment.objects.filter(function=function, status=Status.SUCCEEDED).exclude(version="")
-            .order_by("-finished_at", "-pk").values("pk", "commit_sha").first())
+    live = went_live(function).values("pk", "commit_sha").first()
     if live and live["commit_sha"] == mine:
         return f"{mine[:12]} is already live (deployment #{live['pk']}): skipped"
     head = source.resolve_cached(mirror, function.branch) if deployment.ref == function.branch else None

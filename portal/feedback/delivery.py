@@ -9,6 +9,7 @@ refusing costs its own attempts only.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -21,7 +22,7 @@ from django.db.models import ExpressionWrapper, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from deploy import outbound
+from deploy import outbound, retry
 from portal import functions
 from portal.core import crypto
 from portal.deployments import Deployment
@@ -43,18 +44,24 @@ def _retry_pointless(answer: outbound.Answer) -> bool:
     return answer.status is not None and 300 <= answer.status < 500 and answer.status not in (408, 429)
 
 
+def _policy() -> retry.Policy:
+    """SLIPWAY_NOTIFY_ATTEMPTS with backoff, read when sent; an answer is tried again unless it
+    was ok or trying again is pointless."""
+    return retry.Policy("notify", attempts=settings.SLIPWAY_NOTIFY_ATTEMPTS,
+                        backoff=retry.Doubling(settings.SLIPWAY_NOTIFY_BACKOFF),
+                        retry_result=lambda answer: not answer.ok and not _retry_pointless(answer))
+
+
 def with_attempts(call, record) -> bool:
     """`call()` -> Answer, up to SLIPWAY_NOTIFY_ATTEMPTS times with backoff; `record(n, answer)` each time."""
-    tries = settings.SLIPWAY_NOTIFY_ATTEMPTS
-    for number in range(1, tries + 1):
+    numbers = itertools.count(1)
+
+    def attempt() -> outbound.Answer:
         answer = call()
-        record(number, answer)
-        if answer.ok:
-            return True
-        if _retry_pointless(answer) or number == tries:
-            return False
-        time.sleep(settings.SLIPWAY_NOTIFY_BACKOFF * 2 ** (number - 1))
-    return False
+        record(next(numbers), answer)
+        return answer
+
+    return retry.run(attempt, _policy()).ok
 
 
 def _recorder(function_id: int, deployment_id: int | None, channel: str, event: str, target: str,
@@ -76,9 +83,9 @@ def _recorder(function_id: int, deployment_id: int | None, channel: str, event: 
 
 
 def _lease_seconds() -> float:
-    tries = settings.SLIPWAY_NOTIFY_ATTEMPTS
-    backoff = sum(settings.SLIPWAY_NOTIFY_BACKOFF * 2 ** n for n in range(tries))
-    return tries * settings.SLIPWAY_NOTIFY_TIMEOUT + backoff + 30
+    policy = _policy()
+    backoff = sum(policy.backoff(n) for n in range(1, policy.attempts + 1))
+    return policy.attempts * settings.SLIPWAY_NOTIFY_TIMEOUT + backoff + 30
 
 
 def _description(deployment: Deployment, state: str) -> str:

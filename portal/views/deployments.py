@@ -9,11 +9,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from portal import deployments
+from portal.deployments import plan
 from portal.functions import access
 from portal.models import Deployment
-
-PIPELINE = ["source", "build", "push", "update", "wait", "publish", "verify", "shift"]
-ROLLBACK = ["check", "shift"]
 
 
 def _deployment_for(user, pk: int, action: str) -> Deployment:
@@ -27,10 +25,10 @@ def _deployment_for(user, pk: int, action: str) -> Deployment:
 def timeline(deployment: Deployment) -> tuple[list[dict], int]:
     """Every step of its kind, done or to come, and the percentage done."""
     recorded = {step.name: step for step in deployment.steps.all()}
-    expected = ROLLBACK if deployment.kind == Deployment.Kind.ROLLBACK else PIPELINE
+    # A rollback that recorded an update step is shipping its release again (its version was gone).
+    fallback = deployment.kind == Deployment.Kind.ROLLBACK and "update" in recorded
+    expected = plan.names(deployment.kind, fallback=fallback)
     names = list(recorded) + [name for name in expected if name not in recorded]
-    if deployment.kind == Deployment.Kind.ROLLBACK and "update" in recorded:
-        names = list(recorded) + [n for n in ("update", "wait", "publish", "verify", "shift") if n not in recorded]
     rows = []
     for name in names:
         step = recorded.get(name)

@@ -45,7 +45,7 @@ def function_list(request):
     page = Paginator(visible.order_by("name").values_list("pk", flat=True), PAGE_SIZE).get_page(
         request.GET.get("page"))
     newest = Deployment.objects.filter(function=OuterRef("pk")).order_by("-created_at", "-pk")
-    live = newest.filter(status=Status.SUCCEEDED).exclude(version="").order_by("-finished_at", "-pk")
+    live = deployments.went_live(OuterRef("pk"))
     shown = Function.objects.filter(pk__in=list(page)).annotate(
         live_id=Subquery(live.values("pk")[:1]), latest_id=Subquery(newest.values("pk")[:1])).order_by("name")
     wanted = {pk for f in shown for pk in (f.live_id, f.latest_id) if pk}
@@ -98,9 +98,8 @@ def function_detail(request, name):
     history = (Deployment.objects.filter(function=function).select_related("build", "requested_by")
                .prefetch_related("steps").order_by("-created_at", "-pk"))
     page = Paginator(history, 20).get_page(request.GET.get("page"))
-    releases = list(Deployment.objects.filter(function=function, status=Status.SUCCEEDED,
-                                              kind__in=(Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY))
-                    .exclude(version="").select_related("build").order_by("-finished_at", "-pk")[:30])
+    releases = list(deployments.went_live(function).filter(kind__in=(Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY))
+                    .select_related("build")[:30])
     members = (Membership.objects.filter(function=function).select_related("user").order_by("user__username")
                if access.can(request.user, function, access.ADMIN) else [])
     return render(request, "portal/function_detail.html", {
