@@ -21,8 +21,11 @@ from portal.models import (
     WebhookDelivery,
 )
 
-SHOWN_MASKED = ("environment", "expected_state", "drift_observed")
-SEALED = ("webhook_secret_hash", "webhook_signing_key", "source_secret", "gitlab_status_token", "notify_webhook_secret")
+SHOWN_MASKED = ("environment",)
+# The sealed tokens and keys of a function, by the side row that keeps each.
+SEALED = (("hook_keys", "webhook_secret_hash"), ("hook_keys", "webhook_signing_key"),
+          ("source_access", "source_secret"), ("feedback_settings", "gitlab_status_token"),
+          ("feedback_settings", "notify_webhook_secret"))
 
 
 class MembershipInline(admin.TabularInline):
@@ -41,8 +44,8 @@ class FunctionAdmin(admin.ModelAdmin):
     # pipeline's validators, keeps secrets write-only and audits the change; the admin would do none.
     # Secret values are masked here as everywhere else: the environment and the recorded Lambda
     # states show secret variables masked, the sealed tokens and keys only whether they are set.
-    exclude = [*SHOWN_MASKED, *SEALED]
-    readonly_fields = [f.name for f in Function._meta.fields if f.name not in (*SHOWN_MASKED, *SEALED)] + [
+    exclude = [*SHOWN_MASKED]
+    readonly_fields = [f.name for f in Function._meta.fields if f.name not in SHOWN_MASKED] + [
         "environment_masked", "expected_state_masked", "drift_observed_masked", "secrets_set"]
 
     def has_add_permission(self, request) -> bool:
@@ -58,15 +61,15 @@ class FunctionAdmin(admin.ModelAdmin):
 
     @admin.display(description="expected state")
     def expected_state_masked(self, function: Function) -> str:
-        return self._shown(function, masking.masked_state(function, function.expected_state))
+        return self._shown(function, masking.masked_state(function, function.drift_state.expected_state))
 
     @admin.display(description="drift observed")
     def drift_observed_masked(self, function: Function) -> str:
-        return self._shown(function, masking.masked_state(function, function.drift_observed))
+        return self._shown(function, masking.masked_state(function, function.drift_state.drift_observed))
 
     @admin.display(description="secrets set")
     def secrets_set(self, function: Function) -> str:
-        return ", ".join(name for name in SEALED if getattr(function, name)) or "none"
+        return ", ".join(name for side, name in SEALED if getattr(getattr(function, side), name)) or "none"
 
 
 @admin.register(Build)

@@ -459,8 +459,9 @@ def function_out(request, function: Function, live: Deployment | None | bool = T
             "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
             "auto_deploy", "paused_reason", "secret_keys", "build_args", "smoke_event", "shares_images_with")},
         "archived": function.is_archived, "environment": function.masked_environment(),
-        "source_auth": function.source_auth, "source_username": function.source_username,
-        "source_known_hosts": function.source_known_hosts, "source_secret_set": bool(function.source_secret),
+        "source_auth": function.source_access.source_auth, "source_username": function.source_access.source_username,
+        "source_known_hosts": function.source_access.source_known_hosts,
+        "source_secret_set": bool(function.source_access.source_secret),
         "live": _release(live or None),
         "url": request.build_absolute_uri(reverse("portal-function", args=[function.name])),
     }
@@ -566,7 +567,8 @@ def _form_errors(form) -> ApiError:
 @api.get("/functions", response={200: FunctionPage, **ERRORS}, summary="List the functions you may see")
 def list_functions(request, name: str = "", page: int = 1):
     _full_only(request)
-    visible = access.visible_functions(request.user).filter(archived_at__isnull=True).order_by("name")
+    visible = (access.visible_functions(request.user).filter(archived_at__isnull=True)
+               .select_related("source_access").order_by("name"))
     token = request.api_token
     if token and token.function_id:
         visible = visible.filter(pk=token.function_id)
@@ -728,19 +730,21 @@ class DriftOut(Schema):
 
 
 def feedback_out(function: Function) -> dict:
-    return {"gitlab_api_url": function.gitlab_api_url, "gitlab_project": function.gitlab_project,
-            "gitlab_token_set": bool(function.gitlab_status_token), "notify_webhook_url": function.notify_webhook_url,
-            "notify_webhook_secret_set": bool(function.notify_webhook_secret),
-            "notify_members": sorted(function.notify_members.values_list("username", flat=True))}
+    reports = function.feedback_settings
+    return {"gitlab_api_url": reports.gitlab_api_url, "gitlab_project": reports.gitlab_project,
+            "gitlab_token_set": bool(reports.gitlab_status_token), "notify_webhook_url": reports.notify_webhook_url,
+            "notify_webhook_secret_set": bool(reports.notify_webhook_secret),
+            "notify_members": sorted(reports.notify_members.values_list("username", flat=True))}
 
 
 def drift_out(function: Function, outcome: str = "") -> dict:
     from portal.feedback import drift
 
-    function.refresh_from_db()
+    function.drift_state.refresh_from_db()
     shown = drift.current(function)
-    return {"changed_outside_slipway": bool(shown), "differences": shown, "checked_at": function.drift_checked_at,
-            "detected_at": function.drift_detected_at, "outcome": outcome}
+    return {"changed_outside_slipway": bool(shown), "differences": shown,
+            "checked_at": function.drift_state.drift_checked_at, "detected_at": function.drift_state.drift_detected_at,
+            "outcome": outcome}
 
 
 @api.get("/functions/{name}/feedback", response={200: FeedbackOut, **ERRORS},
@@ -758,9 +762,10 @@ def edit_feedback(request, name: str, payload: FeedbackPatch):
 
     function = _function(request, name, access.ADMIN)
     values = payload.dict(exclude_unset=True)
-    data = {"gitlab_api_url": function.gitlab_api_url, "gitlab_project": function.gitlab_project,
-            "notify_webhook_url": function.notify_webhook_url,
-            "notify_members": list(function.notify_members.values_list("pk", flat=True))}
+    reports = function.feedback_settings
+    data = {"gitlab_api_url": reports.gitlab_api_url, "gitlab_project": reports.gitlab_project,
+            "notify_webhook_url": reports.notify_webhook_url,
+            "notify_members": list(reports.notify_members.values_list("pk", flat=True))}
     data.update({k: v for k, v in values.items() if k != "notify_members" and v is not None})
     if values.get("notify_members") is not None:
         names = values["notify_members"]
@@ -769,7 +774,7 @@ def edit_feedback(request, name: str, payload: FeedbackPatch):
         if unknown:
             raise ApiError(400, "invalid", "not valid", {"notify_members": [f"no such user: {', '.join(unknown)}"]})
         data["notify_members"] = list(users.values())
-    form = FeedbackForm(data, instance=function)
+    form = FeedbackForm(data, instance=reports)
     if not form.is_valid():
         fields = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
         raise ApiError(400, "invalid", "the feedback settings are not valid", fields)

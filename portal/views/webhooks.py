@@ -104,7 +104,7 @@ def _answer(status: int, **body) -> JsonResponse:
 @csrf_exempt  # authenticated by GitLab's token or signature instead
 @require_POST
 def gitlab_receiver(request, name: str):
-    function = Function.objects.filter(name=name).first() if len(name) <= 64 else None
+    function = Function.objects.select_related("hook_keys").filter(name=name).first() if len(name) <= 64 else None
     delivery = _Delivery(request, function)
     try:
         try:
