@@ -65,6 +65,7 @@ def _save_source(function: Function, plan) -> dict:
         except crypto.Unavailable as exc:
             raise RequestRefused(str(exc)) from None
     access.save(update_fields=list(SOURCE_FIELDS))
+    function.source_access = access  # the row as saved, not the one the form read: the answer shows it
     return _source_changes(before, {field: getattr(access, field) for field in SOURCE_FIELDS})
 
 
