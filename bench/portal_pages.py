@@ -34,13 +34,14 @@ def seed(functions: int, releases: int) -> dict:
     from django.utils import timezone
 
     from portal.deployments import plan
-    from portal.models import Build, Deployment, DeploymentStep, Function, Membership
+    from portal.models import Build, Deployment, DeploymentStep, Function, Membership, create_side_rows
 
     user = get_user_model().objects.create_user("bench", "bench@example.org", "bench-password")
     now = timezone.now()
     made = Function.objects.bulk_create(
         Function(name=f"fn-{n:04}", repository_url=f"https://gitlab.example.com/team/fn-{n}.git",
                  ecr_repository=f"slipway/fn-{n}", lambda_name=f"slipway-fn-{n}") for n in range(functions))
+    create_side_rows(made)  # bulk_create skips save(), which makes them
     Membership.objects.bulk_create(Membership(function=f, user=user, role="owner") for f in made)
     steps = plan.names(Deployment.Kind.DEPLOY)
     for function in made:

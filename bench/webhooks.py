@@ -51,13 +51,15 @@ def child(mode: str) -> None:
 
     django.setup()
     from portal.hooks import gitlab
-    from portal.models import Deployment, Function, WebhookDelivery
+    from portal.models import Deployment, Function, HookKeys, WebhookDelivery
 
     if mode.startswith("setup"):
         for n in range(int(mode.split(":")[1])):
-            Function.objects.create(name=f"{FUNCTION}-{n}", repository_url="https://gitlab.example.com/team/b.git",
-                                    ecr_repository=f"slipway/bench-{n}", lambda_name=f"slipway-bench-{n}",
-                                    webhook_secret_hash=gitlab.digest(os.environ["BENCH_TOKEN"]))
+            function = Function.objects.create(name=f"{FUNCTION}-{n}", ecr_repository=f"slipway/bench-{n}",
+                                               repository_url="https://gitlab.example.com/team/b.git",
+                                               lambda_name=f"slipway-bench-{n}")
+            HookKeys.objects.filter(function=function).update(
+                webhook_secret_hash=gitlab.digest(os.environ["BENCH_TOKEN"]))
         return
     from bench.webhooks_urls import BASELINE_DETAIL
 

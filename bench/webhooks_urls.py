@@ -18,7 +18,7 @@ BASELINE_DETAIL = "bench: durable baseline"
 
 @csrf_exempt
 def durable(request, name: str):
-    stored = Function.objects.filter(name=name).values_list("pk", "webhook_secret_hash").first()
+    stored = Function.objects.filter(name=name).values_list("pk", "hook_keys__webhook_secret_hash").first()
     given = request.headers.get("X-Gitlab-Token", "")
     if stored is None or not constant_time_compare(gitlab.digest(given), stored[1]):
         return HttpResponse(status=401)

@@ -12,17 +12,25 @@ from portal.models import (
     DeliveryRing,
     Deployment,
     DeploymentStep,
+    DriftState,
+    FeedbackSettings,
     Function,
     GoldenCase,
+    HookKeys,
     ImageDeletion,
     Membership,
     NotificationAttempt,
     SeenSignature,
+    SourceAccess,
     WebhookDelivery,
 )
 
-SHOWN_MASKED = ("environment", "expected_state", "drift_observed")
-SEALED = ("webhook_secret_hash", "webhook_signing_key", "source_secret", "gitlab_status_token", "notify_webhook_secret")
+SHOWN_MASKED = ("environment",)
+SHOWN_MASKED_DRIFT = ("expected_state", "drift_observed")
+# The sealed tokens and keys of a function, by the side row that keeps each.
+SEALED = (("hook_keys", "webhook_secret_hash"), ("hook_keys", "webhook_signing_key"),
+          ("source_access", "source_secret"), ("feedback_settings", "gitlab_status_token"),
+          ("feedback_settings", "notify_webhook_secret"))
 
 
 class MembershipInline(admin.TabularInline):
@@ -41,8 +49,8 @@ class FunctionAdmin(admin.ModelAdmin):
     # pipeline's validators, keeps secrets write-only and audits the change; the admin would do none.
     # Secret values are masked here as everywhere else: the environment and the recorded Lambda
     # states show secret variables masked, the sealed tokens and keys only whether they are set.
-    exclude = [*SHOWN_MASKED, *SEALED]
-    readonly_fields = [f.name for f in Function._meta.fields if f.name not in (*SHOWN_MASKED, *SEALED)] + [
+    exclude = [*SHOWN_MASKED]
+    readonly_fields = [f.name for f in Function._meta.fields if f.name not in SHOWN_MASKED] + [
         "environment_masked", "expected_state_masked", "drift_observed_masked", "secrets_set"]
 
     def has_add_permission(self, request) -> bool:
@@ -58,15 +66,15 @@ class FunctionAdmin(admin.ModelAdmin):
 
     @admin.display(description="expected state")
     def expected_state_masked(self, function: Function) -> str:
-        return self._shown(function, masking.masked_state(function, function.expected_state))
+        return self._shown(function, masking.masked_state(function, function.drift_state.expected_state))
 
     @admin.display(description="drift observed")
     def drift_observed_masked(self, function: Function) -> str:
-        return self._shown(function, masking.masked_state(function, function.drift_observed))
+        return self._shown(function, masking.masked_state(function, function.drift_state.drift_observed))
 
     @admin.display(description="secrets set")
     def secrets_set(self, function: Function) -> str:
-        return ", ".join(name for name in SEALED if getattr(function, name)) or "none"
+        return ", ".join(name for side, name in SEALED if getattr(getattr(function, side), name)) or "none"
 
 
 @admin.register(Build)
@@ -175,3 +183,71 @@ class ImageDeletionAdmin(admin.ModelAdmin):
 
     list_display = ["repository", "digest", "marked_at"]
     readonly_fields = [f.name for f in ImageDeletion._meta.fields]
+
+
+class SideAdmin(admin.ModelAdmin):
+    """A function's side row, read-only like the function itself (the portal's pages edit it,
+    validated and audited); made with its function, never added or deleted on its own. The
+    sealed tokens and keys show only whether they are set."""
+
+    sealed: tuple[str, ...] = ()  # shown only as set or not
+    shown: tuple[str, ...] = ()  # what the subclass shows its own way instead of an excluded field
+    list_display = ["function"]
+    search_fields = ["function__name"]
+
+    def get_readonly_fields(self, request, obj=None):
+        hidden = set(self.exclude or ())
+        return [f.name for f in self.model._meta.fields if f.name not in hidden] + [
+            *self.shown, *(["sealed_set"] if self.sealed else [])]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="secrets set")
+    def sealed_set(self, side) -> str:
+        return ", ".join(name for name in self.sealed if getattr(side, name)) or "none"
+
+
+@admin.register(HookKeys)
+class HookKeysAdmin(SideAdmin):
+    sealed = ("webhook_secret_hash", "webhook_signing_key")
+    exclude = [*sealed]
+
+
+@admin.register(SourceAccess)
+class SourceAccessAdmin(SideAdmin):
+    sealed = ("source_secret",)
+    exclude = [*sealed]
+    list_display = ["function", "source_auth", "reconcile_outcome", "reconcile_checked_at"]
+
+
+@admin.register(FeedbackSettings)
+class FeedbackSettingsAdmin(SideAdmin):
+    sealed = ("gitlab_status_token", "notify_webhook_secret")
+    exclude = [*sealed, "notify_members"]
+    shown = ("members_notified",)
+    list_display = ["function", "gitlab_api_url", "gitlab_project", "notify_webhook_url"]
+
+    @admin.display(description="members to notify")
+    def members_notified(self, settings: FeedbackSettings) -> str:
+        return ", ".join(settings.notify_members.order_by("username").values_list("username", flat=True)) or "none"
+
+
+@admin.register(DriftState)
+class DriftStateAdmin(SideAdmin):
+    """The recorded Lambda states show secret variables masked, as on the function's admin page."""
+
+    exclude = [*SHOWN_MASKED_DRIFT]
+    shown = ("expected_state_masked", "drift_observed_masked")
+    list_display = ["function", "drift_detected_at", "drift_checked_at"]
+
+    @admin.display(description="expected state")
+    def expected_state_masked(self, state: DriftState) -> str:
+        return FunctionAdmin._shown(state.function, masking.masked_state(state.function, state.expected_state))
+
+    @admin.display(description="drift observed")
+    def drift_observed_masked(self, state: DriftState) -> str:
+        return FunctionAdmin._shown(state.function, masking.masked_state(state.function, state.drift_observed))

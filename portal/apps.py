@@ -8,8 +8,14 @@ class PortalConfig(AppConfig):
     def ready(self) -> None:
         # The feedback and hooks packages react to the deployments package's events
         # (portal/deployments/events.py), which cannot import them: wired here.
+        from django.db.models.signals import post_save
+
+        from portal import models
         from portal.feedback import receivers as feedback_receivers
         from portal.hooks import receivers as hooks_receivers
 
         feedback_receivers.connect()
         hooks_receivers.connect()
+        # A function's side rows (hook keys, source access, feedback settings, drift
+        # state) are made with it, whichever entry point made it.
+        post_save.connect(models._function_created, sender=models.Function, dispatch_uid="portal.side_rows")

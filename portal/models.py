@@ -12,9 +12,49 @@ would be a circle.
 from portal.functions.models import ApiToken, Architecture, AuditEvent, Function, Membership  # noqa: I001
 from portal.console.models import ConsoleImage, ConsoleRun, GoldenCase
 from portal.deployments.models import LOG_CAP_BYTES, Build, Deployment, DeploymentStep, ImageDeletion
-from portal.feedback.models import NotificationAttempt
-from portal.hooks.models import DeliveryRing, SeenSignature, WebhookDelivery
+from portal.feedback.models import DriftState, FeedbackSettings, NotificationAttempt
+from portal.hooks.models import DeliveryRing, HookKeys, SeenSignature, WebhookDelivery
+from portal.sources.models import SourceAccess
 
-__all__ = ["LOG_CAP_BYTES", "ApiToken", "Architecture", "AuditEvent", "Build", "ConsoleImage", "ConsoleRun",
-           "DeliveryRing", "Deployment", "DeploymentStep", "Function", "GoldenCase", "ImageDeletion", "Membership",
-           "NotificationAttempt", "SeenSignature", "WebhookDelivery"]
+# Each function has one row of each, made with it: portal/apps.py connects
+# create_side_rows to Function's post_save, and what makes functions without save()
+# (bulk_create) calls it. So no code branches on a side row's absence.
+SIDE_MODELS = (HookKeys, SourceAccess, FeedbackSettings, DriftState)
+
+
+def create_side_rows(functions) -> None:
+    """The side rows of `functions` (saved Function objects) that do not exist yet."""
+    for model in SIDE_MODELS:
+        model.objects.bulk_create([model(function=function) for function in functions], ignore_conflicts=True)
+
+
+def _function_created(sender, instance, created, raw=False, **_) -> None:
+    if created and not raw:  # raw: loaddata, whose fixtures carry their own side rows
+        create_side_rows([instance])
+
+
+__all__ = [
+    "LOG_CAP_BYTES",
+    "SIDE_MODELS",
+    "create_side_rows",
+    "ApiToken",
+    "Architecture",
+    "AuditEvent",
+    "Build",
+    "ConsoleImage",
+    "ConsoleRun",
+    "DeliveryRing",
+    "Deployment",
+    "DeploymentStep",
+    "DriftState",
+    "FeedbackSettings",
+    "Function",
+    "GoldenCase",
+    "HookKeys",
+    "ImageDeletion",
+    "Membership",
+    "NotificationAttempt",
+    "SeenSignature",
+    "SourceAccess",
+    "WebhookDelivery",
+]

@@ -28,9 +28,10 @@ def hook(function, token: str = TOKEN, signing: str = ""):
     from portal.core import crypto
     from portal.hooks import gitlab
 
-    function.webhook_secret_hash = gitlab.digest(token) if token else ""
-    function.webhook_signing_key = crypto.encrypt(signing) if signing else ""
-    function.save(update_fields=["webhook_secret_hash", "webhook_signing_key"])
+    keys = function.hook_keys
+    keys.webhook_secret_hash = gitlab.digest(token) if token else ""
+    keys.webhook_signing_key = crypto.encrypt(signing) if signing else ""
+    keys.save(update_fields=["webhook_secret_hash", "webhook_signing_key"])
     return function
 
 

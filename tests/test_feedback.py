@@ -22,7 +22,7 @@ from portal.feedback import configure, drift
 from portal.feedback import delivery as work
 from portal.feedback import status as feedback
 from portal.feedback.forms import FeedbackForm
-from portal.models import AuditEvent, Deployment, NotificationAttempt
+from portal.models import AuditEvent, Deployment, DriftState, FeedbackSettings, NotificationAttempt
 from tests.http_receiver import Receiver
 
 SHA = "3f9c2a1b7d4e" + "0" * 28
@@ -45,9 +45,21 @@ def quick(settings):
 
 
 def reporting(function, url: str, token: str = "glpat-test-token-123"):
-    function.gitlab_api_url, function.gitlab_project = url, "team/hello"
-    function.gitlab_status_token = crypto.encrypt(token)
-    function.save()
+    reports = function.feedback_settings
+    reports.gitlab_api_url, reports.gitlab_project = url, "team/hello"
+    reports.gitlab_status_token = crypto.encrypt(token)
+    reports.save()
+    return function
+
+
+def settings_of(function) -> FeedbackSettings:
+    """`function`'s feedback settings as stored."""
+    return FeedbackSettings.objects.get(function=function)
+
+
+def drifted(function, **state):
+    """Record a drift state on `function` (expected_state, drift_observed, drift_fingerprint…)."""
+    DriftState.objects.filter(function=function).update(**state)
     return function
 
 
@@ -196,7 +208,7 @@ def test_a_broker_that_is_down_never_fails_the_request(function, sent, django_ca
 
 
 def test_resume_notifies(function, cast, sent, django_capture_on_commit_callbacks):
-    function.notify_members.add(cast["alice"])
+    function.feedback_settings.notify_members.add(cast["alice"])
     with django_capture_on_commit_callbacks(execute=True):
         requesting.resume_auto_deploy(function, user=cast["bob"], trigger="ui")
     calls = [c.kwargs["args"] for c in sent.call_args_list if c.args[0] == NOTIFY_TASK]
@@ -208,9 +220,10 @@ def test_resume_notifies(function, cast, sent, django_capture_on_commit_callback
 
 def test_the_webhook_is_slack_compatible_signed_and_timestamped(db, function, cast, receiver, quick):
     secret = feedback.new_webhook_secret()
-    function.notify_webhook_url = receiver.url + "/hooks/slipway"
-    function.notify_webhook_secret = crypto.encrypt(secret)
-    function.save()
+    reports = function.feedback_settings
+    reports.notify_webhook_url = receiver.url + "/hooks/slipway"
+    reports.notify_webhook_secret = crypto.encrypt(secret)
+    reports.save()
     deployment = queued(function, status="failed", error_code="smoke-error-result", error_message="it broke")
     before = int(time.time())
     sent = work.send_notification(function.pk, "deploy_failed", deployment.pk, {})
@@ -234,24 +247,26 @@ def test_the_signature_covers_the_timestamp(db):
 
 def test_a_webhook_that_answers_500_is_retried_a_bounded_number_of_times(db, function, receiver, quick):
     receiver.mode = "500"
-    function.notify_webhook_url = receiver.url
-    function.notify_webhook_secret = crypto.encrypt(feedback.new_webhook_secret())
-    function.save()
+    reports = function.feedback_settings
+    reports.notify_webhook_url = receiver.url
+    reports.notify_webhook_secret = crypto.encrypt(feedback.new_webhook_secret())
+    reports.save()
     assert work.send_notification(function.pk, "resume", None, {"by": "bob"}) == {"webhook": False}
     attempts = NotificationAttempt.objects.filter(function=function, channel="webhook")
     assert sorted(attempts.values_list("attempt", flat=True)) == [1, 2, 3] and len(receiver.requests) == 3
 
 
 def test_a_webhook_without_a_secret_is_not_called_and_says_why(db, function, receiver, quick):
-    function.notify_webhook_url = receiver.url
-    function.save()
+    reports = function.feedback_settings
+    reports.notify_webhook_url = receiver.url
+    reports.save()
     work.send_notification(function.pk, "resume", None, {"by": "bob"})
     assert receiver.requests == []
     assert "no signing secret" in NotificationAttempt.objects.get(function=function).detail
 
 
 def test_chosen_members_who_still_are_members_get_an_email(db, function, cast, quick):
-    function.notify_members.add(cast["alice"], cast["charlie"], cast["dave"])  # dave has no role
+    function.feedback_settings.notify_members.add(cast["alice"], cast["charlie"], cast["dave"])  # dave has no role
     work.send_notification(function.pk, "resume", None, {"by": "bob"})
     assert len(mail.outbox) == 1
     assert sorted(mail.outbox[0].to) == ["alice@example.org", "charlie@example.org"]
@@ -264,7 +279,7 @@ def test_chosen_members_who_still_are_members_get_an_email(db, function, cast, q
 
 def _form(function, **data):
     base = {"gitlab_api_url": "", "gitlab_project": "", "notify_webhook_url": "", "gitlab_token": ""}
-    return FeedbackForm({**base, **data}, instance=function)
+    return FeedbackForm({**base, **data}, instance=settings_of(function))
 
 
 @pytest.mark.parametrize("url, error", [
@@ -302,15 +317,14 @@ def test_the_token_is_stored_encrypted_audited_without_its_value_and_kept_when_l
     form = _form(function, gitlab_api_url="https://gitlab.example.org", gitlab_project="42", gitlab_token=token)
     assert form.is_valid(), form.errors
     configure.update_feedback(form, user=cast["alice"])
-    function.refresh_from_db()
-    assert token not in function.gitlab_status_token and crypto.decrypt(function.gitlab_status_token) == token
+    stored = settings_of(function).gitlab_status_token
+    assert token not in stored and crypto.decrypt(stored) == token
     event = AuditEvent.objects.get(action="function.feedback_edited")
     assert event.detail["gitlab_token"] == "(set)" and token not in json.dumps(event.detail)
     again = _form(function, gitlab_api_url="https://gitlab.example.org", gitlab_project="42")
     assert again.is_valid(), again.errors
     configure.update_feedback(again, user=cast["alice"])
-    function.refresh_from_db()
-    assert crypto.decrypt(function.gitlab_status_token) == token
+    assert crypto.decrypt(settings_of(function).gitlab_status_token) == token
 
 
 def test_only_members_can_be_chosen_for_email(function, cast):
@@ -354,8 +368,7 @@ def test_the_signing_secret_is_shown_once(client, function, cast):
     client.force_login(cast["alice"])
     response = client.post(reverse("portal-feedback-webhook-secret", args=[function.name]), {"action": "generate"})
     assert response["Cache-Control"] == "no-store"
-    function.refresh_from_db()
-    secret = crypto.decrypt(function.notify_webhook_secret)
+    secret = crypto.decrypt(settings_of(function).notify_webhook_secret)
     assert secret in response.content.decode()
     assert secret not in client.get(reverse("portal-feedback", args=[function.name])).content.decode()
 
@@ -379,9 +392,9 @@ def test_differences_mask_secret_values():
 def test_a_drift_is_recorded_and_notified_once_then_accepted(function, cast, sent,
                                                              django_capture_on_commit_callbacks):
     function.secret_keys = ["API_KEY"]
-    function.expected_state = EXPECTED
-    function.notify_members.add(cast["alice"])
     function.save()
+    drifted(function, expected_state=EXPECTED)
+    function.feedback_settings.notify_members.add(cast["alice"])
     observed = {**EXPECTED, "alias_version": "1", "environment": {"MODE": "fast", "API_KEY": "changed"}}
     with mock.patch("deploy.aws.client", autospec=True) as client:
         lam = client.return_value
@@ -398,16 +411,15 @@ def test_a_drift_is_recorded_and_notified_once_then_accepted(function, cast, sen
     notices = [c.kwargs["args"] for c in sent.call_args_list if c.args[0] == NOTIFY_TASK]
     assert len(notices) == 1 and notices[0][1] == "drift" and "changed" not in json.dumps(notices[0])
     drift.accept(function, user=cast["alice"])
-    function.refresh_from_db()
-    assert function.expected_state == observed and not function.drift_fingerprint
+    state = DriftState.objects.get(function=function)
+    assert state.expected_state == observed and not state.drift_fingerprint
     assert AuditEvent.objects.filter(action="function.drift_accepted").count() == 1
     with pytest.raises(drift.Refused):
         drift.accept(function, user=cast["alice"])
 
 
 def test_no_drift_check_while_a_deployment_runs(function):
-    function.expected_state = EXPECTED
-    function.save()
+    drifted(function, expected_state=EXPECTED)
     queued(function, status=Deployment.Status.UPDATING)
     with mock.patch("deploy.aws.client", autospec=True) as client:
         assert drift.check(function).outcome == "skipped"
@@ -446,16 +458,14 @@ def test_the_api_sets_the_token_write_only_and_refuses_bad_input_with_field_erro
     assert ok.status_code == 200, ok.json()
     assert ok.json()["gitlab_token_set"] is True and ok.json()["notify_members"] == ["alice", "bob"]
     assert token not in ok.content.decode()
-    function.refresh_from_db()
-    assert crypto.decrypt(function.gitlab_status_token) == token
+    assert crypto.decrypt(settings_of(function).gitlab_status_token) == token
 
 
 def test_the_drift_api_shows_masked_differences_and_checks_the_role(api, function):
     function.secret_keys = ["API_KEY"]
-    function.expected_state = EXPECTED
-    function.drift_observed = {**EXPECTED, "environment": {"MODE": "fast", "API_KEY": "leaked?"}}
-    function.drift_fingerprint = "f" * 64
     function.save()
+    drifted(function, expected_state=EXPECTED, drift_fingerprint="f" * 64,
+            drift_observed={**EXPECTED, "environment": {"MODE": "fast", "API_KEY": "leaked?"}})
     shown = api.call("get", "/functions/{name}/drift", name="hello", token=api.tokens["charlie"])
     assert shown.status_code == 200 and shown.json()["changed_outside_slipway"] is True
     assert "leaked?" not in shown.content.decode() and "s3cret" not in shown.content.decode()
@@ -468,10 +478,9 @@ def test_the_drift_api_shows_masked_differences_and_checks_the_role(api, functio
 
 def test_the_function_page_shows_drift_masked_to_members_and_accept_to_owners(client, function, cast):
     function.secret_keys = ["API_KEY"]
-    function.expected_state = EXPECTED
-    function.drift_observed = {**EXPECTED, "memory_mb": 1024, "environment": {"MODE": "fast", "API_KEY": "new-one"}}
-    function.drift_fingerprint = "f" * 64
     function.save()
+    drifted(function, expected_state=EXPECTED, drift_fingerprint="f" * 64,
+            drift_observed={**EXPECTED, "memory_mb": 1024, "environment": {"MODE": "fast", "API_KEY": "new-one"}})
     client.force_login(cast["charlie"])
     page = client.get(reverse("portal-function", args=[function.name])).content.decode()
     assert "Changed outside Slipway" in page and "memory (MB)" in page and "1024" in page

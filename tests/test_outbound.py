@@ -71,8 +71,9 @@ def resolving(*answers: list[str]):
 
 
 def webhook_to(function, url: str):
-    function.notify_webhook_url, function.notify_webhook_secret = url, crypto.encrypt("slwsec_test-signing-secret")
-    function.save()
+    reports = function.feedback_settings
+    reports.notify_webhook_url, reports.notify_webhook_secret = url, crypto.encrypt("slwsec_test-signing-secret")
+    reports.save()
     return function
 
 
@@ -96,9 +97,10 @@ def test_a_receiver_on_loopback_is_refused_when_the_setting_leaves_loopback_out(
 def test_a_commit_status_to_a_refused_gitlab_is_never_sent_nor_retried(function, allow, receivers):
     receiver = receivers()
     allow("public")
-    function.gitlab_api_url, function.gitlab_project = receiver.url, "team/hello"
-    function.gitlab_status_token = crypto.encrypt("glpat-test-token-1234567")
-    function.save()
+    reports = function.feedback_settings
+    reports.gitlab_api_url, reports.gitlab_project = receiver.url, "team/hello"
+    reports.gitlab_status_token = crypto.encrypt("glpat-test-token-1234567")
+    reports.save()
     deployment = Deployment.objects.create(function=function, trigger="api", commit_sha=SHA, ref="main")
     work.report_commit_status(deployment.pk, "pending")
     assert receiver.requests == []
@@ -205,7 +207,7 @@ def _feedback_form(function, **data):
     from portal.feedback.forms import FeedbackForm
 
     base = {"gitlab_api_url": "", "gitlab_project": "42", "notify_webhook_url": "", "gitlab_token": "glpat-abcdefgh"}
-    return FeedbackForm({**base, **data}, instance=function)
+    return FeedbackForm({**base, **data}, instance=function.feedback_settings)
 
 
 @pytest.mark.parametrize("url, error", [

@@ -18,7 +18,7 @@ from deploy import source
 from deploy.logs import mask
 from portal.core import crypto
 from portal.deployments import reconciling as reconcile
-from portal.models import AuditEvent, Deployment, DeploymentStep, Function
+from portal.models import AuditEvent, Deployment, DeploymentStep, Function, SourceAccess
 from portal.sources import access
 from tests.api_client import Api, openapi
 from tests.conftest import released
@@ -67,6 +67,11 @@ def keys(tmp_path_factory) -> dict[str, str]:
             "locked": (directory / "locked").read_text(), "host": f"{kind} {blob}"}
 
 
+def stored(function) -> SourceAccess:
+    """`function`'s repository access as stored."""
+    return SourceAccess.objects.get(function=function)
+
+
 def token_body(**overrides) -> dict:
     return {"source_auth": "token", "source_username": "gitlab+deploy-token-7", "source_token": TOKEN, **overrides}
 
@@ -84,8 +89,8 @@ def test_an_owner_sets_a_deploy_token_that_is_kept_encrypted_and_shown_nowhere(a
     answer = patch(api, token_body())
 
     assert (answer["source_auth"], answer["source_secret_set"]) == ("token", True)
-    hello.refresh_from_db()
-    assert TOKEN not in hello.source_secret and crypto.decrypt(hello.source_secret) == TOKEN
+    sealed = stored(hello).source_secret
+    assert TOKEN not in sealed and crypto.decrypt(sealed) == TOKEN
     pages = [client.get(reverse(name, args=["hello"])).content.decode()
              for name in ("portal-function", "portal-function-edit")]
     pages.append(client.get("/api/v1/functions/hello").content.decode())
@@ -97,16 +102,16 @@ def test_an_owner_sets_a_deploy_token_that_is_kept_encrypted_and_shown_nowhere(a
 
 def test_an_empty_token_keeps_the_stored_one_a_new_one_replaces_it_and_none_removes_it(api, hello):
     patch(api, token_body())
-    sealed = Function.objects.get(pk=hello.pk).source_secret
+    sealed = stored(hello).source_secret
 
     patch(api, {"source_auth": "token", "source_token": "", "description": "kept"})
-    assert Function.objects.get(pk=hello.pk).source_secret == sealed
+    assert stored(hello).source_secret == sealed
     patch(api, token_body(source_token="gldt-" + "n" * 24))
-    assert crypto.decrypt(Function.objects.get(pk=hello.pk).source_secret) == "gldt-" + "n" * 24
+    assert crypto.decrypt(stored(hello).source_secret) == "gldt-" + "n" * 24
     answer = patch(api, {"source_auth": "none"})
 
-    hello.refresh_from_db()
-    assert (answer["source_secret_set"], hello.source_secret, hello.source_username) == (False, "", "")
+    now = stored(hello)
+    assert (answer["source_secret_set"], now.source_secret, now.source_username) == (False, "", "")
     assert [e.detail.get("source_secret") for e in AuditEvent.objects.order_by("pk")
             if "source_secret" in e.detail] == ["(set)", "(replaced)", "(removed)"]
 
@@ -130,7 +135,7 @@ def test_a_stored_token_is_not_sent_to_another_host_without_being_entered_again(
 def test_bad_deploy_token_settings_are_refused_with_the_field_that_is_wrong(api, hello, body, field, message):
     refused = patch(api, body, status=400)
     assert message in " ".join(refused["error"]["fields"][field])
-    assert Function.objects.get(pk=hello.pk).source_secret == ""
+    assert stored(hello).source_secret == ""
 
 
 @pytest.mark.parametrize("change, field, message", [
@@ -151,7 +156,7 @@ def test_bad_deploy_key_settings_are_refused_with_the_field_that_is_wrong(api, h
         value, value.replace("HOST", keys["host"])) for name, value in change.items()}
     refused = patch(api, key_body(keys, **change), status=400)
     assert message in " ".join(refused["error"]["fields"][field])
-    assert Function.objects.get(pk=hello.pk).source_auth == "none"
+    assert stored(hello).source_auth == "none"
 
 
 def test_a_deploy_key_on_a_port_is_pinned_by_its_bracketed_host_and_pasted_line_endings_are_fixed(api, hello, keys):
@@ -168,9 +173,10 @@ def test_a_deploy_key_on_a_port_is_pinned_by_its_bracketed_host_and_pasted_line_
 
 
 def test_the_edit_page_never_renders_a_stored_key_and_an_empty_field_keeps_it(client, cast, hello, keys):
-    Function.objects.filter(pk=hello.pk).update(
-        repository_url="git@gitlab.example.com:team/hello.git", source_auth="ssh-key",
-        source_secret=crypto.encrypt(keys["private"]), source_known_hosts=f"gitlab.example.com {keys['host']}\n")
+    Function.objects.filter(pk=hello.pk).update(repository_url="git@gitlab.example.com:team/hello.git")
+    SourceAccess.objects.filter(function=hello).update(
+        source_auth="ssh-key", source_secret=crypto.encrypt(keys["private"]),
+        source_known_hosts=f"gitlab.example.com {keys['host']}\n")
     client.force_login(cast["alice"])
     page = client.get(reverse("portal-function-edit", args=["hello"])).content.decode()
     body_line = keys["private"].splitlines()[1]
@@ -182,18 +188,18 @@ def test_the_edit_page_never_renders_a_stored_key_and_an_empty_field_keeps_it(cl
             "build_args_text": "{}", "smoke_event_text": "{}", "source_auth": "ssh-key", "source_private_key": "",
             "source_known_hosts": f"gitlab.example.com {keys['host']}"}
     assert client.post(reverse("portal-function-edit", args=["hello"]), data).status_code == 302
-    assert crypto.decrypt(Function.objects.get(pk=hello.pk).source_secret) == keys["private"]
+    assert crypto.decrypt(stored(hello).source_secret) == keys["private"]
 
 
 def test_without_a_fernet_key_no_credentials_can_be_stored(api, hello, settings):
     settings.SLIPWAY_FERNET_KEYS = []
     refused = patch(api, token_body(), status=400)
     assert "SLIPWAY_FERNET_KEY is not set" in refused["error"]["fields"]["source_token"][0]
-    assert Function.objects.get(pk=hello.pk).source_secret == ""
+    assert stored(hello).source_secret == ""
 
 
 def test_credentials_a_key_no_longer_opens_fail_the_fetch_as_a_user_error(hello, settings):
-    Function.objects.filter(pk=hello.pk).update(source_auth="token", source_secret="gAAAAA-not-ours")
+    SourceAccess.objects.filter(function=hello).update(source_auth="token", source_secret="gAAAAA-not-ours")
     hello.refresh_from_db()
     with pytest.raises(source.UserError) as refused:
         access.credentials_for(hello)
@@ -213,7 +219,8 @@ def test_logs_mask_private_keys_deploy_tokens_and_the_functions_own_secret(keys)
 def test_a_step_log_masks_the_repository_credentials_of_its_function(hello, keys):
     from portal.deployments.recording import Recorder
 
-    Function.objects.filter(pk=hello.pk).update(source_auth="ssh-key", source_secret=crypto.encrypt(keys["private"]))
+    SourceAccess.objects.filter(function=hello).update(source_auth="ssh-key",
+                                                       source_secret=crypto.encrypt(keys["private"]))
     deployment = Deployment.objects.select_related("function").get(
         pk=Deployment.objects.create(function=hello, trigger="cli").pk)
     recorder = Recorder(deployment)
@@ -250,7 +257,7 @@ def test_a_token_is_never_sent_over_ssh_nor_a_key_over_https():
 
 def test_a_private_repository_has_a_mirror_of_its_own(hello):
     public = access.mirror_for(hello)
-    Function.objects.filter(pk=hello.pk).update(source_auth="token", source_secret=crypto.encrypt(TOKEN))
+    SourceAccess.objects.filter(function=hello).update(source_auth="token", source_secret=crypto.encrypt(TOKEN))
     hello.refresh_from_db()
     assert access.mirror_for(hello) != public
 
@@ -455,9 +462,9 @@ def test_the_last_check_is_kept_and_shown_on_the_function_page_even_when_it_fail
     Function.objects.filter(pk=local.pk).update(branch="no-such-branch")
     local.refresh_from_db()
     reconcile.reconcile(local, trigger="reconcile")  # the periodic task: nobody sees its answer
-    local.refresh_from_db()
-    assert (local.reconcile_outcome, local.reconcile_checked_at is not None) == ("error", True)
+    last = stored(local)
+    assert (last.reconcile_outcome, last.reconcile_checked_at is not None) == ("error", True)
     client.force_login(cast["charlie"])
     page = client.get(f"/functions/{local.name}/").content.decode()
-    assert "Last check for missed pushes" in page and escape(local.reconcile_message) in page
-    assert "no-such-branch" in local.reconcile_message
+    assert "Last check for missed pushes" in page and escape(last.reconcile_message) in page
+    assert "no-such-branch" in last.reconcile_message

@@ -32,7 +32,7 @@ from portal.feedback import drift
 from portal.feedback import status as feedback
 from portal.feedback.forms import FeedbackForm
 from portal.functions.forms import ENV_LIMIT_BYTES, FunctionForm
-from portal.models import Build, Deployment, DeploymentStep, NotificationAttempt
+from portal.models import Build, Deployment, DeploymentStep, FeedbackSettings, NotificationAttempt
 from tests.http_receiver import Receiver
 
 SHA = "3f9c2a1b7d4e" + "0" * 28
@@ -134,12 +134,14 @@ def reporting(function, cast, receiver, settings):
     settings.SLIPWAY_NOTIFY_TIMEOUT, settings.SLIPWAY_NOTIFY_ATTEMPTS, settings.SLIPWAY_NOTIFY_BACKOFF = 1, 1, 0.05
     settings.SLIPWAY_BASE_URL = "https://slipway.example.org"
     function.environment, function.secret_keys = dict(ENV), ["TOKEN"]
-    function.gitlab_api_url, function.gitlab_project = receiver.url, "team/hello"
-    function.gitlab_status_token = crypto.encrypt("glpat-reporting-token-1234")
-    function.notify_webhook_url = receiver.url + "/hooks/slipway"
-    function.notify_webhook_secret = crypto.encrypt(feedback.new_webhook_secret())
     function.save()
-    function.notify_members.add(cast["alice"])
+    reports = function.feedback_settings
+    reports.gitlab_api_url, reports.gitlab_project = receiver.url, "team/hello"
+    reports.gitlab_status_token = crypto.encrypt("glpat-reporting-token-1234")
+    reports.notify_webhook_url = receiver.url + "/hooks/slipway"
+    reports.notify_webhook_secret = crypto.encrypt(feedback.new_webhook_secret())
+    reports.save()
+    reports.notify_members.add(cast["alice"])
     return function
 
 
@@ -247,10 +249,11 @@ def test_a_json_log_line_written_during_a_deployment_masks_its_secret(reporting,
 
 def test_drift_views_mask_a_secret_value_wherever_it_shows(reporting):
     # Someone set a plain variable in the console to the secret's value: masked there too.
-    reporting.expected_state = {"alias_version": "1", "environment": dict(ENV)}
-    reporting.drift_observed = {"alias_version": "1", "environment": {**ENV, "COPY": SECRET}}
-    reporting.drift_fingerprint = "f" * 64
-    reporting.save()
+    state = reporting.drift_state
+    state.expected_state = {"alias_version": "1", "environment": dict(ENV)}
+    state.drift_observed = {"alias_version": "1", "environment": {**ENV, "COPY": SECRET}}
+    state.drift_fingerprint = "f" * 64
+    state.save()
     shown = drift.current(reporting)
     assert [d["field"] for d in shown] == ["environment.COPY"] and leaks(json.dumps(shown)) == []
 
@@ -281,16 +284,18 @@ def test_the_migration_scrubs_stored_outputs_of_every_current_secret_value(funct
 
 
 def _stored_token(function, url: str = "https://gitlab.example.org", token: str = "glpat-stored-token-123456"):
-    function.gitlab_api_url, function.gitlab_project = url, "team/hello"
-    function.gitlab_status_token = crypto.encrypt(token)
-    function.save()
+    reports = function.feedback_settings
+    reports.gitlab_api_url, reports.gitlab_project = url, "team/hello"
+    reports.gitlab_status_token = crypto.encrypt(token)
+    reports.save()
     return function
 
 
 def _feedback_form(function, **data):
-    base = {"gitlab_api_url": function.gitlab_api_url, "gitlab_project": function.gitlab_project,
+    reports = function.feedback_settings
+    base = {"gitlab_api_url": reports.gitlab_api_url, "gitlab_project": reports.gitlab_project,
             "notify_webhook_url": "", "gitlab_token": ""}
-    return FeedbackForm({**base, **data}, instance=function)
+    return FeedbackForm({**base, **data}, instance=reports)
 
 
 def test_a_gitlab_url_on_another_host_asks_for_the_token_again(function):
@@ -298,8 +303,7 @@ def test_a_gitlab_url_on_another_host_asks_for_the_token_again(function):
     form = _feedback_form(function, gitlab_api_url="https://gitlab.elsewhere.example.net")
     assert not form.is_valid()
     assert "moved to another host (gitlab.elsewhere.example.net)" in form.errors["gitlab_token"][0]
-    function.refresh_from_db()
-    assert function.gitlab_api_url == "https://gitlab.example.org"
+    assert FeedbackSettings.objects.get(function=function).gitlab_api_url == "https://gitlab.example.org"
 
 
 @pytest.mark.parametrize("url, token, valid", [
@@ -327,8 +331,7 @@ def test_patching_only_the_gitlab_url_never_sends_the_stored_token_to_the_new_ho
                                            status="failed")
     work.report_commit_status(deployment.pk, "failed")
     assert receiver.requests == []
-    function.refresh_from_db()
-    assert function.gitlab_api_url == "https://gitlab.example.org"
+    assert FeedbackSettings.objects.get(function=function).gitlab_api_url == "https://gitlab.example.org"
 
 
 def test_the_settings_page_asks_for_the_token_again_on_a_new_host(function, cast, client):
@@ -337,8 +340,7 @@ def test_the_settings_page_asks_for_the_token_again_on_a_new_host(function, cast
     response = client.post(reverse("portal-feedback", args=["hello"]),
                            {"gitlab_api_url": "https://gitlab.elsewhere.example.net", "gitlab_project": "team/hello"})
     assert response.status_code == 400 and b"enter the token again" in response.content
-    function.refresh_from_db()
-    assert function.gitlab_api_url == "https://gitlab.example.org"
+    assert FeedbackSettings.objects.get(function=function).gitlab_api_url == "https://gitlab.example.org"
 
 
 # --- The admin ------------------------------------------------------------------------------------------
@@ -346,9 +348,11 @@ def test_the_settings_page_asks_for_the_token_again_on_a_new_host(function, cast
 
 def test_staff_see_secret_values_masked_in_the_admin(admin_client, function):
     function.environment, function.secret_keys = dict(ENV), ["TOKEN"]
-    function.expected_state = {"alias_version": "1", "environment": dict(ENV)}
-    function.drift_observed = {"alias_version": "2", "environment": {**ENV, "TOKEN": SECRET + "-changed"}}
     function.save()
+    state = function.drift_state
+    state.expected_state = {"alias_version": "1", "environment": dict(ENV)}
+    state.drift_observed = {"alias_version": "2", "environment": {**ENV, "TOKEN": SECRET + "-changed"}}
+    state.save()
     page = admin_client.get(f"/admin/portal/function/{function.pk}/change/")
     assert page.status_code == 200
     text = page.content.decode()
@@ -356,3 +360,22 @@ def test_staff_see_secret_values_masked_in_the_admin(admin_client, function):
     # Masked in the environment, the expected state and the drift observed (a value under a
     # name like TOKEN shows as *** there: the usual patterns mask it once more), still shown.
     assert text.count("••••••") + text.count("***") >= 3 and text.count("visible-value") >= 3
+
+
+def test_the_side_rows_admin_pages_mask_recorded_states_and_show_sealed_values_only_as_set(admin_client, reporting):
+    state = reporting.drift_state
+    state.expected_state = {"alias_version": "1", "environment": dict(ENV)}
+    state.drift_observed = {"alias_version": "2", "environment": {**ENV, "TOKEN": SECRET + "-changed"}}
+    state.save()
+    reports = reporting.feedback_settings
+    for model in ("driftstate", "feedbacksettings", "hookkeys", "sourceaccess"):
+        page = admin_client.get(f"/admin/portal/{model}/{reporting.pk}/change/")
+        assert page.status_code == 200, model
+        text = page.content.decode()
+        assert leaks(text) == [], model
+        assert reports.gitlab_status_token not in text and reports.notify_webhook_secret not in text, model
+        if model == "driftstate":
+            assert text.count("visible-value") >= 2 and text.count("••••••") + text.count("***") >= 2
+        if model == "feedbacksettings":
+            assert "gitlab_status_token, notify_webhook_secret" in text and "alice" in text
+    assert admin_client.get("/admin/portal/hookkeys/add/").status_code == 403

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from portal.models import Deployment, DeploymentStep, Function
+from portal.models import Deployment, DeploymentStep, Function, SourceAccess
 from workers import tasks
 
 Status = Deployment.Status
@@ -46,3 +46,13 @@ def test_an_unknown_ref_fails_the_source_step_with_ref_not_found(local_function,
     step = deployment.steps.get()
     assert (step.name, step.status) == ("source", DeploymentStep.Status.FAILED)
     assert "'no-such-branch' is not a branch, tag or commit" in step.output
+
+
+def test_a_private_repository_says_so_in_the_source_step_and_credentials_no_key_opens_fail_it(local_function):
+    Function.objects.filter(pk=local_function.pk).update(repository_url="https://gitlab.example.com/team/local.git")
+    SourceAccess.objects.filter(function=local_function).update(source_auth="token", source_username="deployer",
+                                                                source_secret="gAAAAA-not-ours")
+    deployment = deploy(local_function)
+    assert (deployment.status, deployment.error_code) == (Status.FAILED, "repository-credentials")
+    step = deployment.steps.get()
+    assert step.name == "source" and "private repository: HTTPS deploy token (never in a command line" in step.output

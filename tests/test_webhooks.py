@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from portal.core import crypto
 from portal.hooks import gitlab
-from portal.models import AuditEvent, Deployment, Function, WebhookDelivery
+from portal.models import AuditEvent, Deployment, Function, HookKeys, WebhookDelivery
 from tests.gitlab_hooks import TOKEN, deliver, hook, push, signed
 
 Outcome = WebhookDelivery.Outcome
@@ -113,7 +113,7 @@ def test_with_both_tokens_configured_both_are_required(client, function):
 
 def test_the_signing_token_is_stored_encrypted(function):
     hook(function, token="", signing=SIGNING)
-    stored = Function.objects.get(pk=function.pk).webhook_signing_key
+    stored = HookKeys.objects.get(function=function).webhook_signing_key
     assert SIGNING not in stored and crypto.decrypt(stored) == SIGNING
 
 
@@ -348,7 +348,7 @@ def test_only_owners_manage_webhook_tokens(client, cast, function, name, status)
     client.force_login(cast[name])
     response = client.post(reverse("portal-webhook-secret-token", args=["hello"]), {"action": "generate"})
     assert response.status_code == status
-    assert Function.objects.get(pk=function.pk).webhook_secret_hash == ""
+    assert HookKeys.objects.get(function=function).webhook_secret_hash == ""
 
 
 def test_the_function_page_shows_owners_the_hook_url_and_token_state(client, cast, hooked):
@@ -366,7 +366,7 @@ def test_a_signing_token_needs_a_fernet_key(client, cast, function, settings):
     response = client.post(reverse("portal-webhook-signing-token", args=["hello"]), {"action": "generate"},
                            follow=True)
     assert b"SLIPWAY_FERNET_KEY is not set" in response.content
-    assert Function.objects.get(pk=function.pk).webhook_signing_key == ""
+    assert HookKeys.objects.get(function=function).webhook_signing_key == ""
 
 
 

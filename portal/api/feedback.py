@@ -30,17 +30,19 @@ router = Router()
 
 
 def feedback_out(function: Function) -> dict:
-    return {"gitlab_api_url": function.gitlab_api_url, "gitlab_project": function.gitlab_project,
-            "gitlab_token_set": bool(function.gitlab_status_token), "notify_webhook_url": function.notify_webhook_url,
-            "notify_webhook_secret_set": bool(function.notify_webhook_secret),
-            "notify_members": sorted(function.notify_members.values_list("username", flat=True))}
+    reports = function.feedback_settings
+    return {"gitlab_api_url": reports.gitlab_api_url, "gitlab_project": reports.gitlab_project,
+            "gitlab_token_set": bool(reports.gitlab_status_token), "notify_webhook_url": reports.notify_webhook_url,
+            "notify_webhook_secret_set": bool(reports.notify_webhook_secret),
+            "notify_members": sorted(reports.notify_members.values_list("username", flat=True))}
 
 
 def drift_out(function: Function, outcome: str = "") -> dict:
-    function.refresh_from_db()
+    function.drift_state.refresh_from_db()
     shown = drift.current(function)
-    return {"changed_outside_slipway": bool(shown), "differences": shown, "checked_at": function.drift_checked_at,
-            "detected_at": function.drift_detected_at, "outcome": outcome}
+    return {"changed_outside_slipway": bool(shown), "differences": shown,
+            "checked_at": function.drift_state.drift_checked_at, "detected_at": function.drift_state.drift_detected_at,
+            "outcome": outcome}
 
 
 @router.get("/functions/{name}/feedback", response={200: FeedbackOut, **ERRORS},
@@ -54,9 +56,10 @@ def get_feedback(request, name: str):
 def edit_feedback(request, name: str, payload: FeedbackPatch):
     function = function_for(request, name, access.ADMIN)
     values = payload.dict(exclude_unset=True)
-    data = {"gitlab_api_url": function.gitlab_api_url, "gitlab_project": function.gitlab_project,
-            "notify_webhook_url": function.notify_webhook_url,
-            "notify_members": list(function.notify_members.values_list("pk", flat=True))}
+    reports = function.feedback_settings
+    data = {"gitlab_api_url": reports.gitlab_api_url, "gitlab_project": reports.gitlab_project,
+            "notify_webhook_url": reports.notify_webhook_url,
+            "notify_members": list(reports.notify_members.values_list("pk", flat=True))}
     data.update({k: v for k, v in values.items() if k != "notify_members" and v is not None})
     if values.get("notify_members") is not None:
         names = values["notify_members"]
@@ -65,7 +68,7 @@ def edit_feedback(request, name: str, payload: FeedbackPatch):
         if unknown:
             raise ApiError(400, "invalid", "not valid", {"notify_members": [f"no such user: {', '.join(unknown)}"]})
         data["notify_members"] = list(users.values())
-    form = FeedbackForm(data, instance=function)
+    form = FeedbackForm(data, instance=reports)
     if not form.is_valid():
         fields = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
         raise ApiError(400, "invalid", "the feedback settings are not valid", fields)

@@ -42,8 +42,9 @@ def function_out(request, function: Function, live: Deployment | None | bool = T
             "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
             "auto_deploy", "paused_reason", "secret_keys", "build_args", "smoke_event", "shares_images_with")},
         "archived": function.is_archived, "environment": function.masked_environment(),
-        "source_auth": function.source_auth, "source_username": function.source_username,
-        "source_known_hosts": function.source_known_hosts, "source_secret_set": bool(function.source_secret),
+        "source_auth": function.source_access.source_auth, "source_username": function.source_access.source_username,
+        "source_known_hosts": function.source_access.source_known_hosts,
+        "source_secret_set": bool(function.source_access.source_secret),
         "live": _release(live or None),
         "url": request.build_absolute_uri(reverse("portal-function", args=[function.name])),
     }
@@ -82,7 +83,8 @@ def _form_errors(form) -> ApiError:
 @router.get("/functions", response={200: FunctionPage, **ERRORS}, summary="List the functions you may see")
 def list_functions(request, name: str = "", page: int = 1):
     full_only(request)
-    functions = access.visible_functions(request.user).filter(archived_at__isnull=True).order_by("name")
+    functions = (access.visible_functions(request.user).filter(archived_at__isnull=True)
+               .select_related("source_access").order_by("name"))
     token = request.api_token
     if token and token.function_id:
         functions = functions.filter(pk=token.function_id)

@@ -18,6 +18,11 @@ def _fernet() -> MultiFernet:
     return MultiFernet([Fernet(key) for key in settings.SLIPWAY_FERNET_KEYS])
 
 
+def check_ready() -> None:
+    """Raise Unavailable now if nothing could be encrypted: for a form to say so before saving."""
+    _fernet()
+
+
 def encrypt(value: str) -> str:
     return _fernet().encrypt(value.encode()).decode()
 

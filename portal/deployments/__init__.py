@@ -12,7 +12,7 @@ deploy/. Never portal.feedback or portal.hooks: they listen to events.
 Other packages use it through this module only.
 """
 
-from portal.deployments.events import finished, resumed, stale, status_changed, superseding
+from portal.deployments.events import finished, resumed, shifted, stale, status_changed, superseding
 from portal.deployments.models import Deployment
 from portal.deployments.reconciling import reconcile
 from portal.deployments.releases import live_deployment, targets, went_live
@@ -39,6 +39,7 @@ __all__ = [
     "request_webhook_deploy",
     "resume_auto_deploy",
     "resumed",
+    "shifted",
     "stale",
     "status_changed",
     "superseding",

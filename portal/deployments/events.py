@@ -20,5 +20,8 @@ finished = Signal()
 superseding = Signal()
 # function=, by=: auto-deploy was resumed (by a user's name or the trigger).
 resumed = Signal()
+# deployment=, written=: its alias moved; `written` is what it wrote to $LATEST (a dict),
+# or None when it moved the alias alone (a rollback to a version that exists).
+shifted = Signal()
 # deployment=, reason=: the worker skipped it as older than one live or queued.
 stale = Signal()

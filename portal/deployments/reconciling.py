@@ -20,7 +20,7 @@ from portal.deployments.models import Deployment
 from portal.deployments.releases import went_live
 from portal.deployments.requesting import FULL_SHA, queue_deploy
 from portal.functions import Function
-from portal.sources import credentials_for, log_secrets
+from portal.sources import SourceAccess, credentials_for, log_secrets
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,11 @@ def reconcile(function: Function, *, user=None, trigger: str = "cli") -> Reconci
 
     The ls-remote runs before any transaction, bounded by SLIPWAY_RECONCILE_TIMEOUT:
     no lock is held while the git host answers. The request then re-checks all of it
-    under the function's lock (reconcile.request_reconcile_deploy). What it found is
+    under the function's lock (request_reconcile_deploy). What it found is
     kept on the function for its page."""
     found = _reconcile(function, user=user, trigger=trigger)
-    Function.objects.filter(pk=function.pk).update(reconcile_checked_at=Now(), reconcile_outcome=found.outcome,
-                                                   reconcile_message=found.message[:300])
+    SourceAccess.objects.filter(function_id=function.pk).update(
+        reconcile_checked_at=Now(), reconcile_outcome=found.outcome, reconcile_message=found.message[:300])
     return found
 
 

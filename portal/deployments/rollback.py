@@ -33,7 +33,7 @@ from django.db.models.functions import Now
 
 from deploy import aws, ecr, lambdas, testing
 from deploy.errors import LAMBDA_NOT_OWNED, UserError
-from portal.deployments import plan, queue, retention
+from portal.deployments import events, plan, queue, retention
 from portal.deployments.models import Build, Deployment, DeploymentStep
 from portal.deployments.recording import Recorder, StepLog, Stopped, check_stop, settle
 from portal.functions import AuditEvent, Function, role_allowed
@@ -130,28 +130,21 @@ def shift_alias(run: Run, out: StepLog) -> None:
 
 
 def remember_expected_state(run: Run) -> None:
-    """Keep what this deployment left in Lambda, for the drift check (portal/feedback/drift.py).
+    """Announce what this deployment left in Lambda; the feedback package keeps it for the
+    drift check (portal/feedback/drift.py record_shift).
 
-    Written here, by the worker that just moved the alias, from what it wrote itself
-    (not from the function's settings, which an owner may have edited since, and
-    not read back from AWS, which could bake in a change made behind our back).
-    A deploy (or a rollback's fallback) wrote $LATEST: image, memory, timeout,
-    environment, architecture. A version-only rollback moved the alias alone, so
-    $LATEST stays as the previous record has it."""
-    function = run.function
+    Taken here, by whoever just moved the alias, from what it wrote itself (not from the
+    function's settings, which an owner may have edited since, and not read back from
+    AWS, which could bake in a change made behind our back). A deploy (or a rollback's
+    fallback) wrote $LATEST: image, memory, timeout, environment, architecture. A
+    version-only rollback moved the alias alone: `written` is None, and $LATEST stays as
+    the previous record has it."""
+    written = None
     if run.image_uri:
-        config = lambda_settings(function)
-        state = {"image_digest": run.build.digest, "memory_mb": config.memory_mb, "timeout_s": config.timeout_s,
-                 "environment": config.environment, "architecture": config.architecture}
-        cleared = {"drift_observed": {}, "drift_fingerprint": "", "drift_detected_at": None}
-    else:
-        state = Function.objects.filter(pk=function.pk).values_list("expected_state", flat=True).get() or {}
-        if not state:  # recorded before Slipway kept expected states: $LATEST as it is now
-            state = lambdas.observed_state(function.lambda_name, function.alias) or {}
-        cleared = {}
-    state = {**state, "alias_version": run.deployment.version}
-    Function.objects.filter(pk=function.pk).update(expected_state=state, **cleared)
-
+        config = lambda_settings(run.function)
+        written = {"image_digest": run.build.digest, "memory_mb": config.memory_mb, "timeout_s": config.timeout_s,
+                   "environment": config.environment, "architecture": config.architecture}
+    events.shifted.send(Deployment, deployment=run.deployment, written=written)
 
 
 # --- Checks ----------------------------------------------------------------------------

@@ -93,7 +93,8 @@ def fetch_source(run: Run, out: StepLog) -> None:
     """Resolve the ref to a commit, find or make its Build, and ask ECR whether it holds it."""
     function, deployment = run.function, run.deployment
     if sources.is_private(function):
-        out(f"private repository: {function.get_source_auth_display()} (never in a command line or this log)")
+        kind = function.source_access.get_source_auth_display()
+        out(f"private repository: {kind} (never in a command line or this log)")
     run.mirror = retrying("fetch", out, sources.fetch, function)
     if deployment.trigger in AUTOMATIC:
         run.stale = stale_reason(run)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from django.db import transaction
 
 from portal.core.errors import RequestRefused
+from portal.feedback.models import FeedbackSettings
 from portal.functions import AuditEvent, Function, store_new_secret
 
 
 def update_feedback(form, *, user) -> Function:
-    """Save where a function reports. The GitLab token is encrypted (Fernet) and the audit
-    log says only that it was set or removed."""
+    """Save where a function reports (the form edits its FeedbackSettings). The GitLab
+    token is encrypted (Fernet) and the audit log says only that it was set or removed."""
     from portal.core import crypto
 
     data = form.cleaned_data
@@ -21,25 +22,26 @@ def update_feedback(form, *, user) -> Function:
             sealed = crypto.encrypt(data["gitlab_token"])
         except crypto.Unavailable as exc:
             raise RequestRefused(str(exc)) from None
+    function = form.instance.function
     with transaction.atomic():
-        before = Function.objects.select_for_update().get(pk=form.instance.pk)
+        Function.objects.select_for_update().get(pk=function.pk)
+        before = FeedbackSettings.objects.select_for_update().get(function_id=function.pk)
         old_members = sorted(before.notify_members.values_list("username", flat=True))
-        function = form.save(commit=False)
+        settings = form.save(commit=False)
         if sealed is not None:
-            function.gitlab_status_token = sealed
+            settings.gitlab_status_token = sealed
         elif data.get("remove_gitlab_token"):
-            function.gitlab_status_token = ""
-        function.save(update_fields=["gitlab_api_url", "gitlab_project", "notify_webhook_url", "gitlab_status_token",
-                                     "updated_at"])
+            settings.gitlab_status_token = ""
+        settings.save(update_fields=["gitlab_api_url", "gitlab_project", "notify_webhook_url", "gitlab_status_token"])
         form.save_m2m()
-        changed = {field: getattr(function, field) for field in ("gitlab_api_url", "gitlab_project",
+        changed = {field: getattr(settings, field) for field in ("gitlab_api_url", "gitlab_project",
                                                                  "notify_webhook_url")
-                   if getattr(before, field) != getattr(function, field)}
+                   if getattr(before, field) != getattr(settings, field)}
         if sealed is not None:
             changed["gitlab_token"] = "(set)"
-        elif before.gitlab_status_token and not function.gitlab_status_token:
+        elif before.gitlab_status_token and not settings.gitlab_status_token:
             changed["gitlab_token"] = "(removed)"
-        members = sorted(function.notify_members.values_list("username", flat=True))
+        members = sorted(settings.notify_members.values_list("username", flat=True))
         if members != old_members:
             changed["notify_members"] = members
         if changed:
@@ -52,5 +54,5 @@ def set_notify_webhook_secret(function: Function, *, user) -> str:
     kept Fernet-encrypted; returned to be shown once."""
     from portal.feedback import status as feedback
 
-    return store_new_secret(function, "notify_webhook_secret", feedback.new_webhook_secret(), user=user,
-                             audit="function.notify_secret")
+    return store_new_secret(function, FeedbackSettings, "notify_webhook_secret", feedback.new_webhook_secret(),
+                            user=user, audit="function.notify_secret")

@@ -136,19 +136,20 @@ def report_commit_status(deployment_id: int, state: str) -> str:
 
 def _post(deployment: Deployment, state: str) -> bool:
     function = deployment.function
+    reports = function.feedback_settings
     secrets = functions.secret_values(function)
     record = _recorder(function.pk, deployment.pk, Channel.GITLAB, state,
-                       outbound.where(outbound.commit_status_url(function.gitlab_api_url, function.gitlab_project,
+                       outbound.where(outbound.commit_status_url(reports.gitlab_api_url, reports.gitlab_project,
                                                                  deployment.commit_sha)), secrets)
     try:
-        token = crypto.decrypt(function.gitlab_status_token)
+        token = crypto.decrypt(reports.gitlab_status_token)
     except crypto.Unavailable as exc:
         record(1, outbound.Answer(None, f"not posted: {exc}", 0.0))
         return False
     is_sha = len(deployment.ref) == 40 and all(c in "0123456789abcdef" for c in deployment.ref)
     ref = "" if is_sha else deployment.ref
     return with_attempts(lambda: outbound.post_commit_status(
-        function.gitlab_api_url, function.gitlab_project, token, deployment.commit_sha, state=state,
+        reports.gitlab_api_url, reports.gitlab_project, token, deployment.commit_sha, state=state,
         name=f"{settings.SLIPWAY_GITLAB_STATUS_NAME}/{function.name}", ref=ref,
         target_url=feedback.deployment_link(deployment.pk),
         description=functions.scrub(_description(deployment, state), secrets=secrets),
@@ -207,13 +208,14 @@ def send_notification(function_id: int, event: str, deployment_id: int | None, e
     deployment = (Deployment.objects.select_related("requested_by").filter(pk=deployment_id).first()
                   if deployment_id else None)
     secrets = functions.secret_values(function)
+    reports = function.feedback_settings
     text, payload = compose(function, event, deployment, extra or {}, secrets)
     sent = {}
-    if function.notify_webhook_url:
+    if reports.notify_webhook_url:
         record = _recorder(function.pk, deployment_id, Channel.WEBHOOK, event,
-                           outbound.where(function.notify_webhook_url), secrets)
+                           outbound.where(reports.notify_webhook_url), secrets)
         try:
-            secret = crypto.decrypt(function.notify_webhook_secret) if function.notify_webhook_secret else ""
+            secret = crypto.decrypt(reports.notify_webhook_secret) if reports.notify_webhook_secret else ""
         except crypto.Unavailable as exc:
             record(1, outbound.Answer(None, f"not sent: {exc}", 0.0))
             secret = None
@@ -222,9 +224,9 @@ def send_notification(function_id: int, event: str, deployment_id: int | None, e
         elif secret is not None:
             delivery = str(uuid.uuid4())
             sent["webhook"] = with_attempts(lambda: outbound.post_webhook(
-                function.notify_webhook_url, secret, payload, event=event, delivery=delivery,
+                reports.notify_webhook_url, secret, payload, event=event, delivery=delivery,
                 timeout=settings.SLIPWAY_NOTIFY_TIMEOUT, allowed=settings.SLIPWAY_OUTBOUND_ALLOWED_NETWORKS), record)
-    members = function.notify_members.filter(memberships__function=function, is_active=True).exclude(email="")
+    members = reports.notify_members.filter(memberships__function=function, is_active=True).exclude(email="")
     recipients = sorted(set(members.values_list("email", flat=True)))
     if recipients:
         record = _recorder(function.pk, deployment_id, Channel.EMAIL, event, ", ".join(recipients), secrets)

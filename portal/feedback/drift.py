@@ -1,7 +1,7 @@
 """Drift: what AWS reports against what Slipway last left there.
 
-The expected state (Function.expected_state) is written by the worker at its
-shift step from what it wrote itself (workers/steps.remember_expected_state),
+The expected state (DriftState.expected_state) is written at the shift step from
+what the deployment wrote itself (record_shift, on the deployments package's event),
 or by an owner accepting a drift. A check reads the alias and $LATEST
 (deploy.lambdas.observed_state) and compares. A difference is kept on the
 function (drift_observed) with a keyed fingerprint of the raw differences, so
@@ -27,6 +27,7 @@ from deploy.logs import mask
 from portal import functions
 from portal.deployments import Deployment
 from portal.feedback import status as feedback
+from portal.feedback.models import DriftState
 from portal.functions import AuditEvent, Function
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,9 @@ def _fingerprint(raw: list[dict]) -> str:
 
 def current(function: Function) -> list[dict]:
     """The drift on record, masked, for the page."""
-    if not function.drift_fingerprint:
+    if not function.drift_state.drift_fingerprint:
         return []
-    return differences(function.expected_state, function.drift_observed, function.secret_keys,
+    return differences(function.drift_state.expected_state, function.drift_state.drift_observed, function.secret_keys,
                        secrets=functions.secret_values(function))
 
 
@@ -104,10 +105,10 @@ def _busy(function_id: int) -> bool:
 
 def check(function: Function, *, user=None, trigger: str = "system") -> Result:
     """Compare, record a new drift once (audit + notification), clear one that went away."""
-    function = Function.objects.get(pk=function.pk)
+    function = Function.objects.select_related("drift_state").get(pk=function.pk)
     if function.is_archived:
         return Result("skipped", reason="archived")
-    expected = function.expected_state
+    expected = function.drift_state.expected_state
     if not expected:
         return Result("no-baseline", reason="no deployment has recorded what it left in Lambda yet")
     if _busy(function.pk):
@@ -117,22 +118,22 @@ def check(function: Function, *, user=None, trigger: str = "system") -> Result:
     shown = differences(expected, observed, function.secret_keys, secrets=functions.secret_values(function))
     actor = {"actor": user, "actor_label": user.get_username() if user else trigger}
     with transaction.atomic():
-        locked = Function.objects.select_for_update().get(pk=function.pk)
+        Function.objects.select_for_update().get(pk=function.pk)  # the lock order: function, then its rows
+        locked = DriftState.objects.select_for_update().get(function_id=function.pk)
+        state = DriftState.objects.filter(function_id=function.pk)
         if locked.expected_state != expected or _busy(function.pk):  # a deployment shifted meanwhile
             return Result("skipped", reason="a deployment changed the Lambda during the check")
         if not raw:
-            Function.objects.filter(pk=function.pk).update(
-                drift_checked_at=Now(), drift_observed={}, drift_fingerprint="", drift_detected_at=None)
+            state.update(drift_checked_at=Now(), drift_observed={}, drift_fingerprint="", drift_detected_at=None)
             if locked.drift_fingerprint:
                 AuditEvent.record("function.drift_cleared", function=function, **actor)
             return Result("clean")
         fingerprint = _fingerprint(raw)
         if fingerprint == locked.drift_fingerprint:
-            Function.objects.filter(pk=function.pk).update(drift_checked_at=Now())
+            state.update(drift_checked_at=Now())
             return Result("unchanged", shown)
-        Function.objects.filter(pk=function.pk).update(
-            drift_observed=observed if observed is not None else MISSING, drift_fingerprint=fingerprint,
-            drift_detected_at=Now(), drift_checked_at=Now())
+        state.update(drift_observed=observed if observed is not None else MISSING, drift_fingerprint=fingerprint,
+                     drift_detected_at=Now(), drift_checked_at=Now())
         AuditEvent.record("function.drift_detected", function=function, differences=shown, **actor)
         feedback.notify(function, feedback.DRIFT, differences=shown)
     return Result("drift", shown)
@@ -142,23 +143,40 @@ def accept(function: Function, *, user) -> list[dict]:
     """Take what AWS reported as the new expected state (the function's own settings are
     unchanged: its next deploy applies them again). Returns the masked differences accepted."""
     with transaction.atomic():
-        locked = Function.objects.select_for_update().get(pk=function.pk)
+        Function.objects.select_for_update().get(pk=function.pk)
+        locked = DriftState.objects.select_for_update().get(function_id=function.pk)
         if not locked.drift_fingerprint:
             raise Refused("there is no drift to accept")
         if locked.drift_observed == MISSING:
             raise Refused("the Lambda function is gone from AWS: deploy again instead")
-        shown = differences(locked.expected_state, locked.drift_observed, locked.secret_keys,
-                            secrets=functions.secret_values(locked))
-        Function.objects.filter(pk=function.pk).update(
+        shown = differences(locked.expected_state, locked.drift_observed, function.secret_keys,
+                            secrets=functions.secret_values(function))
+        DriftState.objects.filter(function_id=function.pk).update(
             expected_state=locked.drift_observed, drift_observed={}, drift_fingerprint="", drift_detected_at=None)
         AuditEvent.record("function.drift_accepted", function=function, actor=user, differences=shown)
     return shown
 
 
+def record_shift(deployment, written: dict | None) -> None:
+    """Keep what a deployment left in Lambda as the expected state (the deployments
+    package's `shifted` event): what it wrote to $LATEST, or for a version-only rollback
+    $LATEST as the previous record has it (as it is now, when there is none), with the
+    alias's new version. A new $LATEST clears a drift on record."""
+    function = deployment.function
+    rows = DriftState.objects.filter(function_id=function.pk)
+    if written is not None:
+        state, cleared = written, {"drift_observed": {}, "drift_fingerprint": "", "drift_detected_at": None}
+    else:
+        state, cleared = rows.values_list("expected_state", flat=True).get() or {}, {}
+        if not state:  # recorded before Slipway kept expected states: $LATEST as it is now
+            state = lambdas.observed_state(function.lambda_name, function.alias) or {}
+    rows.update(expected_state={**state, "alias_version": deployment.version}, **cleared)
+
+
 def check_all() -> dict:
     """The periodic check: every function with a baseline; one failing check never stops the others."""
     outcomes: dict[str, list[str]] = {}
-    for function in Function.objects.filter(archived_at__isnull=True).exclude(expected_state={}):
+    for function in Function.objects.filter(archived_at__isnull=True).exclude(drift_state__expected_state={}):
         try:
             outcome = check(function).outcome
         except Exception as exc:  # AWS down, a function gone wrong: the next period tries again

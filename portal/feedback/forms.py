@@ -8,7 +8,7 @@ import re
 from django import forms
 from django.contrib.auth import get_user_model
 
-from portal.functions import Function
+from portal.feedback.models import FeedbackSettings
 from portal.sources import url_host
 
 GITLAB_PROJECT = re.compile(r"^(?:\d{1,12}|[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+)$")
@@ -30,13 +30,13 @@ class FeedbackForm(forms.ModelForm):
     remove_gitlab_token = forms.BooleanField(label="Remove the stored token", required=False)
 
     class Meta:
-        model = Function
+        model = FeedbackSettings
         fields = ["gitlab_api_url", "gitlab_project", "notify_webhook_url", "notify_members"]
         widgets = {"notify_members": forms.CheckboxSelectMultiple}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        members = get_user_model().objects.filter(memberships__function=self.instance, is_active=True)
+        members = get_user_model().objects.filter(memberships__function_id=self.instance.function_id, is_active=True)
         self.fields["notify_members"].queryset = members.order_by("username")
         self.fields["notify_members"].label_from_instance = (
             lambda user: f"{user.get_username()} ({user.email or 'no email address'})")

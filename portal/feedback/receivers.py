@@ -1,11 +1,13 @@
 """The feedback package's answers to the deployments package's events
-(portal/deployments/events.py): GitLab commit statuses and notifications.
+(portal/deployments/events.py): GitLab commit statuses, notifications, and the
+expected state the drift check compares with.
 Connected once, by portal/apps.py."""
 
 from __future__ import annotations
 
-from portal import deployments
-from portal.feedback import status
+from portal import deployments, functions
+from portal.core import crypto
+from portal.feedback import drift, status
 
 
 def _status_changed(sender, deployment, **_) -> None:
@@ -26,8 +28,30 @@ def _resumed(sender, function, by, **_) -> None:
     status.notify(function, status.RESUME, by=by)
 
 
+def _shifted(sender, deployment, written, **_) -> None:
+    drift.record_shift(deployment, written)
+
+
+def _secrets(sender, function, **_) -> list[str]:
+    """The function's secrets this package keeps: its GitLab token, its webhook signing
+    secret, and secret environment values in the states it recorded from Lambda (a
+    value replaced since may still be quoted back)."""
+    drift, reports = function.drift_state, function.feedback_settings
+    values = functions.environment_secrets(function, (drift.expected_state or {}).get("environment") or {},
+                                           (drift.drift_observed or {}).get("environment") or {})
+    for sealed in (reports.gitlab_status_token, reports.notify_webhook_secret):
+        if sealed:
+            try:
+                values.append(crypto.decrypt(sealed))
+            except crypto.Unavailable:
+                pass  # not readable here, so not usable either: nothing of it can be sent
+    return values
+
+
 def connect() -> None:
+    functions.secrets_wanted.connect(_secrets, dispatch_uid="feedback.secrets")
     deployments.status_changed.connect(_status_changed, dispatch_uid="feedback.status_changed")
     deployments.finished.connect(_finished, dispatch_uid="feedback.finished")
     deployments.superseding.connect(_superseding, dispatch_uid="feedback.superseding")
     deployments.resumed.connect(_resumed, dispatch_uid="feedback.resumed")
+    deployments.shifted.connect(_shifted, dispatch_uid="feedback.shifted")

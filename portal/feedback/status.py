@@ -48,7 +48,8 @@ def gitlab_state(status: str) -> str:
 
 
 def gitlab_configured(function: Function) -> bool:
-    return bool(function.gitlab_api_url and function.gitlab_project and function.gitlab_status_token)
+    settings = function.feedback_settings
+    return bool(settings.gitlab_api_url and settings.gitlab_project and settings.gitlab_status_token)
 
 
 def _send(name: str, args: list) -> None:
@@ -90,7 +91,7 @@ def resend_unreported() -> list[int]:
 
     ended = (Deployment.objects.filter(status__in=Deployment.TERMINAL, finished_at__lt=Now() - RESEND_AFTER,
                                        finished_at__gt=Now() - RESEND_UNTIL)
-             .exclude(commit_sha="").exclude(function__gitlab_status_token="")
+             .exclude(commit_sha="").exclude(function__feedback_settings__gitlab_status_token="")
              .exclude(gitlab_reported__in=(SUCCESS, FAILED, CANCELED))
              .filter(Q(gitlab_lease_until__isnull=True) | Q(gitlab_lease_until__lt=Now())))
     resent = []
@@ -107,7 +108,8 @@ EVENTS = (DEPLOY_FAILED, ROLLBACK, RESUME, DRIFT)
 
 
 def notifies(function: Function) -> bool:
-    return bool(function.notify_webhook_url) or function.notify_members.exists()
+    settings = function.feedback_settings
+    return bool(settings.notify_webhook_url) or settings.notify_members.exists()
 
 
 def notify(function: Function, event: str, *, deployment_id: int | None = None, **extra) -> None:

@@ -9,7 +9,7 @@ this module only.
 """
 
 from portal.functions.forms import role_allowed, user_error
-from portal.functions.masking import MASK, scrub, secret_values
+from portal.functions.masking import MASK, environment_secrets, scrub, secret_values, secrets_wanted
 from portal.functions.models import Architecture, AuditEvent, Function
 from portal.functions.registry import (
     archive_function,
@@ -33,7 +33,9 @@ __all__ = [
     "restore_function",
     "role_allowed",
     "scrub",
+    "environment_secrets",
     "secret_values",
+    "secrets_wanted",
     "set_member",
     "store_new_secret",
     "transfer_ownership",

@@ -16,10 +16,11 @@ from django.db.models import Q
 from deploy import lambdas, source
 from deploy.build import validate_build_args
 from deploy.errors import UserError
+from portal import sources
 from portal.functions import access
 from portal.functions.fields import EnvironmentField, JSONObjectField, NamesField
 from portal.functions.models import Function, Membership
-from portal.sources import TOKEN, USERNAME, known_hosts_problem, private_key_problem, url_host
+from portal.sources import SourceAuth
 
 ENV_LIMIT_BYTES = lambdas.ENVIRONMENT_LIMIT  # Lambda's limit on all environment variables together
 ROLE_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -68,7 +69,7 @@ class FunctionForm(forms.ModelForm):
 
     # --- Private repositories (see _clean_source) ------------------------------------------------
     source_auth = forms.ChoiceField(
-        label="Repository access", required=False, choices=Function.SourceAuth.choices,
+        label="Repository access", required=False, choices=SourceAuth.choices,
         help_text="How git reads a private repository: a GitLab deploy token (https:// URLs) or a deploy key "
                   "(ssh:// or git@ URLs), with read_repository access only.")
     source_username = forms.CharField(label="Deploy token username", required=False, max_length=255,
@@ -109,12 +110,13 @@ class FunctionForm(forms.ModelForm):
 
     def _init_source(self, function: Function) -> None:
         """The stored secret is never put back in the form: it says "set", and how to replace or remove it."""
-        self.initial.setdefault("source_auth", function.source_auth)
-        self.initial.setdefault("source_username", function.source_username)
-        self.initial.setdefault("source_known_hosts", function.source_known_hosts)
-        self.source_values: dict = {}
-        if function.pk and function.source_secret:
-            field = "source_token" if function.source_auth == Function.SourceAuth.TOKEN else "source_private_key"
+        stored = function.source_access if function.pk else None
+        self.initial.setdefault("source_auth", stored.source_auth if stored else SourceAuth.NONE)
+        self.initial.setdefault("source_username", stored.source_username if stored else "")
+        self.initial.setdefault("source_known_hosts", stored.source_known_hosts if stored else "")
+        self.source_plan = None
+        if stored and stored.source_secret:
+            field = "source_token" if stored.source_auth == SourceAuth.TOKEN else "source_private_key"
             what = "A token" if field == "source_token" else "A key"
             self.fields[field].help_text = (f"{what} is set (never shown again). Leave empty to keep it, enter a new "
                                             "one to replace it; choose None above to remove it.")
@@ -225,7 +227,8 @@ class FunctionForm(forms.ModelForm):
         return data
 
     def apply(self) -> Function:
-        """The cleaned values on the instance (not saved): services save it in one transaction."""
+        """The cleaned values on the instance (not saved): the registry saves it, and the
+        repository access (source_plan), in one transaction."""
         function = self.instance
         plain, secret = self.cleaned_data["environment_text"], self.cleaned_data["secret_environment_text"]
         function.environment = {**plain, **secret}
@@ -234,86 +237,27 @@ class FunctionForm(forms.ModelForm):
         function.smoke_event = self.cleaned_data["smoke_event_text"]
         function.shares_images_with = self.cleaned_data["shares_images_with_text"]
         function.golden_iou = self.cleaned_data["golden_iou"]
-        for name, value in self.source_values.items():
-            setattr(function, name, value)
         return function
 
     def _clean_source(self, data: dict) -> None:
-        """The repository's credentials: kind, username, secret, pinned host keys.
-        An empty secret keeps the stored one, unless the kind changed or the repository
-        moved to another host (a stored secret is never sent anywhere but where it was
-        set for). The new secret is encrypted here, so a missing key is a form error."""
+        """The repository's credentials, checked by the sources package's rules. The new
+        secret is encrypted when the function is saved; a missing key is said here."""
         from portal.core import crypto
 
-        stored = self.instance
-        kind = data.get("source_auth") or stored.source_auth or Function.SourceAuth.NONE
-        token = (data.get("source_token") or "").strip()
-        key = (data.get("source_private_key") or "").replace("\r\n", "\n").strip()
-        username = (data.get("source_username") or "").strip()
-        known_hosts = (data.get("source_known_hosts") or "").replace("\r\n", "\n").strip()
-        url = data.get("repository_url")
-        if kind == Function.SourceAuth.NONE:
-            for field, value in (("source_token", token), ("source_private_key", key)):
-                if value:
-                    self.add_error(field, "choose HTTPS deploy token or SSH deploy key under Repository access "
-                                          "to use it")
-            self.source_values = {"source_auth": kind, "source_username": "", "source_secret": "",
-                                  "source_known_hosts": ""}
-            return
-        if url is None:
-            return  # the URL's own error says why
-        keep = bool(stored.pk and stored.source_auth == kind and stored.source_secret)
-        moved = keep and url_host(url) != url_host(stored.repository_url)
-        if kind == Function.SourceAuth.TOKEN:
-            secret, field = token, "source_token"
-            if not url.startswith("https://"):
-                self.add_error("source_auth", "a deploy token is used over HTTPS: the repository URL must start "
-                                              "with https://")
-            if not username:
-                self.add_error("source_username", "a deploy token needs its username (GitLab shows it beside "
-                                                  "the token)")
-            elif not USERNAME.match(username):
-                self.add_error("source_username", "no spaces, colons or control characters")
-            if token and not TOKEN.match(token):
-                self.add_error("source_token", "a token is 8 to 1024 printable characters without spaces")
-            if key:
-                self.add_error("source_private_key", "a deploy token needs no private key: leave it empty")
-            known_hosts = ""
-        else:
-            secret, field = key, "source_private_key"
-            if not url.startswith(("ssh://", "git@")):
-                self.add_error("source_auth", "a deploy key is used over SSH: the repository URL must start with "
-                                              "ssh:// or git@")
-            if key:
-                problem = private_key_problem(key)
-                if problem:
-                    self.add_error("source_private_key", problem)
-                secret = key + "\n"
-            if token:
-                self.add_error("source_token", "a deploy key needs no token: leave it empty")
-            if not known_hosts:
-                self.add_error("source_known_hosts", "pin the git host's key: paste its known_hosts line(s) "
-                                                     "(ssh-keyscan, checked out of band)")
-            elif url.startswith(("ssh://", "git@")):
-                problem = known_hosts_problem(known_hosts, url)
-                if problem:
-                    self.add_error("source_known_hosts", problem)
-            username = ""
-        if not secret and not keep:
-            self.add_error(field, "enter the " + ("deploy token" if field == "source_token" else
-                                                  "deploy key's private key"))
-        elif not secret and moved:
-            self.add_error(field, f"the repository moved to another host ({url_host(url)}): enter the "
-                                  f"{'token' if field == 'source_token' else 'key'} again (a stored one is only "
-                                  "sent where it was set for)")
-        sealed = stored.source_secret if keep else ""
-        if secret and field not in self.errors:
+        stored = self.instance.source_access if self.instance.pk else None
+        planned = sources.plan_access(sources.asked_access(data, stored.source_auth if stored else ""),
+                                      data.get("repository_url"), stored,
+                                      self.instance.repository_url if self.instance.pk else "")
+        for name, messages in planned.errors.items():
+            for message in messages:
+                self.add_error(name, message)
+        secret_field = "source_token" if planned.values.get("source_auth") == SourceAuth.TOKEN else "source_private_key"
+        if planned.secret and secret_field not in self.errors:
             try:
-                sealed = crypto.encrypt(secret)
+                crypto.check_ready()
             except crypto.Unavailable as exc:
-                self.add_error(field, str(exc))
-        self.source_values = {"source_auth": kind, "source_username": username, "source_secret": sealed,
-                              "source_known_hosts": known_hosts + "\n" if known_hosts else ""}
+                self.add_error(secret_field, str(exc))
+        self.source_plan = planned
 
 
 class MemberForm(forms.Form):

@@ -9,36 +9,38 @@ and repr forms, after Lambda's "String measured:" echo of the environment is cut
 
 from __future__ import annotations
 
+from django.dispatch import Signal
+
 from deploy.logs import mask
+from portal import sources
 from portal.functions.models import Function
 
 MASK = "••••••"  # what pages show for a secret value (Function.masked_environment, portal/feedback/drift.py)
 
 
-def environment_secrets(function: Function) -> list[str]:
-    """The values of the secret environment variables: the current ones, and those
-    Slipway last left in Lambda (a value replaced since may still be quoted back)."""
+# The packages above this one that keep a secret of a function (feedback: its GitLab
+# token, its webhook signing secret, the environment it recorded in Lambda) answer
+# this signal with those values, as plain strings; portal/apps.py connects them.
+secrets_wanted = Signal()  # function=
+
+
+def environment_secrets(function: Function, *environments: dict) -> list[str]:
+    """The values of the function's secret environment variables in its own environment
+    and in `environments` (such as what Slipway last left in Lambda: a value replaced
+    since may still be quoted back)."""
     keys = set(function.secret_keys or ())
     values = []
-    for env in (function.environment or {}, (function.expected_state or {}).get("environment") or {},
-                (function.drift_observed or {}).get("environment") or {}):
-        values += [str(value) for key, value in env.items() if key in keys and value]
+    for env in (function.environment or {}, *environments):
+        values += [str(value) for key, value in (env or {}).items() if key in keys and value]
     return values
 
 
 def secret_values(function: Function) -> list[str]:
     """Every secret value of the function: its secret environment values, its repository's
-    deploy token or key, its GitLab project token and its notification signing secret."""
-    from portal import sources
-    from portal.core import crypto
-
+    deploy token or key, and what the packages holding others answer (secrets_wanted)."""
     values = environment_secrets(function) + sources.log_secrets(function)
-    for sealed in (function.gitlab_status_token, function.notify_webhook_secret):
-        if sealed:
-            try:
-                values.append(crypto.decrypt(sealed))
-            except crypto.Unavailable:
-                pass  # not readable here, so not usable either: nothing of it can be sent
+    for _receiver, answer in secrets_wanted.send(Function, function=function):
+        values += answer or []
     return sorted(set(values))
 
 

@@ -8,6 +8,7 @@ from django.db import transaction
 
 from portal.core.errors import RequestRefused
 from portal.functions.models import AuditEvent, Function
+from portal.sources import SourceAccess
 
 AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
                   "architecture", "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s",
@@ -30,25 +31,42 @@ def _changes(before: Function | None, after: Function) -> dict:
                 changed[f"env.{key}"] = "(removed)"
             else:
                 changed[f"env.{key}"] = "(secret)" if key in after.secret_keys else after.environment[key]
-    changed.update(_source_changes(before, after))
     return changed
 
 
-def _source_changes(before: Function | None, after: Function) -> dict:
+def _source_changes(before: dict, after: dict) -> dict:
     """The repository's credentials in the audit log: kind and username, never the secret."""
-    changed = {}
-    for field in ("source_auth", "source_username"):
-        old = getattr(before, field) if before else Function._meta.get_field(field).default
-        new = getattr(after, field)
-        if old != new:
-            changed[field] = new
-    if (before.source_known_hosts if before else "") != after.source_known_hosts:
-        changed["source_known_hosts"] = "(changed)" if after.source_known_hosts else "(removed)"
-    old_secret = before.source_secret if before else ""
-    if old_secret != after.source_secret:
-        changed["source_secret"] = ("(removed)" if not after.source_secret else
-                                    "(replaced)" if old_secret else "(set)")
+    changed = {field: after[field] for field in ("source_auth", "source_username") if before[field] != after[field]}
+    if before["source_known_hosts"] != after["source_known_hosts"]:
+        changed["source_known_hosts"] = "(changed)" if after["source_known_hosts"] else "(removed)"
+    if before["source_secret"] != after["source_secret"]:
+        changed["source_secret"] = ("(removed)" if not after["source_secret"] else
+                                    "(replaced)" if before["source_secret"] else "(set)")
     return changed
+
+
+SOURCE_FIELDS = ("source_auth", "source_username", "source_known_hosts", "source_secret")
+
+
+def _save_source(function: Function, plan) -> dict:
+    """Store the form's planned repository access on the function's SourceAccess row,
+    the new secret encrypted now; the audit's changes. Inside the caller's transaction."""
+    from portal.core import crypto
+
+    access = SourceAccess.objects.select_for_update().get(function=function)
+    before = {field: getattr(access, field) for field in SOURCE_FIELDS}
+    if plan is None:
+        return {}
+    for field, value in plan.values.items():
+        setattr(access, field, value)
+    if plan.secret is not None:
+        try:
+            access.source_secret = crypto.encrypt(plan.secret) if plan.secret else ""
+        except crypto.Unavailable as exc:
+            raise RequestRefused(str(exc)) from None
+    access.save(update_fields=list(SOURCE_FIELDS))
+    function.source_access = access  # the row as saved, not the one the form read: the answer shows it
+    return _source_changes(before, {field: getattr(access, field) for field in SOURCE_FIELDS})
 
 
 def register_function(form, *, user) -> Function:
@@ -57,9 +75,10 @@ def register_function(form, *, user) -> Function:
 
     with transaction.atomic():
         function = form.apply()
-        function.save()
+        function.save()  # its side rows come with it (portal/models.py)
+        changed = {**_changes(None, function), **_save_source(function, form.source_plan)}
         Membership.objects.create(function=function, user=user, role=Membership.Role.OWNER)
-        AuditEvent.record("function.registered", function=function, actor=user, **_changes(None, function))
+        AuditEvent.record("function.registered", function=function, actor=user, **changed)
     return function
 
 
@@ -70,6 +89,7 @@ def update_function(form, *, user) -> Function:
         function = form.apply()
         changed = _changes(before, function)
         function.save()
+        changed.update(_save_source(function, form.source_plan))
         if changed:
             AuditEvent.record("function.edited", function=function, actor=user, **changed)
     return function
@@ -138,9 +158,10 @@ def _refuse_last_owner(function: Function, member) -> None:
                              "make someone else an owner first")
 
 
-def store_new_secret(function: Function, field: str, raw: str, *, user, audit: str) -> str:
-    """Keep `raw` Fernet-encrypted in `field`, replacing any other at once, audited as
-    `<audit>_created` or `<audit>_rotated`; returns it to be shown once."""
+def store_new_secret(function: Function, side, field: str, raw: str, *, user, audit: str) -> str:
+    """Keep `raw` Fernet-encrypted in `field` of the function's `side` row (a side model
+    such as HookKeys), replacing any other at once, audited as `<audit>_created` or
+    `<audit>_rotated`; returns it to be shown once."""
     from portal.core import crypto
 
     try:
@@ -148,8 +169,9 @@ def store_new_secret(function: Function, field: str, raw: str, *, user, audit: s
     except crypto.Unavailable as exc:
         raise RequestRefused(str(exc)) from None
     with transaction.atomic():
-        before = Function.objects.select_for_update().get(pk=function.pk)
-        Function.objects.filter(pk=function.pk).update(**{field: sealed})
+        Function.objects.select_for_update().get(pk=function.pk)  # the function's lock, as every change takes
+        before = side.objects.select_for_update().get(function_id=function.pk)
+        side.objects.filter(function_id=function.pk).update(**{field: sealed})
         AuditEvent.record(f"{audit}_rotated" if getattr(before, field) else f"{audit}_created",
                           function=function, actor=user)
     return raw

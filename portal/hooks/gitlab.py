@@ -131,7 +131,7 @@ def check_signature(signing_token: str, headers: Mapping, body: bytes) -> str:
 
 def _signing_token(function) -> tuple[str, str]:
     try:
-        return crypto.decrypt(function.webhook_signing_key), ""
+        return crypto.decrypt(function.hook_keys.webhook_signing_key), ""
     except crypto.Unavailable as exc:
         return "", f"the signing token cannot be read: {exc}"
 
@@ -146,15 +146,15 @@ def check_headers(function, headers: Mapping, now: float) -> str:
         return "no such function"
     if function.is_archived:
         return "the function is archived: it accepts no deliveries"
-    if not function.webhook_configured:
+    if not function.hook_keys.configured:
         return "no secret token or signing token is configured: every delivery is refused"
-    if function.webhook_secret_hash:
+    if function.hook_keys.webhook_secret_hash:
         token = headers.get("X-Gitlab-Token", "")
         if not token:
             return "no X-Gitlab-Token header (a secret token is configured)"
-        if not hmac.compare_digest(digest(token), function.webhook_secret_hash):
+        if not hmac.compare_digest(digest(token), function.hook_keys.webhook_secret_hash):
             return "X-Gitlab-Token does not match"
-    if function.webhook_signing_key:
+    if function.hook_keys.webhook_signing_key:
         problem = _signing_token(function)[1] or check_signature_headers(headers, now)
         if problem:
             return problem
@@ -163,7 +163,7 @@ def check_headers(function, headers: Mapping, now: float) -> str:
 
 def check_body(function, headers: Mapping, body: bytes) -> str:
     """The signature over the body, for a function with a signing token (check_headers passed)."""
-    if not function.webhook_signing_key:
+    if not function.hook_keys.webhook_signing_key:
         return ""
     signing_token, problem = _signing_token(function)
     return problem or check_signature(signing_token, headers, body)
@@ -172,7 +172,7 @@ def check_body(function, headers: Mapping, body: bytes) -> str:
 def signed_pair(function, headers: Mapping) -> tuple[str, int] | None:
     """(webhook-id, webhook-timestamp) of a delivery whose signature was verified (the function
     has a signing token); None otherwise: then those headers were never checked and prove nothing."""
-    if not function.webhook_signing_key:
+    if not function.hook_keys.webhook_signing_key:
         return None
     return headers.get("webhook-id", ""), int(headers.get("webhook-timestamp", ""))
 

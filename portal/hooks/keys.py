@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from portal.functions import AuditEvent, Function, store_new_secret
+from portal.hooks.models import HookKeys
 
 
 def set_webhook_secret(function: Function, *, user) -> str:
@@ -16,8 +17,9 @@ def set_webhook_secret(function: Function, *, user) -> str:
 
     raw = gitlab.new_secret_token()
     with transaction.atomic():
-        before = Function.objects.select_for_update().get(pk=function.pk)
-        Function.objects.filter(pk=function.pk).update(webhook_secret_hash=gitlab.digest(raw))
+        Function.objects.select_for_update().get(pk=function.pk)
+        before = HookKeys.objects.select_for_update().get(function_id=function.pk)
+        HookKeys.objects.filter(function_id=function.pk).update(webhook_secret_hash=gitlab.digest(raw))
         AuditEvent.record("function.webhook_secret_rotated" if before.webhook_secret_hash
                           else "function.webhook_secret_created", function=function, actor=user)
     return raw
@@ -27,7 +29,7 @@ def set_webhook_signing_token(function: Function, *, user) -> str:
     """A new signing token (whsec_…), kept Fernet-encrypted: verifying needs the key itself."""
     from portal.hooks import gitlab
 
-    return store_new_secret(function, "webhook_signing_key", gitlab.new_signing_token(), user=user,
+    return store_new_secret(function, HookKeys, "webhook_signing_key", gitlab.new_signing_token(), user=user,
                              audit="function.webhook_signing_token")
 
 
@@ -35,7 +37,7 @@ def remove_webhook_token(function: Function, kind: str, *, user) -> bool:
     """Remove the secret token (`secret`) or the signing token (`signing`); False if none was set.
     With neither left, the function refuses every delivery."""
     field = {"secret": "webhook_secret_hash", "signing": "webhook_signing_key"}[kind]
-    removed = Function.objects.filter(pk=function.pk).exclude(**{field: ""}).update(**{field: ""})
+    removed = HookKeys.objects.filter(function_id=function.pk).exclude(**{field: ""}).update(**{field: ""})
     if removed:
         AuditEvent.record(f"function.webhook_{'secret' if kind == 'secret' else 'signing_token'}_removed",
                           function=function, actor=user)

@@ -131,3 +131,24 @@ class SeenSignature(models.Model):
         more. Safe beside concurrent prunes and claims: it only deletes, and only the expired."""
         expired = cls.objects.filter(timestamp__lt=int(now) - cls.KEPT_S).order_by("timestamp").values("pk")[:batch]
         return cls.objects.filter(pk__in=expired).delete()[0]  # one DELETE … WHERE id IN (SELECT … LIMIT)
+
+
+class HookKeys(models.Model):
+    """A function's GitLab webhook tokens. One row per function (created with it)."""
+
+    function = models.OneToOneField(Function, on_delete=models.CASCADE, primary_key=True, related_name="hook_keys")
+    # GitLab's secret token (X-Gitlab-Token), as SHA-256: it only has to be compared.
+    webhook_secret_hash = models.CharField(max_length=128, blank=True, editable=False)
+    # GitLab's signing token (whsec_…), Fernet-encrypted (portal.core.crypto): verifying needs the key itself.
+    webhook_signing_key = models.TextField(blank=True, editable=False)
+
+    class Meta:
+        verbose_name_plural = "hook keys"
+
+    def __str__(self) -> str:
+        return f"{self.function_id}"
+
+    @property
+    def configured(self) -> bool:
+        """A secret token or a signing token is set: without one, every delivery is refused."""
+        return bool(self.webhook_secret_hash or self.webhook_signing_key)

@@ -18,14 +18,16 @@ log = logging.getLogger(__name__)
 
 
 class SourceAuth(models.TextChoices):
-    """How Slipway reads a function's repository (the function's `source_auth`)."""
+    """How Slipway reads a function's repository (SourceAccess.source_auth)."""
+
     NONE = "none", "None (a public repository, or a local path)"
     TOKEN = "token", "HTTPS deploy token"
     SSH_KEY = "ssh-key", "SSH deploy key"
 
 
 def is_private(function) -> bool:
-    return function.source_auth != SourceAuth.NONE and bool(function.source_secret)
+    access = function.source_access
+    return access.source_auth != SourceAuth.NONE and bool(access.source_secret)
 
 
 def credentials_for(function) -> source.Credentials | None:
@@ -33,14 +35,15 @@ def credentials_for(function) -> source.Credentials | None:
     A stored value no configured key opens is the function's settings' fault to fix."""
     if not is_private(function):
         return None
+    access = function.source_access
     try:
-        secret = crypto.decrypt(function.source_secret)
+        secret = crypto.decrypt(access.source_secret)
     except crypto.Unavailable as exc:
         raise UserError("repository-credentials", f"the repository's credentials cannot be read: {exc}; "
                         "the owner sets them again on the edit page") from None
-    kind = source.TOKEN if function.source_auth == SourceAuth.TOKEN else source.SSH_KEY
-    return source.Credentials(kind=kind, secret=secret, username=function.source_username,
-                              known_hosts=function.source_known_hosts)
+    kind = source.TOKEN if access.source_auth == SourceAuth.TOKEN else source.SSH_KEY
+    return source.Credentials(kind=kind, secret=secret, username=access.source_username,
+                              known_hosts=access.source_known_hosts)
 
 
 def log_secrets(function) -> list[str]:

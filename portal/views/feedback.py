@@ -16,14 +16,14 @@ from portal.feedback import drift
 from portal.feedback.forms import FeedbackForm
 from portal.functions import access
 from portal.hooks.forms import WebhookTokenForm
-from portal.models import Function, NotificationAttempt
+from portal.models import FeedbackSettings, NotificationAttempt
 
 
 @require_http_methods(["GET", "POST"])
 @login_required
 def feedback_settings(request, name):
     function = access.function_for(request.user, name, access.ADMIN)
-    form = FeedbackForm(request.POST or None, instance=function)
+    form = FeedbackForm(request.POST or None, instance=function.feedback_settings)
     if request.method == "POST" and form.is_valid():
         try:
             feedback.update_feedback(form, user=request.user)
@@ -48,7 +48,8 @@ def feedback_webhook_secret(request, name):
         messages.error(request, "choose generate or remove")
         return redirect("portal-feedback", name=function.name)
     if form.cleaned_data["action"] == "remove":
-        if Function.objects.filter(pk=function.pk).exclude(notify_webhook_secret="").update(notify_webhook_secret=""):
+        if (FeedbackSettings.objects.filter(function_id=function.pk).exclude(notify_webhook_secret="")
+                .update(notify_webhook_secret="")):
             from portal.models import AuditEvent
 
             AuditEvent.record("function.notify_secret_removed", function=function, actor=request.user)

@@ -333,7 +333,7 @@ def _webhook_token(request, name: str, kind: str):
     if form.cleaned_data["action"] == "remove":
         if hooks.remove_webhook_token(function, kind, user=request.user):
             messages.success(request, f"The webhook {what} is removed; GitLab deliveries that send it are refused"
-                             + ("" if Function.objects.get(pk=function.pk).webhook_configured
+                             + ("" if Function.objects.get(pk=function.pk).hook_keys.configured
                                 else " — with no token left, every delivery is refused") + ".")
         return redirect("portal-function", name=function.name)
     if function.is_archived:

@@ -104,7 +104,7 @@ def _answer(status: int, **body) -> JsonResponse:
 @csrf_exempt  # authenticated by GitLab's token or signature instead
 @require_POST
 def gitlab_receiver(request, name: str):
-    function = Function.objects.filter(name=name).first() if len(name) <= 64 else None
+    function = Function.objects.select_related("hook_keys").filter(name=name).first() if len(name) <= 64 else None
     delivery = _Delivery(request, function)
     try:
         try:
@@ -209,7 +209,9 @@ def _process(delivery: _Delivery, key: str, payload: dict) -> JsonResponse:
     except IntegrityError:
         delivery.row = None
         return _duplicate(delivery, key)
-    function = Function.objects.select_for_update().get(pk=delivery.function.pk)
+    # The feedback settings come with the lock: the request reports to GitLab from them.
+    function = (Function.objects.select_for_update(of=("self",)).select_related("feedback_settings")
+                .get(pk=delivery.function.pk))
     if function.is_archived:  # archived since the token was checked: nothing of this is kept but the refusal
         raise _Answer(401, "unauthorized", "the function is archived: it accepts no deliveries")
     decision = gitlab.decide(function, event, payload)

@@ -15,7 +15,7 @@ from portal.core import crypto
 from portal.deployments import requesting
 from portal.feedback import drift
 from portal.feedback import status as feedback
-from portal.models import AuditEvent, NotificationAttempt
+from portal.models import AuditEvent, DriftState, NotificationAttempt
 from tests.conftest import wait_for
 from tests.http_receiver import Receiver
 from tests.integration.conftest import Worker, wait_done
@@ -50,11 +50,12 @@ def hook():
 
 
 def configure(function, gitlab_url: str, hook_url: str, token: str, secret: str) -> None:
-    function.gitlab_api_url, function.gitlab_project = gitlab_url, "team/fx"
-    function.gitlab_status_token = crypto.encrypt(token)
-    function.notify_webhook_url = hook_url
-    function.notify_webhook_secret = crypto.encrypt(secret)
-    function.save()
+    reports = function.feedback_settings
+    reports.gitlab_api_url, reports.gitlab_project = gitlab_url, "team/fx"
+    reports.gitlab_status_token = crypto.encrypt(token)
+    reports.notify_webhook_url = hook_url
+    reports.notify_webhook_secret = crypto.encrypt(secret)
+    reports.save()
 
 
 def states(server: Receiver, sha: str) -> list[str]:
@@ -77,8 +78,7 @@ def test_a_deployment_reports_in_order_and_drift_is_detected_audited_once_notifi
     assert f"version {deployment.version} is live" in last.json()["description"]
 
     # The worker recorded what it left in Lambda at its shift.
-    fixture_function.refresh_from_db()
-    expected = fixture_function.expected_state
+    expected = DriftState.objects.get(function=fixture_function).expected_state
     assert expected["alias_version"] == deployment.version and expected["memory_mb"] == 256
     assert expected["image_digest"] == deployment.build.digest
     assert drift.check(fixture_function).outcome == "clean"
@@ -108,9 +108,9 @@ def test_a_deployment_reports_in_order_and_drift_is_detected_audited_once_notifi
     assert "memory (MB): 256 → 512" in notice[0].json()["text"]
 
     drift.accept(fixture_function, user=None)
-    fixture_function.refresh_from_db()
-    assert fixture_function.expected_state["memory_mb"] == 512
-    assert fixture_function.expected_state["alias_version"] == other
+    accepted = DriftState.objects.get(function=fixture_function).expected_state
+    assert accepted["memory_mb"] == 512
+    assert accepted["alias_version"] == other
     assert drift.check(fixture_function).outcome == "clean"
 
 

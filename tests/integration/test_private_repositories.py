@@ -16,8 +16,8 @@ from deploy.addresses import Allowed
 from deploy.errors import UserError
 from portal.deployments import reconciling as reconcile
 from portal.deployments.requesting import request_deploy
-from portal.models import AuditEvent, Deployment, Function
-from portal.sources import access
+from portal.models import AuditEvent, Deployment, Function, SourceAccess
+from portal.sources import SourceAuth, access
 from tests.git_http import GitHttpServer, ProcessWatch, self_signed
 from tests.integration.conftest import Worker, invoke_live, wait_done
 from tests.sshd import keygen
@@ -195,10 +195,12 @@ def private_function(fixture_function, git_host):
     from portal.core import crypto
 
     fixture_function.repository_url = git_host.url("repo")
-    fixture_function.source_auth = Function.SourceAuth.TOKEN
-    fixture_function.source_username = git_host.username
-    fixture_function.source_secret = crypto.encrypt(git_host.token)
     fixture_function.save()
+    stored = fixture_function.source_access
+    stored.source_auth = SourceAuth.TOKEN
+    stored.source_username = git_host.username
+    stored.source_secret = crypto.encrypt(git_host.token)
+    stored.save()
     return fixture_function
 
 
@@ -241,7 +243,7 @@ def test_a_wrong_deploy_token_fails_the_deployment_as_a_user_error_and_is_not_re
 
     repo.release("one")
     wrong = "gldt-" + "w" * 24
-    Function.objects.filter(pk=private_function.pk).update(source_secret=crypto.encrypt(wrong))
+    SourceAccess.objects.filter(function=private_function).update(source_secret=crypto.encrypt(wrong))
 
     deployment = wait_done(request_deploy(private_function, trigger="cli"))
 
