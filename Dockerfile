@@ -51,6 +51,10 @@ COPY manage.py ./
 COPY deploy/ deploy/
 COPY workers/ workers/
 COPY portal/ portal/
+# The detector's option schema, which the console form reads (portal/console/options.py): only this
+# file of function/, at the same path relative to the application as in the repository, so the
+# module finds it in both; the rest of function/ is the Lambda's and loads OpenCV.
+COPY function/src/detector/options.json function/src/detector/options.json
 # Static files: collected once here (hashed, compressed names; WhiteNoise serves
 # them). Settings refuse to load without a secret key: a throwaway one, used by
 # this step only.

@@ -21,7 +21,6 @@ ratio. Nothing asserts on a time.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import os
 import statistics
@@ -115,9 +114,8 @@ def invoke_times(lambda_name: str, event: dict, runs: int) -> list[tuple[float, 
 
 def host_times(event: dict, runs: int) -> list[float]:
     """process_image in this very process (x86_64 host, the venv's OpenCV build)."""
-    spec = importlib.util.spec_from_file_location("bench_handler", REPO_ROOT / "function" / "src" / "handler.py")
-    handler = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(handler)
+    sys.path.insert(0, str(REPO_ROOT / "function" / "src"))
+    import detector as handler  # the package function/src/detector, as the image's CMD names it
     for _ in range(WARMUP):
         handler.process_image(event)
     times = []

@@ -64,7 +64,7 @@ def main() -> int:
         naive_amd_s = build(f"{REPO}:naive-amd64", "amd64", naive, no_cache=True, client=client, made=made)
 
         # A code-only change: the deps layer must come from the cache.
-        handler = ours / "src" / "handler.py"
+        handler = ours / "src" / "detector" / "adapter.py"
         handler.write_text(handler.read_text() + "\n# code-only change for the benchmark\n")
         code_s = build(f"{REPO}:arm64", "arm64", ours, no_cache=False, client=client, made=made)
 

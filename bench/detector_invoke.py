@@ -25,7 +25,7 @@ WARM_RUNS = 40
 COLD_RUNS = 3
 IN_PROCESS = """
 import json, sys, time
-import handler
+import detector as handler
 event = json.loads(sys.argv[1])
 for _ in range(3):
     handler.process_image(event)

@@ -62,7 +62,7 @@ def git(repo: Path, *args: str) -> str:
 
 def commit_code_change(repo: Path, n: int) -> str:
     """A code-only change: the handler's version string."""
-    handler = repo / "src" / "handler.py"
+    handler = repo / "src" / "detector" / "adapter.py"  # where __version__ is
     text = handler.read_text()
     start = text.index('__version__ = "')
     end = text.index('"', start + len('__version__ = "'))

@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-# Keep in step with HAAR_CASCADES in src/handler.py: a missing one fails the cold start loudly.
+# Keep in step with HAAR_CASCADES in src/detector/detection.py: a missing one fails the cold start loudly.
 CASCADES = {
     "haarcascade_frontalface_default.xml", "haarcascade_eye.xml", "haarcascade_fullbody.xml",
     "haarcascade_upperbody.xml", "haarcascade_frontalcatface.xml",

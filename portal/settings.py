@@ -299,7 +299,7 @@ SLIPWAY_METRICS_NETWORKS = env_networks("SLIPWAY_METRICS_NETWORKS", ["127.0.0.1/
 # limit goes through the bucket: named here on AWS, created if missing on the local plane.
 SLIPWAY_CONSOLE_BUCKET = env_str("SLIPWAY_CONSOLE_BUCKET", "slipway-console" if LOCAL_MODE else "")
 SLIPWAY_CONSOLE_MAX_UPLOAD = env_int("SLIPWAY_CONSOLE_MAX_UPLOAD", 20 * 1024 * 1024, minimum=1024)
-# The detector's own pixel cap (function/src/handler.py MAX_PIXELS; a test keeps them equal).
+# The detector's own pixel cap (function/src/detector/sniff.py MAX_PIXELS; a test keeps them equal).
 # A function whose environment sets DETECTOR_MAX_PIXELS lower gets that one.
 SLIPWAY_CONSOLE_MAX_PIXELS = env_int("SLIPWAY_CONSOLE_MAX_PIXELS", 40_000_000, minimum=1)
 SLIPWAY_CONSOLE_PAYLOAD_LIMIT = env_int("SLIPWAY_CONSOLE_PAYLOAD_LIMIT", 6 * 1024 * 1024, minimum=1024)

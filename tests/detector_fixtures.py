@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import select
@@ -37,6 +36,8 @@ LOCAL_PYTHON = "3.11"
 # has no buildx and refuses it. The legacy builder cannot build the Dockerfile.
 DOCKER_CLI = os.environ.get("SLIPWAY_DOCKER_CLI", "/usr/bin/docker")
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+# The handler string, as function/Dockerfile's CMD names it: the package function/src/detector.
+HANDLER = "detector.process_image"
 
 
 def sample_path(name: str) -> Path:
@@ -256,20 +257,20 @@ def bad_input_event(detector_samples):
 
 @pytest.fixture(scope="session")
 def detector():
-    """function/src/handler.py imported in-process, under a name that cannot clash."""
-    spec = importlib.util.spec_from_file_location("detector_handler", FUNCTION_DIR / "src" / "handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The package function/src/detector, imported in-process (function/src is on pytest's pythonpath).
+
+    Imported here, not at the top: it loads OpenCV and the cascades, which most tests never need."""
+    import detector
+
+    return detector
 
 
 # --- the handler in a child process ---------------------------------------------------------------
 
 ISOLATED_WORKER = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("detector_handler", sys.argv[1])
-handler = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(handler)
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import detector as handler
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     try:
@@ -289,7 +290,7 @@ class IsolatedHandler:
 
     def _start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", ISOLATED_WORKER, str(FUNCTION_DIR / "src" / "handler.py")],
+            [sys.executable, "-c", ISOLATED_WORKER, str(FUNCTION_DIR / "src")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env={**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), **self.env},
         )
@@ -401,7 +402,7 @@ class Container:
 
         self.client = docker.from_env()
         self.container = self.client.containers.run(
-            image, ["handler.process_image"], detach=True,
+            image, [HANDLER], detach=True,
             name=f"slipway-test-detector-{arch}-{uuid.uuid4().hex[:8]}", labels={TEST_LABEL: "1"},
             platform=f"linux/{arch}",
             # What Lambda imposes: read-only root, only /tmp writable, an unprivileged user.

@@ -164,13 +164,13 @@ def test_it_refuses_a_bomb_before_decoding_it(detector, bad_input_event, monkeyp
     def decode(*args):
         raise AssertionError("decoded a decompression bomb")
 
-    monkeypatch.setattr(detector.cv2, "imdecode", decode)
+    monkeypatch.setattr(detector.sniff.cv2, "imdecode", decode)
     result = detector.process_image(bad_input_event("decompression_bomb"))
     assert result["error"]["code"] == "image_too_large"
 
 
 def test_it_refuses_an_inline_image_over_the_byte_limit(detector, detector_samples, monkeypatch):
-    monkeypatch.setattr(detector, "MAX_BYTES", 1000)
+    monkeypatch.setattr(detector.inputs, "MAX_BYTES", 1000)
     result = detector.process_image({"image_base64": b64(detector_samples.astronaut_png)})
     assert result["error"]["code"] == "payload_too_large"
 
@@ -184,7 +184,7 @@ def test_it_raises_on_internal_failures(detector, detector_samples, monkeypatch)
         def detectMultiScale2(self, *args, **kwargs):
             raise cv2.error("out of memory")
 
-    monkeypatch.setitem(detector.CLASSIFIERS, "face", Broken())
+    monkeypatch.setitem(detector.detection.CLASSIFIERS, "face", Broken())
     with pytest.raises(cv2.error):
         detector.process_image({"image_base64": b64(detector_samples.astronaut_png)})
 
@@ -193,14 +193,14 @@ def test_it_raises_on_internal_failures(detector, detector_samples, monkeypatch)
                                            ("NoSuchBucket", "s3_object_not_found"),
                                            ("AccessDenied", "s3_access_denied")])
 def test_it_maps_s3_errors_to_codes(detector, s3_code, code):
-    with botocore.stub.Stubber(detector.S3) as stub:
+    with botocore.stub.Stubber(detector.inputs.S3) as stub:
         stub.add_client_error("get_object", service_error_code=s3_code)
         result = detector.process_image({"bucket": "photos", "key": "missing.png"})
     assert result["error"]["code"] == code
 
 
 def test_it_raises_when_s3_itself_fails(detector):
-    with botocore.stub.Stubber(detector.S3) as stub:
+    with botocore.stub.Stubber(detector.inputs.S3) as stub:
         stub.add_client_error("get_object", service_error_code="SlowDown", http_status_code=503)
         with pytest.raises(botocore.exceptions.ClientError):
             detector.process_image({"bucket": "photos", "key": "a.png"})
@@ -381,7 +381,7 @@ def test_it_refuses_a_webp_or_bmp_bomb_before_decoding_it(detector, monkeypatch,
     def decode(*args):
         raise AssertionError("decoded a decompression bomb")
 
-    monkeypatch.setattr(detector.cv2, "imdecode", decode)
+    monkeypatch.setattr(detector.sniff.cv2, "imdecode", decode)
     result = detector.process_image({"image_base64": b64(bomb())})
     assert result["error"]["code"] == "image_too_large"
     assert "16383x16383" in result["error"]["message"] or "8000x6000" in result["error"]["message"]
@@ -443,7 +443,7 @@ def test_it_groups_windows_exactly_as_opencv_does(detector):
                                  sides, sides * rng.choice([1, 2])])
         for threshold in (1, 3, 5):
             rects_cv, counts_cv = cv2.groupRectangles(rects.tolist(), threshold, 0.2)
-            got, counts = detector._group(rects, threshold)
+            got, counts = detector.grouping.group(rects, threshold)
             assert got.tolist() == [list(r) for r in np.reshape(rects_cv, (-1, 4)).tolist()]
             assert counts.tolist() == np.ravel(counts_cv).tolist()
             checked += len(got)
@@ -455,7 +455,7 @@ def test_it_groups_hog_windows_exactly_as_opencv_does(detector):
     hog = cv2.HOGDescriptor()
     hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
     rects, weights = hog.detectMultiScale(image, winStride=(8, 8), padding=(8, 8), scale=1.05)
-    got, got_weights = detector._hog_detect(image, detector.HOG_DEFAULTS)
+    got, got_weights = detector.detection.hog_detect(image, detector.options.HOG_DEFAULTS)
     assert len(rects) >= 2
     expected = sorted(zip(np.reshape(rects, (-1, 4)).tolist(), np.round(np.ravel(weights), 9).tolist(), strict=True))
     assert sorted(zip(got.tolist(), np.round(got_weights, 9).tolist(), strict=True)) == expected
@@ -484,10 +484,10 @@ def test_it_refuses_a_search_over_the_budget_and_names_the_max_side_that_fits(de
     assert refused["error"]["code"] == "invalid_option"
     fits = int(re.search(r"set max_side to (\d+) or less", refused["error"]["message"]).group(1))
     assert 32 < fits < 1600
-    _, params = detector._options({**event, "max_side": fits})
-    detector._check_budget("face", 3200, 3200, params)  # the named max_side fits: no BadInput
+    _, params = detector.options.parse({**event, "max_side": fits})
+    detector.detection.check_budget("face", 3200, 3200, params)  # the named max_side fits: no BadInput
     with pytest.raises(detector.BadInput):
-        detector._check_budget("face", 3200, 3200, {**params, "max_side": fits + 40})
+        detector.detection.check_budget("face", 3200, 3200, {**params, "max_side": fits + 40})
 
 
 @pytest.mark.parametrize("width, height", [(1600, 1600), (1600, 37), (6400, 6240), (40_000, 1000)])
@@ -495,7 +495,7 @@ def test_it_refuses_a_search_over_the_budget_and_names_the_max_side_that_fits(de
 def test_it_never_refuses_default_scale_factors_whatever_the_sizes(detector, detector_name, width, height):
     checked = 0
     for min_size, max_size in [([30, 30], None), ([1, 1], None), ([1, 1], [20000, 20000]), ([200, 400], None)]:
-        _, params = detector._options({"detector": detector_name, "min_size": min_size, "max_size": max_size})
-        detector._check_budget(detector_name, width, height, params)  # raises BadInput when over
+        _, params = detector.options.parse({"detector": detector_name, "min_size": min_size, "max_size": max_size})
+        detector.detection.check_budget(detector_name, width, height, params)  # raises BadInput when over
         checked += 1
     assert checked == 4

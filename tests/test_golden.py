@@ -36,7 +36,7 @@ def test_the_diff_names_moved_missing_and_new_boxes():
 
 
 def test_the_console_pixel_cap_is_the_detectors(detector):
-    assert settings.SLIPWAY_CONSOLE_MAX_PIXELS == detector.MAX_PIXELS
+    assert settings.SLIPWAY_CONSOLE_MAX_PIXELS == detector.sniff.MAX_PIXELS
 
 
 @pytest.fixture

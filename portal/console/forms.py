@@ -7,26 +7,47 @@ import re
 
 from django import forms
 
+from portal.console import options
+
 SIZE = re.compile(r"^\s*(\d{1,5})\s*(?:[x,]\s*(\d{1,5}))?\s*$", re.IGNORECASE)
 
 
-def _size(value: str, field: str) -> list[int] | None:
-    if not value.strip():
-        return None
-    found = SIZE.match(value)
-    if not found:
-        raise forms.ValidationError(f"{field}: write WIDTHxHEIGHT (e.g. 30x30) or one number for a square")
-    width, height = int(found.group(1)), int(found.group(2) or found.group(1))
-    if not (1 <= width <= 20000 and 1 <= height <= 20000):
-        raise forms.ValidationError(f"{field}: each side must be between 1 and 20000")
-    return [width, height]
+class SizeField(forms.CharField):
+    """A size as the detector takes it: WIDTHxHEIGHT, or one number for a square; empty: None."""
+
+    def __init__(self, *, low: int, high: int, what: str, **kwargs):
+        super().__init__(max_length=20, **kwargs)
+        self.low, self.high, self.what = low, high, what  # what: the size's name in messages
+
+    def clean(self, value):
+        value = super().clean(value)
+        if not value.strip():
+            return None
+        what = self.what
+        found = SIZE.match(value)
+        if not found:
+            raise forms.ValidationError(f"{what}: write WIDTHxHEIGHT (e.g. 30x30) or one number for a square")
+        width, height = int(found.group(1)), int(found.group(2) or found.group(1))
+        if not (self.low <= width <= self.high and self.low <= height <= self.high):
+            raise forms.ValidationError(f"{what}: each side must be between {self.low} and {self.high}")
+        return [width, height]
+
+
+def _option_field(name: str) -> forms.Field:
+    """The field for one of the detector's options, bounded as the detector bounds it (options.json)."""
+    kind, (low, high) = options.spec(name)["type"], options.bounds(name)
+    if kind == "size":
+        return SizeField(required=False, low=low, high=high, what=name.replace("_", " "))
+    field = forms.FloatField if kind == "number" else forms.IntegerField
+    return field(required=False, min_value=low, max_value=high)
 
 
 class ConsoleForm(forms.Form):
     """One console invoke: an image (upload, sample, or one already stored), the target
     (and a second one to compare), the detector and its options. Empty options are not
     sent: the function applies its own defaults, which the form shows as placeholders.
-    Ranges are the detector's (function/src/handler.py), so a typo costs no invoke."""
+    Detectors, ranges and defaults are the detector's own (its options.json, read by
+    portal.console.options), so a typo costs no invoke."""
 
     image = forms.FileField(required=False, allow_empty_file=True)
     sample = forms.ChoiceField(required=False, choices=[("", "—")])
@@ -34,11 +55,7 @@ class ConsoleForm(forms.Form):
     target = forms.ChoiceField(choices=[])
     compare_with = forms.ChoiceField(required=False, choices=[], label="Compare with")
     detector = forms.ChoiceField(choices=[])
-    scale_factor = forms.FloatField(required=False, min_value=1.01, max_value=2.0)
-    min_neighbors = forms.IntegerField(required=False, min_value=0, max_value=100)
-    min_size = forms.CharField(required=False, max_length=20)
-    max_size = forms.CharField(required=False, max_length=20)
-    max_side = forms.IntegerField(required=False, min_value=32, max_value=20000)
+    # Then one field per option of the detector's schema, added in __init__ (after this one, in its order).
 
     def __init__(self, *args, targets: list[tuple[str, str]], **kwargs):
         from portal.console import images
@@ -46,22 +63,16 @@ class ConsoleForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["target"].choices = targets
         self.fields["compare_with"].choices = [("", "— no comparison —"), *targets]
-        self.fields["detector"].choices = [(d, d) for d in images.DETECTORS]
+        self.fields["detector"].choices = [(d, d) for d in options.detectors()]
         self.fields["sample"].choices = [("", "—")] + [(k, f"{k} ({v['what']})") for k, v in images.SAMPLES.items()]
-        for name in ("scale_factor", "min_neighbors", "min_size", "max_size", "max_side"):
-            unset = "not used" if name == "min_neighbors" else "default: none"
-            shown = {kind: f"default: {values[name]}" if values[name] != "" else unset
-                     for kind, values in images.DEFAULTS.items()}
-            # The page swaps the placeholder when the detector changes (HOG has its own defaults).
+        for name in options.names():
+            self.fields[name] = _option_field(name)
+            shown = {family: options.placeholder(name, family) for family in options.families()}
+            # The page swaps the placeholder when the detector changes: data-people holds the HOG family's
+            # (people is its one detector), data-haar the cascades'.
             self.fields[name].widget.attrs.update({"placeholder": shown["haar"], "data-haar": shown["haar"],
-                                                   "data-people": shown["people"], "style": "min-width:8rem"})
+                                                   "data-people": shown["hog"], "style": "min-width:8rem"})
         self.fields["scale_factor"].widget.attrs["step"] = "0.01"
-
-    def clean_min_size(self):
-        return _size(self.cleaned_data["min_size"], "min size")
-
-    def clean_max_size(self):
-        return _size(self.cleaned_data["max_size"], "max size")
 
     def clean(self):
         data = super().clean()
@@ -80,11 +91,11 @@ class ConsoleForm(forms.Form):
     def options(self) -> dict:
         """The event's options: the detector, and each option that was given."""
         data = self.cleaned_data
-        options = {"detector": data["detector"]}
-        for name in ("scale_factor", "min_neighbors", "min_size", "max_size", "max_side"):
+        given = {"detector": data["detector"]}
+        for name in options.names():
             if data.get(name) not in (None, ""):
-                options[name] = data[name]
-        return options
+                given[name] = data[name]
+        return given
 
 
 class GoldenCaseForm(forms.Form):

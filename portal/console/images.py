@@ -21,12 +21,6 @@ from portal.functions import Function
 
 log = logging.getLogger(__name__)
 
-# What function/src/handler.py offers (the web side never imports the handler: it loads OpenCV).
-DETECTORS = ("face", "eye", "fullbody", "upperbody", "cat_face", "people")
-DEFAULTS = {  # the handler's defaults, shown in the form; an empty field sends nothing
-    "haar": {"scale_factor": 1.1, "min_neighbors": 5, "min_size": "30x30", "max_size": "", "max_side": ""},
-    "people": {"scale_factor": 1.05, "min_neighbors": "", "min_size": "30x30", "max_size": "", "max_side": ""},
-}
 FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
 # Samples from the scikit-image wheel's bundled data (its other samples download from the internet).
 SAMPLES = {

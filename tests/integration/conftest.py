@@ -326,6 +326,8 @@ def released_function(transactional_db, released_plane):
 # version 2 the same code with every box moved 20 px right and down; live -> 1.
 
 SHIFT = 20
+# Where the image's handler string (detector.process_image) finds process_image: the tail rebinds it there.
+SHIFTED_HANDLER_FILE = "src/detector/__init__.py"
 SHIFTED_HANDLER_TAIL = f'''
 
 # --- test only: every box moved {SHIFT} px right and down -------------------------------------
@@ -348,7 +350,7 @@ def shifted_function_dir(into: Path) -> Path:
     from tests.detector_fixtures import FUNCTION_DIR
 
     shutil.copytree(FUNCTION_DIR, into, ignore=shutil.ignore_patterns("__pycache__", "samples"))
-    handler = into / "src" / "handler.py"
+    handler = into / SHIFTED_HANDLER_FILE
     handler.write_text(handler.read_text() + SHIFTED_HANDLER_TAIL)
     return into
 

@@ -3,6 +3,7 @@ OpenCV's, a large image goes through S3 and is gone afterwards, and a golden cas
 stops a deploy whose boxes moved before its alias does."""
 
 import io
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -12,7 +13,7 @@ from deploy import aws, lambdas
 from portal.deployments.requesting import request_deploy
 from portal.models import ConsoleRun, GoldenCase, Membership
 from tests.detector_fixtures import FUNCTION_DIR, assert_same_boxes, b64, sample_path
-from tests.integration.conftest import SHIFTED_HANDLER_TAIL, wait_done
+from tests.integration.conftest import SHIFTED_HANDLER_FILE, SHIFTED_HANDLER_TAIL, wait_done
 
 pytestmark = pytest.mark.integration
 
@@ -73,8 +74,9 @@ def test_a_golden_case_stops_a_deploy_whose_boxes_moved_and_the_alias_stays(clie
     assert GoldenCase.objects.get(function=detector_function).boxes == run.boxes != []
     kept = [p for p in FUNCTION_DIR.rglob("*") if p.is_file() and not {"__pycache__", "samples"} & set(p.parts)]
     files = {path.relative_to(FUNCTION_DIR).as_posix(): path.read_text() for path in kept}
-    (repo.path / "src").mkdir()
-    files["src/handler.py"] += SHIFTED_HANDLER_TAIL
+    for folder in {Path(name).parent for name in files}:
+        (repo.path / folder).mkdir(parents=True, exist_ok=True)
+    files[SHIFTED_HANDLER_FILE] += SHIFTED_HANDLER_TAIL
     sha = repo.commit("every box 20 px off", files)
     detector_function.repository_url = str(repo.path)
     detector_function.save()

@@ -29,7 +29,7 @@ CASES = [
 def test_it_builds_for_the_requested_architecture(detector_container):
     image = detector_container.client.images.get(detector_container.container.image.id)
     assert image.attrs["Architecture"] == detector_container.arch
-    assert image.attrs["Config"]["Cmd"] == ["handler.process_image"]
+    assert image.attrs["Config"]["Cmd"] == ["detector.process_image"]
 
 
 @pytest.mark.parametrize("name, sample, options", CASES, ids=[c[0] for c in CASES])
@@ -74,7 +74,7 @@ def test_it_reports_a_missing_s3_object(detector_container, detector_bucket):
 
 
 def test_it_refuses_an_s3_object_over_the_size_limit(detector_container, detector_bucket, detector):
-    where = detector_bucket.put("too-large.bin", b"\0" * (detector.MAX_BYTES + 1))
+    where = detector_bucket.put("too-large.bin", b"\0" * (detector.inputs.MAX_BYTES + 1))
     result = detector_container.invoke(where)
     assert result["error"]["code"] == "s3_object_too_large"
 

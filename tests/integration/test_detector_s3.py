@@ -11,7 +11,7 @@ def plane_detector(detector, detector_bucket, monkeypatch):
     """The handler with its module-level S3 client pointed at the plane."""
     client = boto3.client("s3", endpoint_url=detector_bucket.endpoint, region_name="us-east-1",
                           aws_access_key_id="test", aws_secret_access_key="test")
-    monkeypatch.setattr(detector, "S3", client)
+    monkeypatch.setattr(detector.inputs, "S3", client)
     return detector
 
 
@@ -33,6 +33,6 @@ def test_it_reports_a_missing_bucket(plane_detector):
 
 
 def test_it_refuses_an_object_over_the_size_limit(plane_detector, detector_bucket, monkeypatch):
-    monkeypatch.setattr(plane_detector, "MAX_BYTES", 1000)
+    monkeypatch.setattr(plane_detector.inputs, "MAX_BYTES", 1000)
     result = plane_detector.process_image(detector_bucket.put("in-process/big.bin", b"\0" * 1001))
     assert result["error"]["code"] == "s3_object_too_large"
