@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from portal.core.errors import RequestRefused
 from portal.functions import AuditEvent, Function, store_new_secret
 
 
@@ -17,10 +16,7 @@ def update_feedback(form, *, user) -> Function:
     data = form.cleaned_data
     sealed = None
     if data.get("gitlab_token"):
-        try:
-            sealed = crypto.encrypt(data["gitlab_token"])
-        except crypto.Unavailable as exc:
-            raise RequestRefused(str(exc)) from None
+        sealed = crypto.encrypt(data["gitlab_token"])  # crypto.Unavailable: a RequestRefused
     with transaction.atomic():
         before = Function.objects.select_for_update().get(pk=form.instance.pk)
         old_members = sorted(before.notify_members.values_list("username", flat=True))

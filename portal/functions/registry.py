@@ -143,10 +143,7 @@ def store_new_secret(function: Function, field: str, raw: str, *, user, audit: s
     `<audit>_created` or `<audit>_rotated`; returns it to be shown once."""
     from portal.core import crypto
 
-    try:
-        sealed = crypto.encrypt(raw)
-    except crypto.Unavailable as exc:
-        raise RequestRefused(str(exc)) from None
+    sealed = crypto.encrypt(raw)  # crypto.Unavailable: a RequestRefused
     with transaction.atomic():
         before = Function.objects.select_for_update().get(pk=function.pk)
         Function.objects.filter(pk=function.pk).update(**{field: sealed})
