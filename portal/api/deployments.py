@@ -30,7 +30,6 @@ from portal.api.schemas import (
     RollbackIn,
     page_out,
 )
-from portal.core import errors
 from portal.functions import access
 from portal.models import Deployment
 
@@ -56,11 +55,8 @@ def deployment_out(request, deployment: Deployment) -> dict:
 def deploy(request, name: str, payload: DeployIn):
     function = function_for(request, name, access.DEPLOY, scope=DEPLOY_SCOPE)
     spend_deploy(request)
-    try:
-        deployment = deployments.request_deploy(function, trigger=Deployment.Trigger.API, user=request.user,
-                                             ref=payload.ref or "", commit=payload.commit or "")
-    except errors.RequestRefused as exc:
-        raise ApiError(409 if function.is_archived else 400, "refused", str(exc)) from None
+    deployment = deployments.request_deploy(function, trigger=Deployment.Trigger.API, user=request.user,
+                                         ref=payload.ref or "", commit=payload.commit or "")
     out = deployment_out(request, deployment_for(request, deployment.pk, access.VIEW, scope=DEPLOY_SCOPE))
     return Status(202, {**out, "notice": deployments.queue_notice(deployment)})
 
@@ -84,11 +80,8 @@ def get_deployment(request, deployment_id: int):
              summary="Roll back to the previous release, a version or a commit")
 def rollback(request, name: str, payload: RollbackIn):
     function = function_for(request, name, access.DEPLOY)
-    try:
-        deployment = deployments.request_rollback(function, trigger=Deployment.Trigger.API, user=request.user,
-                                               to=payload.to or "")
-    except errors.RequestRefused as exc:
-        raise ApiError(409, "refused", str(exc)) from None
+    deployment = deployments.request_rollback(function, trigger=Deployment.Trigger.API, user=request.user,
+                                           to=payload.to or "")
     out = deployment_out(request, deployment_for(request, deployment.pk, access.VIEW))
     return Status(202, {**out, "notice": deployments.queue_notice(deployment)})
 

@@ -1,12 +1,13 @@
 """The API's one error shape and its handlers.
 
-Owns `ApiError` (a status, a stable code, a message, per-field messages and
-optional headers), the body every refusal has — `{"error": {"code", "message",
-"fields"}}` — and the handlers that turn each exception an endpoint, ninja or
-Django may raise into that body. `install(api)` registers them on the NinjaAPI.
+Every refusal has one body — `{"error": {"code", "message", "fields"}}`. Anything of
+Slipway's one error type (deploy.errors.SlipwayError: the domain's RequestRefused, a
+rate limit, `ApiError` raised by the endpoints) is answered by one handler with its
+own status, code, fields and headers; the other handlers turn what ninja or Django
+raise into the same body. `install(api)` registers them on the NinjaAPI.
 
-May import: Django, ninja. Nothing of the portal: every other API module
-imports this one.
+May import: Django, ninja, deploy.errors. Nothing of the portal: every other API
+module imports this one.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from django.http import Http404, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from deploy.errors import SlipwayError
+
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(SlipwayError):
+    """A SlipwayError written as the endpoints read best: the status first."""
+
     def __init__(self, status: int, code: str, message: str, fields: dict | None = None,
                  headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.fields, self.headers = status, code, message, fields or {}, headers
+        super().__init__(code, message, status=status, fields=fields, headers=headers)
 
 
 class NotAnObject(ValueError):
@@ -40,7 +44,8 @@ def error_response(status: int, code: str, message: str, fields: dict | None = N
     return response
 
 
-def _api_error(request, exc: ApiError):
+def _refused(request, exc: SlipwayError):
+    """The one handler of the one error type."""
     return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
 
 
@@ -75,7 +80,7 @@ def _crash(request, exc):
     return error_response(500, "internal-error", "Slipway failed to answer; the error is logged")
 
 
-HANDLERS = {ApiError: _api_error, AuthenticationError: _unauthenticated, Http404: _not_found,
+HANDLERS = {SlipwayError: _refused, AuthenticationError: _unauthenticated, Http404: _not_found,
             PermissionDenied: _forbidden, HttpError: _http_error, ValidationError: _invalid, Exception: _crash}
 
 

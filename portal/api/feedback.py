@@ -20,7 +20,6 @@ from portal import feedback
 from portal.api.auth import function_for
 from portal.api.errors import ApiError
 from portal.api.schemas import ERRORS, DriftOut, FeedbackOut, FeedbackPatch
-from portal.core import errors
 from portal.feedback import drift
 from portal.feedback.forms import FeedbackForm
 from portal.functions import access
@@ -72,10 +71,7 @@ def edit_feedback(request, name: str, payload: FeedbackPatch):
     if not form.is_valid():
         fields = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
         raise ApiError(400, "invalid", "the feedback settings are not valid", fields)
-    try:
-        return feedback_out(feedback.update_feedback(form, user=request.user))
-    except errors.RequestRefused as exc:
-        raise ApiError(409, "refused", str(exc)) from None
+    return feedback_out(feedback.update_feedback(form, user=request.user))
 
 
 @router.get("/functions/{name}/drift", response={200: DriftOut, **ERRORS},
@@ -100,8 +96,5 @@ def check_drift(request, name: str):
              summary="Accept what AWS reports as the new expected state (owner)")
 def accept_drift(request, name: str):
     function = function_for(request, name, access.ADMIN)
-    try:
-        drift.accept(function, user=request.user)
-    except drift.Refused as exc:
-        raise ApiError(409, "refused", str(exc)) from None
+    drift.accept(function, user=request.user)
     return drift_out(function, "accepted")

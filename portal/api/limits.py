@@ -13,7 +13,7 @@ from __future__ import annotations
 from django.conf import settings
 from ninja.parser import Parser
 
-from portal.api.errors import ApiError, NotAnObject, error_response
+from portal.api.errors import NotAnObject, error_response
 from portal.core import ratelimit
 
 
@@ -54,9 +54,4 @@ def spend_deploy(request) -> None:
 
     A call the endpoint makes after its access check rather than a decorator around it: a
     caller refused with 404 or 403 must spend nothing and must not be told 429 instead."""
-    try:
-        ratelimit.check_deploy(request.api_token or request.user)
-    except ratelimit.Limited as exc:
-        raise ApiError(429, "rate-limited", f"at most {settings.SLIPWAY_API_DEPLOY_RATE} deploys per "
-                       f"{settings.SLIPWAY_API_DEPLOY_WINDOW} s; retry after {exc.retry_after} s",
-                       headers={"Retry-After": str(exc.retry_after)}) from None
+    ratelimit.check_deploy(request.api_token or request.user)  # Limited: a SlipwayError, answered by errors.py

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.utils import timezone
 
+from deploy.errors import SlipwayError
 from portal.console.models import ConsoleImage
 from portal.functions import Function
 
@@ -31,12 +32,12 @@ SAMPLES = {
 
 
 
-class ConsoleError(Exception):
-    """A request the console refuses or cannot complete; nothing was stored. `status`: the page's HTTP status."""
+class ConsoleError(SlipwayError):
+    """A request the console refuses or cannot complete; nothing was stored. `status`: the page's HTTP status.
+    Its own kind: the pipeline's golden step catches it to record `golden-<code>`."""
 
     def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+        super().__init__(code, message, status=status)
 
 
 class CappedUpload(FileUploadHandler):

@@ -7,9 +7,12 @@ from __future__ import annotations
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
+from portal.core.errors import RequestRefused
 
-class Unavailable(Exception):
-    """No key is configured, or none of them opens the stored value."""
+
+class Unavailable(RequestRefused):
+    """No key is configured, or none of them opens the stored value. A refusal (409 `refused`)
+    where a request needs the credential; callers that can do without it catch this kind."""
 
 
 def _fernet() -> MultiFernet:

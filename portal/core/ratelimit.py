@@ -13,6 +13,8 @@ import threading
 
 from django.conf import settings
 
+from deploy.errors import SlipwayError
+
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _client = None
@@ -28,14 +30,16 @@ def _redis():
         return _client
 
 
-class Limited(Exception):
-    def __init__(self, retry_after: int):
-        super().__init__(f"retry after {retry_after} s")
+class Limited(SlipwayError):
+    """Over the limit: 429 `rate-limited`, with Retry-After."""
+
+    def __init__(self, retry_after: int, message: str):
+        super().__init__("rate-limited", message, status=429, headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 
 
-def hit(key: str, limit: int, window: int) -> None:
-    """Count one event under `key`; Limited when over `limit` in the current window."""
+def hit(key: str, limit: int, window: int, what: str = "requests") -> None:
+    """Count one event under `key`; Limited when over `limit` `what` in the current window."""
     import redis
 
     if limit <= 0:
@@ -51,10 +55,11 @@ def hit(key: str, limit: int, window: int) -> None:
         log.warning("rate limit not applied (%s): %s", key, exc)
         return
     if count > limit:
-        raise Limited(max(int(ttl), 1))
+        retry_after = max(int(ttl), 1)
+        raise Limited(retry_after, f"at most {limit} {what} per {window} s; retry after {retry_after} s")
 
 
 def check_deploy(who) -> None:
     """One deploy by `who` (an ApiToken or a user); Limited past the configured rate."""
     kind = "token" if who.__class__.__name__ == "ApiToken" else "user"
-    hit(f"deploy:{kind}:{who.pk}", settings.SLIPWAY_API_DEPLOY_RATE, settings.SLIPWAY_API_DEPLOY_WINDOW)
+    hit(f"deploy:{kind}:{who.pk}", settings.SLIPWAY_API_DEPLOY_RATE, settings.SLIPWAY_API_DEPLOY_WINDOW, "deploys")

@@ -31,13 +31,13 @@ def request_deploy(function: Function, *, trigger: str, user=None, ref: str = ""
     if function.is_archived:
         raise RequestRefused(f"{function.name} is archived: it accepts no deploys")
     if ref and commit:
-        raise RequestRefused("give a ref or a commit, not both")
+        raise RequestRefused("give a ref or a commit, not both", status=400)
     if commit and not FULL_SHA.match(commit):
-        raise RequestRefused(f"{commit!r} is not a full 40-character commit SHA")
+        raise RequestRefused(f"{commit!r} is not a full 40-character commit SHA", status=400)
     try:
         validate_ref(ref or commit or function.branch)
     except Exception as exc:
-        raise RequestRefused(str(getattr(exc, "message", exc))) from None
+        raise RequestRefused(str(getattr(exc, "message", exc)), status=400) from None
     return queue_deploy(function, trigger=trigger, user=user, ref=ref or commit or function.branch, commit=commit)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from portal.core.errors import RequestRefused
 from portal.feedback.models import FeedbackSettings
 from portal.functions import AuditEvent, Function, store_new_secret
 
@@ -18,10 +17,7 @@ def update_feedback(form, *, user) -> Function:
     data = form.cleaned_data
     sealed = None
     if data.get("gitlab_token"):
-        try:
-            sealed = crypto.encrypt(data["gitlab_token"])
-        except crypto.Unavailable as exc:
-            raise RequestRefused(str(exc)) from None
+        sealed = crypto.encrypt(data["gitlab_token"])  # crypto.Unavailable: a RequestRefused
     function = form.instance.function
     with transaction.atomic():
         Function.objects.select_for_update().get(pk=function.pk)

@@ -25,6 +25,7 @@ from django.db.models.functions import Now
 from deploy import lambdas
 from deploy.logs import mask
 from portal import functions
+from portal.core.errors import RequestRefused
 from portal.deployments import Deployment
 from portal.feedback import status as feedback
 from portal.feedback.models import DriftState
@@ -38,7 +39,7 @@ LABELS = dict(FIELDS)
 MISSING = {"missing": True}  # drift_observed when the Lambda itself is gone
 
 
-class Refused(Exception):
+class Refused(RequestRefused):
     """Nothing to accept, or the drift cannot be accepted; the message says why."""
 
 

@@ -26,6 +26,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from deploy import addresses
+from deploy.errors import SlipwayError
 from portal.celery import COMMIT_STATUS_TASK, NOTIFY_TASK
 from portal.core import sending
 from portal.deployments import Deployment
@@ -149,8 +150,11 @@ def function_link(name: str) -> str:
     return absolute(reverse("portal-function", args=[name]))
 
 
-class BadURL(ValueError):
-    """A receiver URL Slipway will not call; the message says why."""
+class BadURL(SlipwayError, ValueError):
+    """A receiver URL Slipway will not call; the message says why (400 `invalid`)."""
+
+    def __init__(self, message: str):
+        super().__init__("invalid", message)
 
 
 def validate_outgoing_url(url: str, what: str, *, base: bool = False) -> str:

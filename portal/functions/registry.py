@@ -164,10 +164,7 @@ def store_new_secret(function: Function, side, field: str, raw: str, *, user, au
     `<audit>_rotated`; returns it to be shown once."""
     from portal.core import crypto
 
-    try:
-        sealed = crypto.encrypt(raw)
-    except crypto.Unavailable as exc:
-        raise RequestRefused(str(exc)) from None
+    sealed = crypto.encrypt(raw)  # crypto.Unavailable: a RequestRefused
     with transaction.atomic():
         Function.objects.select_for_update().get(pk=function.pk)  # the function's lock, as every change takes
         before = side.objects.select_for_update().get(function_id=function.pk)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from deploy.errors import UserError
+from deploy.errors import SlipwayError, UserError
 from deploy.source import validate_ref
 from portal.core import crypto
 
@@ -39,8 +39,11 @@ SIGNATURE_HEADERS = {"webhook-id", "webhook-timestamp", "webhook-signature"}
 PUSH, TAG_PUSH = "Push Hook", "Tag Push Hook"
 
 
-class Malformed(Exception):
-    """An authenticated delivery that is not what GitLab sends: answered 400."""
+class Malformed(SlipwayError):
+    """An authenticated delivery that is not what GitLab sends: answered 400 `malformed`."""
+
+    def __init__(self, message: str):
+        super().__init__("malformed", message, status=400)
 
 
 def _bytes(text: str) -> bytes:

@@ -17,9 +17,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from portal import console, deployments
 from portal.console import boxes
 from portal.console.forms import ConsoleForm, GoldenCaseForm
-from portal.core import errors
 from portal.functions import access
 from portal.models import ConsoleImage, ConsoleRun, GoldenCase
+from portal.views import refusals
 
 HISTORY = 20
 # One colour per label, in the order labels first appear; readable on photos.
@@ -54,37 +54,34 @@ def console_page(request, name):
     return render(request, "portal/console.html", _context(request, function))
 
 
-def _refuse(request, function, form, code_message: tuple[str, str], status: int):
-    code, message = code_message
-    return render(request, "portal/console.html", _context(request, function, form, error={
-        "code": code, "message": message}), status=status)
-
-
 @csrf_protect
 def _invoke(request, name):
+    """The console's one handler: a ConsoleError is shown in the page's error box, with its status."""
     function = access.function_for(request.user, name, access.DEPLOY)
     targets = deployments.targets(function)
-    if function.is_archived:
-        return _refuse(request, function, None, ("archived", f"{function.name} is archived"), 409)
-    if not targets:
-        return _refuse(request, function, None, ("nothing-deployed", f"{function.name} has no deployment yet: "
-                                                 "deploy it first, then try the console"), 409)
-    upload = request.upload_handlers[0]
-    form = ConsoleForm(request.POST, request.FILES, targets=targets)
-    if upload.too_large:
-        return _refuse(request, function, form, ("upload-too-large", f"the upload is over the "
-                       f"{settings.SLIPWAY_CONSOLE_MAX_UPLOAD:,} byte cap"), 413)
-    if not form.is_valid():
-        message = "; ".join(f"{'' if field == '__all__' else field + ': '}{error}"
-                            for field, errors in form.errors.items() for error in errors)
-        return _refuse(request, function, form, ("invalid-input", message), 400)
+    form = None
     try:
+        if function.is_archived:
+            raise console.ConsoleError("archived", f"{function.name} is archived", 409)
+        if not targets:
+            raise console.ConsoleError("nothing-deployed", f"{function.name} has no deployment yet: "
+                                       "deploy it first, then try the console", 409)
+        upload = request.upload_handlers[0]
+        form = ConsoleForm(request.POST, request.FILES, targets=targets)  # reads the body through the handler
+        if upload.too_large:
+            raise console.ConsoleError("upload-too-large", f"the upload is over the "
+                                       f"{settings.SLIPWAY_CONSOLE_MAX_UPLOAD:,} byte cap", 413)
+        if not form.is_valid():
+            message = "; ".join(f"{'' if field == '__all__' else field + ': '}{error}"
+                                for field, errors in form.errors.items() for error in errors)
+            raise console.ConsoleError("invalid-input", message, 400)
         checked = _image(function, form)
         chosen = [form.cleaned_data["target"]] + ([form.cleaned_data["compare_with"]]
                                                   if form.cleaned_data.get("compare_with") else [])
         run = console.run(function, request.user, checked, form.options(), chosen)
     except console.ConsoleError as exc:
-        return _refuse(request, function, form, (exc.code, exc.message), exc.status)
+        return render(request, "portal/console.html", _context(request, function, form, error={
+            "code": exc.code, "message": exc.message}), status=exc.status)
     return redirect("portal-console-run", name=function.name, pk=run.pk)
 
 
@@ -202,6 +199,7 @@ def console_sample(request, sample):
 
 @require_POST
 @login_required
+@refusals.shown_on("portal-console-run", "name", "pk")
 def golden_save(request, name, pk):
     function = access.function_for(request.user, name, access.ADMIN)
     run = get_object_or_404(ConsoleRun, pk=pk, function=function)
@@ -209,11 +207,7 @@ def golden_save(request, name, pk):
     if not form.is_valid():
         messages.error(request, "name the golden case")
         return redirect("portal-console-run", name=function.name, pk=run.pk)
-    try:
-        case = console.save_golden_case(run, form.cleaned_data["name"], user=request.user)
-    except errors.RequestRefused as exc:
-        messages.error(request, str(exc))
-        return redirect("portal-console-run", name=function.name, pk=run.pk)
+    case = console.save_golden_case(run, form.cleaned_data["name"], user=request.user)
     messages.success(request, f"Golden case “{case.name}” saved: every deploy of {function.name} must find "
                               f"these {len(case.boxes)} box(es) (IoU ≥ {function.golden_iou}) before its alias moves.")
     return redirect("portal-golden", name=function.name, pk=case.pk)

@@ -11,10 +11,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from portal import hooks
-from portal.core import errors
 from portal.functions import access
 from portal.hooks import gitlab
 from portal.models import DeliveryRing, WebhookDelivery
+from portal.views import refusals
 
 PAGE_SIZE = 25
 SHOWN_BODY_CHARS = 20_000  # a page of deliveries stays light: the rest is in the admin
@@ -45,14 +45,11 @@ def delivery_list(request, name):
 
 @require_POST
 @login_required
+@refusals.shown_on("portal-deliveries", "name")
 def delivery_replay(request, name, delivery_id):
     function = access.function_for(request.user, name, access.DEPLOY)
     delivery = get_object_or_404(WebhookDelivery, pk=delivery_id, function=function)
-    try:
-        replay = hooks.replay_delivery(delivery, user=request.user)
-    except errors.RequestRefused as exc:
-        messages.error(request, str(exc))
-        return redirect("portal-deliveries", name=function.name)
+    replay = hooks.replay_delivery(delivery, user=request.user)
     if replay.deployment_id:
         messages.success(request, f"Delivery #{delivery.pk} replayed as deployment #{replay.deployment_id}.")
         return redirect("portal-deployment", pk=replay.deployment_id)

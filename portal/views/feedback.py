@@ -17,6 +17,7 @@ from portal.feedback.forms import FeedbackForm
 from portal.functions import access
 from portal.hooks.forms import WebhookTokenForm
 from portal.models import FeedbackSettings, NotificationAttempt
+from portal.views import refusals
 
 
 @require_http_methods(["GET", "POST"])
@@ -39,6 +40,7 @@ def feedback_settings(request, name):
 
 @require_POST
 @login_required
+@refusals.shown_on("portal-feedback", "name")
 def feedback_webhook_secret(request, name):
     """Generate (rotate) the notification webhook's signing secret, shown on this response
     only; or remove it (the webhook is then not called: unsigned calls are never sent)."""
@@ -56,11 +58,7 @@ def feedback_webhook_secret(request, name):
             messages.success(request, "The signing secret is removed: the webhook is not called until a new one "
                              "is generated.")
         return redirect("portal-feedback", name=function.name)
-    try:
-        secret = feedback.set_notify_webhook_secret(function, user=request.user)
-    except errors.RequestRefused as exc:
-        messages.error(request, str(exc))
-        return redirect("portal-feedback", name=function.name)
+    secret = feedback.set_notify_webhook_secret(function, user=request.user)
     response = render(request, "portal/notify_secret.html", {"function": function, "secret": secret})
     response["Cache-Control"] = "no-store"
     return response
@@ -86,13 +84,10 @@ def drift_check(request, name):
 
 @require_POST
 @login_required
+@refusals.shown_on("portal-function", "name")
 def drift_accept(request, name):
     function = access.function_for(request.user, name, access.ADMIN)
-    try:
-        accepted = drift.accept(function, user=request.user)
-    except drift.Refused as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Accepted {len(accepted)} change(s) as what Slipway expects. The function's own "
-                         "settings are unchanged: its next deploy applies them again.")
+    accepted = drift.accept(function, user=request.user)
+    messages.success(request, f"Accepted {len(accepted)} change(s) as what Slipway expects. The function's own "
+                     "settings are unchanged: its next deploy applies them again.")
     return redirect("portal-function", name=function.name)

@@ -3,8 +3,6 @@ resume, archive, members, webhook tokens."""
 
 from __future__ import annotations
 
-import functools
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -26,7 +24,7 @@ from portal.functions import access
 from portal.functions.forms import FunctionForm, MemberForm, RoleForm
 from portal.hooks.forms import WebhookTokenForm
 from portal.models import Deployment, Function, Membership, WebhookDelivery
-from portal.views import charts
+from portal.views import charts, refusals
 
 Status = Deployment.Status
 PAGE_SIZE = 25
@@ -243,16 +241,8 @@ def _refused(request, function: Function, exc: Exception):
     return redirect("portal-function", name=function.name)
 
 
-def _refusal_shown(view):
-    """A change the domain refuses (RequestRefused) comes back to the function's page, saying why."""
-    @functools.wraps(view)
-    def wrapped(request, name, *args, **kwargs):
-        try:
-            return view(request, name, *args, **kwargs)
-        except errors.RequestRefused as exc:
-            messages.error(request, str(exc))
-            return redirect("portal-function", name=name)
-    return wrapped
+# A change the domain refuses comes back to the function's page, saying why.
+_refusal_shown = refusals.shown_on("portal-function", "name")
 
 
 @require_POST

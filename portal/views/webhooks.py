@@ -29,6 +29,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from deploy.errors import SlipwayError
 from portal import deployments
 from portal.core import errors
 from portal.hooks import gitlab
@@ -41,12 +42,11 @@ RECORDED_FIELDS = ["function", "event_uuid", "webhook_uuid", "dedupe_key", "even
                    "body_bytes", "outcome", "detail", "status_code", "took_ms", "received_at"]
 
 
-class _Answer(Exception):
-    """End the request with this status; the delivery is recorded as rejected."""
+class _Answer(SlipwayError):
+    """End the request with this status and code; the delivery is recorded as rejected."""
 
-    def __init__(self, status: int, error: str, detail: str):
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(code, message, status=status)
 
 
 class _Delivery:
@@ -109,12 +109,12 @@ def gitlab_receiver(request, name: str):
     try:
         try:
             return _receive(delivery, name)
-        except _Answer as answer:
+        except (_Answer, gitlab.Malformed) as answer:  # the receiver's own answers: never another SlipwayError
             if answer.status == 400:  # authenticated, so kept in full in the function's log
-                delivery.record(Outcome.REJECTED, answer.detail, answer.status)
+                delivery.record(Outcome.REJECTED, answer.message, answer.status)
             else:
-                delivery.refuse(answer.detail, answer.status)
-            return _answer(answer.status, error=answer.error)
+                delivery.refuse(answer.message, answer.status)
+            return _answer(answer.status, error=answer.code)
     except DatabaseError:
         # The request may be fine; the database is not. 503 says so (GitLab counts it as a failure).
         log.exception("webhook delivery for %r could not be recorded", name[:64])
@@ -153,8 +153,6 @@ def _receive(delivery: _Delivery, name: str) -> JsonResponse:
             if pair is None:
                 return _process(delivery, key, payload)
             return _process_signed(delivery, key, payload, pair)
-    except gitlab.Malformed as exc:
-        raise _Answer(400, "malformed", str(exc)) from None
     finally:
         if pair is not None:
             SeenSignature.prune(now)  # in its own statement, after the transaction: it holds no lock
