@@ -183,11 +183,8 @@ def _function_on_the_plane(repo, unique, docker_client, architecture: str):
     )
     yield function
     remove_from_plane(function.lambda_name, function.ecr_repository)
-    for image in docker_client.images.list(filters={"label": f"slipway.function={function.name}"}):
-        try:
-            docker_client.images.remove(image.id, force=True)
-        except Exception:
-            pass
+    remove_images(docker_client, docker_client.images.list(filters={"label": f"slipway.function={function.name}"}),
+                  ours=lambda tag: function.name in tag or function.ecr_repository in tag)
 
 
 @pytest.fixture
@@ -278,12 +275,10 @@ def released_plane(docker_client, tmp_path_factory):
         yield plane
     finally:
         remove_from_plane(plane.lambda_name, plane.repository)
-        for image in docker_client.images.list(name=f"slipway-test/released-{suffix}"):
-            # The plane may still run a warm container of the deleted function from it (this session's own).
-            with contextlib.suppress(Exception):
-                for container in docker_client.containers.list(all=True, filters={"ancestor": image.id}):
-                    container.remove(force=True)
-                docker_client.images.remove(image.id, force=True)
+        built = docker_client.images.list(name=f"slipway-test/released-{suffix}")
+        remove_plane_containers(docker_client, {image.id for image in built})
+        remove_images(docker_client, built, ours=lambda tag: f"released-{suffix}" in tag)
+        remove_pulled(docker_client, f"{registry}/{plane.repository}")
 
 
 def docker_seam_client():
@@ -393,6 +388,28 @@ def seed_detector(lambda_name: str, repository: str, releases: list[tuple[str, s
     return seeded
 
 
+def remove_plane_containers(docker_client, image_ids: set[str]) -> None:
+    """The plane keeps a warm container per version after a delete: remove those of this
+    run's plane (its port) that run one of `image_ids`, and no other run's."""
+    port = os.environ["AWS_ENDPOINT_URL"].rstrip("/").rsplit(":", 1)[1]
+    for container in docker_client.containers.list(all=True, filters={"label": "ministack"}):
+        if container.labels.get("ministack.instance", "").endswith(f":{port}") and container.image.id in image_ids:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+
+def remove_images(docker_client, images, ours) -> None:
+    """Remove this run's tags of `images` (`ours(tag)` says which are), never an image by its
+    ID: the same inputs build the same image, so one ID may carry another run's tags on this
+    engine too, and a forced removal by ID takes them all. An image goes when its last tag
+    does (force: untag it even if a warm container of this run's plane still runs it)."""
+    for image in images:
+        for tag in image.tags:
+            if ours(tag):
+                with contextlib.suppress(Exception):
+                    docker_client.images.remove(tag, force=True)
+
+
 def remove_pulled(docker_client, remote: str) -> None:
     """The plane pulls a function's image by digest: drop those references to `remote`
     (an image that another tag still holds stays)."""
@@ -431,14 +448,8 @@ def detector_plane(docker_client, detector_image, tmp_path_factory):
         built = docker_client.images.list(filters={"label": f"slipway.function={plane.name}"})
         ours = {image.id for image in built} | {
             docker_client.images.get(tag).id for tag in (shifted_tag, real_tag) if tag and _exists(tag)}
-        port = os.environ["AWS_ENDPOINT_URL"].rstrip("/").rsplit(":", 1)[1]
-        for container in docker_client.containers.list(all=True, filters={"label": "ministack"}):
-            if container.labels.get("ministack.instance", "").endswith(f":{port}") and container.image.id in ours:
-                with contextlib.suppress(Exception):
-                    container.remove(force=True)
-        for image in built:
-            with contextlib.suppress(Exception):
-                docker_client.images.remove(image.id, force=True)
+        remove_plane_containers(docker_client, ours)
+        remove_images(docker_client, built, ours=lambda tag: plane.name in tag or plane.repository in tag)
         with contextlib.suppress(Exception):
             docker_client.images.remove(shifted_tag, force=True)
         remove_pulled(docker_client, f"{os.environ['SLIPWAY_REGISTRY_HOST']}/{plane.repository}")
