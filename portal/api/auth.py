@@ -7,8 +7,8 @@ function sees every other as absent (404), a deploy-only token may only
 trigger, read and follow deployments (403 `token-scope`). Every endpoint
 reaches a function or deployment through `function_for` / `deployment_for`.
 
-May import: Django, ninja, portal.access, portal.models, and errors from this
-package.
+May import: Django, ninja, the functions package (access), portal.models, and
+errors from this package.
 """
 
 from __future__ import annotations

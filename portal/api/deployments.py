@@ -5,9 +5,9 @@ Owns these endpoints and `deployment_out` (a deployment with its steps as the
 API shows it). Deploy and reconcile spend from the caller's deploy rate
 (limits.spend_deploy); a deploy-only token reaches what DEPLOY_SCOPE marks.
 
-May import: Django, ninja, portal.access, portal.services, portal.sources,
-portal.models, and auth, errors, functions, limits and schemas from this
-package.
+May import: Django, ninja, the feature packages' public modules (deployments,
+functions), portal.models, and auth, errors, functions, limits and schemas from
+this package.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ differs from what Slipway left there: read, check now, accept).
 Owns these endpoints and `feedback_out` / `drift_out`. The GitLab token is
 write-only: the answers say only whether one is set.
 
-May import: Django, ninja, deploy.errors, portal.access, portal.drift,
-portal.services, portal.forms, portal.models, and auth, errors and schemas
+May import: Django, ninja, deploy.errors, the functions and feedback packages
+(access, drift, the feedback form), portal.models, and auth, errors and schemas
 from this package.
 """
 

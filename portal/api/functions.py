@@ -5,8 +5,9 @@ with its live release; deployments.py answers FunctionOut with it too) and the
 conversion of API values to the UI form's data, so that a registration or an
 edit is validated by FunctionForm exactly as in the UI.
 
-May import: Django, ninja, portal.access, portal.services, portal.forms,
-portal.models, and auth, errors and schemas from this package.
+May import: Django, ninja, the functions and deployments packages (access, the
+function form, the registry, the live release), portal.models, and auth, errors
+and schemas from this package.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Owns the body-cap middleware (`BodyCap`, named by its dotted path in
 settings.MIDDLEWARE), the request parser every body goes through
 (`ObjectParser`) and the one deploy-rate check (`spend_deploy`).
 
-May import: Django, ninja, portal.ratelimit, and errors from this package.
+May import: Django, ninja, portal.core.ratelimit, and errors from this package.
 """
 
 from __future__ import annotations

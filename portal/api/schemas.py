@@ -8,7 +8,8 @@ ERRORS, the statuses every endpoint documents), the API names of the form's
 object fields (`api_name`) and the one paginator (`page_out`).
 
 May import: Django, ninja, pydantic, deploy.build (a build argument's name
-rule), portal.forms (the form and the patterns its fields check), and errors
+rule), the functions and feedback packages' forms and fields (the patterns their
+fields check), and errors
 from this package. Not the models, the access rules or the resources.
 """
 
