@@ -219,6 +219,8 @@ class Report:
 
 _REPORT = re.compile(r"^REPORT RequestId:.*$", re.MULTILINE)
 _EMULATOR_INIT = re.compile(r"INIT REPORT\(durationMs:\s*([0-9.]+)")
+# The emulator's runtime-done line: the invoke's own duration (init not folded in).
+_EMULATOR_DONE = re.compile(r"\(rapid\) INVOKE RTDONE\(.*?duration:\s*([0-9.]+)ms")
 
 
 def _field(line: str, name: str) -> float | None:
@@ -236,7 +238,13 @@ def parse_report(log_tail: str) -> Report:
     measured (None, never a made-up figure)."""
     lines = _REPORT.findall(log_tail or "")
     if not lines:
-        return Report()
+        # The plane reads the emulator's log as the answer returns, so its tail may end
+        # before the REPORT line: the runtime's RTDONE line has the invoke's duration.
+        done = _EMULATOR_DONE.search(log_tail or "")
+        if done is None:
+            return Report()
+        emulated = _EMULATOR_INIT.search(log_tail)
+        return Report(init_ms=float(emulated.group(1)) if emulated else None, duration_ms=float(done.group(1)))
     line = lines[-1]
     duration, init = _field(line, "Duration"), _field(line, "Init Duration")
     memory, billed = _field(line, "Max Memory Used"), _field(line, "Billed Duration")

@@ -98,3 +98,18 @@ def test_a_warm_emulator_invoke_has_no_init_and_no_memory_figure():
 
 def test_a_tail_without_a_report_line_measures_nothing():
     assert lambdas.parse_report("some output\n") == lambdas.Report()
+
+
+# The plane reads the emulator's log as the answer returns: now and then its tail ends
+# before the REPORT line, at the runtime's own RTDONE line (seen in the test stack).
+EMULATOR_EARLY_TAIL = ("START RequestId: 0394 Version: 1\n02 Dec 2026 17:14:02,828 [INFO] (rapid) INVOKE "
+                       "START(requestId: 0394)\n02 Dec 2026 17:14:02,829 [INFO] (rapid) INVOKE RTDONE(status: "
+                       "success, produced bytes: 0, duration: 0.867000ms)\n")
+
+
+def test_an_emulator_tail_cut_before_its_report_takes_the_duration_from_rtdone():
+    assert lambdas.parse_report(EMULATOR_EARLY_TAIL) == lambdas.Report(init_ms=None, duration_ms=0.867,
+                                                                        memory_used_mb=None)
+    cold = EMULATOR_EARLY_TAIL.replace("Version: 1\n", "Version: 1\n02 Dec 2026 17:14:01,900 [INFO] (rapid) "
+                                       "INIT REPORT(durationMs: 912.250000)\n")
+    assert lambdas.parse_report(cold) == lambdas.Report(init_ms=912.25, duration_ms=0.867, memory_used_mb=None)
