@@ -18,4 +18,4 @@ class PortalConfig(AppConfig):
         hooks_receivers.connect()
         # A function's side rows (hook keys, source access, feedback settings, drift
         # state) are made with it, whichever entry point made it.
-        post_save.connect(models._function_created, sender=models.Function, dispatch_uid="portal.side_rows")
+        post_save.connect(models.make_side_rows_on_create, sender=models.Function, dispatch_uid="portal.side_rows")

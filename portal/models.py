@@ -28,7 +28,7 @@ def create_side_rows(functions) -> None:
         model.objects.bulk_create([model(function=function) for function in functions], ignore_conflicts=True)
 
 
-def _function_created(sender, instance, created, raw=False, **_) -> None:
+def make_side_rows_on_create(sender, instance, created, raw=False, **_) -> None:
     if created and not raw:  # raw: loaddata, whose fixtures carry their own side rows
         create_side_rows([instance])
 
