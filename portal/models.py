@@ -17,8 +17,8 @@ from portal.hooks.models import DeliveryRing, HookKeys, SeenSignature, WebhookDe
 from portal.sources.models import SourceAccess
 
 # Each function has one row of each, made with it: portal/apps.py connects
-# create_side_rows to Function's post_save, and what makes functions without save()
-# (bulk_create) calls it. So no code branches on a side row's absence.
+# make_side_rows_on_create to Function's post_save, and what makes functions without
+# save() (bulk_create) calls create_side_rows. So no code branches on a row's absence.
 SIDE_MODELS = (HookKeys, SourceAccess, FeedbackSettings, DriftState)
 
 
