@@ -1,6 +1,7 @@
 import pytest
 
 from portal.models import Build, Deployment, DeploymentStep, Function
+from tests.conftest import create_function
 
 Status = Deployment.Status
 
@@ -94,8 +95,8 @@ def test_build_tag_is_the_commit_its_inputs_and_the_architecture(function):
 
 
 def _function(name: str, **fields):
-    return Function.objects.create(name=name, repository_url="https://gitlab.example.com/team/mono.git",
-                                   ecr_repository="team/mono", lambda_name=f"team-{name}", **fields)
+    return create_function(name=name, repository_url="https://gitlab.example.com/team/mono.git",
+                           ecr_repository="team/mono", lambda_name=f"team-{name}", **fields)
 
 
 def test_two_functions_of_one_repository_never_share_an_image_built_from_other_inputs(db, settings):
@@ -124,9 +125,9 @@ def test_a_lambda_belongs_to_at_most_one_function(db):
 
     _function("api")
     with pytest.raises(IntegrityError), transaction.atomic():
-        Function.objects.create(name="thief", repository_url="https://gitlab.example.com/x/y.git",
-                                ecr_repository="x/y", lambda_name="team-api")
-    assert Function.objects.filter(lambda_name="team-api").count() == 1
+        create_function(name="thief", repository_url="https://gitlab.example.com/x/y.git",
+                        ecr_repository="x/y", lambda_name="team-api")
+    assert Function.objects.filter(environments__lambda_name="team-api").count() == 1
 
 
 def test_a_build_cannot_start_twice_or_succeed_without_building(function):

@@ -86,7 +86,7 @@ def test_a_rollback_supersedes_queued_deploys_and_stops_running_ones(function, t
     assert (queued.status, queued.superseded_by_id) == (Status.SUPERSEDED, rollback.pk)
     assert queued.error_message == f"rollback #{rollback.pk} replaced it"
     assert (busy.status, busy.superseded_by_id) == (Status.BUILDING, rollback.pk)
-    assert "rolled back to version 1" in function.paused_reason
+    assert "rolled back to version 1" in function.first_environment.paused_reason
     assert sent.call_args.args == ("slipway.rollback",) and sent_pks(sent) == [rollback.pk]
     from portal.deployments.recording import Stopped, check_stop
 
