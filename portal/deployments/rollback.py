@@ -114,7 +114,7 @@ def check_owner(run: Run, out: StepLog, current: dict) -> None:
     line = CREATING.format(name=lambda_name)  # first, or after the "waited …" line
     if owner is None and DeploymentStep.objects.filter(
             Q(output__startswith=line) | Q(output__contains="\n" + line),
-            deployment__function=function, name="update").exists():
+            deployment__environment=run.environment, name="update").exists():
         lambdas.tag(arn, {lambdas.OWNER_TAG: function.name})
         out(f"tagged {lambda_name} {lambdas.OWNER_TAG}={function.name}: Slipway created it")
         return
