@@ -5,8 +5,10 @@ beside what they replace.
 Function.lambda_name loses its uniqueness here (Environment.lambda_name, unique,
 takes it over in the next step), so that the way back can put the names on the
 function again before making them unique once more (this migration reversed last).
-The function's drift state is renamed FunctionDriftState, to be copied into the
-new per-environment DriftState and dropped in 0018.
+The per-environment drift state is made here as EnvironmentDriftState, filled from
+the function's DriftState in 0017; 0018 drops the function's and renames this one
+DriftState (in that order: on Postgres a renamed table keeps its constraint names,
+so a new table may not take the old one's name while it exists).
 """
 
 import django.core.validators
@@ -54,9 +56,8 @@ class Migration(migrations.Migration):
             name='environment',
             field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name='deployments', to='portal.environment'),
         ),
-        migrations.RenameModel(old_name='DriftState', new_name='FunctionDriftState'),
         migrations.CreateModel(
-            name='DriftState',
+            name='EnvironmentDriftState',
             fields=[
                 ('environment', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='drift_state', serialize=False, to='portal.environment')),
                 ('expected_state', models.JSONField(blank=True, default=dict, editable=False)),

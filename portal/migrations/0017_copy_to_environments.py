@@ -17,8 +17,8 @@ def forward(apps, schema_editor):
     Function = apps.get_model("portal", "Function")
     Environment = apps.get_model("portal", "Environment")
     Deployment = apps.get_model("portal", "Deployment")
-    Old = apps.get_model("portal", "FunctionDriftState")
-    DriftState = apps.get_model("portal", "DriftState")
+    Old = apps.get_model("portal", "DriftState")
+    DriftState = apps.get_model("portal", "EnvironmentDriftState")
     have = set(Environment.objects.values_list("function_id", flat=True))
     Environment.objects.bulk_create(
         [Environment(function_id=row["pk"], name="production", position=0, variables=row["environment"],
@@ -45,8 +45,8 @@ def forward(apps, schema_editor):
 def backward(apps, schema_editor):
     Function = apps.get_model("portal", "Function")
     Environment = apps.get_model("portal", "Environment")
-    Old = apps.get_model("portal", "FunctionDriftState")
-    DriftState = apps.get_model("portal", "DriftState")
+    Old = apps.get_model("portal", "DriftState")
+    DriftState = apps.get_model("portal", "EnvironmentDriftState")
     seen = set()
     for env in Environment.objects.order_by("function_id", "position").iterator():
         if env.function_id in seen:

@@ -1,6 +1,6 @@
 """Expand–contract, step three: the function's own Lambda settings and drift state
-are gone (its environments hold them, 0017), and every deployment names its
-environment."""
+are gone (its environments hold them, 0017), every deployment names its
+environment, and the environments' drift state takes the name DriftState."""
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -25,5 +25,6 @@ class Migration(migrations.Migration):
             model_name='deployment',
             index=models.Index(fields=['environment', 'status'], name='portal_depl_environ_28addd_idx'),
         ),
-        migrations.DeleteModel(name='FunctionDriftState'),
+        migrations.DeleteModel(name='DriftState'),  # the function's, copied in 0017
+        migrations.RenameModel(old_name='EnvironmentDriftState', new_name='DriftState'),
     ]
