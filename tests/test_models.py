@@ -130,6 +130,29 @@ def test_a_lambda_belongs_to_at_most_one_function(db):
     assert Function.objects.filter(environments__lambda_name="team-api").count() == 1
 
 
+def test_two_environments_never_share_a_lambda_and_each_gets_its_drift_state(function):
+    from django.core.exceptions import ValidationError
+
+    from portal.models import DriftState, Environment
+
+    staging = Environment.objects.create(function=function, name="staging", position=1, lambda_name="team-hello-stg")
+    assert DriftState.objects.filter(environment=staging).exists()  # made with it, as a function's side rows
+    assert [e.name for e in function.environments.all()] == ["production", "staging"]
+    assert function.first_environment.lambda_name == "team-hello"
+    taken = Environment(function=function, name="qa", position=2, lambda_name="team-hello")
+    with pytest.raises(ValidationError) as refused:
+        taken.full_clean()
+    assert refused.value.message_dict["lambda_name"] == ["another environment already deploys to this Lambda"]
+
+
+def test_a_deployment_that_names_no_environment_goes_to_the_first(function):
+    from portal.models import Environment
+
+    Environment.objects.create(function=function, name="staging", position=1, lambda_name="team-hello-stg")
+    deployment = Deployment.objects.create(function=function, trigger="cli")
+    assert deployment.environment == function.first_environment and deployment.environment.name == "production"
+
+
 def test_a_build_cannot_start_twice_or_succeed_without_building(function):
     build = Build.objects.create(function=function, commit_sha="c" * 40, architecture="arm64", inputs_digest="d")
     with pytest.raises(Build.TransitionError, match="cannot succeed"):
