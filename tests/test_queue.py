@@ -274,3 +274,16 @@ def test_the_rules_are_per_environment_a_deploy_to_one_neither_waits_for_nor_sup
     busy.refresh_from_db(), queued.refresh_from_db(), other.refresh_from_db()
     assert (other.status, other.superseded_by_id) == (Status.SUPERSEDED, rollback.pk)  # its own environment's
     assert (busy.superseded_by_id, queued.status) == (None, Status.QUEUED)  # production's: untouched
+
+
+def test_the_lambda_steps_wait_only_for_a_deployment_writing_to_the_same_lambda(function):
+    from portal.models import Environment
+
+    staging = Environment.objects.create(function=function, name="staging", position=1, lambda_name="team-hello-stg")
+    running(function, status=Status.UPDATING)  # production's Lambda is being written
+    same = running(function, status=Status.PUSHING)
+    elsewhere = Deployment.objects.create(function=function, environment=staging, trigger="cli", status=Status.PUSHING)
+    assert queue.enter_lambda_steps(same) is False
+    assert queue.enter_lambda_steps(elsewhere) is True
+    elsewhere.refresh_from_db()
+    assert elsewhere.status == Status.UPDATING
