@@ -310,3 +310,24 @@ def test_the_source_step_never_adopts_an_image_retention_is_deleting(adopting):
     adopting.build.refresh_from_db()
     assert adopting.build.digest == ""
     assert said[-1] == f"retention is deleting team/hello@{A}: waiting until it is done"
+
+
+def test_each_environment_keeps_its_own_releases_and_an_image_any_of_them_runs_stays(function):
+    """hello's production has moved on to b… (image B); its staging still runs a… (image A)
+    as its one release: production's version 1 goes, staging's stays, and so does A."""
+    from portal.models import Environment
+    from tests.conftest import released
+
+    staging = Environment.objects.create(function=function, name="staging", position=1, lambda_name="team-hello-stg")
+    released(function, "1", "a" * 40), released(function, "2", "b" * 40)
+    kept = released(function, "1", "a" * 39 + "f", environment=staging)  # same image A, its own release
+    with mock.patch("deploy.aws.client", autospec=True) as client:
+        plane = Plane(client, {A, B})
+        plane.runs(function.first_environment.lambda_name, "2", v1=A, v2=B)
+        plane.runs(staging.lambda_name, "1", v1=A)
+        report = retain(function)
+    assert report.deleted_versions == ["production:1"] and plane.deleted == []
+    assert report.kept_versions["staging:1"] == "alias live points at it"
+    assert "1" in plane.versions[staging.lambda_name] and "1" not in plane.versions["team-hello"]
+    assert report.kept_images[A] == "version staging:$LATEST, staging:1 runs it"
+    assert kept.environment == staging
