@@ -46,7 +46,7 @@ from django.urls import reverse  # noqa: E402
 from bench.detector_invoke import in_process  # noqa: E402
 from deploy import arch as arches  # noqa: E402
 from deploy import aws, lambdas  # noqa: E402
-from portal.models import Build, ConsoleRun, Deployment, Function, Membership  # noqa: E402
+from portal.models import Build, ConsoleRun, Deployment, Environment, Function, Membership  # noqa: E402
 from tests.detector_fixtures import b64, build_detector_image, sample_path  # noqa: E402
 from tests.integration.conftest import remove_pulled, seed_detector  # noqa: E402
 
@@ -70,8 +70,9 @@ def pct(values: list[float], q: int) -> float:
 def rows(architecture: str, lambda_name: str, repository: str, version: str, user) -> Function:
     function = Function.objects.create(
         name=lambda_name.removeprefix("slipway-"), repository_url="https://gitlab.example.com/bench/detector.git",
-        ecr_repository=repository, lambda_name=lambda_name, architecture=architecture, memory_mb=1024, timeout_s=60,
-        execution_role_arn="arn:aws:iam::000000000000:role/slipway-bench")
+        ecr_repository=repository, architecture=architecture)
+    Environment.objects.create(function=function, lambda_name=lambda_name, memory_mb=1024, timeout_s=60,
+                               execution_role_arn="arn:aws:iam::000000000000:role/slipway-bench")
     Membership.objects.create(function=function, user=user, role=Membership.Role.DEPLOYER)
     build = Build.objects.create(function=function, commit_sha="c" * 40, architecture=architecture, inputs_digest="b",
                                  status=Build.Status.SUCCEEDED)

@@ -45,7 +45,7 @@ from django.core.management import call_command  # noqa: E402
 from deploy import arch as arches  # noqa: E402
 from deploy import aws, lambdas  # noqa: E402
 from portal.deployments.requesting import request_deploy  # noqa: E402
-from portal.models import Deployment, Function  # noqa: E402
+from portal.models import Deployment, Environment, Function  # noqa: E402
 
 DOCKER = settings.SLIPWAY_BUILDKIT_DOCKER
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -188,8 +188,9 @@ def bench(architecture: str, work: Path) -> None:
 
     function = Function.objects.create(
         name=f"bench-{suffix}", repository_url=str(repo), ecr_repository=f"bench/slipway-{suffix}",
-        lambda_name=f"bench-slipway-{suffix}", memory_mb=1024, timeout_s=30, architecture=architecture,
-        execution_role_arn="arn:aws:iam::000000000000:role/bench", smoke_event=detector_smoke_event())
+        architecture=architecture, smoke_event=detector_smoke_event())
+    Environment.objects.create(function=function, lambda_name=f"bench-slipway-{suffix}", memory_mb=1024, timeout_s=30,
+                               execution_role_arn="arn:aws:iam::000000000000:role/bench")
     baseline = Baseline(repo, f"bench-baseline-{suffix}", f"bench/baseline-{suffix}", architecture)
 
     print(f"\n# {architecture} function\n\nwarming up: first deploy of each side (cold builds, not compared)",

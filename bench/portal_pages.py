@@ -34,14 +34,27 @@ def seed(functions: int, releases: int) -> dict:
     from django.utils import timezone
 
     from portal.deployments import plan
-    from portal.models import Build, Deployment, DeploymentStep, Function, Membership, create_side_rows
+    from portal.models import (
+        Build,
+        Deployment,
+        DeploymentStep,
+        Environment,
+        Function,
+        Membership,
+        create_environment_side_rows,
+        create_side_rows,
+    )
 
     user = get_user_model().objects.create_user("bench", "bench@example.org", "bench-password")
     now = timezone.now()
     made = Function.objects.bulk_create(
         Function(name=f"fn-{n:04}", repository_url=f"https://gitlab.example.com/team/fn-{n}.git",
-                 ecr_repository=f"slipway/fn-{n}", lambda_name=f"slipway-fn-{n}") for n in range(functions))
+                 ecr_repository=f"slipway/fn-{n}") for n in range(functions))
     create_side_rows(made)  # bulk_create skips save(), which makes them
+    environments = Environment.objects.bulk_create(
+        Environment(function=f, lambda_name=f"slipway-{f.name}") for f in made)
+    create_environment_side_rows(environments)
+    environment_of = {e.function_id: e for e in environments}
     Membership.objects.bulk_create(Membership(function=f, user=user, role="owner") for f in made)
     steps = plan.names(Deployment.Kind.DEPLOY)
     for function in made:
@@ -50,7 +63,8 @@ def seed(functions: int, releases: int) -> dict:
                   inputs_digest=f"{r:064x}", status="succeeded", digest=f"sha256:{r:064x}", size_bytes=2**27)
             for r in range(releases))
         deployments = Deployment.objects.bulk_create(
-            Deployment(function=function, build=b, trigger="webhook", requested_by=user, ref="main",
+            Deployment(function=function, environment=environment_of[function.pk], build=b, trigger="webhook",
+                       requested_by=user, ref="main",
                        commit_sha=b.commit_sha, commit_message=f"change {r}", commit_author="Dev",
                        status="succeeded", version=str(r + 1), started_at=now, finished_at=now, init_ms=300.0)
             for r, b in enumerate(builds))

@@ -46,7 +46,7 @@ from django.conf import settings  # noqa: E402
 from bench.pipeline_redeploy import commit_code_change, git, wait_done, worker_and_workspace  # noqa: E402 (sets Django up)
 from deploy import aws, ecr, lambdas  # noqa: E402
 from portal.deployments.requesting import request_deploy, request_rollback  # noqa: E402
-from portal.models import Function  # noqa: E402
+from portal.models import Environment, Function  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "10"))
 
@@ -66,7 +66,8 @@ def until_alias(name: str, alias: str, version: str, started: float, timeout: fl
 def slipway_rollback(function: Function) -> tuple[float, dict[str, float]]:
     started = time.perf_counter()
     rollback = request_rollback(function, trigger="api")
-    took = until_alias(function.lambda_name, function.alias, rollback.target_version, started)
+    environment = function.first_environment
+    took = until_alias(environment.lambda_name, environment.alias, rollback.target_version, started)
     done = wait_done(rollback)
     steps = {s.name: s for s in done.steps.all()}
     split = {"queue hop": (done.started_at - done.enqueued_at if done.enqueued_at else
@@ -112,13 +113,14 @@ def bench(work: Path) -> None:
     git(repo, "commit", "-qm", "detector")
     function = Function.objects.create(
         name=f"bench-rb-{suffix}", repository_url=str(repo), ecr_repository=f"bench/rollback-{suffix}",
-        lambda_name=f"bench-rollback-{suffix}", architecture="x86_64", memory_mb=1024, timeout_s=30,
-        execution_role_arn="arn:aws:iam::000000000000:role/bench", smoke_event=detector_smoke_event())
+        architecture="x86_64", smoke_event=detector_smoke_event())
+    Environment.objects.create(function=function, lambda_name=f"bench-rollback-{suffix}", memory_mb=1024, timeout_s=30,
+                               execution_role_arn="arn:aws:iam::000000000000:role/bench")
     print("setting up: two releases through the worker (not timed)", flush=True)
     first = wait_done(request_deploy(function, trigger="cli"))
     commit_code_change(repo, 1)
     second = wait_done(request_deploy(function, trigger="cli"))
-    name, alias = function.lambda_name, function.alias
+    name, alias = function.first_environment.lambda_name, function.first_environment.alias
     repository_uri = ecr.ensure_repository(function.ecr_repository)
     images = {d.version: ecr.image_uri(repository_uri, d.build.digest, settings.SLIPWAY_REGISTRY_HOST)
               for d in (first, second)}

@@ -51,13 +51,13 @@ def child(mode: str) -> None:
 
     django.setup()
     from portal.hooks import gitlab
-    from portal.models import Deployment, Function, HookKeys, WebhookDelivery
+    from portal.models import Deployment, Environment, Function, HookKeys, WebhookDelivery
 
     if mode.startswith("setup"):
         for n in range(int(mode.split(":")[1])):
             function = Function.objects.create(name=f"{FUNCTION}-{n}", ecr_repository=f"slipway/bench-{n}",
-                                               repository_url="https://gitlab.example.com/team/b.git",
-                                               lambda_name=f"slipway-bench-{n}")
+                                               repository_url="https://gitlab.example.com/team/b.git")
+            Environment.objects.create(function=function, lambda_name=f"slipway-bench-{n}")
             HookKeys.objects.filter(function=function).update(
                 webhook_secret_hash=gitlab.digest(os.environ["BENCH_TOKEN"]))
         return

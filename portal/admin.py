@@ -13,6 +13,7 @@ from portal.models import (
     Deployment,
     DeploymentStep,
     DriftState,
+    Environment,
     FeedbackSettings,
     Function,
     GoldenCase,
@@ -25,7 +26,7 @@ from portal.models import (
     WebhookDelivery,
 )
 
-SHOWN_MASKED = ("environment",)
+SHOWN_MASKED = ("variables",)
 SHOWN_MASKED_DRIFT = ("expected_state", "drift_observed")
 # The sealed tokens and keys of a function, by the side row that keeps each.
 SEALED = (("hook_keys", "webhook_secret_hash"), ("hook_keys", "webhook_signing_key"),
@@ -43,15 +44,15 @@ class MembershipInline(admin.TabularInline):
 class FunctionAdmin(admin.ModelAdmin):
     list_display = ["name", "architecture", "lambda_name", "alias", "branch", "auto_deploy", "paused_reason"]
     list_filter = ["architecture", "auto_deploy"]
-    search_fields = ["name", "lambda_name", "repository_url"]
+    search_fields = ["name", "environments__lambda_name", "repository_url"]
     inlines = [MembershipInline]
     # Read-only here: the portal's edit page (staff may use it on any function) runs the
     # pipeline's validators, keeps secrets write-only and audits the change; the admin would do none.
     # Secret values are masked here as everywhere else: the environment and the recorded Lambda
     # states show secret variables masked, the sealed tokens and keys only whether they are set.
-    exclude = [*SHOWN_MASKED]
-    readonly_fields = [f.name for f in Function._meta.fields if f.name not in SHOWN_MASKED] + [
-        "environment_masked", "expected_state_masked", "drift_observed_masked", "secrets_set"]
+    readonly_fields = [f.name for f in Function._meta.fields] + [
+        "lambda_name", "alias", "paused_reason", "environment_masked", "expected_state_masked",
+        "drift_observed_masked", "secrets_set"]
 
     def has_add_permission(self, request) -> bool:
         return False  # registering goes through the portal's form for the same reasons
@@ -60,17 +61,32 @@ class FunctionAdmin(admin.ModelAdmin):
     def _shown(function: Function, value: dict) -> str:
         return masking.scrub(json.dumps(value, indent=1, ensure_ascii=False), function)
 
+    # Its first environment's Lambda settings (the environments have their own admin page).
+    @admin.display(description="Lambda")
+    def lambda_name(self, function: Function) -> str:
+        return function.first_environment.lambda_name
+
+    @admin.display(description="alias")
+    def alias(self, function: Function) -> str:
+        return function.first_environment.alias
+
+    @admin.display(description="paused")
+    def paused_reason(self, function: Function) -> str:
+        return function.first_environment.paused_reason
+
     @admin.display(description="environment")
     def environment_masked(self, function: Function) -> str:
-        return self._shown(function, function.masked_environment())
+        return self._shown(function, function.first_environment.masked_variables())
 
     @admin.display(description="expected state")
     def expected_state_masked(self, function: Function) -> str:
-        return self._shown(function, masking.masked_state(function, function.drift_state.expected_state))
+        state = function.first_environment.drift_state
+        return self._shown(function, masking.masked_state(function, state.expected_state))
 
     @admin.display(description="drift observed")
     def drift_observed_masked(self, function: Function) -> str:
-        return self._shown(function, masking.masked_state(function, function.drift_state.drift_observed))
+        state = function.first_environment.drift_state
+        return self._shown(function, masking.masked_state(function, state.drift_observed))
 
     @admin.display(description="secrets set")
     def secrets_set(self, function: Function) -> str:
@@ -242,12 +258,36 @@ class DriftStateAdmin(SideAdmin):
 
     exclude = [*SHOWN_MASKED_DRIFT]
     shown = ("expected_state_masked", "drift_observed_masked")
-    list_display = ["function", "drift_detected_at", "drift_checked_at"]
+    list_display = ["environment", "drift_detected_at", "drift_checked_at"]
+    search_fields = ["environment__function__name"]
 
     @admin.display(description="expected state")
     def expected_state_masked(self, state: DriftState) -> str:
-        return FunctionAdmin._shown(state.function, masking.masked_state(state.function, state.expected_state))
+        function = state.environment.function
+        return FunctionAdmin._shown(function, masking.masked_state(function, state.expected_state))
 
     @admin.display(description="drift observed")
     def drift_observed_masked(self, state: DriftState) -> str:
-        return FunctionAdmin._shown(state.function, masking.masked_state(state.function, state.drift_observed))
+        function = state.environment.function
+        return FunctionAdmin._shown(function, masking.masked_state(function, state.drift_observed))
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(admin.ModelAdmin):
+    """Read-only, as a function is (its settings are edited on the portal's page); the
+    variables show secret values masked."""
+
+    list_display = ["function", "name", "position", "lambda_name", "alias", "paused_reason"]
+    search_fields = ["function__name", "lambda_name"]
+    exclude = [*SHOWN_MASKED]
+    readonly_fields = [f.name for f in Environment._meta.fields if f.name not in SHOWN_MASKED] + ["variables_masked"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="variables")
+    def variables_masked(self, environment: Environment) -> str:
+        return FunctionAdmin._shown(environment.function, environment.masked_variables())

@@ -16,6 +16,9 @@ class PortalConfig(AppConfig):
 
         feedback_receivers.connect()
         hooks_receivers.connect()
-        # A function's side rows (hook keys, source access, feedback settings, drift
-        # state) are made with it, whichever entry point made it.
+        # A function's side rows (hook keys, source access, feedback settings) are
+        # made with it, whichever entry point made it.
         post_save.connect(models.make_side_rows_on_create, sender=models.Function, dispatch_uid="portal.side_rows")
+        # An environment's drift state is made with it the same way.
+        post_save.connect(models.make_environment_side_rows_on_create, sender=models.Environment,
+                          dispatch_uid="portal.environment_side_rows")

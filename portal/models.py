@@ -9,7 +9,7 @@ from here: this module imports every package, so importing it from one of them
 would be a circle.
 """
 
-from portal.functions.models import ApiToken, Architecture, AuditEvent, Function, Membership  # noqa: I001
+from portal.functions.models import ApiToken, Architecture, AuditEvent, Environment, Function, Membership  # noqa: I001
 from portal.console.models import ConsoleImage, ConsoleRun, GoldenCase
 from portal.deployments.models import LOG_CAP_BYTES, Build, Deployment, DeploymentStep, ImageDeletion
 from portal.feedback.models import DriftState, FeedbackSettings, NotificationAttempt
@@ -19,7 +19,9 @@ from portal.sources.models import SourceAccess
 # Each function has one row of each, made with it: portal/apps.py connects
 # make_side_rows_on_create to Function's post_save, and what makes functions without
 # save() (bulk_create) calls create_side_rows. So no code branches on a row's absence.
-SIDE_MODELS = (HookKeys, SourceAccess, FeedbackSettings, DriftState)
+SIDE_MODELS = (HookKeys, SourceAccess, FeedbackSettings)
+# Each environment has its drift state, made with it the same way (Environment's post_save).
+ENVIRONMENT_SIDE_MODELS = (DriftState,)
 
 
 def create_side_rows(functions) -> None:
@@ -28,14 +30,28 @@ def create_side_rows(functions) -> None:
         model.objects.bulk_create([model(function=function) for function in functions], ignore_conflicts=True)
 
 
+def create_environment_side_rows(environments) -> None:
+    """The side rows of `environments` (saved Environment objects) that do not exist yet."""
+    for model in ENVIRONMENT_SIDE_MODELS:
+        model.objects.bulk_create([model(environment=environment) for environment in environments],
+                                  ignore_conflicts=True)
+
+
 def make_side_rows_on_create(sender, instance, created, raw=False, **_) -> None:
     if created and not raw:  # raw: loaddata, whose fixtures carry their own side rows
         create_side_rows([instance])
 
 
+def make_environment_side_rows_on_create(sender, instance, created, raw=False, **_) -> None:
+    if created and not raw:
+        create_environment_side_rows([instance])
+
+
 __all__ = [
     "LOG_CAP_BYTES",
+    "ENVIRONMENT_SIDE_MODELS",
     "SIDE_MODELS",
+    "create_environment_side_rows",
     "create_side_rows",
     "ApiToken",
     "Architecture",
@@ -47,6 +63,7 @@ __all__ = [
     "Deployment",
     "DeploymentStep",
     "DriftState",
+    "Environment",
     "FeedbackSettings",
     "Function",
     "GoldenCase",

@@ -59,12 +59,50 @@ def pytest_collection_modifyitems(config, items):
                                  item.get_closest_marker("after_everything") is not None))
 
 
+# The fields of a function's environment (its Lambda settings); `environment` is the
+# API's and the form's name for the environment's `variables`.
+ENVIRONMENT_FIELDS = ("lambda_name", "alias", "memory_mb", "timeout_s", "environment", "secret_keys",
+                      "execution_role_arn", "paused_reason")
+
+
+def create_function(**fields):
+    """A function and its first environment, `production`, as registering one makes them:
+    the Lambda settings among `fields` go to the environment."""
+    from portal.models import Environment, Function
+
+    settings = {("variables" if name == "environment" else name): fields.pop(name)
+                for name in ENVIRONMENT_FIELDS if name in fields}
+    function = Function.objects.create(**fields)
+    Environment.objects.create(function=function, name="production", position=0, **settings)
+    return function
+
+
+def update_function(function, **fields):
+    """Function.objects.filter(pk=...).update(...) for a function and its first environment:
+    the Lambda settings among `fields` are updated on the environment."""
+    from portal.models import Environment, Function
+
+    settings = {("variables" if name == "environment" else name): fields.pop(name)
+                for name in ENVIRONMENT_FIELDS if name in fields}
+    if fields:
+        Function.objects.filter(pk=function.pk).update(**fields)
+    if settings:
+        Environment.objects.filter(pk=function.first_environment.pk).update(**settings)
+
+
+def set_environment(function, **fields):
+    """Change the function's first environment (`environment`: its variables), saved."""
+    environment = function.first_environment
+    for name, value in fields.items():
+        setattr(environment, "variables" if name == "environment" else name, value)
+    environment.save()
+    return environment
+
+
 @pytest.fixture
 def function(db):
-    from portal.models import Function
-
-    return Function.objects.create(name="hello", repository_url="https://gitlab.example.com/team/hello.git",
-                                   ecr_repository="team/hello", lambda_name="team-hello")
+    return create_function(name="hello", repository_url="https://gitlab.example.com/team/hello.git",
+                           ecr_repository="team/hello", lambda_name="team-hello")
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from portal.feedback.forms import GITLAB_TOKEN
 from portal.functions.forms import ROLE_ARN
-from portal.models import ApiToken, AuditEvent, Deployment, Function
+from portal.models import ApiToken, AuditEvent, Deployment, Environment, Function
 from tests.api_client import Api, openapi, validate
-from tests.conftest import released
+from tests.conftest import create_function, released, update_function
 
 Status = Deployment.Status
 
@@ -63,8 +63,8 @@ def test_get_a_function_as_each_member(api, tokens, function, name, status):
 
 
 def test_the_list_shows_only_what_the_caller_may_see_and_filters_by_name(api, tokens, function):
-    Function.objects.create(name="secret", repository_url="https://x.example/s.git", ecr_repository="slipway/s",
-                            lambda_name="slipway-s")
+    create_function(name="secret", repository_url="https://x.example/s.git", ecr_repository="slipway/s",
+                    lambda_name="slipway-s")
     body = api.call("get", "/functions", token=tokens["charlie"]).json()
     assert [f["name"] for f in body["items"]] == ["hello"] and body["count"] == 1
     assert api.call("get", "/functions", token=tokens["charlie"], query={"name": "nope"}).json()["count"] == 0
@@ -106,8 +106,8 @@ def test_a_revoked_or_expired_token_is_refused(api, cast, function):
 
 
 def test_a_token_for_one_function_sees_no_other(api, cast, function):
-    other = Function.objects.create(name="other", repository_url="https://x.example/o.git",
-                                    ecr_repository="slipway/o", lambda_name="slipway-o")
+    other = create_function(name="other", repository_url="https://x.example/o.git",
+                            ecr_repository="slipway/o", lambda_name="slipway-o")
     other.memberships.create(user=cast["alice"], role="owner")
     _, raw = ApiToken.issue(cast["alice"], "hello only", function=function)
     assert api.call("get", "/functions/{name}", name="other", token=raw).status_code == 404
@@ -145,7 +145,8 @@ def test_creating_a_function_makes_the_caller_its_owner_and_masks_secrets(api, t
     body = response.json()
     assert body["environment"] == {"MODE": "fast", "TOKEN": "••••••"} and body["secret_keys"] == ["TOKEN"]
     function = Function.objects.get(name="api-made")
-    assert function.memberships.get().user == cast["dave"] and function.environment["TOKEN"] == "s3cr3t-value"
+    assert (function.memberships.get().user == cast["dave"]
+            and function.first_environment.variables["TOKEN"] == "s3cr3t-value")
     assert "s3cr3t-value" not in str(list(AuditEvent.objects.values_list("detail", flat=True)))
 
 
@@ -179,12 +180,12 @@ def test_a_local_repository_path_outside_local_mode_needs_the_explicit_switch(ap
 
 
 def test_an_owner_patches_only_what_it_sends(api, tokens, function):
-    Function.objects.filter(pk=function.pk).update(lambda_name="slipway-hello", ecr_repository="slipway/hello",
-                                                   execution_role_arn="arn:aws:iam::000000000000:role/x")
+    update_function(function, lambda_name="slipway-hello", ecr_repository="slipway/hello",
+                    execution_role_arn="arn:aws:iam::000000000000:role/x")
     response = api.call("patch", "/functions/{name}", {"memory_mb": 2048}, name="hello", token=tokens["alice"])
     assert response.status_code == 200, response.json()
     function.refresh_from_db()
-    assert (function.memory_mb, function.branch) == (2048, "main")
+    assert (function.first_environment.memory_mb, function.branch) == (2048, "main")
     assert api.call("patch", "/functions/{name}", {"memory_mb": 4096}, name="hello",
                     token=tokens["bob"]).status_code == 403
 
@@ -234,8 +235,8 @@ def test_bad_json_is_a_400_not_a_500(api, tokens, client, doc, function):
 @pytest.fixture
 def compliant(function):
     """`function` with names the settings' prefixes allow, so an owner's edits can succeed."""
-    Function.objects.filter(pk=function.pk).update(lambda_name="slipway-hello", ecr_repository="slipway/hello",
-                                                   execution_role_arn="arn:aws:iam::000000000000:role/x")
+    update_function(function, lambda_name="slipway-hello", ecr_repository="slipway/hello",
+                    execution_role_arn="arn:aws:iam::000000000000:role/x")
     function.refresh_from_db()
     return function
 
@@ -316,7 +317,8 @@ def test_the_request_schemas_state_the_rules_the_server_enforces(doc):
         assert _constraints(shape, "name")["pattern"] == "^[-a-zA-Z0-9_]+$"
         assert _constraints(shape, "environment")["propertyNames"]["pattern"] == "^[A-Za-z][A-Za-z0-9_]*$"
         for name in ("alias", "lambda_name", "ecr_repository"):  # the model field's own rule
-            model_rule = next(v for v in Function._meta.get_field(name).validators if hasattr(v, "regex"))
+            model = Function if name == "ecr_repository" else Environment  # the Lambda's settings: its environment's
+            model_rule = next(v for v in model._meta.get_field(name).validators if hasattr(v, "regex"))
             assert _constraints(shape, name)["pattern"] == model_rule.regex.pattern, name
         # Empty: the default role from settings.
         assert _constraints(shape, "execution_role_arn")["pattern"] == f"^$|{ROLE_ARN.pattern}"
@@ -345,7 +347,7 @@ def test_an_environment_value_cannot_smuggle_in_another_variable(api, tokens, co
     assert response.status_code == 400, response.json()
     assert "environment.MODE" in response.json()["error"]["fields"]
     compliant.refresh_from_db()
-    assert compliant.environment == {}
+    assert compliant.first_environment.variables == {}
 
 
 def test_a_whole_number_written_with_a_fraction_is_still_a_whole_number(api, tokens, compliant):
@@ -353,7 +355,7 @@ def test_a_whole_number_written_with_a_fraction_is_still_a_whole_number(api, tok
     response = api.call("patch", "/functions/{name}", {"memory_mb": 2048.0}, name="hello", token=tokens["alice"])
     assert response.status_code == 200, response.json()
     compliant.refresh_from_db()
-    assert compliant.memory_mb == 2048
+    assert compliant.first_environment.memory_mb == 2048
 
 
 def test_a_name_or_lambda_already_taken_is_a_conflict_not_a_bad_request(api, tokens):

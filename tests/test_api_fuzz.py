@@ -24,8 +24,8 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
-from portal.models import ApiToken, Deployment, Function
-from tests.conftest import released
+from portal.models import ApiToken, Deployment
+from tests.conftest import released, update_function
 
 TOKENS = {"owner": "slp_schemathesis-owner-0123456789", "viewer": "slp_schemathesis-viewer-0123456789"}
 USERS = {"owner": "alice", "viewer": "charlie"}
@@ -64,8 +64,8 @@ def world(request, cast, function, sent, settings):
     """The function and its history as an owner and a viewer see them; the deploy rate limit
     off (the point is the answers, not the limit); no git host, AWS or broker reached."""
     settings.SLIPWAY_API_DEPLOY_RATE = 0
-    Function.objects.filter(pk=function.pk).update(lambda_name="slipway-hello", ecr_repository="slipway/hello",
-                                                   execution_role_arn="arn:aws:iam::000000000000:role/x")
+    update_function(function, lambda_name="slipway-hello", ecr_repository="slipway/hello",
+                    execution_role_arn="arn:aws:iam::000000000000:role/x")
     released(function, "1", "a" * 40)
     released(function, "2", "b" * 40)
     Deployment.objects.create(pk=QUEUED, function=function, trigger="api", ref="main")

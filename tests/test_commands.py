@@ -4,6 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from portal.models import ApiToken, AuditEvent, Deployment
+from tests.conftest import set_environment
 
 
 def run(*args) -> str:
@@ -40,11 +41,10 @@ def test_cancel_ends_a_queued_deployment_and_refuses_a_finished_one(function):
 
 
 def test_resume_lifts_the_pause_a_rollback_set(function):
-    function.paused_reason = "rolled back to version 1 by alice"
-    function.save()
+    set_environment(function, paused_reason="rolled back to version 1 by alice")
     assert "was paused: rolled back to version 1 by alice" in run("resume", "hello")
     function.refresh_from_db()
-    assert function.paused_reason == ""
+    assert function.first_environment.paused_reason == ""
 
 
 def test_create_api_token_prints_a_working_token_once_and_audits_it(cast, function, client):

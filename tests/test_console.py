@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from django.urls import reverse
 
 from portal.models import AuditEvent, Build, ConsoleImage, ConsoleRun, Deployment, GoldenCase
+from tests.conftest import set_environment
 from tests.detector_fixtures import png_bomb, sample_path
 
 FACE = {"label": "face", "x": 177, "y": 66, "w": 95, "h": 95, "score": 40}
@@ -130,8 +131,7 @@ def test_webp_bmp_and_jpeg_uploads_are_sent_as_they_are(client, cast, released, 
 
 
 def test_a_functions_own_lower_pixel_cap_is_the_one_checked(client, cast, released, aws_clients, astronaut):
-    released.environment = {"DETECTOR_MAX_PIXELS": "1000"}
-    released.save()
+    set_environment(released, environment={"DETECTOR_MAX_PIXELS": "1000"})
     response = post(client, cast, "bob", {"image": upload(astronaut)})
     assert response.status_code == 400 and "over the 1,000 pixel limit" in response.content.decode()
     aws_clients["lambda"].invoke.assert_not_called()

@@ -23,6 +23,7 @@ from portal.feedback import delivery as work
 from portal.feedback import status as feedback
 from portal.feedback.forms import FeedbackForm
 from portal.models import AuditEvent, Deployment, DriftState, FeedbackSettings, NotificationAttempt
+from tests.conftest import set_environment
 from tests.http_receiver import Receiver
 
 SHA = "3f9c2a1b7d4e" + "0" * 28
@@ -59,7 +60,7 @@ def settings_of(function) -> FeedbackSettings:
 
 def drifted(function, **state):
     """Record a drift state on `function` (expected_state, drift_observed, drift_fingerprint…)."""
-    DriftState.objects.filter(function=function).update(**state)
+    DriftState.objects.filter(environment__function=function).update(**state)
     return function
 
 
@@ -391,8 +392,7 @@ def test_differences_mask_secret_values():
 @pytest.mark.postgres
 def test_a_drift_is_recorded_and_notified_once_then_accepted(function, cast, sent,
                                                              django_capture_on_commit_callbacks):
-    function.secret_keys = ["API_KEY"]
-    function.save()
+    set_environment(function, secret_keys=["API_KEY"])
     drifted(function, expected_state=EXPECTED)
     function.feedback_settings.notify_members.add(cast["alice"])
     observed = {**EXPECTED, "alias_version": "1", "environment": {"MODE": "fast", "API_KEY": "changed"}}
@@ -411,7 +411,7 @@ def test_a_drift_is_recorded_and_notified_once_then_accepted(function, cast, sen
     notices = [c.kwargs["args"] for c in sent.call_args_list if c.args[0] == NOTIFY_TASK]
     assert len(notices) == 1 and notices[0][1] == "drift" and "changed" not in json.dumps(notices[0])
     drift.accept(function, user=cast["alice"])
-    state = DriftState.objects.get(function=function)
+    state = DriftState.objects.get(environment__function=function)
     assert state.expected_state == observed and not state.drift_fingerprint
     assert AuditEvent.objects.filter(action="function.drift_accepted").count() == 1
     with pytest.raises(drift.Refused):
@@ -462,8 +462,7 @@ def test_the_api_sets_the_token_write_only_and_refuses_bad_input_with_field_erro
 
 
 def test_the_drift_api_shows_masked_differences_and_checks_the_role(api, function):
-    function.secret_keys = ["API_KEY"]
-    function.save()
+    set_environment(function, secret_keys=["API_KEY"])
     drifted(function, expected_state=EXPECTED, drift_fingerprint="f" * 64,
             drift_observed={**EXPECTED, "environment": {"MODE": "fast", "API_KEY": "leaked?"}})
     shown = api.call("get", "/functions/{name}/drift", name="hello", token=api.tokens["charlie"])
@@ -477,8 +476,7 @@ def test_the_drift_api_shows_masked_differences_and_checks_the_role(api, functio
 
 
 def test_the_function_page_shows_drift_masked_to_members_and_accept_to_owners(client, function, cast):
-    function.secret_keys = ["API_KEY"]
-    function.save()
+    set_environment(function, secret_keys=["API_KEY"])
     drifted(function, expected_state=EXPECTED, drift_fingerprint="f" * 64,
             drift_observed={**EXPECTED, "memory_mb": 1024, "environment": {"MODE": "fast", "API_KEY": "new-one"}})
     client.force_login(cast["charlie"])

@@ -15,6 +15,7 @@ from django.utils import timezone
 from deploy.errors import UserError
 from portal.console import boxes
 from portal.models import ConsoleImage, ConsoleRun, Deployment, GoldenCase
+from tests.conftest import set_environment
 from tests.detector_fixtures import sample_path
 
 FACE = {"label": "face", "x": 177, "y": 66, "w": 95, "h": 95, "score": 40}
@@ -151,8 +152,9 @@ def test_owners_set_the_golden_iou_threshold_and_leaving_it_out_keeps_it(client,
 
     from tests.test_views import _form
 
-    function.lambda_name, function.ecr_repository = "slipway-hello", "slipway/hello"
+    function.ecr_repository = "slipway/hello"
     function.save()
+    set_environment(function, lambda_name="slipway-hello")
     client.force_login(cast["alice"])
     url = reverse("portal-function-edit", args=["hello"])
     data = _form(name="hello", lambda_name="slipway-hello", ecr_repository="slipway/hello")

@@ -9,7 +9,8 @@ from botocore.exceptions import ClientError
 
 from deploy.errors import LAMBDA_NOT_OWNED, UserError
 from portal.deployments import steps
-from portal.models import Build, Deployment, DeploymentStep, Function
+from portal.models import Build, Deployment, DeploymentStep
+from tests.conftest import create_function, set_environment
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:team-hello"
 ALLOWED = "arn:aws:iam::000000000000:role/slipway-fx"
@@ -28,8 +29,7 @@ def lam(settings):
 
 @pytest.fixture
 def run(function):
-    function.execution_role_arn = ALLOWED
-    function.save()
+    set_environment(function, execution_role_arn=ALLOWED)
     build = Build.objects.create(function=function, commit_sha="c" * 40, architecture="x86_64", inputs_digest="i",
                                  status=Build.Status.SUCCEEDED, digest=DIGEST)
     deployment = Deployment.objects.create(function=function, build=build, trigger="cli", status="pushing")
@@ -115,8 +115,8 @@ def test_a_creation_recorded_after_a_wait_for_another_deployment_counts_too(lam,
 
 def test_another_functions_record_of_creating_it_does_not_make_it_this_ones(lam, run):
     # payments created team-hello, then moved to another Lambda; hello registered onto team-hello.
-    payments = Function.objects.create(name="payments", repository_url="https://gitlab.example.com/t/p.git",
-                                       ecr_repository="team/payments", lambda_name="team-payments")
+    payments = create_function(name="payments", repository_url="https://gitlab.example.com/t/p.git",
+                               ecr_repository="team/payments", lambda_name="team-payments")
     theirs = Deployment.objects.create(function=payments, trigger="cli", status="succeeded")
     DeploymentStep.objects.create(deployment=theirs, name="update", position=1, status="succeeded",
                                   output=f"creating team-hello from 127.0.0.1:4599/team/payments@{DIGEST}")

@@ -1,6 +1,7 @@
 import pytest
 
 from portal.models import Build, Deployment, DeploymentStep, Function
+from tests.conftest import create_function
 
 Status = Deployment.Status
 
@@ -94,8 +95,8 @@ def test_build_tag_is_the_commit_its_inputs_and_the_architecture(function):
 
 
 def _function(name: str, **fields):
-    return Function.objects.create(name=name, repository_url="https://gitlab.example.com/team/mono.git",
-                                   ecr_repository="team/mono", lambda_name=f"team-{name}", **fields)
+    return create_function(name=name, repository_url="https://gitlab.example.com/team/mono.git",
+                           ecr_repository="team/mono", lambda_name=f"team-{name}", **fields)
 
 
 def test_two_functions_of_one_repository_never_share_an_image_built_from_other_inputs(db, settings):
@@ -124,9 +125,32 @@ def test_a_lambda_belongs_to_at_most_one_function(db):
 
     _function("api")
     with pytest.raises(IntegrityError), transaction.atomic():
-        Function.objects.create(name="thief", repository_url="https://gitlab.example.com/x/y.git",
-                                ecr_repository="x/y", lambda_name="team-api")
-    assert Function.objects.filter(lambda_name="team-api").count() == 1
+        create_function(name="thief", repository_url="https://gitlab.example.com/x/y.git",
+                        ecr_repository="x/y", lambda_name="team-api")
+    assert Function.objects.filter(environments__lambda_name="team-api").count() == 1
+
+
+def test_two_environments_never_share_a_lambda_and_each_gets_its_drift_state(function):
+    from django.core.exceptions import ValidationError
+
+    from portal.models import DriftState, Environment
+
+    staging = Environment.objects.create(function=function, name="staging", position=1, lambda_name="team-hello-stg")
+    assert DriftState.objects.filter(environment=staging).exists()  # made with it, as a function's side rows
+    assert [e.name for e in function.environments.all()] == ["production", "staging"]
+    assert function.first_environment.lambda_name == "team-hello"
+    taken = Environment(function=function, name="qa", position=2, lambda_name="team-hello")
+    with pytest.raises(ValidationError) as refused:
+        taken.full_clean()
+    assert refused.value.message_dict["lambda_name"] == ["another environment already deploys to this Lambda"]
+
+
+def test_a_deployment_that_names_no_environment_goes_to_the_first(function):
+    from portal.models import Environment
+
+    Environment.objects.create(function=function, name="staging", position=1, lambda_name="team-hello-stg")
+    deployment = Deployment.objects.create(function=function, trigger="cli")
+    assert deployment.environment == function.first_environment and deployment.environment.name == "production"
 
 
 def test_a_build_cannot_start_twice_or_succeed_without_building(function):

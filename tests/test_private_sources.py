@@ -21,7 +21,7 @@ from portal.deployments import reconciling as reconcile
 from portal.models import AuditEvent, Deployment, DeploymentStep, Function, SourceAccess
 from portal.sources import access
 from tests.api_client import Api, openapi
-from tests.conftest import released
+from tests.conftest import create_function, released, update_function
 from tests.integration.conftest import Repo
 from tests.sshd import keygen
 
@@ -37,8 +37,8 @@ def no_rate_limit(settings):
 @pytest.fixture
 def hello(function):
     """The cast's function, with names the platform allows (so edits validate)."""
-    Function.objects.filter(pk=function.pk).update(lambda_name="slipway-hello", ecr_repository="slipway/hello",
-                                                   execution_role_arn="arn:aws:iam::000000000000:role/x")
+    update_function(function, lambda_name="slipway-hello", ecr_repository="slipway/hello",
+                    execution_role_arn="arn:aws:iam::000000000000:role/x")
     function.refresh_from_db()
     return function
 
@@ -323,7 +323,7 @@ def test_a_deploy_of_the_branch_still_waiting_to_resolve_it_is_in_progress(local
     ({"auto_deploy": False}, "off"),
 ])
 def test_paused_or_off_asks_the_git_host_nothing_and_queues_nothing(local, sent, fields, outcome):
-    Function.objects.filter(pk=local.pk).update(**fields)
+    update_function(local, **fields)
     local.refresh_from_db()
     with mock.patch("deploy.source.run", autospec=True) as git:
         assert reconcile.reconcile(local).outcome == outcome
@@ -384,8 +384,8 @@ def test_the_api_answers_the_outcome_and_the_deployment(api, client, cast, local
 def test_the_periodic_task_sends_one_check_per_function_that_auto_deploys(local, sent, settings):
     from workers import tasks
 
-    others = [Function.objects.create(name=f"f{n}", repository_url="/nowhere", ecr_repository=f"slipway/f{n}",
-                                      lambda_name=f"slipway-f{n}", **fields)
+    others = [create_function(name=f"f{n}", repository_url="/nowhere", ecr_repository=f"slipway/f{n}",
+                              lambda_name=f"slipway-f{n}", **fields)
               for n, fields in enumerate([{}, {"paused_reason": "rolled back"}, {"auto_deploy": False}])]
     assert tasks.reconcile_all.run() == 2
     sent_for = [(c.args[0], c.kwargs["args"][0], c.kwargs["expires"]) for c in sent.call_args_list]
@@ -397,8 +397,8 @@ def test_the_periodic_task_sends_one_check_per_function_that_auto_deploys(local,
 def test_one_function_that_fails_its_check_does_not_stop_the_next(local, repo, sent):
     from workers import tasks
 
-    broken = Function.objects.create(name="broken", repository_url=str(repo.path.parent / "gone"),
-                                     ecr_repository="slipway/broken", lambda_name="slipway-broken")
+    broken = create_function(name="broken", repository_url=str(repo.path.parent / "gone"),
+                             ecr_repository="slipway/broken", lambda_name="slipway-broken")
     assert [tasks.reconcile.run(broken.pk), tasks.reconcile.run(local.pk)] == ["error", "deployed"]
     assert tasks.reconcile.run(999999) == "gone"
 

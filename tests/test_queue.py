@@ -1,4 +1,4 @@
-"""The per-function queue rules (portal/deployments/queue.py), with Celery's send_task
+"""The queue rules (portal/deployments/queue.py), per environment, with Celery's send_task
 patched (the one seam): no broker needed. Marked `postgres`: `make test` runs
 them on Postgres too, where select_for_update really locks."""
 
@@ -54,14 +54,14 @@ def test_nothing_is_sent_while_another_deployment_of_the_function_runs(function,
     assert queue.claim(waiting, Status.SOURCE) is False
     busy.finish(Status.SUCCEEDED)
     with django_capture_on_commit_callbacks(execute=True):
-        queue.dispatch(function.pk)
+        queue.dispatch(function.first_environment.pk)
     assert sent_pks(sent) == [waiting.pk]
 
 
 def test_a_row_already_sent_is_not_sent_again_until_it_is_due(function, sent, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         deployment = request_deploy(function, trigger="cli")
-        queue.dispatch(function.pk)
+        queue.dispatch(function.first_environment.pk)
     assert sent_pks(sent) == [deployment.pk]
 
 
@@ -86,7 +86,7 @@ def test_a_rollback_supersedes_queued_deploys_and_stops_running_ones(function, t
     assert (queued.status, queued.superseded_by_id) == (Status.SUPERSEDED, rollback.pk)
     assert queued.error_message == f"rollback #{rollback.pk} replaced it"
     assert (busy.status, busy.superseded_by_id) == (Status.BUILDING, rollback.pk)
-    assert "rolled back to version 1" in function.paused_reason
+    assert "rolled back to version 1" in function.first_environment.paused_reason
     assert sent.call_args.args == ("slipway.rollback",) and sent_pks(sent) == [rollback.pk]
     from portal.deployments.recording import Stopped, check_stop
 
@@ -114,7 +114,7 @@ def test_a_deploy_requested_after_a_queued_rollback_runs_after_it(function, two_
         deploy = request_deploy(function, trigger="webhook")
     busy.finish(Status.SUCCEEDED)
     with django_capture_on_commit_callbacks(execute=True):
-        queue.dispatch(function.pk)
+        queue.dispatch(function.first_environment.pk)
     deploy.refresh_from_db()
     assert (deploy.status, deploy.superseded_by_id) == (Status.QUEUED, None)
     assert sent_pks(sent) == [rollback.pk]
@@ -122,7 +122,7 @@ def test_a_deploy_requested_after_a_queued_rollback_runs_after_it(function, two_
     assert queue.claim(rollback, Status.CHECKING) is True
     rollback.finish(Status.SUCCEEDED)
     with django_capture_on_commit_callbacks(execute=True):
-        queue.dispatch(function.pk)
+        queue.dispatch(function.first_environment.pk)
     assert sent_pks(sent) == [rollback.pk, deploy.pk]
 
 
@@ -230,7 +230,7 @@ def test_a_request_that_must_wait_schedules_no_dispatch_and_is_sent_when_the_way
     assert callbacks == []  # nothing could start: no dispatch transaction after commit
     busy.finish(Status.SUCCEEDED)
     with django_capture_on_commit_callbacks(execute=True):
-        queue.dispatch(function.pk)  # what the finishing deployment's settle does
+        queue.dispatch(function.first_environment.pk)  # what the finishing deployment's settle does
     assert sent_pks(sent) == [waiting.pk]
 
 
@@ -255,3 +255,35 @@ def test_a_rollback_picks_its_target_under_the_function_lock(function, two_relea
              and ("FOR UPDATE" in sql or connection.vendor != "postgresql")]
     assert target and locks
     assert locks[0] < target[0], sqls[target[0]]
+
+
+def test_the_rules_are_per_environment_a_deploy_to_one_neither_waits_for_nor_supersedes_another(
+        function, sent, django_capture_on_commit_callbacks):
+    from portal.models import Environment
+
+    production = function.first_environment
+    staging = Environment.objects.create(function=function, name="staging", position=1, lambda_name="team-hello-stg")
+    busy = running(function)  # production's: a deploy building
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = queue.request(function, environment=production, trigger="cli", ref="main")
+        other = queue.request(function, environment=staging, trigger="cli", ref="main")
+    assert (busy.environment, queued.environment, other.environment) == (production, production, staging)
+    assert sent_pks(sent) == [other.pk]  # staging's starts now; production's waits for its own running one
+    with django_capture_on_commit_callbacks(execute=True):
+        rollback = queue.request(function, environment=staging, kind=Deployment.Kind.ROLLBACK, trigger="cli")
+    busy.refresh_from_db(), queued.refresh_from_db(), other.refresh_from_db()
+    assert (other.status, other.superseded_by_id) == (Status.SUPERSEDED, rollback.pk)  # its own environment's
+    assert (busy.superseded_by_id, queued.status) == (None, Status.QUEUED)  # production's: untouched
+
+
+def test_the_lambda_steps_wait_only_for_a_deployment_writing_to_the_same_lambda(function):
+    from portal.models import Environment
+
+    staging = Environment.objects.create(function=function, name="staging", position=1, lambda_name="team-hello-stg")
+    running(function, status=Status.UPDATING)  # production's Lambda is being written
+    same = running(function, status=Status.PUSHING)
+    elsewhere = Deployment.objects.create(function=function, environment=staging, trigger="cli", status=Status.PUSHING)
+    assert queue.enter_lambda_steps(same) is False
+    assert queue.enter_lambda_steps(elsewhere) is True
+    elsewhere.refresh_from_db()
+    assert elsewhere.status == Status.UPDATING

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from portal.models import AuditEvent, Function, Membership
 from tests.api_client import Api, openapi
+from tests.conftest import create_function, update_function
 from tests.test_api import _new_function
 from tests.test_views import _form
 
@@ -19,8 +20,8 @@ def _no_broker(sent):
 
 @pytest.fixture
 def owned(function):
-    Function.objects.filter(pk=function.pk).update(ecr_repository="slipway/hello", lambda_name="slipway-hello",
-                                                   execution_role_arn="arn:aws:iam::000000000000:role/x")
+    update_function(function, ecr_repository="slipway/hello", lambda_name="slipway-hello",
+                    execution_role_arn="arn:aws:iam::000000000000:role/x")
     function.refresh_from_db()
     return function
 
@@ -64,8 +65,8 @@ def test_an_owner_shares_the_repository_audited_and_the_function_named_may_then_
 
 
 def test_editing_a_function_onto_an_owned_repository_is_refused_but_its_own_stays_its_own(client, cast, owned):
-    other = Function.objects.create(name="other", repository_url="https://gitlab.example.com/t/o.git",
-                                    ecr_repository="slipway/other", lambda_name="slipway-other")
+    other = create_function(name="other", repository_url="https://gitlab.example.com/t/o.git",
+                            ecr_repository="slipway/other", lambda_name="slipway-other")
     Membership.objects.create(function=other, user=cast["alice"], role="owner")
     client.force_login(cast["alice"])
     data = _form(name="other", lambda_name="slipway-other", ecr_repository="slipway/hello")

@@ -8,6 +8,7 @@ from django.conf import settings
 
 from deploy import ecr, lambdas
 from portal.celery import RETENTION_TASK
+from tests.conftest import create_function
 
 A, B, C = ("sha256:" + c * 64 for c in "abc")
 
@@ -79,7 +80,7 @@ def test_retention_locks_the_function_row_before_it_reads_its_deployments(functi
         client.return_value.get_function_configuration.side_effect = ClientError(
             {"Error": {"Code": "ResourceNotFoundException", "Message": "no such function"}}, "GetFunctionConfiguration")
         (report,) = retention.run(keep=3, dry_run=False, names=[function.name])
-    assert report.skipped == f"the Lambda {function.lambda_name} does not exist (never deployed)"
+    assert report.skipped == f"the Lambda {function.first_environment.lambda_name} does not exist (never deployed)"
     from portal.models import AuditEvent
 
     assert not AuditEvent.objects.exists()  # nothing to tell about a function never deployed
@@ -92,10 +93,9 @@ def test_retention_locks_the_function_row_before_it_reads_its_deployments(functi
 
 def test_one_function_failing_does_not_stop_the_others(function, db):
     from portal.deployments import retention
-    from portal.models import Function
 
-    Function.objects.create(name="other", repository_url="https://gitlab.example.com/team/o.git",
-                            ecr_repository="team/o", lambda_name="team-o")
+    create_function(name="other", repository_url="https://gitlab.example.com/team/o.git",
+                    ecr_repository="team/o", lambda_name="team-o")
     with mock.patch("portal.deployments.retention.retain", autospec=True) as retain:
         retain.side_effect = [RuntimeError("boom"), retention.Report("other", 3, False)]
         reports = retention.run(keep=3, dry_run=False)
@@ -146,10 +146,9 @@ class Plane:
 
 @pytest.fixture
 def other(function):
-    from portal.models import Function
 
-    return Function.objects.create(name="other", repository_url=function.repository_url,
-                                   ecr_repository=function.ecr_repository, lambda_name="team-other")
+    return create_function(name="other", repository_url=function.repository_url,
+                           ecr_repository=function.ecr_repository, lambda_name="team-other")
 
 
 @pytest.fixture
@@ -161,8 +160,8 @@ def shared(function, other):
     theirs = [released(other, "1", "a" * 40)]
     with mock.patch("deploy.aws.client", autospec=True) as client:
         plane = Plane(client, {A, B})
-        plane.runs(function.lambda_name, "2", v1=A, v2=B)
-        plane.runs(other.lambda_name, "1", v1=A)
+        plane.runs(function.first_environment.lambda_name, "2", v1=A, v2=B)
+        plane.runs(other.first_environment.lambda_name, "1", v1=A)
         yield plane, hello, theirs
 
 
@@ -188,7 +187,7 @@ def moved_on(other, shared):
     plane = shared[0]
     released(other, "2", "c" * 40)
     plane.images.add(C)
-    plane.runs(other.lambda_name, "2", v2=C)
+    plane.runs(other.first_environment.lambda_name, "2", v2=C)
     return shared
 
 
@@ -205,7 +204,7 @@ def test_an_image_no_function_on_the_repository_needs_is_deleted_and_every_build
 def test_the_images_a_function_on_the_repository_kept_as_releases_stay_after_their_versions_went(
         function, other, shared):
     plane, _, theirs = shared
-    plane.runs(other.lambda_name, "2", v2=B)  # its version 1 was deleted; release 1 is still its last
+    plane.runs(other.first_environment.lambda_name, "2", v2=B)  # its version 1 was deleted; release 1 is still its last
     report = retain(function)
     assert plane.deleted == []
     assert report.kept_images[A] == (f"other needs it: the image of its deployment #{theirs[0].pk}, one of its last "
@@ -311,3 +310,24 @@ def test_the_source_step_never_adopts_an_image_retention_is_deleting(adopting):
     adopting.build.refresh_from_db()
     assert adopting.build.digest == ""
     assert said[-1] == f"retention is deleting team/hello@{A}: waiting until it is done"
+
+
+def test_each_environment_keeps_its_own_releases_and_an_image_any_of_them_runs_stays(function):
+    """hello's production has moved on to b… (image B); its staging still runs a… (image A)
+    as its one release: production's version 1 goes, staging's stays, and so does A."""
+    from portal.models import Environment
+    from tests.conftest import released
+
+    staging = Environment.objects.create(function=function, name="staging", position=1, lambda_name="team-hello-stg")
+    released(function, "1", "a" * 40), released(function, "2", "b" * 40)
+    kept = released(function, "1", "a" * 39 + "f", environment=staging)  # same image A, its own release
+    with mock.patch("deploy.aws.client", autospec=True) as client:
+        plane = Plane(client, {A, B})
+        plane.runs(function.first_environment.lambda_name, "2", v1=A, v2=B)
+        plane.runs(staging.lambda_name, "1", v1=A)
+        report = retain(function)
+    assert report.deleted_versions == ["production:1"] and plane.deleted == []
+    assert report.kept_versions["staging:1"] == "alias live points at it"
+    assert "1" in plane.versions[staging.lambda_name] and "1" not in plane.versions["team-hello"]
+    assert report.kept_images[A] == "version staging:$LATEST, staging:1 runs it"
+    assert kept.environment == staging

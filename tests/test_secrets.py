@@ -33,6 +33,7 @@ from portal.feedback import status as feedback
 from portal.feedback.forms import FeedbackForm
 from portal.functions.forms import ENV_LIMIT_BYTES, FunctionForm
 from portal.models import Build, Deployment, DeploymentStep, FeedbackSettings, NotificationAttempt
+from tests.conftest import set_environment
 from tests.http_receiver import Receiver
 
 SHA = "3f9c2a1b7d4e" + "0" * 28
@@ -133,8 +134,7 @@ def reporting(function, cast, receiver, settings):
     """`function` with a secret variable, reporting to GitLab and a webhook (the receiver) and by email."""
     settings.SLIPWAY_NOTIFY_TIMEOUT, settings.SLIPWAY_NOTIFY_ATTEMPTS, settings.SLIPWAY_NOTIFY_BACKOFF = 1, 1, 0.05
     settings.SLIPWAY_BASE_URL = "https://slipway.example.org"
-    function.environment, function.secret_keys = dict(ENV), ["TOKEN"]
-    function.save()
+    set_environment(function, environment=dict(ENV), secret_keys=["TOKEN"])
     reports = function.feedback_settings
     reports.gitlab_api_url, reports.gitlab_project = receiver.url, "team/hello"
     reports.gitlab_status_token = crypto.encrypt("glpat-reporting-token-1234")
@@ -249,7 +249,7 @@ def test_a_json_log_line_written_during_a_deployment_masks_its_secret(reporting,
 
 def test_drift_views_mask_a_secret_value_wherever_it_shows(reporting):
     # Someone set a plain variable in the console to the secret's value: masked there too.
-    state = reporting.drift_state
+    state = reporting.first_environment.drift_state
     state.expected_state = {"alias_version": "1", "environment": dict(ENV)}
     state.drift_observed = {"alias_version": "1", "environment": {**ENV, "COPY": SECRET}}
     state.drift_fingerprint = "f" * 64
@@ -262,8 +262,7 @@ def test_drift_views_mask_a_secret_value_wherever_it_shows(reporting):
 
 
 def test_the_migration_scrubs_stored_outputs_of_every_current_secret_value(function):
-    function.environment, function.secret_keys = dict(ENV), ["TOKEN"]
-    function.save()
+    set_environment(function, environment=dict(ENV), secret_keys=["TOKEN"])
     deployment = Deployment.objects.create(function=function, trigger="api", status="failed",
                                            error_message="updating: " + TOO_LARGE + json.dumps(ENV))
     step = DeploymentStep.objects.create(deployment=deployment, name="update", position=1,
@@ -347,9 +346,8 @@ def test_the_settings_page_asks_for_the_token_again_on_a_new_host(function, cast
 
 
 def test_staff_see_secret_values_masked_in_the_admin(admin_client, function):
-    function.environment, function.secret_keys = dict(ENV), ["TOKEN"]
-    function.save()
-    state = function.drift_state
+    set_environment(function, environment=dict(ENV), secret_keys=["TOKEN"])
+    state = function.first_environment.drift_state
     state.expected_state = {"alias_version": "1", "environment": dict(ENV)}
     state.drift_observed = {"alias_version": "2", "environment": {**ENV, "TOKEN": SECRET + "-changed"}}
     state.save()
@@ -363,7 +361,7 @@ def test_staff_see_secret_values_masked_in_the_admin(admin_client, function):
 
 
 def test_the_side_rows_admin_pages_mask_recorded_states_and_show_sealed_values_only_as_set(admin_client, reporting):
-    state = reporting.drift_state
+    state = reporting.first_environment.drift_state
     state.expected_state = {"alias_version": "1", "environment": dict(ENV)}
     state.drift_observed = {"alias_version": "2", "environment": {**ENV, "TOKEN": SECRET + "-changed"}}
     state.save()

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from portal.models import Deployment, DeploymentStep, Function, SourceAccess
+from tests.conftest import create_function
 from workers import tasks
 
 Status = Deployment.Status
@@ -15,8 +16,8 @@ Status = Deployment.Status
 @pytest.fixture
 def local_function(transactional_db, tmp_path, settings):
     settings.STATE_DIR = tmp_path / "state"
-    return Function.objects.create(name="local", repository_url=str(tmp_path / "repo"), ecr_repository="t/local",
-                                   lambda_name="t-local")
+    return create_function(name="local", repository_url=str(tmp_path / "repo"), ecr_repository="t/local",
+                           lambda_name="t-local")
 
 
 def deploy(function, **fields) -> Deployment:

@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from portal.models import AuditEvent, Build, Deployment, Function, Membership
-from tests.conftest import released
+from tests.conftest import create_function, released, update_function
 
 Status = Deployment.Status
 
@@ -36,8 +36,8 @@ def test_the_function_page_is_shown_to_members_only(client, cast, function, hist
 
 
 def test_the_list_shows_only_functions_the_user_may_see(client, cast, function, history):
-    Function.objects.create(name="secret", repository_url="https://x.example/s.git", ecr_repository="slipway/s",
-                            lambda_name="slipway-s")
+    create_function(name="secret", repository_url="https://x.example/s.git", ecr_repository="slipway/s",
+                    lambda_name="slipway-s")
     page = login(client, cast, "charlie").get(reverse("portal-functions")).content.decode()
     assert "hello" in page and "secret" not in page
     assert "release 2" in page  # what is live
@@ -51,8 +51,8 @@ def test_the_list_costs_the_same_queries_for_two_rows_and_a_full_page(client, ca
     with CaptureQueriesContext(connection) as two:
         client.get(reverse("portal-functions"))
     for n in range(30):
-        other = Function.objects.create(name=f"f{n:02}", repository_url="https://x.example/r.git",
-                                        ecr_repository=f"slipway/f{n}", lambda_name=f"slipway-f{n}")
+        other = create_function(name=f"f{n:02}", repository_url="https://x.example/r.git",
+                                ecr_repository=f"slipway/f{n}", lambda_name=f"slipway-f{n}")
         Membership.objects.create(function=other, user=cast["alice"], role="owner")
         released(other, "1", f"{n:02x}" * 20)
     with CaptureQueriesContext(connection) as full:
@@ -106,7 +106,7 @@ def test_after_a_rollback_the_page_shows_the_banner_and_resume_lifts_it(client, 
     assert b"auto-deploy paused" in client.get(reverse("portal-function", args=["hello"])).content
     assert client.post(reverse("portal-function-resume", args=["hello"])).status_code == 302
     function.refresh_from_db()
-    assert function.paused_reason == ""
+    assert function.first_environment.paused_reason == ""
 
 
 @pytest.mark.parametrize("name, status", [("alice", 200), ("bob", 403), ("charlie", 403), ("dave", 404)])
@@ -130,7 +130,8 @@ def test_anyone_signed_in_registers_a_function_and_becomes_its_owner(client, cas
     assert response.status_code == 302, response.content.decode()[:2000]
     function = Function.objects.get(name="detector2")
     assert Membership.objects.get(function=function, user=cast["dave"]).role == "owner"
-    assert function.environment == {"MODE": "fast", "TOKEN": "s3cr3t-value"} and function.secret_keys == ["TOKEN"]
+    environment = function.first_environment
+    assert environment.variables == {"MODE": "fast", "TOKEN": "s3cr3t-value"} and environment.secret_keys == ["TOKEN"]
     assert "s3cr3t-value" not in str(list(AuditEvent.objects.values_list("detail", flat=True)))
 
 
@@ -152,15 +153,15 @@ def test_registration_refuses_bad_input_field_by_field_and_stores_nothing(client
 
 
 def test_a_lambda_already_managed_cannot_be_registered_again(client, cast, function):
-    Function.objects.filter(pk=function.pk).update(lambda_name="slipway-detector2")
+    update_function(function, lambda_name="slipway-detector2")
     response = login(client, cast, "dave").post(reverse("portal-function-register"), _form())
     assert response.status_code == 400 and b"another function already deploys to this Lambda" in response.content
 
 
 def test_secret_values_are_write_only_and_an_empty_value_keeps_them(client, cast, function):
-    Function.objects.filter(pk=function.pk).update(environment={"TOKEN": "s3cr3t-value", "MODE": "a"},
-                                                   secret_keys=["TOKEN"], lambda_name="slipway-hello",
-                                                   ecr_repository="slipway/hello")
+    update_function(function, environment={"TOKEN": "s3cr3t-value", "MODE": "a"},
+                    secret_keys=["TOKEN"], lambda_name="slipway-hello",
+                    ecr_repository="slipway/hello")
     login(client, cast, "alice")
     page = client.get(reverse("portal-function-edit", args=["hello"])).content.decode()
     assert "s3cr3t-value" not in page and "TOKEN=" in page
@@ -168,7 +169,7 @@ def test_secret_values_are_write_only_and_an_empty_value_keeps_them(client, cast
                  environment_text="MODE=b", secret_environment_text="TOKEN=")
     assert client.post(reverse("portal-function-edit", args=["hello"]), data).status_code == 302
     function.refresh_from_db()
-    assert function.environment == {"MODE": "b", "TOKEN": "s3cr3t-value"}
+    assert function.first_environment.variables == {"MODE": "b", "TOKEN": "s3cr3t-value"}
     assert "s3cr3t-value" not in str(list(AuditEvent.objects.values_list("detail", flat=True)))
 
 
@@ -231,8 +232,8 @@ def test_cancel_needs_a_deployer(client, cast, function, name, status):
 
 
 def test_the_audit_log_shows_only_visible_functions(client, cast, function):
-    other = Function.objects.create(name="secret", repository_url="https://x.example/s.git",
-                                    ecr_repository="slipway/s", lambda_name="slipway-s")
+    other = create_function(name="secret", repository_url="https://x.example/s.git",
+                            ecr_repository="slipway/s", lambda_name="slipway-s")
     AuditEvent.record("function.edited", function=function, actor=cast["alice"])
     AuditEvent.record("function.edited", function=other, actor_label="mallory")
     page = login(client, cast, "charlie").get(reverse("portal-audit")).content.decode()

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from portal.hooks import gitlab
 from portal.models import Function, WebhookDelivery
+from tests.conftest import create_function
 from tests.gitlab_hooks import TOKEN, hook, payload, signed
 
 pytestmark = pytest.mark.postgres
@@ -77,8 +78,8 @@ def _no_broker(sent):
 def test_no_delivery_gets_a_500(client, function):
     Function.objects.filter(pk=function.pk).update(tag_pattern="v*")
     hook(Function.objects.get(pk=function.pk))
-    signing = Function.objects.create(name="signed", repository_url="https://gitlab.example.com/t/s.git",
-                                      ecr_repository="slipway/signed", lambda_name="slipway-signed")
+    signing = create_function(name="signed", repository_url="https://gitlab.example.com/t/s.git",
+                              ecr_repository="slipway/signed", lambda_name="slipway-signed")
     hook(signing, token="", signing=SIGNING)
     seen, numbers = Counter(), itertools.count()
 

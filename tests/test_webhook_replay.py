@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from portal.hooks import gitlab
 from portal.models import Deployment, Function, SeenSignature, WebhookDelivery
+from tests.conftest import update_function
 from tests.gitlab_hooks import hook, push, signed
 
 Outcome = WebhookDelivery.Outcome
@@ -88,20 +89,20 @@ def test_a_replay_after_an_ignored_delivery_is_a_duplicate_once_auto_deploy_is_b
 
 @pytest.mark.postgres
 def test_a_replay_after_a_paused_delivery_is_a_duplicate_once_resumed(client, hooked):
-    Function.objects.filter(pk=hooked.pk).update(paused_reason="rolled back to version 3 by bob")
+    update_function(hooked, paused_reason="rolled back to version 3 by bob")
     body, sent = signed_push()
     assert post(client, body, sent)["outcome"] == "paused"
-    Function.objects.filter(pk=hooked.pk).update(paused_reason="")
+    update_function(hooked, paused_reason="")
     assert post(client, body, sent)["outcome"] == "duplicate"
     assert not Deployment.objects.exists()
 
 
 def test_gitlabs_own_resend_of_a_paused_delivery_deploys_once_resumed(client, hooked):
     # Resend signs the same webhook-id again with a new timestamp: a new delivery, not a replay.
-    Function.objects.filter(pk=hooked.pk).update(paused_reason="rolled back")
+    update_function(hooked, paused_reason="rolled back")
     body, sent = signed_push(at=time.time() - 10)
     post(client, body, sent)
-    Function.objects.filter(pk=hooked.pk).update(paused_reason="")
+    update_function(hooked, paused_reason="")
     assert post(client, *signed_push())["outcome"] == "accepted"
     assert post(client, *signed_push(at=time.time() + 5))["outcome"] == "duplicate"  # and once only
     assert Deployment.objects.count() == 1

@@ -5,7 +5,8 @@ import pytest
 
 from deploy import source
 from portal.deployments import steps
-from portal.models import Deployment, Function
+from portal.models import Deployment
+from tests.conftest import create_function
 from tests.integration.conftest import Repo
 
 Status = Deployment.Status
@@ -18,8 +19,8 @@ def repo(tmp_path):
 
 @pytest.fixture
 def hello(db, repo):
-    return Function.objects.create(name="hello", repository_url=str(repo.path), ecr_repository="slipway/hello",
-                                   lambda_name="slipway-hello")
+    return create_function(name="hello", repository_url=str(repo.path), ecr_repository="slipway/hello",
+                           lambda_name="slipway-hello")
 
 
 def reason(function, repo, tmp_path, commit, ref="main", **fields) -> str:

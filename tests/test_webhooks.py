@@ -12,6 +12,7 @@ from django.urls import reverse
 from portal.core import crypto
 from portal.hooks import gitlab
 from portal.models import AuditEvent, Deployment, Function, HookKeys, WebhookDelivery
+from tests.conftest import update_function
 from tests.gitlab_hooks import TOKEN, deliver, hook, push, signed
 
 Outcome = WebhookDelivery.Outcome
@@ -200,16 +201,16 @@ def test_the_database_refuses_a_second_accepted_delivery_with_the_same_key(hooke
 
 
 def test_while_paused_a_push_is_recorded_as_paused_and_deploys_nothing(client, hooked):
-    Function.objects.filter(pk=hooked.pk).update(paused_reason="rolled back to version 3 by bob")
+    update_function(hooked, paused_reason="rolled back to version 3 by bob")
     response = deliver(client, "hello", push(SHA))
     assert response.status_code == 200 and response.json()["outcome"] == "paused"
     assert "rolled back to version 3" in only_delivery().detail and not Deployment.objects.exists()
 
 
 def test_a_paused_delivery_resent_after_resume_deploys(client, hooked):
-    Function.objects.filter(pk=hooked.pk).update(paused_reason="rolled back")
+    update_function(hooked, paused_reason="rolled back")
     deliver(client, "hello", push(SHA), key="key-1")
-    Function.objects.filter(pk=hooked.pk).update(paused_reason="")
+    update_function(hooked, paused_reason="")
     assert deliver(client, "hello", push(SHA), key="key-1").json()["outcome"] == "accepted"
     assert Deployment.objects.count() == 1
 
@@ -275,7 +276,7 @@ def test_viewers_see_the_delivery_log_paginated_and_strangers_do_not(client, cas
 
 
 def test_replay_is_a_new_explicit_request_by_the_clicking_deployer(client, cast, hooked):
-    Function.objects.filter(pk=hooked.pk).update(paused_reason="rolled back")
+    update_function(hooked, paused_reason="rolled back")
     deliver(client, "hello", push(SHA), key="key-1")
     original = only_delivery()
     client.force_login(cast["bob"])
@@ -374,24 +375,24 @@ def test_a_pause_that_lands_while_a_push_is_processed_wins(client, hooked):
     real, seen = gitlab.decide, []
 
     def decide(function, *args, **kwargs):
-        seen.append(function.paused_reason)
+        seen.append(function.first_environment.paused_reason)
         decision = real(function, *args, **kwargs)
         if len(seen) == 1:  # a rollback pauses auto-deploy right after the first look
-            Function.objects.filter(pk=hooked.pk).update(paused_reason="rolled back to version 2 by bob")
+            update_function(hooked, paused_reason="rolled back to version 2 by bob")
         return decision
 
     with mock.patch("portal.views.webhooks.gitlab.decide", side_effect=decide):
         answer = deliver(client, "hello", push(SHA), key="key-1").json()
     assert seen == ["", "rolled back to version 2 by bob"]
     assert answer["outcome"] == "paused" and not Deployment.objects.exists()
-    Function.objects.filter(pk=hooked.pk).update(paused_reason="")
+    update_function(hooked, paused_reason="")
     assert deliver(client, "hello", push(SHA), key="key-1").json()["outcome"] == "accepted"  # the key is free
 
 
 def test_the_owner_sets_a_tag_pattern_on_the_edit_form_and_a_bad_one_is_refused(client, cast, function):
     from tests.test_views import _form
 
-    Function.objects.filter(pk=function.pk).update(lambda_name="slipway-hello", ecr_repository="slipway/hello")
+    update_function(function, lambda_name="slipway-hello", ecr_repository="slipway/hello")
     client.force_login(cast["alice"])
     url = reverse("portal-function-edit", args=["hello"])
     data = _form(name="hello", lambda_name="slipway-hello", ecr_repository="slipway/hello")
@@ -407,9 +408,10 @@ def test_the_owner_sets_a_tag_pattern_on_the_edit_form_and_a_bad_one_is_refused(
 @pytest.mark.postgres
 def test_an_accepted_delivery_is_one_transaction_and_sends_its_task_with_the_stored_id(
         client, hooked, sent, django_assert_max_num_queries, django_capture_on_commit_callbacks):
-    # The function lookup, then BEGIN, the key's savepoint, the delivery, one lock, the
+    # The function lookup and its first environment's pause, then BEGIN, the key's savepoint,
+    # the delivery, the function's lock, its environments' lock (read with it), the
     # deployment, the queue check, its sent stamp, the audit row, the delivery's link, COMMIT.
-    with django_capture_on_commit_callbacks(execute=True), django_assert_max_num_queries(13):
+    with django_capture_on_commit_callbacks(execute=True), django_assert_max_num_queries(15):
         response = deliver(client, "hello", push(SHA))
     deployment = Deployment.objects.get()
     assert response.json()["deployment"] == deployment.pk and deployment.enqueued_at is not None

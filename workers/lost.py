@@ -44,7 +44,7 @@ def settle_after_lost_worker(sender=None, task_id=None, exception=None, args=Non
             return
         if deployment.status == Deployment.Status.QUEUED:  # it died before claiming: send the row again now
             Deployment.objects.filter(pk=pk, status=Deployment.Status.QUEUED).update(enqueued_at=None)
-            queue.dispatch(deployment.function_id)
+            queue.dispatch(deployment.environment_id)
             return
         why = f"the worker process running it died ({exception})"
         if sweeper.settle_lost(deployment, Q(task_id=task_id), why, "worker's main process"):

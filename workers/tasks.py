@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
+from django.db.models import OuterRef, Subquery
 
 from portal import deployments
 from portal.celery import (
@@ -30,7 +31,7 @@ from portal.celery import (
 from portal.deployments import pipeline, retention, sweeper
 from portal.feedback import delivery as feedback
 from portal.feedback import status
-from portal.models import ConsoleImage, Deployment, Function
+from portal.models import ConsoleImage, Deployment, Environment, Function
 from workers import lost  # noqa: F401 - lost connects the main process's signal
 
 Status = Deployment.Status
@@ -88,7 +89,9 @@ def reconcile_all() -> int:
     task, so each is bounded by its own timeout and one git host that fails or hangs
     never stops the others. A check not started within one interval expires: the
     next round replaces it instead of piling up behind builds."""
-    ids = list(Function.objects.filter(auto_deploy=True, paused_reason="", archived_at__isnull=True)
+    first_paused = Environment.objects.filter(function=OuterRef("pk")).order_by("position").values("paused_reason")
+    ids = list(Function.objects.annotate(paused=Subquery(first_paused[:1]))  # pushes deploy to the first
+               .filter(auto_deploy=True, paused="", archived_at__isnull=True)
                .order_by("pk").values_list("pk", flat=True))
     for pk in ids:
         app.send_task(RECONCILE_TASK, args=[pk], expires=settings.SLIPWAY_RECONCILE_INTERVAL)

@@ -37,11 +37,13 @@ def feedback_out(function: Function) -> dict:
 
 
 def drift_out(function: Function, outcome: str = "") -> dict:
-    function.drift_state.refresh_from_db()
-    shown = drift.current(function)
+    """The drift of the function's first environment (the only one until requests name one)."""
+    environment = function.first_environment
+    environment.drift_state.refresh_from_db()  # as a check or an accept just left it
+    shown = drift.current(function, environment)
+    state = environment.drift_state
     return {"changed_outside_slipway": bool(shown), "differences": shown,
-            "checked_at": function.drift_state.drift_checked_at, "detected_at": function.drift_state.drift_detected_at,
-            "outcome": outcome}
+            "checked_at": state.drift_checked_at, "detected_at": state.drift_detected_at, "outcome": outcome}
 
 
 @router.get("/functions/{name}/feedback", response={200: FeedbackOut, **ERRORS},

@@ -35,14 +35,18 @@ def _release(deployment: Deployment | None) -> dict | None:
 
 
 def function_out(request, function: Function, live: Deployment | None | bool = True) -> dict:
+    """The function with its first environment's Lambda settings (the API's function fields
+    read and write that environment until environments have endpoints of their own)."""
+    environment = function.first_environment
     if live is True:
-        live = deployments.live_deployment(function)
+        live = deployments.live_deployment(environment)
     return {
         **{name: getattr(function, name) for name in (
             "name", "description", "repository_url", "branch", "context_path", "dockerfile_path", "architecture",
-            "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
-            "auto_deploy", "paused_reason", "secret_keys", "build_args", "smoke_event", "shares_images_with")},
-        "archived": function.is_archived, "environment": function.masked_environment(),
+            "ecr_repository", "auto_deploy", "build_args", "smoke_event", "shares_images_with")},
+        **{name: getattr(environment, name) for name in (
+            "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn", "paused_reason", "secret_keys")},
+        "archived": function.is_archived, "environment": environment.masked_variables(),
         "source_auth": function.source_access.source_auth, "source_username": function.source_access.source_username,
         "source_known_hosts": function.source_access.source_known_hosts,
         "source_secret_set": bool(function.source_access.source_secret),
@@ -85,7 +89,7 @@ def _form_errors(form) -> ApiError:
 def list_functions(request, name: str = "", page: int = 1):
     full_only(request)
     functions = (access.visible_functions(request.user).filter(archived_at__isnull=True)
-               .select_related("source_access").order_by("name"))
+               .select_related("source_access").prefetch_related("environments").order_by("name"))
     token = request.api_token
     if token and token.function_id:
         functions = functions.filter(pk=token.function_id)

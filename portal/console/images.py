@@ -85,7 +85,7 @@ class CheckedImage:
 def pixel_cap(function: Function) -> int:
     """The detector's pixel cap: the setting, or the function's own DETECTOR_MAX_PIXELS when lower."""
     cap = settings.SLIPWAY_CONSOLE_MAX_PIXELS
-    own = str((function.environment or {}).get("DETECTOR_MAX_PIXELS", "")).strip()
+    own = str((function.first_environment.variables or {}).get("DETECTOR_MAX_PIXELS", "")).strip()
     return min(cap, int(own)) if own.isdigit() and int(own) > 0 else cap
 
 

@@ -18,7 +18,7 @@ from deploy import aws, lambdas
 from deploy.errors import DeployError
 from portal.console.images import CheckedImage, ConsoleError, log, store_image
 from portal.console.models import ConsoleImage, ConsoleRun
-from portal.functions import Function
+from portal.functions import Environment, Function
 
 
 @dataclass
@@ -55,15 +55,18 @@ def ensure_bucket() -> str:
     return name
 
 
-def _timeout(function: Function) -> float:
-    return float(function.timeout_s) + 10  # the function's own limit answers first
+def _timeout(environment: Environment) -> float:
+    return float(environment.timeout_s) + 10  # the function's own limit answers first
 
 
-def invoke_image(function: Function, target: str, data: bytes, options: dict, *, attempts: int | None = 1) -> Answer:
-    """Send `data` with `options` to `target` (the alias or a version) and classify the answer.
+def invoke_image(function: Function, target: str, data: bytes, options: dict, *, attempts: int | None = 1,
+                 environment: Environment | None = None) -> Answer:
+    """Send `data` with `options` to `target` (the alias or a version) of `environment`'s
+    Lambda (default: the function's first) and classify the answer.
     A ConsoleError when no answer came (plane down, no such version); the answer otherwise,
     a function error or a structured error included. `attempts`: 1 for a person, who may
     press again; None (deploy.aws's bound, transient errors retried) for the verify step."""
+    environment = environment or function.first_environment
     encoded = base64.b64encode(data).decode()
     payload = json.dumps({"image_base64": encoded, **options}).encode()
     request = {"image_base64": f"<{len(encoded):,} characters of base64: the image's {len(data):,} bytes>",
@@ -76,22 +79,22 @@ def invoke_image(function: Function, target: str, data: bytes, options: dict, *,
             aws.call("uploading the image to the console bucket", aws.client("s3").put_object, prefix="s3",
                      Bucket=bucket, Key=key, Body=data)
         except DeployError as exc:
-            raise _refused(function, target, exc) from None
+            raise _refused(environment, target, exc) from None
         request = {"bucket": bucket, "key": key, **options}
         payload = json.dumps(request).encode()
         request = {**request, "_note": f"the inline event would be {len(encoded) + 20:,} bytes, over Lambda's "
                                        f"{settings.SLIPWAY_CONSOLE_PAYLOAD_LIMIT:,} byte limit: sent through S3"}
     started = time.perf_counter()
     try:
-        invocation = lambdas.invoke(function.lambda_name, target, payload, tail=True, timeout=_timeout(function),
+        invocation = lambdas.invoke(environment.lambda_name, target, payload, tail=True, timeout=_timeout(environment),
                                     attempts=attempts or aws.MAX_ATTEMPTS)
     except DeployError as exc:
-        raise _refused(function, target, exc) from None
+        raise _refused(environment, target, exc) from None
     finally:
         round_trip = (time.perf_counter() - started) * 1000
         if key:
             _delete(settings.SLIPWAY_CONSOLE_BUCKET, key)
-    return classify(function, target, invocation, request, bool(key), round_trip)
+    return classify(environment, target, invocation, request, bool(key), round_trip)
 
 
 def _delete(bucket: str, key: str) -> None:
@@ -102,8 +105,8 @@ def _delete(bucket: str, key: str) -> None:
         log.warning("console: s3://%s/%s was not deleted: %s", bucket, key, exc)
 
 
-def _refused(function: Function, target: str, exc: DeployError) -> ConsoleError:
-    where = f"{function.lambda_name}:{target}"
+def _refused(environment: Environment, target: str, exc: DeployError) -> ConsoleError:
+    where = f"{environment.lambda_name}:{target}"
     if exc.code in ("aws-unreachable", "aws-credentials"):
         plane = settings.AWS_ENDPOINT_URL or "AWS"
         return ConsoleError("aws-unreachable", f"could not reach {plane} to invoke {where}: {exc.message}", 502)
@@ -112,7 +115,7 @@ def _refused(function: Function, target: str, exc: DeployError) -> ConsoleError:
     return ConsoleError(exc.code, f"invoking {where} failed: {exc.message}", 502)
 
 
-def classify(function: Function, target: str, invocation: lambdas.Invocation, request: dict, via_s3: bool,
+def classify(environment: Environment, target: str, invocation: lambdas.Invocation, request: dict, via_s3: bool,
              round_trip_ms: float) -> Answer:
     result = invocation.result
     answer = Answer(target=target, outcome=ConsoleRun.Outcome.OK, result=result, request=request, via_s3=via_s3,
@@ -125,7 +128,7 @@ def classify(function: Function, target: str, invocation: lambdas.Invocation, re
         timed_out = answer.error_code == "Sandbox.Timedout" or "Task timed out" in answer.error_message
         if timed_out:
             answer.outcome = ConsoleRun.Outcome.TIMEOUT
-            answer.error_message = (f"the function ran past its {function.timeout_s} s timeout "
+            answer.error_message = (f"the function ran past its {environment.timeout_s} s timeout "
                                     f"({answer.error_message})")
         else:
             answer.outcome = ConsoleRun.Outcome.FUNCTION_ERROR

@@ -17,7 +17,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from deploy import arch
-from portal.functions import Architecture, Function
+from portal.functions import Architecture, Environment, Function
 
 LOG_CAP_BYTES = 256 * 1024
 
@@ -149,13 +149,15 @@ class Deployment(models.Model):
                Status.PUBLISHING, Status.VERIFYING, Status.SHIFTING)
     # Up to here nothing has touched the Lambda: a cancel is still clean.
     CANCELLABLE = (Status.QUEUED, Status.CHECKING, Status.SOURCE, Status.BUILDING, Status.PUSHING)
-    # From here on the deployment writes to the Lambda: one at a time per function.
+    # From here on the deployment writes to the Lambda: one at a time per Lambda (queue.enter_lambda_steps).
     TOUCHING_LAMBDA = (Status.UPDATING, Status.WAITING, Status.PUBLISHING, Status.VERIFYING, Status.SHIFTING)
 
     class TransitionError(Exception):
         """A status change that the row's current state does not allow."""
 
     function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="deployments")
+    # The environment whose Lambda it deploys to; one of its function's.
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="deployments")
     build = models.ForeignKey(Build, on_delete=models.PROTECT, null=True, blank=True, related_name="deployments")
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DEPLOY)
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
@@ -191,10 +193,15 @@ class Deployment(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        indexes = [models.Index(fields=["function", "status"])]
+        indexes = [models.Index(fields=["function", "status"]), models.Index(fields=["environment", "status"])]
 
     def __str__(self) -> str:
         return f"{self.function} #{self.pk} {self.kind} {self.status}"
+
+    def save(self, *args, **kwargs):
+        if self.environment_id is None and self.function_id:  # a request that names none: the first
+            self.environment = self.function.first_environment
+        super().save(*args, **kwargs)
 
     @property
     def is_terminal(self) -> bool:

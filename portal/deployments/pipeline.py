@@ -19,11 +19,11 @@ Status = Deployment.Status
 
 
 def claimed(pk: int, first: str, task_id: str) -> Deployment | None:
-    deployment = Deployment.objects.select_related("function", "build").filter(pk=pk).first()
+    deployment = Deployment.objects.select_related("function", "environment", "build").filter(pk=pk).first()
     if deployment is None:
         return None
     if not queue.claim(deployment, first, task_id or ""):
-        queue.dispatch(deployment.function_id)  # it ended or waits: let the queue move on
+        queue.dispatch(deployment.environment_id)  # it ended or waits: let the queue move on
         return None
     return deployment
 

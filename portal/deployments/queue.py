@@ -1,17 +1,22 @@
-"""The per-function queue: request, supersede, dispatch, claim.
+"""The per-environment queue: request, supersede, dispatch, claim.
 
-The alias is the shared resource, so per function one deployment runs at a
+The alias is the shared resource, so per environment one deployment runs at a
 time (a rollback may start beside a deploy it superseded: that deploy stops
-before its shift). The database is the queue; Celery only carries primary
-keys. Rules:
+before its shift). Every rule below is keyed by the deployment's environment: a
+deployment to one environment never waits for, supersedes or stops one to
+another. The Lambda steps are serialized per Lambda, keyed by (region, Lambda
+name) — one region per installation (AWS_REGION), and a Lambda name belongs to
+one environment (Environment.lambda_name is unique) — so that is per environment
+too. The database is the queue; Celery only carries primary keys. Rules:
 
 - Requests run in the order they were made. A new deploy supersedes the
   queued deploys before it (a webhook deploy supersedes nothing: the worker
   skips the older commits of a burst as stale); a new rollback supersedes every queued request
   before it (deploys and older rollbacks) and tells running deploys to stop
   before their shift. A request made after a queued rollback runs after it.
-- Every transaction here locks the function row before any of its
-  deployments (one lock order, so Postgres never deadlocks two of them).
+- Every transaction here locks the function row, then the environment row,
+  before any of its deployments (one lock order, so Postgres never deadlocks two
+  of them): the function's settings and the environment's are both read under it.
 - Tasks are sent by name; which queue they go to is in settings only.
 """
 
@@ -29,7 +34,7 @@ from portal.celery import DEPLOY_TASK, ROLLBACK_TASK
 from portal.core import sending
 from portal.deployments import events
 from portal.deployments.models import Deployment
-from portal.functions import Function
+from portal.functions import Environment, Function
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -38,23 +43,34 @@ Kind = Deployment.Kind
 RESEND_AFTER = timedelta(seconds=60)
 
 
-def _lock(function_id: int) -> Function:
-    return Function.objects.select_for_update().get(pk=function_id)
+def _lock(environment_id: int, function_id: int | None = None) -> Environment:
+    """The environment's function row, then the environment row (the lock order)."""
+    if function_id is None:
+        function_id = Environment.objects.values_list("function_id", flat=True).get(pk=environment_id)
+    Function.objects.select_for_update().get(pk=function_id)
+    return Environment.objects.select_for_update().get(pk=environment_id)
 
 
-def request(function: Function, *, supersede: bool = True, locked: bool = False, **fields) -> Deployment:
+def request(function: Function, *, environment: Environment | None = None, supersede: bool = True,
+            locked: bool = False, **fields) -> Deployment:
     """Write a deployment row, supersede what it replaces, and send it after
     commit when it may start now.
 
     `supersede=False` is for webhook deploys: deliveries arrive out of order, so
     a later request may carry an older commit; the worker, which sees the
     repository, skips the stale ones instead (workers/steps.stale_reason).
-    `locked=True`: the caller already holds the function's row lock in this
-    transaction (the webhook receiver re-reads the settings under it)."""
+    `locked=True`: the caller already holds the function's row lock and then
+    its environment's in this transaction (the webhook receiver re-reads the
+    settings under them). `environment`: the function's first when not given
+    (every request targets it until requests name one)."""
     with transaction.atomic(savepoint=False):  # inside a caller's transaction, no savepoint: one less round trip
         if not locked:
-            _lock(function.pk)
-        deployment = Deployment.objects.create(function=function, **fields)
+            Function.objects.select_for_update().get(pk=function.pk)
+        if environment is None:
+            environment = function.first_environment  # locked=True: read (prefetched) under the caller's lock
+        if not locked:
+            Environment.objects.select_for_update().get(pk=environment.pk)
+        deployment = Deployment.objects.create(function=function, environment=environment, **fields)
         if supersede:
             _supersede_for(deployment)
         events.status_changed.send(Deployment, deployment=deployment)  # pending (once the commit is known)
@@ -70,13 +86,13 @@ def _may_start_now(deployment: Deployment) -> bool:
     deployment it waits for dispatches it when it ends (settle, a cancel, the
     lost-worker handler or the sweeper all do, under this same lock), and a
     burst of requests skips a dispatch transaction each."""
-    earlier = Deployment.objects.filter(function_id=deployment.function_id, status=Status.QUEUED,
+    earlier = Deployment.objects.filter(environment_id=deployment.environment_id, status=Status.QUEUED,
                                         pk__lt=deployment.pk)
     return not earlier.exists() and not _blockers(deployment).exists()
 
 
 def _supersede_for(new: Deployment) -> None:
-    before = Deployment.objects.filter(function_id=new.function_id, pk__lt=new.pk)
+    before = Deployment.objects.filter(environment_id=new.environment_id, pk__lt=new.pk)
     queued = before.filter(status=Status.QUEUED)
     if new.kind == Kind.ROLLBACK:
         message = f"rollback #{new.pk} replaced it"
@@ -91,8 +107,9 @@ def _supersede_for(new: Deployment) -> None:
 
 
 def _blockers(deployment: Deployment):
-    """The running deployments of its function that `deployment` must wait for."""
-    running = Deployment.objects.filter(function_id=deployment.function_id, status__in=Deployment.RUNNING).exclude(
+    """The running deployments of its environment that `deployment` must wait for."""
+    running = Deployment.objects.filter(environment_id=deployment.environment_id,
+                                        status__in=Deployment.RUNNING).exclude(
         pk=deployment.pk)
     if deployment.kind == Kind.ROLLBACK:
         # Deploys it superseded stop before their shift; it waits only for one already shifting.
@@ -100,14 +117,14 @@ def _blockers(deployment: Deployment):
     return running
 
 
-def dispatch(function_id: int) -> Deployment | None:
-    """Send the function's next queued deployment unless it must wait.
+def dispatch(environment_id: int) -> Deployment | None:
+    """Send the environment's next queued deployment unless it must wait.
 
     A row whose message already left recently is not sent again (a duplicate
     would be harmless, only noisy); the sweeper re-sends lost ones."""
     with transaction.atomic():
-        _lock(function_id)
-        head = Deployment.objects.filter(function_id=function_id, status=Status.QUEUED).order_by("pk").first()
+        _lock(environment_id)
+        head = Deployment.objects.filter(environment_id=environment_id, status=Status.QUEUED).order_by("pk").first()
         if head is None or _blockers(head).exists():
             return None
         due = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=Now() - RESEND_AFTER)
@@ -138,8 +155,8 @@ def claim(deployment: Deployment, first: str, task_id: str = "") -> bool:
     """Take the row for task `task_id`. False when it ended, someone else has it,
     or it must wait (then the deployment it waits for dispatches it when done)."""
     with transaction.atomic():
-        _lock(deployment.function_id)
-        earlier = Deployment.objects.filter(function_id=deployment.function_id, status=Status.QUEUED,
+        _lock(deployment.environment_id, deployment.function_id)
+        earlier = Deployment.objects.filter(environment_id=deployment.environment_id, status=Status.QUEUED,
                                             pk__lt=deployment.pk)
         if earlier.exists() or _blockers(deployment).exists():  # requests run in the order they were made
             Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(enqueued_at=None)
@@ -151,13 +168,14 @@ def claim(deployment: Deployment, first: str, task_id: str = "") -> bool:
 
 
 def enter_lambda_steps(deployment: Deployment) -> bool:
-    """Move to UPDATING unless another deployment of the function is writing to
-    the Lambda (past its push), or a stop was asked for; False: check for a stop,
-    then wait and ask again. Deploys and a rollback's fallback both come through
-    here, so they never interleave."""
+    """Move to UPDATING unless another deployment is writing to the same Lambda (past
+    its push), or a stop was asked for; False: check for a stop, then wait and ask
+    again. Deploys and a rollback's fallback both come through here, so they never
+    interleave. The Lambda lock's key is (region, Lambda name): the region is the
+    installation's, so the name, read under the environment's row lock."""
     with transaction.atomic():
-        _lock(deployment.function_id)
-        others = Deployment.objects.filter(function_id=deployment.function_id,
+        environment = _lock(deployment.environment_id, deployment.function_id)
+        others = Deployment.objects.filter(environment__lambda_name=environment.lambda_name,
                                            status__in=Deployment.TOUCHING_LAMBDA).exclude(pk=deployment.pk)
         if others.exists():
             return False

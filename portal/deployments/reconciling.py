@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Prefetch
 from django.db.models.functions import Now
 
 from deploy import source
@@ -19,7 +20,7 @@ from portal.core.errors import RequestRefused
 from portal.deployments.models import Deployment
 from portal.deployments.releases import went_live
 from portal.deployments.requesting import FULL_SHA, queue_deploy
-from portal.functions import Function
+from portal.functions import Environment, Function
 from portal.sources import SourceAccess, credentials_for, log_secrets
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,19 @@ def request_reconcile_deploy(function: Function, *, head: str, user=None, trigge
     if not FULL_SHA.match(head):
         raise RequestRefused(f"{head!r} is not a full 40-character commit SHA")
     with transaction.atomic():
-        function = Function.objects.select_for_update().get(pk=function.pk)  # the lock queue.request takes first
+        # The locks queue.request takes: the function row, then its environments' (read with it).
+        function = (Function.objects.select_for_update()
+                    .prefetch_related(Prefetch("environments", queryset=Environment.objects.select_for_update()))
+                    .get(pk=function.pk))
         blocked = blocked_reason(function)
         if blocked:
             return blocked
-        tried = (Deployment.objects.filter(function=function, commit_sha=head).exclude(kind=Deployment.Kind.ROLLBACK)
-                 .order_by("-pk").first())
+        environment = function.first_environment  # where pushes deploy (its row is locked by queue.request)
+        tried = (Deployment.objects.filter(environment=environment, commit_sha=head)
+                 .exclude(kind=Deployment.Kind.ROLLBACK).order_by("-pk").first())
         if tried is not None:
             if tried.status == Deployment.Status.SUCCEEDED:
-                live = went_live(function).values_list("commit_sha", flat=True).first()
+                live = went_live(environment).values_list("commit_sha", flat=True).first()
                 also = "" if live == head else f"; {(live or '')[:12]} went live after it, explicitly"
                 return Reconciled("up-to-date", f"{function.branch} is at {head[:12]}, deployed by #{tried.pk}"
                                   + also, head=head, deployment=tried)
@@ -53,7 +58,7 @@ def request_reconcile_deploy(function: Function, *, head: str, user=None, trigge
                                   head=head, deployment=tried)
             return Reconciled("already-tried", f"{head[:12]} was tried already: deployment #{tried.pk} "
                               f"{tried.status}; deploy it explicitly to try again", head=head, deployment=tried)
-        unresolved = Deployment.objects.filter(function=function, ref=function.branch, commit_sha="",
+        unresolved = Deployment.objects.filter(environment=environment, ref=function.branch, commit_sha="",
                                                status__in=(Deployment.Status.QUEUED, *Deployment.RUNNING)).first()
         if unresolved is not None:
             return Reconciled("in-progress", f"deployment #{unresolved.pk} of {function.branch} is "
@@ -112,6 +117,7 @@ def blocked_reason(function: Function) -> Reconciled | None:
         return Reconciled("archived", f"{function.name} is archived: it accepts no deploys")
     if not function.auto_deploy:
         return Reconciled("off", "auto-deploy is off: missed pushes are not deployed")
-    if function.paused_reason:
-        return Reconciled("paused", f"auto-deploy is paused ({function.paused_reason}): resume it first")
+    paused = function.first_environment.paused_reason  # pushes deploy to the first environment
+    if paused:
+        return Reconciled("paused", f"auto-deploy is paused ({paused}): resume it first")
     return None

@@ -218,5 +218,5 @@ def _settle(deployment: Deployment, steps) -> str:
         log.exception("deployment %s failed unexpectedly", deployment.pk)
         finish(deployment, Status.FAILED, "internal-error", f"{type(exc).__name__}: {exc}")
     finally:
-        queue.dispatch(deployment.function_id)
+        queue.dispatch(deployment.environment_id)
     return deployment.status

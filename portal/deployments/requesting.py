@@ -17,7 +17,7 @@ from portal.deployments import events, queue
 from portal.deployments import rollback as rollbacks
 from portal.deployments.models import Deployment
 from portal.deployments.releases import went_live
-from portal.functions import AuditEvent, Function
+from portal.functions import AuditEvent, Environment, Function
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -63,10 +63,11 @@ def request_webhook_deploy(function: Function, *, ref: str, commit: str, deliver
                          supersede=False, locked=True, delivery=delivery)
 
 
-def rollback_target(function: Function, *, to: str = "") -> Deployment:
-    """The successful deployment to put back: by version number, by commit SHA
-    prefix, or (default) the one live before the current one."""
-    done = went_live(function).filter(build__isnull=False).select_related("build")
+def rollback_target(function: Function, *, to: str = "", environment=None) -> Deployment:
+    """The successful deployment to put back in `environment` (default: the function's
+    first): by version number, by commit SHA prefix, or (default) the one live there
+    before the current one."""
+    done = went_live(environment or function.first_environment).filter(build__isnull=False).select_related("build")
     if to:
         if to.isdigit():
             target = done.filter(version=to).first()
@@ -91,19 +92,21 @@ def request_rollback(function: Function, *, trigger: str, user=None, to: str = "
     their shift, and pauses auto-deploy until someone resumes it."""
     if function.is_archived:
         raise RequestRefused(f"{function.name} is archived: it accepts no rollbacks")
-    with transaction.atomic():  # the function row first, as everywhere (portal/deployments/queue.py)
+    with transaction.atomic():  # the function row first, then the environment's, as everywhere (queue.py)
         # The target is read under the lock: retention marks images gone under it too.
         Function.objects.select_for_update().get(pk=function.pk)
-        target = rollback_target(function, to=to)
+        environment = Environment.objects.select_for_update().get(pk=function.first_environment.pk)
+        target = rollback_target(function, to=to, environment=environment)
         if target.build and target.build.image_gone_at:
             raise RequestRefused(f"the image of version {target.version} is gone from ECR: deploy its commit again")
         rollback = queue.request(
-            function, locked=True, kind=Deployment.Kind.ROLLBACK, trigger=trigger, requested_by=user,
+            function, environment=environment, locked=True, kind=Deployment.Kind.ROLLBACK, trigger=trigger,
+            requested_by=user,
             ref=target.commit_sha, commit_sha=target.commit_sha, build=target.build, target_version=target.version,
             commit_message=target.commit_message, commit_author=target.commit_author,
         )
         who = user.get_username() if user else trigger
-        Function.objects.filter(pk=function.pk).update(
+        Environment.objects.filter(pk=environment.pk).update(  # its own environment's auto-deploy only
             paused_reason=f"rolled back to version {target.version} by {who}; resume auto-deploy when fixed")
         AuditEvent.record("deployment.rollback_requested", function=function, deployment=rollback.pk,
                           to_version=target.version, commit=target.commit_sha, **_actor(user, trigger))
@@ -134,7 +137,7 @@ def cancel(deployment: Deployment, *, user=None, trigger: str = "cli") -> bool:
     if not deployment.request_cancel():
         return False
     if deployment.is_terminal:  # it was queued: whatever waited behind it may go now
-        transaction.on_commit(lambda: queue.dispatch(deployment.function_id))
+        transaction.on_commit(lambda: queue.dispatch(deployment.environment_id))
         events.status_changed.send(Deployment, deployment=deployment)  # canceled
     AuditEvent.record("deployment.cancel_requested", function=deployment.function, deployment=deployment.pk,
                       **_actor(user, trigger))
@@ -142,7 +145,8 @@ def cancel(deployment: Deployment, *, user=None, trigger: str = "cli") -> bool:
 
 
 def resume_auto_deploy(function: Function, *, user=None, trigger: str = "cli") -> None:
-    """Lift the pause a rollback put on auto-deploy."""
-    Function.objects.filter(pk=function.pk).update(paused_reason="")
+    """Lift the pause a rollback put on auto-deploy (of the function's first environment,
+    the one pushes deploy to)."""
+    Environment.objects.filter(pk=function.first_environment.pk).update(paused_reason="")
     AuditEvent.record("function.auto_deploy_resumed", function=function, **_actor(user, trigger))
     events.resumed.send(Deployment, function=function, by=user.get_username() if user else trigger)

@@ -1,8 +1,10 @@
 """Retention that cannot break a rollback.
 
-Per function: delete the published Lambda versions older than its last N
-releases that no alias references, then the ECR images that no remaining
-version references. The order is the point: on AWS a version whose image is
+Per function: in each of its environments' Lambdas, delete the published
+versions older than that environment's last N releases that no alias
+references, then the ECR images that no remaining version of any environment
+references (an image live or kept in any environment of any function on the
+repository is never deleted). The order is the point: on AWS a version whose image is
 deleted goes to `Failed`, so an image goes only once nothing that could be put
 back runs it.
 
@@ -49,7 +51,7 @@ from deploy import ecr, lambdas
 from deploy.errors import DeployError
 from portal.deployments.models import Build, Deployment, ImageDeletion
 from portal.deployments.releases import went_live
-from portal.functions import AuditEvent, Function
+from portal.functions import AuditEvent, Environment, Function
 
 log = logging.getLogger(__name__)
 RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK)
@@ -214,10 +216,10 @@ def _delete(repository: str, doomed: dict[str, str], report: Report) -> None:
         report.kept_images[digest] = "its delete failed"
 
 
-def _releases(function: Function, keep: int) -> tuple[dict[str, Deployment], object]:
-    """The function's last `keep` releases by version (newest first; a version rolled back to
-    counts once, at its latest), and the time of the oldest of them once there are `keep`."""
-    releases = (went_live(function).filter(kind__in=RELEASE_KINDS)
+def _releases(environment: Environment, keep: int) -> tuple[dict[str, Deployment], object]:
+    """The environment's last `keep` releases by version (newest first; a version rolled back
+    to counts once, at its latest), and the time of the oldest of them once there are `keep`."""
+    releases = (went_live(environment).filter(kind__in=RELEASE_KINDS)
                 .annotate(at=Coalesce("finished_at", "created_at")).order_by("-at", "-pk").select_related("build"))
     kept: dict[str, Deployment] = {}
     for release in releases:
@@ -229,14 +231,37 @@ def _releases(function: Function, keep: int) -> tuple[dict[str, Deployment], obj
     return kept, cutoff
 
 
+def _all_releases(environments: list[Environment], keep: int) -> tuple[list[Deployment], object]:
+    """The kept releases of every environment, and the cutoff for images: the oldest of
+    theirs, or None while any environment has fewer than `keep` (an image is needed by
+    any environment that may still put it back)."""
+    kept, cutoffs = [], []
+    for environment in environments:
+        releases, cutoff = _releases(environment, keep)
+        kept += releases.values()
+        cutoffs.append(cutoff)
+    return kept, (None if None in cutoffs or not cutoffs else min(cutoffs))
+
+
 def _apply(function: Function, report: Report, others: list[Function]) -> dict[str, str]:
-    """Delete the versions the rule lets go; return the images to delete ({digest: tag})."""
-    name = function.lambda_name
-    if lambdas.get_configuration(name) is None:
-        report.skipped = f"the Lambda {name} does not exist (never deployed)"
+    """Delete the versions the rule lets go in each environment's Lambda; return the images
+    to delete ({digest: tag}). With several environments, a version is named with its
+    environment in the report (env:version)."""
+    environments = list(function.environments.all())
+    deployed = [env for env in environments if lambdas.get_configuration(env.lambda_name) is not None]
+    if not deployed:
+        report.skipped = f"the Lambda {environments[0].lambda_name} does not exist (never deployed)"
         return {}
-    deployments = Deployment.objects.filter(function=function).exclude(version="")
-    kept_releases, cutoff = _releases(function, report.keep)
+    for environment in deployed:
+        _apply_versions(environment, report, "" if len(environments) == 1 else f"{environment.name}:")
+    return _images(function, deployed, report, others)
+
+
+def _apply_versions(environment: Environment, report: Report, label: str) -> None:
+    """Delete the versions of the environment's Lambda that the rule lets go."""
+    name = environment.lambda_name
+    deployments = Deployment.objects.filter(environment=environment).exclude(version="")
+    kept_releases, cutoff = _releases(environment, report.keep)
     published = dict(deployments.order_by().values_list("version").annotate(
         at=Max(Coalesce("finished_at", "created_at"))))  # version -> when Slipway last published or released it
 
@@ -244,8 +269,10 @@ def _apply(function: Function, report: Report, others: list[Function]) -> dict[s
     held = {v: f"one of the last {report.keep} releases (deployment #{r.pk})" for v, r in kept_releases.items()}
     aliased = lambdas.aliased_versions(lambdas.list_aliases(name))
     held.update((v, f"alias {', '.join(sorted(names))} points at it") for v, names in aliased.items())
-    doomed = _sort_out(on_lambda, report, report.kept_versions, held, published, cutoff,
+    kept: dict[str, str] = {}
+    doomed = _sort_out(on_lambda, report, kept, held, published, cutoff,
                        not_ours="not published by Slipway", newer="newer than the oldest kept release")
+    report.kept_versions.update((label + version, why) for version, why in kept.items())
     # A version the database still offers but Lambda no longer holds: mark it, as check_release would.
     missing = set(published) - set(on_lambda)
     if missing and not report.dry_run:
@@ -253,37 +280,40 @@ def _apply(function: Function, report: Report, others: list[Function]) -> dict[s
 
     for version in doomed:  # versions first: nothing that could be put back may lose its image
         if report.dry_run:
-            report.deleted_versions.append(version)
+            report.deleted_versions.append(label + version)
             continue
         try:
             lambdas.delete_version(name, version)
         except DeployError as exc:
-            report.errors.append(f"version {version}: {exc}")
-            report.kept_versions[version] = "its delete failed"
+            report.errors.append(f"version {label}{version}: {exc}")
+            report.kept_versions[label + version] = "its delete failed"
             continue
-        Deployment.objects.filter(function=function, version=version).update(version_gone=True)
-        report.deleted_versions.append(version)
-
-    return _images(function, report, kept_releases, cutoff, others)
+        Deployment.objects.filter(environment=environment, version=version).update(version_gone=True)
+        report.deleted_versions.append(label + version)
 
 
-def _images(function: Function, report: Report, kept_releases: dict[str, Deployment], cutoff,
+def _images(function: Function, environments: list[Environment], report: Report,
             others: list[Function]) -> dict[str, str]:
-    """The images no remaining version runs and no other function on the repository needs."""
-    name, repository = function.lambda_name, function.ecr_repository
-    remaining = [v["Version"] for v in lambdas.list_versions(name)]
-    if report.dry_run:
-        remaining = [v for v in remaining if v not in report.deleted_versions]
+    """The images no remaining version of any of its environments runs and no other
+    function on the repository needs."""
+    repository = function.ecr_repository
+    kept_releases, cutoff = _all_releases(list(function.environments.all()), report.keep)
     runs: dict[str, list[str]] = {}
-    for version in remaining:
-        digest = _version_digest(function, version, repository)
-        if digest is None:
-            report.kept_images["*"] = f"the image of version {version} could not be told: no image is deleted"
-            return {}
-        if digest:
-            runs.setdefault(digest, []).append(version)
+    for environment in environments:
+        label = "" if len(environments) == 1 else f"{environment.name}:"
+        remaining = [v["Version"] for v in lambdas.list_versions(environment.lambda_name)]
+        if report.dry_run:
+            remaining = [v for v in remaining if label + v not in report.deleted_versions]
+        for version in remaining:
+            digest = _version_digest(environment, version, repository)
+            if digest is None:
+                report.kept_images["*"] = (f"the image of version {label}{version} could not be told: "
+                                           "no image is deleted")
+                return {}
+            if digest:
+                runs.setdefault(digest, []).append(label + version)
     held = {r.build.digest: f"the image of deployment #{r.pk}, one of the last {report.keep} releases (a rollback "
-            "deploys it again)" for r in kept_releases.values() if r.build and r.build.digest}
+            "deploys it again)" for r in kept_releases if r.build and r.build.digest}
     held.update((digest, f"version {', '.join(versions)} runs it") for digest, versions in runs.items())
     built = dict(Build.objects.filter(function=function, repository=repository).exclude(digest="")
                  .values_list("digest", "created_at"))
@@ -351,16 +381,20 @@ def _needs(function: Function, repository: str, keep: int) -> dict[str, str] | N
     versions run, its last `keep` releases, what it built after the oldest of them (or
     everything while it has fewer). None when what a version runs cannot be told."""
     needs: dict[str, str] = {}
-    if lambdas.get_configuration(function.lambda_name) is not None:
-        versions = [v["Version"] for v in lambdas.list_versions(function.lambda_name)]
+    environments = list(function.environments.all())
+    for environment in environments:
+        if lambdas.get_configuration(environment.lambda_name) is None:
+            continue
+        label = "" if len(environments) == 1 else f"{environment.name}:"
+        versions = [v["Version"] for v in lambdas.list_versions(environment.lambda_name)]
         for version in sorted(versions, key=lambda v: v == "$LATEST"):  # a published version is the better why
-            digest = _version_digest(function, version, repository)
+            digest = _version_digest(environment, version, repository)
             if digest is None:
                 return None
             if digest:
-                needs.setdefault(digest, f"its version {version} runs it")
-    kept, cutoff = _releases(function, keep)
-    for release in kept.values():
+                needs.setdefault(digest, f"its version {label}{version} runs it")
+    kept, cutoff = _all_releases(environments, keep)
+    for release in kept:
         if release.build and release.build.digest:
             needs.setdefault(release.build.digest, f"the image of its deployment #{release.pk}, one of its last "
                                                    f"{keep} releases")
@@ -373,10 +407,11 @@ def _needs(function: Function, repository: str, keep: int) -> dict[str, str] | N
     return needs
 
 
-def _version_digest(function: Function, version: str, repository: str) -> str | None:
-    """The digest of the image `version` runs in `repository`: "" when it runs another
-    repository's image, None when it cannot be told (then nothing is deleted)."""
-    uri = lambdas.version_image(function.lambda_name, version)
+def _version_digest(environment: Environment, version: str, repository: str) -> str | None:
+    """The digest of the image `version` of the environment's Lambda runs in `repository`:
+    "" when it runs another repository's image, None when it cannot be told (then nothing
+    is deleted)."""
+    uri = lambdas.version_image(environment.lambda_name, version)
     digest = tag = ""
     if "@" in uri:
         location, digest = uri.rsplit("@", 1)
@@ -393,6 +428,6 @@ def _version_digest(function: Function, version: str, repository: str) -> str | 
         if held:
             return held.digest
     # Lambda did not say: the image Slipway recorded for the deployment that published it.
-    recorded = (Deployment.objects.filter(function=function, version=version, build__isnull=False)
+    recorded = (Deployment.objects.filter(environment=environment, version=version, build__isnull=False)
                 .exclude(build__digest="").values_list("build__digest", flat=True).first())
     return recorded or None

@@ -36,7 +36,7 @@ from deploy.errors import LAMBDA_NOT_OWNED, UserError
 from portal.deployments import events, plan, queue, retention
 from portal.deployments.models import Build, Deployment, DeploymentStep
 from portal.deployments.recording import Recorder, StepLog, Stopped, check_stop, settle
-from portal.functions import AuditEvent, Function, role_allowed
+from portal.functions import AuditEvent, Environment, Function, role_allowed
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -60,6 +60,11 @@ class Run:
         return self.deployment.function
 
     @property
+    def environment(self) -> Environment:
+        """Where it deploys: the Lambda, its alias and settings."""
+        return self.deployment.environment
+
+    @property
     def build(self) -> Build | None:
         return self.deployment.build
 
@@ -69,11 +74,13 @@ class Run:
             setattr(self.deployment, name, value)
 
 
-def lambda_settings(function: Function) -> lambdas.Settings:
-    return lambdas.Settings(name=function.lambda_name, architecture=function.architecture,
-                            memory_mb=function.memory_mb, timeout_s=function.timeout_s,
-                            environment={str(k): str(v) for k, v in (function.environment or {}).items()},
-                            role_arn=function.execution_role_arn or settings.SLIPWAY_DEFAULT_EXECUTION_ROLE)
+def lambda_settings(environment: Environment) -> lambdas.Settings:
+    """The environment's Lambda as Slipway writes it (the architecture is the function's:
+    one build serves every environment)."""
+    return lambdas.Settings(name=environment.lambda_name, architecture=environment.function.architecture,
+                            memory_mb=environment.memory_mb, timeout_s=environment.timeout_s,
+                            environment={str(k): str(v) for k, v in (environment.variables or {}).items()},
+                            role_arn=environment.execution_role_arn or settings.SLIPWAY_DEFAULT_EXECUTION_ROLE)
 
 
 
@@ -99,32 +106,32 @@ def check_owner(run: Run, out: StepLog, current: dict) -> None:
     current execution role the platform team allows Slipway to pass. Without this,
     registering onto another team's Lambda under an allowed name prefix would run this
     function's code with that Lambda's role."""
-    function = run.function
+    function, lambda_name = run.function, run.environment.lambda_name
     arn = current["FunctionArn"]
     owner = lambdas.list_tags(arn).get(lambdas.OWNER_TAG)
     if owner == function.name:
         return
-    line = CREATING.format(name=function.lambda_name)  # first, or after the "waited …" line
+    line = CREATING.format(name=lambda_name)  # first, or after the "waited …" line
     if owner is None and DeploymentStep.objects.filter(
             Q(output__startswith=line) | Q(output__contains="\n" + line),
-            deployment__function=function, name="update").exists():
+            deployment__environment=run.environment, name="update").exists():
         lambdas.tag(arn, {lambdas.OWNER_TAG: function.name})
-        out(f"tagged {function.lambda_name} {lambdas.OWNER_TAG}={function.name}: Slipway created it")
+        out(f"tagged {lambda_name} {lambdas.OWNER_TAG}={function.name}: Slipway created it")
         return
     role = current.get("Role") or ""
     whose = f"carries {lambdas.OWNER_TAG}={owner}" if owner else "was not created by Slipway"
     if role and role_allowed(role):
-        out(f"{function.lambda_name} {whose}; its role {role} is an allowed execution role")
+        out(f"{lambda_name} {whose}; its role {role} is an allowed execution role")
         return
-    raise UserError(LAMBDA_NOT_OWNED, f"{function.lambda_name} {whose} and its execution role {role or '(none)'} "
+    raise UserError(LAMBDA_NOT_OWNED, f"{lambda_name} {whose} and its execution role {role or '(none)'} "
                     "is not in SLIPWAY_ALLOWED_EXECUTION_ROLES: Slipway does not run this function's code in it")
 
 
 
 def shift_alias(run: Run, out: StepLog) -> None:
-    function, version = run.function, run.deployment.version
-    previous = lambdas.point_alias(function.lambda_name, function.alias, version)
-    out(f"{function.alias}: {previous or '(new)'} -> {version}")
+    environment, version = run.environment, run.deployment.version
+    previous = lambdas.point_alias(environment.lambda_name, environment.alias, version)
+    out(f"{environment.alias}: {previous or '(new)'} -> {version}")
     run.record(previous_version=previous or "")
     remember_expected_state(run)
 
@@ -141,7 +148,7 @@ def remember_expected_state(run: Run) -> None:
     the previous record has it."""
     written = None
     if run.image_uri:
-        config = lambda_settings(run.function)
+        config = lambda_settings(run.environment)
         written = {"image_digest": run.build.digest, "memory_mb": config.memory_mb, "timeout_s": config.timeout_s,
                    "environment": config.environment, "architecture": config.architecture}
     events.shifted.send(Deployment, deployment=run.deployment, written=written)
@@ -164,8 +171,9 @@ def check_release(run: Run, out: StepLog) -> bool:
         raise UserError("image-missing", f"ECR no longer holds {function.ecr_repository}@{build.digest}; "
                         "deploy the commit again instead")
     out(f"ECR still holds {function.ecr_repository}@{build.digest}")
-    exists = bool(version) and lambdas.version_exists(function.lambda_name, version)
-    current = lambdas.get_configuration(function.lambda_name) if exists else None
+    lambda_name = run.environment.lambda_name
+    exists = bool(version) and lambdas.version_exists(lambda_name, version)
+    current = lambdas.get_configuration(lambda_name) if exists else None
     if current:  # only the alias moves: the Lambda is checked here (a fallback's update step checks it)
         check_owner(run, out, current)
     out(f"version {version} {'exists' if exists else 'is gone: its image is deployed, published and verified again'}")
@@ -174,7 +182,7 @@ def check_release(run: Run, out: StepLog) -> bool:
         return True
     run.repository_uri = ecr.ensure_repository(function.ecr_repository)  # the fallback pushes nothing, but reads it
     if version:  # the release page offers no version-only rollback to it any more
-        Deployment.objects.filter(function=function, version=version, kind__in=RELEASE_KINDS).update(
+        Deployment.objects.filter(environment=run.environment, version=version, kind__in=RELEASE_KINDS).update(
             version_gone=True)
     return exists
 
@@ -226,10 +234,10 @@ def run_without_queue(deployment: Deployment, why: str) -> bool:
     still exists (an alias move, seconds), claimed like the task claims it. False:
     not run here (the version is gone or AWS does not say, or the row was not
     claimable): it stays queued for the worker."""
-    function = deployment.function
+    function, lambda_name = deployment.function, deployment.environment.lambda_name
     try:  # within the request's budget: an AWS that does not answer leaves it to the worker, not to gunicorn's timeout
         with aws.urgent(settings.SLIPWAY_REQUEST_BUDGET):
-            exists = bool(deployment.target_version) and lambdas.version_exists(function.lambda_name,
+            exists = bool(deployment.target_version) and lambdas.version_exists(lambda_name,
                                                                                 deployment.target_version)
     except Exception as exc:  # AWS unreachable too: the worker tries when the queue is back
         log.warning("rollback #%s not run without the queue: %s", deployment.pk, exc)

@@ -154,13 +154,13 @@ def stale_reason(run: Run) -> str:
     mine = deployment.commit_sha
     if deployment.kind != Deployment.Kind.DEPLOY or not mine:
         return ""
-    live = went_live(function).values("pk", "commit_sha").first()
+    live = went_live(run.environment).values("pk", "commit_sha").first()
     if live and live["commit_sha"] == mine:
         return f"{mine[:12]} is already live (deployment #{live['pk']}): skipped"
     head = source.resolve_cached(mirror, function.branch) if deployment.ref == function.branch else None
     newer = [(live["pk"], live["commit_sha"], "which is live")] if live else []
     newer += [(pk, sha, "queued from another delivery") for pk, sha in Deployment.objects.filter(
-        function=function, trigger__in=AUTOMATIC, kind=Deployment.Kind.DEPLOY,
+        environment=run.environment, trigger__in=AUTOMATIC, kind=Deployment.Kind.DEPLOY,
         status__in=(Status.QUEUED, *Deployment.RUNNING)).exclude(pk=deployment.pk).exclude(commit_sha="")
         .order_by("pk").values_list("pk", "commit_sha")]
     for pk, sha, what in newer:
@@ -218,7 +218,7 @@ def push_image(run: Run, out: StepLog) -> None:
 
 
 def enter_lambda_steps(run: Run) -> float:
-    """Wait until no other deployment of the function writes to the Lambda, then
+    """Wait until no other deployment writes to the environment's Lambda, then
     move to UPDATING; returns the seconds waited. Stops if superseded or cancelled
     meanwhile, up to the move itself (Deployment.enter_lambda)."""
     testing.pause("enter-lambda-steps", run.function.name)  # tests only: hold here while a cancel lands
@@ -232,7 +232,7 @@ def enter_lambda_steps(run: Run) -> float:
 def update_function(run: Run, out: StepLog) -> None:
     """Create the Lambda on the first deploy; otherwise configuration first, then code, by digest."""
     function, build = run.function, run.build
-    config = lambda_settings(function)
+    config = lambda_settings(run.environment)
     run.image_uri = ecr.image_uri(run.repository_uri, build.digest, settings.SLIPWAY_REGISTRY_HOST)
     current = lambdas.get_configuration(config.name)
     if current is None:
@@ -252,7 +252,7 @@ def update_function(run: Run, out: StepLog) -> None:
 # The update step's line when it creates the Lambda: Slipway's own record that it did
 # (a Lambda created before Slipway tagged what it creates is tagged on its next deploy).
 def wait_updated(run: Run, out: StepLog) -> None:
-    run.after_update = lambdas.wait_updated(run.function.lambda_name)
+    run.after_update = lambdas.wait_updated(run.environment.lambda_name)
     config = run.after_update.get("Configuration", {})
     out(f"LastUpdateStatus={config.get('LastUpdateStatus', '?')} RevisionId={config.get('RevisionId', '?')}")
 
@@ -265,7 +265,7 @@ def description(run: Run) -> str:
 
 def publish_version(run: Run, out: StepLog) -> None:
     """Publish, guarded by the RevisionId the wait saw: the version holds our image or nothing."""
-    version = lambdas.publish(run.function.lambda_name, description(run), after=run.after_update,
+    version = lambdas.publish(run.environment.lambda_name, description(run), after=run.after_update,
                               image_uri=run.image_uri)
     out(f"published version {version}")
     run.record(version=version)
@@ -279,7 +279,7 @@ def verify_version(run: Run, out: StepLog, *, golden: bool = True) -> None:
     function, version = run.function, run.deployment.version
     if not function.smoke_event:
         out("no smoke event configured; invoking with {}")
-    invocation = lambdas.invoke(function.lambda_name, version, function.smoke_event or {}, tail=True)
+    invocation = lambdas.invoke(run.environment.lambda_name, version, function.smoke_event or {}, tail=True)
     report = lambdas.parse_report(invocation.log_tail)
     run.record(init_ms=report.init_ms, duration_ms=report.duration_ms, memory_used_mb=report.memory_used_mb)
     preview = str(invocation.result)[:500]
@@ -307,7 +307,8 @@ def verify_golden_cases(run: Run, out: StepLog) -> None:
     failed = []
     for case in cases:
         try:
-            answer = console.invoke_image(function, version, bytes(case.image.data), case.options, attempts=None)
+            answer = console.invoke_image(function, version, bytes(case.image.data), case.options, attempts=None,
+                                          environment=run.environment)
         except console.ConsoleError as exc:
             raise AppError(f"golden-{exc.code}", f"golden case {case.name!r}: {exc.message}") from None
         title = f"golden case {case.name!r} (#{case.pk}, {len(case.boxes)} box(es), IoU >= {function.golden_iou})"

@@ -34,13 +34,13 @@ UNSENT_GRACE = timedelta(seconds=10)  # a row this old whose message never left 
 
 def settle_lost(deployment: Deployment, condition: Q, why: str, noticed_by: str) -> bool:
     """End `deployment` (its worker is gone) while `condition` holds, clean up after
-    it and let its function's next deployment go. False: it beat meanwhile, or ended."""
+    it and let its environment's next deployment go. False: it beat meanwhile, or ended."""
     step = deployment.status
     shift = deployment.steps.filter(name="shift").order_by("-position").first()
     live = shift is not None and shift.status == DeploymentStep.Status.SUCCEEDED
     if live:
         message = (f"{why} after its shift step completed: version {deployment.version} is live behind "
-                   f"{deployment.function.alias}; settled as succeeded by the {noticed_by}")
+                   f"{deployment.environment.alias}; settled as succeeded by the {noticed_by}")
     else:
         message = f"{why} while {step}; the alias was not moved by it (its shift step never completed)"
     if not deployment.settle_lost(condition, message, live=live):
@@ -53,7 +53,7 @@ def settle_lost(deployment: Deployment, condition: Q, why: str, noticed_by: str)
                       deployment=deployment.pk, step=step, noticed_by=noticed_by,
                       settled_as=Status.SUCCEEDED if live else Status.FAILED)
     events.finished.send(Deployment, deployment=deployment)
-    queue.dispatch(deployment.function_id)
+    queue.dispatch(deployment.environment_id)
     return True
 
 
@@ -67,9 +67,10 @@ def sweep() -> dict:
     # Queued rows whose message never made it (broker down) or was lost.
     unsent = Q(enqueued_at__isnull=True, created_at__lt=Now() - UNSENT_GRACE)
     waiting = Deployment.objects.filter(unsent | Q(enqueued_at__lt=Now() - queue.RESEND_AFTER), status=Status.QUEUED)
-    resent = sorted(set(waiting.values_list("function_id", flat=True)))
-    for function_id in resent:
-        queue.dispatch(function_id)
+    queues = sorted(set(waiting.values_list("function_id", "environment_id")))
+    for _function_id, environment_id in queues:
+        queue.dispatch(environment_id)
+    resent = sorted({function_id for function_id, _ in queues})
     if lost or live:
         log.warning("sweeper settled deployment(s) whose worker stopped: failed %s, live after their shift %s",
                     lost, live)

@@ -96,7 +96,7 @@ def _description(deployment: Deployment, state: str) -> str:
     if state == feedback.RUNNING:
         return f"{what}: {deployment.get_status_display().lower()}"
     if state == feedback.SUCCESS:
-        return f"{what}: version {deployment.version} is live behind {function.alias}"
+        return f"{what}: version {deployment.version} is live behind {deployment.environment.alias}"
     if state == feedback.FAILED:
         return f"{what} failed: {deployment.error_code}: {deployment.error_message}"
     return f"{what} {deployment.status}: {deployment.error_message or deployment.error_code}"

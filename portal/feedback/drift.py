@@ -4,7 +4,7 @@ The expected state (DriftState.expected_state) is written at the shift step from
 what the deployment wrote itself (record_shift, on the deployments package's event),
 or by an owner accepting a drift. A check reads the alias and $LATEST
 (deploy.lambdas.observed_state) and compares. A difference is kept on the
-function (drift_observed) with a keyed fingerprint of the raw differences, so
+environment's DriftState (drift_observed, one per environment) with a keyed fingerprint of the raw differences, so
 it is audited and notified once, not at every periodic check, and again only
 when it changes. Secret environment values are masked wherever a difference is
 shown: the page, the audit log, notifications.
@@ -29,7 +29,7 @@ from portal.core.errors import RequestRefused
 from portal.deployments import Deployment
 from portal.feedback import status as feedback
 from portal.feedback.models import DriftState
-from portal.functions import AuditEvent, Function
+from portal.functions import AuditEvent, Environment, Function
 
 log = logging.getLogger(__name__)
 MASK = functions.MASK
@@ -92,37 +92,48 @@ def _fingerprint(raw: list[dict]) -> str:
     return hmac.new(settings.SECRET_KEY.encode(), blob, hashlib.sha256).hexdigest()
 
 
-def current(function: Function) -> list[dict]:
-    """The drift on record, masked, for the page."""
-    if not function.drift_state.drift_fingerprint:
+def current(function: Function, environment: Environment | None = None) -> list[dict]:
+    """The drift on record in `environment` (default: the function's first), masked, for the page."""
+    environment = environment or function.first_environment
+    state = environment.drift_state
+    if not state.drift_fingerprint:
         return []
-    return differences(function.drift_state.expected_state, function.drift_state.drift_observed, function.secret_keys,
+    return differences(state.expected_state, state.drift_observed, environment.secret_keys,
                        secrets=functions.secret_values(function))
 
 
-def _busy(function_id: int) -> bool:
-    return Deployment.objects.filter(function_id=function_id, status__in=Deployment.RUNNING).exists()
+def _busy(environment_id: int) -> bool:
+    return Deployment.objects.filter(environment_id=environment_id, status__in=Deployment.RUNNING).exists()
 
 
-def check(function: Function, *, user=None, trigger: str = "system") -> Result:
-    """Compare, record a new drift once (audit + notification), clear one that went away."""
-    function = Function.objects.select_related("drift_state").get(pk=function.pk)
+def _lock(function: Function, environment: Environment) -> DriftState:
+    """The lock order: the function row, the environment row, then its drift state."""
+    Function.objects.select_for_update().get(pk=function.pk)
+    Environment.objects.select_for_update().get(pk=environment.pk)
+    return DriftState.objects.select_for_update().get(environment_id=environment.pk)
+
+
+def check(function: Function, *, user=None, trigger: str = "system", environment: Environment | None = None) -> Result:
+    """Compare the environment's Lambda (default: the function's first) with what Slipway
+    left there; record a new drift once (audit + notification), clear one that went away."""
+    function = Function.objects.get(pk=function.pk)
     if function.is_archived:
         return Result("skipped", reason="archived")
-    expected = function.drift_state.expected_state
+    environment = Environment.objects.select_related("drift_state").get(
+        pk=(environment or function.first_environment).pk)
+    expected = environment.drift_state.expected_state
     if not expected:
         return Result("no-baseline", reason="no deployment has recorded what it left in Lambda yet")
-    if _busy(function.pk):
+    if _busy(environment.pk):
         return Result("skipped", reason="a deployment is running: it changes the Lambda itself")
-    observed = lambdas.observed_state(function.lambda_name, function.alias)
+    observed = lambdas.observed_state(environment.lambda_name, environment.alias)
     raw = differences(expected, observed, masked=False)
-    shown = differences(expected, observed, function.secret_keys, secrets=functions.secret_values(function))
+    shown = differences(expected, observed, environment.secret_keys, secrets=functions.secret_values(function))
     actor = {"actor": user, "actor_label": user.get_username() if user else trigger}
     with transaction.atomic():
-        Function.objects.select_for_update().get(pk=function.pk)  # the lock order: function, then its rows
-        locked = DriftState.objects.select_for_update().get(function_id=function.pk)
-        state = DriftState.objects.filter(function_id=function.pk)
-        if locked.expected_state != expected or _busy(function.pk):  # a deployment shifted meanwhile
+        locked = _lock(function, environment)
+        state = DriftState.objects.filter(environment_id=environment.pk)
+        if locked.expected_state != expected or _busy(environment.pk):  # a deployment shifted meanwhile
             return Result("skipped", reason="a deployment changed the Lambda during the check")
         if not raw:
             state.update(drift_checked_at=Now(), drift_observed={}, drift_fingerprint="", drift_detected_at=None)
@@ -140,19 +151,20 @@ def check(function: Function, *, user=None, trigger: str = "system") -> Result:
     return Result("drift", shown)
 
 
-def accept(function: Function, *, user) -> list[dict]:
-    """Take what AWS reported as the new expected state (the function's own settings are
-    unchanged: its next deploy applies them again). Returns the masked differences accepted."""
+def accept(function: Function, *, user, environment: Environment | None = None) -> list[dict]:
+    """Take what AWS reported as the environment's (default: the function's first) new
+    expected state (its settings are unchanged: its next deploy applies them again).
+    Returns the masked differences accepted."""
+    environment = environment or function.first_environment
     with transaction.atomic():
-        Function.objects.select_for_update().get(pk=function.pk)
-        locked = DriftState.objects.select_for_update().get(function_id=function.pk)
+        locked = _lock(function, environment)
         if not locked.drift_fingerprint:
             raise Refused("there is no drift to accept")
         if locked.drift_observed == MISSING:
             raise Refused("the Lambda function is gone from AWS: deploy again instead")
-        shown = differences(locked.expected_state, locked.drift_observed, function.secret_keys,
+        shown = differences(locked.expected_state, locked.drift_observed, environment.secret_keys,
                             secrets=functions.secret_values(function))
-        DriftState.objects.filter(function_id=function.pk).update(
+        DriftState.objects.filter(environment_id=environment.pk).update(
             expected_state=locked.drift_observed, drift_observed={}, drift_fingerprint="", drift_detected_at=None)
         AuditEvent.record("function.drift_accepted", function=function, actor=user, differences=shown)
     return shown
@@ -163,23 +175,26 @@ def record_shift(deployment, written: dict | None) -> None:
     package's `shifted` event): what it wrote to $LATEST, or for a version-only rollback
     $LATEST as the previous record has it (as it is now, when there is none), with the
     alias's new version. A new $LATEST clears a drift on record."""
-    function = deployment.function
-    rows = DriftState.objects.filter(function_id=function.pk)
+    environment = deployment.environment
+    rows = DriftState.objects.filter(environment_id=environment.pk)
     if written is not None:
         state, cleared = written, {"drift_observed": {}, "drift_fingerprint": "", "drift_detected_at": None}
     else:
         state, cleared = rows.values_list("expected_state", flat=True).get() or {}, {}
         if not state:  # recorded before Slipway kept expected states: $LATEST as it is now
-            state = lambdas.observed_state(function.lambda_name, function.alias) or {}
+            state = lambdas.observed_state(environment.lambda_name, environment.alias) or {}
     rows.update(expected_state={**state, "alias_version": deployment.version}, **cleared)
 
 
 def check_all() -> dict:
-    """The periodic check: every function with a baseline; one failing check never stops the others."""
+    """The periodic check: every environment with a baseline; one failing check never stops the others."""
     outcomes: dict[str, list[str]] = {}
-    for function in Function.objects.filter(archived_at__isnull=True).exclude(drift_state__expected_state={}):
+    for environment in (Environment.objects.filter(function__archived_at__isnull=True)
+                        .exclude(drift_state__expected_state={}).select_related("function")
+                        .order_by("function__name", "position")):
+        function = environment.function
         try:
-            outcome = check(function).outcome
+            outcome = check(function, environment=environment).outcome
         except Exception as exc:  # AWS down, a function gone wrong: the next period tries again
             log.warning("drift check of %s failed: %s", function.name,
                         functions.scrub(str(exc), function))

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 
 from portal.deployments import Deployment
-from portal.functions import Function
+from portal.functions import Environment, Function
 
 
 class NotificationAttempt(models.Model):
@@ -73,10 +73,11 @@ class FeedbackSettings(models.Model):
 
 
 class DriftState(models.Model):
-    """What Slipway last left in Lambda, and what AWS reported when it last differed.
-    One row per function (created with it)."""
+    """What Slipway last left in an environment's Lambda, and what AWS reported when it
+    last differed. One row per environment (created with it)."""
 
-    function = models.OneToOneField(Function, on_delete=models.CASCADE, primary_key=True, related_name="drift_state")
+    environment = models.OneToOneField(Environment, on_delete=models.CASCADE, primary_key=True,
+                                       related_name="drift_state")
     # Written by the worker at its shift step, or accepted by an owner: alias_version,
     # image_digest, memory_mb, timeout_s, environment, architecture.
     expected_state = models.JSONField(default=dict, blank=True, editable=False)
@@ -87,4 +88,4 @@ class DriftState(models.Model):
     drift_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
-        return f"{self.function_id}"
+        return f"{self.environment_id}"

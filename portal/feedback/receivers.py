@@ -36,9 +36,10 @@ def _secrets(sender, function, **_) -> list[str]:
     """The function's secrets this package keeps: its GitLab token, its webhook signing
     secret, and secret environment values in the states it recorded from Lambda (a
     value replaced since may still be quoted back)."""
-    drift, reports = function.drift_state, function.feedback_settings
-    values = functions.environment_secrets(function, (drift.expected_state or {}).get("environment") or {},
-                                           (drift.drift_observed or {}).get("environment") or {})
+    reports = function.feedback_settings
+    recorded = [state.get("environment") or {} for env in function.environments.select_related("drift_state")
+                for state in (env.drift_state.expected_state or {}, env.drift_state.drift_observed or {})]
+    values = functions.environment_secrets(function, *recorded)
     for sealed in (reports.gitlab_status_token, reports.notify_webhook_secret):
         if sealed:
             try:

@@ -2,7 +2,7 @@
 events, API tokens, the settings form, and the one place a function's secret
 values are known (masking).
 
-Owns: models Function, Membership, AuditEvent, ApiToken; access (roles);
+Owns: models Function, Environment, Membership, AuditEvent, ApiToken; access (roles);
 registry (register, update, archive, members); forms; masking.
 May import: portal.sources, portal.core, deploy/. Other packages use it through
 this module only.
@@ -10,7 +10,7 @@ this module only.
 
 from portal.functions.forms import role_allowed, user_error
 from portal.functions.masking import MASK, environment_secrets, scrub, secret_values, secrets_wanted
-from portal.functions.models import Architecture, AuditEvent, Function
+from portal.functions.models import Architecture, AuditEvent, Environment, Function
 from portal.functions.registry import (
     archive_function,
     register_function,
@@ -25,6 +25,7 @@ from portal.functions.registry import (
 __all__ = [
     "Architecture",
     "AuditEvent",
+    "Environment",
     "Function",
     "MASK",
     "archive_function",

@@ -43,7 +43,7 @@ def can(user, function: Function, action: str) -> bool:
 
 
 # A function's one-to-one side rows (portal/models.py): fetched with it, one query for all.
-SIDES = ("source_access", "hook_keys", "feedback_settings", "drift_state")
+SIDES = ("source_access", "hook_keys", "feedback_settings")
 
 
 def function_for(user, name: str, action: str = VIEW) -> Function:

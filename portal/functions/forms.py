@@ -19,7 +19,7 @@ from deploy.errors import UserError
 from portal import sources
 from portal.functions import access
 from portal.functions.fields import EnvironmentField, JSONObjectField, NamesField
-from portal.functions.models import Function, Membership
+from portal.functions.models import Environment, Function, Membership
 from portal.sources import SourceAuth
 
 ENV_LIMIT_BYTES = lambdas.ENVIRONMENT_LIMIT  # Lambda's limit on all environment variables together
@@ -41,10 +41,31 @@ def role_allowed(arn: str) -> bool:
     return False
 
 
+# The Lambda settings the function form edits on the function's first environment
+# (environment_text and secret_environment_text too).
+ENVIRONMENT_FIELDS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn")
+
+
+def _environment_field(name: str) -> forms.Field:
+    """The form field of an Environment field, carrying the model field's validators: a
+    ModelForm runs only its own model's, and this form's model is Function."""
+    model_field = Environment._meta.get_field(name)
+    field = model_field.formfield()
+    field.validators = [*field.validators, *(v for v in model_field.validators if v not in field.validators)]
+    return field
+
+
 class FunctionForm(forms.ModelForm):
-    """Register or edit a function. Secret environment values are write-only:
-    the edit form shows their names with empty values, and an empty value keeps
-    what is stored."""
+    """Register or edit a function and its first environment's Lambda settings (the one
+    environment every function has until environments get their own pages). Secret
+    environment values are write-only: the edit form shows their names with empty
+    values, and an empty value keeps what is stored."""
+
+    lambda_name = _environment_field("lambda_name")
+    alias = _environment_field("alias")
+    memory_mb = _environment_field("memory_mb")
+    timeout_s = _environment_field("timeout_s")
+    execution_role_arn = _environment_field("execution_role_arn")
 
     environment_text = EnvironmentField(
         label="Environment", required=False,
@@ -96,12 +117,17 @@ class FunctionForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.user = user  # who is registering or editing: the owner of a repository is named only if they see it
         function = self.instance
+        # The environment it edits: the first, or the one a new function gets.
+        self.environment = function.first_environment if function.pk else Environment(name="production", position=0)
+        env = self.environment
         if function.pk:
             self.fields["name"].disabled = True
+            for name in ENVIRONMENT_FIELDS:
+                self.initial.setdefault(name, getattr(env, name))
             self.initial.setdefault("shares_images_with_text", "\n".join(function.shares_images_with or []))
-            plain = {k: v for k, v in function.environment.items() if k not in function.secret_keys}
+            plain = {k: v for k, v in env.variables.items() if k not in env.secret_keys}
             self.initial.setdefault("environment_text", "\n".join(f"{k}={v}" for k, v in plain.items()))
-            self.initial.setdefault("secret_environment_text", "\n".join(f"{k}=" for k in function.secret_keys))
+            self.initial.setdefault("secret_environment_text", "\n".join(f"{k}=" for k in env.secret_keys))
             self.initial.setdefault("build_args_text", json.dumps(function.build_args or {}, indent=1))
             self.initial.setdefault("smoke_event_text", json.dumps(function.smoke_event or {}))
         self.initial.setdefault("golden_iou", function.golden_iou)
@@ -179,6 +205,10 @@ class FunctionForm(forms.ModelForm):
         if not _allowed(value, settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES):
             raise forms.ValidationError("Slipway may only manage Lambda functions whose names start with "
                                         + " or ".join(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES or ["(none allowed)"]))
+        other = Environment.objects.filter(lambda_name=value).exclude(pk=self.environment.pk).first()
+        if other is not None:  # two environments never share a Lambda (Environment.lambda_name)
+            whose = "function" if other.function_id != self.instance.pk else "environment"
+            raise forms.ValidationError(f"another {whose} already deploys to this Lambda", code="unique")
         return value
 
     def clean_execution_role_arn(self):
@@ -201,15 +231,16 @@ class FunctionForm(forms.ModelForm):
 
     def clean_secret_environment_text(self):
         given = self.cleaned_data["secret_environment_text"]
-        stored = self.instance.environment if self.instance.pk else {}
+        env = self.environment
+        stored = env.variables if env.pk else {}
         secrets = {}
         for key, value in given.items():
-            if value == "" and key not in self.instance.secret_keys:
+            if value == "" and key not in env.secret_keys:
                 raise forms.ValidationError(f"{key} has no value")
             secrets[key] = stored.get(key, "") if value == "" else value
-            if value != "" or key not in self.instance.secret_keys:
+            if value != "" or key not in env.secret_keys:
                 self.secret_changes.append(key)
-        self.secret_changes += [k for k in self.instance.secret_keys if k not in given]
+        self.secret_changes += [k for k in env.secret_keys if k not in given]
         return secrets
 
     def clean(self):
@@ -227,12 +258,15 @@ class FunctionForm(forms.ModelForm):
         return data
 
     def apply(self) -> Function:
-        """The cleaned values on the instance (not saved): the registry saves it, and the
-        repository access (source_plan), in one transaction."""
-        function = self.instance
+        """The cleaned values on the instance and on its first environment (self.environment;
+        neither saved): the registry saves both, and the repository access (source_plan),
+        in one transaction."""
+        function, env = self.instance, self.environment
+        for name in ENVIRONMENT_FIELDS:
+            setattr(env, name, self.cleaned_data[name])
         plain, secret = self.cleaned_data["environment_text"], self.cleaned_data["secret_environment_text"]
-        function.environment = {**plain, **secret}
-        function.secret_keys = sorted(secret)
+        env.variables = {**plain, **secret}
+        env.secret_keys = sorted(secret)
         function.build_args = self.cleaned_data["build_args_text"]
         function.smoke_event = self.cleaned_data["smoke_event_text"]
         function.shares_images_with = self.cleaned_data["shares_images_with_text"]

@@ -15,7 +15,7 @@ from deploy.logs import mask
 from portal import sources
 from portal.functions.models import Function
 
-MASK = "••••••"  # what pages show for a secret value (Function.masked_environment, portal/feedback/drift.py)
+MASK = "••••••"  # what pages show for a secret value (Environment.masked_variables, portal/feedback/drift.py)
 
 
 # The packages above this one that keep a secret of a function (feedback: its GitLab
@@ -24,14 +24,21 @@ MASK = "••••••"  # what pages show for a secret value (Function.mask
 secrets_wanted = Signal()  # function=
 
 
+def secret_keys(function: Function) -> set[str]:
+    """The names of the variables secret in any of the function's environments: a value
+    secret in one is masked wherever it shows."""
+    return {key for env in function.environments.all() for key in (env.secret_keys or ())}
+
+
 def environment_secrets(function: Function, *environments: dict) -> list[str]:
-    """The values of the function's secret environment variables in its own environment
-    and in `environments` (such as what Slipway last left in Lambda: a value replaced
-    since may still be quoted back)."""
-    keys = set(function.secret_keys or ())
+    """The values of the function's secret environment variables in each of its
+    environments and in `environments` (such as what Slipway last left in Lambda: a value
+    replaced since may still be quoted back)."""
+    envs = list(function.environments.all())
+    keys = {key for env in envs for key in (env.secret_keys or ())}
     values = []
-    for env in (function.environment or {}, *environments):
-        values += [str(value) for key, value in (env or {}).items() if key in keys and value]
+    for variables in (*(env.variables or {} for env in envs), *environments):
+        values += [str(value) for key, value in (variables or {}).items() if key in keys and value]
     return values
 
 
@@ -54,9 +61,10 @@ def scrub(text: str, function: Function | None = None, secrets: list[str] | None
 
 def masked_state(function: Function, state: dict) -> dict:
     """A recorded Lambda state (expected_state, drift_observed) as pages may show it: the
-    values of secret environment variables replaced, as Function.masked_environment does."""
+    values of secret environment variables replaced, as Environment.masked_variables does."""
     masked = dict(state or {})
     if isinstance(masked.get("environment"), dict):
-        masked["environment"] = {key: MASK if key in function.secret_keys else value
+        keys = secret_keys(function)
+        masked["environment"] = {key: MASK if key in keys else value
                                  for key, value in masked["environment"].items()}
     return masked

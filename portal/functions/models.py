@@ -41,19 +41,6 @@ class Function(models.Model):
         validators=[RegexValidator(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$",
                                    "lowercase letters, digits, '.', '_', '-' and '/' only")],
     )
-    lambda_name = models.CharField(
-        max_length=64, unique=True, error_messages={"unique": "another function already deploys to this Lambda"},
-        validators=[RegexValidator(r"^[A-Za-z0-9_-]+$", "letters, digits, '-' and '_' only")]
-    )
-    alias = models.CharField(max_length=128, default="live",
-                             validators=[RegexValidator(r"^(?!^[0-9]+$)[A-Za-z0-9_-]+$", "not a valid alias")])
-    memory_mb = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(128), MaxValueValidator(10240)])
-    timeout_s = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1), MaxValueValidator(900)])
-    environment = models.JSONField(default=dict, blank=True, help_text="Lambda environment variables.")
-    secret_keys = models.JSONField(default=list, blank=True,
-                                   help_text="Environment variables whose values are write-only and masked.")
-    execution_role_arn = models.CharField(max_length=2048, blank=True,
-                                          help_text="Used by CreateFunction on the first deploy.")
     smoke_event = models.JSONField(default=dict, blank=True,
                                    help_text="Invoked on each new version before the alias moves.")
     golden_iou = models.FloatField(
@@ -70,8 +57,6 @@ class Function(models.Model):
     # there only when no function on the repository needs it (portal/deployments/retention.py).
     shares_images_with = models.JSONField(default=list, blank=True)
 
-    paused_reason = models.CharField(max_length=300, blank=True,
-                                     help_text="Set when auto-deploy is paused, e.g. after a rollback.")
     archived_at = models.DateTimeField(null=True, blank=True,
                                        help_text="Archived: hidden, no deploys or webhooks accepted.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -105,9 +90,59 @@ class Function(models.Model):
             return ""
         return f"{url.removesuffix('.git').rstrip('/')}/-/commit/{sha}"
 
-    def masked_environment(self) -> dict:
-        """The environment as pages and logs may show it: secret values never."""
-        return {key: "••••••" if key in self.secret_keys else value for key, value in self.environment.items()}
+    @property
+    def first_environment(self) -> Environment:
+        """Where pushes deploy (and, until requests name one, every request goes): the
+        environment at the lowest position. Every function has one, made with it. Uses
+        prefetched environments when a page prefetched them."""
+        return self.environments.all()[0]
+
+
+class Environment(models.Model):
+    """One Lambda a function deploys to (staging, production, …), in promotion order.
+
+    Two environments never share a Lambda: they would share its $LATEST, and a version
+    published with one's settings (secrets included) would run in the other.
+    Lock order where both are locked: the function row, then its environment rows,
+    then deployment rows (portal/deployments/queue.py)."""
+
+    class Promotion(models.TextChoices):
+        MANUAL = "manual", "Manual"
+        AUTOMATIC = "automatic", "Automatic, once the previous environment succeeded"
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="environments")
+    name = models.SlugField(max_length=32, default="production")
+    position = models.PositiveSmallIntegerField(default=0, help_text="Promotion order: 0 is where pushes deploy.")
+    lambda_name = models.CharField(
+        max_length=64, unique=True, error_messages={"unique": "another environment already deploys to this Lambda"},
+        validators=[RegexValidator(r"^[A-Za-z0-9_-]+$", "letters, digits, '-' and '_' only")]
+    )
+    alias = models.CharField(max_length=128, default="live",
+                             validators=[RegexValidator(r"^(?!^[0-9]+$)[A-Za-z0-9_-]+$", "not a valid alias")])
+    memory_mb = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(128), MaxValueValidator(10240)])
+    timeout_s = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1), MaxValueValidator(900)])
+    # The Lambda's environment variables (the API and the forms call them "environment").
+    variables = models.JSONField(default=dict, blank=True, help_text="Lambda environment variables.")
+    secret_keys = models.JSONField(default=list, blank=True,
+                                   help_text="Environment variables whose values are write-only and masked.")
+    execution_role_arn = models.CharField(max_length=2048, blank=True,
+                                          help_text="Used by CreateFunction on the first deploy.")
+    paused_reason = models.CharField(max_length=300, blank=True,
+                                     help_text="Set when auto-deploy is paused, e.g. after a rollback.")
+    promotion = models.CharField(max_length=10, choices=Promotion.choices, default=Promotion.MANUAL)
+    soak_seconds = models.PositiveIntegerField(default=0, help_text="Automatic promotion waits this long first.")
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["function", "name"], name="one_environment_per_name"),
+                       models.UniqueConstraint(fields=["function", "position"], name="one_environment_per_position")]
+
+    def __str__(self) -> str:
+        return f"{self.function_id}/{self.name}"
+
+    def masked_variables(self) -> dict:
+        """The variables as pages and logs may show them: secret values never."""
+        return {key: "••••••" if key in self.secret_keys else value for key, value in self.variables.items()}
 
 
 class Membership(models.Model):

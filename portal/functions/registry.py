@@ -7,30 +7,34 @@ from __future__ import annotations
 from django.db import transaction
 
 from portal.core.errors import RequestRefused
-from portal.functions.models import AuditEvent, Function
+from portal.functions.models import AuditEvent, Environment, Function
 from portal.sources import SourceAccess
 
 AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
-                  "architecture", "ecr_repository", "lambda_name", "alias", "memory_mb", "timeout_s",
-                  "execution_role_arn", "smoke_event", "auto_deploy", "tag_pattern", "golden_iou",
+                  "architecture", "ecr_repository", "smoke_event", "auto_deploy", "tag_pattern", "golden_iou",
                   "shares_images_with")
+AUDITED_ENVIRONMENT_FIELDS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn")
 
 
-def _changes(before: Function | None, after: Function) -> dict:
+def _changes(before: Function | None, after: Function, env_before: Environment | None,
+             env_after: Environment) -> dict:
     """What changed, as the audit log may show it: secret values never."""
     changed = {}
-    for field in AUDITED_FIELDS:
-        old, new = (getattr(before, field) if before else None), getattr(after, field)
-        if old != new:
-            changed[field] = new if field != "smoke_event" else "(changed)"
-    old_env = before.environment if before else {}
-    old_secret = set(before.secret_keys) if before else set()
-    for key in sorted(set(old_env) | set(after.environment)):
-        if old_env.get(key) != after.environment.get(key) or (key in old_secret) != (key in after.secret_keys):
-            if key not in after.environment:
+    for old_row, new_row, fields in ((before, after, AUDITED_FIELDS),
+                                     (env_before, env_after, AUDITED_ENVIRONMENT_FIELDS)):
+        for field in fields:
+            old, new = (getattr(old_row, field) if old_row else None), getattr(new_row, field)
+            if old != new:
+                changed[field] = new if field != "smoke_event" else "(changed)"
+    old_env = env_before.variables if env_before else {}
+    old_secret = set(env_before.secret_keys) if env_before else set()
+    new_env, new_secret = env_after.variables, env_after.secret_keys
+    for key in sorted(set(old_env) | set(new_env)):
+        if old_env.get(key) != new_env.get(key) or (key in old_secret) != (key in new_secret):
+            if key not in new_env:
                 changed[f"env.{key}"] = "(removed)"
             else:
-                changed[f"env.{key}"] = "(secret)" if key in after.secret_keys else after.environment[key]
+                changed[f"env.{key}"] = "(secret)" if key in new_secret else new_env[key]
     return changed
 
 
@@ -76,7 +80,10 @@ def register_function(form, *, user) -> Function:
     with transaction.atomic():
         function = form.apply()
         function.save()  # its side rows come with it (portal/models.py)
-        changed = {**_changes(None, function), **_save_source(function, form.source_plan)}
+        environment = form.environment
+        environment.function = function
+        environment.save()  # its first environment, with its drift state
+        changed = {**_changes(None, function, None, environment), **_save_source(function, form.source_plan)}
         Membership.objects.create(function=function, user=user, role=Membership.Role.OWNER)
         AuditEvent.record("function.registered", function=function, actor=user, **changed)
     return function
@@ -86,9 +93,11 @@ def update_function(form, *, user) -> Function:
     """Save an edit; it reaches Lambda at the next deploy."""
     with transaction.atomic():
         before = Function.objects.select_for_update().get(pk=form.instance.pk)
+        env_before = Environment.objects.select_for_update().get(pk=form.environment.pk)  # after the function's
         function = form.apply()
-        changed = _changes(before, function)
+        changed = _changes(before, function, env_before, form.environment)
         function.save()
+        form.environment.save()
         changed.update(_save_source(function, form.source_plan))
         if changed:
             AuditEvent.record("function.edited", function=function, actor=user, **changed)

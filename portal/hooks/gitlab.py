@@ -299,7 +299,8 @@ def _deployable(function, sha: str, ref: str, what: str, explicit: bool) -> Deci
     if not explicit:
         if not function.auto_deploy:
             return Decision(False, f"{what} ({sha[:12]}): auto-deploy is off")
-        if function.paused_reason:
+        paused = function.first_environment.paused_reason  # a push deploys to the first environment
+        if paused:
             return Decision(False, f"{what} ({sha[:12]}) not deployed: auto-deploy is paused "
-                                   f"({function.paused_reason})", paused=True)
+                                   f"({paused})", paused=True)
     return Decision(True, f"{what}: deploy {sha[:12]}", commit=sha, ref=ref)

@@ -18,8 +18,17 @@ TEXTS = (("DeploymentStep", "deployment__function", "output"), ("Deployment", "f
 
 
 def _secrets(function) -> list[str]:
-    env = function.environment if isinstance(function.environment, dict) else {}
-    return [str(env[key]) for key in (function.secret_keys or []) if key in env and env[key]]
+    # The function's own variables, as this migration's Function has them; since 0018 they
+    # are on its environments (tests/test_secrets.py runs this with today's models too).
+    if hasattr(function, "environments"):
+        pairs = [(env.variables, env.secret_keys) for env in function.environments.all()]
+    else:
+        pairs = [(function.environment, function.secret_keys)]
+    values = []
+    for env, keys in pairs:
+        env = env if isinstance(env, dict) else {}
+        values += [str(env[key]) for key in (keys or []) if key in env and env[key]]
+    return values
 
 
 def scrub(apps, schema_editor):

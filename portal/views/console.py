@@ -28,12 +28,14 @@ STATE_COLOURS = {"same": "#34c759", "moved": "#ff9500", "unmatched": "#ff3b30"}
 
 
 def _context(request, function, form=None, error=None) -> dict:
-    targets = deployments.targets(function)
+    environment = function.first_environment  # the console targets its alias and versions
+    targets = deployments.targets(environment)
     may_invoke = access.can(request.user, function, access.DEPLOY) and not function.is_archived
     if may_invoke and form is None and targets:
-        form = ConsoleForm(targets=targets, initial={"target": function.alias, "detector": "face"})
+        form = ConsoleForm(targets=targets, initial={"target": environment.alias, "detector": "face"})
     return {
-        "function": function, "form": form if may_invoke else None, "targets": targets, "error": error,
+        "function": function, "environment": environment, "form": form if may_invoke else None, "targets": targets,
+        "error": error,
         "may_invoke": may_invoke, "may_admin": access.can(request.user, function, access.ADMIN),
         "history": ConsoleRun.objects.filter(function=function).select_related("user")[:HISTORY],
         "golden_cases": GoldenCase.objects.filter(function=function).select_related("created_by", "image")
@@ -58,7 +60,7 @@ def console_page(request, name):
 def _invoke(request, name):
     """The console's one handler: a ConsoleError is shown in the page's error box, with its status."""
     function = access.function_for(request.user, name, access.DEPLOY)
-    targets = deployments.targets(function)
+    targets = deployments.targets(function.first_environment)
     form = None
     try:
         if function.is_archived:

@@ -15,7 +15,8 @@ from portal.models import Deployment
 
 
 def _deployment_for(user, pk: int, action: str) -> Deployment:
-    deployment = Deployment.objects.select_related("function", "build", "requested_by").filter(pk=pk).first()
+    deployment = (Deployment.objects.select_related("function", "environment", "build", "requested_by")
+                  .filter(pk=pk).first())
     if deployment is None:
         raise Http404("no such deployment")
     access.function_for(user, deployment.function.name, action)  # 404 or 403 as for its function

@@ -23,7 +23,7 @@ from portal.feedback import drift
 from portal.functions import access
 from portal.functions.forms import FunctionForm, MemberForm, RoleForm
 from portal.hooks.forms import WebhookTokenForm
-from portal.models import Deployment, Function, Membership, WebhookDelivery
+from portal.models import Deployment, Environment, Function, Membership, WebhookDelivery
 from portal.views import charts, refusals
 
 Status = Deployment.Status
@@ -43,8 +43,12 @@ def function_list(request):
     page = Paginator(visible.order_by("name").values_list("pk", flat=True), PAGE_SIZE).get_page(
         request.GET.get("page"))
     newest = Deployment.objects.filter(function=OuterRef("pk")).order_by("-created_at", "-pk")
-    live = deployments.went_live(OuterRef("pk"))
+    # What is live in, and the pause of, the first environment (the one pushes deploy to).
+    first = Environment.objects.filter(function=OuterRef("pk")).order_by("position")
+    live = deployments.went_live(OuterRef("first_environment_id"))
     shown = Function.objects.filter(pk__in=list(page)).annotate(
+        first_environment_id=Subquery(first.values("pk")[:1]),
+        paused_reason=Subquery(first.values("paused_reason")[:1])).annotate(
         live_id=Subquery(live.values("pk")[:1]), latest_id=Subquery(newest.values("pk")[:1])).order_by("name")
     wanted = {pk for f in shown for pk in (f.live_id, f.latest_id) if pk}
     found = Deployment.objects.select_related("build", "requested_by").in_bulk(wanted)
@@ -92,16 +96,18 @@ def function_edit(request, name):
 @login_required
 def function_detail(request, name):
     function = access.function_for(request.user, name)
-    live = deployments.live_deployment(function)
+    environment = function.first_environment
+    live = deployments.live_deployment(environment)
     history = (Deployment.objects.filter(function=function).select_related("build", "requested_by")
                .prefetch_related("steps").order_by("-created_at", "-pk"))
     page = Paginator(history, 20).get_page(request.GET.get("page"))
-    releases = list(deployments.went_live(function).filter(kind__in=(Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY))
+    releases = list(deployments.went_live(environment)
+                    .filter(kind__in=(Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY))
                     .select_related("build")[:30])
     members = (Membership.objects.filter(function=function).select_related("user").order_by("user__username")
                if access.can(request.user, function, access.ADMIN) else [])
     return render(request, "portal/function_detail.html", {
-        "function": function, "live": live, "page": page, "releases": releases,
+        "function": function, "environment": environment, "live": live, "page": page, "releases": releases,
         "charts": charts.release_charts(releases), "members": members,
         "deploy_form": DeployForm(initial={"ref": function.branch}),
         "member_form": MemberForm(), "roles": Membership.Role.choices,
@@ -111,7 +117,7 @@ def function_detail(request, name):
         "hook_url": request.build_absolute_uri(reverse("portal-webhook-gitlab", args=[function.name])),
         "last_delivery": WebhookDelivery.objects.filter(function=function).order_by("-received_at", "-pk").first(),
         "reconcile_interval": settings.SLIPWAY_RECONCILE_INTERVAL,
-        "drift": drift.current(function),
+        "drift": drift.current(function, environment),
         "attempts": (function.notification_attempts.select_related("deployment")[:10]
                      if access.can(request.user, function, access.ADMIN) else []),
     })
@@ -142,7 +148,7 @@ def function_deploy(request, name):
                 messages.warning(request, notice[:1].upper() + notice[1:] + ".")
             return redirect("portal-deployment", pk=deployment.pk)
     commits, target = None, None
-    live = deployments.live_deployment(function)
+    live = deployments.live_deployment(function.first_environment)
     if form.is_bound and form.is_valid():
         mirror = _mirror(function)
         target = source.resolve_cached(mirror, form.cleaned_data["ref"]) if mirror else None
@@ -157,9 +163,10 @@ def function_deploy(request, name):
 @login_required
 def function_rollback(request, name, pk):
     function = access.function_for(request.user, name, access.DEPLOY)
-    release = get_object_or_404(Deployment.objects.select_related("build"), pk=pk, function=function,
+    environment = function.first_environment  # rollbacks go to it until requests name one
+    release = get_object_or_404(Deployment.objects.select_related("build"), pk=pk, environment=environment,
                                 status=Status.SUCCEEDED)
-    live = deployments.live_deployment(function)
+    live = deployments.live_deployment(environment)
     error = ""
     if request.method == "POST":
         try:
@@ -177,7 +184,8 @@ def function_rollback(request, name, pk):
     going = (source.commits_between(mirror, release.commit_sha, live.commit_sha)
              if mirror and live and release.commit_sha else None)
     return render(request, "portal/rollback_confirm.html", {
-        "function": function, "release": release, "live": live, "going": going, "error": error},
+        "function": function, "environment": environment, "release": release, "live": live, "going": going,
+        "error": error},
         status=409 if error else 200)
 
 

@@ -25,6 +25,7 @@ import time
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Prefetch
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -33,7 +34,7 @@ from deploy.errors import SlipwayError
 from portal import deployments
 from portal.core import errors
 from portal.hooks import gitlab
-from portal.models import DeliveryRing, Function, SeenSignature, WebhookDelivery
+from portal.models import DeliveryRing, Environment, Function, SeenSignature, WebhookDelivery
 
 log = logging.getLogger(__name__)
 Outcome = WebhookDelivery.Outcome
@@ -207,8 +208,11 @@ def _process(delivery: _Delivery, key: str, payload: dict) -> JsonResponse:
     except IntegrityError:
         delivery.row = None
         return _duplicate(delivery, key)
-    # The feedback settings come with the lock: the request reports to GitLab from them.
+    # The feedback settings come with the lock: the request reports to GitLab from them. Then
+    # its environments' rows, locked and read in one query (the lock order: function, then
+    # environments): the decision reads the first's pause, and the request goes to it.
     function = (Function.objects.select_for_update(of=("self",)).select_related("feedback_settings")
+                .prefetch_related(Prefetch("environments", queryset=Environment.objects.select_for_update()))
                 .get(pk=delivery.function.pk))
     if function.is_archived:  # archived since the token was checked: nothing of this is kept but the refusal
         raise _Answer(401, "unauthorized", "the function is archived: it accepts no deliveries")

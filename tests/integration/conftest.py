@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from deploy import aws
-from tests.conftest import REPO_ROOT, TEST_LABEL, stack_env, wait_for
+from tests.conftest import REPO_ROOT, TEST_LABEL, create_function, stack_env, wait_for
 
 DOCKERFILE = """\
 ARG BASE_IMAGE=public.ecr.aws/lambda/python:3.12
@@ -174,15 +174,14 @@ def remove_from_plane(lambda_name: str, repository: str) -> None:
 
 def _function_on_the_plane(repo, unique, docker_client, architecture: str):
     """A tiny function on the local base image, removed from the plane and Docker afterwards."""
-    from portal.models import Function
 
-    function = Function.objects.create(
+    function = create_function(
         name=f"fx-{unique}", repository_url=str(repo.path), ecr_repository=f"slipway-test/fx-{unique}",
         lambda_name=f"slipway-test-fx-{unique}", memory_mb=256, timeout_s=30, smoke_event={"smoke": True},
         execution_role_arn="arn:aws:iam::000000000000:role/slipway-test", architecture=architecture,
     )
     yield function
-    remove_from_plane(function.lambda_name, function.ecr_repository)
+    remove_from_plane(function.first_environment.lambda_name, function.ecr_repository)
     remove_images(docker_client, docker_client.images.list(filters={"label": f"slipway.function={function.name}"}),
                   ours=lambda tag: function.name in tag or function.ecr_repository in tag)
 
@@ -210,7 +209,7 @@ def wait_done(deployment, timeout: float = 240):
 def invoke_live(function) -> dict:
     from deploy import lambdas
 
-    invocation = lambdas.invoke(function.lambda_name, function.alias, {"probe": 1})
+    invocation = lambdas.invoke(function.first_environment.lambda_name, function.first_environment.alias, {"probe": 1})
     assert not invocation.error, invocation.result
     return invocation.result
 
@@ -291,9 +290,9 @@ def docker_seam_client():
 def released_function(transactional_db, released_plane):
     """The session's released function as rows: two succeeded deploys, version 2 live."""
     from deploy import lambdas
-    from portal.models import Build, Deployment, Function
+    from portal.models import Build, Deployment
 
-    function = Function.objects.create(
+    function = create_function(
         name=released_plane.name, repository_url="https://gitlab.example.com/team/released.git",
         ecr_repository=released_plane.repository, lambda_name=released_plane.lambda_name, architecture="x86_64",
         memory_mb=256, timeout_s=30, smoke_event={"smoke": True},
@@ -470,9 +469,9 @@ def detector_function(transactional_db, detector_plane):
     """The session's detector as rows: two succeeded deploys (1 real, 2 shifted), version 1 live."""
     from deploy import lambdas
     from portal.management.commands.bootstrap_local import detector_smoke_event
-    from portal.models import Build, Deployment, Function
+    from portal.models import Build, Deployment
 
-    function = Function.objects.create(
+    function = create_function(
         name=detector_plane.name, repository_url="https://gitlab.example.com/team/detector.git",
         ecr_repository=detector_plane.repository, lambda_name=detector_plane.lambda_name, architecture="x86_64",
         memory_mb=1024, timeout_s=30, smoke_event=detector_smoke_event(),

@@ -39,7 +39,8 @@ def test_every_aws_operation_each_process_called_is_allowed_by_its_policy(
     # Slipway's own creation from before it tagged what it creates, the rollback tags it.
     first = released_function.deployments.order_by("pk").first()
     DeploymentStep.objects.create(deployment=first, name="update", position=1, status="succeeded",
-                                  output=f"creating {released_function.lambda_name} from {first.build.image_uri}")
+                                  output=f"creating {released_function.first_environment.lambda_name} from "
+                                         f"{first.build.image_uri}")
     rollback = wait_done(request_rollback(released_function, trigger="cli", to=released_plane.releases[0]["version"]))
     assert rollback.status == Deployment.Status.SUCCEEDED, rollback.error_message
     user = django_user_model.objects.create_user("olga", "olga@example.org", "olga-password-1")

@@ -72,4 +72,4 @@ def test_a_user_registers_deploys_rolls_back_and_resumes(page, erin, worker, rep
     kinds = list(Deployment.objects.filter(function=function, status="succeeded").order_by("pk")
                  .values_list("kind", "version"))
     assert kinds == [("deploy", "1"), ("deploy", "2"), ("rollback", "1")]
-    assert function.paused_reason == ""
+    assert function.first_environment.paused_reason == ""

@@ -42,7 +42,7 @@ def hold(faults, tmp_path):
 
 
 def alias_version(function) -> str | None:
-    return lambdas.alias_version(function.lambda_name, function.alias)
+    return lambdas.alias_version(function.first_environment.lambda_name, function.first_environment.alias)
 
 
 def test_a_cancel_accepted_just_before_the_update_step_stops_the_deploy_and_keeps_the_alias(

@@ -78,17 +78,18 @@ def test_a_deployment_reports_in_order_and_drift_is_detected_audited_once_notifi
     assert f"version {deployment.version} is live" in last.json()["description"]
 
     # The worker recorded what it left in Lambda at its shift.
-    expected = DriftState.objects.get(function=fixture_function).expected_state
+    expected = DriftState.objects.get(environment__function=fixture_function).expected_state
     assert expected["alias_version"] == deployment.version and expected["memory_mb"] == 256
     assert expected["image_digest"] == deployment.build.digest
     assert drift.check(fixture_function).outcome == "clean"
 
     # Someone changes memory and the alias behind Slipway's back.
-    name = fixture_function.lambda_name
+    name = fixture_function.first_environment.lambda_name
     aws.client("lambda").update_function_configuration(FunctionName=name, MemorySize=512)
     lambdas.wait_updated(name)
     other = aws.client("lambda").publish_version(FunctionName=name)["Version"]
-    aws.client("lambda").update_alias(FunctionName=name, Name=fixture_function.alias, FunctionVersion=other)
+    aws.client("lambda").update_alias(FunctionName=name, Name=fixture_function.first_environment.alias,
+                                      FunctionVersion=other)
 
     result = drift.check(fixture_function)
     assert result.outcome == "drift"
@@ -108,7 +109,7 @@ def test_a_deployment_reports_in_order_and_drift_is_detected_audited_once_notifi
     assert "memory (MB): 256 → 512" in notice[0].json()["text"]
 
     drift.accept(fixture_function, user=None)
-    accepted = DriftState.objects.get(function=fixture_function).expected_state
+    accepted = DriftState.objects.get(environment__function=fixture_function).expected_state
     assert accepted["memory_mb"] == 512
     assert accepted["alias_version"] == other
     assert drift.check(fixture_function).outcome == "clean"

@@ -9,7 +9,8 @@ import pytest
 from deploy import aws, lambdas
 from deploy.errors import LAMBDA_NOT_OWNED
 from portal.deployments.requesting import request_deploy
-from portal.models import Deployment, Function
+from portal.models import Deployment
+from tests.conftest import update_function
 from tests.integration.conftest import wait_done
 
 pytestmark = pytest.mark.integration
@@ -34,16 +35,16 @@ def test_slipway_tags_what_it_creates_and_refuses_a_lambda_made_outside_it_with_
     repo.release("one")
     first = wait_done(request_deploy(fixture_function, trigger="cli"))
     assert first.status == Status.SUCCEEDED, first.error_message
-    arn = lambdas.get_configuration(fixture_function.lambda_name)["FunctionArn"]
+    arn = lambdas.get_configuration(fixture_function.first_environment.lambda_name)["FunctionArn"]
     assert tags(arn) == {"slipway:function": fixture_function.name}
 
     # Another team's Lambda under the allowed prefix (made with Terraform, say), from the same image.
-    image = lambdas.version_image(fixture_function.lambda_name, first.version)
+    image = lambdas.version_image(fixture_function.first_environment.lambda_name, first.version)
     assert image.endswith(first.build.digest)
     lambdas.create(lambdas.Settings(name=foreign_name, architecture="x86_64", memory_mb=512, timeout_s=30,
                                     environment={"OWNER": "payments"}, role_arn=FOREIGN_ROLE), image, "terraform")
     foreign_arn = lambdas.get_configuration(foreign_name)["FunctionArn"]
-    Function.objects.filter(pk=fixture_function.pk).update(lambda_name=foreign_name)  # registered onto it
+    update_function(fixture_function, lambda_name=foreign_name)  # registered onto it
     fixture_function.refresh_from_db()
 
     refused = wait_done(request_deploy(fixture_function, trigger="cli"))

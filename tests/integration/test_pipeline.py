@@ -28,7 +28,8 @@ def test_first_deploy_creates_an_arm64_lambda_and_the_alias_serves_it(worker, ar
     assert deployment.build.digest.startswith("sha256:")
     assert deployment.build.platform == "linux/arm64"
     assert invoke_live(fixture_function) == {"release": "one", "echo": {"probe": 1}}
-    published = aws.client("lambda").get_function(FunctionName=fixture_function.lambda_name, Qualifier="1")
+    published = aws.client("lambda").get_function(FunctionName=fixture_function.first_environment.lambda_name,
+                                                  Qualifier="1")
     assert published["Code"]["ImageUri"].endswith(f"@{deployment.build.digest}")
     assert sha[:12] in published["Configuration"]["Description"]
     assert deployment.commit_message == "release one" and deployment.commit_author == "Slipway Tests"
@@ -67,7 +68,7 @@ def test_rollback_restores_the_previous_release_without_a_build(worker, released
     assert rollback.duration is not None
     print(f"rollback took {rollback.duration.total_seconds():.2f} s")
     released_function.refresh_from_db()
-    assert "rolled back to version 1" in released_function.paused_reason
+    assert "rolled back to version 1" in released_function.first_environment.paused_reason
 
 
 def test_redeploying_a_built_commit_skips_build_and_push(worker, fixture_function, repo):
@@ -95,7 +96,7 @@ def test_the_verify_invoke_reports_its_cold_start_for_the_release_card(released_
     from deploy import lambdas
 
     version = released_function.deployments.order_by("pk").first().version
-    invocation = lambdas.invoke(released_function.lambda_name, version, {"probe": 1}, tail=True)
+    invocation = lambdas.invoke(released_function.first_environment.lambda_name, version, {"probe": 1}, tail=True)
     report = lambdas.parse_report(invocation.log_tail)
     assert invocation.log_tail, "the plane sent no log tail"
     assert report.duration_ms is not None, invocation.log_tail

@@ -20,7 +20,7 @@ from devstack import base_images
 from portal.deployments import steps, sweeper
 from portal.deployments.requesting import request_deploy, request_rollback
 from portal.models import Build, Deployment, DeploymentStep
-from tests.conftest import wait_for
+from tests.conftest import set_environment, wait_for
 from tests.integration.conftest import DOCKERFILE, invoke_live, processes, slow_dockerfile, wait_done
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def deployed(function, repo, release: str) -> Deployment:
 
 
 def alias_version(function) -> str | None:
-    return lambdas.alias_version(function.lambda_name, function.alias)
+    return lambdas.alias_version(function.first_environment.lambda_name, function.first_environment.alias)
 
 
 def step_names(deployment) -> list[str]:
@@ -170,7 +170,7 @@ def test_a_rollback_requested_during_a_build_goes_live_and_the_deploy_never_shif
 def test_an_update_conflict_is_waited_out_and_the_deploy_succeeds(worker, fixture_function, repo, inject, faults):
     deployed(fixture_function, repo, "one")
     inject({"operation": "UpdateFunctionCode", "error": "ResourceConflictException", "times": 2,
-            "function": fixture_function.lambda_name})
+            "function": fixture_function.first_environment.lambda_name})
     second = deployed(fixture_function, repo, "two")
     assert json.loads(faults.read_text())[0]["times"] == 0
     assert alias_version(fixture_function) == second.version
@@ -186,10 +186,9 @@ def test_lambdas_size_error_leaves_no_secret_value_in_the_step_log_the_api_or_th
     from tests.api_client import Api, openapi
     from tests.test_secrets import ENV, TOO_LARGE, leaks
 
-    fixture_function.environment, fixture_function.secret_keys = dict(ENV), ["TOKEN"]
-    fixture_function.save()
+    set_environment(fixture_function, environment=dict(ENV), secret_keys=["TOKEN"])
     inject({"operation": "CreateFunction", "error": "InvalidParameterValueException", "times": 1,
-            "function": fixture_function.lambda_name,
+            "function": fixture_function.first_environment.lambda_name,
             "message": TOO_LARGE + json.dumps(ENV, separators=(",", ":"), ensure_ascii=False)})
     repo.release("one")
     failed = wait_done(request_deploy(fixture_function, trigger="cli"))
@@ -215,7 +214,7 @@ def test_a_failed_lambda_update_ends_with_its_reason_code_and_the_alias_unchange
     failed = {"LastUpdateStatus": "Failed", "LastUpdateStatusReasonCode": "ImageAccessDenied",
               "LastUpdateStatusReason": "injected: Lambda cannot read the image"}
     inject({"operation": "GetFunction", "patch": {"Configuration": failed}, "times": 3,
-            "function": fixture_function.lambda_name})
+            "function": fixture_function.first_environment.lambda_name})
     repo.release("two")
     second = wait_done(request_deploy(fixture_function, trigger="cli"))
     assert (second.status, second.error_code) == (Status.FAILED, "lambda-update-failed-ImageAccessDenied")
@@ -247,7 +246,7 @@ def test_a_publish_after_someone_else_changed_the_function_fails_and_keeps_the_a
     first = deployed(fixture_function, repo, "one")
     # The local plane ignores RevisionId on PublishVersion; AWS answers this when it changed meanwhile.
     inject({"operation": "PublishVersion", "error": "PreconditionFailedException", "times": 1,
-            "function": fixture_function.lambda_name})
+            "function": fixture_function.first_environment.lambda_name})
     repo.release("two")
     second = wait_done(request_deploy(fixture_function, trigger="cli"))
     assert (second.status, second.error_code) == (Status.FAILED, "revision-mismatch")
@@ -298,12 +297,13 @@ def test_a_deploy_cancelled_while_building_stops_before_touching_the_lambda(work
 def test_a_rollback_to_a_deleted_version_updates_code_to_its_digest(worker, fixture_function, repo):
     first = deployed(fixture_function, repo, "one")
     deployed(fixture_function, repo, "two")
-    aws.client("lambda").delete_function(FunctionName=fixture_function.lambda_name, Qualifier=first.version)
+    aws.client("lambda").delete_function(FunctionName=fixture_function.first_environment.lambda_name,
+                                         Qualifier=first.version)
     rollback = wait_done(request_rollback(fixture_function, trigger="cli"))
     assert rollback.status == Status.SUCCEEDED, rollback.error_message
     assert step_names(rollback) == ["check", "update", "wait", "publish", "verify", "shift"]
     assert invoke_live(fixture_function)["release"] == "one"
-    published = aws.client("lambda").get_function(FunctionName=fixture_function.lambda_name,
+    published = aws.client("lambda").get_function(FunctionName=fixture_function.first_environment.lambda_name,
                                                   Qualifier=rollback.version)
     assert published["Code"]["ImageUri"].endswith(f"@{first.build.digest}")
 

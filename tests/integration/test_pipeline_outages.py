@@ -60,7 +60,7 @@ def test_an_unreachable_registry_fails_the_push_and_leaves_lambda_untouched(fixt
     assert deployment.steps.get(name="push").status == "failed"
     from deploy import lambdas
 
-    assert lambdas.get_configuration(fixture_function.lambda_name) is None
+    assert lambdas.get_configuration(fixture_function.first_environment.lambda_name) is None
 
 
 def test_a_bad_ref_is_refused_before_any_row_is_written(fixture_function):

@@ -16,8 +16,9 @@ from deploy.addresses import Allowed
 from deploy.errors import UserError
 from portal.deployments import reconciling as reconcile
 from portal.deployments.requesting import request_deploy
-from portal.models import AuditEvent, Deployment, Function, SourceAccess
+from portal.models import AuditEvent, Deployment, SourceAccess
 from portal.sources import SourceAuth, access
+from tests.conftest import create_function, update_function
 from tests.git_http import GitHttpServer, ProcessWatch, self_signed
 from tests.integration.conftest import Worker, invoke_live, wait_done
 from tests.sshd import keygen
@@ -273,7 +274,7 @@ def test_reconcile_deploys_a_push_no_webhook_announced_then_finds_it_up_to_date_
     again = reconcile.reconcile(private_function)
     assert (again.outcome, again.head, again.deployment.pk) == ("up-to-date", missed, deployment.pk)
     repo.release("three")
-    Function.objects.filter(pk=private_function.pk).update(paused_reason="rolled back by alice")
+    update_function(private_function, paused_reason="rolled back by alice")
     private_function.refresh_from_db()
     assert reconcile.reconcile(private_function).outcome == "paused"
     assert Deployment.objects.count() == count  # neither check queued anything
@@ -306,9 +307,9 @@ def test_an_owner_sets_a_deploy_token_in_the_browser_sees_only_set_and_checks_fo
 
     head = repo.release("one")
     alice = django_user_model.objects.create_user("alice", "alice@example.org", "alice-password-1")
-    function = Function.objects.create(name="private-ui", repository_url=git_host.url("repo"),
-                                       ecr_repository="slipway/private-ui", lambda_name="slipway-private-ui",
-                                       execution_role_arn="arn:aws:iam::000000000000:role/slipway-test")
+    function = create_function(name="private-ui", repository_url=git_host.url("repo"),
+                               ecr_repository="slipway/private-ui", lambda_name="slipway-private-ui",
+                               execution_role_arn="arn:aws:iam::000000000000:role/slipway-test")
     Membership.objects.create(function=function, user=alice, role="owner")
     released(function, "1", head)
     page.goto("/functions/private-ui/edit/")

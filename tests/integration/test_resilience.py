@@ -17,7 +17,7 @@ import pytest
 from deploy import lambdas
 from portal.models import ApiToken, Deployment, Membership
 from tests.api_client import Api, openapi
-from tests.conftest import Private, free_port, wait_for
+from tests.conftest import Private, create_function, free_port, wait_for
 from tests.integration.conftest import Worker, wait_done
 
 pytestmark = [pytest.mark.integration, pytest.mark.swaps_clients]
@@ -170,7 +170,8 @@ def test_a_broken_redis_costs_each_request_its_budget_a_rollback_runs_without_it
     assert (body["status"], body["version"]) == (Status.SUCCEEDED, one), body
     assert body["notice"].startswith(f"the queue is not answering: the web process ran rollback #{body['id']}")
     assert [step["name"] for step in body["steps"]] == ["without-queue", "check", "shift"]
-    assert lambdas.alias_version(released_function.lambda_name, "live") == one  # moved without the queue
+    # moved without the queue
+    assert lambdas.alias_version(released_function.first_environment.lambda_name, "live") == one
     assert later.status_code == 202 and "stays queued" in later.json()["notice"], later.content
     assert health.status_code == 503 and not health.json()["checks"]["redis"]["ok"], health.content
     print(f"redis {fault}: answers in {deploy.seconds:.1f} s (deploy), {rollback.seconds:.1f} s (rollback "
@@ -192,7 +193,7 @@ def test_a_broken_redis_costs_each_request_its_budget_a_rollback_runs_without_it
     assert ended == {deploy.json()["id"]: (Status.SUPERSEDED, "superseded"), body["id"]: (Status.SUCCEEDED, ""),
                      later.json()["id"]: (Status.FAILED, ended[later.json()["id"]][1])}
     assert ended[later.json()["id"]][1].startswith(("git-", "source-", "ref-")), ended
-    assert lambdas.alias_version(released_function.lambda_name, "live") == one
+    assert lambdas.alias_version(released_function.first_environment.lambda_name, "live") == one
     assert two != one
 
 
@@ -211,7 +212,7 @@ def plane_function(private_plane, frozen_plane_budgets, released_plane, docker_c
     """A function with versions 1 and 2 (live -> 2) on the private plane, from the session's
     released images: the rows the pipeline would have left, and the plane to match."""
     from deploy import aws, ecr
-    from portal.models import Build, Function
+    from portal.models import Build
     from tests.integration.conftest import docker_seam_client
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", private_plane.url)
@@ -222,12 +223,13 @@ def plane_function(private_plane, frozen_plane_budgets, released_plane, docker_c
     repository_uri = ecr.ensure_repository(repository)
     docker = docker_seam_client()
     ecr.login(docker, registry)
-    function = Function.objects.create(
+    function = create_function(
         name=f"frozen-{unique}", repository_url="https://gitlab.example.com/team/frozen.git", architecture="x86_64",
         ecr_repository=repository, lambda_name=f"slipway-test-frozen-{unique}", memory_mb=256, timeout_s=30,
         execution_role_arn="arn:aws:iam::000000000000:role/slipway-test")
-    config = lambdas.Settings(name=function.lambda_name, architecture="x86_64", memory_mb=256, timeout_s=30,
-                              environment={}, role_arn=function.execution_role_arn)
+    config = lambdas.Settings(name=function.first_environment.lambda_name, architecture="x86_64", memory_mb=256,
+                              timeout_s=30,
+                              environment={}, role_arn=function.first_environment.execution_role_arn)
     pushed = []
     try:
         for number, release in enumerate(released_plane.releases, start=1):
@@ -240,10 +242,10 @@ def plane_function(private_plane, frozen_plane_budgets, released_plane, docker_c
                 lambdas.create(config, uri, release["commit"][:12])
             else:
                 lambdas.update_code(config, uri)
-            version = lambdas.publish(function.lambda_name, release["commit"][:12],
-                                      after=lambdas.wait_updated(function.lambda_name), image_uri=uri)
-            lambdas.point_alias(function.lambda_name, "live", version)
-            lambdas.tag(lambdas.get_configuration(function.lambda_name)["FunctionArn"],
+            version = lambdas.publish(function.first_environment.lambda_name, release["commit"][:12],
+                                      after=lambdas.wait_updated(function.first_environment.lambda_name), image_uri=uri)
+            lambdas.point_alias(function.first_environment.lambda_name, "live", version)
+            lambdas.tag(lambdas.get_configuration(function.first_environment.lambda_name)["FunctionArn"],
                         {lambdas.OWNER_TAG: function.name})
             build = Build.objects.create(function=function, commit_sha=release["commit"], architecture="x86_64",
                                          inputs_digest=release["tag"], status=Build.Status.SUCCEEDED,
@@ -292,7 +294,7 @@ def test_a_frozen_aws_plane_fails_a_rollback_fast_attempt_by_attempt_and_the_nex
                      "a rollback once AWS is back")
     done = wait_done(Deployment.objects.get(pk=again.json()["id"]), timeout=60)
     assert (done.status, done.version) == (Status.SUCCEEDED, one), done.error_message
-    assert lambdas.alias_version(plane_function.lambda_name, "live") == one
+    assert lambdas.alias_version(plane_function.first_environment.lambda_name, "live") == one
     assert not plane_function.deployments.exclude(status__in=Deployment.TERMINAL).exists()
 
 

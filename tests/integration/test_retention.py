@@ -16,7 +16,7 @@ from portal.core.errors import RequestRefused
 from portal.deployments import retention
 from portal.deployments.requesting import request_deploy, request_rollback
 from portal.models import AuditEvent, Build, Deployment, DeploymentStep, ImageDeletion
-from tests.conftest import wait_for
+from tests.conftest import create_function, wait_for
 from tests.integration.conftest import invoke_live, remove_from_plane, wait_done
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ Status = Deployment.Status
 
 def versions_on_lambda(function) -> set[str]:
     pages = aws.client("lambda").get_paginator("list_versions_by_function").paginate(
-        FunctionName=function.lambda_name)
+        FunctionName=function.first_environment.lambda_name)
     return {v["Version"] for page in pages for v in page["Versions"]}
 
 
@@ -48,7 +48,7 @@ def history(worker, fixture_function, repo):
     assert [d.version for d in deploys] == ["1", "2", "3", "4"]
     rollback = wait_done(request_rollback(fixture_function, trigger="cli", to="2"))
     assert (rollback.status, rollback.version) == (Status.SUCCEEDED, "2"), rollback.error_message
-    lambdas.point_alias(fixture_function.lambda_name, "pinned", "1")
+    lambdas.point_alias(fixture_function.first_environment.lambda_name, "pinned", "1")
     return deploys
 
 
@@ -86,13 +86,13 @@ def test_retention_deletes_the_unreferenced_version_then_its_image_and_every_kep
         request_rollback(fixture_function, trigger="cli", to="3")
     # Every kept release can still be put back: its version and its image are there.
     for kept in (one, two, four):
-        assert lambdas.version_exists(fixture_function.lambda_name, kept.version), kept.version
+        assert lambdas.version_exists(fixture_function.first_environment.lambda_name, kept.version), kept.version
         assert ecr.find(fixture_function.ecr_repository, digest=kept.build.digest) is not None
         assert not Deployment.objects.get(pk=kept.pk).version_gone
         assert Build.objects.get(pk=kept.build_id).image_gone_at is None
     rollback = wait_done(request_rollback(fixture_function, trigger="cli", to="4"))
     assert (rollback.status, rollback.version) == (Status.SUCCEEDED, "4"), rollback.error_message
-    assert lambdas.alias_version(fixture_function.lambda_name, "live") == "4"
+    assert lambdas.alias_version(fixture_function.first_environment.lambda_name, "live") == "4"
     # A second run finds nothing more to do and leaves no report behind.
     (again,) = retention.run(keep=2, dry_run=False, names=[fixture_function.name])
     assert (again.deleted_versions, again.deleted_images) == ([], {})
@@ -104,7 +104,7 @@ def test_retention_skips_a_function_while_its_rollback_runs(worker, released_fun
     (its UpdateAlias throttled for a few seconds): it deletes nothing there."""
     versions_before = versions_on_lambda(released_function)
     inject({"operation": "UpdateAlias", "error": "ThrottlingException", "times": 4,
-            "function": released_function.lambda_name})
+            "function": released_function.first_environment.lambda_name})
     rollback = request_rollback(released_function, trigger="cli", to=released_plane.releases[0]["version"])
 
     def shifting():
@@ -144,13 +144,14 @@ def sharer(fixture_function, docker_client):
     from portal.models import Function
 
     Function.objects.filter(pk=fixture_function.pk).update(shares_images_with=[f"{fixture_function.name}-b"])
-    function = Function.objects.create(
+    function = create_function(
         name=f"{fixture_function.name}-b", repository_url=fixture_function.repository_url,
-        ecr_repository=fixture_function.ecr_repository, lambda_name=f"{fixture_function.lambda_name}-b",
+        ecr_repository=fixture_function.ecr_repository,
+        lambda_name=f"{fixture_function.first_environment.lambda_name}-b",
         architecture=fixture_function.architecture, memory_mb=256, timeout_s=30, smoke_event={"smoke": True},
-        execution_role_arn=fixture_function.execution_role_arn)
+        execution_role_arn=fixture_function.first_environment.execution_role_arn)
     yield function
-    remove_from_plane(function.lambda_name, function.ecr_repository)
+    remove_from_plane(function.first_environment.lambda_name, function.ecr_repository)
     for image in docker_client.images.list(filters={"label": f"slipway.function={function.name}"}):
         with contextlib.suppress(Exception):
             docker_client.images.remove(image.id, force=True)
@@ -179,7 +180,8 @@ def test_retention_of_one_function_keeps_the_image_another_function_on_its_repos
     image = first.build.digest  # fixture_function keeps only version 2 with the last release kept
 
     # Mid-deploy: the sharer adopts `image` and is held at its shift step (CreateAlias throttled).
-    inject({"operation": "CreateAlias", "error": "ThrottlingException", "times": 4, "function": sharer.lambda_name})
+    inject({"operation": "CreateAlias", "error": "ThrottlingException", "times": 4,
+            "function": sharer.first_environment.lambda_name})
     adopting = until(Status.SHIFTING, request_deploy(sharer, trigger="cli", commit=one))
     (report,) = retention.run(keep=1, dry_run=False, names=[fixture_function.name])
     assert report.deleted_versions == ["1"] and report.deleted_images == {}
@@ -196,13 +198,15 @@ def test_retention_of_one_function_keeps_the_image_another_function_on_its_repos
 
     # Mid-rollback: the sharer moved on to "two" and rolls back to version 1, held at its shift step.
     assert deploy(sharer, two, kind=Deployment.Kind.REDEPLOY).version == "2"
-    inject({"operation": "UpdateAlias", "error": "ThrottlingException", "times": 4, "function": sharer.lambda_name})
+    inject({"operation": "UpdateAlias", "error": "ThrottlingException", "times": 4,
+            "function": sharer.first_environment.lambda_name})
     rollback = until(Status.SHIFTING, request_rollback(sharer, trigger="cli", to="1"))
     (report,) = retention.run(keep=1, dry_run=False, names=[fixture_function.name])
     assert f"deployment #{rollback.pk} (rollback) of {sharer.name} is shifting" in report.deferred
     assert report.deleted_images == {} and image in digests_in_ecr(fixture_function)
     assert wait_done(rollback).status == Status.SUCCEEDED, rollback.error_message
-    assert (lambdas.alias_version(sharer.lambda_name, "live"), invoke_live(sharer)["release"]) == ("1", "one")
+    assert (lambdas.alias_version(sharer.first_environment.lambda_name, "live"),
+            invoke_live(sharer)["release"]) == ("1", "one")
 
 
 @pytest.mark.postgres

@@ -12,8 +12,9 @@ import secrets
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
-from portal.models import Architecture, AuditEvent, Function, Membership
+from portal.models import Architecture, AuditEvent, Environment, Function, Membership
 
 DETECTOR = {
     "description": "OpenCV object detector (this repository's function/)",
@@ -21,6 +22,10 @@ DETECTOR = {
     "dockerfile_path": "Dockerfile",
     "architecture": Architecture.ARM64,
     "ecr_repository": "slipway/detector",
+}
+# Its one environment, production (where pushes deploy).
+DETECTOR_ENVIRONMENT = {
+    "name": "production",
     "lambda_name": "slipway-detector",
     "memory_mb": 1024,
     "timeout_s": 30,
@@ -49,10 +54,13 @@ class Command(BaseCommand):
             shown = "from SLIPWAY_ADMIN_PASSWORD" if os.environ.get("SLIPWAY_ADMIN_PASSWORD") else password
             self.stdout.write(f"[stack] admin user created: {username} / {shown}  (shown once; "
                               "change it in the admin)")
-        function, created = Function.objects.get_or_create(
-            name="detector",
-            defaults={**DETECTOR, "repository_url": str(settings.BASE_DIR), "smoke_event": detector_smoke_event()},
-        )
+        with transaction.atomic():
+            function, created = Function.objects.get_or_create(
+                name="detector",
+                defaults={**DETECTOR, "repository_url": str(settings.BASE_DIR), "smoke_event": detector_smoke_event()},
+            )
+            if created:
+                Environment.objects.create(function=function, **DETECTOR_ENVIRONMENT)
         if created:
             Membership.objects.get_or_create(function=function, user=admin, defaults={"role": Membership.Role.OWNER})
             AuditEvent.record("function.registered", actor_label="system", function=function,

@@ -12,6 +12,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         function = function_named(options["function"])
-        was = function.paused_reason
+        was = function.first_environment.paused_reason
         resume_auto_deploy(function)
         self.stdout.write(f"auto-deploy of {function.name} resumed" + (f" (was paused: {was})" if was else ""))
