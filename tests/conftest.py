@@ -257,3 +257,22 @@ def sshd(tmp_path):
 
     with Sshd(tmp_path / "sshd") as server:
         yield server
+
+
+def migrate(*targets):
+    """Migrate the test database to `targets` (the latest when none); the models as they
+    are at that point."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    targets = list(targets) or executor.loader.graph.leaf_nodes()
+    executor.migrate(targets)
+    return MigrationExecutor(connection).loader.project_state(targets).apps
+
+
+@pytest.fixture
+def migrations():
+    """`migrate` for a migration test; the database is left at the latest migration, pass or fail."""
+    yield migrate
+    migrate()

@@ -17,21 +17,6 @@ MOVED = ("lambda_name", "alias", "memory_mb", "timeout_s", "secret_keys", "execu
 DRIFT = ("expected_state", "drift_observed", "drift_fingerprint", "drift_detected_at", "drift_checked_at")
 
 
-def _executor():
-    from django.db import connection
-    from django.db.migrations.executor import MigrationExecutor
-
-    return MigrationExecutor(connection)
-
-
-def _migrate(*targets):
-    """Migrate to `targets` (the latest when none); the models as they are there."""
-    executor = _executor()
-    targets = list(targets) or executor.loader.graph.leaf_nodes()
-    executor.migrate(targets)
-    return _executor().loader.project_state(targets).apps
-
-
 def _settings(n: int) -> dict:
     """Every moved field of function `n`; a secret variable's value is stored as written
     (here a Fernet token, to show it is copied byte for byte, never opened)."""
@@ -47,13 +32,6 @@ def _drift(n: int) -> dict:
     return {"expected_state": expected, "drift_observed": {**expected, "memory_mb": 1024},
             "drift_fingerprint": f"{n}" * 64, "drift_detected_at": datetime(2026, 11, n, 13, 0, 0, 654321, tzinfo=UTC),
             "drift_checked_at": datetime(2026, 11, n, 14, 0, 0, tzinfo=UTC)}
-
-
-@pytest.fixture
-def migrations():
-    """Migrate with `_migrate`; the database is left at the latest migration, pass or fail."""
-    yield _migrate
-    _migrate()
 
 
 @pytest.mark.postgres

@@ -27,21 +27,6 @@ DEPLOY_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\n"
               "QyNTUxOQAAACB0ZXN0LWtleS1mb3ItdGhlLW1pZ3JhdGlvbi10ZXN0\n-----END OPENSSH PRIVATE KEY-----\n")
 
 
-def _executor():
-    from django.db import connection
-    from django.db.migrations.executor import MigrationExecutor
-
-    return MigrationExecutor(connection)
-
-
-def _migrate(*targets):
-    """Migrate to `targets` (the latest when none); the models as they are there."""
-    executor = _executor()
-    targets = list(targets) or executor.loader.graph.leaf_nodes()
-    executor.migrate(targets)
-    return _executor().loader.project_state(targets).apps
-
-
 def _secrets(n: int) -> dict[str, str]:
     return {"webhook_signing_key": f"whsec_{n}-signing-key-of-function-{n}",
             "source_secret": DEPLOY_KEY if n == 1 else f"gldt-deploy-token-{n}-abcdefghijkl",
@@ -70,13 +55,6 @@ def _values(n: int, secrets: dict[str, str]) -> dict:
         "drift_checked_at": datetime(2026, 11, n, 14, 0, 0, tzinfo=UTC),
         **{field: crypto.encrypt(value) for field, value in secrets.items()},
     }
-
-
-@pytest.fixture
-def migrations():
-    """Migrate with `_migrate`; the database is left at the latest migration, pass or fail."""
-    yield _migrate
-    _migrate()
 
 
 @pytest.mark.postgres

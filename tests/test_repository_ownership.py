@@ -95,13 +95,8 @@ def test_the_api_applies_the_same_rule_and_shares_through_a_list(client, cast, o
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_migration_grants_the_sharing_that_exists_and_records_each_builds_repository():
-    from django.db import connection
-    from django.db.migrations.executor import MigrationExecutor
-
-    executor = MigrationExecutor(connection)
-    executor.migrate([("portal", "0009_reconcile_last_check")])
-    old = executor.loader.project_state([("portal", "0009_reconcile_last_check")]).apps
+def test_the_migration_grants_the_sharing_that_exists_and_records_each_builds_repository(migrations):
+    old = migrations(("portal", "0009_reconcile_last_check"))
     Fn, Build = old.get_model("portal", "Function"), old.get_model("portal", "Build")
     first, second, alone = (Fn.objects.create(name=name, repository_url="https://x.example/r.git",
                                               ecr_repository=repository, lambda_name=f"slipway-{name}")
@@ -111,9 +106,7 @@ def test_the_migration_grants_the_sharing_that_exists_and_records_each_builds_re
                                   image_uri="1.dkr.ecr.eu-west-1.amazonaws.com/slipway/moved@sha256:" + "a" * 64)
     pending = Build.objects.create(function=alone, commit_sha="b" * 40, architecture="arm64", inputs_digest="b")
 
-    executor = MigrationExecutor(connection)
-    executor.migrate([("portal", "0010_build_repository")])
-    new = executor.loader.project_state([("portal", "0010_build_repository")]).apps
+    new = migrations(("portal", "0010_build_repository"))
     Fn, Build = new.get_model("portal", "Function"), new.get_model("portal", "Build")
     Audit = new.get_model("portal", "AuditEvent")
     assert {f.name: f.shares_images_with for f in Fn.objects.all()} == {"first": ["second"], "second": [],
@@ -124,4 +117,3 @@ def test_the_migration_grants_the_sharing_that_exists_and_records_each_builds_re
     assert "second already used slipway/shared" in audit.detail["why"]
     assert Build.objects.get(pk=pushed.pk).repository == "slipway/moved"  # where its image really went
     assert Build.objects.get(pk=pending.pk).repository == "slipway/alone"
-    MigrationExecutor(connection).migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
