@@ -40,6 +40,17 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+def _shown(function: Function, value: dict) -> str:
+    """A recorded value as the admin shows it: JSON, with the function's secret values masked."""
+    return masking.scrub(json.dumps(value, indent=1, ensure_ascii=False), function)
+
+
+def _drift_shown(state: DriftState, field: str) -> str:
+    """A drift state's recorded Lambda state (expected_state, drift_observed), secret variables masked."""
+    function = state.environment.function
+    return _shown(function, masking.masked_state(function, getattr(state, field)))
+
+
 @admin.register(Function)
 class FunctionAdmin(admin.ModelAdmin):
     list_display = ["name", "architecture", "lambda_name", "alias", "branch", "auto_deploy", "paused_reason"]
@@ -57,10 +68,6 @@ class FunctionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # registering goes through the portal's form for the same reasons
 
-    @staticmethod
-    def _shown(function: Function, value: dict) -> str:
-        return masking.scrub(json.dumps(value, indent=1, ensure_ascii=False), function)
-
     # Its first environment's Lambda settings (the environments have their own admin page).
     @admin.display(description="Lambda")
     def lambda_name(self, function: Function) -> str:
@@ -76,17 +83,15 @@ class FunctionAdmin(admin.ModelAdmin):
 
     @admin.display(description="environment")
     def environment_masked(self, function: Function) -> str:
-        return self._shown(function, function.first_environment.masked_variables())
+        return _shown(function, function.first_environment.masked_variables())
 
     @admin.display(description="expected state")
     def expected_state_masked(self, function: Function) -> str:
-        state = function.first_environment.drift_state
-        return self._shown(function, masking.masked_state(function, state.expected_state))
+        return _drift_shown(function.first_environment.drift_state, "expected_state")
 
     @admin.display(description="drift observed")
     def drift_observed_masked(self, function: Function) -> str:
-        state = function.first_environment.drift_state
-        return self._shown(function, masking.masked_state(function, state.drift_observed))
+        return _drift_shown(function.first_environment.drift_state, "drift_observed")
 
     @admin.display(description="secrets set")
     def secrets_set(self, function: Function) -> str:
@@ -263,13 +268,11 @@ class DriftStateAdmin(SideAdmin):
 
     @admin.display(description="expected state")
     def expected_state_masked(self, state: DriftState) -> str:
-        function = state.environment.function
-        return FunctionAdmin._shown(function, masking.masked_state(function, state.expected_state))
+        return _drift_shown(state, "expected_state")
 
     @admin.display(description="drift observed")
     def drift_observed_masked(self, state: DriftState) -> str:
-        function = state.environment.function
-        return FunctionAdmin._shown(function, masking.masked_state(function, state.drift_observed))
+        return _drift_shown(state, "drift_observed")
 
 
 @admin.register(Environment)
@@ -290,4 +293,4 @@ class EnvironmentAdmin(admin.ModelAdmin):
 
     @admin.display(description="variables")
     def variables_masked(self, environment: Environment) -> str:
-        return FunctionAdmin._shown(environment.function, environment.masked_variables())
+        return _shown(environment.function, environment.masked_variables())
