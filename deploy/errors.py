@@ -150,6 +150,12 @@ CATALOGUE: dict[str, Entry] = {
     # Requests refused by the domain (RequestRefused), the API and its authentication.
     **_entries(USER, {
         "csrf-failed": "a signed-in API request without the X-CSRFToken header",
+        "deploy-instead": "a promotion into the first environment: pushes deploy there, deploy instead",
+        "environment-required": "the function has several environments and the request named none",
+        "environment-unknown": "the function has no environment of that name",
+        "not-verified-upstream": "the digest did not go live in the previous environment, or was rolled back "
+                                 "from there (or its alias no longer serves it)",
+        "promote-instead": "a deploy to an environment after the first: its releases arrive by promotion",
         "forbidden": "signed in, but not allowed to do this",
         "http-error": "a request the API framework refused (e.g. a wrong method)",
         "invalid": "the request or a setting is not valid; `fields` says which",

@@ -14,10 +14,19 @@ Other packages use it through this module only.
 
 from portal.deployments.events import finished, resumed, shifted, stale, status_changed, superseding
 from portal.deployments.models import Deployment
+from portal.deployments.promotion import (
+    deployment_digest,
+    next_environment,
+    previous_environment,
+    promote_due,
+    request_promotion,
+    verified_upstream,
+)
 from portal.deployments.reconciling import reconcile
 from portal.deployments.releases import live_deployment, targets, went_live
 from portal.deployments.requesting import (
     cancel,
+    environment_named,
     queue_deploy,
     queue_notice,
     request_deploy,
@@ -29,12 +38,18 @@ from portal.deployments.requesting import (
 __all__ = [
     "Deployment",
     "cancel",
+    "deployment_digest",
+    "environment_named",
     "finished",
     "live_deployment",
+    "next_environment",
+    "previous_environment",
+    "promote_due",
     "queue_deploy",
     "queue_notice",
     "reconcile",
     "request_deploy",
+    "request_promotion",
     "request_rollback",
     "request_webhook_deploy",
     "resume_auto_deploy",
@@ -44,5 +59,6 @@ __all__ = [
     "status_changed",
     "superseding",
     "targets",
+    "verified_upstream",
     "went_live",
 ]

@@ -120,6 +120,8 @@ class Deployment(models.Model):
         DEPLOY = "deploy"
         REDEPLOY = "redeploy"
         ROLLBACK = "rollback"
+        # A pinned digest, verified in the previous environment, shipped to the next: no source, build or push.
+        PROMOTION = "promotion"
 
     class Trigger(models.TextChoices):
         UI = "ui"
@@ -127,9 +129,13 @@ class Deployment(models.Model):
         API = "api"
         CLI = "cli"
         RECONCILE = "reconcile"  # a missed push, noticed by comparing the branch head with what is live
+        PROMOTION = "promotion"  # an automatic promotion, once the previous environment's deployment succeeded
 
     class Status(models.TextChoices):
         QUEUED = "queued"
+        # An automatic promotion waiting out its environment's soak time (promote_at): neither
+        # queued nor running nor final, so dispatch, claim and the sweeper never see it.
+        SOAKING = "soaking", "Soaking"
         CHECKING = "checking", "Checking the release"
         SOURCE = "source", "Fetching source"
         BUILDING = "building", "Building"
@@ -159,6 +165,12 @@ class Deployment(models.Model):
     # The environment whose Lambda it deploys to; one of its function's.
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="deployments")
     build = models.ForeignKey(Build, on_delete=models.PROTECT, null=True, blank=True, related_name="deployments")
+    # A promotion: the digest pinned when it was requested (the build's may change if it is pushed
+    # again), the deployment of the previous environment it was verified by, and when a soak ends.
+    digest = models.CharField(max_length=80, blank=True, help_text="Promotion: the image digest it ships.")
+    upstream = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="promotions",
+                                 help_text="Promotion: the previous environment's deployment that verified it.")
+    promote_at = models.DateTimeField(null=True, blank=True, help_text="A soaking promotion is queued at this time.")
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DEPLOY)
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
@@ -265,7 +277,7 @@ class Deployment(models.Model):
         already ended stays as it is (returns False)."""
         if status not in self.TERMINAL:
             raise self.TransitionError(f"finish() needs a terminal status, not {status!r}")
-        non_terminal = self.RUNNING + (self.Status.QUEUED,)
+        non_terminal = self.RUNNING + (self.Status.QUEUED, self.Status.SOAKING)
         return self._update(non_terminal, status=status, error_code=error_code,
                             error_message=error_message[:4000], finished_at=Now())
 
@@ -282,10 +294,10 @@ class Deployment(models.Model):
                             error_message=message[:4000], finished_at=Now())
 
     def request_cancel(self) -> bool:
-        """Queued: cancelled at once. Running before the update step: the worker
+        """Queued or soaking: cancelled at once. Running before the update step: the worker
         stops at its next step boundary, at the latest at the move that touches the
         Lambda (enter_lambda refuses it in the same UPDATE). Later: too late (False)."""
-        if self._update((self.Status.QUEUED,), status=self.Status.CANCELLED, finished_at=Now(),
+        if self._update((self.Status.QUEUED, self.Status.SOAKING), status=self.Status.CANCELLED, finished_at=Now(),
                         error_code="cancelled", error_message="cancelled before it started"):
             return True
         return self._update(self.CANCELLABLE, cancel_requested=True)

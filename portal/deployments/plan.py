@@ -7,7 +7,8 @@ A deploy: source, build, push, then the Lambda steps (update, wait, publish, ver
 and the alias shift. A redeploy runs the same plan with build and push recorded as
 skipped (ECR already holds its image). A rollback checks the release and shifts the
 alias; when its version is gone, its fallback ships the image again with the deploy's
-Lambda steps in between.
+Lambda steps in between. A promotion checks the release upstream, then runs the
+Lambda steps and the shift with its pinned digest.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ SHIFT = Step("shift", Status.SHIFTING, guarded=True)
 CHECK = Step("check", Status.CHECKING, guarded=True)
 
 DEPLOY = (SOURCE, BUILD, PUSH, *SHIP, SHIFT)
+# A promotion checks that the previous environment's alias still serves its pinned digest,
+# then ships that digest: no source, build or push.
+PROMOTION = (CHECK, *SHIP, SHIFT)
 ROLLBACK = (CHECK, SHIFT)
 ROLLBACK_FALLBACK = (CHECK, *SHIP, SHIFT)
 
@@ -57,6 +61,8 @@ def steps(kind: str, *, fallback: bool = False) -> tuple[Step, ...]:
         return ROLLBACK_FALLBACK if fallback else ROLLBACK
     if kind in (Kind.DEPLOY, Kind.REDEPLOY):
         return DEPLOY
+    if kind == Kind.PROMOTION:
+        return PROMOTION
     raise NotPlanned(f"no step plan for a {kind!r} deployment")
 
 

@@ -74,9 +74,28 @@ def request(function: Function, *, environment: Environment | None = None, super
         if supersede:
             _supersede_for(deployment)
         events.status_changed.send(Deployment, deployment=deployment)  # pending (once the commit is known)
-        if _may_start_now(deployment):
+        if deployment.status == Status.QUEUED and _may_start_now(deployment):
             # Decided under the lock the request already holds: no second
             # transaction (dispatch's) to find out what this one knows.
+            _mark_sent(deployment.pk, deployment.kind)
+    return deployment
+
+
+def release_soak(pk: int) -> Deployment | None:
+    """A soaking promotion whose time has come becomes queued, in its request's place
+    among the environment's requests, and is sent if it may start now. None when it no
+    longer soaks (cancelled or superseded meanwhile)."""
+    with transaction.atomic():
+        row = Deployment.objects.filter(pk=pk).values_list("environment_id", "function_id").first()
+        if row is None:
+            return None
+        _lock(*row)
+        if not Deployment.objects.filter(pk=pk, status=Status.SOAKING).update(status=Status.QUEUED,
+                                                                               enqueued_at=None):
+            return None
+        deployment = Deployment.objects.select_related("function", "environment").get(pk=pk)
+        events.status_changed.send(Deployment, deployment=deployment)  # queued
+        if _may_start_now(deployment):
             _mark_sent(deployment.pk, deployment.kind)
     return deployment
 
@@ -93,7 +112,8 @@ def _may_start_now(deployment: Deployment) -> bool:
 
 def _supersede_for(new: Deployment) -> None:
     before = Deployment.objects.filter(environment_id=new.environment_id, pk__lt=new.pk)
-    queued = before.filter(status=Status.QUEUED)
+    # A promotion soaking into the environment waits like a queued request: any later request replaces it.
+    queued = before.filter(status__in=(Status.QUEUED, Status.SOAKING))
     if new.kind == Kind.ROLLBACK:
         message = f"rollback #{new.pk} replaced it"
         before.filter(status__in=Deployment.RUNNING, superseded_by__isnull=True).exclude(kind=Kind.ROLLBACK).update(

@@ -26,10 +26,38 @@ def _actor(user, trigger: str) -> dict:
     return {"actor": user, "actor_label": user.get_username() if user else trigger}
 
 
-def request_deploy(function: Function, *, trigger: str, user=None, ref: str = "", commit: str = "") -> Deployment:
-    """Queue a deploy of `ref` (branch/tag) or `commit` (full SHA); default: the function's branch."""
+def environment_named(function: Function, name: str = "", *, deploying: bool = False) -> Environment:
+    """The environment a request names. Unnamed: a deploy goes to the first (where pushes
+    deploy); anything else to the only one, and a function with several must name it
+    (`environment-required`). A deploy to any but the first is refused (`promote-instead`):
+    what reaches a later environment is the digest verified before it, never a new build."""
+    environments = list(function.environments.all())
+    if name:
+        found = next((env for env in environments if env.name == name), None)
+        if found is None:
+            known = ", ".join(env.name for env in environments)
+            raise RequestRefused(f"{function.name} has no environment {name!r} (it has {known})", status=404,
+                                 code="environment-unknown")
+    elif deploying or len(environments) == 1:
+        found = environments[0]
+    else:
+        raise RequestRefused(f"{function.name} has {len(environments)} environments "
+                             f"({', '.join(env.name for env in environments)}): name one", status=400,
+                             code="environment-required")
+    if deploying and found.position != environments[0].position:
+        raise RequestRefused(f"{found.name} is not where {function.name} deploys: pushes deploy to "
+                             f"{environments[0].name}, and a release reaches {found.name} by promotion of the "
+                             "digest verified before it", status=400, code="promote-instead")
+    return found
+
+
+def request_deploy(function: Function, *, trigger: str, user=None, ref: str = "", commit: str = "",
+                   environment: str = "") -> Deployment:
+    """Queue a deploy of `ref` (branch/tag) or `commit` (full SHA); default: the function's branch.
+    `environment`: its name, which may only be the first's (environment_named)."""
     if function.is_archived:
         raise RequestRefused(f"{function.name} is archived: it accepts no deploys")
+    environment_named(function, environment, deploying=True)
     if ref and commit:
         raise RequestRefused("give a ref or a commit, not both", status=400)
     if commit and not FULL_SHA.match(commit):
@@ -67,7 +95,8 @@ def rollback_target(function: Function, *, to: str = "", environment=None) -> De
     """The successful deployment to put back in `environment` (default: the function's
     first): by version number, by commit SHA prefix, or (default) the one live there
     before the current one."""
-    done = went_live(environment or function.first_environment).filter(build__isnull=False).select_related("build")
+    environment = environment or function.first_environment
+    done = went_live(environment).filter(build__isnull=False).select_related("build")
     if to:
         if to.isdigit():
             target = done.filter(version=to).first()
@@ -79,23 +108,27 @@ def rollback_target(function: Function, *, to: str = "", environment=None) -> De
             raise RequestRefused(f"no successful deployment of {function.name} matches {to!r}")
         return target
     live = done.first()
+    where = f"{function.name} ({environment.name})" if environment else function.name
     if live is None:
-        raise RequestRefused(f"{function.name} has no successful deployment to roll back from")
+        raise RequestRefused(f"{where} has no successful deployment to roll back from")
     target = done.exclude(version=live.version).first()
     if target is None:
-        raise RequestRefused(f"{function.name} has no earlier release than version {live.version}")
+        raise RequestRefused(f"{where} has no earlier release than version {live.version}")
     return target
 
 
-def request_rollback(function: Function, *, trigger: str, user=None, to: str = "") -> Deployment:
-    """Queue a rollback; it supersedes queued deploys, stops running ones before
-    their shift, and pauses auto-deploy until someone resumes it."""
+def request_rollback(function: Function, *, trigger: str, user=None, to: str = "",
+                     environment: str = "") -> Deployment:
+    """Queue a rollback of one environment (named, or the only one); it supersedes that
+    environment's queued requests, stops its running deploys before their shift, and
+    pauses its auto-deploy (or automatic promotion into it) until someone resumes it."""
     if function.is_archived:
         raise RequestRefused(f"{function.name} is archived: it accepts no rollbacks")
+    chosen = environment_named(function, environment)
     with transaction.atomic():  # the function row first, then the environment's, as everywhere (queue.py)
         # The target is read under the lock: retention marks images gone under it too.
         Function.objects.select_for_update().get(pk=function.pk)
-        environment = Environment.objects.select_for_update().get(pk=function.first_environment.pk)
+        environment = Environment.objects.select_for_update().get(pk=chosen.pk)
         target = rollback_target(function, to=to, environment=environment)
         if target.build and target.build.image_gone_at:
             raise RequestRefused(f"the image of version {target.version} is gone from ECR: deploy its commit again")
@@ -109,7 +142,8 @@ def request_rollback(function: Function, *, trigger: str, user=None, to: str = "
         Environment.objects.filter(pk=environment.pk).update(  # its own environment's auto-deploy only
             paused_reason=f"rolled back to version {target.version} by {who}; resume auto-deploy when fixed")
         AuditEvent.record("deployment.rollback_requested", function=function, deployment=rollback.pk,
-                          to_version=target.version, commit=target.commit_sha, **_actor(user, trigger))
+                          environment=environment.name, to_version=target.version, commit=target.commit_sha,
+                          **_actor(user, trigger))
     spending = sending.current()
     if spending is not None and sending.unsent(rollback.pk) and not transaction.get_connection().in_atomic_block:
         # The broker did not take it in time: put the release back from here (an alias move only).
@@ -144,9 +178,11 @@ def cancel(deployment: Deployment, *, user=None, trigger: str = "cli") -> bool:
     return True
 
 
-def resume_auto_deploy(function: Function, *, user=None, trigger: str = "cli") -> None:
-    """Lift the pause a rollback put on auto-deploy (of the function's first environment,
-    the one pushes deploy to)."""
-    Environment.objects.filter(pk=function.first_environment.pk).update(paused_reason="")
-    AuditEvent.record("function.auto_deploy_resumed", function=function, **_actor(user, trigger))
+def resume_auto_deploy(function: Function, *, user=None, trigger: str = "cli", environment: str = "") -> None:
+    """Lift the pause a rollback put on one environment (named, or the only one): pushes
+    deploy to the first again, automatic promotion reaches a later one again."""
+    chosen = environment_named(function, environment)
+    Environment.objects.filter(pk=chosen.pk).update(paused_reason="")
+    AuditEvent.record("function.auto_deploy_resumed", function=function, environment=chosen.name,
+                      **_actor(user, trigger))
     events.resumed.send(Deployment, function=function, by=user.get_username() if user else trigger)
