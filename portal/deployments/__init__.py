@@ -15,6 +15,7 @@ Other packages use it through this module only.
 from portal.deployments.events import finished, resumed, shifted, stale, status_changed, superseding
 from portal.deployments.models import Deployment
 from portal.deployments.promotion import (
+    cancel_soaks_from,
     deployment_digest,
     next_environment,
     previous_environment,
@@ -38,6 +39,7 @@ from portal.deployments.requesting import (
 __all__ = [
     "Deployment",
     "cancel",
+    "cancel_soaks_from",
     "deployment_digest",
     "environment_named",
     "finished",
