@@ -82,8 +82,10 @@ def test_a_cancel_after_the_move_to_updating_is_refused(deployment):
     assert Deployment.objects.get(pk=deployment.pk).cancel_requested is False
 
 
-def test_every_status_is_either_queued_running_or_terminal():
-    assert set(Status) == {Status.QUEUED, *Deployment.RUNNING, *Deployment.TERMINAL}
+def test_every_status_is_either_queued_soaking_running_or_terminal():
+    # SOAKING is apart on purpose: dispatch, claim and the sweeper look only at queued and running rows.
+    assert set(Status) == {Status.QUEUED, Status.SOAKING, *Deployment.RUNNING, *Deployment.TERMINAL}
+    assert Status.SOAKING not in Deployment.RUNNING and Status.SOAKING not in Deployment.TERMINAL
 
 
 def test_build_tag_is_the_commit_its_inputs_and_the_architecture(function):

@@ -108,7 +108,8 @@ def rollback_target(function: Function, *, to: str = "", environment=None) -> De
             raise RequestRefused(f"no successful deployment of {function.name} matches {to!r}")
         return target
     live = done.first()
-    where = f"{function.name} ({environment.name})" if environment else function.name
+    several = function.environments.count() > 1
+    where = f"{function.name} ({environment.name})" if several else function.name
     if live is None:
         raise RequestRefused(f"{where} has no successful deployment to roll back from")
     target = done.exclude(version=live.version).first()
