@@ -99,6 +99,28 @@ def set_environment(function, **fields):
     return environment
 
 
+def add_environment(function, name: str, lambda_name: str, position: int, **fields):
+    """Another environment of `function` at `position` in its promotion order (the Lambda
+    settings among `fields` as for create_function; `environment`: its variables)."""
+    from portal.models import Environment
+
+    settings = {("variables" if key == "environment" else key): value for key, value in fields.items()}
+    return Environment.objects.create(function=function, name=name, position=position, lambda_name=lambda_name,
+                                      **settings)
+
+
+def staged(function, *, promotion: str = "manual", soak_seconds: int = 0):
+    """`function` as staging (position 0, a new Lambda `<lambda>-stg`) then its production
+    environment (moved to position 1, promoted by `promotion`); returns (staging, production)."""
+    from portal.models import Environment
+
+    production = function.first_environment
+    Environment.objects.filter(pk=production.pk).update(position=1, promotion=promotion, soak_seconds=soak_seconds)
+    staging = add_environment(function, "staging", f"{production.lambda_name}-stg", 0)
+    production.refresh_from_db()
+    return staging, production
+
+
 @pytest.fixture
 def function(db):
     return create_function(name="hello", repository_url="https://gitlab.example.com/team/hello.git",
