@@ -79,35 +79,39 @@ def verified_upstream(previous: Environment, digest: str) -> Deployment | None:
 
 
 def choose_release(previous: Environment, release: str = "") -> Deployment:
-    """What to promote out of `previous`: by version number, by commit SHA prefix or by
-    digest (sha256:…); default: what is live there."""
-    done = went_live(previous).filter(build__isnull=False).select_related("build")
+    """What to promote out of `previous`: what is live there. `release` (a version number,
+    a commit SHA prefix or a digest sha256:…) names what the requester expects to be live
+    there; another release is refused, since the claim and the shift check that the
+    previous environment's alias still serves the pinned digest (roll it back to an older
+    release first to promote that one)."""
     where = f"{previous.function.name} ({previous.name})"
+    live = went_live(previous).select_related("build").first()
+    if live is None or not live.build_id:
+        raise RequestRefused(f"nothing is live in {where} to promote", code=NOT_VERIFIED)
     if not release:
-        found = done.first()
-        if found is None:
-            raise RequestRefused(f"nothing is live in {where} to promote", code=NOT_VERIFIED)
-        return found
+        return live
     if release.isdigit():
-        found = done.filter(version=release).first()
+        matches = live.version == release
     elif release.startswith("sha256:"):
-        found = next((d for d in done if deployment_digest(d) == release), None)
+        matches = deployment_digest(live) == release
     elif re.fullmatch(r"[0-9a-f]{7,40}", release):
-        found = done.filter(commit_sha__startswith=release).first()
+        matches = live.commit_sha.startswith(release)
     else:
         raise RequestRefused(f"{release!r} is neither a version number, a commit SHA nor a digest", status=400)
-    if found is None:
-        raise RequestRefused(f"no release of {where} matches {release!r}: a promotion ships only what went "
+    if not matches:
+        raise RequestRefused(f"{release!r} is not what {where} serves (version {live.version}, "
+                             f"{live.commit_sha[:12]}, {deployment_digest(live)}): a promotion ships only what is "
                              f"live in {previous.name}", code=NOT_VERIFIED)
-    return found
+    return live
 
 
 def request_promotion(function: Function, environment: str | Environment, *, trigger: str, user=None,
                       release: str = "", upstream: Deployment | None = None, soak: bool = False) -> Deployment:
-    """Queue a promotion of a release of the previous environment into `environment` (a
-    name or the row). `release` picks it (choose_release; default: what is live there),
-    or `upstream` names the deployment itself (automatic promotion). `soak`: wait the
-    environment's soak time first (automatic promotion), superseding an older soak."""
+    """Queue a promotion of what is live in the previous environment into `environment` (a
+    name or the row). `release` names the release the requester expects live there
+    (choose_release refuses another), or `upstream` names the deployment itself
+    (automatic promotion). `soak`: wait the environment's soak time first (automatic
+    promotion), superseding an older soak."""
     if function.is_archived:
         raise RequestRefused(f"{function.name} is archived: it accepts no promotions")
     if not isinstance(environment, Environment):
