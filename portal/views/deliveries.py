@@ -15,7 +15,6 @@ from django.views.decorators.http import require_GET, require_POST
 from portal import hooks
 from portal.functions import access
 from portal.hooks import gitlab
-from portal.hooks.caused import promotions_caused
 from portal.models import DeliveryRing, WebhookDelivery
 from portal.views import refusals
 
@@ -37,7 +36,7 @@ def delivery_list(request, name):
     # With the signature headers and the body, a delivery can be sent again: a replay is refused,
     # but only the owners, who hold the signing token anyway, need to see them.
     owner = access.can(request.user, function, access.ADMIN)
-    caused = promotions_caused([delivery.deployment_id for delivery in page])
+    caused = hooks.promotions_caused([delivery.deployment_id for delivery in page])
     for delivery in page:
         delivery.promotions = caused.get(delivery.deployment_id, [])
         delivery.shown_headers = {name: value if owner or name.lower() not in gitlab.SIGNATURE_HEADERS
