@@ -60,7 +60,8 @@ def status_name(environment: Environment) -> str:
     environment (lowest id: made with the function, or by the environments migration)
     keeps `<prefix>/<function>`; the others add `/<environment>`. The oldest, not the
     first in promotion order: putting staging in front of production must not move
-    production's merge check onto staging."""
+    production's merge check onto staging. (Deleting the oldest environment passes the
+    short name to the next oldest.)"""
     prefix = f"{settings.SLIPWAY_GITLAB_STATUS_NAME}/{environment.function.name}"
     oldest = (Environment.objects.filter(function_id=environment.function_id).order_by("pk")
               .values_list("pk", flat=True).first())
