@@ -208,12 +208,12 @@ def test_a_broker_that_is_down_never_fails_the_request(function, sent, django_ca
     assert Deployment.objects.get(pk=deployment.pk).status == "queued"
 
 
-def test_resume_notifies(function, cast, sent, django_capture_on_commit_callbacks):
+def test_resume_notifies_naming_the_environment(function, cast, sent, django_capture_on_commit_callbacks):
     function.feedback_settings.notify_members.add(cast["alice"])
     with django_capture_on_commit_callbacks(execute=True):
         requesting.resume_auto_deploy(function, user=cast["bob"], trigger="ui")
     calls = [c.kwargs["args"] for c in sent.call_args_list if c.args[0] == NOTIFY_TASK]
-    assert calls == [[function.pk, "resume", None, {"by": "bob"}]]
+    assert calls == [[function.pk, "resume", None, {"by": "bob", "environment": "production"}]]
 
 
 # --- Outgoing webhooks and email ----------------------------------------------------------------
@@ -236,7 +236,8 @@ def test_the_webhook_is_slack_compatible_signed_and_timestamped(db, function, ca
     expected = hmac.new(secret.encode(), f"{stamp}.".encode() + got.body, hashlib.sha256).hexdigest()
     assert got.headers["x-slipway-signature"] == f"sha256={expected}"
     body = got.json()
-    assert "hello: deploy #" in body["text"] and "smoke-error-result: it broke" in body["text"]
+    assert "hello (production): deploy #" in body["text"] and "smoke-error-result: it broke" in body["text"]
+    assert body["function"] == "hello" and body["environment"] == "production"
     assert body["deployment"]["id"] == deployment.pk and body["deployment"]["status"] == "failed"
     assert body["url"].endswith(f"/deployments/{deployment.pk}/")
 

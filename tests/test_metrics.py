@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from portal.models import Deployment, DeploymentStep
+from tests.conftest import staged
 
 Status = Deployment.Status
 
@@ -15,11 +16,36 @@ def scrape(client, **headers) -> str:
     return response.content.decode()
 
 
-def test_a_failed_deployment_is_counted_with_its_error_code(client, function):
+def test_a_failed_deployment_is_counted_with_its_environment_and_error_code(client, function):
     Deployment.objects.create(function=function, trigger="cli", status=Status.FAILED, error_code="build-failed")
     text = scrape(client)
-    assert ('slipway_deployments_total{error_code="build-failed",function="hello",kind="deploy",status="failed"} 1.0'
-            in text)
+    assert ('slipway_deployments_total{environment="production",error_code="build-failed",function="hello",'
+            'kind="deploy",status="failed"} 1.0' in text)
+
+
+def test_each_environment_is_counted_apart(client, function):
+    staging, production = staged(function)
+    for environment in (staging, staging, production):
+        Deployment.objects.create(function=function, environment=environment, trigger="cli", status=Status.SUCCEEDED)
+    text = scrape(client)
+    assert ('slipway_deployments_total{environment="staging",error_code="",function="hello",kind="deploy",'
+            'status="succeeded"} 2.0' in text)
+    assert ('slipway_deployments_total{environment="production",error_code="",function="hello",kind="deploy",'
+            'status="succeeded"} 1.0' in text)
+
+
+def test_soaking_promotions_are_a_gauge_per_function_and_environment(client, function):
+    staging, production = staged(function, promotion="automatic", soak_seconds=600)
+    assert 'slipway_promotions_soaking{environment="production",function="hello"} 0.0' in scrape(client)
+    for _ in range(2):
+        Deployment.objects.create(function=function, environment=production, trigger="promotion",
+                                  kind=Deployment.Kind.PROMOTION, status=Status.SOAKING,
+                                  promote_at=timezone.now() + timedelta(minutes=10))
+    Deployment.objects.create(function=function, environment=production, trigger="promotion",
+                              kind=Deployment.Kind.PROMOTION, status=Status.QUEUED)
+    text = scrape(client)
+    assert 'slipway_promotions_soaking{environment="production",function="hello"} 2.0' in text
+    assert 'slipway_promotions_soaking{environment="staging"' not in text  # it deploys: nothing promotes into it
 
 
 def test_queue_depth_and_the_oldest_queued_age_per_queue(client, function):

@@ -11,14 +11,16 @@ anything they send leaves after commit (transaction.on_commit).
 
 from django.dispatch import Signal
 
-# deployment=: its status moved — queued (and its commit known), running, canceled.
+# deployment=: its status moved — queued (and its commit known), soaking (a promotion
+# waiting out its environment's soak time), running, canceled.
 status_changed = Signal()
 # deployment=: it ended, by its worker, the web's rollback or the sweeper.
 finished = Signal()
 # function=, queued=: these queued deployments (a queryset, read before the update) are
 # about to be superseded by a newer request.
 superseding = Signal()
-# function=, by=: auto-deploy was resumed (by a user's name or the trigger).
+# function=, by=, environment=: auto-deploy of `environment` (the Environment row whose
+# pause a rollback set) was resumed, by a user's name or the trigger.
 resumed = Signal()
 # deployment=, written=: its alias moved; `written` is what it wrote to $LATEST (a dict),
 # or None when it moved the alias alone (a rollback to a version that exists).

@@ -186,4 +186,5 @@ def resume_auto_deploy(function: Function, *, user=None, trigger: str = "cli", e
     Environment.objects.filter(pk=chosen.pk).update(paused_reason="")
     AuditEvent.record("function.auto_deploy_resumed", function=function, environment=chosen.name,
                       **_actor(user, trigger))
-    events.resumed.send(Deployment, function=function, by=user.get_username() if user else trigger)
+    events.resumed.send(Deployment, function=function, by=user.get_username() if user else trigger,
+                        environment=chosen)

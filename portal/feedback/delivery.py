@@ -90,7 +90,10 @@ def _lease_seconds() -> float:
 
 def _description(deployment: Deployment, state: str) -> str:
     function = deployment.function
-    what = f"{deployment.kind} of {function.name}"
+    what = f"{deployment.kind} of {function.name} to {deployment.environment.name}"
+    if state == feedback.PENDING and deployment.status == Deployment.Status.SOAKING and deployment.promote_at:
+        at = timezone.localtime(deployment.promote_at)
+        return f"{what}: soaking, promotes at {at:%H:%M} {at.tzname()}"
     if state == feedback.PENDING:
         return f"{what}: queued"
     if state == feedback.RUNNING:
@@ -110,7 +113,7 @@ def report_commit_status(deployment_id: int, state: str) -> str:
     if state not in RANK or state == "":
         raise ValueError(f"{state!r} is not a commit status state")
     for _ in range(MAX_ROUNDS):
-        deployment = Deployment.objects.select_related("function").filter(pk=deployment_id).first()
+        deployment = Deployment.objects.select_related("function", "environment").filter(pk=deployment_id).first()
         if deployment is None or not feedback.gitlab_configured(deployment.function) or not deployment.commit_sha:
             return "nothing to report"
         if RANK[state] <= RANK[deployment.gitlab_reported]:
@@ -150,7 +153,7 @@ def _post(deployment: Deployment, state: str) -> bool:
     ref = "" if is_sha else deployment.ref
     return with_attempts(lambda: outbound.post_commit_status(
         reports.gitlab_api_url, reports.gitlab_project, token, deployment.commit_sha, state=state,
-        name=f"{settings.SLIPWAY_GITLAB_STATUS_NAME}/{function.name}", ref=ref,
+        name=feedback.status_name(deployment.environment), ref=ref,
         target_url=feedback.deployment_link(deployment.pk),
         description=functions.scrub(_description(deployment, state), secrets=secrets),
         timeout=settings.SLIPWAY_NOTIFY_TIMEOUT, allowed=settings.SLIPWAY_OUTBOUND_ALLOWED_NETWORKS), record)
@@ -162,10 +165,12 @@ def _post(deployment: Deployment, state: str) -> bool:
 def compose(function: Function, event: str, deployment: Deployment | None, extra: dict,
             secrets: list[str] | None = None) -> tuple[str, dict]:
     """The text (one line, for chat and email subjects) and the webhook's JSON body, masked
-    with the function's secret values (`secrets`, read here when not given)."""
+    with the function's secret values (`secrets`, read here when not given). Both name
+    the environment: the deployment's, or `extra["environment"]` (a resume, a drift)."""
     secrets = functions.secret_values(function) if secrets is None else secrets
-    name = function.name
-    link = feedback.deployment_link(deployment.pk) if deployment else feedback.function_link(name)
+    environment = deployment.environment.name if deployment else extra.get("environment") or ""
+    name = f"{function.name} ({environment})" if environment else function.name
+    link = feedback.deployment_link(deployment.pk) if deployment else feedback.function_link(function.name)
     differences = extra.get("differences") or []
     if event == feedback.DEPLOY_FAILED and deployment:
         text = (f"{name}: {deployment.kind} #{deployment.pk} of {deployment.commit_sha[:12] or deployment.ref} "
@@ -186,7 +191,8 @@ def compose(function: Function, event: str, deployment: Deployment | None, extra
     payload = {
         "text": f"{text} {link}".strip(),
         "event": event,
-        "function": name,
+        "function": function.name,
+        "environment": environment or None,
         "url": link,
         "sent_at": timezone.now().isoformat(),
         "deployment": None if deployment is None else {
@@ -205,7 +211,7 @@ def send_notification(function_id: int, event: str, deployment_id: int | None, e
     function = Function.objects.filter(pk=function_id).first()
     if function is None:
         return {}
-    deployment = (Deployment.objects.select_related("requested_by").filter(pk=deployment_id).first()
+    deployment = (Deployment.objects.select_related("requested_by", "environment").filter(pk=deployment_id).first()
                   if deployment_id else None)
     secrets = functions.secret_values(function)
     reports = function.feedback_settings

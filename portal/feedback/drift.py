@@ -8,6 +8,10 @@ environment's DriftState (drift_observed, one per environment) with a keyed fing
 it is audited and notified once, not at every periodic check, and again only
 when it changes. Secret environment values are masked wherever a difference is
 shown: the page, the audit log, notifications.
+
+Drift in an environment cancels the promotions soaking out of it
+(deployments.cancel_soaks_from): what they would promote is what that environment
+vouched for, and it no longer serves exactly that.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from django.db.models.functions import Now
 
 from deploy import lambdas
 from deploy.logs import mask
-from portal import functions
+from portal import deployments, functions
 from portal.core.errors import RequestRefused
 from portal.deployments import Deployment
 from portal.feedback import status as feedback
@@ -129,7 +133,8 @@ def check(function: Function, *, user=None, trigger: str = "system", environment
     observed = lambdas.observed_state(environment.lambda_name, environment.alias)
     raw = differences(expected, observed, masked=False)
     shown = differences(expected, observed, environment.secret_keys, secrets=functions.secret_values(function))
-    actor = {"actor": user, "actor_label": user.get_username() if user else trigger}
+    actor = {"actor": user, "actor_label": user.get_username() if user else trigger,
+             "environment": environment.name}
     with transaction.atomic():
         locked = _lock(function, environment)
         state = DriftState.objects.filter(environment_id=environment.pk)
@@ -141,13 +146,18 @@ def check(function: Function, *, user=None, trigger: str = "system", environment
                 AuditEvent.record("function.drift_cleared", function=function, **actor)
             return Result("clean")
         fingerprint = _fingerprint(raw)
+        # Still or newly drifted: nothing soaking out of this environment may promote (under the
+        # environment's lock, before the deployment rows: the lock order).
+        reason = f"{environment.name} was changed outside Slipway: " + "; ".join(
+            d["label"] for d in shown[:5])
+        deployments.cancel_soaks_from(environment, reason[:300])
         if fingerprint == locked.drift_fingerprint:
             state.update(drift_checked_at=Now())
             return Result("unchanged", shown)
         state.update(drift_observed=observed if observed is not None else MISSING, drift_fingerprint=fingerprint,
                      drift_detected_at=Now(), drift_checked_at=Now())
         AuditEvent.record("function.drift_detected", function=function, differences=shown, **actor)
-        feedback.notify(function, feedback.DRIFT, differences=shown)
+        feedback.notify(function, feedback.DRIFT, differences=shown, environment=environment.name)
     return Result("drift", shown)
 
 
@@ -166,7 +176,8 @@ def accept(function: Function, *, user, environment: Environment | None = None) 
                             secrets=functions.secret_values(function))
         DriftState.objects.filter(environment_id=environment.pk).update(
             expected_state=locked.drift_observed, drift_observed={}, drift_fingerprint="", drift_detected_at=None)
-        AuditEvent.record("function.drift_accepted", function=function, actor=user, differences=shown)
+        AuditEvent.record("function.drift_accepted", function=function, actor=user, differences=shown,
+                          environment=environment.name)
     return shown
 
 
@@ -187,7 +198,8 @@ def record_shift(deployment, written: dict | None) -> None:
 
 
 def check_all() -> dict:
-    """The periodic check: every environment with a baseline; one failing check never stops the others."""
+    """The periodic check: every environment of every function, each with a baseline; one
+    failing check never stops the others. Outcomes list `function/environment`."""
     outcomes: dict[str, list[str]] = {}
     for environment in (Environment.objects.filter(function__archived_at__isnull=True)
                         .exclude(drift_state__expected_state={}).select_related("function")
@@ -196,8 +208,8 @@ def check_all() -> dict:
         try:
             outcome = check(function, environment=environment).outcome
         except Exception as exc:  # AWS down, a function gone wrong: the next period tries again
-            log.warning("drift check of %s failed: %s", function.name,
+            log.warning("drift check of %s (%s) failed: %s", function.name, environment.name,
                         functions.scrub(str(exc), function))
             outcome = "error"
-        outcomes.setdefault(outcome, []).append(function.name)
+        outcomes.setdefault(outcome, []).append(f"{function.name}/{environment.name}")
     return outcomes

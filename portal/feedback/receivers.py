@@ -24,8 +24,8 @@ def _superseding(sender, function, queued, **_) -> None:
         status.report_canceled(function, list(queued.values_list("pk", flat=True)))
 
 
-def _resumed(sender, function, by, **_) -> None:
-    status.notify(function, status.RESUME, by=by)
+def _resumed(sender, function, by, environment=None, **_) -> None:
+    status.notify(function, status.RESUME, by=by, **({"environment": environment.name} if environment else {}))
 
 
 def _shifted(sender, deployment, written, **_) -> None:

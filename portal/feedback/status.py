@@ -6,6 +6,13 @@ critical path); the feedback queue's worker does the HTTP (portal/feedback/deliv
 Sending never raises: a broker that is down costs a status or a notification,
 never a deployment.
 
+Commit status names (GitLab's `name`, the "context" a merge check requires): the
+function's oldest environment — the one the environments migration made out of the
+function, or the one registered with a newer function — keeps the name it always had,
+`<SLIPWAY_GITLAB_STATUS_NAME>/<function>`, so existing merge checks keep working; every
+environment added later reports as `<prefix>/<function>/<environment>` (status_name).
+A promotion soaking into an environment is `pending` there ("soaking, promotes at …").
+
 Commit status order: each transition sends one task carrying its state. The
 worker posts under a per-deployment lease (a conditional UPDATE on the row) and
 only a state that ranks above the last one posted (pending < running < the
@@ -30,7 +37,7 @@ from deploy.errors import SlipwayError
 from portal.celery import COMMIT_STATUS_TASK, NOTIFY_TASK
 from portal.core import sending
 from portal.deployments import Deployment
-from portal.functions import Function
+from portal.functions import Environment, Function
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -41,11 +48,24 @@ RANK = {"": -1, PENDING: 0, RUNNING: 1, SUCCESS: 2, FAILED: 2, CANCELED: 2}
 
 
 def gitlab_state(status: str) -> str:
-    if status == Status.QUEUED:
+    if status in (Status.QUEUED, Status.SOAKING):  # a soak is waiting too: not running, not over
         return PENDING
     if status in Deployment.RUNNING:
         return RUNNING
     return {Status.SUCCEEDED: SUCCESS, Status.FAILED: FAILED}.get(status, CANCELED)
+
+
+def status_name(environment: Environment) -> str:
+    """The commit status's name for deployments to `environment`: the function's oldest
+    environment (lowest id: made with the function, or by the environments migration)
+    keeps `<prefix>/<function>`; the others add `/<environment>`. The oldest, not the
+    first in promotion order: putting staging in front of production must not move
+    production's merge check onto staging. (Deleting the oldest environment passes the
+    short name to the next oldest.)"""
+    prefix = f"{settings.SLIPWAY_GITLAB_STATUS_NAME}/{environment.function.name}"
+    oldest = (Environment.objects.filter(function_id=environment.function_id).order_by("pk")
+              .values_list("pk", flat=True).first())
+    return prefix if oldest in (None, environment.pk) else f"{prefix}/{environment.name}"
 
 
 def gitlab_configured(function: Function) -> bool:

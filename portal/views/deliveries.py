@@ -1,4 +1,6 @@
-"""A function's webhook deliveries: the log (viewers) and Replay (deployers)."""
+"""A function's webhook deliveries: the log (viewers) and Replay (deployers). Each
+delivery shows what it caused: its deployment, and the automatic promotions that
+followed it into later environments (portal/hooks/caused.py)."""
 
 from __future__ import annotations
 
@@ -26,14 +28,17 @@ MASKED = "•••••• (shown to owners)"
 def delivery_list(request, name):
     function = access.function_for(request.user, name)
     # Bodies may be megabytes: the page shows the start of each, cut in the database.
-    deliveries = (WebhookDelivery.objects.filter(function=function).select_related("deployment", "replayed_by")
+    deliveries = (WebhookDelivery.objects.filter(function=function)
+                  .select_related("deployment__environment", "replayed_by")
                   .defer("body").annotate(shown_body=Substr("body", 1, SHOWN_BODY_CHARS), body_chars=Length("body"))
                   .order_by("-received_at", "-pk"))
     page = Paginator(deliveries, PAGE_SIZE).get_page(request.GET.get("page"))
     # With the signature headers and the body, a delivery can be sent again: a replay is refused,
     # but only the owners, who hold the signing token anyway, need to see them.
     owner = access.can(request.user, function, access.ADMIN)
+    caused = hooks.promotions_caused([delivery.deployment_id for delivery in page])
     for delivery in page:
+        delivery.promotions = caused.get(delivery.deployment_id, [])
         delivery.shown_headers = {name: value if owner or name.lower() not in gitlab.SIGNATURE_HEADERS
                                   else MASKED for name, value in delivery.headers.items()}
     ring = DeliveryRing.objects.filter(owner=function.pk).first()

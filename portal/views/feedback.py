@@ -1,6 +1,7 @@
 """Where a function reports (GitLab commit status, notifications) and its drift:
 settings and the attempt log for owners, the signing secret shown once, the
-drift check (deployers) and accepting a drift (owners)."""
+drift check (deployers) and accepting a drift (owners), each of one environment
+(the form's `environment`; the only one when it names none)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from deploy.errors import DeployError
-from portal import feedback
+from portal import deployments, feedback
 from portal.core import errors
 from portal.feedback import drift
 from portal.feedback.forms import FeedbackForm
@@ -66,10 +67,12 @@ def feedback_webhook_secret(request, name):
 
 @require_POST
 @login_required
+@refusals.shown_on("portal-function", "name")
 def drift_check(request, name):
     function = access.function_for(request.user, name, access.DEPLOY)
+    environment = deployments.environment_named(function, request.POST.get("environment", ""))
     try:
-        result = drift.check(function, user=request.user)
+        result = drift.check(function, user=request.user, environment=environment)
     except DeployError as exc:
         messages.error(request, f"The check could not read the function from AWS: {exc.message}")
         return redirect("portal-function", name=function.name)
@@ -78,6 +81,8 @@ def drift_check(request, name):
             "unchanged": "Still changed outside Slipway, as recorded before.",
             "skipped": f"Not checked: {result.reason}.",
             "no-baseline": f"Not checked: {result.reason}."}[result.outcome]
+    if function.environments.count() > 1:
+        text = f"{environment.name}: {text}"
     (messages.success if result.outcome == "clean" else messages.warning)(request, text)
     return redirect("portal-function", name=function.name)
 
@@ -87,7 +92,8 @@ def drift_check(request, name):
 @refusals.shown_on("portal-function", "name")
 def drift_accept(request, name):
     function = access.function_for(request.user, name, access.ADMIN)
-    accepted = drift.accept(function, user=request.user)
-    messages.success(request, f"Accepted {len(accepted)} change(s) as what Slipway expects. The function's own "
-                     "settings are unchanged: its next deploy applies them again.")
+    environment = deployments.environment_named(function, request.POST.get("environment", ""))
+    accepted = drift.accept(function, user=request.user, environment=environment)
+    messages.success(request, f"Accepted {len(accepted)} change(s) in {environment.name} as what Slipway expects. "
+                     "Its own settings are unchanged: its next deploy applies them again.")
     return redirect("portal-function", name=function.name)

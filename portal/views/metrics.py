@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from portal.models import ConsoleRun, DeliveryRing, Deployment, DeploymentStep, WebhookDelivery
+from portal.models import ConsoleRun, DeliveryRing, Deployment, DeploymentStep, Environment, WebhookDelivery
 
 STEP_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 QUEUES = {"deploys": ~Q(kind=Deployment.Kind.ROLLBACK), "rollbacks": Q(kind=Deployment.Kind.ROLLBACK)}
@@ -32,13 +32,17 @@ class DatabaseCollector:
     """Everything below is computed from rows, by a handful of aggregate queries."""
 
     def collect(self):
-        deployments = CounterMetricFamily("slipway_deployments", "Deployments that ended, by function, kind, "
-                                          "outcome and error code", labels=["function", "kind", "status", "error_code"])
+        deployments = CounterMetricFamily("slipway_deployments", "Deployments that ended, by function, environment, "
+                                          "kind, outcome and error code",
+                                          labels=["function", "environment", "kind", "status", "error_code"])
         ended = (Deployment.objects.filter(status__in=Deployment.TERMINAL)
-                 .values("function__name", "kind", "status", "error_code").annotate(n=Count("pk")).order_by())
+                 .values("function__name", "environment__name", "kind", "status", "error_code")
+                 .annotate(n=Count("pk")).order_by())
         for row in ended:
-            deployments.add_metric([row["function__name"], row["kind"], row["status"], row["error_code"]], row["n"])
+            deployments.add_metric([row["function__name"], row["environment__name"], row["kind"], row["status"],
+                                    row["error_code"]], row["n"])
         yield deployments
+        yield self._soaking()
 
         running = GaugeMetricFamily("slipway_deployments_running", "Deployments running, by step",
                                     labels=["status"])
@@ -78,6 +82,21 @@ class DatabaseCollector:
         for row in ConsoleRun.objects.values("outcome").annotate(n=Count("pk")).order_by():
             invokes.add_metric([row["outcome"]], row["n"])
         yield invokes
+
+    def _soaking(self):
+        """Promotions waiting out a soak, per function and environment; 0 for every environment
+        that promotes automatically, so an alert on a soak that never ends has a series to watch."""
+        soaking = GaugeMetricFamily("slipway_promotions_soaking", "Promotions waiting out their soak time, by "
+                                    "function and environment", labels=["function", "environment"])
+        counts = {(env["function__name"], env["name"]): 0 for env in
+                  Environment.objects.filter(promotion=Environment.Promotion.AUTOMATIC, function__archived_at=None)
+                  .values("function__name", "name")}
+        for row in (Deployment.objects.filter(status=Deployment.Status.SOAKING)
+                    .values("function__name", "environment__name").annotate(n=Count("pk")).order_by()):
+            counts[(row["function__name"], row["environment__name"])] = row["n"]
+        for (function, environment), n in sorted(counts.items()):
+            soaking.add_metric([function, environment], n)
+        return soaking
 
     def _step_histogram(self):
         histogram = HistogramMetricFamily("slipway_step_duration_seconds", "Pipeline step durations",

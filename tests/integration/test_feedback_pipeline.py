@@ -76,6 +76,8 @@ def test_a_deployment_reports_in_order_and_drift_is_detected_audited_once_notifi
     assert last.path == f"/api/v4/projects/team%2Ffx/statuses/{sha}" and last.headers["private-token"] == token
     assert last.json()["target_url"] == f"https://slipway.example.org/deployments/{deployment.pk}/"
     assert f"version {deployment.version} is live" in last.json()["description"]
+    # The function's first (oldest) environment keeps the name merge checks already require.
+    assert last.json()["name"] == feedback.status_name(deployment.environment) == f"slipway/{fixture_function.name}"
 
     # The worker recorded what it left in Lambda at its shift.
     expected = DriftState.objects.get(environment__function=fixture_function).expected_state

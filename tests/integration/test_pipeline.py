@@ -46,8 +46,8 @@ def test_new_commit_goes_live_and_is_counted_in_the_metrics(worker, fixture_func
     assert second.init_ms is not None and second.init_ms > 0  # the verify invoke was a cold start
     assert second.memory_used_mb is None  # the local emulator does not measure it: not invented either
     scraped = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
-    counted = (f'slipway_deployments_total{{error_code="",function="{fixture_function.name}",kind="deploy",'
-               f'status="succeeded"}}')
+    counted = (f'slipway_deployments_total{{environment="production",error_code="",'
+               f'function="{fixture_function.name}",kind="deploy",status="succeeded"}}')
     assert f"{counted} 2.0" in scraped
     assert 'slipway_step_duration_seconds_count{step="verify"} 2.0' in scraped
 
