@@ -43,6 +43,7 @@ class Column:
     ahead_known: bool = True  # False: `previous` never served what this one serves, by the rows kept
     rollback_to: Deployment | None = None
     promote_from: Deployment | None = None  # what a Promote would ship: live in `previous`
+    edit_url: str = ""  # the environment's settings page, once the environments pages exist
 
     @property
     def is_first(self) -> bool:
@@ -103,10 +104,10 @@ def _waiting(function: Function) -> list[Deployment]:
                 .select_related("build", "requested_by", "upstream__environment").order_by("created_at", "pk"))
 
 
-def _edit_url(function: Function, environment: Environment) -> str:
-    """The environment's settings page, when the environments pages exist (another module owns them)."""
+def _url(name: str, *args) -> str:
+    """A page of portal/views/environments.py (another module owns those URLs): "" while it has none."""
     try:
-        return reverse("portal-environment-edit", args=[function.name, environment.name])
+        return reverse(name, args=args)
     except NoReverseMatch:
         return ""
 
@@ -114,11 +115,8 @@ def _edit_url(function: Function, environment: Environment) -> str:
 def columns_context(request, function: Function) -> dict:
     shown = columns(function)
     for column in shown:
-        column.edit_url = _edit_url(function, column.environment)
-    try:
-        new_url = reverse("portal-environment-new", args=[function.name])
-    except NoReverseMatch:
-        new_url = ""
+        column.edit_url = _url("portal-environment-edit", function.name, column.environment.name)
+    new_url = _url("portal-environment-new", function.name)
     active = any(column.soaking or column.active for column in shown)
     return {"function": function, "columns": shown, "poll_seconds": ACTIVE_POLL if active else IDLE_POLL,
             "may_deploy": access.can(request.user, function, access.DEPLOY) and not function.is_archived,
