@@ -4,7 +4,18 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from portal.api import api
-from portal.views import account, audit, console, deliveries, deployments, feedback, functions, health, webhooks
+from portal.views import (
+    account,
+    audit,
+    console,
+    deliveries,
+    deployments,
+    feedback,
+    functions,
+    health,
+    promotions,
+    webhooks,
+)
 from portal.views.metrics import metrics
 
 urlpatterns = [
@@ -19,6 +30,11 @@ urlpatterns = [
     path("functions/<slug:name>/deploy/", functions.function_deploy, name="portal-function-deploy"),
     path("functions/<slug:name>/rollback/<int:pk>/", functions.function_rollback, name="portal-function-rollback"),
     path("functions/<slug:name>/resume/", functions.function_resume, name="portal-function-resume"),
+    # promotions
+    path("functions/<slug:name>/environment-state/", promotions.environments_state,
+         name="portal-environments-state"),
+    path("functions/<slug:name>/environments/<slug:env>/promote/", promotions.environment_promote,
+         name="portal-environment-promote"),
     path("functions/<slug:name>/reconcile/", functions.function_reconcile, name="portal-function-reconcile"),
     path("functions/<slug:name>/archive/", functions.function_archive, name="portal-function-archive"),
     path("functions/<slug:name>/restore/", functions.function_restore, name="portal-function-restore"),

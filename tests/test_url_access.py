@@ -54,7 +54,8 @@ def urls(function, cast):
                                     result={"boxes": []}, box_count=0, round_trip_ms=1)
     case = GoldenCase.objects.create(function=function, name="hello", image=image)
     values = {"name": function.name, "pk": str(deployment.pk), "deployment_id": str(deployment.pk),
-              "user_id": str(cast["alice"].pk), "delivery_id": str(delivery.pk), "sample": "astronaut"}
+              "user_id": str(cast["alice"].pk), "delivery_id": str(delivery.pk), "sample": "astronaut",
+              "env": function.first_environment.name}
     found = {}
     for name, pattern in patterns():
         path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], pattern)

@@ -144,9 +144,10 @@ def classify(environment: Environment, target: str, invocation: lambdas.Invocati
 
 
 def save_run(function: Function, user, image: ConsoleImage, answer: Answer, options: dict,
-             compared_with: ConsoleRun | None = None) -> ConsoleRun:
+             compared_with: ConsoleRun | None = None, environment: Environment | None = None) -> ConsoleRun:
     return ConsoleRun.objects.create(
-        function=function, user=user, image=image, image_name=image.name, image_width=image.width,
+        function=function, environment=environment or function.first_environment, user=user, image=image,
+        image_name=image.name, image_width=image.width,
         image_height=image.height, target=answer.target, executed_version=answer.executed_version,
         options=options, request=answer.request, via_s3=answer.via_s3, outcome=answer.outcome,
         result=answer.result, error_code=answer.error_code, error_message=answer.error_message,
@@ -156,13 +157,17 @@ def save_run(function: Function, user, image: ConsoleImage, answer: Answer, opti
         compared_with=compared_with)
 
 
-def run(function: Function, user, checked: CheckedImage, options: dict, targets_: list[str]) -> ConsoleRun:
-    """Invoke each target (one, or two to compare) with the image; the image and the runs
-    are stored together once every answer is in, or nothing is."""
-    answers = [invoke_image(function, target, checked.data, options) for target in targets_]
+def run(function: Function, user, checked: CheckedImage, options: dict, targets_: list[str],
+        environment: Environment | None = None) -> ConsoleRun:
+    """Invoke each target (one, or two to compare) of `environment`'s Lambda (default: the
+    function's first) with the image; the image and the runs are stored together once
+    every answer is in, or nothing is."""
+    environment = environment or function.first_environment
+    answers = [invoke_image(function, target, checked.data, options, environment=environment)
+               for target in targets_]
     with transaction.atomic():
         image = store_image(function, checked)
-        first = save_run(function, user, image, answers[0], options)
+        first = save_run(function, user, image, answers[0], options, environment=environment)
         for answer in answers[1:]:
-            save_run(function, user, image, answer, options, compared_with=first)
+            save_run(function, user, image, answer, options, compared_with=first, environment=environment)
     return first

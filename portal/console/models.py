@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from portal.functions import Function
+from portal.functions import Environment, Function
 
 
 class ConsoleImage(models.Model):
@@ -60,6 +60,9 @@ class ConsoleRun(models.Model):
 
     function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="console_runs")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    # The environment whose Lambda answered: a version number means nothing without it.
+    environment = models.ForeignKey(Environment, on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="console_runs")
     image = models.ForeignKey(ConsoleImage, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
     image_name = models.CharField(max_length=200, blank=True)
     image_width = models.PositiveIntegerField(default=0)

@@ -17,8 +17,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from portal import console, deployments
 from portal.console import boxes
 from portal.console.forms import ConsoleForm, GoldenCaseForm
+from portal.core.errors import RequestRefused
 from portal.functions import access
-from portal.models import ConsoleImage, ConsoleRun, GoldenCase
+from portal.models import ConsoleImage, ConsoleRun, Environment, GoldenCase
 from portal.views import refusals
 
 HISTORY = 20
@@ -27,17 +28,29 @@ PALETTE = ["#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#0
 STATE_COLOURS = {"same": "#34c759", "moved": "#ff9500", "unmatched": "#ff3b30"}
 
 
-def _context(request, function, form=None, error=None) -> dict:
-    environment = function.first_environment  # the console targets its alias and versions
+def _environment(function, name: str) -> Environment:
+    """The environment `?environment=` names (default: the first, where pushes deploy): the
+    console targets its Lambda's alias and versions."""
+    if not name:
+        return function.first_environment
+    try:
+        return deployments.environment_named(function, name[:32])
+    except RequestRefused:
+        raise Http404("no such environment") from None
+
+
+def _context(request, function, form=None, error=None, environment=None) -> dict:
+    environment = environment or _environment(function, request.GET.get("environment", ""))
     targets = deployments.targets(environment)
     may_invoke = access.can(request.user, function, access.DEPLOY) and not function.is_archived
     if may_invoke and form is None and targets:
         form = ConsoleForm(targets=targets, initial={"target": environment.alias, "detector": "face"})
     return {
-        "function": function, "environment": environment, "form": form if may_invoke else None, "targets": targets,
+        "function": function, "environment": environment, "environments": list(function.environments.all()),
+        "form": form if may_invoke else None, "targets": targets,
         "error": error,
         "may_invoke": may_invoke, "may_admin": access.can(request.user, function, access.ADMIN),
-        "history": ConsoleRun.objects.filter(function=function).select_related("user")[:HISTORY],
+        "history": ConsoleRun.objects.filter(function=function).select_related("user", "environment")[:HISTORY],
         "golden_cases": GoldenCase.objects.filter(function=function).select_related("created_by", "image")
         .defer("image__data"),
         "samples": console.SAMPLES, "max_upload": settings.SLIPWAY_CONSOLE_MAX_UPLOAD,
@@ -60,14 +73,16 @@ def console_page(request, name):
 def _invoke(request, name):
     """The console's one handler: a ConsoleError is shown in the page's error box, with its status."""
     function = access.function_for(request.user, name, access.DEPLOY)
-    targets = deployments.targets(function.first_environment)
+    environment = _environment(function, request.GET.get("environment", ""))  # the form's action names it
+    targets = deployments.targets(environment)
     form = None
     try:
         if function.is_archived:
             raise console.ConsoleError("archived", f"{function.name} is archived", 409)
         if not targets:
-            raise console.ConsoleError("nothing-deployed", f"{function.name} has no deployment yet: "
-                                       "deploy it first, then try the console", 409)
+            raise console.ConsoleError("nothing-deployed", f"{function.name} has no deployment in "
+                                       f"{environment.name} yet: deploy or promote to it first, then try the "
+                                       "console", 409)
         upload = request.upload_handlers[0]
         form = ConsoleForm(request.POST, request.FILES, targets=targets)  # reads the body through the handler
         if upload.too_large:
@@ -80,10 +95,10 @@ def _invoke(request, name):
         checked = _image(function, form)
         chosen = [form.cleaned_data["target"]] + ([form.cleaned_data["compare_with"]]
                                                   if form.cleaned_data.get("compare_with") else [])
-        run = console.run(function, request.user, checked, form.options(), chosen)
+        run = console.run(function, request.user, checked, form.options(), chosen, environment=environment)
     except console.ConsoleError as exc:
         return render(request, "portal/console.html", _context(request, function, form, error={
-            "code": exc.code, "message": exc.message}), status=exc.status)
+            "code": exc.code, "message": exc.message}, environment=environment), status=exc.status)
     return redirect("portal-console-run", name=function.name, pk=run.pk)
 
 
@@ -152,7 +167,7 @@ def _side(run: ConsoleRun, matching=None, side="left") -> dict:
 @login_required
 def console_run(request, name, pk):
     function = access.function_for(request.user, name)
-    run = get_object_or_404(ConsoleRun.objects.select_related("user"), pk=pk, function=function)
+    run = get_object_or_404(ConsoleRun.objects.select_related("user", "environment"), pk=pk, function=function)
     partner = run.partner
     if partner and run.compared_with_id:  # always show the first request on the left
         run, partner = partner, run
@@ -162,7 +177,10 @@ def console_run(request, name, pk):
         sides = [_side(run, matching, "left"), _side(partner, matching, "right")]
     else:
         sides = [_side(run)]
-    context = _context(request, function)
+    # Sending again goes to the environment the run went to (unless the page names another).
+    environment = (_environment(function, request.GET["environment"]) if request.GET.get("environment")
+                   else run.environment or function.first_environment)
+    context = _context(request, function, environment=environment)
     if context["form"] is not None and run.image_id:
         context["form"] = ConsoleForm(targets=context["targets"], initial={
             "image_id": run.image_id, "target": run.target, "compare_with": partner.target if partner else "",

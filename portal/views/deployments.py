@@ -15,7 +15,8 @@ from portal.models import Deployment
 
 
 def _deployment_for(user, pk: int, action: str) -> Deployment:
-    deployment = (Deployment.objects.select_related("function", "environment", "build", "requested_by")
+    deployment = (Deployment.objects.select_related("function", "environment", "build", "requested_by",
+                                                    "upstream__environment")
                   .filter(pk=pk).first())
     if deployment is None:
         raise Http404("no such deployment")
@@ -49,8 +50,11 @@ def deployment_detail(request, pk):
     steps, percent = timeline(deployment)
     context = {"deployment": deployment, "function": deployment.function, "steps": steps, "percent": percent,
                "may_cancel": access.can(request.user, deployment.function, access.DEPLOY)
-               and deployment.status in Deployment.CANCELLABLE and not deployment.cancel_requested,
+               and deployment.status in (*Deployment.CANCELLABLE, Deployment.Status.SOAKING)
+               and not deployment.cancel_requested,
                "commit_statuses": deployment.notification_attempts.filter(channel="gitlab").order_by("pk")}
+    if not request.htmx:  # the promotions that shipped this deployment's digest onward
+        context["promotions"] = deployment.promotions.select_related("environment").order_by("pk")
     template = "portal/_deployment_live.html" if request.htmx else "portal/deployment_detail.html"
     return render(request, template, context)
 

@@ -24,10 +24,14 @@ from portal.functions import access
 from portal.functions.forms import FunctionForm, MemberForm, RoleForm
 from portal.hooks.forms import WebhookTokenForm
 from portal.models import Deployment, Environment, Function, Membership, WebhookDelivery
-from portal.views import charts, refusals
+from portal.views import charts, promotions, refusals
 
 Status = Deployment.Status
 PAGE_SIZE = 25
+
+# A change the domain refuses comes back to the function's page, saying why.
+_refusal_shown = refusals.shown_on("portal-function", "name")
+
 
 
 @require_GET
@@ -98,17 +102,28 @@ def function_detail(request, name):
     function = access.function_for(request.user, name)
     environment = function.first_environment
     live = deployments.live_deployment(environment)
-    history = (Deployment.objects.filter(function=function).select_related("build", "requested_by")
+    history = (Deployment.objects.filter(function=function).select_related("build", "requested_by", "environment")
                .prefetch_related("steps").order_by("-created_at", "-pk"))
     page = Paginator(history, 20).get_page(request.GET.get("page"))
-    releases = list(deployments.went_live(environment)
-                    .filter(kind__in=(Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY))
-                    .select_related("build")[:30])
+    environments = list(function.environments.all())
+    serving = {}  # environment id -> the version its alias serves
+    release_cards = []
+    for each in environments:
+        went = list(deployments.went_live(each).filter(kind__in=_RELEASE_KINDS).select_related("build")[:30])
+        now = deployments.live_deployment(each) if each.pk != environment.pk else live
+        serving[each.pk] = now.version if now else None
+        if went:
+            release_cards.append({"environment": each, "charts": charts.release_charts(went)})
+    for d in page:  # a version is a version of one environment's Lambda: roll back within it
+        d.may_roll_back = (d.status == Status.SUCCEEDED and bool(d.version) and serving.get(d.environment_id)
+                           is not None and d.version != serving[d.environment_id])
     members = (Membership.objects.filter(function=function).select_related("user").order_by("user__username")
                if access.can(request.user, function, access.ADMIN) else [])
     return render(request, "portal/function_detail.html", {
-        "function": function, "environment": environment, "live": live, "page": page, "releases": releases,
-        "charts": charts.release_charts(releases), "members": members,
+        **promotions.columns_context(request, function),
+        "function": function, "environment": environment, "environments": environments, "live": live,
+        "paused": [each for each in environments if each.paused_reason],
+        "page": page, "releases": bool(release_cards), "release_cards": release_cards, "members": members,
         "deploy_form": DeployForm(initial={"ref": function.branch}),
         "member_form": MemberForm(), "roles": Membership.Role.choices,
         "may_deploy": access.can(request.user, function, access.DEPLOY) and not function.is_archived,
@@ -121,6 +136,9 @@ def function_detail(request, name):
         "attempts": (function.notification_attempts.select_related("deployment")[:10]
                      if access.can(request.user, function, access.ADMIN) else []),
     })
+
+
+_RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.PROMOTION)
 
 
 def _mirror(function: Function):
@@ -163,20 +181,21 @@ def function_deploy(request, name):
 @login_required
 def function_rollback(request, name, pk):
     function = access.function_for(request.user, name, access.DEPLOY)
-    environment = function.first_environment  # rollbacks go to it until requests name one
-    release = get_object_or_404(Deployment.objects.select_related("build"), pk=pk, environment=environment,
-                                status=Status.SUCCEEDED)
+    # The release names its environment: a version is a version of that environment's Lambda.
+    release = get_object_or_404(Deployment.objects.select_related("build", "environment"), pk=pk,
+                                function=function, status=Status.SUCCEEDED)
+    environment = release.environment
     live = deployments.live_deployment(environment)
     error = ""
     if request.method == "POST":
         try:
             rollback = deployments.request_rollback(function, trigger=Deployment.Trigger.UI, user=request.user,
-                                                 to=release.version)
+                                                 to=release.version, environment=environment.name)
         except errors.RequestRefused as exc:
             error = str(exc)
         else:
-            messages.success(request, f"Rollback #{rollback.pk} to version {release.version} queued; "
-                                      "auto-deploy is paused until someone resumes it.")
+            messages.success(request, f"Rollback #{rollback.pk} of {environment.name} to version {release.version} "
+                                      f"queued; {_paused_what(environment)} is paused until someone resumes it.")
             if notice := deployments.queue_notice(rollback):
                 messages.warning(request, notice[:1].upper() + notice[1:] + ".")
             return redirect("portal-deployment", pk=rollback.pk)
@@ -185,17 +204,30 @@ def function_rollback(request, name, pk):
              if mirror and live and release.commit_sha else None)
     return render(request, "portal/rollback_confirm.html", {
         "function": function, "environment": environment, "release": release, "live": live, "going": going,
-        "error": error},
+        "error": error, "several": function.environments.count() > 1,
+        "first_position": function.first_environment.position},
         status=409 if error else 200)
 
 
 @require_POST
 @login_required
+@_refusal_shown
 def function_resume(request, name):
+    """Lift one environment's pause (the form names it; a function with one environment need not)."""
     function = access.function_for(request.user, name, access.DEPLOY)
-    deployments.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.UI)
-    messages.success(request, "Auto-deploy resumed.")
+    chosen = request.POST.get("environment", "").strip()[:32]
+    deployments.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.UI, environment=chosen)
+    environment = deployments.environment_named(function, chosen)
+    several = len(function.environments.all()) > 1
+    messages.success(request, (f"{_paused_what(environment).capitalize()} of {environment.name} resumed." if several
+                               else "Auto-deploy resumed."))
     return redirect("portal-function", name=function.name)
+
+
+def _paused_what(environment: Environment) -> str:
+    """What a rollback pauses: pushes deploy to the first environment, promotions reach the others."""
+    return "auto-deploy" if environment.position == environment.function.first_environment.position \
+        else "automatic promotion"
 
 
 @require_POST
@@ -247,10 +279,6 @@ def _member(function: Function, user_id: int):
 def _refused(request, function: Function, exc: Exception):
     messages.error(request, str(exc))
     return redirect("portal-function", name=function.name)
-
-
-# A change the domain refuses comes back to the function's page, saying why.
-_refusal_shown = refusals.shown_on("portal-function", "name")
 
 
 @require_POST
