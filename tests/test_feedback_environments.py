@@ -227,6 +227,24 @@ def test_the_drift_buttons_act_on_the_named_environment_and_ask_for_one_when_the
     assert "has no environment" in unknown.content.decode()
 
 
+def test_the_function_page_shows_drift_in_any_environment_with_buttons_naming_it(client, function, cast):
+    staging, production = staged(function)
+    DriftState.objects.filter(environment=staging).update(
+        expected_state=EXPECTED, drift_fingerprint="f" * 64, drift_observed={**EXPECTED, "memory_mb": 512})
+    DriftState.objects.filter(environment=production).update(expected_state=EXPECTED)
+    released(function, "1", "a" * 40, environment=production)  # the feedback card shows with releases
+    client.force_login(cast["alice"])
+    page = client.get(reverse("portal-function", args=[function.name])).content.decode()
+    banner = page[page.index('id="drift-banner"'):]
+    banner = banner[:banner.index("</div>")]
+    assert 'data-environment="staging"' in banner and "in staging" in banner and "512" in banner
+    assert '<input type="hidden" name="environment" value="staging">' in banner
+    assert page.count('id="drift-banner') == 1  # production has no drift on record
+    checks = page.count('<input type="hidden" name="environment" value="production"><button type="submit" '
+                        'class="secondary">Check for drift in production')
+    assert checks == 1 and "Check for drift in staging" in page
+
+
 # --- What a delivery caused -------------------------------------------------------------------
 
 

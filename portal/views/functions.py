@@ -133,6 +133,8 @@ def function_detail(request, name):
         "last_delivery": WebhookDelivery.objects.filter(function=function).order_by("-received_at", "-pk").first(),
         "reconcile_interval": settings.SLIPWAY_RECONCILE_INTERVAL,
         "drift": drift.current(function, environment),
+        "drifts": [{"environment": each, "drift": found} for each in environments
+                   if (found := drift.current(function, each))],
         "attempts": (function.notification_attempts.select_related("deployment")[:10]
                      if access.can(request.user, function, access.ADMIN) else []),
     })
