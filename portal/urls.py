@@ -4,7 +4,18 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from portal.api import api
-from portal.views import account, audit, console, deliveries, deployments, feedback, functions, health, webhooks
+from portal.views import (
+    account,
+    audit,
+    console,
+    deliveries,
+    deployments,
+    environments,
+    feedback,
+    functions,
+    health,
+    webhooks,
+)
 from portal.views.metrics import metrics
 
 urlpatterns = [
@@ -32,6 +43,12 @@ urlpatterns = [
          name="portal-webhook-secret-token"),
     path("functions/<slug:name>/webhook/signing-token/", functions.webhook_signing_token,
          name="portal-webhook-signing-token"),
+    # environments
+    path("functions/<slug:name>/environments/new/", environments.environment_new, name="portal-environment-new"),
+    path("functions/<slug:name>/environments/<slug:env>/edit/", environments.environment_edit,
+         name="portal-environment-edit"),
+    path("functions/<slug:name>/environments/<slug:env>/delete/", environments.environment_delete,
+         name="portal-environment-delete"),
     path("functions/<slug:name>/deliveries/", deliveries.delivery_list, name="portal-deliveries"),
     path("functions/<slug:name>/deliveries/<int:delivery_id>/replay/", deliveries.delivery_replay,
          name="portal-delivery-replay"),

@@ -382,6 +382,15 @@ class EnvironmentForm(LambdaSettingsForm, forms.ModelForm):
                                         code="unique")
         return value
 
+    def clean_position(self):
+        value = self.cleaned_data["position"]
+        others = Environment.objects.filter(function=self.function).exclude(pk=self.instance.pk).count()
+        if value is not None and value > others:
+            last = "after the others" if self.instance.pk is None else "the last place"
+            raise forms.ValidationError(f"{self.function.name} has {others} other environment(s): the position is "
+                                        f"0 to {others} ({others} is {last})")
+        return value
+
     def clean(self):
         data = super().clean()
         for name in self.KEPT_WHEN_EMPTY:
