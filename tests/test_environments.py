@@ -187,3 +187,50 @@ def test_a_failed_deploy_does_not_keep_an_environment(function, cast):
     Deployment.objects.create(function=function, environment=production, trigger="cli", status="failed")
     functions.delete_environment(production, user=cast["alice"])
     assert _names(function) == [("staging", 0)]
+
+
+# --- the pages (owner only; plain forms, no JavaScript) --------------------------------------
+
+
+def test_the_owner_adds_an_environment_on_its_page(client, cast, function):
+    client.force_login(cast["alice"])
+    page = client.get("/functions/hello/environments/new/")
+    assert page.status_code == 200 and b'name="lambda_name"' in page.content and b"us-east-1" in page.content
+    response = client.post("/functions/hello/environments/new/", {
+        "name": "staging", "position": "0", "lambda_name": "team-hello-stg", "execution_role_arn": ROLE,
+        "secret_environment_text": "TOKEN=s3cret"})
+    assert response.status_code == 302 and response["Location"] == "/functions/hello/"
+    assert _names(function) == [("staging", 0), ("production", 1)]
+    edit = client.get("/functions/hello/environments/staging/edit/")
+    assert edit.status_code == 200 and b"TOKEN=" in edit.content and b"s3cret" not in edit.content
+
+
+def test_the_page_shows_the_fields_error_and_saves_nothing(client, cast, function):
+    client.force_login(cast["alice"])
+    response = client.post("/functions/hello/environments/new/", {"name": "qa", "lambda_name": "team-hello",
+                                                                  "execution_role_arn": ROLE})
+    assert response.status_code == 400
+    assert b"another environment (production) already deploys to this Lambda" in response.content
+    assert _names(function) == [("production", 0)]
+
+
+def test_the_delete_page_says_why_it_refuses(client, cast, function):
+    staging, production = staged(function)
+    released(function, "1", "a" * 40, environment=production)
+    client.force_login(cast["alice"])
+    assert b"Version 1 is live in production" in client.get("/functions/hello/environments/production/delete/").content
+    response = client.post("/functions/hello/environments/production/delete/")
+    assert response.status_code == 409 and b"version 1 is live in production" in response.content
+    assert _names(function) == [("staging", 0), ("production", 1)]
+    deleted = client.post("/functions/hello/environments/staging/delete/")
+    assert deleted.status_code == 302 and _names(function) == [("production", 0)]
+
+
+def test_the_pages_need_the_csrf_token(cast, function):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(cast["alice"])
+    add_environment(function, "staging", "team-hello-stg", 1)
+    assert client.post("/functions/hello/environments/staging/delete/").status_code == 403
+    assert _names(function) == [("production", 0), ("staging", 1)]
