@@ -169,7 +169,8 @@ FunctionPatch = schema_from_form(FunctionForm, "FunctionPatch", partial=True,
 def _example_environment() -> dict:
     """An environment this server accepts, for the document's example."""
     lambda_prefix = (settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES or ["slipway-"])[0]
-    return {"name": "staging", "lambda_name": f"{lambda_prefix}example-staging", "position": 0,
+    role = next(iter(settings.SLIPWAY_ALLOWED_EXECUTION_ROLES), "").replace("*", "lambda-example")
+    return {"name": "qa", "lambda_name": f"{lambda_prefix}example-qa", "execution_role_arn": role,
             "memory_mb": 512, "environment": {"MODE": "fast"}, "promotion": "manual"}
 
 
