@@ -41,6 +41,7 @@ def test_a_new_environment_goes_last_with_the_models_defaults(function, cast):
     assert environment.drift_state is not None  # its side row came with it
 
 
+@pytest.mark.postgres  # one position per environment, checked row by row as they move
 def test_inserting_at_a_position_moves_the_others_down(function, cast):
     add_environment(function, "production-eu", "team-hello-eu", 1)
     form = _form(function, position=0)
@@ -112,6 +113,7 @@ def test_an_environment_cannot_be_renamed_on_its_edit_form(function):
     assert form.cleaned_data["name"] == "staging"  # the field is disabled: its initial value stands
 
 
+@pytest.mark.postgres  # one position per environment, checked row by row as they move
 def test_moving_an_environment_renumbers_the_others_and_keeps_a_pause_set_meanwhile(function, cast):
     staging = add_environment(function, "staging", "team-hello-stg", 1, execution_role_arn=ROLE)
     form = _form(function, staging, position=0)
@@ -141,6 +143,7 @@ def test_the_order_does_not_change_while_a_deployment_is_unfinished(function, ca
     assert functions.update_environment(form, user=cast["alice"]).memory_mb == 2048
 
 
+@pytest.mark.postgres  # one position per environment, checked row by row as they move
 def test_deleting_closes_up_the_order_and_is_audited(function, cast):
     staging, production = staged(function)
     add_environment(function, "dr", "team-hello-dr", 2)
