@@ -237,3 +237,23 @@ def test_the_pages_need_the_csrf_token(cast, function):
     add_environment(function, "staging", "team-hello-stg", 1)
     assert client.post("/functions/hello/environments/staging/delete/").status_code == 403
     assert _names(function) == [("production", 0), ("staging", 1)]
+
+
+def test_two_saves_that_both_passed_the_form_meet_the_database(function, cast):
+    first, second = _form(function), _form(function, name="qa")
+    assert first.is_valid() and second.is_valid()  # both read before either saved
+    functions.create_environment(first, user=cast["alice"])
+    with pytest.raises(SlipwayError) as refused:
+        functions.create_environment(second, user=cast["alice"])
+    assert (refused.value.code, refused.value.status) == ("taken", 409)
+    assert _names(function) == [("production", 0), ("staging", 1)]
+
+
+def test_a_function_has_at_most_ten_environments(function, cast):
+    for position in range(1, 10):
+        add_environment(function, f"env{position}", f"team-hello-{position}", position)
+    form = _form(function)
+    assert form.is_valid(), form.errors
+    with pytest.raises(SlipwayError, match="hello has 10 environments, the most a function may have"):
+        functions.create_environment(form, user=cast["alice"])
+    assert function.environments.count() == 10

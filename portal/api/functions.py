@@ -37,8 +37,9 @@ def release_out(deployment: Deployment | None) -> dict | None:
 
 
 def function_out(request, function: Function, live: Deployment | None | bool = True) -> dict:
-    """The function with its first environment's Lambda settings (the API's function fields
-    read and write that environment until environments have endpoints of their own)."""
+    """The function with its first environment's Lambda settings (where pushes deploy: the
+    function's fields read and write that one; every environment has its own endpoints,
+    portal/api/environments.py)."""
     environment = function.first_environment
     if live is True:
         live = deployments.live_deployment(environment)
