@@ -151,6 +151,8 @@ CATALOGUE: dict[str, Entry] = {
     **_entries(USER, {
         "csrf-failed": "a signed-in API request without the X-CSRFToken header",
         "deploy-instead": "a promotion into the first environment: pushes deploy there, deploy instead",
+        "environment-in-use": "the environment serves a release or has a deployment unfinished (deleting it), or "
+                              "the function has a deployment unfinished (changing the promotion order)",
         "environment-required": "the function has several environments and the request named none",
         "environment-unknown": "the function has no environment of that name",
         "not-verified-upstream": "the digest did not go live in the previous environment, or was rolled back "

@@ -10,12 +10,17 @@ class PortalConfig(AppConfig):
         # (portal/deployments/events.py), which cannot import them: wired here.
         from django.db.models.signals import post_save
 
-        from portal import models
+        from portal import functions, models
+        from portal.deployments import guards
         from portal.feedback import receivers as feedback_receivers
         from portal.hooks import receivers as hooks_receivers
 
         feedback_receivers.connect()
         hooks_receivers.connect()
+        # The functions registry asks the deployments package before an environment in use
+        # is deleted or the promotion order changes (it cannot import it).
+        functions.environment_changing.connect(guards.refuse_environment_in_use,
+                                               dispatch_uid="portal.environment_in_use")
         # A function's side rows (hook keys, source access, feedback settings) are
         # made with it, whichever entry point made it.
         post_save.connect(models.make_side_rows_on_create, sender=models.Function, dispatch_uid="portal.side_rows")

@@ -25,7 +25,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
 from portal.models import ApiToken, Deployment
-from tests.conftest import released, update_function
+from tests.conftest import released, staged, update_function
 
 TOKENS = {"owner": "slp_schemathesis-owner-0123456789", "viewer": "slp_schemathesis-viewer-0123456789"}
 USERS = {"owner": "alice", "viewer": "charlie"}
@@ -40,17 +40,24 @@ FUZZED_PER_OPERATION = 10  # the fuzzing phase's cap per operation; the coverage
 # the owner a success on every operation but accepting drift (there is none to accept here); the
 # viewer a success on what a viewer may do and a 403 on everything else.
 NO_SUCCESS_HERE = {"POST /api/v1/functions/{name}/drift/accept"}
-FIRST_TAKES_IT = {"POST /api/v1/deployments/{deployment_id}/cancel"}  # one deployment: whichever request comes first
+# One deployment, one environment to delete: whichever request comes first.
+FIRST_TAKES_IT = {"POST /api/v1/deployments/{deployment_id}/cancel",
+                  "DELETE /api/v1/functions/{name}/environments/{env}"}
 VIEWER_MAY = {"GET /api/v1/functions", "POST /api/v1/functions", "GET /api/v1/functions/{name}",
               "GET /api/v1/functions/{name}/deployments", "GET /api/v1/deployments/{deployment_id}",
-              "GET /api/v1/functions/{name}/drift"}
+              "GET /api/v1/functions/{name}/drift", "GET /api/v1/functions/{name}/environments",
+              "GET /api/v1/functions/{name}/environments/{env}"}
+# Every {env} names production. The environments' operations run on a function staged as
+# staging (both releases live there) then production (nothing live: it may be promoted to,
+# edited and deleted); the others on the one environment, which their defaults name.
+ENVIRONMENT = "production"
 
 
 def _schema(role: str):
     config = SchemathesisConfig.from_dict({
         "headers": {"Authorization": f"Bearer {TOKENS[role]}"},
         # Every path names the fixture's function and deployment: a random name only meets a 404.
-        "parameters": {"path.name": "hello", "path.deployment_id": QUEUED},
+        "parameters": {"path.name": "hello", "path.deployment_id": QUEUED, "path.env": ENVIRONMENT},
         "generation": {"deterministic": True, "max-examples": FUZZED_PER_OPERATION, "database": "none"},
         "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True}},
         "checks": {"positive_data_acceptance": {
@@ -66,6 +73,8 @@ def world(request, cast, function, sent, settings):
     settings.SLIPWAY_API_DEPLOY_RATE = 0
     update_function(function, lambda_name="slipway-hello", ecr_repository="slipway/hello",
                     execution_role_arn="arn:aws:iam::000000000000:role/x")
+    if "/environments" in request.node.name:
+        staged(function)
     released(function, "1", "a" * 40)
     released(function, "2", "b" * 40)
     Deployment.objects.create(pk=QUEUED, function=function, trigger="api", ref="main")

@@ -4,7 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from portal.models import ApiToken, AuditEvent, Deployment
-from tests.conftest import set_environment
+from tests.conftest import released, set_environment, staged
 
 
 def run(*args) -> str:
@@ -76,3 +76,52 @@ def test_create_api_token_refuses_bad_input_and_stores_nothing(cast, function, a
     with pytest.raises(CommandError, match=message):
         run("create_api_token", *args)
     assert not ApiToken.objects.exists() and not AuditEvent.objects.filter(action="token.created").exists()
+
+
+@pytest.fixture
+def stages(function, sent):
+    staging, production = staged(function)
+    released(function, "1", "a" * 40, environment=staging)
+    released(function, "2", "b" * 40, environment=staging)
+    return staging, production
+
+
+def test_deploy_goes_to_the_first_environment_and_refuses_another(stages):
+    assert "of hello to staging at main" in run("deploy", "hello", "--environment", "staging")
+    with pytest.raises(CommandError, match="production is not where hello deploys: pushes deploy to staging"):
+        run("deploy", "hello", "--environment", "production")
+    assert [d.environment.name for d in Deployment.objects.filter(status="queued")] == ["staging"]
+
+
+def test_rollback_and_resume_name_the_environment_when_there_are_several(stages):
+    staging, production = stages
+    with pytest.raises(CommandError, match=r"hello has 2 environments \(staging, production\): name one"):
+        run("rollback", "hello", "--no-wait")
+    assert "queued rollback" in run("rollback", "hello", "--environment", "staging", "--no-wait")
+    rollback = Deployment.objects.get(kind="rollback")
+    assert (rollback.environment, rollback.target_version) == (staging, "1")
+    with pytest.raises(CommandError, match="name one"):
+        run("resume", "hello")
+    assert "auto-deploy of hello (staging) resumed (was paused: rolled back to version 1" in run(
+        "resume", "hello", "--environment", "staging")
+    staging.refresh_from_db()
+    assert staging.paused_reason == ""
+
+
+def test_promote_queues_the_digest_live_upstream(stages):
+    out = run("promote", "hello", "production")
+    promotion = Deployment.objects.get(kind="promotion")
+    assert f"queued promotion #{promotion.pk} of hello into production: version 2" in out
+    assert promotion.digest == "sha256:" + "bb" * 32 and promotion.digest in out
+    assert (promotion.trigger, promotion.environment.name, promotion.status) == ("cli", "production", "queued")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["production", "--release", "1"], "'1' is not what hello \\(staging\\) serves"),
+    (["staging"], "staging is where hello deploys: deploy to it instead"),
+    (["qa"], "hello has no environment 'qa' \\(it has staging, production\\)"),
+])
+def test_promote_refuses_with_the_reason_and_queues_nothing(stages, args, message):
+    with pytest.raises(CommandError, match=message):
+        run("promote", "hello", *args)
+    assert not Deployment.objects.filter(kind="promotion").exists()

@@ -130,3 +130,24 @@ def test_the_feedback_and_drift_urls_are_walked(urls):
     walked = {"portal-feedback", "portal-feedback-webhook-secret", "portal-drift-check", "portal-drift-accept",
               "get_feedback", "edit_feedback", "get_drift", "check_drift", "accept_drift"}
     assert walked <= set(urls), walked - set(urls)
+
+
+def test_the_environment_urls_are_walked(urls):
+    """The pages and API endpoints that manage environments and promote need a role like
+    every function URL (the two walks above); this keeps them in the walk."""
+    walked = {"portal-environment-new", "portal-environment-edit", "portal-environment-delete",
+              "list_environments", "create_environment", "get_environment", "edit_environment",
+              "delete_environment", "promote"}
+    assert walked <= set(urls), walked - set(urls)
+    assert urls["portal-environment-edit"] == "/functions/hello/environments/production/edit/"
+
+
+@pytest.mark.parametrize("user, status", [("bob", 403), ("charlie", 403), ("dave", 404)])
+def test_only_an_owner_reaches_the_environment_pages(client, cast, urls, user, status):
+    from portal.models import Environment
+
+    client.force_login(cast[user])
+    for name in ("portal-environment-new", "portal-environment-edit", "portal-environment-delete"):
+        assert client.get(urls[name]).status_code == status, name
+        assert client.post(urls[name], {"name": "qa", "lambda_name": "slipway-qa"}).status_code == status, name
+    assert list(Environment.objects.values_list("name", flat=True)) == ["production"]

@@ -78,7 +78,7 @@ def function_for(request, name: str, action: str, *, scope: str = "") -> Functio
 
 def deployment_for(request, pk: int, action: str, *, scope: str = "") -> Deployment:
     """The deployment if the caller may do `action` on its function; otherwise the 404 of one that does not exist."""
-    deployment = (Deployment.objects.select_related("function", "build", "requested_by")
+    deployment = (Deployment.objects.select_related("function", "environment", "build", "requested_by")
                   .prefetch_related("steps").filter(pk=pk).first())
     if deployment is None:
         raise Http404("no such deployment")

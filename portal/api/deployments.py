@@ -38,7 +38,8 @@ router = Router()
 
 def deployment_out(request, deployment: Deployment) -> dict:
     return {
-        "id": deployment.pk, "function": deployment.function.name, "kind": deployment.kind,
+        "id": deployment.pk, "function": deployment.function.name, "environment": deployment.environment.name,
+        "kind": deployment.kind, "digest": deployments.deployment_digest(deployment),
         "trigger": deployment.trigger, "status": deployment.status, "terminal": deployment.is_terminal,
         "requested_by": deployment.requested_by.get_username() if deployment.requested_by else None,
         **{name: getattr(deployment, name) for name in (
@@ -51,21 +52,25 @@ def deployment_out(request, deployment: Deployment) -> dict:
 
 
 @router.post("/functions/{name}/deployments", response={202: DeploymentOut, **ERRORS},
-             summary="Deploy a ref or a commit")
+             summary="Deploy a ref or a commit to the first environment")
 def deploy(request, name: str, payload: DeployIn):
     function = function_for(request, name, access.DEPLOY, scope=DEPLOY_SCOPE)
     spend_deploy(request)
     deployment = deployments.request_deploy(function, trigger=Deployment.Trigger.API, user=request.user,
-                                         ref=payload.ref or "", commit=payload.commit or "")
+                                            ref=payload.ref or "", commit=payload.commit or "",
+                                            environment=payload.environment or "")
     out = deployment_out(request, deployment_for(request, deployment.pk, access.VIEW, scope=DEPLOY_SCOPE))
     return Status(202, {**out, "notice": deployments.queue_notice(deployment)})
 
 
 @router.get("/functions/{name}/deployments", response={200: DeploymentPage, **ERRORS},
-            summary="A function's deployments, newest first")
-def list_deployments(request, name: str, page: int = 1):
+            summary="An environment's deployments, newest first")
+def list_deployments(request, name: str, page: int = 1, environment: str = ""):
+    """`environment`: required when the function has several (400 `environment-required`)."""
     function = function_for(request, name, access.VIEW, scope=DEPLOY_SCOPE)
-    history = (Deployment.objects.filter(function=function).select_related("function", "build", "requested_by")
+    chosen = deployments.environment_named(function, environment)
+    history = (Deployment.objects.filter(function=function, environment=chosen)
+               .select_related("function", "environment", "build", "requested_by")
                .prefetch_related("steps").order_by("-created_at", "-pk"))
     return page_out(history, page, lambda deployment: deployment_out(request, deployment))
 
@@ -81,7 +86,7 @@ def get_deployment(request, deployment_id: int):
 def rollback(request, name: str, payload: RollbackIn):
     function = function_for(request, name, access.DEPLOY)
     deployment = deployments.request_rollback(function, trigger=Deployment.Trigger.API, user=request.user,
-                                           to=payload.to or "")
+                                              to=payload.to or "", environment=payload.environment or "")
     out = deployment_out(request, deployment_for(request, deployment.pk, access.VIEW))
     return Status(202, {**out, "notice": deployments.queue_notice(deployment)})
 
@@ -96,10 +101,12 @@ def cancel(request, deployment_id: int):
 
 
 @router.post("/functions/{name}/resume", response={200: FunctionOut, **ERRORS},
-             summary="Resume auto-deploy after a rollback")
-def resume(request, name: str):
+             summary="Resume auto-deploy (or automatic promotion) of an environment after a rollback")
+def resume(request, name: str, environment: str = ""):
+    """`environment`: required when the function has several (400 `environment-required`)."""
     function = function_for(request, name, access.DEPLOY)
-    deployments.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.API)
+    deployments.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.API,
+                                   environment=environment)
     function.refresh_from_db()
     return function_out(request, function)
 

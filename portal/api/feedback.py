@@ -5,8 +5,8 @@ differs from what Slipway left there: read, check now, accept).
 Owns these endpoints and `feedback_out` / `drift_out`. The GitLab token is
 write-only: the answers say only whether one is set.
 
-May import: Django, ninja, deploy.errors, the functions and feedback packages
-(access, drift, the feedback form), portal.models, and auth, errors and schemas
+May import: Django, ninja, deploy.errors, the functions, deployments and feedback
+packages (access, environment_named, drift, the feedback form), portal.models, and auth, errors and schemas
 from this package.
 """
 
@@ -16,14 +16,14 @@ from django.contrib.auth import get_user_model
 from ninja import Router
 
 from deploy.errors import DeployError
-from portal import feedback
+from portal import deployments, feedback
 from portal.api.auth import function_for
 from portal.api.errors import ApiError
 from portal.api.schemas import ERRORS, DriftOut, FeedbackOut, FeedbackPatch
 from portal.feedback import drift
 from portal.feedback.forms import FeedbackForm
 from portal.functions import access
-from portal.models import Function
+from portal.models import Environment, Function
 
 router = Router()
 
@@ -36,9 +36,8 @@ def feedback_out(function: Function) -> dict:
             "notify_members": sorted(reports.notify_members.values_list("username", flat=True))}
 
 
-def drift_out(function: Function, outcome: str = "") -> dict:
-    """The drift of the function's first environment (the only one until requests name one)."""
-    environment = function.first_environment
+def drift_out(function: Function, environment: Environment, outcome: str = "") -> dict:
+    """The drift of one environment of the function."""
     environment.drift_state.refresh_from_db()  # as a check or an accept just left it
     shown = drift.current(function, environment)
     state = environment.drift_state
@@ -78,25 +77,29 @@ def edit_feedback(request, name: str, payload: FeedbackPatch):
 
 @router.get("/functions/{name}/drift", response={200: DriftOut, **ERRORS},
             summary="What AWS reported that differs from what Slipway left there")
-def get_drift(request, name: str):
-    return drift_out(function_for(request, name, access.VIEW))
+def get_drift(request, name: str, environment: str = ""):
+    """`environment`: required when the function has several (400 `environment-required`)."""
+    function = function_for(request, name, access.VIEW)
+    return drift_out(function, deployments.environment_named(function, environment))
 
 
 @router.post("/functions/{name}/drift/check", response={200: DriftOut, **ERRORS},
              summary="Compare the function in AWS with what Slipway left there now (deployer)")
-def check_drift(request, name: str):
+def check_drift(request, name: str, environment: str = ""):
     function = function_for(request, name, access.DEPLOY)
+    chosen = deployments.environment_named(function, environment)
     try:
-        result = drift.check(function, user=request.user)
+        result = drift.check(function, user=request.user, environment=chosen)
     except DeployError as exc:
         raise ApiError(409, "aws-unavailable", f"the check could not read the function from AWS: {exc.message}"
                        ) from None
-    return drift_out(function, result.outcome)
+    return drift_out(function, chosen, result.outcome)
 
 
 @router.post("/functions/{name}/drift/accept", response={200: DriftOut, **ERRORS},
              summary="Accept what AWS reports as the new expected state (owner)")
-def accept_drift(request, name: str):
+def accept_drift(request, name: str, environment: str = ""):
     function = function_for(request, name, access.ADMIN)
-    drift.accept(function, user=request.user)
-    return drift_out(function, "accepted")
+    chosen = deployments.environment_named(function, environment)
+    drift.accept(function, user=request.user, environment=chosen)
+    return drift_out(function, chosen, "accepted")

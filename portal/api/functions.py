@@ -1,7 +1,8 @@
 """API resource: functions — list, register, read, edit.
 
 Owns the function endpoints, `function_out` (a function as the API shows it,
-with its live release; deployments.py answers FunctionOut with it too) and the
+with its live release; deployments.py answers FunctionOut with it too),
+`release_out` (a live release; environments.py shows one per environment) and the
 conversion of API values to the UI form's data, so that a registration or an
 edit is validated by FunctionForm exactly as in the UI.
 
@@ -26,17 +27,19 @@ from portal.models import Deployment, Function
 router = Router()
 
 
-def _release(deployment: Deployment | None) -> dict | None:
+def release_out(deployment: Deployment | None) -> dict | None:
+    """What a deployment made live, as FunctionOut and EnvironmentOut show it."""
     if deployment is None:
         return None
     return {"deployment": deployment.pk, "version": deployment.version, "commit_sha": deployment.commit_sha,
-            "commit_message": deployment.commit_message,
-            "digest": deployment.build.digest if deployment.build else "", "finished_at": deployment.finished_at}
+            "commit_message": deployment.commit_message, "digest": deployments.deployment_digest(deployment),
+            "finished_at": deployment.finished_at}
 
 
 def function_out(request, function: Function, live: Deployment | None | bool = True) -> dict:
-    """The function with its first environment's Lambda settings (the API's function fields
-    read and write that environment until environments have endpoints of their own)."""
+    """The function with its first environment's Lambda settings (where pushes deploy: the
+    function's fields read and write that one; every environment has its own endpoints,
+    portal/api/environments.py)."""
     environment = function.first_environment
     if live is True:
         live = deployments.live_deployment(environment)
@@ -50,7 +53,7 @@ def function_out(request, function: Function, live: Deployment | None | bool = T
         "source_auth": function.source_access.source_auth, "source_username": function.source_access.source_username,
         "source_known_hosts": function.source_access.source_known_hosts,
         "source_secret_set": bool(function.source_access.source_secret),
-        "live": _release(live or None),
+        "live": release_out(live or None),
         "url": request.build_absolute_uri(reverse("portal-function", args=[function.name])),
     }
 

@@ -1,8 +1,9 @@
 """The API's request and response schemas, one set: what the OpenAPI document states.
 
 Owns the request bodies (FunctionIn and FunctionPatch generated from the UI's
-FunctionForm, so the document states the bounds the form checks; DeployIn,
-RollbackIn, FeedbackPatch), the responses (FunctionOut, DeploymentOut, their
+FunctionForm, EnvironmentIn and EnvironmentPatch from its EnvironmentForm, so the
+document states the bounds the forms check; DeployIn, RollbackIn, PromoteIn,
+FeedbackPatch), the responses (FunctionOut, EnvironmentOut, DeploymentOut, their
 pages, ReconcileOut, FeedbackOut, DriftOut), the error body (ErrorOut and
 ERRORS, the statuses every endpoint documents), the API names of the form's
 object fields (`api_name`) and the one paginator (`page_out`).
@@ -29,7 +30,7 @@ from deploy.build import BUILD_ARG
 from portal.api.errors import ApiError
 from portal.feedback.forms import GITLAB_TOKEN
 from portal.functions.fields import ENV_KEY, SLUG
-from portal.functions.forms import ROLE_ARN, FunctionForm
+from portal.functions.forms import ROLE_ARN, EnvironmentForm, FunctionForm
 
 PAGE_SIZE = 25
 
@@ -165,6 +166,21 @@ FunctionPatch = schema_from_form(FunctionForm, "FunctionPatch", partial=True,
                                  examples=[{"memory_mb": 2048, "environment": {"MODE": "slow"}}])
 
 
+def _example_environment() -> dict:
+    """An environment this server accepts, for the document's example."""
+    lambda_prefix = (settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES or ["slipway-"])[0]
+    role = next(iter(settings.SLIPWAY_ALLOWED_EXECUTION_ROLES), "").replace("*", "lambda-example")
+    return {"name": "qa", "lambda_name": f"{lambda_prefix}example-qa", "execution_role_arn": role,
+            "memory_mb": 512, "environment": {"MODE": "fast"}, "promotion": "manual"}
+
+
+EnvironmentIn = schema_from_form(EnvironmentForm, "EnvironmentIn", partial=False, examples=[_example_environment()])
+EnvironmentPatch = schema_from_form(EnvironmentForm, "EnvironmentPatch", partial=True,
+                                    examples=[{"promotion": "automatic", "soak_seconds": 600}])
+ENVIRONMENT_NAME = r"^[-a-zA-Z0-9_]{1,32}$"
+RELEASE = r"^([0-9]{1,10}|[0-9a-f]{7,40}|sha256:[0-9a-f]{64})$"
+
+
 class ReleaseOut(Schema):
     deployment: int
     version: str
@@ -205,6 +221,25 @@ class FunctionOut(Schema):
     url: str
 
 
+class EnvironmentOut(Schema):
+    name: str
+    position: int = Field(description="promotion order: 0 is where pushes deploy")
+    region: str = Field(description="the installation's region: Lambda pulls images only from the ECR "
+                                    "repository's region")
+    lambda_name: str
+    alias: str
+    memory_mb: int
+    timeout_s: int
+    execution_role_arn: str
+    environment: dict[str, str] = Field(description="secret values are masked")
+    secret_keys: list[str]
+    paused_reason: str
+    promotion: Literal["manual", "automatic"]
+    soak_seconds: int
+    live: ReleaseOut | None
+    url: str
+
+
 def _page_of(name: str, item: type[Schema]) -> type[Schema]:
     """A page of a list endpoint: its items, its number, how many pages and items there are."""
     return create_model(name, __base__=Schema, items=(list[item], ...), page=(int, ...), pages=(int, ...),
@@ -212,6 +247,7 @@ def _page_of(name: str, item: type[Schema]) -> type[Schema]:
 
 
 FunctionPage = _page_of("FunctionPage", FunctionOut)
+EnvironmentPage = _page_of("EnvironmentPage", EnvironmentOut)
 
 
 class StepOut(Schema):
@@ -226,6 +262,7 @@ class StepOut(Schema):
 class DeploymentOut(Schema):
     id: int
     function: str
+    environment: str
     kind: str
     trigger: str
     status: str
@@ -234,6 +271,7 @@ class DeploymentOut(Schema):
     ref: str
     commit_sha: str
     commit_message: str
+    digest: str = Field(description="the image digest it ships: pinned on a promotion, else its build's once pushed")
     version: str
     previous_version: str
     target_version: str
@@ -256,6 +294,8 @@ class DeployIn(StrictIn):
     ref: str | None = Field(None, max_length=200, pattern=NO_NUL,
                             description="branch or tag (default: the function's branch)")
     commit: str | None = Field(None, pattern=FULL_SHA, description="a full 40-character commit SHA")
+    environment: str | None = Field(None, pattern=ENVIRONMENT_NAME,
+                                    description="only the first environment (the default): the others are promoted to")
 
 
 class ReconcileOut(Schema):
@@ -271,6 +311,17 @@ class RollbackIn(StrictIn):
 
     to: str | None = Field(None, max_length=40, pattern=NO_NUL,
                            description="a version number or a commit SHA; default: the release before the live one")
+    environment: str | None = Field(None, pattern=ENVIRONMENT_NAME,
+                                    description="which environment; required when the function has several")
+
+
+class PromoteIn(StrictIn):
+    model_config = ConfigDict(json_schema_extra={"examples": [{}, {"release": "3"}]})
+
+    release: str | None = Field(
+        None, pattern=RELEASE,
+        description="what you expect live in the previous environment (a version, a commit SHA prefix or "
+                    "sha256:…); refused if something else is. Default: whatever is live there")
 
 
 class FeedbackOut(Schema):

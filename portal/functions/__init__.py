@@ -3,7 +3,7 @@ events, API tokens, the settings form, and the one place a function's secret
 values are known (masking).
 
 Owns: models Function, Environment, Membership, AuditEvent, ApiToken; access (roles);
-registry (register, update, archive, members); forms; masking.
+registry (register, update, archive, environments, members); forms; masking.
 May import: portal.sources, portal.core, deploy/. Other packages use it through
 this module only.
 """
@@ -13,12 +13,16 @@ from portal.functions.masking import MASK, environment_secrets, scrub, secret_va
 from portal.functions.models import Architecture, AuditEvent, Environment, Function
 from portal.functions.registry import (
     archive_function,
+    create_environment,
+    delete_environment,
+    environment_changing,
     register_function,
     remove_member,
     restore_function,
     set_member,
     store_new_secret,
     transfer_ownership,
+    update_environment,
     update_function,
 )
 
@@ -29,6 +33,9 @@ __all__ = [
     "Function",
     "MASK",
     "archive_function",
+    "create_environment",
+    "delete_environment",
+    "environment_changing",
     "register_function",
     "remove_member",
     "restore_function",
@@ -40,6 +47,7 @@ __all__ = [
     "set_member",
     "store_new_secret",
     "transfer_ownership",
+    "update_environment",
     "update_function",
     "user_error",
 ]

@@ -1,4 +1,5 @@
-"""The function's settings form, with the same validators the pipeline applies
+"""The function's and its environments' settings forms (LambdaSettingsForm, their shared
+base, holds the Lambda settings' rules), with the same validators the pipeline applies
 (deploy/), and the member, role and audit-filter forms. Repository credentials are
 checked by portal.sources.
 """
@@ -41,25 +42,30 @@ def role_allowed(arn: str) -> bool:
     return False
 
 
-# The Lambda settings the function form edits on the function's first environment
-# (environment_text and secret_environment_text too).
+# The Lambda settings of an environment (environment_text and secret_environment_text too).
 ENVIRONMENT_FIELDS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn")
+SOAK_LIMIT = 7 * 24 * 3600  # a soak longer than a week is a release nobody is waiting for
+MAX_ENVIRONMENTS = 10  # per function: a promotion chain longer than this is a mistake, not a pipeline
 
 
 def _environment_field(name: str) -> forms.Field:
     """The form field of an Environment field, carrying the model field's validators: a
-    ModelForm runs only its own model's, and this form's model is Function."""
+    ModelForm runs only its own model's, and the function form's model is Function."""
     model_field = Environment._meta.get_field(name)
     field = model_field.formfield()
     field.validators = [*field.validators, *(v for v in model_field.validators if v not in field.validators)]
     return field
 
 
-class FunctionForm(forms.ModelForm):
-    """Register or edit a function and its first environment's Lambda settings (the one
-    environment every function has until environments get their own pages). Secret
-    environment values are write-only: the edit form shows their names with empty
-    values, and an empty value keeps what is stored."""
+class LambdaSettingsForm(forms.Form):
+    """The Lambda settings of one environment, with their rules: the allowed Lambda name
+    prefixes and execution roles, one Lambda per environment, Lambda's size limit on the
+    environment. Secret environment values are write-only: the edit form shows their
+    names with empty values, and an empty value keeps what is stored.
+
+    The shared base of FunctionForm (the function's first environment) and EnvironmentForm
+    (any one); a subclass sets `self.function` (None while registering one) and
+    `self.environment` (the row it edits, unsaved for a new one) before `_init_settings`."""
 
     lambda_name = _environment_field("lambda_name")
     alias = _environment_field("alias")
@@ -74,6 +80,86 @@ class FunctionForm(forms.ModelForm):
         label="Secret environment", required=False, widget=forms.Textarea(attrs={"rows": 3}),
         help_text="KEY=value, one a line. Never shown again after saving; leave a value empty to keep it, "
                   "remove the line to delete it.")
+
+    function: Function | None
+    environment: Environment
+
+    def _init_settings(self) -> None:
+        env = self.environment
+        if env.pk:
+            for name in ENVIRONMENT_FIELDS:
+                self.initial.setdefault(name, getattr(env, name))
+            plain = {k: v for k, v in env.variables.items() if k not in env.secret_keys}
+            self.initial.setdefault("environment_text", "\n".join(f"{k}={v}" for k, v in plain.items()))
+            self.initial.setdefault("secret_environment_text", "\n".join(f"{k}=" for k in env.secret_keys))
+        self.secret_changes: list[str] = []
+
+    def clean_lambda_name(self):
+        value = self.cleaned_data["lambda_name"]
+        if not _allowed(value, settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES):
+            raise forms.ValidationError("Slipway may only manage Lambda functions whose names start with "
+                                        + " or ".join(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES or ["(none allowed)"]))
+        other = Environment.objects.filter(lambda_name=value).exclude(pk=self.environment.pk).first()
+        if other is not None:  # two environments never share a Lambda (Environment.lambda_name)
+            mine = self.function is not None and other.function_id == self.function.pk
+            whose = f"environment ({other.name})" if mine else "function"
+            raise forms.ValidationError(f"another {whose} already deploys to this Lambda", code="unique")
+        return value
+
+    def clean_execution_role_arn(self):
+        value = self.cleaned_data["execution_role_arn"].strip()
+        if not value:
+            if not settings.SLIPWAY_DEFAULT_EXECUTION_ROLE:
+                raise forms.ValidationError("no default execution role is configured: name one")
+            return value
+        if not ROLE_ARN.match(value):
+            raise forms.ValidationError("not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)")
+        if not role_allowed(value):
+            raise forms.ValidationError("this role is not one the platform team allows Slipway to pass")
+        return value
+
+    def clean_secret_environment_text(self):
+        given = self.cleaned_data["secret_environment_text"]
+        env = self.environment
+        stored = env.variables if env.pk else {}
+        secrets = {}
+        for key, value in given.items():
+            if value == "" and key not in env.secret_keys:
+                raise forms.ValidationError(f"{key} has no value")
+            secrets[key] = stored.get(key, "") if value == "" else value
+            if value != "" or key not in env.secret_keys:
+                self.secret_changes.append(key)
+        self.secret_changes += [k for k in env.secret_keys if k not in given]
+        return secrets
+
+    def _clean_settings(self, data: dict) -> None:
+        """The checks across the two environment fields: a name is plain or secret, and
+        both together fit in Lambda's limit."""
+        plain, secret = data.get("environment_text"), data.get("secret_environment_text")
+        if plain is not None and secret is not None:
+            both = sorted(set(plain) & set(secret))
+            if both:
+                self.add_error("secret_environment_text", f"{', '.join(both)} also set as plain environment")
+            size = lambdas.environment_size({**plain, **secret})
+            if size > ENV_LIMIT_BYTES:
+                self.add_error("environment_text", f"the environment takes {size} bytes as Lambda measures it "
+                                                   f"(as JSON); Lambda allows {ENV_LIMIT_BYTES}")
+
+    def apply_settings(self) -> Environment:
+        """The cleaned Lambda settings on self.environment (not saved)."""
+        env = self.environment
+        for name in ENVIRONMENT_FIELDS:
+            setattr(env, name, self.cleaned_data[name])
+        plain, secret = self.cleaned_data["environment_text"], self.cleaned_data["secret_environment_text"]
+        env.variables = {**plain, **secret}
+        env.secret_keys = sorted(secret)
+        return env
+
+
+class FunctionForm(LambdaSettingsForm, forms.ModelForm):
+    """Register or edit a function and its first environment's Lambda settings (where
+    pushes deploy; the others are edited with EnvironmentForm)."""
+
     build_args_text = JSONObjectField(what="Build args", label="Build args", required=False,
                                       widget=forms.Textarea(attrs={"rows": 2}), help_text="A JSON object.")
     golden_iou = forms.FloatField(
@@ -117,21 +203,16 @@ class FunctionForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.user = user  # who is registering or editing: the owner of a repository is named only if they see it
         function = self.instance
+        self.function = function if function.pk else None
         # The environment it edits: the first, or the one a new function gets.
         self.environment = function.first_environment if function.pk else Environment(name="production", position=0)
-        env = self.environment
+        self._init_settings()
         if function.pk:
             self.fields["name"].disabled = True
-            for name in ENVIRONMENT_FIELDS:
-                self.initial.setdefault(name, getattr(env, name))
             self.initial.setdefault("shares_images_with_text", "\n".join(function.shares_images_with or []))
-            plain = {k: v for k, v in env.variables.items() if k not in env.secret_keys}
-            self.initial.setdefault("environment_text", "\n".join(f"{k}={v}" for k, v in plain.items()))
-            self.initial.setdefault("secret_environment_text", "\n".join(f"{k}=" for k in env.secret_keys))
             self.initial.setdefault("build_args_text", json.dumps(function.build_args or {}, indent=1))
             self.initial.setdefault("smoke_event_text", json.dumps(function.smoke_event or {}))
         self.initial.setdefault("golden_iou", function.golden_iou)
-        self.secret_changes: list[str] = []
         self._init_source(function)
 
     def _init_source(self, function: Function) -> None:
@@ -200,73 +281,24 @@ class FunctionForm(forms.ModelForm):
         names = self.cleaned_data["shares_images_with_text"]
         return [name for name in names if name != (self.instance.name or self.cleaned_data.get("name"))]
 
-    def clean_lambda_name(self):
-        value = self.cleaned_data["lambda_name"]
-        if not _allowed(value, settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES):
-            raise forms.ValidationError("Slipway may only manage Lambda functions whose names start with "
-                                        + " or ".join(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES or ["(none allowed)"]))
-        other = Environment.objects.filter(lambda_name=value).exclude(pk=self.environment.pk).first()
-        if other is not None:  # two environments never share a Lambda (Environment.lambda_name)
-            whose = "function" if other.function_id != self.instance.pk else "environment"
-            raise forms.ValidationError(f"another {whose} already deploys to this Lambda", code="unique")
-        return value
-
-    def clean_execution_role_arn(self):
-        value = self.cleaned_data["execution_role_arn"].strip()
-        if not value:
-            if not settings.SLIPWAY_DEFAULT_EXECUTION_ROLE:
-                raise forms.ValidationError("no default execution role is configured: name one")
-            return value
-        if not ROLE_ARN.match(value):
-            raise forms.ValidationError("not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)")
-        if not role_allowed(value):
-            raise forms.ValidationError("this role is not one the platform team allows Slipway to pass")
-        return value
-
     def clean_build_args_text(self):
         try:
             return validate_build_args(self.cleaned_data["build_args_text"])
         except UserError as exc:
             raise user_error(exc) from None
 
-    def clean_secret_environment_text(self):
-        given = self.cleaned_data["secret_environment_text"]
-        env = self.environment
-        stored = env.variables if env.pk else {}
-        secrets = {}
-        for key, value in given.items():
-            if value == "" and key not in env.secret_keys:
-                raise forms.ValidationError(f"{key} has no value")
-            secrets[key] = stored.get(key, "") if value == "" else value
-            if value != "" or key not in env.secret_keys:
-                self.secret_changes.append(key)
-        self.secret_changes += [k for k in env.secret_keys if k not in given]
-        return secrets
-
     def clean(self):
         data = super().clean()
         self._clean_source(data)
-        plain, secret = data.get("environment_text"), data.get("secret_environment_text")
-        if plain is not None and secret is not None:
-            both = sorted(set(plain) & set(secret))
-            if both:
-                self.add_error("secret_environment_text", f"{', '.join(both)} also set as plain environment")
-            size = lambdas.environment_size({**plain, **secret})
-            if size > ENV_LIMIT_BYTES:
-                self.add_error("environment_text", f"the environment takes {size} bytes as Lambda measures it "
-                                                   f"(as JSON); Lambda allows {ENV_LIMIT_BYTES}")
+        self._clean_settings(data)
         return data
 
     def apply(self) -> Function:
         """The cleaned values on the instance and on its first environment (self.environment;
         neither saved): the registry saves both, and the repository access (source_plan),
         in one transaction."""
-        function, env = self.instance, self.environment
-        for name in ENVIRONMENT_FIELDS:
-            setattr(env, name, self.cleaned_data[name])
-        plain, secret = self.cleaned_data["environment_text"], self.cleaned_data["secret_environment_text"]
-        env.variables = {**plain, **secret}
-        env.secret_keys = sorted(secret)
+        function = self.instance
+        self.apply_settings()
         function.build_args = self.cleaned_data["build_args_text"]
         function.smoke_event = self.cleaned_data["smoke_event_text"]
         function.shares_images_with = self.cleaned_data["shares_images_with_text"]
@@ -292,6 +324,84 @@ class FunctionForm(forms.ModelForm):
             except crypto.Unavailable as exc:
                 self.add_error(secret_field, str(exc))
         self.source_plan = planned
+
+
+def _optional(field: forms.Field) -> forms.Field:
+    """`field`, not required: a new environment takes the model's default for what is left out."""
+    field.required = False
+    return field
+
+
+class EnvironmentForm(LambdaSettingsForm, forms.ModelForm):
+    """Add or edit one environment of a function: its name and place in the promotion order,
+    its Lambda settings (the function form's rules, LambdaSettingsForm) and its promotion
+    rule. A name is the environment's for good (URLs, commit statuses and the audit trail
+    use it): the edit form shows it disabled. The place is checked against the function's
+    other environments when the registry saves it (portal/functions/registry.py), under the
+    function's lock."""
+
+    alias = _optional(_environment_field("alias"))
+    memory_mb = _optional(_environment_field("memory_mb"))
+    timeout_s = _optional(_environment_field("timeout_s"))
+    promotion = _optional(Environment._meta.get_field("promotion").formfield())
+    soak_seconds = forms.IntegerField(
+        label="Soak time (s)", required=False, min_value=0, max_value=SOAK_LIMIT,
+        help_text="Automatic promotion waits this long after the previous environment's deployment succeeded "
+                  f"(0: at once; at most {SOAK_LIMIT} s, a week).")
+    position = forms.IntegerField(
+        label="Position", required=False, min_value=0, max_value=MAX_ENVIRONMENTS - 1,
+        help_text="Its place in the promotion order: 0 is where pushes deploy. Empty: after the others. "
+                  "The environments at and after it move one place down.")
+
+    # Left out or empty: what the environment has (the model's default for a new one).
+    KEPT_WHEN_EMPTY = ("alias", "memory_mb", "timeout_s", "promotion", "soak_seconds")
+
+    class Meta:
+        model = Environment
+        fields = ["name", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn", "promotion",
+                  "soak_seconds"]
+
+    field_order = ["name", "position", "lambda_name", "alias", "memory_mb", "timeout_s", "environment_text",
+                   "secret_environment_text", "execution_role_arn", "promotion", "soak_seconds"]
+
+    def __init__(self, *args, function: Function, instance: Environment | None = None, user=None, **kwargs):
+        super().__init__(*args, instance=instance or Environment(function=function), **kwargs)
+        self.user = user
+        self.function = function
+        self.environment = self.instance
+        self._init_settings()
+        if self.instance.pk:
+            self.fields["name"].disabled = True
+            self.initial.setdefault("position", self.instance.position)
+
+    def clean_name(self):
+        value = self.cleaned_data["name"]
+        taken = Environment.objects.filter(function=self.function, name=value).exclude(pk=self.instance.pk)
+        if taken.exists():
+            raise forms.ValidationError(f"{self.function.name} already has an environment named {value}",
+                                        code="unique")
+        return value
+
+    def clean_position(self):
+        value = self.cleaned_data["position"]
+        others = Environment.objects.filter(function=self.function).exclude(pk=self.instance.pk).count()
+        if value is not None and value > others:
+            last = "after the others" if self.instance.pk is None else "the last place"
+            raise forms.ValidationError(f"{self.function.name} has {others} other environment(s): the position is "
+                                        f"0 to {others} ({others} is {last})")
+        return value
+
+    def clean(self):
+        data = super().clean()
+        for name in self.KEPT_WHEN_EMPTY:
+            if name in data and data[name] in (None, ""):
+                data[name] = getattr(self.instance, name)  # not yet the form's values: _post_clean sets them
+        self._clean_settings(data)
+        return data
+
+    def apply(self) -> Environment:
+        """The cleaned values on the environment (not saved); the registry places and saves it."""
+        return self.apply_settings()
 
 
 class MemberForm(forms.Form):

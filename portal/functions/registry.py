@@ -1,31 +1,52 @@
-"""Registering and changing functions and their members, each change audited.
-Shared by the web UI, the API and manage.py so every entry point leaves the same trail.
+"""Registering and changing functions, their environments and their members, each change
+audited. Shared by the web UI, the API and manage.py so every entry point leaves the same
+trail and applies the same rules.
 """
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.dispatch import Signal
 
 from portal.core.errors import RequestRefused
+from portal.functions.forms import MAX_ENVIRONMENTS
 from portal.functions.models import AuditEvent, Environment, Function
 from portal.sources import SourceAccess
+
+# Sent, under the function's lock, before an environment is deleted or the promotion order
+# changes: function=, environment=, change= ("delete" or "reorder"). A receiver refuses by
+# raising a RequestRefused (the deployments package's guards, connected by portal/apps.py:
+# this package cannot import the one that knows what is live or unfinished).
+environment_changing = Signal()
+IN_USE = "environment-in-use"
+ENVIRONMENT_SETTINGS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn", "variables",
+                        "secret_keys", "promotion", "soak_seconds")
 
 AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
                   "architecture", "ecr_repository", "smoke_event", "auto_deploy", "tag_pattern", "golden_iou",
                   "shares_images_with")
-AUDITED_ENVIRONMENT_FIELDS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn")
+AUDITED_ENVIRONMENT_FIELDS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
+                              "promotion", "soak_seconds")
 
 
 def _changes(before: Function | None, after: Function, env_before: Environment | None,
              env_after: Environment) -> dict:
     """What changed, as the audit log may show it: secret values never."""
     changed = {}
-    for old_row, new_row, fields in ((before, after, AUDITED_FIELDS),
-                                     (env_before, env_after, AUDITED_ENVIRONMENT_FIELDS)):
-        for field in fields:
-            old, new = (getattr(old_row, field) if old_row else None), getattr(new_row, field)
-            if old != new:
-                changed[field] = new if field != "smoke_event" else "(changed)"
+    for field in AUDITED_FIELDS:
+        old, new = (getattr(before, field) if before else None), getattr(after, field)
+        if old != new:
+            changed[field] = new if field != "smoke_event" else "(changed)"
+    return {**changed, **_environment_changes(env_before, env_after)}
+
+
+def _environment_changes(env_before: Environment | None, env_after: Environment) -> dict:
+    """What changed in an environment's settings, as the audit log may show it: secret values never."""
+    changed = {}
+    for field in AUDITED_ENVIRONMENT_FIELDS:
+        old, new = (getattr(env_before, field) if env_before else None), getattr(env_after, field)
+        if old != new:
+            changed[field] = new
     old_env = env_before.variables if env_before else {}
     old_secret = set(env_before.secret_keys) if env_before else set()
     new_env, new_secret = env_after.variables, env_after.secret_keys
@@ -181,3 +202,130 @@ def store_new_secret(function: Function, side, field: str, raw: str, *, user, au
         AuditEvent.record(f"{audit}_rotated" if getattr(before, field) else f"{audit}_created",
                           function=function, actor=user)
     return raw
+
+
+# --- Environments -------------------------------------------------------------------------
+
+
+def _locked_environments(function: Function) -> list[Environment]:
+    """The function's row, then its environments' rows (the lock order of queue.py), in
+    promotion order."""
+    Function.objects.select_for_update().get(pk=function.pk)
+    return list(Environment.objects.select_for_update().filter(function=function).order_by("position", "pk"))
+
+
+def _place(order: list[Environment]) -> None:
+    """Number `order` 0, 1, 2, … in the database: each row moved out of the way first, as
+    no two environments of a function may hold one position even for a moment."""
+    moved = [env for position, env in enumerate(order) if env.pk and env.position != position]
+    for env in moved:
+        Environment.objects.filter(pk=env.pk).update(position=env.position + 1000)
+    for position, env in enumerate(order):
+        env.position = position
+        if env in moved:
+            Environment.objects.filter(pk=env.pk).update(position=position)
+
+
+def _reordering(function: Function, before: list[Environment], after: list[Environment],
+                environment: Environment) -> None:
+    """Ask the guards when what precedes an existing environment (what promotes into it,
+    or that it is first) changes: queued and running work was requested for the old order."""
+    def predecessors(order):
+        return {env.pk: (order[i - 1].pk if i else None) for i, env in enumerate(order) if env.pk}
+    old, new = predecessors(before), predecessors(after)
+    if any(new.get(pk, "gone") != old[pk] for pk in old if pk in new):
+        environment_changing.send(Environment, function=function, environment=environment, change="reorder")
+
+
+def _position(form, count: int) -> int:
+    position = form.cleaned_data.get("position")
+    return count if position is None else min(position, count)
+
+
+def _saved(save):
+    """Run `save` (a transaction); two requests that both passed the form's uniqueness
+    checks meet the database's: the second is told, not shown a crash."""
+    try:
+        return save()
+    except IntegrityError:
+        raise RequestRefused("another environment took this name or Lambda meanwhile: check and try again",
+                             code="taken") from None
+
+
+def create_environment(form, *, user) -> Environment:
+    """Add the form's environment to its function at the form's position (default: last),
+    moving the environments at and after it one place down."""
+    function = form.function
+
+    def save():
+        with transaction.atomic():
+            existing = _locked_environments(function)
+            if len(existing) >= MAX_ENVIRONMENTS:
+                raise RequestRefused(f"{function.name} has {len(existing)} environments, the most a function may "
+                                     "have")
+            environment = form.apply()
+            environment.function = function
+            position = _position(form, len(existing))
+            order = [*existing[:position], environment, *existing[position:]]
+            _reordering(function, existing, order, environment)
+            _place(order)
+            environment.save()  # with its drift state (portal/apps.py)
+            AuditEvent.record("environment.created", function=function, actor=user, environment=environment.name,
+                              position=environment.position, **_environment_changes(None, environment))
+        return environment
+    return _saved(save)
+
+
+def update_environment(form, *, user) -> Environment:
+    """Save an edit of an environment's settings, and its move to the form's position; the
+    settings reach Lambda at its next deployment."""
+    function = form.function
+
+    def save():
+        with transaction.atomic():
+            existing = _locked_environments(function)
+            before = next((env for env in existing if env.pk == form.instance.pk), None)
+            if before is None:
+                raise RequestRefused(f"{function.name} no longer has that environment", status=404,
+                                     code="environment-unknown")
+            environment = form.apply()
+            others = [env for env in existing if env.pk != environment.pk]
+            position = _position(form, len(others)) if form.cleaned_data.get("position") is not None \
+                else existing.index(before)
+            order = [*others[:position], environment, *others[position:]]
+            _reordering(function, existing, order, environment)
+            environment.position = before.position  # _place moves it with the others
+            _place(order)
+            # What the form edits only: a rollback may have paused it meanwhile.
+            environment.save(update_fields=[*ENVIRONMENT_SETTINGS, "position"])
+            changed = _environment_changes(before, environment)
+            if before.position != environment.position:
+                changed["position"] = environment.position
+            if changed:
+                AuditEvent.record("environment.edited", function=function, actor=user,
+                                  environment=environment.name, **changed)
+        return environment
+    return _saved(save)
+
+
+def delete_environment(environment: Environment, *, user) -> None:
+    """Remove an environment with nothing live in it and no deployment to it unfinished
+    (the guards say, `environment-in-use`); never the function's last. Its Lambda is left
+    as it is in AWS. The others close up the promotion order."""
+    function = environment.function
+    with transaction.atomic():
+        existing = _locked_environments(function)
+        current = next((env for env in existing if env.pk == environment.pk), None)
+        if current is None:
+            raise RequestRefused(f"{function.name} has no environment {environment.name!r}", status=404,
+                                 code="environment-unknown")
+        if len(existing) == 1:
+            raise RequestRefused(f"{current.name} is {function.name}'s only environment: a function always deploys "
+                                 "somewhere")
+        environment_changing.send(Environment, function=function, environment=current, change="delete")
+        remaining = [env for env in existing if env.pk != current.pk]
+        _reordering(function, existing, remaining, current)
+        current.delete()
+        _place(remaining)
+        AuditEvent.record("environment.deleted", function=function, actor=user, environment=current.name,
+                          lambda_name=current.lambda_name)

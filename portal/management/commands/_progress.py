@@ -33,6 +33,15 @@ def follow(deployment: Deployment, write, timeout: float = 3600) -> Deployment:
         time.sleep(0.5)
 
 
+def finish(deployment: Deployment, write) -> Deployment:
+    """Follow `deployment` to its end, print how it ended; a CommandError unless it succeeded."""
+    deployment = follow(deployment, write)
+    write(summary(deployment))
+    if deployment.status != Deployment.Status.SUCCEEDED:
+        raise CommandError(summary(deployment))
+    return deployment
+
+
 def summary(deployment: Deployment) -> str:
     text = f"deployment #{deployment.pk} ({deployment.kind}) {deployment.status}"
     if deployment.version:
