@@ -317,30 +317,10 @@ def test_a_single_environment_function_page_is_as_before(client, cast, function)
     assert "Lambda <code>team-hello</code>" in html
 
 
-# --- Links to the environments pages (another module's URLs), once they exist ----------------
+# --- Links to the environments pages ----------------------------------------------------------
 
 
-def _environment_pages():
-    from django.http import HttpResponse
-    from django.urls import path
-
-    from portal.urls import urlpatterns as portal
-
-    stand_in = lambda request, **_: HttpResponse()  # noqa: E731 - only reversed, never requested
-    return [*portal, path("functions/<slug:name>/environments/new/", stand_in, name="portal-environment-new"),
-            path("functions/<slug:name>/environments/<slug:env>/edit/", stand_in, name="portal-environment-edit")]
-
-
-urlpatterns = _environment_pages()
-
-
-def test_without_the_environments_pages_no_settings_link_is_shown(client, cast, envs):
-    html = page(client, cast["alice"])
-    assert "Add an environment" not in html and "/environments/staging/edit/" not in html
-
-
-@pytest.mark.urls("tests.test_environment_pages")
-def test_owners_get_links_to_each_environments_settings_once_those_pages_exist(client, cast, envs):
+def test_owners_get_links_to_each_environments_settings(client, cast, envs):
     html = page(client, cast["alice"])
     assert 'href="/functions/hello/environments/new/"' in html
     assert 'href="/functions/hello/environments/staging/edit/"' in column(html, "staging")

@@ -14,7 +14,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from portal import deployments
@@ -104,19 +104,11 @@ def _waiting(function: Function) -> list[Deployment]:
                 .select_related("build", "requested_by", "upstream__environment").order_by("created_at", "pk"))
 
 
-def _url(name: str, *args) -> str:
-    """A page of portal/views/environments.py (another module owns those URLs): "" while it has none."""
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return ""
-
-
 def columns_context(request, function: Function) -> dict:
     shown = columns(function)
     for column in shown:
-        column.edit_url = _url("portal-environment-edit", function.name, column.environment.name)
-    new_url = _url("portal-environment-new", function.name)
+        column.edit_url = reverse("portal-environment-edit", args=[function.name, column.environment.name])
+    new_url = reverse("portal-environment-new", args=[function.name])
     active = any(column.soaking or column.active for column in shown)
     return {"function": function, "columns": shown, "poll_seconds": ACTIVE_POLL if active else IDLE_POLL,
             "may_deploy": access.can(request.user, function, access.DEPLOY) and not function.is_archived,
