@@ -133,6 +133,7 @@ def test_a_promotion_runs_its_plan_each_step_under_its_status_and_builds_nothing
     assert deployment.steps.get(name="shift").output == "staging serves it"
 
 
+@pytest.mark.postgres  # the refusal is a subquery in the UPDATE: proven on both databases
 def test_a_pending_upstream_rollback_refuses_the_promotions_shift(transactional_db, function, sent, promotion_bodies):
     deployment = claimed_promotion(function)
     staging = function.environments.get(name="staging")
@@ -145,6 +146,7 @@ def test_a_pending_upstream_rollback_refuses_the_promotions_shift(transactional_
     assert deployment.error_message.startswith(f"rollback #{rollback.pk} of staging is queued: ")
 
 
+@pytest.mark.postgres  # the refusal is a subquery in the UPDATE: proven on both databases
 def test_a_rollback_of_staging_requested_after_the_promotion_refuses_its_shift_once_it_succeeded(
         transactional_db, function, sent, promotion_bodies):
     deployment = claimed_promotion(function)

@@ -134,6 +134,7 @@ def test_promote_due_queues_the_soaks_that_ended_and_leaves_the_others(function,
     assert sent.call_args.kwargs["args"] == [soak.pk]
 
 
+@pytest.mark.postgres
 def test_promote_due_cancels_a_soak_whose_digest_upstream_rolled_back_from(function, automatic, sent):
     staging, production = automatic
     one = live_in(staging, "1", "a" * 40, minutes_ago=5)
@@ -158,6 +159,7 @@ def test_the_beat_runs_promote_due_on_the_rollbacks_queue_every_tick():
 # --- after_finished: what a settled row sets off -------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_a_succeeded_staging_deploy_requests_the_automatic_promotion_after_the_soak(function, automatic, sent):
     staging, production = automatic
     deploy = live_in(staging, "1", "a" * 40)
@@ -259,6 +261,7 @@ def not_found(operation: str) -> ClientError:
     return ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "gone"}}, operation)
 
 
+@pytest.mark.postgres
 def test_the_check_step_cancels_when_staging_alias_serves_another_digest(transactional_db, function, sent):
     staging, production = staged(function)
     promoted = claimed_promotion(function, staging, production)
