@@ -98,7 +98,7 @@ CATALOGUE: dict[str, Entry] = {
         "builder-host-key-mismatch": "the remote builder's host key is not the pinned one",
         "golden-mismatch": "the new version does not find a golden case's boxes",
         "image-index": "the pushed digest is an image index, not a single-platform image",
-        "image-missing": "ECR no longer holds the image of the release to roll back to",
+        "image-missing": "ECR no longer holds the image of the release to roll back to or to promote",
         "lambda-not-owned": "the Lambda is not this function's and its execution role is not allowed",
         "missing-role": "the first deploy creates the Lambda and needs an execution role ARN",
         "nothing-to-restore": "the release to roll back to has no recorded image",

@@ -267,6 +267,17 @@ def alias_version(name: str, alias: str) -> str | None:
     return found["FunctionVersion"] if found else None
 
 
+def alias_digest(name: str, alias: str) -> tuple[str | None, str]:
+    """(the version `alias` serves, the image digest that version runs): GetAlias, then
+    GetFunction of that version. (None, "") when the function or the alias does not exist."""
+    pointed = get_alias(name, alias)
+    if pointed is None:
+        return None, ""
+    version = pointed["FunctionVersion"]
+    found = _read(f"reading version {version} of {name}", "get_function", FunctionName=name, Qualifier=version)
+    return version, image_digest(found) if found else ""
+
+
 def point_alias(name: str, alias: str, version: str) -> str | None:
     """Move (or create) `alias` to `version`, guarded by the alias's RevisionId;
     returns the version it pointed at before."""

@@ -21,6 +21,7 @@ app.autodiscover_tasks(["workers"], related_name="tasks")  # by name, in the wor
 DEPLOY_TASK = "slipway.deploy"
 ROLLBACK_TASK = "slipway.rollback"
 SWEEP_TASK = "slipway.sweep"
+PROMOTE_DUE_TASK = "slipway.promote_due"
 CONSOLE_CLEANUP_TASK = "slipway.console_cleanup"
 RETENTION_TASK = "slipway.retention"
 RECONCILE_ALL_TASK = "slipway.reconcile_all"

@@ -212,6 +212,7 @@ CELERY_TASK_ROUTES = {
     "slipway.deploy": {"queue": "deploys"},
     "slipway.rollback": {"queue": "rollbacks"},  # never behind a build
     "slipway.sweep": {"queue": "rollbacks"},
+    "slipway.promote_due": {"queue": "rollbacks"},  # a few queries a tick: never behind a build
     "slipway.console_cleanup": {"queue": "rollbacks"},  # housekeeping: small, never behind a build
     # Retention walks every function with AWS calls (minutes at scale) and would hold the
     # rollbacks worker's only process meanwhile; behind a build it only starts later.
@@ -240,8 +241,11 @@ RETENTION_INTERVAL_HOURS = env_int("SLIPWAY_RETENTION_INTERVAL_HOURS", 24, minim
 # how long one `git ls-remote` may take (the page's button waits for it too).
 SLIPWAY_RECONCILE_INTERVAL = env_int("SLIPWAY_RECONCILE_INTERVAL", 300, minimum=30)
 SLIPWAY_RECONCILE_TIMEOUT = env_int("SLIPWAY_RECONCILE_TIMEOUT", 20, minimum=1)
+# Soaking promotions (portal/deployments/promotion.py): how often the beat queues those whose soak ended.
+SLIPWAY_PROMOTION_TICK = env_int("SLIPWAY_PROMOTION_TICK", 15, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "slipway.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)},
+    "promote-due": {"task": "slipway.promote_due", "schedule": float(SLIPWAY_PROMOTION_TICK)},
     "console-cleanup": {"task": "slipway.console_cleanup", "schedule": 3600.0},
     "retention": {"task": "slipway.retention", "schedule": RETENTION_INTERVAL_HOURS * 3600.0},
     "reconcile": {"task": "slipway.reconcile_all", "schedule": float(SLIPWAY_RECONCILE_INTERVAL)},

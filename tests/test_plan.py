@@ -3,6 +3,7 @@ each kind (the pipeline, its recorder, queue and settling; only the step bodies 
 each noting the status its row was in) writes exactly its kind's plan, each step under
 the status the plan gives it, and the deployment page lists the plan's steps to come."""
 
+from datetime import timedelta
 from unittest import mock
 
 import pytest
@@ -98,3 +99,61 @@ def test_the_page_lists_the_plans_steps_to_come(db, function):
         rows, percent = timeline(deployment)
         assert [row["name"] for row in rows] == plan.names(kind) and percent == 0
         assert {row["state"] for row in rows} == {"to come"}
+
+
+@pytest.fixture
+def promotion_bodies(bodies):
+    """As `bodies`, with a promotion's check and its GetAlias before the shift patched too."""
+    checks = [mock.patch.object(steps, "check_promotion", autospec=True, side_effect=noting(bodies, "check")),
+              mock.patch.object(steps, "served_upstream", autospec=True, return_value="staging serves it")]
+    for patch in checks:
+        patch.start()
+    yield bodies
+
+
+def claimed_promotion(function) -> Deployment:
+    from tests.conftest import staged
+
+    staging, production = staged(function)
+    build = Build.objects.create(function=function, commit_sha="c" * 40, architecture="arm64", inputs_digest="i",
+                                 status=Build.Status.SUCCEEDED, digest="sha256:" + "c" * 64)
+    deployment = Deployment.objects.create(function=function, environment=production, build=build, trigger="cli",
+                                           kind=Kind.PROMOTION, digest=build.digest)
+    return pipeline.claimed(deployment.pk, None, "task-1")
+
+
+def test_a_promotion_runs_its_plan_each_step_under_its_status_and_builds_nothing(transactional_db, function, sent,
+                                                                                promotion_bodies):
+    deployment = claimed_promotion(function)
+    assert pipeline.promote(deployment) == Status.SUCCEEDED
+    assert promotion_bodies == planned(Kind.PROMOTION) and len(promotion_bodies) == 6
+    assert recorded(deployment) == [(name, "succeeded") for name in plan.names(Kind.PROMOTION)]
+    assert not {"source", "build", "push"} & set(plan.names(Kind.PROMOTION))
+    assert steps.verify_version.call_args.kwargs == {"golden": True}  # golden cases gate promotions too
+    assert deployment.steps.get(name="shift").output == "staging serves it"
+
+
+@pytest.mark.postgres  # the refusal is a subquery in the UPDATE: proven on both databases
+def test_a_pending_upstream_rollback_refuses_the_promotions_shift(transactional_db, function, sent, promotion_bodies):
+    deployment = claimed_promotion(function)
+    staging = function.environments.get(name="staging")
+    rollback = Deployment.objects.create(function=function, environment=staging, trigger="cli", kind=Kind.ROLLBACK,
+                                         target_version="1")
+    assert pipeline.promote(deployment) == Status.CANCELLED
+    assert [name for name, _ in promotion_bodies] == ["check", "update", "wait", "publish", "verify"]  # never shift
+    deployment.refresh_from_db()
+    assert deployment.error_code == "not-verified-upstream"
+    assert deployment.error_message.startswith(f"rollback #{rollback.pk} of staging is queued: ")
+
+
+@pytest.mark.postgres  # the refusal is a subquery in the UPDATE: proven on both databases
+def test_a_rollback_of_staging_requested_after_the_promotion_refuses_its_shift_once_it_succeeded(
+        transactional_db, function, sent, promotion_bodies):
+    deployment = claimed_promotion(function)
+    staging = function.environments.get(name="staging")
+    Deployment.objects.create(function=function, environment=staging, trigger="cli", kind=Kind.ROLLBACK,
+                              status=Status.SUCCEEDED, target_version="1")
+    assert not deployment.enter_promotion_shift(staging.pk)
+    Deployment.objects.filter(kind=Kind.ROLLBACK).update(created_at=deployment.created_at - timedelta(minutes=1))
+    assert deployment.enter_promotion_shift(staging.pk)  # an older, settled rollback is what staging vouched from
+    assert deployment.status == Status.SHIFTING

@@ -331,3 +331,72 @@ def test_each_environment_keeps_its_own_releases_and_an_image_any_of_them_runs_s
     assert "1" in plane.versions[staging.lambda_name] and "1" not in plane.versions["team-hello"]
     assert report.kept_images[A] == "version staging:$LATEST, staging:1 runs it"
     assert kept.environment == staging
+
+
+@pytest.fixture
+def staged_plane(function):
+    """hello as staging (team-hello-stg: versions 1 = image A, 2 = C, live 2) then production
+    (team-hello: version 1 = B, live), keeping one release: staging's version 1 and image A
+    are what the rule lets go."""
+    from tests.conftest import released, staged
+
+    staging, production = staged(function)
+    released(function, "1", "a" * 40, environment=staging)
+    released(function, "1", "b" * 40, environment=production)
+    released(function, "2", "c" * 40, environment=staging)
+    with mock.patch("deploy.aws.client", autospec=True) as client:
+        plane = Plane(client, {A, B, C})
+        plane.runs(production.lambda_name, "1", v1=B)
+        plane.runs(staging.lambda_name, "2", v1=A, v2=C)
+        yield plane, staging, production
+
+
+def test_a_soaking_promotion_never_blocks_retention_and_its_pinned_digest_stays(function, staged_plane):
+    from portal.models import Deployment
+
+    plane, staging, production = staged_plane
+    soak = Deployment.objects.create(function=function, environment=production, trigger="promotion",
+                                     kind=Deployment.Kind.PROMOTION, status=Deployment.Status.SOAKING, digest=A)
+    report = retain(function)
+    assert (report.skipped, report.deferred) == ("", "")
+    assert report.deleted_versions == ["staging:1"]
+    assert report.kept_images[A] == f"promotion #{soak.pk} into hello (production) ships it"
+    assert plane.deleted == [] and A in plane.images
+    soak.request_cancel()  # the pin goes with the soak: the next run lets A go
+    assert retain(function).deleted_images == {A: A[7:19]} and plane.deleted == [A]
+
+
+def test_a_queued_promotion_keeps_every_image_of_its_function(function, staged_plane):
+    from portal.models import Deployment
+
+    plane, staging, production = staged_plane
+    queued = Deployment.objects.create(function=function, environment=production, trigger="api",
+                                       kind=Deployment.Kind.PROMOTION, digest=A)
+    assert retain(function).skipped.startswith(f"deployment #{queued.pk} (promotion) is queued")
+    assert plane.deleted == [] and "1" in plane.versions[staging.lambda_name]
+
+
+def test_a_digest_live_in_a_function_on_another_repository_is_never_deleted(function, staged_plane):
+    from tests.conftest import create_function, released
+
+    plane, _, _ = staged_plane
+    mirror = create_function(name="mirror", repository_url=function.repository_url, ecr_repository="team/mirror",
+                             lambda_name="team-mirror")
+    live = released(mirror, "4", "a" * 40)  # the same content, pushed to its own repository
+    report = retain(function)
+    assert report.kept_images[A] == f"live in mirror (production), deployment #{live.pk}"
+    assert plane.deleted == []
+
+
+def test_a_promotion_that_went_live_is_one_of_its_environments_releases(function, staged_plane):
+    from portal.models import Deployment
+
+    plane, staging, production = staged_plane
+    plane.versions[production.lambda_name]["2"] = URI.format(C)
+    promoted = Deployment.objects.create(function=function, environment=production, trigger="api",
+                                         kind=Deployment.Kind.PROMOTION, status=Deployment.Status.SUCCEEDED,
+                                         version="2", digest=C)
+    plane.aliases[production.lambda_name] = {}  # nothing points at either: only the release rule keeps one
+    report = retain(function)
+    assert report.kept_versions["production:2"] == f"one of the last 1 releases (deployment #{promoted.pk})"
+    assert "production:1" in report.deleted_versions

@@ -21,6 +21,7 @@ from portal.celery import (
     DEPLOY_TASK,
     DRIFT_CHECK_TASK,
     NOTIFY_TASK,
+    PROMOTE_DUE_TASK,
     RECONCILE_ALL_TASK,
     RECONCILE_TASK,
     RETENTION_TASK,
@@ -28,7 +29,7 @@ from portal.celery import (
     SWEEP_TASK,
     app,
 )
-from portal.deployments import pipeline, retention, sweeper
+from portal.deployments import pipeline, promotion, retention, sweeper
 from portal.feedback import delivery as feedback
 from portal.feedback import status
 from portal.models import ConsoleImage, Deployment, Environment, Function
@@ -39,9 +40,12 @@ Status = Deployment.Status
 
 @shared_task(name=DEPLOY_TASK, bind=True, ignore_result=True, acks_late=True)
 def deploy(self, deployment_id: int) -> str:
-    deployment = pipeline.claimed(deployment_id, Status.SOURCE, self.request.id)
+    """A deploy, a redeploy or a promotion (which builds nothing: it ships a pinned digest)."""
+    deployment = pipeline.claimed(deployment_id, None, self.request.id)
     if deployment is None:
         return "not claimed"
+    if deployment.kind == Deployment.Kind.PROMOTION:
+        return pipeline.promote(deployment)
     return pipeline.deploy(deployment)
 
 
@@ -53,6 +57,12 @@ def rollback(self, deployment_id: int) -> str:
     if deployment is None:
         return "not claimed"
     return pipeline.rollback(deployment)
+
+
+@shared_task(name=PROMOTE_DUE_TASK, ignore_result=True, soft_time_limit=60, time_limit=90)
+def promote_due() -> list[int]:
+    """Beat: queue the soaking promotions whose soak ended (cancelling those no longer verified upstream)."""
+    return promotion.promote_due()
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True, soft_time_limit=60, time_limit=90)

@@ -268,6 +268,27 @@ class Deployment(models.Model):
         during a rollback's check step stops the rollback here."""
         return self.enter_lambda(self.Status.SHIFTING)
 
+    def upstream_rollbacks(self, previous_environment_id: int) -> models.QuerySet:
+        """The rollbacks of the previous environment that refuse this promotion its shift: one
+        pending (queued or running), or one requested after this promotion that succeeded."""
+        return Deployment.objects.filter(
+            models.Q(status__in=(self.Status.QUEUED, *self.RUNNING))
+            | models.Q(status=self.Status.SUCCEEDED, created_at__gt=self.created_at),
+            environment_id=previous_environment_id, kind=self.Kind.ROLLBACK)
+
+    def enter_promotion_shift(self, previous_environment_id: int) -> bool:
+        """A promotion's enter_shift: also refused, in the same UPDATE, while upstream_rollbacks
+        finds one (what it ships is then no longer what the previous environment vouches for).
+        False: a stop was asked for, or such a rollback refused it (the caller tells which)."""
+        refusing = self.upstream_rollbacks(previous_environment_id)
+        if self._update(self.RUNNING, self.NOT_STOPPED, ~models.Exists(refusing), status=self.Status.SHIFTING,
+                        heartbeat_at=Now()):
+            return True
+        self.refresh_from_db(fields=["status"])
+        if self.status not in self.RUNNING:
+            raise self.TransitionError(f"deployment {self.pk} is {self.status}; cannot move to shifting")
+        return False
+
     def beat(self) -> bool:
         """Heartbeat, on the database's clock (hosts' clocks may differ); False once the row ended."""
         return bool(Deployment.objects.filter(pk=self.pk, status__in=self.RUNNING).update(heartbeat_at=Now()))

@@ -1,8 +1,10 @@
 """The deploy pipeline, in the order of its step plan (plan.py: source, build, push,
 then the Lambda steps update, wait, publish, verify, and the alias shift), with a
 stop check between steps, each step recorded under the status the plan gives it
-(a step the plan lacks is refused), the row always settled. A rollback runs portal/deployments/rollback.py,
-whose fallback for a version that is gone ships again with the same Lambda steps.
+(a step the plan lacks is refused), the row always settled. A promotion checks its
+pinned digest upstream, then ships it with the same Lambda steps and shifts. A
+rollback runs portal/deployments/rollback.py, whose fallback for a version that is
+gone ships again with the same Lambda steps.
 
 Does I/O (git, Docker, ECR, Lambda) through deploy/. Run by the worker's tasks
 (workers/tasks.py), which only claim the row and call in here.
@@ -10,7 +12,7 @@ Does I/O (git, Docker, ECR, Lambda) through deploy/. Run by the worker's tasks
 
 from __future__ import annotations
 
-from portal.deployments import events, queue, steps
+from portal.deployments import events, plan, queue, steps
 from portal.deployments import rollback as rollbacks
 from portal.deployments.models import Build, Deployment
 from portal.deployments.recording import Recorder, Stopped, check_stop, settle
@@ -18,10 +20,14 @@ from portal.deployments.recording import Recorder, Stopped, check_stop, settle
 Status = Deployment.Status
 
 
-def claimed(pk: int, first: str, task_id: str) -> Deployment | None:
+def claimed(pk: int, first: str | None, task_id: str) -> Deployment | None:
+    """Claim the queued row into `first`: None means the status of the first step of its
+    kind's plan (a deploy's source, a promotion's check)."""
     deployment = Deployment.objects.select_related("function", "environment", "build").filter(pk=pk).first()
     if deployment is None:
         return None
+    if first is None:
+        first = plan.steps(deployment.kind)[0].status
     if not queue.claim(deployment, first, task_id or ""):
         queue.dispatch(deployment.environment_id)  # it ended or waits: let the queue move on
         return None
@@ -58,6 +64,25 @@ def _deploy(run: steps.Run, rec: Recorder) -> None:
     ship(run, rec)
     rollbacks.enter_shift(deployment)  # the last moment a rollback can still win
     with rec.step("shift") as out:
+        steps.shift_alias(run, out)
+
+
+def promote(deployment: Deployment) -> str:
+    """Run a claimed promotion to its end; the status it ended in."""
+    return settle(deployment, lambda: _promote(steps.Run(deployment), Recorder(deployment)))
+
+
+def _promote(run: steps.Run, rec: Recorder) -> None:
+    """check (the previous environment's alias serves the pinned digest; ECR holds it), then
+    the same Lambda steps as a deploy with that digest, then the shift, entered only if the
+    previous environment still serves it and no rollback there is pending or newer."""
+    with rec.step("check") as out:
+        steps.check_promotion(run, out)
+    check_stop(run.deployment)
+    ship(run, rec)
+    served = steps.enter_promotion_shift(run)
+    with rec.step("shift") as out:
+        out(served)
         steps.shift_alias(run, out)
 
 

@@ -18,6 +18,7 @@ promote_due queues the due ones.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 
@@ -31,8 +32,11 @@ from portal.deployments.models import Deployment
 from portal.deployments.releases import went_live
 from portal.functions import AuditEvent, Environment, Function
 
-Status, Kind = Deployment.Status, Deployment.Kind
+log = logging.getLogger(__name__)
+Status, Kind, Trigger = Deployment.Status, Deployment.Kind, Deployment.Trigger
 NOT_VERIFIED = "not-verified-upstream"
+# What makes a release in an environment, and so may go on to the next one.
+RELEASES = (Kind.DEPLOY, Kind.REDEPLOY, Kind.PROMOTION)
 
 
 def previous_environment(environment: Environment) -> Environment | None:
@@ -190,3 +194,46 @@ def promote_due() -> list[int]:
         if queue.release_soak(row.pk) is not None:
             released.append(row.pk)
     return released
+
+
+def after_finished(deployment: Deployment) -> None:
+    """Called once a row settles (recording.finish, the sweeper): a release that succeeded
+    is promoted automatically into the next environment when that one says so (after its
+    soak); a failed release or a succeeded rollback cancels the soaks out of its
+    environment. Never raises: the row is settled already, and the next request must go."""
+    try:
+        _after_finished(deployment)
+    except Exception:  # the settle has happened; a promotion the user can request by hand is the lesser loss
+        log.exception("what follows deployment %s (%s) could not be done", deployment.pk, deployment.status)
+
+
+def _after_finished(deployment: Deployment) -> None:
+    environment = deployment.environment
+    if deployment.kind == Kind.ROLLBACK and deployment.status == Status.SUCCEEDED:
+        cancel_soaks_from(environment, f"rollback #{deployment.pk} of {environment.name} moved its alias off what "
+                                       "was to be promoted")
+        return
+    if deployment.kind not in RELEASES:
+        return
+    if deployment.status == Status.FAILED:
+        cancel_soaks_from(environment, f"{deployment.kind} #{deployment.pk} failed in {environment.name} during the "
+                                       "soak")
+        return
+    if deployment.status != Status.SUCCEEDED or not deployment.version:
+        return
+    following = next_environment(environment)
+    if following is None or following.promotion != Environment.Promotion.AUTOMATIC:
+        return
+    function = deployment.function
+    why = ""
+    if following.paused_reason:
+        why = f"{following.name} is paused: {following.paused_reason}"
+    else:
+        try:
+            request_promotion(function, following, trigger=Trigger.PROMOTION, upstream=deployment, soak=True)
+        except RequestRefused as refused:
+            why = refused.message
+    if why:
+        AuditEvent.record("deployment.promotion_skipped", actor_label=Trigger.PROMOTION, function=function,
+                          deployment=deployment.pk, environment=following.name, source=environment.name,
+                          digest=deployment_digest(deployment), reason=why[:500])

@@ -19,7 +19,7 @@ from deploy.errors import AppError, DeployError
 from deploy.logs import mask
 from portal import functions
 from portal.core import jsonlog
-from portal.deployments import events, plan, queue
+from portal.deployments import events, plan, promotion, queue
 from portal.deployments.models import Deployment, DeploymentStep
 from portal.functions import AuditEvent
 
@@ -190,6 +190,7 @@ def finish(deployment: Deployment, status: str, code: str = "", message: str = "
                           function=deployment.function, deployment=deployment.pk, kind=deployment.kind,
                           version=deployment.version, error_code=code)
         events.finished.send(Deployment, deployment=deployment)
+        promotion.after_finished(deployment)  # the next environment's automatic promotion, or soaks cancelled
 
 
 def settle(deployment: Deployment, steps) -> str:

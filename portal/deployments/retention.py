@@ -14,6 +14,9 @@ Kept, each with its reason in the report:
   releases (deploys, redeploys, rollbacks), and anything newer than the oldest;
 - versions Slipway did not publish (no deployment row names them), $LATEST;
 - an image a remaining version (or $LATEST) runs, read from Lambda by digest;
+  an image live in any environment of any function (by Slipway's record), and
+  the digest a promotion that soaks, waits or runs has pinned (a soaking
+  promotion never blocks a run: it has not touched anything yet);
   the image of any of the last N releases even when its version is gone (a
   rollback to it deploys that image again); images Slipway did not push for
   this function; images built after the oldest kept release.
@@ -43,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Max, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
@@ -54,7 +57,10 @@ from portal.deployments.releases import went_live
 from portal.functions import AuditEvent, Environment, Function
 
 log = logging.getLogger(__name__)
-RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK)
+RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK,
+                 Deployment.Kind.PROMOTION)
+# A promotion that soaks, waits or runs ships its pinned digest later: the image stays meanwhile.
+PINNING = (Deployment.Status.SOAKING, Deployment.Status.QUEUED, *Deployment.RUNNING)
 # A batch delete takes seconds: a mark this old was left by a run that died before unmarking.
 MARK_STALE = timedelta(minutes=30)
 
@@ -153,7 +159,9 @@ def retain(function_id: int, *, keep: int, dry_run: bool) -> Report:
         if function is None:  # it moved to another repository before the lock: skipped below
             function = Function.objects.get(pk=function_id)
         report = Report(function.name, keep, dry_run)
-        unfinished = list(Deployment.objects.filter(function__in=locked).exclude(status__in=Deployment.TERMINAL)
+        # A soaking promotion waits for its time, not on the Lambda: it blocks nothing (its digest is held).
+        unfinished = list(Deployment.objects.filter(function__in=locked)
+                          .exclude(status__in=(*Deployment.TERMINAL, Deployment.Status.SOAKING))
                           .order_by("pk").values("pk", "kind", "status", "function_id"))
         own = next((d for d in unfinished if d["function_id"] == function.pk), None)
         noteworthy = own is not None or function.ecr_repository != repository
@@ -312,8 +320,8 @@ def _images(function: Function, environments: list[Environment], report: Report,
                 return {}
             if digest:
                 runs.setdefault(digest, []).append(label + version)
-    held = {r.build.digest: f"the image of deployment #{r.pk}, one of the last {report.keep} releases (a rollback "
-            "deploys it again)" for r in kept_releases if r.build and r.build.digest}
+    held = {_digest(r): f"the image of deployment #{r.pk}, one of the last {report.keep} releases (a rollback "
+            "deploys it again)" for r in kept_releases if _digest(r)}
     held.update((digest, f"version {', '.join(versions)} runs it") for digest, versions in runs.items())
     built = dict(Build.objects.filter(function=function, repository=repository).exclude(digest="")
                  .values_list("digest", "created_at"))
@@ -326,6 +334,11 @@ def _images(function: Function, environments: list[Environment], report: Report,
             report.kept_images[digest] = "deferred: " + report.deferred
         return {}
     doomed = _not_needed_elsewhere(repository, doomed, report, others)
+    if doomed:  # the last word: whatever the repository or function, what is live or pinned stays
+        anywhere = held_anywhere()
+        for digest in [d for d in doomed if d in anywhere]:
+            report.kept_images[digest] = anywhere[digest]
+            doomed.pop(digest)
     if report.dry_run:
         report.deleted_images.update(doomed)
         return {}
@@ -395,9 +408,9 @@ def _needs(function: Function, repository: str, keep: int) -> dict[str, str] | N
                 needs.setdefault(digest, f"its version {label}{version} runs it")
     kept, cutoff = _all_releases(environments, keep)
     for release in kept:
-        if release.build and release.build.digest:
-            needs.setdefault(release.build.digest, f"the image of its deployment #{release.pk}, one of its last "
-                                                   f"{keep} releases")
+        if _digest(release):
+            needs.setdefault(_digest(release), f"the image of its deployment #{release.pk}, one of its last "
+                                               f"{keep} releases")
     for digest, created in (Build.objects.filter(function=function, repository=repository).exclude(digest="")
                             .values_list("digest", "created_at")):
         if cutoff is None:
@@ -429,5 +442,29 @@ def _version_digest(environment: Environment, version: str, repository: str) -> 
             return held.digest
     # Lambda did not say: the image Slipway recorded for the deployment that published it.
     recorded = (Deployment.objects.filter(environment=environment, version=version, build__isnull=False)
-                .exclude(build__digest="").values_list("build__digest", flat=True).first())
-    return recorded or None
+                .exclude(build__digest="").values_list("digest", "build__digest").first())
+    return (recorded[0] or recorded[1]) if recorded else None
+
+
+def _digest(deployment: Deployment) -> str:
+    """The image a deployment shipped: a promotion's pinned digest, else its build's."""
+    return deployment.digest or (deployment.build.digest if deployment.build_id else "")
+
+
+def held_anywhere() -> dict[str, str]:
+    """Digests kept whatever the repository or function ({digest: why}): what is live in any
+    environment of any function (by Slipway's record), and what a promotion that soaks,
+    waits or runs has pinned. Digests are of the content, so keeping one by its digest
+    alone never deletes what another needs."""
+    held: dict[str, str] = {}
+    live = Environment.objects.annotate(live=Subquery(went_live(OuterRef("pk")).values("pk")[:1])).exclude(
+        live=None).values_list("live", flat=True)
+    for deployment in Deployment.objects.filter(pk__in=list(live)).select_related("function", "environment", "build"):
+        if _digest(deployment):
+            held.setdefault(_digest(deployment), f"live in {deployment.function.name} ({deployment.environment.name}),"
+                                                 f" deployment #{deployment.pk}")
+    for pk, digest, name, environment in (Deployment.objects.filter(kind=Deployment.Kind.PROMOTION,
+                                                                    status__in=PINNING).exclude(digest="")
+                                          .values_list("pk", "digest", "function__name", "environment__name")):
+        held.setdefault(digest, f"promotion #{pk} into {name} ({environment}) ships it")
+    return held

@@ -40,7 +40,7 @@ from portal.functions import AuditEvent, Environment, Function, role_allowed
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
-RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK)
+RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK, Deployment.Kind.PROMOTION)
 WITHOUT_QUEUE = plan.WITHOUT_QUEUE  # the timeline's step that says who ran it
 
 
@@ -67,6 +67,11 @@ class Run:
     @property
     def build(self) -> Build | None:
         return self.deployment.build
+
+    @property
+    def digest(self) -> str:
+        """The image digest it ships: a promotion's pinned one, else its build's."""
+        return self.deployment.digest or (self.build.digest if self.build else "")
 
     def record(self, **fields) -> None:
         Deployment.objects.filter(pk=self.deployment.pk).update(**fields)
@@ -149,7 +154,7 @@ def remember_expected_state(run: Run) -> None:
     written = None
     if run.image_uri:
         config = lambda_settings(run.environment)
-        written = {"image_digest": run.build.digest, "memory_mb": config.memory_mb, "timeout_s": config.timeout_s,
+        written = {"image_digest": run.digest, "memory_mb": config.memory_mb, "timeout_s": config.timeout_s,
                    "environment": config.environment, "architecture": config.architecture}
     events.shifted.send(Deployment, deployment=run.deployment, written=written)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Now
 
 from deploy import arch, ecr, lambdas, source, ssh, testing
 from deploy import build as builder
@@ -20,9 +21,9 @@ from deploy import docker as docker_seam
 from deploy.errors import AppError, UserError
 from portal import console, sources
 from portal.console import ConsoleRun, GoldenCase
-from portal.deployments import events, queue, retention
+from portal.deployments import events, promotion, queue, retention
 from portal.deployments.models import Build, Deployment
-from portal.deployments.recording import StepLog, check_stop, retrying
+from portal.deployments.recording import StepLog, Stopped, check_stop, retrying
 from portal.deployments.releases import went_live
 from portal.deployments.rollback import (  # shared with the rollback, which the web runs too
     CREATING,
@@ -214,6 +215,63 @@ def push_image(run: Run, out: StepLog) -> None:
                   image_uri=ecr.image_uri(run.repository_uri, image.digest))
 
 
+# --- Promotion ---------------------------------------------------------------------------
+
+
+def check_promotion(run: Run, out: StepLog) -> None:
+    """A promotion's check step: the previous environment's alias still serves the pinned
+    digest (else it ends cancelled `not-verified-upstream`), and ECR still holds it (else
+    it fails `image-missing`)."""
+    out(served_upstream(run))
+    digest = run.digest
+    repository = run.build.repository or run.function.ecr_repository
+    wait_while_marked(run, out, repository, digest)  # retention never deletes a pinned digest; a stale mark may linger
+    if ecr.find(repository, digest=digest) is None:
+        Build.objects.filter(pk=run.build.pk, image_gone_at__isnull=True).update(image_gone_at=Now())
+        raise UserError("image-missing", f"ECR no longer holds {repository}@{digest}: deploy its commit again")
+    out(f"ECR still holds {repository}@{digest}")
+    run.repository_uri = ecr.ensure_repository(repository)
+
+
+def served_upstream(run: Run) -> str:
+    """What the previous environment's alias serves, checked with GetAlias: a line for the
+    step's log when it is the pinned digest; otherwise the promotion stops, cancelled
+    `not-verified-upstream` (a rollback, a deploy or a change behind Slipway's back moved it)."""
+    previous = promotion.previous_environment(run.environment)
+    if previous is None:
+        raise Stopped(Status.CANCELLED, promotion.NOT_VERIFIED,
+                      f"{run.environment.name} is now the first environment: nothing upstream vouches for "
+                      f"{run.digest}")
+    version, serving = lambdas.alias_digest(previous.lambda_name, previous.alias)
+    where = f"{previous.name}'s alias {previous.alias} ({previous.lambda_name})"
+    if version is None:
+        raise Stopped(Status.CANCELLED, promotion.NOT_VERIFIED, f"{where} does not exist: nothing upstream vouches "
+                      f"for {run.digest}")
+    if serving != run.digest:
+        raise Stopped(Status.CANCELLED, promotion.NOT_VERIFIED,
+                      f"{where} serves version {version} ({serving or 'an image Lambda does not name'}), not "
+                      f"{run.digest}: the promotion ships only what {previous.name} serves")
+    return f"{where} serves version {version} = {serving}"
+
+
+def enter_promotion_shift(run: Run) -> str:
+    """GetAlias once more, then SHIFTING in an UPDATE that a pending (or newer) rollback of the
+    previous environment refuses (Deployment.enter_promotion_shift); refused: cancelled
+    `not-verified-upstream`. Returns the GetAlias line for the shift step's log."""
+    deployment = run.deployment
+    line = served_upstream(run)
+    previous = promotion.previous_environment(run.environment)
+    if deployment.enter_promotion_shift(previous.pk):
+        return line
+    check_stop(deployment)
+    rollback = deployment.upstream_rollbacks(previous.pk).order_by("-pk").first()
+    if rollback is None:  # refused by the stop condition alone, which check_stop did not raise for
+        raise Deployment.TransitionError(f"deployment {deployment.pk} could not enter its shift step")
+    raise Stopped(Status.CANCELLED, promotion.NOT_VERIFIED,
+                  f"rollback #{rollback.pk} of {previous.name} is {rollback.status}: {run.digest} is no longer "
+                  f"what {previous.name} vouches for; the alias of {run.environment.name} was not moved")
+
+
 # --- Shared by deploy and rollback ------------------------------------------------------
 
 
@@ -231,9 +289,9 @@ def enter_lambda_steps(run: Run) -> float:
 
 def update_function(run: Run, out: StepLog) -> None:
     """Create the Lambda on the first deploy; otherwise configuration first, then code, by digest."""
-    function, build = run.function, run.build
+    function = run.function
     config = lambda_settings(run.environment)
-    run.image_uri = ecr.image_uri(run.repository_uri, build.digest, settings.SLIPWAY_REGISTRY_HOST)
+    run.image_uri = ecr.image_uri(run.repository_uri, run.digest, settings.SLIPWAY_REGISTRY_HOST)
     current = lambdas.get_configuration(config.name)
     if current is None:
         out(f"{CREATING.format(name=config.name)}{run.image_uri}")
@@ -258,9 +316,9 @@ def wait_updated(run: Run, out: StepLog) -> None:
 
 
 def description(run: Run) -> str:
-    build = run.build
-    prefix = "rollback to " if run.deployment.kind == Deployment.Kind.ROLLBACK else ""
-    return f"{prefix}{build.commit_sha[:12]} {build.digest}"
+    prefix = {Deployment.Kind.ROLLBACK: "rollback to ", Deployment.Kind.PROMOTION: "promotion of "}.get(
+        run.deployment.kind, "")
+    return f"{prefix}{run.build.commit_sha[:12]} {run.digest}"
 
 
 def publish_version(run: Run, out: StepLog) -> None:

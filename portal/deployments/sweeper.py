@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from portal.deployments import events, queue
+from portal.deployments import events, promotion, queue
 from portal.deployments.models import Build, Deployment, DeploymentStep
 from portal.deployments.steps import work_root, workspace_name
 from portal.functions import AuditEvent
@@ -53,6 +53,7 @@ def settle_lost(deployment: Deployment, condition: Q, why: str, noticed_by: str)
                       deployment=deployment.pk, step=step, noticed_by=noticed_by,
                       settled_as=Status.SUCCEEDED if live else Status.FAILED)
     events.finished.send(Deployment, deployment=deployment)
+    promotion.after_finished(deployment)  # live after its shift: promoted on; failed: soaks out of it cancelled
     queue.dispatch(deployment.environment_id)
     return True
 
