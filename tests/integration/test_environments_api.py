@@ -59,11 +59,20 @@ def test_add_staging_deploy_to_it_and_promote_its_digest_through_the_api(
         row = Deployment.objects.get(pk=promotion["id"])
         assert (row.digest, row.upstream_id) == (running, deployed["id"])
         assert row.build_id == Deployment.objects.get(pk=deployed["id"]).build_id  # the same build: none made
+
+        promoted = follow(api, promotion)
+        assert (promoted["status"], promoted["environment"]) == ("succeeded", "production"), \
+            promoted["error_message"]
+        aws.reset()
+        serving = lambdas.image_digest(aws.client("lambda").get_function(FunctionName=production_lambda,
+                                                                         Qualifier="live"))
+        assert serving == running
+        timeline = list(Deployment.objects.get(pk=promotion["id"]).steps.order_by("position")
+                        .values_list("name", flat=True))
+        assert timeline == ["check", "update", "wait", "publish", "verify", "shift"]
     finally:
-        # Until the promotion pipeline is merged the worker cannot run it: let it end either
-        # way (cancelled here, or refused by the worker) before the database is flushed.
-        for row in Deployment.objects.filter(function=function, kind="promotion"):
+        for row in Deployment.objects.filter(function=function).exclude(status__in=Deployment.TERMINAL):
             client.post(f"/api/v1/deployments/{row.pk}/cancel", HTTP_AUTHORIZATION=f"Bearer {api.token}")
             wait_for(lambda row=row: Deployment.objects.get(pk=row.pk).is_terminal, 60,
-                     f"promotion #{row.pk} to end")
+                     f"deployment #{row.pk} to end")
         remove_from_plane(staging_lambda, function.ecr_repository)
