@@ -11,7 +11,8 @@ would be a circle.
 
 from portal.functions.models import ApiToken, Architecture, AuditEvent, Environment, Function, Membership  # noqa: I001
 from portal.console.models import ConsoleImage, ConsoleRun, GoldenCase
-from portal.deployments.models import LOG_CAP_BYTES, Build, Deployment, DeploymentStep, ImageDeletion
+from portal.deployments.models import LOG_CAP_BYTES, Approval, Build, Deployment, DeploymentStep, FreezeWindow
+from portal.deployments.models import ImageDeletion
 from portal.feedback.models import DriftState, FeedbackSettings, NotificationAttempt
 from portal.hooks.models import DeliveryRing, HookKeys, SeenSignature, WebhookDelivery
 from portal.sources.models import SourceAccess
@@ -54,6 +55,7 @@ __all__ = [
     "create_environment_side_rows",
     "create_side_rows",
     "ApiToken",
+    "Approval",
     "Architecture",
     "AuditEvent",
     "Build",
@@ -65,6 +67,7 @@ __all__ = [
     "DriftState",
     "Environment",
     "FeedbackSettings",
+    "FreezeWindow",
     "Function",
     "GoldenCase",
     "HookKeys",

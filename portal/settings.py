@@ -243,6 +243,10 @@ SLIPWAY_RECONCILE_INTERVAL = env_int("SLIPWAY_RECONCILE_INTERVAL", 300, minimum=
 SLIPWAY_RECONCILE_TIMEOUT = env_int("SLIPWAY_RECONCILE_TIMEOUT", 20, minimum=1)
 # Soaking promotions (portal/deployments/promotion.py): how often the beat queues those whose soak ended.
 SLIPWAY_PROMOTION_TICK = env_int("SLIPWAY_PROMOTION_TICK", 15, minimum=1)
+# Gates (portal/deployments/gates.py): a held deploy or promotion ends cancelled `gate-expired`
+# after SLIPWAY_GATE_MAX_WAIT s; an approval counts for SLIPWAY_APPROVAL_TTL s.
+SLIPWAY_GATE_MAX_WAIT = env_int("SLIPWAY_GATE_MAX_WAIT", 7 * 24 * 3600, minimum=60)
+SLIPWAY_APPROVAL_TTL = env_int("SLIPWAY_APPROVAL_TTL", 24 * 3600, minimum=60)
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "slipway.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)},
     "promote-due": {"task": "slipway.promote_due", "schedule": float(SLIPWAY_PROMOTION_TICK)},

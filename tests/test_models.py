@@ -82,10 +82,14 @@ def test_a_cancel_after_the_move_to_updating_is_refused(deployment):
     assert Deployment.objects.get(pk=deployment.pk).cancel_requested is False
 
 
-def test_every_status_is_either_queued_soaking_running_or_terminal():
-    # SOAKING is apart on purpose: dispatch, claim and the sweeper look only at queued and running rows.
-    assert set(Status) == {Status.QUEUED, Status.SOAKING, *Deployment.RUNNING, *Deployment.TERMINAL}
-    assert Status.SOAKING not in Deployment.RUNNING and Status.SOAKING not in Deployment.TERMINAL
+def test_every_status_is_either_waiting_running_or_terminal():
+    # SOAKING and the gates' statuses are apart on purpose: dispatch, claim and the sweeper
+    # look only at queued and running rows.
+    assert set(Status) == {*Deployment.WAITING, *Deployment.RUNNING, *Deployment.TERMINAL}
+    assert Deployment.WAITING == (Status.QUEUED, Status.SOAKING, Status.AWAITING_APPROVAL, Status.FROZEN)
+    for apart in (Status.SOAKING, *Deployment.GATED):
+        assert apart not in Deployment.RUNNING and apart not in Deployment.TERMINAL
+    assert Deployment._meta.get_field("status").max_length >= max(len(status) for status in Status)
 
 
 def test_build_tag_is_the_commit_its_inputs_and_the_architecture(function):

@@ -136,6 +136,11 @@ class Deployment(models.Model):
         # An automatic promotion waiting out its environment's soak time (promote_at): neither
         # queued nor running nor final, so dispatch, claim and the sweeper never see it.
         SOAKING = "soaking", "Soaking"
+        # Held by a gate (portal/deployments/gates.py) before it touches the Lambda: a promotion
+        # before its first step, a deploy once pushed (an approval binds a digest). Like SOAKING,
+        # neither queued nor running nor final: no heartbeat, no lock, never blocking a rollback.
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+        FROZEN = "frozen", "Frozen"
         CHECKING = "checking", "Checking the release"
         SOURCE = "source", "Fetching source"
         BUILDING = "building", "Building"
@@ -151,6 +156,9 @@ class Deployment(models.Model):
         SUPERSEDED = "superseded"
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.SUPERSEDED)
+    GATED = (Status.AWAITING_APPROVAL, Status.FROZEN)
+    # Waiting, not running: later requests replace these as they replace queued ones.
+    WAITING = (Status.QUEUED, Status.SOAKING, *GATED)
     RUNNING = (Status.CHECKING, Status.SOURCE, Status.BUILDING, Status.PUSHING, Status.UPDATING, Status.WAITING,
                Status.PUBLISHING, Status.VERIFYING, Status.SHIFTING)
     # Up to here nothing has touched the Lambda: a cancel is still clean.
@@ -171,6 +179,17 @@ class Deployment(models.Model):
     upstream = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="promotions",
                                  help_text="Promotion: the previous environment's deployment that verified it.")
     promote_at = models.DateTimeField(null=True, blank=True, help_text="A soaking promotion is queued at this time.")
+    # Gates: the approvals its environment required when it was requested (raising the
+    # requirement applies to waiting requests, lowering it only to later ones), since when
+    # a gate holds it, the step it resumes at once released ("update": a deploy that has
+    # pushed), and an owner's override of a freeze.
+    approvals_required = models.PositiveSmallIntegerField(default=0)
+    gated_since = models.DateTimeField(null=True, blank=True)
+    resume_at = models.CharField(max_length=20, blank=True,
+                                 help_text="The step a released deploy resumes at; empty: its plan's first.")
+    override_reason = models.CharField(max_length=500, blank=True)
+    overridden_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                      related_name="+")
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DEPLOY)
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
@@ -178,7 +197,7 @@ class Deployment(models.Model):
     commit_sha = models.CharField(max_length=40, blank=True)
     commit_message = models.CharField(max_length=300, blank=True, help_text="The commit's subject line.")
     commit_author = models.CharField(max_length=200, blank=True)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     task_id = models.CharField(max_length=64, blank=True)
     version = models.CharField(max_length=20, blank=True, help_text="Lambda version this deployment published.")
     previous_version = models.CharField(max_length=20, blank=True, help_text="Version the alias pointed at before.")
@@ -298,7 +317,7 @@ class Deployment(models.Model):
         already ended stays as it is (returns False)."""
         if status not in self.TERMINAL:
             raise self.TransitionError(f"finish() needs a terminal status, not {status!r}")
-        non_terminal = self.RUNNING + (self.Status.QUEUED, self.Status.SOAKING)
+        non_terminal = self.RUNNING + self.WAITING
         return self._update(non_terminal, status=status, error_code=error_code,
                             error_message=error_message[:4000], finished_at=Now())
 
@@ -315,10 +334,10 @@ class Deployment(models.Model):
                             error_message=message[:4000], finished_at=Now())
 
     def request_cancel(self) -> bool:
-        """Queued or soaking: cancelled at once. Running before the update step: the worker
-        stops at its next step boundary, at the latest at the move that touches the
-        Lambda (enter_lambda refuses it in the same UPDATE). Later: too late (False)."""
-        if self._update((self.Status.QUEUED, self.Status.SOAKING), status=self.Status.CANCELLED, finished_at=Now(),
+        """Queued, soaking or held by a gate: cancelled at once. Running before the update
+        step: the worker stops at its next step boundary, at the latest at the move that
+        touches the Lambda (enter_lambda refuses it in the same UPDATE). Later: too late (False)."""
+        if self._update(self.WAITING, status=self.Status.CANCELLED, finished_at=Now(),
                         error_code="cancelled", error_message="cancelled before it started"):
             return True
         return self._update(self.CANCELLABLE, cancel_requested=True)
@@ -384,3 +403,61 @@ class ImageDeletion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.repository}@{self.digest}"
+
+
+class Approval(models.Model):
+    """One user's decision on one gated deployment. It binds the digest, the environment and
+    a fingerprint of the environment's settings when it was given; it counts only while all
+    three still hold, before it expires (SLIPWAY_APPROVAL_TTL), and while its user still
+    holds a role that may approve (portal/deployments/approvals.py)."""
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="approvals")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    digest = models.CharField(max_length=80)
+    settings_fingerprint = models.CharField(max_length=64)
+    comment = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["deployment", "user"], name="one_decision_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.decision} #{self.deployment_id}"
+
+
+class FreezeWindow(models.Model):
+    """A quiet period for one environment, or for every environment (global: staff only).
+    Recurring (GitLab's model: a start cron, an end cron and an IANA time zone; active when
+    the latest start at or before an instant is later than the latest end) or one-off
+    (starts_at..ends_at). portal/deployments/freezes.py decides when one is active."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, null=True, blank=True,
+                                    related_name="freeze_windows", help_text="None: every environment (global).")
+    reason = models.CharField(max_length=200)
+    start_cron = models.CharField(max_length=100, blank=True)
+    end_cron = models.CharField(max_length=100, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [models.CheckConstraint(
+            condition=(models.Q(start_cron__gt="", end_cron__gt="", starts_at__isnull=True, ends_at__isnull=True)
+                       | models.Q(start_cron="", end_cron="", starts_at__isnull=False, ends_at__isnull=False,
+                                  ends_at__gt=models.F("starts_at"))),
+            name="freeze_recurring_or_one_off")]
+
+    def __str__(self) -> str:
+        return f"freeze {self.reason} ({self.environment or 'global'})"

@@ -8,9 +8,10 @@ May import: portal.sources, portal.core, deploy/. Other packages use it through
 this module only.
 """
 
+from portal.functions.access import APPROVING_ROLES
 from portal.functions.forms import role_allowed, user_error
 from portal.functions.masking import MASK, environment_secrets, scrub, secret_values, secrets_wanted
-from portal.functions.models import Architecture, AuditEvent, Environment, Function
+from portal.functions.models import Architecture, AuditEvent, Environment, Function, Membership
 from portal.functions.registry import (
     archive_function,
     create_environment,
@@ -27,11 +28,13 @@ from portal.functions.registry import (
 )
 
 __all__ = [
+    "APPROVING_ROLES",
     "Architecture",
     "AuditEvent",
     "Environment",
     "Function",
     "MASK",
+    "Membership",
     "archive_function",
     "create_environment",
     "delete_environment",

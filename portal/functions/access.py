@@ -1,9 +1,11 @@
 """Who may see or do what with a function: the one place every check is decided.
 
-Roles come from Membership: a viewer sees, a deployer also deploys, rolls
-back, cancels and resumes, an owner also edits, manages members and secrets
-and archives. Staff see and do everything. A user with no role on a function
-is told it does not exist (404); a role without the right answers 403.
+Roles come from Membership, in order owner > approver > deployer > viewer: a
+viewer sees, a deployer also deploys, rolls back, cancels and resumes, an
+approver also approves or rejects deployments to protected environments, an
+owner also approves, edits, manages members and secrets and archives. Staff
+see and do everything. A user with no role on a function is told it does not
+exist (404); a role without the right answers 403.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from django.http import Http404
 
 from portal.functions.models import Function, Membership
 
-VIEW, DEPLOY, ADMIN = "view", "deploy", "admin"
+VIEW, DEPLOY, APPROVE, ADMIN = "view", "deploy", "approve", "admin"
 ROLE_ALLOWS = {
     Membership.Role.VIEWER: {VIEW},
     Membership.Role.DEPLOYER: {VIEW, DEPLOY},
-    Membership.Role.OWNER: {VIEW, DEPLOY, ADMIN},
+    Membership.Role.APPROVER: {VIEW, DEPLOY, APPROVE},
+    Membership.Role.OWNER: {VIEW, DEPLOY, APPROVE, ADMIN},
 }
+# Roles whose holders may approve (staff may too).
+APPROVING_ROLES = (Membership.Role.OWNER, Membership.Role.APPROVER)
 
 
 def role_of(user, function: Function) -> str | None:

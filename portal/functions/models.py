@@ -132,6 +132,16 @@ class Environment(models.Model):
     promotion = models.CharField(max_length=10, choices=Promotion.choices, default=Promotion.MANUAL)
     soak_seconds = models.PositiveIntegerField(default=0, help_text="Automatic promotion waits this long first.")
 
+    class DuringFreeze(models.TextChoices):
+        WAIT = "wait", "Wait until the freeze ends"
+        REFUSE = "refuse", "Refuse the request"
+
+    # Gates (portal/deployments/gates.py): never on a rollback.
+    required_approvals = models.PositiveSmallIntegerField(
+        default=0, help_text="Approvals a deploy or promotion into it needs before it touches the Lambda (0: none).")
+    during_freeze = models.CharField(max_length=10, choices=DuringFreeze.choices, default=DuringFreeze.WAIT,
+                                     help_text="What a deploy or promotion requested during a freeze does.")
+
     class Meta:
         ordering = ["position"]
         constraints = [models.UniqueConstraint(fields=["function", "name"], name="one_environment_per_name"),
@@ -149,7 +159,8 @@ class Membership(models.Model):
     """Who may do what with one function."""
 
     class Role(models.TextChoices):
-        OWNER = "owner", "Owner"  # edit settings, deploy, roll back
+        OWNER = "owner", "Owner"  # edit settings, deploy, roll back, approve
+        APPROVER = "approver", "Approver"  # approve or reject deployments to protected environments; deploy
         DEPLOYER = "deployer", "Deployer"  # deploy and roll back
         VIEWER = "viewer", "Viewer"  # read only
 
