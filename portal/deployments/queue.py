@@ -100,6 +100,20 @@ def release_soak(pk: int) -> Deployment | None:
     return deployment
 
 
+def release_held(deployment: Deployment) -> Deployment | None:
+    """A row a gate held (Deployment.GATED) becomes queued again, in its request's place
+    among the environment's requests, and is sent if it may start now. The caller holds
+    the lock order (gates.reconsider). None when it is no longer held."""
+    if not Deployment.objects.filter(pk=deployment.pk, status__in=Deployment.GATED).update(
+            status=Status.QUEUED, enqueued_at=None, gated_since=None):
+        return None
+    deployment.refresh_from_db()
+    events.status_changed.send(Deployment, deployment=deployment)  # queued
+    if _may_start_now(deployment):
+        _mark_sent(deployment.pk, deployment.kind)
+    return deployment
+
+
 def _may_start_now(deployment: Deployment) -> bool:
     """False when an earlier request still waits or something blocks it: then the
     deployment it waits for dispatches it when it ends (settle, a cancel, the
