@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadCronError, croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 from django.db.models import Q
 from django.utils import timezone
 
@@ -44,10 +44,15 @@ def latest_at_or_before(expression: str, zone: str, at: datetime) -> datetime | 
     time; an occurrence in a repeated hour counts at its first instant. None: none within
     the horizon."""
     local = at.astimezone(ZoneInfo(zone))
+    if local.fold and local.replace(fold=0).utcoffset() != local.utcoffset():
+        # `at` is in a repeated hour's second pass: every wall-clock time of that hour fired in
+        # the first pass, so the latest is the latest before the first pass ended. (croniter,
+        # asked from a second-pass time, skips the hour's later wall-clock times.)
+        return latest_at_or_before(expression, zone, _second_pass_start(at, ZoneInfo(zone)) - timedelta(seconds=1))
     try:
         # croniter steps back from just after `at`, so an occurrence exactly at `at` counts.
         found = croniter(expression, local + timedelta(seconds=1)).get_prev(datetime)
-    except CroniterBadCronError:
+    except (CroniterBadCronError, CroniterBadDateError):  # invalid, or fires on no date (30 February)
         return None
     if found is None:
         return None
@@ -57,6 +62,21 @@ def latest_at_or_before(expression: str, zone: str, at: datetime) -> datetime | 
     if at.astimezone(UTC) - found > _HORIZON:
         return None
     return found
+
+
+def _second_pass_start(at: datetime, zone: ZoneInfo) -> datetime:
+    """The instant a repeated hour's second pass began, for an `at` inside it (a second's
+    precision: the earliest instant before `at` whose wall-clock time in `zone` is a repeat)."""
+    local = at.astimezone(zone)
+    span = int((local.replace(fold=0).utcoffset() - local.utcoffset()).total_seconds())
+    low, high = 0, span  # seconds back from `at`: `low` is inside the second pass, `high` is not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if (at - timedelta(seconds=middle)).astimezone(zone).fold:
+            low = middle
+        else:
+            high = middle
+    return at - timedelta(seconds=low)
 
 
 def active(window: FreezeWindow, at: datetime | None = None) -> bool:
