@@ -155,6 +155,7 @@ CATALOGUE: dict[str, Entry] = {
                               "the function has a deployment unfinished (changing the promotion order)",
         "environment-required": "the function has several environments and the request named none",
         "environment-unknown": "the function has no environment of that name",
+        "not-frozen": "an override of a deployment that is not frozen (any more) or was overridden already",
         "not-verified-upstream": "the digest did not go live in the previous environment, or was rolled back "
                                  "from there (or its alias no longer serves it)",
         "promote-instead": "a deploy to an environment after the first: its releases arrive by promotion",

@@ -12,7 +12,7 @@ deploy/. Never portal.feedback or portal.hooks: they listen to events.
 Other packages use it through this module only.
 """
 
-from portal.deployments.events import finished, resumed, shifted, stale, status_changed, superseding
+from portal.deployments.events import finished, freeze_overridden, resumed, shifted, stale, status_changed, superseding
 from portal.deployments.models import Deployment
 from portal.deployments.promotion import (
     cancel_soaks_from,
@@ -43,6 +43,7 @@ __all__ = [
     "deployment_digest",
     "environment_named",
     "finished",
+    "freeze_overridden",
     "live_deployment",
     "next_environment",
     "previous_environment",

@@ -25,5 +25,8 @@ resumed = Signal()
 # deployment=, written=: its alias moved; `written` is what it wrote to $LATEST (a dict),
 # or None when it moved the alias alone (a rollback to a version that exists).
 shifted = Signal()
+# deployment=, by=, reason=: an owner let this frozen deployment through its freeze
+# (portal/deployments/freezing.py override), `by` a user's name.
+freeze_overridden = Signal()
 # deployment=, reason=: the worker skipped it as older than one live or queued.
 stale = Signal()

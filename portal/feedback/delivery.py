@@ -181,6 +181,9 @@ def compose(function: Function, event: str, deployment: Deployment | None, extra
                 "auto-deploy is paused")
     elif event == feedback.RESUME:
         text = f"{name}: auto-deploy resumed by {extra.get('by', 'someone')}"
+    elif event == feedback.FREEZE_OVERRIDE and deployment:
+        text = (f"{name}: {extra.get('by', 'someone')} let {deployment.kind} #{deployment.pk} through the freeze: "
+                f"{extra.get('reason', '')}")
     elif event == feedback.DRIFT:
         changes = "; ".join(f"{d.get('label') or d['field']}: {d['expected']} → {d['actual']}"
                             for d in differences[:10])

@@ -28,6 +28,10 @@ def _resumed(sender, function, by, environment=None, **_) -> None:
     status.notify(function, status.RESUME, by=by, **({"environment": environment.name} if environment else {}))
 
 
+def _freeze_overridden(sender, deployment, by, reason, **_) -> None:
+    status.notify(deployment.function, status.FREEZE_OVERRIDE, deployment_id=deployment.pk, by=by, reason=reason)
+
+
 def _shifted(sender, deployment, written, **_) -> None:
     drift.record_shift(deployment, written)
 
@@ -55,4 +59,5 @@ def connect() -> None:
     deployments.finished.connect(_finished, dispatch_uid="feedback.finished")
     deployments.superseding.connect(_superseding, dispatch_uid="feedback.superseding")
     deployments.resumed.connect(_resumed, dispatch_uid="feedback.resumed")
+    deployments.freeze_overridden.connect(_freeze_overridden, dispatch_uid="feedback.freeze_overridden")
     deployments.shifted.connect(_shifted, dispatch_uid="feedback.shifted")

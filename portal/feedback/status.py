@@ -125,7 +125,8 @@ def resend_unreported() -> list[int]:
 # --- Notifications ----------------------------------------------------------------------------
 
 DEPLOY_FAILED, ROLLBACK, RESUME, DRIFT = "deploy_failed", "rollback", "resume", "drift"
-EVENTS = (DEPLOY_FAILED, ROLLBACK, RESUME, DRIFT)
+FREEZE_OVERRIDE = "freeze_override"
+EVENTS = (DEPLOY_FAILED, ROLLBACK, RESUME, DRIFT, FREEZE_OVERRIDE)
 
 
 def notifies(function: Function) -> bool:
