@@ -12,6 +12,7 @@ from portal.views import (
     deployments,
     environments,
     feedback,
+    freezes,
     functions,
     health,
     promotions,
@@ -72,6 +73,14 @@ urlpatterns = [
     path("functions/<slug:name>/golden/<int:pk>/", console.golden_detail, name="portal-golden"),
     path("functions/<slug:name>/golden/<int:pk>/delete/", console.golden_delete, name="portal-golden-delete"),
     path("console/samples/<slug:sample>/", console.console_sample, name="portal-console-sample"),
+    # freezes
+    path("functions/<slug:name>/environments/<slug:env>/freezes/", freezes.freeze_list, name="portal-freezes"),
+    path("functions/<slug:name>/environments/<slug:env>/freezes/<int:pk>/delete/", freezes.freeze_delete,
+         name="portal-freeze-delete"),
+    path("freezes/", freezes.global_freezes, name="portal-global-freezes"),
+    path("freezes/<int:pk>/delete/", freezes.global_freeze_delete, name="portal-global-freeze-delete"),
+    path("deployments/<int:pk>/override/", freezes.deployment_override, name="portal-deployment-override"),
+    # /freezes
     path("deployments/<int:pk>/", deployments.deployment_detail, name="portal-deployment"),
     path("deployments/<int:pk>/cancel/", deployments.deployment_cancel, name="portal-deployment-cancel"),
     path("audit/", audit.audit_log, name="portal-audit"),

@@ -12,6 +12,7 @@ environment. Cron expressions are croniter's; nothing here parses them by hand.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -100,3 +101,39 @@ def active_freeze(environment: Environment, at: datetime | None = None) -> Freez
     """The first freeze window holding `environment` at `at` (default: now); None: not frozen."""
     at = at or timezone.now()
     return next((window for window in windows_for(environment).order_by("pk") if active(window, at)), None)
+
+
+@dataclass
+class Shown:
+    """A freeze as the function page shows it: holding now (until `ends`), or the next one."""
+
+    window: FreezeWindow
+    active: bool
+    starts: datetime | None  # the next start (None while active)
+    ends: datetime | None  # when the active one ends next (None: not within the horizon)
+
+
+def _next(expression: str, zone: str, at: datetime) -> datetime | None:
+    try:
+        found = croniter(expression, at.astimezone(ZoneInfo(zone))).get_next(datetime)
+    except (CroniterBadCronError, CroniterBadDateError):
+        return None
+    return found.astimezone(UTC)
+
+
+def current_or_next(environment: Environment, at: datetime | None = None) -> Shown | None:
+    """The freeze holding `environment` at `at` (default now) and when it ends, else the one
+    that starts next; None when none is due. For display: the gates ask active_freeze()."""
+    at = at or timezone.now()
+    windows = list(windows_for(environment).order_by("pk"))
+    for window in windows:
+        if active(window, at):
+            ends = window.ends_at if not window.start_cron else _next(window.end_cron, window.timezone, at)
+            return Shown(window, True, None, ends)
+    upcoming = []
+    for window in windows:
+        starts = (window.starts_at if window.starts_at and window.starts_at > at else None) if not window.start_cron \
+            else _next(window.start_cron, window.timezone, at)
+        if starts is not None:
+            upcoming.append(Shown(window, False, starts, None))
+    return min(upcoming, key=lambda shown: shown.starts, default=None)

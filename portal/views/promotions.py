@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from portal import deployments
 from portal.core import errors
+from portal.deployments import freezes
 from portal.functions import access
 from portal.models import Deployment, Environment, Function
 
@@ -44,6 +45,7 @@ class Column:
     rollback_to: Deployment | None = None
     promote_from: Deployment | None = None  # what a Promote would ship: live in `previous`
     edit_url: str = ""  # the environment's settings page, once the environments pages exist
+    freeze: freezes.Shown | None = None  # the freeze holding it now, else the next one
 
     @property
     def is_first(self) -> bool:
@@ -89,6 +91,7 @@ def columns(function: Function) -> list[Column]:
         if previous is not None:
             column.ahead, column.ahead_more, column.ahead_known = _ahead(previous.environment, live)
             column.promote_from = previous.live
+        column.freeze = freezes.current_or_next(environment)
         if live is not None:
             column.rollback_to = (deployments.went_live(environment).filter(build__isnull=False)
                                   .exclude(version=live.version).select_related("build").first())
