@@ -24,12 +24,13 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
-from portal.models import ApiToken, Deployment
+from portal.models import ApiToken, Deployment, FreezeWindow
 from tests.conftest import released, staged, update_function
 
 TOKENS = {"owner": "slp_schemathesis-owner-0123456789", "viewer": "slp_schemathesis-viewer-0123456789"}
 USERS = {"owner": "alice", "viewer": "charlie"}
 QUEUED = 4242  # the deployment every {deployment_id} names: one the run can follow and cancel
+WINDOW = 77  # the freeze window every {window_id} names: the environment's, or a global one under /freezes
 # Schema-valid requests the server refuses for reasons no schema can state, as the API
 # documents them: 400 (the settings' name prefixes and roles, the ECR repository ownership
 # rule, cross-field rules), 403 (a viewer; tokens' scope), 404 (a page past the end), 409 (a
@@ -39,14 +40,20 @@ FUZZED_PER_OPERATION = 10  # the fuzzing phase's cap per operation; the coverage
 # What each role must have reached with schema-valid requests, so that passing means something:
 # the owner a success on every operation but accepting drift (there is none to accept here); the
 # viewer a success on what a viewer may do and a 403 on everything else.
-NO_SUCCESS_HERE = {"POST /api/v1/functions/{name}/drift/accept"}
+NO_SUCCESS_HERE = {"POST /api/v1/functions/{name}/drift/accept",
+                   # global freeze windows: staff write them, and the owner is not staff
+                   "POST /api/v1/freezes", "PATCH /api/v1/freezes/{window_id}", "DELETE /api/v1/freezes/{window_id}"}
 # One deployment, one environment to delete: whichever request comes first.
 FIRST_TAKES_IT = {"POST /api/v1/deployments/{deployment_id}/cancel",
-                  "DELETE /api/v1/functions/{name}/environments/{env}"}
+                  "DELETE /api/v1/functions/{name}/environments/{env}",
+                  "DELETE /api/v1/functions/{name}/environments/{env}/freezes/{window_id}"}
 VIEWER_MAY = {"GET /api/v1/functions", "POST /api/v1/functions", "GET /api/v1/functions/{name}",
               "GET /api/v1/functions/{name}/deployments", "GET /api/v1/deployments/{deployment_id}",
               "GET /api/v1/functions/{name}/drift", "GET /api/v1/functions/{name}/environments",
-              "GET /api/v1/functions/{name}/environments/{env}"}
+              "GET /api/v1/functions/{name}/environments/{env}",
+              "GET /api/v1/functions/{name}/environments/{env}/freezes",
+              "GET /api/v1/functions/{name}/environments/{env}/freezes/{window_id}",
+              "GET /api/v1/freezes", "GET /api/v1/freezes/{window_id}"}
 # Every {env} names production. The environments' operations run on a function staged as
 # staging (both releases live there) then production (nothing live: it may be promoted to,
 # edited and deleted); the others on the one environment, which their defaults name.
@@ -57,7 +64,8 @@ def _schema(role: str):
     config = SchemathesisConfig.from_dict({
         "headers": {"Authorization": f"Bearer {TOKENS[role]}"},
         # Every path names the fixture's function and deployment: a random name only meets a 404.
-        "parameters": {"path.name": "hello", "path.deployment_id": QUEUED, "path.env": ENVIRONMENT},
+        "parameters": {"path.name": "hello", "path.deployment_id": QUEUED, "path.env": ENVIRONMENT,
+                       "path.window_id": WINDOW},
         "generation": {"deterministic": True, "max-examples": FUZZED_PER_OPERATION, "database": "none"},
         "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True}},
         "checks": {"positive_data_acceptance": {
@@ -78,6 +86,10 @@ def world(request, cast, function, sent, settings):
     released(function, "1", "a" * 40)
     released(function, "2", "b" * 40)
     Deployment.objects.create(pk=QUEUED, function=function, trigger="api", ref="main")
+    if "/freezes" in request.node.name:  # one window to read, edit and delete: global under /api/v1/freezes
+        environment = None if "/api/v1/freezes" in request.node.name else function.environments.get(name=ENVIRONMENT)
+        FreezeWindow.objects.create(pk=WINDOW, environment=environment, reason="quiet", start_cron="0 1 * * *",
+                                    end_cron="0 2 * * *", timezone="Europe/Berlin")
     for role, name in USERS.items():
         ApiToken.objects.create(user=cast[name], name=role, token_hash=ApiToken.digest(TOKENS[role]))
     # Django's test client keeps the test's connection open across requests; the WSGI handler

@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from portal.models import Build, ConsoleImage, ConsoleRun, Deployment, GoldenCase, WebhookDelivery
+from portal.models import Build, ConsoleImage, ConsoleRun, Deployment, FreezeWindow, GoldenCase, WebhookDelivery
 
 OPEN = {
     "portal-home": "only redirects to the functions list, which asks to sign in",
@@ -27,6 +27,11 @@ SIGNED_IN_PAGES = {  # pages of their own that any signed-in user sees (they lis
     "portal-functions", "portal-function-register", "portal-audit", "portal-health", "portal-logout",
     "portal-tokens", "list_functions", "create_function",
     "portal-console-sample",  # scikit-image's bundled sample photos: no function's data
+    "list_global_freezes", "get_global_freeze",  # global freeze windows: they hold every signed-in user's deploys
+}
+STAFF_ONLY = {  # 403 to any signed-in user who is not staff (they name no function)
+    "portal-global-freezes", "portal-global-freeze-delete",
+    "create_global_freeze", "edit_global_freeze", "delete_global_freeze",
 }
 
 
@@ -53,9 +58,12 @@ def urls(function, cast):
     run = ConsoleRun.objects.create(function=function, image=image, target="live", outcome="ok",
                                     result={"boxes": []}, box_count=0, round_trip_ms=1)
     case = GoldenCase.objects.create(function=function, name="hello", image=image)
+    window = FreezeWindow.objects.create(environment=function.first_environment, reason="quiet",
+                                         start_cron="0 1 * * *", end_cron="0 2 * * *")
+    global_window = FreezeWindow.objects.create(reason="year end", start_cron="0 0 20 12 *", end_cron="0 0 4 1 *")
     values = {"name": function.name, "pk": str(deployment.pk), "deployment_id": str(deployment.pk),
               "user_id": str(cast["alice"].pk), "delivery_id": str(delivery.pk), "sample": "astronaut",
-              "env": function.first_environment.name}
+              "env": function.first_environment.name, "window_id": str(window.pk)}
     found = {}
     for name, pattern in patterns():
         path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], pattern)
@@ -64,6 +72,10 @@ def urls(function, cast):
     for name, pk in (("portal-console-run", run.pk), ("portal-console-image", image.pk),
                      ("portal-golden-save", run.pk), ("portal-golden", case.pk), ("portal-golden-delete", case.pk)):
         found[name] = re.sub(r"/\d+/", f"/{pk}/", found[name])
+    # Freeze windows by their real ids: the environment's, or the global one under /freezes.
+    found["portal-freeze-delete"] = f"/functions/hello/environments/production/freezes/{window.pk}/delete/"
+    for name in ("portal-global-freeze-delete", "get_global_freeze", "edit_global_freeze", "delete_global_freeze"):
+        found[name] = re.sub(r"/\d+(/|$)", rf"/{global_window.pk}\1", found[name])
     assert len(found) >= 15, found
     found["_deployment"] = str(deployment.pk)
     return found
@@ -103,13 +115,18 @@ def test_a_user_without_a_role_learns_nothing_about_the_function(client, cast, u
         if name in OPEN or name == "portal-logout" or name.startswith("_"):
             continue
         response = getattr(client, method)(url)
-        if url.startswith("/api/") and name not in SIGNED_IN_PAGES:
+        if url.startswith("/api/") and name not in SIGNED_IN_PAGES | STAFF_ONLY:
             # The API may refuse a bad body before it looks the function up: the answer about
             # `hello` must then be the answer about a function that does not exist.
             stranger = getattr(client, method)(url.replace("/hello", "/no-such-function").replace(
                 f"/{urls['_deployment']}", "/999999"))
             assert (response.status_code, response.content) == (stranger.status_code, stranger.content), url
             assert response.status_code in (400, 404, 405), f"{method} {url} answered {response.status_code}"
+        elif name in STAFF_ONLY:
+            # An API write's URL also reads the global windows (GET), which any signed-in user may.
+            reads = (200,) if url.startswith("/api/") and method == "get" else ()
+            assert response.status_code in (400, 403, 405, *reads), f"{method} {url}: {response.status_code}"
+            assert b"hello" not in response.content, f"{method} {url} mentions the function"
         elif name in SIGNED_IN_PAGES:
             assert response.status_code in (200, 302, 400, 405), f"{method} {url}: {response.status_code}"
             assert b"hello" not in response.content, f"{method} {url} mentions the function"
@@ -119,6 +136,7 @@ def test_a_user_without_a_role_learns_nothing_about_the_function(client, cast, u
     assert checked >= 15
     assert Deployment.objects.count() == 1  # nothing was queued by any of it
     assert GoldenCase.objects.count() == 1 and ConsoleRun.objects.count() == 1  # nor saved or deleted
+    assert FreezeWindow.objects.count() == 2  # nor a freeze window added or deleted
 
 
 def test_every_open_url_exists(urls):
@@ -151,3 +169,100 @@ def test_only_an_owner_reaches_the_environment_pages(client, cast, urls, user, s
         assert client.get(urls[name]).status_code == status, name
         assert client.post(urls[name], {"name": "qa", "lambda_name": "slipway-qa"}).status_code == status, name
     assert list(Environment.objects.values_list("name", flat=True)) == ["production"]
+
+
+# --- The role matrix of the freeze and override URLs (issue 31) ------------------------------
+
+FREEZE_PAGES = ("portal-freezes", "portal-freeze-delete", "portal-global-freezes", "portal-global-freeze-delete",
+                "portal-deployment-override")
+
+
+def test_the_freeze_urls_are_walked(urls):
+    walked = {*FREEZE_PAGES, "list_freezes", "create_freeze", "get_freeze", "edit_freeze", "delete_freeze",
+              *STAFF_ONLY, "list_global_freezes", "get_global_freeze"}
+    assert walked <= set(urls), walked - set(urls)
+    assert not [name for name in urls if "override" in name and name.startswith(("api", "list", "create"))]
+
+
+@pytest.fixture
+def staff(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("erin", "erin@example.org", "password-erin", is_staff=True)
+
+
+@pytest.fixture
+def held(function, urls):
+    """The walk's deployment, frozen by a window of production active now."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    FreezeWindow.objects.create(environment=function.first_environment, reason="launch",
+                                starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=1))
+    Deployment.objects.filter(pk=urls["_deployment"]).update(status=Deployment.Status.FROZEN)
+    return Deployment.objects.get(pk=urls["_deployment"])
+
+
+def _token(user) -> str:
+    from portal.models import ApiToken
+
+    return ApiToken.issue(user, "matrix")[1]
+
+
+@pytest.mark.parametrize("who", ["charlie", "bob", "token"])
+def test_viewers_deployers_and_tokens_get_403_on_the_freeze_and_override_pages(client, cast, urls, held, who):
+    """The token is the owner's: a form that acts for a person never acts for a script."""
+    headers = {}
+    if who == "token":
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {_token(cast['alice'])}"}
+    else:
+        client.force_login(cast[who])
+    for name in FREEZE_PAGES:
+        response = client.post(urls[name], {"reason": "x", "start_cron": "0 1 * * *", "end_cron": "0 2 * * *"},
+                               **headers)
+        assert response.status_code == 403, (who, name, response.status_code)
+        if name != "portal-deployment-override" and not name.endswith("delete"):
+            assert client.get(urls[name], **headers).status_code == 403, (who, name)
+    held.refresh_from_db()
+    assert (held.status, held.override_reason) == (Deployment.Status.FROZEN, "")
+    assert FreezeWindow.objects.count() == 3
+
+
+@pytest.mark.parametrize("who", ["charlie", "bob"])
+def test_viewers_and_deployers_tokens_get_403_on_the_freeze_api_writes(client, cast, urls, who):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {_token(cast[who])}", "content_type": "application/json"}
+    body = '{"reason": "x", "start_cron": "0 1 * * *", "end_cron": "0 2 * * *"}'
+    for name, method in (("create_freeze", "post"), ("edit_freeze", "patch"), ("delete_freeze", "delete"),
+                         ("create_global_freeze", "post"), ("edit_global_freeze", "patch"),
+                         ("delete_global_freeze", "delete")):
+        response = getattr(client, method)(urls[name], body, **headers)
+        assert response.status_code == 403, (who, name, response.status_code)
+    assert FreezeWindow.objects.count() == 2
+
+
+def test_only_staff_write_global_windows_through_the_api(client, cast, staff, urls):
+    body = '{"reason": "x", "start_cron": "0 1 * * *", "end_cron": "0 2 * * *"}'
+    owner = {"HTTP_AUTHORIZATION": f"Bearer {_token(cast['alice'])}", "content_type": "application/json"}
+    assert client.post(urls["create_global_freeze"], body, **owner).status_code == 403
+    assert client.post(urls["create_freeze"], body, **owner).status_code == 201  # her environment's: hers
+    erin = {"HTTP_AUTHORIZATION": f"Bearer {_token(staff)}", "content_type": "application/json"}
+    assert client.post(urls["create_global_freeze"], body, **erin).status_code == 201
+    assert FreezeWindow.objects.filter(environment__isnull=True).count() == 2
+
+
+def test_only_staff_override_a_global_freeze(client, cast, staff, urls, held):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    FreezeWindow.objects.create(reason="year end", starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=1))
+    client.force_login(cast["alice"])
+    assert client.post(urls["portal-deployment-override"], {"reason": "hotfix"}).status_code == 403
+    assert Deployment.objects.get(pk=held.pk).status == Deployment.Status.FROZEN
+    client.force_login(staff)
+    assert client.post(urls["portal-deployment-override"], {"reason": "hotfix"}).status_code == 302
+    held.refresh_from_db()
+    assert held.status == Deployment.Status.QUEUED and held.overridden_by == staff

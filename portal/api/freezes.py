@@ -37,7 +37,9 @@ WHEN = "An ISO 8601 date-time (UTC unless it has an offset); one-off windows onl
 class FreezeIn(Schema):
     """A window: `start_cron`, `end_cron` and `timezone` (recurring), or `starts_at` and `ends_at` (one-off)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"reason": "weekend", "start_cron": "0 17 * * 5", "end_cron": "0 8 * * 1", "timezone": "Europe/Berlin"},
+        {"reason": "launch", "starts_at": "2030-06-01T00:00:00Z", "ends_at": "2030-06-02T00:00:00Z"}]})
     reason: str = Field(..., max_length=200, description="Why deployments stop.")
     start_cron: str = Field("", max_length=100, description="Recurring: a cron expression (croniter's).")
     end_cron: str = Field("", max_length=100, description="Recurring: a cron expression (croniter's).")

@@ -6,6 +6,8 @@ are portal/deployments/freezing.py's, the same the API applies.
 
 from __future__ import annotations
 
+from functools import wraps
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -17,6 +19,17 @@ from deploy.errors import SlipwayError
 from portal.deployments import freezes, freezing
 from portal.functions import access
 from portal.models import Deployment, FreezeWindow
+
+
+def session_only(view):
+    """403 for a request that carries an API token: these forms act for a signed-in person
+    (a fresh CSRF form), never for a script; the API has no override at all."""
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if request.headers.get("Authorization", "").lower().startswith("bearer "):
+            raise PermissionDenied("a signed-in session only: API tokens cannot do this")
+        return view(request, *args, **kwargs)
+    return wrapped
 
 
 def _environment(request, name: str, env: str):
@@ -38,6 +51,7 @@ def _page(request, form, function, environment, status: int = 200):
 
 
 @require_http_methods(["GET", "POST"])
+@session_only
 @login_required
 def freeze_list(request, name, env):
     function, environment = _environment(request, name, env)
@@ -50,6 +64,7 @@ def freeze_list(request, name, env):
 
 
 @require_POST
+@session_only
 @login_required
 def freeze_delete(request, name, env, pk):
     function, environment = _environment(request, name, env)
@@ -66,6 +81,7 @@ def _staff(request) -> None:
 
 
 @require_http_methods(["GET", "POST"])
+@session_only
 @login_required
 def global_freezes(request):
     _staff(request)
@@ -78,6 +94,7 @@ def global_freezes(request):
 
 
 @require_POST
+@session_only
 @login_required
 def global_freeze_delete(request, pk):
     _staff(request)
@@ -88,6 +105,7 @@ def global_freeze_delete(request, pk):
 
 
 @require_POST
+@session_only
 @login_required
 def deployment_override(request, pk):
     """Owners (staff for a global freeze) let a frozen deployment through, with a reason."""
