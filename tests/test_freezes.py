@@ -271,3 +271,28 @@ def test_the_simulation_reached_every_path():
     assert reached["examples"] == EXAMPLES
     for path in ("active", "inactive", "across a change", "in a repeated hour", "opened when a gap ended"):
         assert reached[path] >= 20, (path, reached)
+
+
+# --- What the function page shows -------------------------------------------------------------
+
+
+def test_the_page_shows_the_active_freeze_and_when_it_ends(environments):
+    staging, production = environments
+    FreezeWindow.objects.create(environment=production, reason="nightly", start_cron="0 22 * * *",
+                                end_cron="30 2 * * *", timezone=BERLIN)
+    shown = freezes.current_or_next(production, utc("2026-03-28T23:00"))
+    assert shown.active and shown.window.reason == "nightly"
+    assert shown.ends == utc("2026-03-29T01:00")  # 02:30 is skipped that night: the gap's end
+    assert freezes.current_or_next(staging, utc("2026-03-28T23:00")) is None
+
+
+def test_the_page_shows_the_freeze_that_starts_next(environments):
+    staging, production = environments
+    FreezeWindow.objects.create(environment=production, reason="nightly", start_cron="0 22 * * *",
+                                end_cron="0 6 * * *", timezone=BERLIN)
+    FreezeWindow.objects.create(reason="launch", starts_at=utc("2026-07-01T08:00"), ends_at=utc("2026-07-01T12:00"))
+    shown = freezes.current_or_next(production, utc("2026-07-01T07:00"))
+    assert (shown.active, shown.window.reason, shown.starts) == (False, "launch", utc("2026-07-01T08:00"))
+    shown = freezes.current_or_next(production, utc("2026-07-01T13:00"))
+    assert (shown.window.reason, shown.starts) == ("nightly", utc("2026-07-01T20:00"))  # 22:00 CEST
+    assert freezes.current_or_next(staging, utc("2026-07-01T13:00")) is None  # the one-off is over

@@ -216,3 +216,13 @@ def test_only_a_frozen_deployment_is_overridden_and_only_once(cast, function, pr
         freezing.override(deployment, cast["alice"], "second")
     assert Deployment.objects.get(pk=deployment.pk).override_reason == "first"
     assert AuditEvent.objects.filter(action="freeze.overridden").count() == 1
+
+
+def test_the_override_notification_names_who_why_and_the_deployment(cast, function, production):
+    from portal.feedback import delivery
+
+    deployment = frozen(function)
+    text, payload = delivery.compose(function, "freeze_override", deployment, {"by": "alice", "reason": "hotfix"},
+                                     secrets=[])
+    assert text == f"hello (production): alice let deploy #{deployment.pk} through the freeze: hotfix"
+    assert payload["event"] == "freeze_override" and payload["deployment"]["id"] == deployment.pk
