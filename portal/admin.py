@@ -15,6 +15,7 @@ from portal.models import (
     DriftState,
     Environment,
     FeedbackSettings,
+    FreezeWindow,
     Function,
     GoldenCase,
     HookKeys,
@@ -204,6 +205,21 @@ class ImageDeletionAdmin(admin.ModelAdmin):
 
     list_display = ["repository", "digest", "marked_at"]
     readonly_fields = [f.name for f in ImageDeletion._meta.fields]
+
+
+@admin.register(FreezeWindow)
+class FreezeWindowAdmin(admin.ModelAdmin):
+    """Read-only: windows are managed on the portal's pages or the API, which check who may
+    and audit the change (portal/deployments/freezing.py)."""
+
+    list_display = ["reason", "environment", "start_cron", "end_cron", "timezone", "starts_at", "ends_at"]
+    readonly_fields = [f.name for f in FreezeWindow._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 class SideAdmin(admin.ModelAdmin):
