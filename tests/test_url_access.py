@@ -26,6 +26,7 @@ OPEN = {
 SIGNED_IN_PAGES = {  # pages of their own that any signed-in user sees (they list only what they may see)
     "portal-functions", "portal-function-register", "portal-audit", "portal-health", "portal-logout",
     "portal-tokens", "list_functions", "create_function",
+    "list_approvals",  # the held deployments the user could approve: none of a function they have no role on
     "portal-console-sample",  # scikit-image's bundled sample photos: no function's data
 }
 

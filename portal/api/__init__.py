@@ -2,7 +2,7 @@
 
 Owns only the assembly: the API object (its two authentications, the parser
 every body goes through, the error handlers) and the routers, one per
-resource — functions, environments, deployments, feedback. What each part owns is in its
+resource — functions, environments, deployments, feedback, approvals. What each part owns is in its
 own docstring: auth.py (who is calling, the token-scope access layer),
 errors.py (the one error shape), schemas.py (the one set of schemas),
 limits.py (body cap, body shape, deploy rate).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
-from portal.api import deployments, environments, errors, feedback, functions
+from portal.api import approvals, deployments, environments, errors, feedback, functions
 from portal.api.auth import SessionAuth, TokenAuth
 from portal.api.limits import ObjectParser
 
@@ -45,5 +45,5 @@ api = SlipwayAPI(
     parser=ObjectParser(),
 )
 errors.install(api)
-for resource in (functions, environments, deployments, feedback):
+for resource in (functions, environments, deployments, feedback, approvals):
     api.add_router("", resource.router)

@@ -42,6 +42,15 @@ def approvers(environment: Environment):
     return Membership.objects.filter(function_id=environment.function_id, role__in=APPROVING_ROLES)
 
 
+def who_may_approve(deployment: Deployment) -> list[str]:
+    """The usernames of the members who may approve `deployment` (its requester never may);
+    staff may too, members or not."""
+    eligible = approvers(deployment.environment).filter(user__is_active=True)
+    if deployment.requested_by_id:
+        eligible = eligible.exclude(user_id=deployment.requested_by_id)
+    return sorted(eligible.values_list("user__username", flat=True))
+
+
 def counting(deployment: Deployment, at: datetime | None = None):
     """The approvals of `deployment` that count now."""
     at = at or timezone.now()
