@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -93,6 +96,18 @@ def approvals_context(deployment: Deployment, user) -> dict | None:
             "form": DecisionForm()}
 
 
+def session_only(view):
+    """Approving needs a person at a signed-in page: a request that carries an API token
+    (`Authorization: Bearer …`) is refused 403 before anything else, signed in or not."""
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if request.headers.get("Authorization", "").strip().lower().startswith("bearer"):
+            raise PermissionDenied("approving or rejecting needs a signed-in session and its CSRF form: "
+                                   "an API token never approves")
+        return view(request, *args, **kwargs)
+    return wrapped
+
+
 def _decision(request, pk, decide, done: str):
     deployment = _deployment_for(request.user, pk, access.APPROVE)  # 404 without a role, 403 without the right
     form = DecisionForm(request.POST)
@@ -104,6 +119,7 @@ def _decision(request, pk, decide, done: str):
     return redirect("portal-deployment", pk=deployment.pk)
 
 
+@session_only
 @require_POST
 @login_required
 @shown_on("portal-deployment", "pk")
@@ -112,6 +128,7 @@ def deployment_approve(request, pk):
     return _decision(request, pk, approving.approve, "Approved.")
 
 
+@session_only
 @require_POST
 @login_required
 @shown_on("portal-deployment", "pk")
