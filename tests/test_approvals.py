@@ -6,6 +6,7 @@ read-only API. The release a valid approval sets off runs end to end in
 tests/integration/test_browser_approvals.py."""
 
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -91,6 +92,13 @@ def test_an_approver_who_lost_the_role_before_the_start_no_longer_counts(functio
     given(deployment, cast["erin"])
     assert approvals.satisfied(deployment)
     Membership.objects.filter(function=function, user=cast["erin"]).update(role=Membership.Role.DEPLOYER)
+    assert not approvals.satisfied(deployment)
+
+
+def test_a_deactivated_approver_no_longer_counts(function, cast, envs):
+    deployment = held(function, envs[1], by=cast["bob"])
+    given(deployment, cast["erin"])
+    get_user_model().objects.filter(pk=cast["erin"].pk).update(is_active=False)
     assert not approvals.satisfied(deployment)
 
 
@@ -192,6 +200,16 @@ def test_a_second_decision_by_the_same_user_is_refused(function, cast, envs, sen
     refused(lambda: approving.reject(deployment, cast["erin"]), "already-decided")
     assert list(Approval.objects.values_list("decision", flat=True)) == ["approved"]
     assert Deployment.objects.get(pk=deployment.pk).status == Status.AWAITING_APPROVAL
+
+
+def test_a_second_decision_racing_past_the_check_meets_the_constraint(function, cast, envs, sent):
+    deployment = held(function, envs[1], by=cast["bob"], required=2)
+    approving.approve(deployment, cast["erin"])
+    with mock.patch.object(approving, "refusal", autospec=True, return_value=None) as check:
+        refused(lambda: approving.reject(deployment, cast["erin"]), "already-decided")
+    assert check.call_count == 1  # the check let it through: the unique constraint refused it
+    assert Deployment.objects.get(pk=deployment.pk).status == Status.AWAITING_APPROVAL
+    assert not AuditEvent.objects.filter(action="deployment.rejected").exists()
 
 
 def test_a_deployment_not_held_is_refused(function, cast, envs, sent):
@@ -476,3 +494,10 @@ def test_the_environment_api_shows_and_takes_protection(client, function, cast, 
     answer = client.patch("/api/v1/functions/hello/environments/production", {"during_freeze": "refuse"},
                           content_type="application/json", **auth)
     assert answer.status_code == 200 and answer.json()["during_freeze"] == "refuse"
+
+
+def test_the_environment_column_shows_protection(client, function, cast, envs):
+    client.force_login(cast["charlie"])
+    page = client.get(reverse("portal-function", args=[function.name])).content.decode()
+    assert page.count('class="muted protection"') == 1  # production's; staging asks for none
+    assert 'data-required="1">Protected: a deploy or promotion needs 1 approval (never' in page

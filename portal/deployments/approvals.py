@@ -56,8 +56,8 @@ def counting(deployment: Deployment, at: datetime | None = None):
     at = at or timezone.now()
     environment = deployment.environment
     still_approvers = approvers(environment).values("user_id")
-    rows = Approval.objects.filter(
-        Q(user_id__in=still_approvers) | Q(user__is_staff=True), deployment=deployment,
+    rows = Approval.objects.filter(  # a deactivated user holds no role any more
+        Q(user_id__in=still_approvers) | Q(user__is_staff=True), user__is_active=True, deployment=deployment,
         decision=Approval.Decision.APPROVED, environment=environment, digest=deployment_digest(deployment),
         settings_fingerprint=fingerprint(environment), expires_at__gt=at)
     if deployment.requested_by_id:

@@ -66,6 +66,21 @@ def test_a_second_user_approves_from_the_page_and_sees_it_go_live_without_a_relo
     expect(mine.locator("#approve-form")).to_have_count(0)
     mine.evaluate("() => { window.slipwayStillHere = true }")  # gone if the page is loaded again
 
+    # Neither the requester nor a token may approve: the row stays held.
+    from portal.core.errors import RequestRefused
+    from portal.deployments import approving
+    from portal.models import ApiToken
+
+    with pytest.raises(RequestRefused) as own:
+        approving.approve(held, olive)
+    assert own.value.code == "own-request"
+    _, raw = ApiToken.issue(Membership.objects.get(user__username="april").user, "ci")
+    answer = mine.request.post(f"/deployments/{held.pk}/approve/", headers={"Authorization": f"Bearer {raw}"},
+                               max_redirects=0)
+    assert answer.status == 403
+    held.refresh_from_db()
+    assert held.status == Status.AWAITING_APPROVAL and not held.approvals.exists()
+
     # The approver's browser.
     sign_in(page, "april", "april-password-1")
     page.goto(f"/deployments/{held.pk}/")
