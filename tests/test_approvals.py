@@ -501,3 +501,15 @@ def test_the_environment_column_shows_protection(client, function, cast, envs):
     page = client.get(reverse("portal-function", args=[function.name])).content.decode()
     assert page.count('class="muted protection"') == 1  # production's; staging asks for none
     assert 'data-required="1">Protected: a deploy or promotion needs 1 approval (never' in page
+
+
+def test_the_environment_page_edits_protection(client, function, cast, envs):
+    client.force_login(cast["alice"])
+    url = reverse("portal-environment-edit", args=[function.name, "production"])
+    page = client.get(url).content.decode()
+    assert 'name="required_approvals"' in page and 'name="during_freeze"' in page
+    form = EnvironmentForm(function=function, instance=envs[1]).initial
+    data = {name: value for name, value in form.items() if value is not None and name != "name"}
+    answer = client.post(url, {**data, "lambda_name": envs[1].lambda_name, "required_approvals": 2})
+    assert answer.status_code == 400 and "at most 1 approval(s) can be required" in answer.content.decode()
+    assert Environment.objects.get(pk=envs[1].pk).required_approvals == 1

@@ -25,7 +25,8 @@ Requests are validated by the same forms as the UI (the request schemas in
 the OpenAPI document are generated from them) and checked by the same access
 helper, so the two can never disagree. Authentication: `Authorization:
 Bearer <token>` (portal.models.ApiToken) or the browser session with CSRF.
-Errors are `{"error": {"code", "message", "fields"}}`.
+Errors are `{"error": {"code", "message", "fields"}}`. Approvals are read-only
+here: approving or rejecting needs a signed-in session (the deployment's page).
 """
 
 
