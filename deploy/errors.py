@@ -149,20 +149,14 @@ CATALOGUE: dict[str, Entry] = {
     }),
     # Requests refused by the domain (RequestRefused), the API and its authentication.
     **_entries(USER, {
-        "already-decided": "the user already approved or rejected this deployment: one decision per user",
         "csrf-failed": "a signed-in API request without the X-CSRFToken header",
         "deploy-instead": "a promotion into the first environment: pushes deploy there, deploy instead",
         "environment-in-use": "the environment serves a release or has a deployment unfinished (deleting it), or "
                               "the function has a deployment unfinished (changing the promotion order)",
         "environment-required": "the function has several environments and the request named none",
         "environment-unknown": "the function has no environment of that name",
-        "not-approver": "the user's role on the function does not allow approving (owner or approver; staff)",
-        "not-awaiting-approval": "the deployment is not held for approval: nothing to approve or reject",
-        "own-request": "the requester of a deployment never approves or rejects it",
         "not-verified-upstream": "the digest did not go live in the previous environment, or was rolled back "
                                  "from there (or its alias no longer serves it)",
-        "protection-unsatisfiable": "a membership change would leave a protected environment with fewer "
-                                    "eligible approvers than it requires",
         "promote-instead": "a deploy to an environment after the first: its releases arrive by promotion",
         "forbidden": "signed in, but not allowed to do this",
         "http-error": "a request the API framework refused (e.g. a wrong method)",
@@ -170,7 +164,6 @@ CATALOGUE: dict[str, Entry] = {
         "invalid-token": "the API token is not valid",
         "no-such-page": "the page number is past the last page",
         "not-found": "no such function, deployment or page, or not one you may see",
-        "rejected": "an approver rejected the deployment before it touched the Lambda",
         "rate-limited": "too many deploys in the window; Retry-After says when to try again",
         "refused": "the domain refused the request (archived, nothing to roll back to, …); the message says why",
         "taken": "another function already has this name or Lambda",
@@ -182,6 +175,16 @@ CATALOGUE: dict[str, Entry] = {
         "unauthenticated": "no token or session was sent",
     }),
     "aws-unavailable": Entry("the drift check could not read the function from AWS", PLATFORM),
+    # Approvals (portal/deployments/approving.py) and the protection they serve (the functions registry).
+    **_entries(USER, {
+        "already-decided": "the user already approved or rejected this deployment: one decision per user",
+        "not-approver": "the user's role on the function does not allow approving (owner or approver; staff)",
+        "not-awaiting-approval": "the deployment is not held for approval: nothing to approve or reject",
+        "own-request": "the requester of a deployment never approves or rejects it",
+        "protection-unsatisfiable": "the environment would require more approvals than the function's members "
+                                    "who may approve, minus the requester, can give",
+        "rejected": "an approver rejected the deployment before it touched the Lambda",
+    }),
     # The console (ConsoleError): the image, the request, or the invoke.
     **_entries(USER, {
         "archived": "the function is archived: the console does not invoke it",
