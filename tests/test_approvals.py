@@ -226,6 +226,19 @@ def test_a_frozen_deployment_takes_approvals_while_it_still_needs_them(function,
     refused(lambda: approving.approve(unprotected, cast["erin"]), "not-awaiting-approval")
 
 
+def test_an_approval_during_a_freeze_is_kept_and_the_freeze_still_holds(function, cast, envs, sent):
+    from portal.models import FreezeWindow
+
+    now = timezone.now()
+    FreezeWindow.objects.create(environment=envs[1], reason="launch", starts_at=now - timedelta(hours=1),
+                                ends_at=now + timedelta(hours=1))
+    deployment = held(function, envs[1], by=cast["bob"], status=Status.FROZEN)
+    approving.approve(deployment, cast["erin"])
+    assert Deployment.objects.get(pk=deployment.pk).status == Status.FROZEN  # the freeze holds it, not approvals
+    assert approvals.satisfied(deployment)
+    refused(lambda: approving.approve(deployment, cast["alice"]), "not-awaiting-approval")  # nothing left to decide
+
+
 def test_a_rejection_cancels_the_deployment_with_the_comment(function, cast, envs, sent):
     deployment = held(function, envs[1], by=cast["bob"])
     approving.reject(deployment, cast["erin"], "not during the launch")
@@ -457,6 +470,15 @@ def test_the_api_lists_what_the_token_user_could_approve(client, function, cast,
     body = client.get("/api/v1/approvals", HTTP_AUTHORIZATION=f"Bearer {raw}").json()
     assert [item["deployment"] for item in body["items"]] == [mine.pk]
     assert body["items"][0]["approvers"] == ["alice", "erin"] and body["items"][0]["required"] == 1
+
+
+def test_the_api_lists_a_frozen_deployment_only_while_it_still_needs_approvals(client, function, cast, envs):
+    short = held(function, envs[1], by=cast["bob"], status=Status.FROZEN)
+    enough = held(function, envs[1], by=cast["bob"], status=Status.FROZEN)
+    given(enough, cast["alice"])
+    _, raw = ApiToken.issue(cast["erin"], "ci")
+    body = client.get("/api/v1/approvals", HTTP_AUTHORIZATION=f"Bearer {raw}").json()
+    assert [item["deployment"] for item in body["items"]] == [short.pk]
 
 
 def test_the_api_lists_nothing_for_a_deployer(client, function, cast, envs):
