@@ -175,6 +175,16 @@ CATALOGUE: dict[str, Entry] = {
         "unauthenticated": "no token or session was sent",
     }),
     "aws-unavailable": Entry("the drift check could not read the function from AWS", PLATFORM),
+    # Approvals (portal/deployments/approving.py) and the protection they serve (the functions registry).
+    **_entries(USER, {
+        "already-decided": "the user already approved or rejected this deployment: one decision per user",
+        "not-approver": "the user's role on the function does not allow approving (owner or approver; staff)",
+        "not-awaiting-approval": "the deployment is not held for approval: nothing to approve or reject",
+        "own-request": "the requester of a deployment never approves or rejects it",
+        "protection-unsatisfiable": "the environment would require more approvals than the function's members "
+                                    "who may approve, minus the requester, can give",
+        "rejected": "an approver rejected the deployment before it touched the Lambda",
+    }),
     # The console (ConsoleError): the image, the request, or the invoke.
     **_entries(USER, {
         "archived": "the function is archived: the console does not invoke it",

@@ -46,7 +46,8 @@ FIRST_TAKES_IT = {"POST /api/v1/deployments/{deployment_id}/cancel",
 VIEWER_MAY = {"GET /api/v1/functions", "POST /api/v1/functions", "GET /api/v1/functions/{name}",
               "GET /api/v1/functions/{name}/deployments", "GET /api/v1/deployments/{deployment_id}",
               "GET /api/v1/functions/{name}/drift", "GET /api/v1/functions/{name}/environments",
-              "GET /api/v1/functions/{name}/environments/{env}"}
+              "GET /api/v1/functions/{name}/environments/{env}",
+              "GET /api/v1/approvals", "GET /api/v1/deployments/{deployment_id}/approvals"}
 # Every {env} names production. The environments' operations run on a function staged as
 # staging (both releases live there) then production (nothing live: it may be promoted to,
 # edited and deleted); the others on the one environment, which their defaults name.

@@ -2,7 +2,7 @@
 
 Owns only the assembly: the API object (its two authentications, the parser
 every body goes through, the error handlers) and the routers, one per
-resource — functions, environments, deployments, feedback. What each part owns is in its
+resource — functions, environments, deployments, feedback, approvals. What each part owns is in its
 own docstring: auth.py (who is calling, the token-scope access layer),
 errors.py (the one error shape), schemas.py (the one set of schemas),
 limits.py (body cap, body shape, deploy rate).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
-from portal.api import deployments, environments, errors, feedback, functions
+from portal.api import approvals, deployments, environments, errors, feedback, functions
 from portal.api.auth import SessionAuth, TokenAuth
 from portal.api.limits import ObjectParser
 
@@ -25,7 +25,8 @@ Requests are validated by the same forms as the UI (the request schemas in
 the OpenAPI document are generated from them) and checked by the same access
 helper, so the two can never disagree. Authentication: `Authorization:
 Bearer <token>` (portal.models.ApiToken) or the browser session with CSRF.
-Errors are `{"error": {"code", "message", "fields"}}`.
+Errors are `{"error": {"code", "message", "fields"}}`. Approvals are read-only
+here: approving or rejecting needs a signed-in session (the deployment's page).
 """
 
 
@@ -45,5 +46,5 @@ api = SlipwayAPI(
     parser=ObjectParser(),
 )
 errors.install(api)
-for resource in (functions, environments, deployments, feedback):
+for resource in (functions, environments, deployments, feedback, approvals):
     api.add_router("", resource.router)

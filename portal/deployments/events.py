@@ -27,3 +27,6 @@ resumed = Signal()
 shifted = Signal()
 # deployment=, reason=: the worker skipped it as older than one live or queued.
 stale = Signal()
+# deployment=, approval=: a user approved or rejected a held deployment (portal/deployments/approving.py);
+# a rejected one has already ended.
+decided = Signal()
