@@ -129,7 +129,8 @@ def reconsider(pk: int) -> Deployment | None:
         if row is None:
             return None
         queue._lock(*row)
-        deployment = (Deployment.objects.select_for_update().select_related("function", "environment", "build")
+        deployment = (Deployment.objects.select_for_update(of=("self",))  # build is nullable: an outer join
+                      .select_related("function", "environment", "build")
                       .filter(pk=pk, status__in=Deployment.GATED).first())
         if deployment is None:
             return None
