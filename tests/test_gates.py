@@ -304,6 +304,19 @@ def test_gates_due_runs_the_newest_request_a_freeze_held_and_supersedes_the_olde
                                   "in its place"
 
 
+def test_releasing_one_held_request_supersedes_the_older_ones_of_its_environment(function, envs, sent):
+    _, production = envs
+    window = freeze(production)
+    older = request_promotion(function, production, trigger="api")
+    newer = request_promotion(function, production, trigger="api")
+    thaw(window)  # e.g. the window was deleted, and its page asked for the newer one at once
+    assert gates.reconsider(newer.pk).status == Status.QUEUED
+    older.refresh_from_db()
+    assert (older.status, older.superseded_by_id) == (Status.SUPERSEDED, newer.pk)
+    assert older.error_message == f"promotion #{newer.pk}, a newer request, was released before it"
+    assert gates.gates_due() == {"expired": [], "released": [], "superseded": []}  # nothing left held
+
+
 def test_a_thawed_request_that_still_needs_approval_goes_on_waiting_for_it(function, envs, sent, cast):
     _, production = envs
     protect(production)

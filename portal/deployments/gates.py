@@ -80,22 +80,25 @@ def at_claim(deployment: Deployment) -> tuple[str, str] | None:
     return hold_reason(deployment)
 
 
-def refuse_if_frozen(environment: Environment, what: str, at: datetime | None = None) -> FreezeWindow | None:
-    """The freeze holding `environment` now, if any; raises RequestRefused `frozen` instead
-    when the environment refuses requests during a freeze (during_freeze = refuse)."""
+def refuse_if_frozen(environment: Environment, what: str, at: datetime | None = None) -> None:
+    """Raise RequestRefused `frozen` when a freeze holds `environment` and it refuses requests
+    during a freeze (during_freeze = refuse). An environment that waits costs no query (the
+    webhook receiver's budget): its requests are held later, where they wait."""
+    if environment.during_freeze != Environment.DuringFreeze.REFUSE:
+        return
     window = freezes.active_freeze(environment, at)
-    if window is not None and environment.during_freeze == Environment.DuringFreeze.REFUSE:
+    if window is not None:
         raise RequestRefused(f"{environment.name} is frozen by {describe(window)}, and refuses {what} requests "
                              "during a freeze (Environment.during_freeze = refuse): request it again once the "
                              "window ends", code=FROZEN_CODE)
-    return window
 
 
 def at_request(environment: Environment, what: str) -> tuple[str, str] | None:
     """A new promotion into `environment` (read under its row lock): (status, why) when a
     gate holds it from the start, None when it is queued. A new row has no approval yet,
     nor an override. Raises RequestRefused `frozen` where a freeze refuses requests."""
-    window = refuse_if_frozen(environment, what)
+    refuse_if_frozen(environment, what)
+    window = freezes.active_freeze(environment)
     if window is not None:
         where = "every environment" if window.environment_id is None else environment.name
         return Status.FROZEN, f"frozen: {window.reason} ({where})"
@@ -141,7 +144,21 @@ def reconsider(pk: int) -> Deployment | None:
                 deployment.status = held[0]
                 events.status_changed.send(Deployment, deployment=deployment)
             return deployment
+        # Older held requests of the environment would run after it and undo it: it replaces them.
+        _supersede_older(deployment, f"{deployment.kind} #{pk}, a newer request, was released before it")
         return queue.release_held(deployment)
+
+
+def _supersede_older(newest: Deployment, message: str) -> list[int]:
+    """Supersede the held requests of `newest`'s environment made before it (under its lock)."""
+    rows = Deployment.objects.filter(environment_id=newest.environment_id, status__in=Deployment.GATED,
+                                     pk__lt=newest.pk)
+    older = list(rows.order_by("pk").values_list("pk", flat=True))
+    if older:
+        events.superseding.send(Deployment, function=newest.function, queued=rows)
+        rows.update(status=Status.SUPERSEDED, superseded_by=newest, finished_at=Now(), error_code="superseded",
+                    error_message=message)
+    return older
 
 
 def expire(deployment: Deployment) -> bool:
@@ -174,13 +191,9 @@ def release_thawed(environment_id: int, at: datetime | None = None) -> tuple[int
                                                                   status__in=Deployment.GATED).order_by("-pk"))
         if not held:
             return None, []
-        newest, older = held[0], [row.pk for row in held[1:]]
-        if older:
-            rows = Deployment.objects.filter(pk__in=older, status__in=Deployment.GATED)
-            events.superseding.send(Deployment, function=newest.function, queued=rows)
-            rows.update(status=Status.SUPERSEDED, superseded_by=newest, finished_at=Now(), error_code="superseded",
-                        error_message=f"{newest.kind} #{newest.pk}, the newest request the freeze on "
-                                      f"{environment.name} held, runs in its place")
+        newest = held[0]
+        older = _supersede_older(newest, f"{newest.kind} #{newest.pk}, the newest request the freeze on "
+                                         f"{environment.name} held, runs in its place")
     reconsider(newest.pk)
     return newest.pk, older
 
