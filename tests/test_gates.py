@@ -175,6 +175,19 @@ def test_a_freeze_found_at_claim_holds_the_row_instead_of_running_it(function, e
     assert held.detail["status"] == Status.FROZEN and held.detail["reason"] == "frozen: launch week (production)"
 
 
+def test_a_soaked_promotion_into_a_protected_environment_awaits_approval_when_claimed(function, sent):
+    staging, production = staged(function, promotion="automatic", soak_seconds=30)
+    protect(production)
+    upstream = released(function, "2", "b" * 40, environment=staging)
+    soak = request_promotion(function, production, trigger="promotion", upstream=upstream, soak=True)
+    assert (soak.status, soak.approvals_required) == (Status.SOAKING, 1)
+    Deployment.objects.filter(pk=soak.pk).update(promote_at=timezone.now())
+    assert queue.release_soak(soak.pk).status == Status.QUEUED
+    assert pipeline.claimed(soak.pk, None, "task-1") is None
+    soak.refresh_from_db()
+    assert (soak.status, soak.started_at) == (Status.AWAITING_APPROVAL, None)
+
+
 def pushed(function, environment, **fields) -> Deployment:
     """A deploy that has built and pushed (its build holds its digest), about to ship."""
     build = Build.objects.create(function=function, commit_sha="c" * 40, architecture="arm64", inputs_digest="c" * 40,
