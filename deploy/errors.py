@@ -137,6 +137,7 @@ CATALOGUE: dict[str, Entry] = {
     # How a deployment ended other than by an error of a step.
     **_entries(USER, {
         "cancelled": "cancelled on request before the Lambda was touched",
+        "gate-expired": "a freeze or an approval rule held it longer than SLIPWAY_GATE_MAX_WAIT",
         "stale": "a newer deployment of the function was requested meanwhile",
         "superseded": "a rollback or a newer deploy took its place",
         "version-gone": "the version to roll back to went while the rollback ran",
@@ -155,6 +156,7 @@ CATALOGUE: dict[str, Entry] = {
                               "the function has a deployment unfinished (changing the promotion order)",
         "environment-required": "the function has several environments and the request named none",
         "environment-unknown": "the function has no environment of that name",
+        "frozen": "a freeze window holds the environment, which refuses requests during a freeze",
         "not-verified-upstream": "the digest did not go live in the previous environment, or was rolled back "
                                  "from there (or its alias no longer serves it)",
         "promote-instead": "a deploy to an environment after the first: its releases arrive by promotion",
