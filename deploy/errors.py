@@ -137,6 +137,7 @@ CATALOGUE: dict[str, Entry] = {
     # How a deployment ended other than by an error of a step.
     **_entries(USER, {
         "cancelled": "cancelled on request before the Lambda was touched",
+        "gate-expired": "a freeze or an approval rule held it longer than SLIPWAY_GATE_MAX_WAIT",
         "stale": "a newer deployment of the function was requested meanwhile",
         "superseded": "a rollback or a newer deploy took its place",
         "version-gone": "the version to roll back to went while the rollback ran",
@@ -155,6 +156,7 @@ CATALOGUE: dict[str, Entry] = {
                               "the function has a deployment unfinished (changing the promotion order)",
         "environment-required": "the function has several environments and the request named none",
         "environment-unknown": "the function has no environment of that name",
+        "frozen": "a freeze window holds the environment, which refuses requests during a freeze",
         "not-frozen": "an override of a deployment that is not frozen (any more) or was overridden already",
         "not-verified-upstream": "the digest did not go live in the previous environment, or was rolled back "
                                  "from there (or its alias no longer serves it)",
@@ -176,6 +178,16 @@ CATALOGUE: dict[str, Entry] = {
         "unauthenticated": "no token or session was sent",
     }),
     "aws-unavailable": Entry("the drift check could not read the function from AWS", PLATFORM),
+    # Approvals (portal/deployments/approving.py) and the protection they serve (the functions registry).
+    **_entries(USER, {
+        "already-decided": "the user already approved or rejected this deployment: one decision per user",
+        "not-approver": "the user's role on the function does not allow approving (owner or approver; staff)",
+        "not-awaiting-approval": "the deployment is not held for approval: nothing to approve or reject",
+        "own-request": "the requester of a deployment never approves or rejects it",
+        "protection-unsatisfiable": "the environment would require more approvals than the function's members "
+                                    "who may approve, minus the requester, can give",
+        "rejected": "an approver rejected the deployment before it touched the Lambda",
+    }),
     # The console (ConsoleError): the image, the request, or the invoke.
     **_entries(USER, {
         "archived": "the function is archived: the console does not invoke it",

@@ -5,6 +5,7 @@ from django.contrib import admin
 from portal.functions import masking
 from portal.models import (
     ApiToken,
+    Approval,
     AuditEvent,
     Build,
     ConsoleImage,
@@ -149,6 +150,18 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_display = ["created_at", "actor_label", "action", "function"]
     list_filter = ["action"]
     readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Approval)
+class ApprovalAdmin(admin.ModelAdmin):
+    """Decisions are the audit trail of a release: shown, never edited here."""
+
+    list_display = ["created_at", "deployment", "user", "decision", "environment", "expires_at"]
+    list_filter = ["decision"]
+    readonly_fields = [f.name for f in Approval._meta.fields]
 
     def has_change_permission(self, request, obj=None):
         return False

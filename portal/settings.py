@@ -213,6 +213,7 @@ CELERY_TASK_ROUTES = {
     "slipway.rollback": {"queue": "rollbacks"},  # never behind a build
     "slipway.sweep": {"queue": "rollbacks"},
     "slipway.promote_due": {"queue": "rollbacks"},  # a few queries a tick: never behind a build
+    "slipway.gates_due": {"queue": "rollbacks"},  # likewise
     "slipway.console_cleanup": {"queue": "rollbacks"},  # housekeeping: small, never behind a build
     # Retention walks every function with AWS calls (minutes at scale) and would hold the
     # rollbacks worker's only process meanwhile; behind a build it only starts later.
@@ -247,9 +248,13 @@ SLIPWAY_PROMOTION_TICK = env_int("SLIPWAY_PROMOTION_TICK", 15, minimum=1)
 # after SLIPWAY_GATE_MAX_WAIT s; an approval counts for SLIPWAY_APPROVAL_TTL s.
 SLIPWAY_GATE_MAX_WAIT = env_int("SLIPWAY_GATE_MAX_WAIT", 7 * 24 * 3600, minimum=60)
 SLIPWAY_APPROVAL_TTL = env_int("SLIPWAY_APPROVAL_TTL", 24 * 3600, minimum=60)
+# How often the beat releases what a freeze that ended held, re-checks what awaits approval
+# and expires what waited too long (gates.gates_due).
+SLIPWAY_GATE_TICK = env_int("SLIPWAY_GATE_TICK", 15, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "slipway.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)},
     "promote-due": {"task": "slipway.promote_due", "schedule": float(SLIPWAY_PROMOTION_TICK)},
+    "gates-due": {"task": "slipway.gates_due", "schedule": float(SLIPWAY_GATE_TICK)},
     "console-cleanup": {"task": "slipway.console_cleanup", "schedule": 3600.0},
     "retention": {"task": "slipway.retention", "schedule": RETENTION_INTERVAL_HOURS * 3600.0},
     "reconcile": {"task": "slipway.reconcile_all", "schedule": float(SLIPWAY_RECONCILE_INTERVAL)},

@@ -83,6 +83,9 @@ urlpatterns = [
     # /freezes
     path("deployments/<int:pk>/", deployments.deployment_detail, name="portal-deployment"),
     path("deployments/<int:pk>/cancel/", deployments.deployment_cancel, name="portal-deployment-cancel"),
+    # approvals
+    path("deployments/<int:pk>/approve/", deployments.deployment_approve, name="portal-deployment-approve"),
+    path("deployments/<int:pk>/reject/", deployments.deployment_reject, name="portal-deployment-reject"),
     path("audit/", audit.audit_log, name="portal-audit"),
     path("account/tokens/", account.tokens, name="portal-tokens"),
     path("account/tokens/<int:pk>/revoke/", account.token_revoke, name="portal-token-revoke"),

@@ -43,3 +43,13 @@ class Api:
         validate(self.doc, template, method, response.status_code, response.json())
         self.checked += 1
         return response
+
+
+def follow(api: Api, deployment: dict, timeout: float = 600, interval: float = 0.5) -> dict:
+    """Poll a deployment the API answered with until it ends; its last body."""
+    from tests.conftest import wait_for
+
+    def ended():
+        body = api.call("get", "/deployments/{deployment_id}", deployment_id=deployment["id"]).json()
+        return body if body["terminal"] else None
+    return wait_for(ended, timeout, f"deployment #{deployment['id']} to end", interval=interval)

@@ -122,6 +122,16 @@ def staged(function, *, promotion: str = "manual", soak_seconds: int = 0):
 
 
 @pytest.fixture
+def receiver():
+    """A local HTTP server that records what it is sent (tests/http_receiver.py)."""
+    from tests.http_receiver import Receiver
+
+    made = Receiver().start()
+    yield made
+    made.stop()
+
+
+@pytest.fixture
 def function(db):
     return create_function(name="hello", repository_url="https://gitlab.example.com/team/hello.git",
                            ecr_repository="team/hello", lambda_name="team-hello")

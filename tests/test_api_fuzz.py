@@ -51,6 +51,7 @@ VIEWER_MAY = {"GET /api/v1/functions", "POST /api/v1/functions", "GET /api/v1/fu
               "GET /api/v1/functions/{name}/deployments", "GET /api/v1/deployments/{deployment_id}",
               "GET /api/v1/functions/{name}/drift", "GET /api/v1/functions/{name}/environments",
               "GET /api/v1/functions/{name}/environments/{env}",
+              "GET /api/v1/approvals", "GET /api/v1/deployments/{deployment_id}/approvals",
               "GET /api/v1/functions/{name}/environments/{env}/freezes",
               "GET /api/v1/functions/{name}/environments/{env}/freezes/{window_id}",
               "GET /api/v1/freezes", "GET /api/v1/freezes/{window_id}"}

@@ -24,16 +24,8 @@ from portal.feedback import status as feedback
 from portal.feedback.forms import FeedbackForm
 from portal.models import AuditEvent, Deployment, DriftState, FeedbackSettings, NotificationAttempt
 from tests.conftest import set_environment
-from tests.http_receiver import Receiver
 
 SHA = "3f9c2a1b7d4e" + "0" * 28
-
-
-@pytest.fixture
-def receiver():
-    made = Receiver().start()
-    yield made
-    made.stop()
 
 
 @pytest.fixture

@@ -19,18 +19,10 @@ from portal.feedback import status as feedback
 from portal.hooks.caused import promotions_caused
 from portal.models import AuditEvent, Deployment, DriftState, NotificationAttempt, WebhookDelivery
 from tests.conftest import add_environment, released, staged
-from tests.http_receiver import Receiver
 from tests.test_feedback import EXPECTED, reporting
 
 SHA = "a1b2c3d4e5f6" + "0" * 28
 Status = Deployment.Status
-
-
-@pytest.fixture
-def receiver():
-    made = Receiver().start()
-    yield made
-    made.stop()
 
 
 @pytest.fixture

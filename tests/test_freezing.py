@@ -42,8 +42,10 @@ def one_off(environment, **fields) -> FreezeWindow:
 
 
 def frozen(function) -> Deployment:
+    """A deploy held by a freeze after its push (its digest pinned, as the pipeline leaves it)."""
     deployment = requesting.request_deploy(function, trigger="api", commit=SHA)
-    Deployment.objects.filter(pk=deployment.pk).update(status=Status.FROZEN, gated_since=timezone.now())
+    Deployment.objects.filter(pk=deployment.pk).update(status=Status.FROZEN, gated_since=timezone.now(),
+                                                       digest="sha256:" + "a" * 64)
     deployment.refresh_from_db()
     return deployment
 
@@ -226,3 +228,37 @@ def test_the_override_notification_names_who_why_and_the_deployment(cast, functi
                                      secrets=[])
     assert text == f"hello (production): alice let deploy #{deployment.pk} through the freeze: hotfix"
     assert payload["event"] == "freeze_override" and payload["deployment"]["id"] == deployment.pk
+
+
+# --- Deleting or shortening a freeze releases what it held ------------------------------------
+
+
+def test_deleting_a_freeze_runs_the_newest_held_request_and_supersedes_the_older(cast, function, production, sent):
+    window = one_off(production)
+    older, newer = frozen(function), frozen(function)
+    freezing.delete(window, cast["alice"])
+    older.refresh_from_db()
+    newer.refresh_from_db()
+    assert (older.status, older.superseded_by_id, newer.status) == (Status.SUPERSEDED, newer.pk, Status.QUEUED)
+
+
+def test_an_edit_that_ends_a_freeze_releases_and_one_that_keeps_it_does_not(cast, function, production, sent):
+    window = one_off(production)
+    deployment = frozen(function)
+    still = form(instance=window, reason="still on", starts_at=window.starts_at, ends_at=window.ends_at + timedelta(
+        hours=1))
+    assert still.is_valid()
+    freezing.update(still, cast["alice"])
+    assert Deployment.objects.get(pk=deployment.pk).status == Status.FROZEN
+    ended = form(instance=window, starts_at="2020-01-01 00:00", ends_at="2020-01-02 00:00")
+    assert ended.is_valid()
+    freezing.update(ended, cast["alice"])
+    assert Deployment.objects.get(pk=deployment.pk).status == Status.QUEUED
+
+
+def test_deleting_one_of_two_freezes_releases_nothing(cast, function, production, sent):
+    window = one_off(production)
+    one_off(None, reason="year end")
+    deployment = frozen(function)
+    freezing.delete(window, cast["alice"])
+    assert Deployment.objects.get(pk=deployment.pk).status == Status.FROZEN

@@ -34,7 +34,6 @@ from portal.feedback.forms import FeedbackForm
 from portal.functions.forms import ENV_LIMIT_BYTES, FunctionForm
 from portal.models import Build, Deployment, DeploymentStep, FeedbackSettings, NotificationAttempt
 from tests.conftest import set_environment
-from tests.http_receiver import Receiver
 
 SHA = "3f9c2a1b7d4e" + "0" * 28
 # A quote, a backslash and a non-ASCII letter: its raw, JSON-escaped (both ways) and
@@ -120,13 +119,6 @@ def test_mask_hides_a_value_raw_json_escaped_and_as_python_writes_it():
 
 
 # --- Every output channel, with the real error shapes at the boto3 seam ------------------------------
-
-
-@pytest.fixture
-def receiver():
-    made = Receiver().start()
-    yield made
-    made.stop()
 
 
 @pytest.fixture

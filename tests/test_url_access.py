@@ -26,6 +26,7 @@ OPEN = {
 SIGNED_IN_PAGES = {  # pages of their own that any signed-in user sees (they list only what they may see)
     "portal-functions", "portal-function-register", "portal-audit", "portal-health", "portal-logout",
     "portal-tokens", "list_functions", "create_function",
+    "list_approvals",  # the held deployments the user could approve: none of a function they have no role on
     "portal-console-sample",  # scikit-image's bundled sample photos: no function's data
     "list_global_freezes", "get_global_freeze",  # global freeze windows: they hold every signed-in user's deploys
 }
@@ -169,6 +170,57 @@ def test_only_an_owner_reaches_the_environment_pages(client, cast, urls, user, s
         assert client.get(urls[name]).status_code == status, name
         assert client.post(urls[name], {"name": "qa", "lambda_name": "slipway-qa"}).status_code == status, name
     assert list(Environment.objects.values_list("name", flat=True)) == ["production"]
+
+
+# approvals: the role matrix of the approve and reject URLs (the freeze and override URLs have their own)
+DECISION_URLS = ("portal-deployment-approve", "portal-deployment-reject")
+
+
+@pytest.fixture
+def held_urls(function, cast, urls):
+    """The decision URLs of a promotion held for approval; erin approves on `hello`, root is staff."""
+    from django.contrib.auth import get_user_model
+
+    from portal.models import Membership
+
+    cast["erin"] = get_user_model().objects.create_user("erin", "erin@example.org", "password-erin")
+    cast["root"] = get_user_model().objects.create_user("root", "root@example.org", "password-root", is_staff=True)
+    Membership.objects.create(function=function, user=cast["erin"], role="approver")
+    held = Deployment.objects.create(function=function, trigger="ui", kind="promotion", status="awaiting_approval",
+                                     digest="sha256:" + "a" * 64, approvals_required=1)
+    return {name: urls[name].replace(f"/{urls['_deployment']}/", f"/{held.pk}/") for name in DECISION_URLS}, held
+
+
+@pytest.mark.parametrize("user, status", [("bob", 403), ("charlie", 403), ("dave", 404)])
+def test_the_decision_urls_refuse_deployers_viewers_and_users_without_a_role(client, cast, held_urls, user, status):
+    found, held = held_urls
+    client.force_login(cast[user])
+    for name in DECISION_URLS:
+        assert client.post(found[name]).status_code == status, name
+    held.refresh_from_db()
+    assert held.status == "awaiting_approval" and not held.approvals.exists()
+
+
+@pytest.mark.parametrize("user", ["erin", "alice", "root"])
+def test_the_decision_urls_refuse_a_token_even_an_approvers(client, cast, held_urls, user):
+    from portal.models import ApiToken
+
+    found, held = held_urls
+    _, raw = ApiToken.issue(cast[user], "ci")
+    for name in DECISION_URLS:
+        assert client.post(found[name], HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 403, name
+    assert not held.approvals.exists()
+
+
+@pytest.mark.parametrize("user", ["erin", "alice", "root"])
+def test_the_decision_urls_work_for_approvers_owners_and_staff(client, cast, held_urls, user):
+    found, held = held_urls
+    client.force_login(cast[user])
+    assert client.post(found["portal-deployment-approve"]).status_code == 302
+    assert held.approvals.get().user == cast[user]
+    assert client.post(found["portal-deployment-reject"]).status_code == 302  # already decided: shown, not done
+    assert held.approvals.count() == 1
+# /approvals
 
 
 # --- The role matrix of the freeze and override URLs (issue 31) ------------------------------

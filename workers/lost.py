@@ -40,8 +40,8 @@ def settle_after_lost_worker(sender=None, task_id=None, exception=None, args=Non
     db.close_old_connections()
     try:
         deployment = Deployment.objects.select_related("function").filter(pk=pk, task_id=task_id).first()
-        if deployment is None or deployment.is_terminal:
-            return
+        if deployment is None or deployment.is_terminal or deployment.status in Deployment.GATED:
+            return  # a held row has no worker: its task ended when a gate held it
         if deployment.status == Deployment.Status.QUEUED:  # it died before claiming: send the row again now
             Deployment.objects.filter(pk=pk, status=Deployment.Status.QUEUED).update(enqueued_at=None)
             queue.dispatch(deployment.environment_id)

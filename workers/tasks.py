@@ -20,6 +20,7 @@ from portal.celery import (
     CONSOLE_CLEANUP_TASK,
     DEPLOY_TASK,
     DRIFT_CHECK_TASK,
+    GATES_DUE_TASK,
     NOTIFY_TASK,
     PROMOTE_DUE_TASK,
     RECONCILE_ALL_TASK,
@@ -29,7 +30,7 @@ from portal.celery import (
     SWEEP_TASK,
     app,
 )
-from portal.deployments import pipeline, promotion, retention, sweeper
+from portal.deployments import gates, pipeline, promotion, retention, sweeper
 from portal.feedback import delivery as feedback
 from portal.feedback import status
 from portal.models import ConsoleImage, Deployment, Environment, Function
@@ -63,6 +64,13 @@ def rollback(self, deployment_id: int) -> str:
 def promote_due() -> list[int]:
     """Beat: queue the soaking promotions whose soak ended (cancelling those no longer verified upstream)."""
     return promotion.promote_due()
+
+
+@shared_task(name=GATES_DUE_TASK, ignore_result=True, soft_time_limit=60, time_limit=90)
+def gates_due() -> dict:
+    """Beat: release what a freeze that ended held (the newest request per environment; the older
+    superseded), re-check what awaits approval, cancel what waited past SLIPWAY_GATE_MAX_WAIT."""
+    return gates.gates_due()
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True, soft_time_limit=60, time_limit=90)

@@ -2,9 +2,10 @@
 
 Owns only the assembly: the API object (its two authentications, the parser
 every body goes through, the error handlers) and the routers, one per
-resource — functions, environments, deployments, feedback, freezes. What each part owns is in its
-own docstring: auth.py (who is calling, the token-scope access layer),
-errors.py (the one error shape), schemas.py (the one set of schemas),
+resource — functions, environments, deployments, feedback, approvals, freezes.
+What each part owns is in its own docstring: auth.py (who is calling, the
+token-scope access layer), errors.py (the one error shape), schemas.py (the one
+set of schemas),
 limits.py (body cap, body shape, deploy rate).
 
 May import: ninja and the modules of this package. The domain never imports
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
-from portal.api import deployments, environments, errors, feedback, freezes, functions
+from portal.api import approvals, deployments, environments, errors, feedback, freezes, functions
 from portal.api.auth import SessionAuth, TokenAuth
 from portal.api.limits import ObjectParser
 
@@ -25,7 +26,8 @@ Requests are validated by the same forms as the UI (the request schemas in
 the OpenAPI document are generated from them) and checked by the same access
 helper, so the two can never disagree. Authentication: `Authorization:
 Bearer <token>` (portal.models.ApiToken) or the browser session with CSRF.
-Errors are `{"error": {"code", "message", "fields"}}`.
+Errors are `{"error": {"code", "message", "fields"}}`. Approvals are read-only
+here: approving or rejecting needs a signed-in session (the deployment's page).
 """
 
 
@@ -45,5 +47,5 @@ api = SlipwayAPI(
     parser=ObjectParser(),
 )
 errors.install(api)
-for resource in (functions, environments, deployments, feedback, freezes):
+for resource in (functions, environments, deployments, feedback, approvals, freezes):
     api.add_router("", resource.router)

@@ -4,8 +4,8 @@ signed in reads) under /freezes.
 
 Additions and edits go through portal/deployments/freezing.py's FreezeWindowForm and its
 create/update/delete, so the API applies the pages' rules exactly (two valid crons and an
-IANA zone, or two instants with the end after the start; a reason; who may). A freeze
-that stops holding is released by the gates' tick. Overriding a freeze is not an API
+IANA zone, or two instants with the end after the start; a reason; who may). What a
+deleted or ended freeze held is released at once. Overriding a freeze is not an API
 endpoint: like approving, it needs a signed-in session and a fresh CSRF form (the
 deployment page's Override form).
 
@@ -152,7 +152,7 @@ def edit_freeze(request, name: str, env: str, window_id: int, payload: FreezePat
 
 
 @router.delete("/functions/{name}/environments/{env}/freezes/{window_id}", response={204: None, **ERRORS},
-               summary="Delete a freeze window of an environment (owner); what it held is released by the tick")
+               summary="Delete a freeze window of an environment (owner); what it held is released")
 def delete_freeze(request, name: str, env: str, window_id: int):
     environment = _environment(request, name, env, access.ADMIN)
     freezing.delete(_window(environment, window_id), request.user)

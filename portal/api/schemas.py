@@ -236,6 +236,8 @@ class EnvironmentOut(Schema):
     paused_reason: str
     promotion: Literal["manual", "automatic"]
     soak_seconds: int
+    required_approvals: int = Field(description="approvals a deploy or promotion into it needs (0: none)")
+    during_freeze: Literal["wait", "refuse"] = Field(description="what a request made during a freeze does")
     live: ReleaseOut | None
     url: str
 
@@ -286,6 +288,32 @@ class DeploymentOut(Schema):
 
 
 DeploymentPage = _page_of("DeploymentPage", DeploymentOut)
+
+
+class ApprovalOut(Schema):
+    user: str
+    decision: Literal["approved", "rejected"]
+    comment: str
+    digest: str
+    created_at: datetime
+    expires_at: datetime
+    counts: bool = Field(description="counts toward the requirement now (same digest and settings, not expired, "
+                                     "its user still may approve, not the requester)")
+
+
+class DeploymentApprovalsOut(Schema):
+    deployment: int
+    function: str
+    environment: str
+    status: str
+    required: int = Field(description="approvals it needs: the larger of what was asked at request and now")
+    counted: int
+    approvers: list[str] = Field(description="members who may approve it (never its requester); staff may too")
+    decisions: list[ApprovalOut]
+    url: str
+
+
+PendingApprovalPage = _page_of("PendingApprovalPage", DeploymentApprovalsOut)
 
 
 class DeployIn(StrictIn):

@@ -12,7 +12,20 @@ deploy/. Never portal.feedback or portal.hooks: they listen to events.
 Other packages use it through this module only.
 """
 
-from portal.deployments.events import finished, freeze_overridden, resumed, shifted, stale, status_changed, superseding
+from portal.deployments.approvals import counting as counting_approvals
+from portal.deployments.approvals import required as approvals_required
+from portal.deployments.approvals import who_may_approve
+from portal.deployments.approving import decidable as approval_decidable
+from portal.deployments.events import (
+    decided,
+    finished,
+    freeze_overridden,
+    resumed,
+    shifted,
+    stale,
+    status_changed,
+    superseding,
+)
 from portal.deployments.models import Deployment
 from portal.deployments.promotion import (
     cancel_soaks_from,
@@ -38,8 +51,12 @@ from portal.deployments.requesting import (
 
 __all__ = [
     "Deployment",
+    "approval_decidable",
+    "approvals_required",
     "cancel",
     "cancel_soaks_from",
+    "counting_approvals",
+    "decided",
     "deployment_digest",
     "environment_named",
     "finished",
@@ -64,4 +81,5 @@ __all__ = [
     "targets",
     "verified_upstream",
     "went_live",
+    "who_may_approve",
 ]

@@ -42,13 +42,22 @@ def approvers(environment: Environment):
     return Membership.objects.filter(function_id=environment.function_id, role__in=APPROVING_ROLES)
 
 
+def who_may_approve(deployment: Deployment) -> list[str]:
+    """The usernames of the members who may approve `deployment` (its requester never may);
+    staff may too, members or not."""
+    eligible = approvers(deployment.environment).filter(user__is_active=True)
+    if deployment.requested_by_id:
+        eligible = eligible.exclude(user_id=deployment.requested_by_id)
+    return sorted(eligible.values_list("user__username", flat=True))
+
+
 def counting(deployment: Deployment, at: datetime | None = None):
     """The approvals of `deployment` that count now."""
     at = at or timezone.now()
     environment = deployment.environment
     still_approvers = approvers(environment).values("user_id")
-    rows = Approval.objects.filter(
-        Q(user_id__in=still_approvers) | Q(user__is_staff=True), deployment=deployment,
+    rows = Approval.objects.filter(  # a deactivated user holds no role any more
+        Q(user_id__in=still_approvers) | Q(user__is_staff=True), user__is_active=True, deployment=deployment,
         decision=Approval.Decision.APPROVED, environment=environment, digest=deployment_digest(deployment),
         settings_fingerprint=fingerprint(environment), expires_at__gt=at)
     if deployment.requested_by_id:

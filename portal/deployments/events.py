@@ -30,3 +30,6 @@ shifted = Signal()
 freeze_overridden = Signal()
 # deployment=, reason=: the worker skipped it as older than one live or queued.
 stale = Signal()
+# deployment=, approval=: a user approved or rejected a held deployment (portal/deployments/approving.py);
+# a rejected one has already ended.
+decided = Signal()

@@ -7,10 +7,11 @@
 - An environment's windows are managed by the function's owners (and staff); global
   windows (no environment) by staff only. Every change is audited (freeze.created,
   freeze.edited, freeze.deleted).
-- A freeze that is deleted or edited so that it no longer holds is not released here:
-  the gates' beat tick (gates.gates_due) releases the newest held request per
-  environment and supersedes the older ones, the one place that rule lives. Releasing
-  each held row here would queue them all.
+- When a window is deleted or edited, the environments it covered (every one, for a
+  global window) with frozen requests are thawed at once through gates.release_thawed,
+  the rule the beat tick (gates.gates_due) applies too: if no freeze holds the
+  environment any more, its newest held request goes on and the older ones are
+  superseded. (Releasing each held row with reconsider() would queue them all.)
 - override(): an owner (staff for a global freeze) lets one frozen deployment through,
   with a reason; audited (freeze.overridden), announced (events.freeze_overridden, which
   the feedback package turns into a notification), then gates.reconsider() queues it.
@@ -150,9 +151,22 @@ def create(form: FreezeWindowForm, environment: Environment | None, user) -> Fre
     return window
 
 
+def _thaw(environment: Environment | None) -> list[int]:
+    """After a window of `environment` (None: global) was deleted or edited: release what no
+    freeze holds any more, newest per environment (gates.release_thawed). The released pks."""
+    frozen = Deployment.objects.filter(status=Deployment.Status.FROZEN)
+    if environment is not None:
+        frozen = frozen.filter(environment=environment)
+    released = []
+    for environment_id in sorted(set(frozen.values_list("environment_id", flat=True))):
+        newest, _ = gates.release_thawed(environment_id)
+        if newest is not None:
+            released.append(newest)
+    return released
+
+
 def update(form: FreezeWindowForm, user) -> FreezeWindow:
-    """Save a valid form bound to an existing window. A window that stops holding is released
-    by the gates' tick (see the module's docstring)."""
+    """Save a valid form bound to an existing window; what it no longer holds is released."""
     window = form.instance
     _check_manage(user, window.environment)
     before = FreezeWindow.objects.get(pk=window.pk)
@@ -160,15 +174,18 @@ def update(form: FreezeWindowForm, user) -> FreezeWindow:
         window = form.save()
         _audit("freeze.edited", window, user, before=describe(before),
                ended=freezes.active(before) and not freezes.active(window))
+    _thaw(window.environment)
     return window
 
 
 def delete(window: FreezeWindow, user) -> None:
-    """Delete a window; what it held is released by the gates' tick."""
+    """Delete a window; what it held and no other freeze holds is released."""
     _check_manage(user, window.environment)
+    environment = window.environment
     with transaction.atomic():
         _audit("freeze.deleted", window, user, ended=freezes.active(window))
         window.delete()
+    _thaw(environment)
 
 
 def windows(environment: Environment | None):

@@ -6,18 +6,26 @@ pinned digest upstream, then ships it with the same Lambda steps and shifts. A
 rollback runs portal/deployments/rollback.py, whose fallback for a version that is
 gone ships again with the same Lambda steps.
 
+Gates (gates.py): a claim that a gate holds moves the row to its held status instead
+of running it; so does the transaction that enters the Lambda steps, where a deploy
+that has pushed pins its digest and ends its task (Held: no finish, no lock held, no
+heartbeat). Released and claimed again with resume_at="update", it skips source,
+build and push (on its timeline already) and ships the pinned digest.
+
 Does I/O (git, Docker, ECR, Lambda) through deploy/. Run by the worker's tasks
 (workers/tasks.py), which only claim the row and call in here.
 """
 
 from __future__ import annotations
 
-from portal.deployments import events, plan, queue, steps
+from portal.deployments import events, gates, plan, queue, steps
 from portal.deployments import rollback as rollbacks
 from portal.deployments.models import Build, Deployment
-from portal.deployments.recording import Recorder, Stopped, check_stop, settle
+from portal.deployments.recording import Held, Recorder, Stopped, check_stop, settle
 
 Status = Deployment.Status
+RESUME_AT_UPDATE = "update"
+__all__ = ["Held", "claimed", "deploy", "promote", "rollback", "ship"]
 
 
 def claimed(pk: int, first: str | None, task_id: str) -> Deployment | None:
@@ -28,7 +36,9 @@ def claimed(pk: int, first: str | None, task_id: str) -> Deployment | None:
         return None
     if first is None:
         first = plan.steps(deployment.kind)[0].status
-    if not queue.claim(deployment, first, task_id or ""):
+        if deployment.resume_at == RESUME_AT_UPDATE:  # released by its gates after its push: straight to the Lambda
+            first = Status.CHECKING
+    if not queue.claim(deployment, first, task_id or "", gate=gates.at_claim):
         queue.dispatch(deployment.environment_id)  # it ended or waits: let the queue move on
         return None
     return deployment
@@ -41,6 +51,9 @@ def deploy(deployment: Deployment) -> str:
 
 def _deploy(run: steps.Run, rec: Recorder) -> None:
     deployment = run.deployment
+    if deployment.resume_at == RESUME_AT_UPDATE:
+        _resume(run, rec)
+        return
     with rec.step("source") as out:
         steps.fetch_source(run, out)
     if run.stale:  # an older commit than one live or queued: the delivery's log says why
@@ -67,6 +80,15 @@ def _deploy(run: steps.Run, rec: Recorder) -> None:
         steps.shift_alias(run, out)
 
 
+def _resume(run: steps.Run, rec: Recorder) -> None:
+    """A deploy its gates held after its push, released: the Lambda steps and the shift with
+    the digest it pinned when it was held."""
+    ship(run, rec, resumed=True)
+    rollbacks.enter_shift(run.deployment)
+    with rec.step("shift") as out:
+        steps.shift_alias(run, out)
+
+
 def promote(deployment: Deployment) -> str:
     """Run a claimed promotion to its end; the status it ended in."""
     return settle(deployment, lambda: _promote(steps.Run(deployment), Recorder(deployment)))
@@ -86,10 +108,14 @@ def _promote(run: steps.Run, rec: Recorder) -> None:
         steps.shift_alias(run, out)
 
 
-def ship(run: steps.Run, rec: Recorder) -> None:
-    """update -> wait -> publish -> verify: the same steps for a deploy and a rollback's fallback."""
+def ship(run: steps.Run, rec: Recorder, *, resumed: bool = False) -> None:
+    """update -> wait -> publish -> verify: the same steps for a deploy and a rollback's fallback.
+    Entering them asks the gates (Held ends the task); `resumed`: a deploy released by its
+    gates, whose pinned image is checked and located in the update step."""
     waited = steps.enter_lambda_steps(run)
     with rec.step("update") as out:
+        if resumed:
+            steps.resume_pushed(run, out)
         if waited >= 0.5:
             out(f"waited {waited:.1f} s for another deployment of {run.function.name} to leave the Lambda")
         steps.update_function(run, out)

@@ -138,16 +138,24 @@ def request_promotion(function: Function, environment: str | Environment, *, tri
         fields = dict(kind=Kind.PROMOTION, trigger=trigger, requested_by=user, ref=chosen.commit_sha,
                       commit_sha=chosen.commit_sha, commit_message=chosen.commit_message,
                       commit_author=chosen.commit_author, build=chosen.build, digest=digest, upstream=verified)
+        # Held from the start when a gate holds it (a soak is asked again when its worker claims it);
+        # a freeze refuses it outright where the environment says so. gates imports approvals,
+        # which imports this module: imported here.
+        from portal.deployments import gates
+
+        held = gates.at_request(environment, "promotion")
         if soak and environment.soak_seconds:
             promote_at = timezone.now() + timedelta(seconds=environment.soak_seconds)
             promotion = queue.request(function, environment=environment, locked=True, status=Status.SOAKING,
                                       promote_at=promote_at, **fields)
+        elif held is not None:
+            promotion = queue.request(function, environment=environment, locked=True, status=held[0], **fields)
         else:
             promotion = queue.request(function, environment=environment, locked=True, **fields)
         who = {"actor": user, "actor_label": user.get_username() if user else trigger}
         AuditEvent.record("deployment.promotion_requested", function=function, deployment=promotion.pk,
                           environment=environment.name, source=previous.name, digest=digest,
-                          commit=chosen.commit_sha, **who)
+                          commit=chosen.commit_sha, **({"held": held[1]} if held and not soak else {}), **who)
     return promotion
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.db import transaction
@@ -34,9 +35,11 @@ from portal.celery import DEPLOY_TASK, ROLLBACK_TASK
 from portal.core import sending
 from portal.deployments import events
 from portal.deployments.models import Deployment
-from portal.functions import Environment, Function
+from portal.functions import AuditEvent, Environment, Function
 
 log = logging.getLogger(__name__)
+# What holds a deployment, asked under the lock order: (held status, why) or None (gates.py).
+Gate = Callable[[Deployment], "tuple[str, str] | None"]
 Status = Deployment.Status
 Kind = Deployment.Kind
 # A queued row whose message left this long ago without being claimed is sent again.
@@ -69,8 +72,14 @@ def request(function: Function, *, environment: Environment | None = None, super
         if environment is None:
             environment = function.first_environment  # locked=True: read (prefetched) under the caller's lock
         if not locked:
-            Environment.objects.select_for_update().get(pk=environment.pk)
+            environment = Environment.objects.select_for_update().get(pk=environment.pk)
+        if fields.get("kind") != Kind.ROLLBACK:  # the protection asked when it was requested (read under the lock)
+            fields.setdefault("approvals_required", environment.required_approvals)
+        if fields.get("status") in Deployment.GATED:
+            fields.setdefault("gated_since", Now())
         deployment = Deployment.objects.create(function=function, environment=environment, **fields)
+        if deployment.status in Deployment.GATED:
+            deployment.refresh_from_db(fields=["gated_since"])
         if supersede:
             _supersede_for(deployment)
         events.status_changed.send(Deployment, deployment=deployment)  # pending (once the commit is known)
@@ -126,8 +135,14 @@ def _may_start_now(deployment: Deployment) -> bool:
 
 def _supersede_for(new: Deployment) -> None:
     before = Deployment.objects.filter(environment_id=new.environment_id, pk__lt=new.pk)
-    # A promotion soaking into the environment waits like a queued request: any later request replaces it.
-    queued = before.filter(status__in=(Status.QUEUED, Status.SOAKING))
+    # A promotion soaking into the environment, or a request awaiting approval, waits like a
+    # queued request: any later request replaces it. Requests a freeze holds stay until it
+    # ends, when the newest of them runs (gates.gates_due): a later request replaces them
+    # unless the freeze holds it too. A rollback replaces every one.
+    waiting = [Status.QUEUED, Status.SOAKING, Status.AWAITING_APPROVAL]
+    if new.status != Status.FROZEN or new.kind == Kind.ROLLBACK:
+        waiting.append(Status.FROZEN)
+    queued = before.filter(status__in=waiting)
     if new.kind == Kind.ROLLBACK:
         message = f"rollback #{new.pk} replaced it"
         before.filter(status__in=Deployment.RUNNING, superseded_by__isnull=True).exclude(kind=Kind.ROLLBACK).update(
@@ -185,9 +200,10 @@ def send(pk: int, kind: str, task_id: str) -> None:
         Deployment.objects.filter(pk=pk, status=Status.QUEUED, task_id=task_id).update(enqueued_at=None)
 
 
-def claim(deployment: Deployment, first: str, task_id: str = "") -> bool:
+def claim(deployment: Deployment, first: str, task_id: str = "", gate: Gate | None = None) -> bool:
     """Take the row for task `task_id`. False when it ended, someone else has it,
-    or it must wait (then the deployment it waits for dispatches it when done)."""
+    or it must wait (then the deployment it waits for dispatches it when done), or
+    `gate` (gates.at_claim) holds it: then it moves to the held status instead."""
     with transaction.atomic():
         _lock(deployment.environment_id, deployment.function_id)
         earlier = Deployment.objects.filter(environment_id=deployment.environment_id, status=Status.QUEUED,
@@ -195,22 +211,55 @@ def claim(deployment: Deployment, first: str, task_id: str = "") -> bool:
         if earlier.exists() or _blockers(deployment).exists():  # requests run in the order they were made
             Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(enqueued_at=None)
             return False
+        held = gate(deployment) if gate is not None else None
+        if held is not None:
+            hold(deployment, *held, allowed=(Status.QUEUED,))
+            return False
         if not deployment.claim(first, task_id):
             return False
         events.status_changed.send(Deployment, deployment=deployment)  # running
         return True
 
 
-def enter_lambda_steps(deployment: Deployment) -> bool:
+def enter_lambda_steps(deployment: Deployment, gate: Gate | None = None) -> bool:
     """Move to UPDATING unless another deployment is writing to the same Lambda (past
     its push), or a stop was asked for; False: check for a stop, then wait and ask
     again. Deploys and a rollback's fallback both come through here, so they never
     interleave. The Lambda lock's key is (region, Lambda name): the region is the
-    installation's, so the name, read under the environment's row lock."""
+    installation's, so the name, read under the environment's row lock.
+
+    `gate` (gates.hold_reason) is asked in the same transaction: when one holds it, the
+    row moves to the held status instead (a deploy pins its build's digest and resumes
+    at its update step once released), and False is returned with deployment.status
+    the held one: the task then ends (pipeline.Held)."""
     with transaction.atomic():
         environment = _lock(deployment.environment_id, deployment.function_id)
+        held = gate(deployment) if gate is not None else None
+        if held is not None:
+            pinned = {}
+            if deployment.kind in (Kind.DEPLOY, Kind.REDEPLOY):
+                pinned = {"resume_at": "update", "digest": deployment.digest or deployment.build.digest}
+            if hold(deployment, *held, allowed=Deployment.RUNNING, stoppable=True, **pinned):
+                return False
         others = Deployment.objects.filter(environment__lambda_name=environment.lambda_name,
                                            status__in=Deployment.TOUCHING_LAMBDA).exclude(pk=deployment.pk)
         if others.exists():
             return False
         return deployment.enter_lambda(Status.UPDATING)
+
+
+def hold(deployment: Deployment, status: str, why: str, *, allowed, stoppable: bool = False, **fields) -> bool:
+    """Move the row from one of `allowed` into the held `status` (Deployment.GATED), with
+    `fields`; `stoppable`: only while no stop was asked for (a running row: a cancel or a
+    rollback that came first wins, check_stop ends it). The caller holds the lock order.
+    Audited with `why`; False: it was not in an allowed status (nothing changed)."""
+    conditions = (Deployment.NOT_STOPPED,) if stoppable else ()
+    if not Deployment.objects.filter(*conditions, pk=deployment.pk, status__in=allowed).update(
+            status=status, gated_since=Now(), enqueued_at=None, **fields):
+        return False
+    deployment.refresh_from_db()
+    events.status_changed.send(Deployment, deployment=deployment)  # awaiting approval, frozen
+    AuditEvent.record("deployment.held", actor_label="gates", function=deployment.function, deployment=deployment.pk,
+                      environment=deployment.environment.name, status=status, reason=why[:500],
+                      resume_at=deployment.resume_at)
+    return True

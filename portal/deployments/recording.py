@@ -58,6 +58,15 @@ class Stopped(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class Held(Exception):
+    """A gate holds the deployment before its Lambda steps: its row is in a held status
+    already (queue.enter_lambda_steps); the task ends without finishing it."""
+
+    def __init__(self, status: str, message: str = ""):
+        super().__init__(message or status)
+        self.status = status
+
+
 class StepLog:
     """Output of one step, appended as it happens and flushed about once a second."""
 
@@ -206,6 +215,9 @@ def _settle(deployment: Deployment, steps) -> str:
         with heartbeat(deployment):
             steps()
         finish(deployment, Status.SUCCEEDED)
+    except Held as held:  # waits in its held status: no finish, its lock and heartbeat end with the task
+        log.info("deployment %s held (%s) before its Lambda steps", deployment.pk, held.status)
+        deployment.status = held.status
     except Stopped as stop:
         finish(deployment, stop.status, stop.code, stop.message)
     except DeployError as exc:

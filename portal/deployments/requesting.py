@@ -13,7 +13,7 @@ from django.db import transaction
 from deploy.source import validate_ref
 from portal.core import sending
 from portal.core.errors import RequestRefused
-from portal.deployments import events, queue
+from portal.deployments import events, gates, queue
 from portal.deployments import rollback as rollbacks
 from portal.deployments.models import Deployment
 from portal.deployments.releases import went_live
@@ -71,6 +71,9 @@ def request_deploy(function: Function, *, trigger: str, user=None, ref: str = ""
 
 def queue_deploy(function: Function, *, trigger: str, user, ref: str, commit: str, supersede: bool = True,
                   locked: bool = False, **audit) -> Deployment:
+    # A freeze refuses it up front where the environment says so; otherwise it builds and
+    # pushes, and its gates are asked before its update step (gates.py).
+    gates.refuse_if_frozen(function.first_environment, "deploy")
     with transaction.atomic(savepoint=False):  # nothing here is retried: no savepoint round trips needed
         deployment = queue.request(function, supersede=supersede, locked=locked, trigger=trigger, requested_by=user,
                                    ref=ref, commit_sha=commit)
@@ -142,9 +145,10 @@ def request_rollback(function: Function, *, trigger: str, user=None, to: str = "
         who = user.get_username() if user else trigger
         Environment.objects.filter(pk=environment.pk).update(  # its own environment's auto-deploy only
             paused_reason=f"rolled back to version {target.version} by {who}; resume auto-deploy when fixed")
+        # Never blocked: its audit entry says which gates it went past (a freeze, approvals, a soak).
         AuditEvent.record("deployment.rollback_requested", function=function, deployment=rollback.pk,
                           environment=environment.name, to_version=target.version, commit=target.commit_sha,
-                          **_actor(user, trigger))
+                          passed_gates=gates.passed_by(environment), **_actor(user, trigger))
     spending = sending.current()
     if spending is not None and sending.unsent(rollback.pk) and not transaction.get_connection().in_atomic_block:
         # The broker did not take it in time: put the release back from here (an alias move only).

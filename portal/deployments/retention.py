@@ -15,8 +15,9 @@ Kept, each with its reason in the report:
 - versions Slipway did not publish (no deployment row names them), $LATEST;
 - an image a remaining version (or $LATEST) runs, read from Lambda by digest;
   an image live in any environment of any function (by Slipway's record), and
-  the digest a promotion that soaks, waits or runs has pinned (a soaking
-  promotion never blocks a run: it has not touched anything yet);
+  the digest a promotion that soaks, waits or runs has pinned, or a deploy a gate
+  holds after its push (a soaking or held request never blocks a run: it has not
+  touched the Lambda yet);
   the image of any of the last N releases even when its version is gone (a
   rollback to it deploys that image again); images Slipway did not push for
   this function; images built after the oldest kept release.
@@ -59,8 +60,11 @@ from portal.functions import AuditEvent, Environment, Function
 log = logging.getLogger(__name__)
 RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Kind.ROLLBACK,
                  Deployment.Kind.PROMOTION)
-# A promotion that soaks, waits or runs ships its pinned digest later: the image stays meanwhile.
-PINNING = (Deployment.Status.SOAKING, Deployment.Status.QUEUED, *Deployment.RUNNING)
+# A promotion that soaks, waits or runs ships its pinned digest later, and so does a deploy a
+# gate holds after its push: the image stays meanwhile.
+PINNING = (Deployment.Status.SOAKING, Deployment.Status.QUEUED, *Deployment.GATED, *Deployment.RUNNING)
+# Waiting for their time or a gate, not on the Lambda: they block no run (their digests are held).
+NOT_BLOCKING = (*Deployment.TERMINAL, Deployment.Status.SOAKING, *Deployment.GATED)
 # A batch delete takes seconds: a mark this old was left by a run that died before unmarking.
 MARK_STALE = timedelta(minutes=30)
 
@@ -159,9 +163,9 @@ def retain(function_id: int, *, keep: int, dry_run: bool) -> Report:
         if function is None:  # it moved to another repository before the lock: skipped below
             function = Function.objects.get(pk=function_id)
         report = Report(function.name, keep, dry_run)
-        # A soaking promotion waits for its time, not on the Lambda: it blocks nothing (its digest is held).
-        unfinished = list(Deployment.objects.filter(function__in=locked)
-                          .exclude(status__in=(*Deployment.TERMINAL, Deployment.Status.SOAKING))
+        # A soaking promotion waits for its time, a held request for its gate, not on the Lambda: they
+        # block nothing (their digests are held).
+        unfinished = list(Deployment.objects.filter(function__in=locked).exclude(status__in=NOT_BLOCKING)
                           .order_by("pk").values("pk", "kind", "status", "function_id"))
         own = next((d for d in unfinished if d["function_id"] == function.pk), None)
         noteworthy = own is not None or function.ecr_repository != repository
@@ -463,8 +467,8 @@ def held_anywhere() -> dict[str, str]:
         if _digest(deployment):
             held.setdefault(_digest(deployment), f"live in {deployment.function.name} ({deployment.environment.name}),"
                                                  f" deployment #{deployment.pk}")
-    for pk, digest, name, environment in (Deployment.objects.filter(kind=Deployment.Kind.PROMOTION,
-                                                                    status__in=PINNING).exclude(digest="")
-                                          .values_list("pk", "digest", "function__name", "environment__name")):
-        held.setdefault(digest, f"promotion #{pk} into {name} ({environment}) ships it")
+    for pk, kind, digest, name, environment in (Deployment.objects.filter(status__in=PINNING).exclude(digest="")
+                                                .values_list("pk", "kind", "digest", "function__name",
+                                                             "environment__name")):
+        held.setdefault(digest, f"{kind} #{pk} into {name} ({environment}) ships it")
     return held

@@ -21,9 +21,9 @@ from deploy import docker as docker_seam
 from deploy.errors import AppError, UserError
 from portal import console, sources
 from portal.console import ConsoleRun, GoldenCase
-from portal.deployments import events, promotion, queue, retention
+from portal.deployments import events, gates, promotion, queue, retention
 from portal.deployments.models import Build, Deployment
-from portal.deployments.recording import StepLog, Stopped, check_stop, retrying
+from portal.deployments.recording import Held, StepLog, Stopped, check_stop, retrying
 from portal.deployments.releases import went_live
 from portal.deployments.rollback import (  # shared with the rollback, which the web runs too
     CREATING,
@@ -281,10 +281,25 @@ def enter_lambda_steps(run: Run) -> float:
     meanwhile, up to the move itself (Deployment.enter_lambda)."""
     testing.pause("enter-lambda-steps", run.function.name)  # tests only: hold here while a cancel lands
     started = time.monotonic()
-    while not queue.enter_lambda_steps(run.deployment):
+    while not queue.enter_lambda_steps(run.deployment, gate=gates.hold_reason):
+        if run.deployment.status in Deployment.GATED:  # a gate holds it: it waits without its task
+            raise Held(run.deployment.status)
         check_stop(run.deployment)
         time.sleep(0.5)
     return time.monotonic() - started
+
+
+def resume_pushed(run: Run, out: StepLog) -> None:
+    """A deploy released by its gates ships the digest it pinned when held (pushed before):
+    ECR must still hold it (retention keeps a held row's digest; else `image-missing`)."""
+    repository = run.build.repository or run.function.ecr_repository
+    digest = run.digest
+    out(f"released by its gates: ships {repository}@{digest}, built and pushed before it was held")
+    wait_while_marked(run, out, repository, digest)
+    if ecr.find(repository, digest=digest) is None:
+        Build.objects.filter(pk=run.build.pk, image_gone_at__isnull=True).update(image_gone_at=Now())
+        raise UserError("image-missing", f"ECR no longer holds {repository}@{digest}: deploy its commit again")
+    run.repository_uri = ecr.ensure_repository(repository)
 
 
 def update_function(run: Run, out: StepLog) -> None:

@@ -9,7 +9,8 @@ included; its times are compared on the database's clock (heartbeats are
 written with it too), so a host whose clock is off never fails a live row.
 
 Either way the row records the truth: one whose shift step completed is live
-and ends succeeded; any other ends failed as `worker-lost`.
+and ends succeeded; any other ends failed as `worker-lost`. A row a gate holds
+(Deployment.GATED) has no worker and no message to re-send: neither rule sees it.
 """
 
 from __future__ import annotations

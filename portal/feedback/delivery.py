@@ -94,6 +94,8 @@ def _description(deployment: Deployment, state: str) -> str:
     if state == feedback.PENDING and deployment.status == Deployment.Status.SOAKING and deployment.promote_at:
         at = timezone.localtime(deployment.promote_at)
         return f"{what}: soaking, promotes at {at:%H:%M} {at.tzname()}"
+    if state == feedback.PENDING and deployment.status in Deployment.GATED:
+        return f"{what}: {deployment.get_status_display().lower()}"
     if state == feedback.PENDING:
         return f"{what}: queued"
     if state == feedback.RUNNING:
@@ -179,6 +181,8 @@ def compose(function: Function, event: str, deployment: Deployment | None, extra
         who = deployment.requested_by.get_username() if deployment.requested_by else deployment.trigger
         text = (f"{name}: rolled back to version {deployment.version} ({deployment.commit_sha[:12]}) by {who}; "
                 "auto-deploy is paused")
+    elif event in (feedback.APPROVAL_REQUESTED, feedback.APPROVED, feedback.REJECTED) and deployment:
+        text = _approval_text(name, event, deployment, extra)
     elif event == feedback.RESUME:
         text = f"{name}: auto-deploy resumed by {extra.get('by', 'someone')}"
     elif event == feedback.FREEZE_OVERRIDE and deployment:
@@ -206,7 +210,19 @@ def compose(function: Function, event: str, deployment: Deployment | None, extra
     }
     if event == feedback.DRIFT:
         payload["differences"] = differences
+    if event in (feedback.APPROVAL_REQUESTED, feedback.APPROVED, feedback.REJECTED):
+        payload["approval"] = {key: extra.get(key) for key in ("by", "comment", "required", "approvers")
+                               if key in extra}
     return text, payload
+
+
+def _approval_text(name: str, event: str, deployment: Deployment, extra: dict) -> str:
+    what = f"{deployment.kind} #{deployment.pk}"
+    if event == feedback.APPROVAL_REQUESTED:
+        who = ", ".join(extra.get("approvers") or []) or "staff"
+        return f"{name}: {what} awaits {extra.get('required', 1)} approval(s); who may approve: {who}"
+    comment = f": {extra['comment']}" if extra.get("comment") else ""
+    return f"{name}: {what} {event} by {extra.get('by', 'someone')}{comment}"
 
 
 def send_notification(function_id: int, event: str, deployment_id: int | None, extra: dict) -> dict:

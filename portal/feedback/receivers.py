@@ -12,6 +12,25 @@ from portal.feedback import drift, status
 
 def _status_changed(sender, deployment, **_) -> None:
     status.report_status(deployment)
+    if deployment.status == deployments.Deployment.Status.AWAITING_APPROVAL:
+        approval_requested(deployment)
+
+
+def approval_requested(deployment) -> None:
+    """A deployment entered awaiting_approval (held at request, or moved there from a freeze):
+    audited, and the members and the webhook told who may approve."""
+    need, eligible = deployments.approvals_required(deployment), deployments.who_may_approve(deployment)
+    functions.AuditEvent.record("deployment.approval_requested", function=deployment.function,
+                                actor_label="system", deployment=deployment.pk,
+                                environment=deployment.environment.name, required=need, approvers=eligible)
+    status.notify(deployment.function, status.APPROVAL_REQUESTED, deployment_id=deployment.pk, required=need,
+                  approvers=eligible)
+
+
+def _decided(sender, deployment, approval, **_) -> None:
+    event = status.APPROVED if approval.decision == approval.Decision.APPROVED else status.REJECTED
+    status.notify(deployment.function, event, deployment_id=deployment.pk, by=approval.user.get_username(),
+                  comment=approval.comment)
 
 
 def _finished(sender, deployment, **_) -> None:
@@ -57,6 +76,7 @@ def connect() -> None:
     functions.secrets_wanted.connect(_secrets, dispatch_uid="feedback.secrets")
     deployments.status_changed.connect(_status_changed, dispatch_uid="feedback.status_changed")
     deployments.finished.connect(_finished, dispatch_uid="feedback.finished")
+    deployments.decided.connect(_decided, dispatch_uid="feedback.decided")
     deployments.superseding.connect(_superseding, dispatch_uid="feedback.superseding")
     deployments.resumed.connect(_resumed, dispatch_uid="feedback.resumed")
     deployments.freeze_overridden.connect(_freeze_overridden, dispatch_uid="feedback.freeze_overridden")

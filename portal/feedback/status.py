@@ -48,7 +48,7 @@ RANK = {"": -1, PENDING: 0, RUNNING: 1, SUCCESS: 2, FAILED: 2, CANCELED: 2}
 
 
 def gitlab_state(status: str) -> str:
-    if status in (Status.QUEUED, Status.SOAKING):  # a soak is waiting too: not running, not over
+    if status in (Status.QUEUED, Status.SOAKING, *Deployment.GATED):  # a soak or a gate: waiting, not over
         return PENDING
     if status in Deployment.RUNNING:
         return RUNNING
@@ -125,8 +125,10 @@ def resend_unreported() -> list[int]:
 # --- Notifications ----------------------------------------------------------------------------
 
 DEPLOY_FAILED, ROLLBACK, RESUME, DRIFT = "deploy_failed", "rollback", "resume", "drift"
-FREEZE_OVERRIDE = "freeze_override"
-EVENTS = (DEPLOY_FAILED, ROLLBACK, RESUME, DRIFT, FREEZE_OVERRIDE)
+# A deployment to a protected environment waits for approvals; a user approved or rejected one.
+APPROVAL_REQUESTED, APPROVED, REJECTED = "approval_requested", "approved", "rejected"
+FREEZE_OVERRIDE = "freeze_override"  # an owner let a frozen deployment through
+EVENTS = (DEPLOY_FAILED, ROLLBACK, RESUME, DRIFT, APPROVAL_REQUESTED, APPROVED, REJECTED, FREEZE_OVERRIDE)
 
 
 def notifies(function: Function) -> bool:

@@ -46,6 +46,30 @@ def role_allowed(arn: str) -> bool:
 ENVIRONMENT_FIELDS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn")
 SOAK_LIMIT = 7 * 24 * 3600  # a soak longer than a week is a release nobody is waiting for
 MAX_ENVIRONMENTS = 10  # per function: a promotion chain longer than this is a mistake, not a pipeline
+MAX_REQUIRED_APPROVALS = 20
+
+
+def eligible_approvers(function: Function) -> int:
+    """How many active members of `function` may approve (owners and approvers; staff who
+    are not members are not counted: protection must not depend on them)."""
+    return Membership.objects.filter(function=function, role__in=access.APPROVING_ROLES,
+                                     user__is_active=True).count()
+
+
+def approvals_limit(function: Function) -> tuple[int, int]:
+    """(eligible approvers, the most approvals an environment may require): the requester
+    never counts, so one fewer than the eligible members."""
+    eligible = eligible_approvers(function)
+    return eligible, max(eligible - 1, 0)
+
+
+def approvals_problem(function: Function, required: int) -> str:
+    """Why `required` approvals cannot be met by `function`'s members; "" when they can."""
+    eligible, most = approvals_limit(function)
+    if required <= most:
+        return ""
+    return (f"{function.name} has {eligible} member(s) who may approve (owners and approvers); the requester "
+            f"never counts, so at most {most} approval(s) can be required: add approvers first")
 
 
 def _environment_field(name: str) -> forms.Field:
@@ -348,21 +372,28 @@ class EnvironmentForm(LambdaSettingsForm, forms.ModelForm):
         label="Soak time (s)", required=False, min_value=0, max_value=SOAK_LIMIT,
         help_text="Automatic promotion waits this long after the previous environment's deployment succeeded "
                   f"(0: at once; at most {SOAK_LIMIT} s, a week).")
+    required_approvals = forms.IntegerField(
+        label="Required approvals", required=False, min_value=0, max_value=MAX_REQUIRED_APPROVALS,
+        help_text="Approvals a deploy or promotion into it needs, from owners or approvers other than its "
+                  "requester, before it touches the Lambda (0: none). At most the function's approvers minus one.")
+    during_freeze = _optional(Environment._meta.get_field("during_freeze").formfield())
     position = forms.IntegerField(
         label="Position", required=False, min_value=0, max_value=MAX_ENVIRONMENTS - 1,
         help_text="Its place in the promotion order: 0 is where pushes deploy. Empty: after the others. "
                   "The environments at and after it move one place down.")
 
     # Left out or empty: what the environment has (the model's default for a new one).
-    KEPT_WHEN_EMPTY = ("alias", "memory_mb", "timeout_s", "promotion", "soak_seconds")
+    KEPT_WHEN_EMPTY = ("alias", "memory_mb", "timeout_s", "promotion", "soak_seconds", "required_approvals",
+                       "during_freeze")
 
     class Meta:
         model = Environment
         fields = ["name", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn", "promotion",
-                  "soak_seconds"]
+                  "soak_seconds", "required_approvals", "during_freeze"]
 
     field_order = ["name", "position", "lambda_name", "alias", "memory_mb", "timeout_s", "environment_text",
-                   "secret_environment_text", "execution_role_arn", "promotion", "soak_seconds"]
+                   "secret_environment_text", "execution_role_arn", "promotion", "soak_seconds",
+                   "required_approvals", "during_freeze"]
 
     def __init__(self, *args, function: Function, instance: Environment | None = None, user=None, **kwargs):
         super().__init__(*args, instance=instance or Environment(function=function), **kwargs)
@@ -397,6 +428,12 @@ class EnvironmentForm(LambdaSettingsForm, forms.ModelForm):
             if name in data and data[name] in (None, ""):
                 data[name] = getattr(self.instance, name)  # not yet the form's values: _post_clean sets them
         self._clean_settings(data)
+        required = data.get("required_approvals")
+        # Checked only when it is raised: lowering (or keeping) a requirement is never refused.
+        if required and required > self.instance.required_approvals:
+            problem = approvals_problem(self.function, required)
+            if problem:
+                self.add_error("required_approvals", problem)
         return data
 
     def apply(self) -> Environment:

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 
 from portal.core.errors import RequestRefused
-from portal.functions.forms import MAX_ENVIRONMENTS
+from portal.functions.forms import MAX_ENVIRONMENTS, approvals_limit, approvals_problem
 from portal.functions.models import AuditEvent, Environment, Function
 from portal.sources import SourceAccess
 
@@ -20,13 +20,14 @@ from portal.sources import SourceAccess
 environment_changing = Signal()
 IN_USE = "environment-in-use"
 ENVIRONMENT_SETTINGS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn", "variables",
-                        "secret_keys", "promotion", "soak_seconds")
+                        "secret_keys", "promotion", "soak_seconds", "required_approvals", "during_freeze")
+UNSATISFIABLE = "protection-unsatisfiable"
 
 AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
                   "architecture", "ecr_repository", "smoke_event", "auto_deploy", "tag_pattern", "golden_iou",
                   "shares_images_with")
 AUDITED_ENVIRONMENT_FIELDS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
-                              "promotion", "soak_seconds")
+                              "promotion", "soak_seconds", "required_approvals", "during_freeze")
 
 
 def _changes(before: Function | None, after: Function, env_before: Environment | None,
@@ -147,6 +148,7 @@ def set_member(function: Function, member, role: str, *, user) -> None:
         if current and current.role == Membership.Role.OWNER and role != Membership.Role.OWNER:
             _refuse_last_owner(function, member)
         Membership.objects.update_or_create(function=function, user=member, defaults={"role": role})
+        _refuse_unsatisfiable(function, f"making {member.get_username()} {role}")
         AuditEvent.record("membership.added" if current is None else "membership.changed", function=function,
                           actor=user, member=member.get_username(), role=role)
 
@@ -162,6 +164,7 @@ def remove_member(function: Function, member, *, user) -> None:
         if current.role == Membership.Role.OWNER:
             _refuse_last_owner(function, member)
         current.delete()
+        _refuse_unsatisfiable(function, f"removing {member.get_username()}")
         AuditEvent.record("membership.removed", function=function, actor=user, member=member.get_username())
 
 
@@ -176,7 +179,23 @@ def transfer_ownership(function: Function, member, *, user) -> None:
         Membership.objects.update_or_create(function=function, user=member,
                                             defaults={"role": Membership.Role.OWNER})
         Membership.objects.filter(function=function, user=user).update(role=Membership.Role.DEPLOYER)
+        _refuse_unsatisfiable(function, f"making {user.get_username()} a deployer")
         AuditEvent.record("membership.transferred", function=function, actor=user, to=member.get_username())
+
+
+def _refuse_unsatisfiable(function: Function, change: str) -> None:
+    """Under the function's lock, after a membership change (rolled back by the raise): refuse
+    it when a protected environment would require more approvals than the members who may
+    approve, minus the requester, can give."""
+    eligible, most = approvals_limit(function)
+    protected = list(Environment.objects.filter(function=function, required_approvals__gt=most)
+                     .order_by("position").values_list("name", "required_approvals"))
+    if protected:
+        needs = ", ".join(f"{name} requires {n}" for name, n in protected)
+        raise RequestRefused(
+            f"{change} would leave {function.name} with {eligible} member(s) who may approve, so at most {most} "
+            f"approval(s) could be given to a request (its requester never counts), but {needs}: lower the "
+            "requirement or add an approver first", code=UNSATISFIABLE)
 
 
 def _refuse_last_owner(function: Function, member) -> None:
@@ -237,6 +256,14 @@ def _reordering(function: Function, before: list[Environment], after: list[Envir
         environment_changing.send(Environment, function=function, environment=environment, change="reorder")
 
 
+def _refuse_protection(function: Function, required: int, before: int) -> None:
+    """The form's check again, under the function's lock: a member may have lost the role
+    since the form was read. Only a raised requirement is checked."""
+    problem = approvals_problem(function, required) if required > before else ""
+    if problem:
+        raise RequestRefused(problem, status=400, code=UNSATISFIABLE)
+
+
 def _position(form, count: int) -> int:
     position = form.cleaned_data.get("position")
     return count if position is None else min(position, count)
@@ -265,6 +292,7 @@ def create_environment(form, *, user) -> Environment:
                                      "have")
             environment = form.apply()
             environment.function = function
+            _refuse_protection(function, environment.required_approvals, 0)
             position = _position(form, len(existing))
             order = [*existing[:position], environment, *existing[position:]]
             _reordering(function, existing, order, environment)
@@ -289,6 +317,7 @@ def update_environment(form, *, user) -> Environment:
                 raise RequestRefused(f"{function.name} no longer has that environment", status=404,
                                      code="environment-unknown")
             environment = form.apply()
+            _refuse_protection(function, environment.required_approvals, before.required_approvals)
             others = [env for env in existing if env.pk != environment.pk]
             position = _position(form, len(others)) if form.cleaned_data.get("position") is not None \
                 else existing.index(before)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from portal import deployments
-from portal.deployments import plan
+from portal.deployments import approvals, approving, plan
+from portal.deployments.forms import DecisionForm
 from portal.functions import access
 from portal.models import Deployment
+from portal.views.refusals import shown_on
 
 
 def _deployment_for(user, pk: int, action: str) -> Deployment:
@@ -55,6 +60,7 @@ def deployment_detail(request, pk):
                "commit_statuses": deployment.notification_attempts.filter(channel="gitlab").order_by("pk")}
     if not request.htmx:  # the promotions that shipped this deployment's digest onward
         context["promotions"] = deployment.promotions.select_related("environment").order_by("pk")
+    context["approvals"] = approvals_context(deployment, request.user)
     template = "portal/_deployment_live.html" if request.htmx else "portal/deployment_detail.html"
     return render(request, template, context)
 
@@ -69,3 +75,63 @@ def deployment_cancel(request, pk):
     else:
         messages.error(request, f"Too late to cancel: it is {deployment.get_status_display().lower()}.")
     return redirect("portal-deployment", pk=deployment.pk)
+
+
+# approvals
+def approvals_context(deployment: Deployment, user) -> dict | None:
+    """What the page shows about approvals: the decisions taken, how many are needed and
+    counted, who may approve, and whether this user may (or why not). None: nothing to show
+    (no decision taken and no approval asked for)."""
+    decisions = list(deployment.approvals.select_related("user"))
+    held = deployment.status in Deployment.GATED
+    need = approvals.required(deployment) if held else deployment.approvals_required
+    if not decisions and not need:
+        return None
+    counted = set(approvals.counting(deployment).values_list("pk", flat=True)) if held else set()
+    refused = approving.refusal(deployment, user) if held else None
+    return {"required": need, "decisions": decisions, "counted": counted, "held": held,
+            "awaiting": held and approving.decidable(deployment),
+            "eligible": approvals.who_may_approve(deployment), "may_decide": held and refused is None,
+            "why_not": refused.message if refused is not None and refused.code != "not-awaiting-approval" else "",
+            "form": DecisionForm()}
+
+
+def session_only(view):
+    """Approving needs a person at a signed-in page: a request that carries an API token
+    (`Authorization: Bearer …`) is refused 403 before anything else, signed in or not."""
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if request.headers.get("Authorization", "").strip().lower().startswith("bearer"):
+            raise PermissionDenied("approving or rejecting needs a signed-in session and its CSRF form: "
+                                   "an API token never approves")
+        return view(request, *args, **kwargs)
+    return wrapped
+
+
+def _decision(request, pk, decide, done: str):
+    deployment = _deployment_for(request.user, pk, access.APPROVE)  # 404 without a role, 403 without the right
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(str(e) for errors in form.errors.values() for e in errors))
+        return redirect("portal-deployment", pk=deployment.pk)
+    decide(deployment, request.user, form.cleaned_data["comment"])
+    messages.success(request, done)
+    return redirect("portal-deployment", pk=deployment.pk)
+
+
+@session_only
+@require_POST
+@login_required
+@shown_on("portal-deployment", "pk")
+def deployment_approve(request, pk):
+    """A signed-in approver's approval (a session and its CSRF form only: the API has no way to approve)."""
+    return _decision(request, pk, approving.approve, "Approved.")
+
+
+@session_only
+@require_POST
+@login_required
+@shown_on("portal-deployment", "pk")
+def deployment_reject(request, pk):
+    return _decision(request, pk, approving.reject, "Rejected: the deployment is cancelled.")
+# /approvals

@@ -70,8 +70,8 @@ def freeze_delete(request, name, env, pk):
     function, environment = _environment(request, name, env)
     window = get_object_or_404(FreezeWindow, pk=pk, environment=environment)
     freezing.delete(window, request.user)
-    messages.success(request, f"Freeze window {window.reason!r} deleted. Deployments it held are released "
-                              "within a minute, the newest per environment.")
+    messages.success(request, f"Freeze window {window.reason!r} deleted. Unless another freeze holds "
+                              f"{environment.name}, the newest request it held runs and older ones are superseded.")
     return redirect("portal-freezes", name=function.name, env=environment.name)
 
 

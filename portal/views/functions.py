@@ -302,7 +302,7 @@ def member_role(request, name, user_id):
     member = _member(function, user_id)
     form = RoleForm(request.POST)
     if not form.is_valid():
-        return _refused(request, function, "choose viewer, deployer or owner")
+        return _refused(request, function, "choose viewer, deployer, approver or owner")
     return _set_role(request, function, member, form.cleaned_data["role"])
 
 

@@ -10,8 +10,7 @@ from deploy import lambdas
 from devstack.common import REPO_ROOT
 from portal.management.commands.bootstrap_local import detector_smoke_event
 from portal.models import ApiToken
-from tests.api_client import Api, openapi
-from tests.conftest import wait_for
+from tests.api_client import Api, follow, openapi
 from tests.integration.conftest import remove_from_plane
 
 pytestmark = pytest.mark.integration
@@ -25,11 +24,6 @@ def detector_names(unique):
     remove_from_plane(names["lambda"], names["ecr"])
 
 
-def follow(api: Api, deployment: dict, timeout: float = 600) -> dict:
-    def ended():
-        body = api.call("get", "/deployments/{deployment_id}", deployment_id=deployment["id"]).json()
-        return body if body["terminal"] else None
-    return wait_for(ended, timeout, f"deployment #{deployment['id']} to end", interval=1)
 
 
 def test_create_deploy_follow_and_roll_back_the_detector_through_the_api(

@@ -6,7 +6,7 @@ import pytest
 
 from deploy import aws, lambdas
 from portal.models import ApiToken, Deployment, Membership
-from tests.api_client import Api, openapi
+from tests.api_client import Api, follow, openapi
 from tests.conftest import wait_for
 from tests.integration.conftest import remove_from_plane
 
@@ -14,11 +14,6 @@ pytestmark = pytest.mark.integration
 ROLE = "arn:aws:iam::000000000000:role/slipway-test"
 
 
-def follow(api: Api, deployment: dict, timeout: float = 300) -> dict:
-    def ended():
-        body = api.call("get", "/deployments/{deployment_id}", deployment_id=deployment["id"]).json()
-        return body if body["terminal"] else None
-    return wait_for(ended, timeout, f"deployment #{deployment['id']} to end", interval=0.5)
 
 
 def test_add_staging_deploy_to_it_and_promote_its_digest_through_the_api(
