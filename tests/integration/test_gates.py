@@ -2,7 +2,8 @@
 module's own (SLIPWAY_GATE_TICK=1), Docker with BuildKit, Redis and the local AWS plane.
 One function (amd64), staging then production: a protected production holds a promotion
 until a valid approval; a freeze holds promotions, lets a rollback through at once, and
-when it ends the newest held request runs and the older one is superseded."""
+when it ends the newest held request runs and the older one is superseded; an approval
+whose approver lost the role before the request was released no longer counts."""
 
 from __future__ import annotations
 
@@ -116,3 +117,21 @@ def test_approvals_and_a_freeze_hold_production_and_a_rollback_passes_them(
     assert lambdas.alias_version(production.lambda_name, production.alias) == newer.version
     assert image_of(production, newer.version).endswith("@" + two.build.digest)
     assert function.builds.count() == 2  # promotions built nothing
+
+    # (c) An approval counts only while its approver still may approve when the request is
+    # released: given during a freeze, its approver demoted before the freeze ends.
+    Environment.objects.filter(pk=production.pk).update(required_approvals=1)
+    window = FreezeWindow.objects.create(environment=production, reason="month-end",
+                                         starts_at=timezone.now() - timedelta(minutes=1),
+                                         ends_at=timezone.now() + timedelta(hours=1))
+    third = request_promotion(function, "production", trigger="api", user=alice)
+    assert (third.status, third.approvals_required) == (Status.FROZEN, 1)
+    approval(third, bob, third.digest)
+    Membership.objects.filter(function=function, user=bob).update(role=Membership.Role.DEPLOYER)
+    FreezeWindow.objects.filter(pk=window.pk).update(ends_at=timezone.now() - timedelta(seconds=1))
+    wait_for(lambda: status_of(third) == Status.AWAITING_APPROVAL, 30, "the thawed promotion to await approval")
+    assert gates.reconsider(third.pk).status == Status.AWAITING_APPROVAL  # bob's approval no longer counts
+    approval(third, carol, third.digest)
+    gates.reconsider(third.pk)
+    third = live(third)
+    assert lambdas.alias_version(production.lambda_name, production.alias) == third.version
