@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from portal.deployments import requesting
-from portal.models import AuditEvent, Deployment, FreezeWindow
+from portal.models import AuditEvent, Deployment, Environment, FreezeWindow
 from tests.conftest import released
 
 Status = Deployment.Status
@@ -116,3 +116,15 @@ def test_the_columns_show_the_freeze_and_that_rollbacks_pass_it(client, cast, fu
     holding_now(None, reason="year end")
     page = client.get("/functions/hello/").content.decode()
     assert "Frozen: year end" in page and "rollbacks pass the freeze" in page
+
+
+def test_a_protected_environments_rollback_says_it_needs_no_approval(client, cast, function):
+    released(function, "1", "a" * 40)
+    released(function, "2", "b" * 40)
+    client.force_login(cast["bob"])
+    assert "rollbacks need no approval" not in client.get("/functions/hello/").content.decode()
+    Environment.objects.filter(pk=function.first_environment.pk).update(required_approvals=1)
+    page = client.get("/functions/hello/").content.decode()
+    assert "Roll back production" in page and "rollbacks need no approval" in page
+    holding_now(None, reason="year end")
+    assert "rollbacks pass the freeze and need no approval" in client.get("/functions/hello/").content.decode()
