@@ -130,3 +130,12 @@ def page(browser, live_server, axe_source):
     print(f"axe-core audited {len(audits.reports)} states of {len(pages)} pages: {pages}")
     found = sorted({f"{url}: {json.dumps(v)}" for url, v in audits.blocking()})  # once each, not once per swap
     assert not found, "axe-core found critical or serious violations:\n" + "\n".join(found)
+
+
+def sign_in(page, username: str, password: str) -> None:
+    """Sign in through the login form; lands on the function list."""
+    page.goto("/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/functions/")

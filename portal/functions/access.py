@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
-from portal.functions.models import Function, Membership
+from portal.functions.models import Environment, Function, Membership
 
 VIEW, DEPLOY, APPROVE, ADMIN = "view", "deploy", "approve", "admin"
 ROLE_ALLOWS = {
@@ -59,6 +59,15 @@ def function_for(user, name: str, action: str = VIEW) -> Function:
     if not can(user, function, action):
         raise PermissionDenied(f"your role on {function.name} does not allow this")
     return function
+
+
+def environment_for(user, name: str, env: str, action: str = VIEW) -> tuple[Function, Environment]:
+    """function_for, then its environment named `env` (404 when it has none)."""
+    function = function_for(user, name, action)
+    environment = function.environments.filter(name=env).first()
+    if environment is None:
+        raise Http404("no such environment")
+    return function, environment
 
 
 def visible_functions(user) -> QuerySet[Function]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
@@ -18,15 +17,6 @@ from deploy.errors import SlipwayError
 from portal import deployments, functions
 from portal.functions import access
 from portal.functions.forms import EnvironmentForm
-
-
-def _environment(request, name: str, env: str):
-    """The function (if the user owns it) and its environment named `env`; 404 for either missing."""
-    function = access.function_for(request.user, name, access.ADMIN)
-    environment = function.environments.filter(name=env).first()
-    if environment is None:
-        raise Http404("no such environment")
-    return function, environment
 
 
 def _form_page(request, form, function, environment=None, error: str = ""):
@@ -55,7 +45,7 @@ def environment_new(request, name):
 @require_http_methods(["GET", "POST"])
 @login_required
 def environment_edit(request, name, env):
-    function, environment = _environment(request, name, env)
+    function, environment = access.environment_for(request.user, name, env, access.ADMIN)
     form = EnvironmentForm(request.POST or None, function=function, instance=environment, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:
@@ -72,7 +62,7 @@ def environment_edit(request, name, env):
 @require_http_methods(["GET", "POST"])
 @login_required
 def environment_delete(request, name, env):
-    function, environment = _environment(request, name, env)
+    function, environment = access.environment_for(request.user, name, env, access.ADMIN)
     error = ""
     if request.method == "POST":
         try:

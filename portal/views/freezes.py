@@ -32,15 +32,6 @@ def session_only(view):
     return wrapped
 
 
-def _environment(request, name: str, env: str):
-    """The function (if the user owns it) and its environment named `env`; 404 for either missing."""
-    function = access.function_for(request.user, name, access.ADMIN)
-    environment = function.environments.filter(name=env).first()
-    if environment is None:
-        raise Http404("no such environment")
-    return function, environment
-
-
 def _page(request, form, function, environment, status: int = 200):
     shown = freezes.current_or_next(environment) if environment else None
     rows = [(window, freezes.active(window)) for window in freezing.windows(environment)]
@@ -54,7 +45,7 @@ def _page(request, form, function, environment, status: int = 200):
 @session_only
 @login_required
 def freeze_list(request, name, env):
-    function, environment = _environment(request, name, env)
+    function, environment = access.environment_for(request.user, name, env, access.ADMIN)
     form = freezing.FreezeWindowForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         window = freezing.create(form, environment, request.user)
@@ -67,7 +58,7 @@ def freeze_list(request, name, env):
 @session_only
 @login_required
 def freeze_delete(request, name, env, pk):
-    function, environment = _environment(request, name, env)
+    function, environment = access.environment_for(request.user, name, env, access.ADMIN)
     window = get_object_or_404(FreezeWindow, pk=pk, environment=environment)
     freezing.delete(window, request.user)
     messages.success(request, f"Freeze window {window.reason!r} deleted. Unless another freeze holds "

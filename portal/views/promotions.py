@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
@@ -126,21 +125,13 @@ def environments_state(request, name):
     return render(request, "portal/_environments.html", columns_context(request, function))
 
 
-def _environment(function: Function, env: str) -> Environment:
-    found = function.environments.filter(name=env).first()
-    if found is None:
-        raise Http404("no such environment")
-    return found
-
-
 @require_http_methods(["GET", "POST"])
 @login_required
 def environment_promote(request, name, env):
     """GET: exactly what would ship (the digest live in the previous environment, its commit,
     what the target serves now). POST: request_promotion, naming that digest as the release,
     so a change upstream between the two is refused instead of shipping something unseen."""
-    function = access.function_for(request.user, name, access.DEPLOY)
-    environment = _environment(function, env)
+    function, environment = access.environment_for(request.user, name, env, access.DEPLOY)
     previous = deployments.previous_environment(environment)
     live = deployments.live_deployment(environment)
     upstream = deployments.live_deployment(previous) if previous else None

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from deploy import aws
-from tests.conftest import REPO_ROOT, TEST_LABEL, create_function, stack_env, wait_for
+from tests.conftest import REPO_ROOT, TEST_LABEL, Private, create_function, stack_env, wait_for
 
 DOCKERFILE = """\
 ARG BASE_IMAGE=public.ecr.aws/lambda/python:3.12
@@ -487,3 +487,25 @@ def detector_function(transactional_db, detector_plane):
     live = detector_plane.versions["real"]["version"]
     if lambdas.alias_version(detector_plane.lambda_name, "live") != live:  # a test moved it: put it back
         lambdas.point_alias(detector_plane.lambda_name, "live", live)
+
+
+# The beat's entries a test's own beat holds off, unless it names them.
+_BEAT_HELD_OFF = ("SLIPWAY_PROMOTION_TICK", "SLIPWAY_GATE_TICK", "SLIPWAY_SWEEP_INTERVAL",
+                  "SLIPWAY_RECONCILE_INTERVAL", "SLIPWAY_DRIFT_INTERVAL")
+
+
+@contextlib.contextmanager
+def own_beat(folder: Path, **every: int):
+    """A celery beat of a test module's own, running the entries named in `every` (their
+    settings, e.g. SLIPWAY_GATE_TICK=1) and holding every other entry off for an hour."""
+    stack_env("REDIS_URL")
+    env = {"DJANGO_SETTINGS_MODULE": "tests.settings", **dict.fromkeys(_BEAT_HELD_OFF, "3600"),
+           **{name: str(seconds) for name, seconds in every.items()}}
+    process = Private([sys.executable, "-m", "celery", "-A", "workers", "beat", "-s", str(folder / "schedule"),
+                       "--loglevel", "INFO"], env=env, log=folder / "beat.log")
+    try:
+        wait_for(lambda: "beat: Starting" in (folder / "beat.log").read_text(errors="replace"), 30,
+                 "beat to start")
+        yield process
+    finally:
+        process.stop()

@@ -11,9 +11,9 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from portal.models import Approval, AuditEvent, Deployment, Environment, Membership
+from tests.browser_fixtures import sign_in
 from tests.conftest import staged
 from tests.integration.conftest import remove_from_plane, wait_done
-from tests.integration.test_browser_environments import sign_in
 
 pytestmark = pytest.mark.integration
 Status = Deployment.Status

@@ -5,6 +5,7 @@ whose every document axe-core audits."""
 import pytest
 
 from portal.models import AuditEvent, Environment
+from tests.browser_fixtures import sign_in
 from tests.conftest import released, staged
 
 pytestmark = pytest.mark.integration
@@ -17,14 +18,6 @@ def allowed(settings):
     settings.SLIPWAY_ALLOWED_EXECUTION_ROLES = ["arn:aws:iam::123456789012:role/slipway-*"]
 
 
-def _sign_in(page):
-    page.goto("/login/")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill("password-alice")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/functions/")
-
-
 def _names(function):
     return list(function.environments.order_by("position").values_list("name", flat=True))
 
@@ -34,7 +27,7 @@ def test_an_owner_adds_staging_with_javascript_off(browser, live_server, cast, f
     context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
     try:
         page = context.new_page()
-        _sign_in(page)
+        sign_in(page, "alice", "password-alice")
         page.goto("/functions/hello/environments/new/")
         page.get_by_label("Name", exact=True).fill("staging")
         page.get_by_label("Position").fill("0")
@@ -55,7 +48,7 @@ def test_an_owner_edits_and_deletes_an_environment_and_axe_finds_nothing_serious
     staging, production = staged(function)
     released(function, "1", "a" * 40, environment=staging)
     Environment.objects.filter(pk=production.pk).update(execution_role_arn=ROLE)
-    _sign_in(page)
+    sign_in(page, "alice", "password-alice")
     page.goto("/functions/hello/environments/production/edit/")
     assert page.get_by_label("Name", exact=True).is_disabled()
     page.get_by_label("Memory mb").fill("2048")

@@ -10,6 +10,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from portal.models import Deployment, Membership
+from tests.browser_fixtures import sign_in
 from tests.conftest import released, staged
 from tests.integration.conftest import remove_from_plane, wait_done
 
@@ -20,14 +21,6 @@ Status = Deployment.Status
 @pytest.fixture
 def owner(transactional_db, django_user_model):
     return django_user_model.objects.create_user("olive", "olive@example.org", "olive-password-1")
-
-
-def sign_in(page, username: str, password: str) -> None:
-    page.goto("/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/functions/")
 
 
 @pytest.fixture

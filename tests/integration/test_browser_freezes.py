@@ -9,17 +9,10 @@ import pytest
 from django.utils import timezone
 
 from portal.models import AuditEvent, Deployment, FreezeWindow
+from tests.browser_fixtures import sign_in
 from tests.conftest import released
 
 pytestmark = pytest.mark.integration
-
-
-def _sign_in(page):
-    page.goto("/login/")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill("password-alice")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/functions/")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -30,7 +23,7 @@ def test_an_owner_adds_a_freeze_with_javascript_off(browser, live_server, cast, 
     context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
     try:
         page = context.new_page()
-        _sign_in(page)
+        sign_in(page, "alice", "password-alice")
         page.goto("/functions/hello/environments/production/freezes/")
         page.get_by_label("Reason").fill("launch week")
         page.get_by_label("Starts at").fill((now - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M"))
@@ -55,7 +48,7 @@ def test_an_owner_overrides_a_frozen_deployment_and_axe_finds_nothing_serious(pa
                                 starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=1))
     deployment = Deployment.objects.create(function=function, environment=function.first_environment,
                                            trigger="api", ref="main", status=Deployment.Status.FROZEN)
-    _sign_in(page)
+    sign_in(page, "alice", "password-alice")
     page.goto("/functions/hello/environments/production/freezes/")
     page.goto(f"/deployments/{deployment.pk}/")
     assert "launch week" in page.locator("#freeze-override").inner_text()

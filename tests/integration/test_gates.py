@@ -7,7 +7,6 @@ whose approver lost the role before the request was released no longer counts.""
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
 
 import pytest
@@ -18,7 +17,8 @@ from deploy import lambdas
 from portal.deployments import approvals, gates, request_promotion
 from portal.deployments.requesting import request_deploy, request_rollback
 from portal.models import Approval, AuditEvent, Deployment, Environment, FreezeWindow, Membership
-from tests.conftest import Private, stack_env, wait_for
+from tests.conftest import wait_for
+from tests.integration.conftest import own_beat
 from tests.integration.test_promotion import (
     image_of,
     lambdas_removed,  # noqa: F401 - a fixture
@@ -33,17 +33,8 @@ Status, Kind = Deployment.Status, Deployment.Kind
 @pytest.fixture(scope="module")
 def beat(tmp_path_factory):
     """A celery beat of this module's own: gates_due every second, the other entries held off."""
-    stack_env("REDIS_URL")
-    folder = tmp_path_factory.mktemp("gates-beat")
-    process = Private([sys.executable, "-m", "celery", "-A", "workers", "beat", "-s", str(folder / "schedule"),
-                       "--loglevel", "INFO"],
-                      env={"DJANGO_SETTINGS_MODULE": "tests.settings", "SLIPWAY_GATE_TICK": "1",
-                           "SLIPWAY_PROMOTION_TICK": "3600", "SLIPWAY_SWEEP_INTERVAL": "3600",
-                           "SLIPWAY_RECONCILE_INTERVAL": "3600", "SLIPWAY_DRIFT_INTERVAL": "3600"},
-                      log=folder / "beat.log")
-    wait_for(lambda: "beat: Starting" in (folder / "beat.log").read_text(errors="replace"), 30, "beat to start")
-    yield process
-    process.stop()
+    with own_beat(tmp_path_factory.mktemp("gates-beat"), SLIPWAY_GATE_TICK=1) as process:
+        yield process
 
 
 def member(function, name: str, role: str):

@@ -6,7 +6,6 @@ that went live in staging, shipped without a build."""
 from __future__ import annotations
 
 import contextlib
-import sys
 
 import pytest
 from django.utils import timezone
@@ -16,8 +15,8 @@ from portal.core.errors import RequestRefused
 from portal.deployments import request_promotion
 from portal.deployments.requesting import request_deploy, request_rollback
 from portal.models import Deployment, Environment
-from tests.conftest import Private, stack_env, wait_for
-from tests.integration.conftest import invoke_live, slow_dockerfile, wait_done
+from tests.conftest import wait_for
+from tests.integration.conftest import invoke_live, own_beat, slow_dockerfile, wait_done
 
 pytestmark = pytest.mark.integration
 Status, Kind = Deployment.Status, Deployment.Kind
@@ -27,17 +26,8 @@ PROMOTION_STEPS = ["check", "update", "wait", "publish", "verify", "shift"]
 @pytest.fixture(scope="module")
 def beat(tmp_path_factory):
     """A celery beat of this module's own: promote_due every second, the other entries held off."""
-    stack_env("REDIS_URL")
-    folder = tmp_path_factory.mktemp("beat")
-    process = Private([sys.executable, "-m", "celery", "-A", "workers", "beat", "-s", str(folder / "schedule"),
-                       "--loglevel", "INFO"],
-                      env={"DJANGO_SETTINGS_MODULE": "tests.settings", "SLIPWAY_PROMOTION_TICK": "1",
-                           "SLIPWAY_SWEEP_INTERVAL": "3600", "SLIPWAY_RECONCILE_INTERVAL": "3600",
-                           "SLIPWAY_DRIFT_INTERVAL": "3600"},
-                      log=folder / "beat.log")
-    wait_for(lambda: "beat: Starting" in (folder / "beat.log").read_text(errors="replace"), 30, "beat to start")
-    yield process
-    process.stop()
+    with own_beat(tmp_path_factory.mktemp("beat"), SLIPWAY_PROMOTION_TICK=1) as process:
+        yield process
 
 
 def two_environments(function, *, promotion: str = "manual", soak_seconds: int = 0):
