@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -17,6 +14,7 @@ from portal.deployments.forms import DecisionForm
 from portal.functions import access
 from portal.models import Deployment
 from portal.views.refusals import shown_on
+from portal.views.session import session_only
 
 
 def _deployment_for(user, pk: int, action: str) -> Deployment:
@@ -96,16 +94,6 @@ def approvals_context(deployment: Deployment, user) -> dict | None:
             "form": DecisionForm()}
 
 
-def session_only(view):
-    """Approving needs a person at a signed-in page: a request that carries an API token
-    (`Authorization: Bearer …`) is refused 403 before anything else, signed in or not."""
-    @functools.wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if request.headers.get("Authorization", "").strip().lower().startswith("bearer"):
-            raise PermissionDenied("approving or rejecting needs a signed-in session and its CSRF form: "
-                                   "an API token never approves")
-        return view(request, *args, **kwargs)
-    return wrapped
 
 
 def _decision(request, pk, decide, done: str):

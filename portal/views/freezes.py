@@ -6,8 +6,6 @@ are portal/deployments/freezing.py's, the same the API applies.
 
 from __future__ import annotations
 
-from functools import wraps
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -19,17 +17,7 @@ from deploy.errors import SlipwayError
 from portal.deployments import freezes, freezing
 from portal.functions import access
 from portal.models import Deployment, FreezeWindow
-
-
-def session_only(view):
-    """403 for a request that carries an API token: these forms act for a signed-in person
-    (a fresh CSRF form), never for a script; the API has no override at all."""
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if request.headers.get("Authorization", "").lower().startswith("bearer "):
-            raise PermissionDenied("a signed-in session only: API tokens cannot do this")
-        return view(request, *args, **kwargs)
-    return wrapped
+from portal.views.session import session_only
 
 
 def _page(request, form, function, environment, status: int = 200):
