@@ -34,7 +34,7 @@ from django.urls import reverse
 
 from deploy import addresses
 from deploy.errors import SlipwayError
-from portal.celery import COMMIT_STATUS_TASK, NOTIFY_TASK
+from portal.celery import COMMIT_STATUS_TASK, GITLAB_DEPLOYMENT_TASK, NOTIFY_TASK
 from portal.core import sending
 from portal.deployments import Deployment
 from portal.functions import Environment, Function
@@ -88,6 +88,15 @@ def report_status(deployment: Deployment, state: str | None = None) -> None:
     state = state or gitlab_state(deployment.status)
     pk = deployment.pk
     transaction.on_commit(lambda: _send(COMMIT_STATUS_TASK, [pk, state]))
+
+
+def report_deployment(deployment: Deployment) -> None:
+    """After commit: bring the deployment's GitLab deployment up to date (portal/feedback/gitlab_deployments.py),
+    if the function reports to GitLab. The task decides what, if anything, to send."""
+    if not gitlab_configured(deployment.function):
+        return
+    pk = deployment.pk
+    transaction.on_commit(lambda: _send(GITLAB_DEPLOYMENT_TASK, [pk]))
 
 
 def report_canceled(function: Function, pks: list[int]) -> None:
@@ -149,8 +158,9 @@ def notify(function: Function, event: str, *, deployment_id: int | None = None, 
 
 def after_finish(deployment: Deployment) -> None:
     """A deployment just ended (the worker finished it, or its lost worker was settled):
-    its commit status, and a notification when it failed or was a rollback."""
+    its commit status, its GitLab deployment, and a notification when it failed or was a rollback."""
     report_status(deployment)
+    report_deployment(deployment)
     if deployment.status == Status.FAILED:
         notify(deployment.function, DEPLOY_FAILED, deployment_id=deployment.pk)
     elif deployment.status == Status.SUCCEEDED and deployment.kind == Deployment.Kind.ROLLBACK:
