@@ -268,3 +268,9 @@ def test_the_tier_defaults_by_name_and_the_client_refuses_an_unknown_one(functio
     assert function.first_environment.gitlab_tier == "production"
     with pytest.raises(ValueError, match="not a GitLab tier"):
         outbound.create_environment("https://g", "p", "t", name="n", external_url="", tier="prod")
+
+
+def test_the_environment_form_offers_the_tier(client, cast, function):
+    client.force_login(cast["alice"])
+    page = client.get(f"/functions/hello/environments/{function.first_environment.name}/edit/").content.decode()
+    assert 'name="gitlab_tier"' in page and '<option value="production" selected>' in page
