@@ -18,7 +18,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOKEN = "glpat-test-token-123"
 PROJECT = "team/hello"
-PREFIX = f"/api/v4/projects/{urllib.parse.quote(PROJECT, safe='')}"
 TIERS = {"production", "staging", "testing", "development", "other"}
 STATUSES = {"created", "running", "success", "failed", "canceled", "skipped", "blocked"}
 
@@ -34,6 +33,8 @@ class Call:
 
 @dataclass
 class FakeGitLab:
+    project: str = PROJECT
+    token: str = TOKEN
     refs: dict = field(default_factory=lambda: {"main": False, "v1.2.0": True})  # name -> is a tag
     protected: set = field(default_factory=set)  # environment names whose deployments answer 403
     hang_posts: int = 0  # this many deployment POSTs are carried out, then hang (the client times out)
@@ -51,9 +52,13 @@ class FakeGitLab:
     def url(self) -> str:
         return f"http://{self.host}:{self.server.server_address[1]}"
 
+    @property
+    def prefix(self) -> str:
+        return f"/api/v4/projects/{urllib.parse.quote(self.project, safe='')}"
+
     def of(self, method: str, suffix: str) -> list[Call]:
         """The calls of `method` whose path (after the project) starts with `suffix`."""
-        return [c for c in self.calls if c.method == method and c.path.startswith(PREFIX + suffix)]
+        return [c for c in self.calls if c.method == method and c.path.startswith(self.prefix + suffix)]
 
     def start(self) -> FakeGitLab:
         gitlab = self
@@ -107,13 +112,15 @@ class FakeGitLab:
         return 400, {"error": why}, False
 
     def answer(self, method, path, query, body, token, content_type) -> tuple[int, dict | list, bool]:
-        if token != TOKEN:
+        if token != self.token:
             return 401, {"message": "401 Unauthorized"}, False
-        if not path.startswith(PREFIX + "/"):
-            return self.bad(f"path {path} is not under {PREFIX}")
+        if not path.startswith(self.prefix + "/"):
+            return self.bad(f"path {path} is not under {self.prefix}")
         if body is not None and content_type != "application/json":
             return self.bad(f"a body sent as {content_type}")
-        rest = path[len(PREFIX):]
+        rest = path[len(self.prefix):]
+        if method == "POST" and rest.startswith("/statuses/"):  # commit statuses (tests/test_feedback.py checks them)
+            return 201, {"id": 1, "status": (body or {}).get("state")}, False
         if method == "GET" and rest == "/environments":
             if set(query) - {"name", "search", "states", "per_page", "page"}:
                 return self.bad(f"unknown query parameters {sorted(query)}")
