@@ -274,3 +274,20 @@ def test_the_environment_form_offers_the_tier(client, cast, function):
     client.force_login(cast["alice"])
     page = client.get(f"/functions/hello/environments/{function.first_environment.name}/edit/").content.decode()
     assert 'name="gitlab_tier"' in page and '<option value="production" selected>' in page
+
+
+def test_the_sweep_resends_an_end_gitlab_never_had_only_for_one_that_touched_its_lambda(function, sent):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workers import tasks
+
+    reporting(function, "https://gitlab.example.org")
+    three_minutes_ago = timezone.now() - timedelta(minutes=3)
+    lost = in_lambda(function, status=Status.SUCCEEDED, finished_at=three_minutes_ago)
+    in_lambda(function, status=Status.FAILED, finished_at=three_minutes_ago, gitlab_deployment_final="failed")
+    Deployment.objects.create(function=function, trigger="api", commit_sha=SHA, ref="main", status=Status.FAILED,
+                              finished_at=three_minutes_ago)  # ended at its build: nothing for GitLab
+    assert tasks.sweep()["gitlab_deployments_resent"] == [lost.pk]
+    assert [c.kwargs["args"] for c in sent.call_args_list if c.args[0] == GITLAB_DEPLOYMENT_TASK] == [[lost.pk]]

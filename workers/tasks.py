@@ -78,7 +78,8 @@ def gates_due() -> dict:
 def sweep() -> dict:
     """Fail deployments whose worker died (`worker-lost`), re-send lost messages."""
     return {**sweeper.sweep(),
-            "commit_statuses_resent": status.resend_unreported()}  # lost with the broker or a dead worker
+            "commit_statuses_resent": status.resend_unreported(),  # lost with the broker or a dead worker
+            "gitlab_deployments_resent": status.resend_unfinished_deployments()}
 
 
 @shared_task(name=CONSOLE_CLEANUP_TASK, ignore_result=True, soft_time_limit=300, time_limit=360)

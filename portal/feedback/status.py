@@ -131,6 +131,26 @@ def resend_unreported() -> list[int]:
     return resent
 
 
+def resend_unfinished_deployments() -> list[int]:
+    """Called by the sweep: the GitLab deployment of one that ended in the same window, touched
+    its Lambda, and whose end GitLab has not had (nor is being sent, under the lease)."""
+    from django.db.models import Q
+    from django.db.models.functions import Now
+
+    from portal.feedback.gitlab_deployments import LAMBDA_STEPS
+
+    ended = (Deployment.objects.filter(status__in=Deployment.TERMINAL, finished_at__lt=Now() - RESEND_AFTER,
+                                       finished_at__gt=Now() - RESEND_UNTIL, gitlab_deployment_final="",
+                                       steps__name__in=LAMBDA_STEPS)
+             .exclude(commit_sha="").exclude(function__feedback_settings__gitlab_status_token="")
+             .filter(Q(gitlab_deployment_lease_until__isnull=True) | Q(gitlab_deployment_lease_until__lt=Now()))
+             .values_list("pk", flat=True).distinct())
+    resent = list(ended)
+    for pk in resent:
+        _send(GITLAB_DEPLOYMENT_TASK, [pk])
+    return resent
+
+
 # --- Notifications ----------------------------------------------------------------------------
 
 DEPLOY_FAILED, ROLLBACK, RESUME, DRIFT = "deploy_failed", "rollback", "resume", "drift"
