@@ -176,6 +176,26 @@ def test_a_timed_out_post_is_adopted_not_posted_again(db, function, fake, quick)
     assert "adopted GitLab deployment 901" in attempts[1].detail
 
 
+def test_a_running_post_that_never_got_an_answer_is_ended_not_posted_again(db, function, fake, quick):
+    reporting(function, fake.url)
+    fake.hang_posts = 2  # both attempts made a deployment in GitLab, neither answered
+    deployment = in_lambda(function)
+    gitlab.report(deployment.pk)
+    assert Deployment.objects.get(pk=deployment.pk).gitlab_deployment_id == 900  # adopted before the second POST
+    assert len(fake.deployments) == 1
+
+
+def test_the_end_of_a_running_post_lost_to_an_outage_puts_the_one_gitlab_made(db, function, fake, quick):
+    reporting(function, fake.url)
+    deployment = in_lambda(function)
+    fake.deployments.append({"id": 900, "iid": 1, "ref": "main", "sha": SHA, "status": "running", "tag": False,
+                             "environment": {"name": "production/hello"}})  # made by a POST whose answer was lost
+    NotificationAttempt.objects.create(function=function, deployment=deployment, channel="deployment",
+                                       event="running", outcome="failed", detail="timed out")
+    gitlab.report(ended(deployment, Status.SUCCEEDED).pk)
+    assert posts(fake) == [] and puts(fake) == [("900", "success", 200)]
+
+
 def test_an_id_another_row_holds_is_never_adopted(db, function, fake, quick):
     reporting(function, fake.url)
     other = in_lambda(function)

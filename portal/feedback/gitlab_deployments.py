@@ -167,9 +167,15 @@ class _Client:
         if not Deployment.objects.filter(pk=self.deployment.pk, gitlab_deployment_final="").update(
                 gitlab_deployment_final=state):
             return False
+        if self.deployment.gitlab_deployment_id is None and self.running_unanswered():
+            self.adopt(RUNNING)  # the running POST that timed out may have made it: end that one
         if self.deployment.gitlab_deployment_id is None:
             return self.post(state)
         return self.put(state)
+
+    def running_unanswered(self) -> bool:
+        return NotificationAttempt.objects.filter(deployment_id=self.deployment.pk, channel=Channel.DEPLOYMENT,
+                                                  event=RUNNING, status_code__isnull=True).exists()
 
     # --- The environment ------------------------------------------------------------------
 
