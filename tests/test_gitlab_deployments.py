@@ -4,6 +4,8 @@ The run with a real worker is in tests/integration/test_feedback_pipeline.py."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 
 from deploy import outbound
@@ -129,6 +131,25 @@ def test_never_a_second_final_status(db, function, fake, quick):
     Deployment.objects.filter(pk=deployment.pk).update(gitlab_deployment_final="success")
     assert gitlab.report(deployment.pk) == "GitLab has success"
     assert puts(fake) == []
+
+
+@pytest.mark.postgres
+def test_an_end_that_arrives_while_running_is_posted_leaves_and_the_holder_puts_it(db, function, fake, quick):
+    reporting(function, fake.url)
+    deployment = in_lambda(function)
+    real_create = outbound.create_deployment
+    overtaken = []
+
+    def create_then_finish(*args, **kwargs):
+        # While "running" is being posted, the deployment ends and its task arrives: the lease is taken.
+        ended(Deployment.objects.get(pk=deployment.pk), Status.SUCCEEDED)
+        overtaken.append(gitlab.report(deployment.pk))
+        return real_create(*args, **kwargs)
+
+    with mock.patch.object(outbound, "create_deployment", autospec=True, side_effect=create_then_finish):
+        assert gitlab.report(deployment.pk) == "success"
+    assert overtaken and overtaken[0].startswith("busy")
+    assert posts(fake) == [("running", 201)] and puts(fake) == [("900", "success", 200)]
 
 
 # --- Refs -------------------------------------------------------------------------------------
