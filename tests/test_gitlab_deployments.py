@@ -332,3 +332,17 @@ def test_the_sweep_resends_an_end_gitlab_never_had_only_for_one_that_touched_its
                               finished_at=three_minutes_ago)  # ended at its build: nothing for GitLab
     assert tasks.sweep()["gitlab_deployments_resent"] == [lost.pk]
     assert [c.kwargs["args"] for c in sent.call_args_list if c.args[0] == GITLAB_DEPLOYMENT_TASK] == [[lost.pk]]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_sets_existing_environments_tiers_by_name(migrations):
+    old = migrations(("portal", "0021_gates"))
+    Fn, Env = old.get_model("portal", "Function"), old.get_model("portal", "Environment")
+    fn = Fn.objects.create(name="fn", repository_url="https://gitlab.example.com/team/fn.git", ecr_repository="t/fn")
+    for position, name in enumerate(("staging", "production", "eu")):
+        Env.objects.create(function=fn, name=name, position=position, lambda_name=f"fn-{name}")
+    new = migrations(("portal", "0022_gitlab_deployments"))
+    tiers = dict(new.get_model("portal", "Environment").objects.filter(function_id=fn.pk)
+                 .values_list("name", "gitlab_tier"))
+    assert tiers == {"staging": "staging", "production": "production", "eu": "other"}
