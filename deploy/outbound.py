@@ -40,6 +40,7 @@ class Answer:
     detail: str
     took_ms: float
     code: str = ""
+    body: str = ""  # the answer's body, only when the caller asked to keep it (`keep`)
 
     @property
     def ok(self) -> bool:
@@ -47,13 +48,14 @@ class Answer:
 
 
 def send(method: str, url: str, body: bytes, headers: dict[str, str], timeout: float, *,
-         allowed: Allowed = PUBLIC_ONLY) -> Answer:
+         allowed: Allowed = PUBLIC_ONLY, keep: int = 0) -> Answer:
     """One HTTP request, never raising. The host is resolved once and the connection
     opened to the address `allowed` permits (deploy/addresses.py), with the name in
     the Host header and TLS's SNI and certificate check. No proxy (the environment's
     proxy variables are not read: a proxy would resolve the name again), redirects
     not followed (a receiver that moves must be re-entered), the answer body read up
-    to 2 KB and kept as an excerpt of 300 characters."""
+    to 2 KB and kept as an excerpt of 300 characters (`keep`: up to that many bytes of
+    it kept whole in `body`, for an answer the caller parses)."""
     started = time.monotonic()
     parts = urllib.parse.urlsplit(url)
     try:
@@ -70,8 +72,9 @@ def send(method: str, url: str, body: bytes, headers: dict[str, str], timeout: f
     try:
         connection.request(method, target, body=body, headers={"User-Agent": USER_AGENT, **headers})
         response = connection.getresponse()
-        text = response.read(2048).decode(errors="replace")
-        return Answer(response.status, _excerpt(text or response.reason or ""), _ms(started))
+        text = response.read(max(2048, keep)).decode(errors="replace")
+        return Answer(response.status, _excerpt(text or response.reason or ""), _ms(started),
+                      body=text if keep else "")
     except (TimeoutError, OSError, http.client.HTTPException, ValueError) as exc:
         kind = "timed out" if isinstance(exc, TimeoutError) or "timed out" in str(exc) else "failed"
         return Answer(None, f"{kind} after {_ms(started) / 1000:.1f} s: {exc or type(exc).__name__}"[:300],
@@ -130,6 +133,83 @@ def post_commit_status(api_url: str, project: str, token: str, sha: str, *, stat
         body["description"] = description[:255]
     return send("POST", commit_status_url(api_url, project, sha), json.dumps(body).encode(),
                 {"PRIVATE-TOKEN": token, "Content-Type": "application/json"}, timeout, allowed=allowed)
+
+
+# --- GitLab environments and deployments -------------------------------------------------
+
+GITLAB_TIERS = ("production", "staging", "testing", "development", "other")
+# A GitLab deployment's statuses Slipway sends (POST and PUT /projects/:id/deployments).
+DEPLOYMENT_STATUSES = ("running", "success", "failed", "canceled")
+
+
+def project_url(api_url: str, project: str) -> str:
+    """`{gitlab}/api/v4/projects/:id`, the project path URL-encoded (see commit_status_url)."""
+    return commit_status_url(api_url, project, "x").rsplit("/statuses/", 1)[0]
+
+
+def _gitlab(method: str, url: str, token: str, body: dict | None, timeout: float, allowed: Allowed,
+            keep: int = 0) -> Answer:
+    data = json.dumps(body).encode() if body is not None else b""
+    headers = {"PRIVATE-TOKEN": token}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    return send(method, url, data, headers, timeout, allowed=allowed, keep=keep)
+
+
+def find_environments(api_url: str, project: str, token: str, name: str, *, timeout: float = 5,
+                      allowed: Allowed = PUBLIC_ONLY) -> Answer:
+    """GET /projects/:id/environments?name=… (the answer's body kept: a JSON list)."""
+    query = urllib.parse.urlencode({"name": name})
+    return _gitlab("GET", f"{project_url(api_url, project)}/environments?{query}", token, None, timeout, allowed,
+                   keep=64 * 1024)
+
+
+def create_environment(api_url: str, project: str, token: str, *, name: str, external_url: str, tier: str,
+                       timeout: float = 5, allowed: Allowed = PUBLIC_ONLY) -> Answer:
+    """POST /projects/:id/environments with `name`, `external_url` (when known) and `tier`."""
+    if tier not in GITLAB_TIERS:
+        raise ValueError(f"{tier!r} is not a GitLab tier")
+    body = {"name": name, "tier": tier, **({"external_url": external_url} if external_url else {})}
+    return _gitlab("POST", f"{project_url(api_url, project)}/environments", token, body, timeout, allowed,
+                   keep=16 * 1024)
+
+
+def edit_environment(api_url: str, project: str, token: str, environment_id: int, *, external_url: str, tier: str,
+                     timeout: float = 5, allowed: Allowed = PUBLIC_ONLY) -> Answer:
+    """PUT /projects/:id/environments/:environment_id: `external_url` and `tier` as Slipway has them now."""
+    if tier not in GITLAB_TIERS:
+        raise ValueError(f"{tier!r} is not a GitLab tier")
+    body = {"tier": tier, **({"external_url": external_url} if external_url else {})}
+    return _gitlab("PUT", f"{project_url(api_url, project)}/environments/{int(environment_id)}", token, body,
+                   timeout, allowed)
+
+
+def create_deployment(api_url: str, project: str, token: str, *, environment: str, sha: str, ref: str, tag: bool,
+                      status: str, timeout: float = 5, allowed: Allowed = PUBLIC_ONLY) -> Answer:
+    """POST /projects/:id/deployments (not idempotent: a caller that timed out looks before posting again)."""
+    if status not in DEPLOYMENT_STATUSES:
+        raise ValueError(f"{status!r} is not a GitLab deployment status")
+    body = {"environment": environment, "sha": sha, "ref": ref, "tag": bool(tag), "status": status}
+    return _gitlab("POST", f"{project_url(api_url, project)}/deployments", token, body, timeout, allowed,
+                   keep=16 * 1024)
+
+
+def update_deployment(api_url: str, project: str, token: str, deployment_id: int, *, status: str,
+                      timeout: float = 5, allowed: Allowed = PUBLIC_ONLY) -> Answer:
+    """PUT /projects/:id/deployments/:deployment_id with its new `status`."""
+    if status not in DEPLOYMENT_STATUSES:
+        raise ValueError(f"{status!r} is not a GitLab deployment status")
+    return _gitlab("PUT", f"{project_url(api_url, project)}/deployments/{int(deployment_id)}", token,
+                   {"status": status}, timeout, allowed)
+
+
+def list_deployments(api_url: str, project: str, token: str, *, environment: str, status: str, timeout: float = 5,
+                     allowed: Allowed = PUBLIC_ONLY) -> Answer:
+    """GET /projects/:id/deployments?environment=…&status=…&order_by=id&sort=desc (body kept: a JSON list)."""
+    query = urllib.parse.urlencode({"environment": environment, "status": status, "order_by": "id",
+                                    "sort": "desc", "per_page": 50})
+    return _gitlab("GET", f"{project_url(api_url, project)}/deployments?{query}", token, None, timeout, allowed,
+                   keep=256 * 1024)
 
 
 # --- Signed outgoing webhooks --------------------------------------------------------------

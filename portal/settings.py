@@ -226,6 +226,7 @@ CELERY_TASK_ROUTES = {
     # slow receiver never holds up a build or a rollback.
     "slipway.commit_status": {"queue": "feedback"},
     "slipway.notify": {"queue": "feedback"},
+    "slipway.gitlab_deployment": {"queue": "feedback"},
     "slipway.drift_check": {"queue": "feedback"},
 }
 CELERY_WORKER_SEND_TASK_EVENTS = False

@@ -140,6 +140,23 @@ def test_the_owner_edits_an_environment_and_unsent_settings_stay(api, stages):
     assert (production.promotion, production.soak_seconds, production.variables) == ("automatic", 600, {"A": "1"})
 
 
+def test_the_gitlab_tier_is_shown_edited_and_refused_when_unknown(api, stages):
+    staging, production = stages
+    Environment.objects.filter(pk=staging.pk).update(execution_role_arn=ROLE)
+    shown = api.call("get", "/functions/{name}/environments/{env}", name="hello", env="staging")
+    assert shown.json()["gitlab_tier"] == "staging"
+    response = api.call("patch", "/functions/{name}/environments/{env}", {"gitlab_tier": "testing"}, name="hello",
+                        env="staging")
+    assert response.status_code == 200, response.content
+    assert response.json()["gitlab_tier"] == "testing"
+    kept = api.call("patch", "/functions/{name}/environments/{env}", {"memory_mb": 2048}, name="hello", env="staging")
+    assert kept.json()["gitlab_tier"] == "testing"  # left out: kept
+    bad = api.call("patch", "/functions/{name}/environments/{env}", {"gitlab_tier": "prod"}, name="hello",
+                   env="staging")
+    assert bad.status_code == 400 and "gitlab_tier" in bad.content.decode()
+    assert Environment.objects.get(pk=staging.pk).gitlab_tier == "testing"
+
+
 def test_an_environment_cannot_be_renamed(api, function):
     response = api.call("patch", "/functions/{name}/environments/{env}", {"name": "live"}, name="hello",
                         env="production")

@@ -21,6 +21,7 @@ from portal.celery import (
     DEPLOY_TASK,
     DRIFT_CHECK_TASK,
     GATES_DUE_TASK,
+    GITLAB_DEPLOYMENT_TASK,
     NOTIFY_TASK,
     PROMOTE_DUE_TASK,
     RECONCILE_ALL_TASK,
@@ -32,7 +33,7 @@ from portal.celery import (
 )
 from portal.deployments import gates, pipeline, promotion, retention, sweeper
 from portal.feedback import delivery as feedback
-from portal.feedback import status
+from portal.feedback import gitlab_deployments, status
 from portal.models import ConsoleImage, Deployment, Environment, Function
 from workers import lost  # noqa: F401 - lost connects the main process's signal
 
@@ -77,7 +78,8 @@ def gates_due() -> dict:
 def sweep() -> dict:
     """Fail deployments whose worker died (`worker-lost`), re-send lost messages."""
     return {**sweeper.sweep(),
-            "commit_statuses_resent": status.resend_unreported()}  # lost with the broker or a dead worker
+            "commit_statuses_resent": status.resend_unreported(),  # lost with the broker or a dead worker
+            "gitlab_deployments_resent": status.resend_unfinished_deployments()}
 
 
 @shared_task(name=CONSOLE_CLEANUP_TASK, ignore_result=True, soft_time_limit=300, time_limit=360)
@@ -133,6 +135,12 @@ def reconcile(function_id: int) -> str:
 def commit_status(deployment_id: int, state: str) -> str:
     """Post one state of a deployment to GitLab, in order (portal/feedback/delivery.py)."""
     return feedback.report_commit_status(deployment_id, state)
+
+
+@shared_task(name=GITLAB_DEPLOYMENT_TASK, ignore_result=True, soft_time_limit=300, time_limit=330)
+def gitlab_deployment(deployment_id: int) -> str:
+    """Bring the deployment's GitLab deployment up to date (portal/feedback/gitlab_deployments.py)."""
+    return gitlab_deployments.report(deployment_id)
 
 
 @shared_task(name=NOTIFY_TASK, ignore_result=True, soft_time_limit=120, time_limit=150)

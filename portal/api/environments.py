@@ -49,7 +49,8 @@ def environment_out(request, environment: Environment) -> dict:
     return {
         **{name: getattr(environment, name) for name in (
             "name", "position", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
-            "secret_keys", "paused_reason", "promotion", "soak_seconds", "required_approvals", "during_freeze")},
+            "secret_keys", "paused_reason", "promotion", "soak_seconds", "required_approvals", "during_freeze",
+            "gitlab_tier")},
         "region": settings.AWS_REGION,
         "environment": environment.masked_variables(),
         "live": release_out(deployments.live_deployment(environment)),

@@ -238,6 +238,8 @@ class EnvironmentOut(Schema):
     soak_seconds: int
     required_approvals: int = Field(description="approvals a deploy or promotion into it needs (0: none)")
     during_freeze: Literal["wait", "refuse"] = Field(description="what a request made during a freeze does")
+    gitlab_tier: Literal["production", "staging", "testing", "development", "other"] = Field(
+        description="the GitLab environment's tier (GitLab deployments)")
     live: ReleaseOut | None
     url: str
 

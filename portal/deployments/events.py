@@ -14,6 +14,9 @@ from django.dispatch import Signal
 # deployment=: its status moved — queued (and its commit known), soaking (a promotion
 # waiting out its environment's soak time), running, canceled.
 status_changed = Signal()
+# deployment=: it entered its first Lambda step (Deployment.enter_lambda: a deploy's or a
+# promotion's update, a rollback's alias move); GitLab's deployment starts running here.
+lambda_entered = Signal()
 # deployment=: it ended, by its worker, the web's rollback or the sweeper.
 finished = Signal()
 # function=, queued=: these queued deployments (a queryset, read before the update) are

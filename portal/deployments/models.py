@@ -17,6 +17,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from deploy import arch
+from portal.deployments import events
 from portal.functions import Architecture, Environment, Function
 
 LOG_CAP_BYTES = 256 * 1024
@@ -216,6 +217,12 @@ class Deployment(models.Model):
     # GitLab commit status (portal/feedback/status.py): the last state posted, and who is posting now.
     gitlab_reported = models.CharField(max_length=10, blank=True, editable=False)
     gitlab_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # GitLab deployment (portal/feedback/gitlab_deployments.py): its id (unique: an id adopted
+    # after a timed-out POST belongs to one row), the final status claimed for it (one, ever:
+    # claimed by a conditional UPDATE before it is sent), and who is talking to GitLab now.
+    gitlab_deployment_id = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
+    gitlab_deployment_final = models.CharField(max_length=10, blank=True, editable=False)
+    gitlab_deployment_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -273,7 +280,11 @@ class Deployment(models.Model):
         and is refused. False: a stop was asked for (the caller's check_stop ends it)."""
         if step not in self.TOUCHING_LAMBDA:
             raise self.TransitionError(f"{step!r} does not touch the Lambda")
+        # Only a row outside the Lambda steps moves in: a deploy's shift is not its first Lambda step.
+        first = not Deployment.objects.filter(pk=self.pk, status__in=self.TOUCHING_LAMBDA).exists()
         if self._update(self.RUNNING, self.NOT_STOPPED, status=step, heartbeat_at=Now()):
+            if first:
+                events.lambda_entered.send(Deployment, deployment=self)
             return True
         self.refresh_from_db(fields=["status"])
         if self.status not in self.RUNNING:

@@ -17,6 +17,8 @@ class NotificationAttempt(models.Model):
 
     class Channel(models.TextChoices):
         GITLAB = "gitlab", "GitLab commit status"
+        # GitLab's Environments and Deployments APIs (portal/feedback/gitlab_deployments.py).
+        DEPLOYMENT = "deployment", "GitLab deployment"
         WEBHOOK = "webhook", "Webhook"
         EMAIL = "email", "Email"
 

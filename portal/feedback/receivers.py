@@ -33,6 +33,10 @@ def _decided(sender, deployment, approval, **_) -> None:
                   comment=approval.comment)
 
 
+def _lambda_entered(sender, deployment, **_) -> None:
+    status.report_deployment(deployment)
+
+
 def _finished(sender, deployment, **_) -> None:
     status.after_finish(deployment)
 
@@ -76,6 +80,7 @@ def connect() -> None:
     functions.secrets_wanted.connect(_secrets, dispatch_uid="feedback.secrets")
     deployments.status_changed.connect(_status_changed, dispatch_uid="feedback.status_changed")
     deployments.finished.connect(_finished, dispatch_uid="feedback.finished")
+    deployments.lambda_entered.connect(_lambda_entered, dispatch_uid="feedback.lambda_entered")
     deployments.decided.connect(_decided, dispatch_uid="feedback.decided")
     deployments.superseding.connect(_superseding, dispatch_uid="feedback.superseding")
     deployments.resumed.connect(_resumed, dispatch_uid="feedback.resumed")

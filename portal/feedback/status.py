@@ -34,7 +34,7 @@ from django.urls import reverse
 
 from deploy import addresses
 from deploy.errors import SlipwayError
-from portal.celery import COMMIT_STATUS_TASK, NOTIFY_TASK
+from portal.celery import COMMIT_STATUS_TASK, GITLAB_DEPLOYMENT_TASK, NOTIFY_TASK
 from portal.core import sending
 from portal.deployments import Deployment
 from portal.functions import Environment, Function
@@ -90,6 +90,15 @@ def report_status(deployment: Deployment, state: str | None = None) -> None:
     transaction.on_commit(lambda: _send(COMMIT_STATUS_TASK, [pk, state]))
 
 
+def report_deployment(deployment: Deployment) -> None:
+    """After commit: bring the deployment's GitLab deployment up to date (portal/feedback/gitlab_deployments.py),
+    if the function reports to GitLab. The task decides what, if anything, to send."""
+    if not gitlab_configured(deployment.function):
+        return
+    pk = deployment.pk
+    transaction.on_commit(lambda: _send(GITLAB_DEPLOYMENT_TASK, [pk]))
+
+
 def report_canceled(function: Function, pks: list[int]) -> None:
     """Queued deployments a newer request superseded: canceled in GitLab."""
     if not pks or not gitlab_configured(function):
@@ -122,6 +131,26 @@ def resend_unreported() -> list[int]:
     return resent
 
 
+def resend_unfinished_deployments() -> list[int]:
+    """Called by the sweep: the GitLab deployment of one that ended in the same window, touched
+    its Lambda, and whose end GitLab has not had (nor is being sent, under the lease)."""
+    from django.db.models import Q
+    from django.db.models.functions import Now
+
+    from portal.feedback.gitlab_deployments import LAMBDA_STEPS
+
+    ended = (Deployment.objects.filter(status__in=Deployment.TERMINAL, finished_at__lt=Now() - RESEND_AFTER,
+                                       finished_at__gt=Now() - RESEND_UNTIL, gitlab_deployment_final="",
+                                       steps__name__in=LAMBDA_STEPS)
+             .exclude(commit_sha="").exclude(function__feedback_settings__gitlab_status_token="")
+             .filter(Q(gitlab_deployment_lease_until__isnull=True) | Q(gitlab_deployment_lease_until__lt=Now()))
+             .values_list("pk", flat=True).distinct())
+    resent = list(ended)
+    for pk in resent:
+        _send(GITLAB_DEPLOYMENT_TASK, [pk])
+    return resent
+
+
 # --- Notifications ----------------------------------------------------------------------------
 
 DEPLOY_FAILED, ROLLBACK, RESUME, DRIFT = "deploy_failed", "rollback", "resume", "drift"
@@ -149,8 +178,9 @@ def notify(function: Function, event: str, *, deployment_id: int | None = None, 
 
 def after_finish(deployment: Deployment) -> None:
     """A deployment just ended (the worker finished it, or its lost worker was settled):
-    its commit status, and a notification when it failed or was a rollback."""
+    its commit status, its GitLab deployment, and a notification when it failed or was a rollback."""
     report_status(deployment)
+    report_deployment(deployment)
     if deployment.status == Status.FAILED:
         notify(deployment.function, DEPLOY_FAILED, deployment_id=deployment.pk)
     elif deployment.status == Status.SUCCEEDED and deployment.kind == Deployment.Kind.ROLLBACK:

@@ -377,6 +377,7 @@ class EnvironmentForm(LambdaSettingsForm, forms.ModelForm):
         help_text="Approvals a deploy or promotion into it needs, from owners or approvers other than its "
                   "requester, before it touches the Lambda (0: none). At most the function's approvers minus one.")
     during_freeze = _optional(Environment._meta.get_field("during_freeze").formfield())
+    gitlab_tier = _optional(Environment._meta.get_field("gitlab_tier").formfield())
     position = forms.IntegerField(
         label="Position", required=False, min_value=0, max_value=MAX_ENVIRONMENTS - 1,
         help_text="Its place in the promotion order: 0 is where pushes deploy. Empty: after the others. "
@@ -384,16 +385,16 @@ class EnvironmentForm(LambdaSettingsForm, forms.ModelForm):
 
     # Left out or empty: what the environment has (the model's default for a new one).
     KEPT_WHEN_EMPTY = ("alias", "memory_mb", "timeout_s", "promotion", "soak_seconds", "required_approvals",
-                       "during_freeze")
+                       "during_freeze", "gitlab_tier")
 
     class Meta:
         model = Environment
         fields = ["name", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn", "promotion",
-                  "soak_seconds", "required_approvals", "during_freeze"]
+                  "soak_seconds", "required_approvals", "during_freeze", "gitlab_tier"]
 
     field_order = ["name", "position", "lambda_name", "alias", "memory_mb", "timeout_s", "environment_text",
                    "secret_environment_text", "execution_role_arn", "promotion", "soak_seconds",
-                   "required_approvals", "during_freeze"]
+                   "required_approvals", "during_freeze", "gitlab_tier"]
 
     def __init__(self, *args, function: Function, instance: Environment | None = None, user=None, **kwargs):
         super().__init__(*args, instance=instance or Environment(function=function), **kwargs)

@@ -98,6 +98,19 @@ class Function(models.Model):
         return self.environments.all()[0]
 
 
+class GitLabTier(models.TextChoices):
+    PRODUCTION = "production"
+    STAGING = "staging"
+    TESTING = "testing"
+    DEVELOPMENT = "development"
+    OTHER = "other"
+
+
+def tier_for(name: str) -> str:
+    """An environment's GitLab tier when none is chosen: production and staging by name, else other."""
+    return {"production": GitLabTier.PRODUCTION, "staging": GitLabTier.STAGING}.get(name, GitLabTier.OTHER)
+
+
 class Environment(models.Model):
     """One Lambda a function deploys to (staging, production, …), in promotion order.
 
@@ -141,6 +154,14 @@ class Environment(models.Model):
         default=0, help_text="Approvals a deploy or promotion into it needs before it touches the Lambda (0: none).")
     during_freeze = models.CharField(max_length=10, choices=DuringFreeze.choices, default=DuringFreeze.WAIT,
                                      help_text="What a deploy or promotion requested during a freeze does.")
+    # GitLab deployments (portal/feedback/gitlab_deployments.py): the GitLab environment's tier
+    # (empty: from the name, GitLab's own rule for production and staging), and what Slipway
+    # last made sure exists in GitLab ("<url> <project> <name> <tier> <external_url>"): a
+    # different key, or a 404, looks it up (and creates it) again.
+    gitlab_tier = models.CharField(max_length=12, choices=GitLabTier.choices, blank=True, verbose_name="GitLab tier",
+                                   help_text="GitLab's deployment tier; merge requests show \"first deployed to "
+                                   "production\" only for the production tier. Empty: from the name.")
+    gitlab_environment_key = models.CharField(max_length=500, blank=True, editable=False)
 
     class Meta:
         ordering = ["position"]
@@ -149,6 +170,11 @@ class Environment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.function_id}/{self.name}"
+
+    def save(self, *args, **kwargs):
+        if not self.gitlab_tier:
+            self.gitlab_tier = tier_for(self.name)
+        super().save(*args, **kwargs)
 
     def masked_variables(self) -> dict:
         """The variables as pages and logs may show them: secret values never."""

@@ -20,14 +20,15 @@ from portal.sources import SourceAccess
 environment_changing = Signal()
 IN_USE = "environment-in-use"
 ENVIRONMENT_SETTINGS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn", "variables",
-                        "secret_keys", "promotion", "soak_seconds", "required_approvals", "during_freeze")
+                        "secret_keys", "promotion", "soak_seconds", "required_approvals", "during_freeze",
+                        "gitlab_tier")
 UNSATISFIABLE = "protection-unsatisfiable"
 
 AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
                   "architecture", "ecr_repository", "smoke_event", "auto_deploy", "tag_pattern", "golden_iou",
                   "shares_images_with")
 AUDITED_ENVIRONMENT_FIELDS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
-                              "promotion", "soak_seconds", "required_approvals", "during_freeze")
+                              "promotion", "soak_seconds", "required_approvals", "during_freeze", "gitlab_tier")
 
 
 def _changes(before: Function | None, after: Function, env_before: Environment | None,

@@ -55,7 +55,8 @@ def deployment_detail(request, pk):
                "may_cancel": access.can(request.user, deployment.function, access.DEPLOY)
                and deployment.status in (*Deployment.CANCELLABLE, Deployment.Status.SOAKING)
                and not deployment.cancel_requested,
-               "commit_statuses": deployment.notification_attempts.filter(channel="gitlab").order_by("pk")}
+               "commit_statuses": deployment.notification_attempts.filter(channel="gitlab").order_by("pk"),
+               "gitlab_deployment": deployment.notification_attempts.filter(channel="deployment").order_by("pk")}
     if not request.htmx:  # the promotions that shipped this deployment's digest onward
         context["promotions"] = deployment.promotions.select_related("environment").order_by("pk")
     context["approvals"] = approvals_context(deployment, request.user)

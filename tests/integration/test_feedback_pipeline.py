@@ -142,3 +142,30 @@ def test_a_refusing_gitlab_and_a_hanging_webhook_never_hold_up_or_fail_a_deploym
     deployment.refresh_from_db()
     assert deployment.status == "failed" and deployment.error_code == "smoke-error-result"
     assert json.loads(hook.requests[0].body)["deployment"]["id"] == deployment.pk
+
+
+def test_gitlab_sees_the_deployment_running_then_succeeded(fixture_function, repo, worker, feedback_worker):
+    """GitLab's Environments and Deployments APIs, checked as documented (tests/fake_gitlab.py)."""
+    from tests.fake_gitlab import FakeGitLab
+
+    token = "glpat-" + hashlib.sha256(repo.path.name.encode()).hexdigest()[:20]
+    fake = FakeGitLab(project="team/fx", token=token, refs={fixture_function.branch: False}).start()
+    try:
+        configure(fixture_function, fake.url, "", token, "")
+        sha = repo.release("one")
+        deployment = wait_done(requesting.request_deploy(fixture_function, trigger="api", commit=sha))
+        assert deployment.status == "succeeded", deployment.error_message
+        wait_for(lambda: fake.of("PUT", "/deployments/"), 30, "GitLab to hear the deployment's end")
+        calls = [(c.method, c.path[len(fake.prefix):], c.status) for c in fake.calls
+                 if "/statuses/" not in c.path]
+        assert calls == [("GET", "/environments", 200), ("POST", "/environments", 201),
+                         ("POST", "/deployments", 201), ("PUT", "/deployments/900", 200)]
+        name = f"{deployment.environment.name}/{fixture_function.name}"
+        assert fake.of("POST", "/deployments")[0].body == {"environment": name, "sha": sha,
+                                                           "ref": fixture_function.branch, "tag": False,
+                                                           "status": "running"}
+        assert fake.deployments[0]["status"] == "success" and fake.errors == []
+        deployment.refresh_from_db()
+        assert (deployment.gitlab_deployment_id, deployment.gitlab_deployment_final) == (900, "success")
+    finally:
+        fake.stop()
