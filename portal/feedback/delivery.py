@@ -64,7 +64,7 @@ def with_attempts(call, record) -> bool:
     return retry.run(attempt, _policy()).ok
 
 
-def _recorder(function_id: int, deployment_id: int | None, channel: str, event: str, target: str,
+def recorder(function_id: int, deployment_id: int | None, channel: str, event: str, target: str,
               secrets: list[str]):
     """Records each attempt; `secrets` (the function's, portal.masking) are masked in what the receiver said."""
     def record(number: int, answer: outbound.Answer) -> None:
@@ -82,7 +82,7 @@ def _recorder(function_id: int, deployment_id: int | None, channel: str, event: 
 # --- GitLab commit status ---------------------------------------------------------------------
 
 
-def _lease_seconds() -> float:
+def lease_seconds() -> float:
     policy = _policy()
     backoff = sum(policy.backoff(n) for n in range(1, policy.attempts + 1))
     return policy.attempts * settings.SLIPWAY_NOTIFY_TIMEOUT + backoff + 30
@@ -120,7 +120,7 @@ def report_commit_status(deployment_id: int, state: str) -> str:
             return "nothing to report"
         if RANK[state] <= RANK[deployment.gitlab_reported]:
             return f"GitLab already has {deployment.gitlab_reported}"
-        until = ExpressionWrapper(Now() + timedelta(seconds=_lease_seconds()), output_field=DateTimeOutput())
+        until = ExpressionWrapper(Now() + timedelta(seconds=lease_seconds()), output_field=DateTimeOutput())
         free = Q(gitlab_lease_until__isnull=True) | Q(gitlab_lease_until__lt=Now())
         if not Deployment.objects.filter(free, pk=deployment_id).update(gitlab_lease_until=until):
             return "busy: the lease holder posts the newest state when it is done"
@@ -143,7 +143,7 @@ def _post(deployment: Deployment, state: str) -> bool:
     function = deployment.function
     reports = function.feedback_settings
     secrets = functions.secret_values(function)
-    record = _recorder(function.pk, deployment.pk, Channel.GITLAB, state,
+    record = recorder(function.pk, deployment.pk, Channel.GITLAB, state,
                        outbound.where(outbound.commit_status_url(reports.gitlab_api_url, reports.gitlab_project,
                                                                  deployment.commit_sha)), secrets)
     try:
@@ -237,7 +237,7 @@ def send_notification(function_id: int, event: str, deployment_id: int | None, e
     text, payload = compose(function, event, deployment, extra or {}, secrets)
     sent = {}
     if reports.notify_webhook_url:
-        record = _recorder(function.pk, deployment_id, Channel.WEBHOOK, event,
+        record = recorder(function.pk, deployment_id, Channel.WEBHOOK, event,
                            outbound.where(reports.notify_webhook_url), secrets)
         try:
             secret = crypto.decrypt(reports.notify_webhook_secret) if reports.notify_webhook_secret else ""
@@ -254,7 +254,7 @@ def send_notification(function_id: int, event: str, deployment_id: int | None, e
     members = reports.notify_members.filter(memberships__function=function, is_active=True).exclude(email="")
     recipients = sorted(set(members.values_list("email", flat=True)))
     if recipients:
-        record = _recorder(function.pk, deployment_id, Channel.EMAIL, event, ", ".join(recipients), secrets)
+        record = recorder(function.pk, deployment_id, Channel.EMAIL, event, ", ".join(recipients), secrets)
         body = f"{text}\n\n{payload['url']}\n" if payload["url"] else f"{text}\n"
         sent["email"] = with_attempts(lambda: _mail(f"[Slipway] {text[:150]}", body, recipients), record)
     return sent

@@ -117,7 +117,7 @@ def report(deployment_id: int) -> str:
             return f"GitLab has {deployment.gitlab_deployment_final}"
         if state == RUNNING and deployment.gitlab_deployment_id:
             return "GitLab has running"
-        until = ExpressionWrapper(Now() + timedelta(seconds=delivery._lease_seconds() * 3),
+        until = ExpressionWrapper(Now() + timedelta(seconds=delivery.lease_seconds() * 3),
                                   output_field=DateTimeOutput())
         free = Q(gitlab_deployment_lease_until__isnull=True) | Q(gitlab_deployment_lease_until__lt=Now())
         if not Deployment.objects.filter(free, pk=deployment_id).update(gitlab_deployment_lease_until=until):
@@ -150,7 +150,7 @@ class _Client:
         self.ref, self.tag = ref_of(deployment)
 
     def record(self, event: str, url: str):
-        return delivery._recorder(self.function.pk, self.deployment.pk, Channel.DEPLOYMENT, event,
+        return delivery.recorder(self.function.pk, self.deployment.pk, Channel.DEPLOYMENT, event,
                                   outbound.where(url), self.secrets)
 
     def bring_to(self, state: str) -> bool:
