@@ -16,6 +16,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.http_receiver import reply_json, serve, shut
+
 TOKEN = "glpat-test-token-123"
 PROJECT = "team/hello"
 TIERS = {"production", "staging", "testing", "development", "other"}
@@ -82,28 +84,18 @@ class FakeGitLab:
                 if hang:
                     gitlab.released.wait(30)
                     return
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply_json(self, status, json.dumps(answer).encode())
 
             do_GET = do_POST = do_PUT = _handle  # noqa: N815 - http.server's naming
 
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer((self.host, 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="fake-gitlab").start()
+        self.server = serve(Handler, self.host, 0, "fake-gitlab")
         return self
 
     def stop(self) -> None:
-        self.released.set()
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
+        shut(self.server, self.released)
 
     # --- GitLab's answers ------------------------------------------------------------------
 

@@ -48,22 +48,37 @@ class Receiver:
                     return
                 code = 500 if receiver.mode == "500" else receiver.status
                 answer = b'{"message": "500 Internal Server Error"}' if code == 500 else b'{"id": 1}'
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                reply_json(self, code, answer)
 
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="http-receiver").start()
+        self.server = serve(Handler, self.host, self.port, "http-receiver")
         return self
 
     def stop(self) -> None:
-        self.released.set()
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
+        shut(self.server, self.released)
+
+
+def serve(handler: type[BaseHTTPRequestHandler], host: str, port: int, name: str) -> ThreadingHTTPServer:
+    """A threaded HTTP server on (host, port; 0: a free one), serving in a daemon thread."""
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True, name=name).start()
+    return server
+
+
+def shut(server: ThreadingHTTPServer | None, released: threading.Event) -> None:
+    """Let hanging handlers go (`released`), then stop and close the server."""
+    released.set()
+    if server:
+        server.shutdown()
+        server.server_close()
+
+
+def reply_json(handler: BaseHTTPRequestHandler, status: int, data: bytes) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
