@@ -121,6 +121,16 @@ def staged(function, *, promotion: str = "manual", soak_seconds: int = 0):
     return staging, production
 
 
+def refused(call, code: str):
+    """Call `call`, which must be refused (RequestRefused) with `code`; the refusal."""
+    from portal.core.errors import RequestRefused
+
+    with pytest.raises(RequestRefused) as caught:
+        call()
+    assert caught.value.code == code, caught.value.message
+    return caught.value
+
+
 @pytest.fixture
 def receiver():
     """A local HTTP server that records what it is sent (tests/http_receiver.py)."""

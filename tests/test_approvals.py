@@ -15,13 +15,12 @@ from django.utils import timezone
 
 from portal import functions
 from portal.celery import DEPLOY_TASK, NOTIFY_TASK
-from portal.core.errors import RequestRefused
 from portal.deployments import approvals, approving, events
 from portal.feedback import delivery
 from portal.feedback import status as feedback
 from portal.functions.forms import EnvironmentForm
 from portal.models import ApiToken, Approval, AuditEvent, Deployment, Environment, Membership
-from tests.conftest import staged
+from tests.conftest import refused, staged
 
 Status, Kind = Deployment.Status, Deployment.Kind
 DIGEST, OTHER = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -55,13 +54,6 @@ def given(deployment, user, *, decision="approved", digest=DIGEST, fingerprint=N
         deployment=deployment, user=user, decision=decision, environment=deployment.environment, digest=digest,
         settings_fingerprint=fingerprint or approvals.fingerprint(deployment.environment),
         expires_at=timezone.now() + timedelta(seconds=expires_in))
-
-
-def refused(call, code: str) -> RequestRefused:
-    with pytest.raises(RequestRefused) as caught:
-        call()
-    assert caught.value.code == code, caught.value.message
-    return caught.value
 
 
 # --- Which approvals count ----------------------------------------------------------------------

@@ -14,11 +14,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from portal.celery import PROMOTE_DUE_TASK
-from portal.core.errors import RequestRefused
 from portal.deployments import pipeline, promotion, sweeper
 from portal.deployments.promotion import after_finished, promote_due, request_promotion
 from portal.models import AuditEvent, Deployment, Function
-from tests.conftest import released, staged
+from tests.conftest import refused, released, staged
 
 Status, Kind, Trigger = Deployment.Status, Deployment.Kind, Deployment.Trigger
 NOT_VERIFIED = "not-verified-upstream"
@@ -42,13 +41,6 @@ def rolled_back(environment, to: Deployment, off: Deployment) -> Deployment:
 def envs(function):
     """hello as staging (team-hello-stg, position 0) then production (team-hello, manual)."""
     return staged(function)
-
-
-def refused(call, code: str) -> RequestRefused:
-    with pytest.raises(RequestRefused) as caught:
-        call()
-    assert caught.value.code == code, caught.value.message
-    return caught.value
 
 
 # --- request_promotion's refusals ------------------------------------------------------
