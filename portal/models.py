@@ -12,7 +12,7 @@ would be a circle.
 from portal.functions.models import ApiToken, Architecture, AuditEvent, Environment, Function, Membership  # noqa: I001
 from portal.console.models import ConsoleImage, ConsoleRun, GoldenCase
 from portal.deployments.models import LOG_CAP_BYTES, Approval, Build, Deployment, DeploymentStep, FreezeWindow
-from portal.deployments.models import ImageDeletion
+from portal.deployments.models import ImageDeletion, Rollout, RolloutEvent
 from portal.feedback.models import DriftState, FeedbackSettings, NotificationAttempt
 from portal.hooks.models import DeliveryRing, HookKeys, SeenSignature, WebhookDelivery
 from portal.sources.models import SourceAccess
@@ -74,6 +74,8 @@ __all__ = [
     "ImageDeletion",
     "Membership",
     "NotificationAttempt",
+    "Rollout",
+    "RolloutEvent",
     "SeenSignature",
     "SourceAccess",
     "WebhookDelivery",

@@ -214,6 +214,8 @@ CELERY_TASK_ROUTES = {
     "slipway.sweep": {"queue": "rollbacks"},
     "slipway.promote_due": {"queue": "rollbacks"},  # a few queries a tick: never behind a build
     "slipway.gates_due": {"queue": "rollbacks"},  # likewise
+    "slipway.rollout_tick": {"queue": "rollbacks"},  # a rollout's next weight is never behind a build
+    "slipway.rollout_abort": {"queue": "rollbacks"},  # an abort puts the stable version back, like a rollback
     "slipway.console_cleanup": {"queue": "rollbacks"},  # housekeeping: small, never behind a build
     # Retention walks every function with AWS calls (minutes at scale) and would hold the
     # rollbacks worker's only process meanwhile; behind a build it only starts later.
@@ -252,7 +254,14 @@ SLIPWAY_APPROVAL_TTL = env_int("SLIPWAY_APPROVAL_TTL", 24 * 3600, minimum=60)
 # How often the beat releases what a freeze that ended held, re-checks what awaits approval
 # and expires what waited too long (gates.gates_due).
 SLIPWAY_GATE_TICK = env_int("SLIPWAY_GATE_TICK", 15, minimum=1)
+# Progressive delivery (portal/deployments/rollout.py): how often the beat advances rollouts,
+# how long a rollout "minute" is (shortened in tests, never mocked), and how long a paused
+# rollout may stay paused before it is aborted.
+SLIPWAY_ROLLOUT_TICK = env_int("SLIPWAY_ROLLOUT_TICK", 3, minimum=1)
+SLIPWAY_ROLLOUT_MINUTE = env_int("SLIPWAY_ROLLOUT_MINUTE", 60, minimum=1)
+SLIPWAY_ROLLOUT_PAUSE_MAX = env_int("SLIPWAY_ROLLOUT_PAUSE_MAX", 3600, minimum=60)
 CELERY_BEAT_SCHEDULE = {
+    "rollout-tick": {"task": "slipway.rollout_tick", "schedule": float(SLIPWAY_ROLLOUT_TICK)},
     "sweep": {"task": "slipway.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)},
     "promote-due": {"task": "slipway.promote_due", "schedule": float(SLIPWAY_PROMOTION_TICK)},
     "gates-due": {"task": "slipway.gates_due", "schedule": float(SLIPWAY_GATE_TICK)},

@@ -82,13 +82,14 @@ def test_a_cancel_after_the_move_to_updating_is_refused(deployment):
     assert Deployment.objects.get(pk=deployment.pk).cancel_requested is False
 
 
-def test_every_status_is_either_waiting_running_or_terminal():
+def test_every_status_is_either_waiting_running_rolling_out_or_terminal():
     # SOAKING and the gates' statuses are apart on purpose: dispatch, claim and the sweeper
-    # look only at queued and running rows.
-    assert set(Status) == {*Deployment.WAITING, *Deployment.RUNNING, *Deployment.TERMINAL}
+    # look only at queued and running rows. A rollout between ticks has no heartbeat.
+    assert set(Status) == {*Deployment.WAITING, *Deployment.RUNNING, *Deployment.ROLLOUT, *Deployment.TERMINAL}
     assert Deployment.WAITING == (Status.QUEUED, Status.SOAKING, Status.AWAITING_APPROVAL, Status.FROZEN)
-    for apart in (Status.SOAKING, *Deployment.GATED):
+    for apart in (Status.SOAKING, *Deployment.GATED, *Deployment.ROLLOUT):
         assert apart not in Deployment.RUNNING and apart not in Deployment.TERMINAL
+    assert not set(Deployment.ROLLOUT) & set(Deployment.WAITING)
     assert Deployment._meta.get_field("status").max_length >= max(len(status) for status in Status)
 
 

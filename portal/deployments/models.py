@@ -151,6 +151,13 @@ class Deployment(models.Model):
         PUBLISHING = "publishing", "Publishing version"
         VERIFYING = "verifying", "Verifying"
         SHIFTING = "shifting", "Moving alias"
+        # A canary or linear rollout between two ticks of the beat (portal/deployments/rollout.py):
+        # the alias is weighted between the stable version and this one. Outside RUNNING (no
+        # heartbeat: its Rollout's next_tick_at says when it is due) and outside WAITING.
+        ROLLING_OUT = "rolling_out", "Rolling out"
+        # A failing signal, an owner or a lost worker stopped it: slipway.rollout_abort puts the
+        # alias back on the stable version with the routing cleared, then it ends failed.
+        ABORTING = "aborting", "Aborting"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
@@ -158,6 +165,8 @@ class Deployment(models.Model):
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.SUPERSEDED)
     GATED = (Status.AWAITING_APPROVAL, Status.FROZEN)
+    # A weighted alias: the environment's queue waits behind it; a rollback supersedes it.
+    ROLLOUT = (Status.ROLLING_OUT, Status.ABORTING)
     # Waiting, not running: later requests replace these as they replace queued ones.
     WAITING = (Status.QUEUED, Status.SOAKING, *GATED)
     RUNNING = (Status.CHECKING, Status.SOURCE, Status.BUILDING, Status.PUSHING, Status.UPDATING, Status.WAITING,
@@ -328,7 +337,7 @@ class Deployment(models.Model):
         already ended stays as it is (returns False)."""
         if status not in self.TERMINAL:
             raise self.TransitionError(f"finish() needs a terminal status, not {status!r}")
-        non_terminal = self.RUNNING + self.WAITING
+        non_terminal = self.RUNNING + self.WAITING + self.ROLLOUT
         return self._update(non_terminal, status=status, error_code=error_code,
                             error_message=error_message[:4000], finished_at=Now())
 
@@ -472,3 +481,76 @@ class FreezeWindow(models.Model):
 
     def __str__(self) -> str:
         return f"freeze {self.reason} ({self.environment or 'global'})"
+
+
+class Rollout(models.Model):
+    """One deployment's weighted shift of its environment's alias from the stable version
+    (the alias's primary) to the new one, advanced by short ticks of the beat
+    (portal/deployments/rollout.py). Its deployment's status says where it is
+    (rolling_out, aborting, then terminal); this row holds the plan's position, when the
+    next tick is due and which tick holds it, and the signals it watches."""
+
+    deployment = models.OneToOneField(Deployment, on_delete=models.CASCADE, related_name="rollout")
+    # The plan, copied from the environment when it started (an edit applies to later rollouts).
+    strategy = models.CharField(max_length=12, choices=Environment.Strategy.choices)
+    percent = models.PositiveSmallIntegerField()
+    minutes = models.PositiveSmallIntegerField()
+    stable_version = models.CharField(max_length=20)
+    new_version = models.CharField(max_length=20)
+    # The new version's share of the alias as last written and confirmed (0 <= weight <= 1), and
+    # the index of the plan's step that wrote it.
+    weight = models.FloatField(default=0.0)
+    step = models.PositiveSmallIntegerField(default=0)
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    next_tick_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # The tick that holds it now (a conditional UPDATE takes it), until when.
+    tick_task_id = models.CharField(max_length=64, blank=True)
+    tick_lease_until = models.DateTimeField(null=True, blank=True)
+    # Manual control: paused (until paused_at + SLIPWAY_ROLLOUT_PAUSE_MAX), promote now.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    promote_now = models.BooleanField(default=False)
+    # Health signals (portal/deployments/health.py): the alarms watched, those already in ALARM
+    # when it started (reported, never blocking: the fix must get through), those Slipway
+    # created for it (deleted once it ended: alarms_deleted_at).
+    alarms = models.JSONField(default=list, blank=True)
+    alarms_already = models.JSONField(default=list, blank=True)
+    alarms_created = models.JSONField(default=list, blank=True)
+    alarms_deleted_at = models.DateTimeField(null=True, blank=True)
+    # Why it was aborted: "alarm:<name>", "probe", "manual", "worker-lost", "rollback", "drift".
+    abort_signal = models.CharField(max_length=300, blank=True)
+    abort_reason = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"rollout of #{self.deployment_id} {self.stable_version}->{self.new_version} at {self.weight:.0%}"
+
+
+class RolloutEvent(models.Model):
+    """One change on a rollout's timeline: a weight written or adopted, a probe round, a
+    pause, a resume, promote now, the abort, the end. The page draws the weight over time from these."""
+
+    class Action(models.TextChoices):
+        START = "start"
+        SHIFT = "shift"  # a planned weight written to the alias
+        ADOPT = "adopt"  # a weight the alias already showed (a tick died after writing it)
+        PROBE = "probe"
+        ALARM = "alarm"  # reported: already in ALARM when the rollout started
+        PAUSE = "pause"
+        RESUME = "resume"
+        PROMOTE = "promote"  # promote now: the remaining steps skipped
+        ABORT = "abort"
+        DONE = "done"  # 100 % on the new version, routing cleared
+        FALLBACK = "fallback"  # a weighted alias impossible (role or dead-letter changed): all at once
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    weight = models.FloatField(help_text="The new version's share after this event (0-1).")
+    note = models.CharField(max_length=500, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.rollout_id} {self.action} {self.weight:.0%}"

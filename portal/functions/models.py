@@ -163,6 +163,31 @@ class Environment(models.Model):
                                    "production\" only for the production tier. Empty: from the name.")
     gitlab_environment_key = models.CharField(max_length=500, blank=True, editable=False)
 
+    class Strategy(models.TextChoices):
+        ALL_AT_ONCE = "all_at_once", "All at once"
+        CANARY = "canary", "Canary: P % for M minutes, then 100 %"
+        LINEAR = "linear", "Linear: +P % every M minutes"
+
+    # Progressive delivery (portal/deployments/rollout.py): how a verified version takes the
+    # alias. A canary or linear shift goes through Lambda's weighted alias, watched by the
+    # health signals below (portal/deployments/health.py); validated in portal/deployments/routing.py.
+    rollout_strategy = models.CharField(max_length=12, choices=Strategy.choices, default=Strategy.ALL_AT_ONCE)
+    rollout_percent = models.PositiveSmallIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="Canary: the new version's share for the whole step; linear: added every step (1-50 %).")
+    rollout_minutes = models.PositiveSmallIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(60)],
+        help_text="How long each step lasts (1-60 minutes; the whole rollout at most 24 hours).")
+    # The alarm Slipway creates per rollout, scoped to the new version: {"namespace", "metric",
+    # "statistic", "threshold", "comparison", "periods", "period_s"}; empty: none.
+    rollout_alarm = models.JSONField(default=dict, blank=True)
+    # Alarms the owner made, watched during every rollout: each named slipway-<function>-….
+    rollout_extra_alarms = models.JSONField(default=list, blank=True)
+    # Slipway's own probes during each step: K qualified invokes of the smoke event and the
+    # golden cases against the new version; the step fails when more than `probe_max_failures` fail.
+    probe_count = models.PositiveSmallIntegerField(default=3, validators=[MaxValueValidator(20)])
+    probe_max_failures = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(20)])
+
     class Meta:
         ordering = ["position"]
         constraints = [models.UniqueConstraint(fields=["function", "name"], name="one_environment_per_name"),
