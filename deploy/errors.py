@@ -141,6 +141,9 @@ CATALOGUE: dict[str, Entry] = {
         "stale": "a newer deployment of the function was requested meanwhile",
         "superseded": "a rollback or a newer deploy took its place",
         "version-gone": "the version to roll back to went while the rollback ran",
+        "canary-aborted": "a canary or linear rollout was aborted (an alarm, a probe, an owner, a lost worker, a "
+                          "rollback, a pause past its maximum, routing changed outside Slipway): the alias is back "
+                          "on the stable version; the message names the signal",
     }),
     **_entries(PLATFORM, {
         "database-unavailable": "the database did not answer",
