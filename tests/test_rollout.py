@@ -374,3 +374,24 @@ def test_a_worker_lost_as_its_rollout_began_aborts_instead_of_leaving_the_split(
         assert rollout.perform_abort(deployment.pk, "abort-1") == "aborted"
     assert (plane.primary, plane.weights) == ("1", {})
     assert Deployment.objects.get(pk=deployment.pk).error_code == "canary-aborted"
+
+
+def test_gitlab_sees_a_rollout_as_running_until_it_ends():
+    from portal.feedback import status as feedback
+
+    assert feedback.gitlab_state(Status.ROLLING_OUT) == feedback.gitlab_state(Status.ABORTING) == feedback.RUNNING
+
+
+def test_a_webhook_deploy_of_an_older_commit_is_stale_behind_a_rolling_out_newer_one(function, signals):
+    from portal.deployments import steps
+
+    plane = Plane()
+    deployment = started(function, plane)
+    Deployment.objects.filter(pk=deployment.pk).update(trigger="webhook", commit_sha="c" * 40)
+    older = Deployment.objects.create(function=function, trigger="webhook", commit_sha="d" * 40, ref="main",
+                                      status=Status.SOURCE)
+    run = steps.Run(Deployment.objects.select_related("function", "environment").get(pk=older.pk))
+    with mock.patch("deploy.source.resolve_cached", return_value="e" * 40), \
+            mock.patch("deploy.source.is_ancestor", side_effect=lambda _, mine, sha: sha == "c" * 40):
+        reason = steps.stale_reason(run)
+    assert reason.startswith("stale") and f"#{deployment.pk}" in reason, reason
