@@ -395,3 +395,13 @@ def test_a_webhook_deploy_of_an_older_commit_is_stale_behind_a_rolling_out_newer
             mock.patch("deploy.source.is_ancestor", side_effect=lambda _, mine, sha: sha == "c" * 40):
         reason = steps.stale_reason(run)
     assert reason.startswith("stale") and f"#{deployment.pk}" in reason, reason
+
+
+def test_a_tick_goes_on_without_alarms_when_cloudwatch_does_not_answer(function, signals):
+    from deploy.errors import AppError
+
+    plane = Plane()
+    deployment = started(function, plane)
+    signals["alarm_failures"].side_effect = AppError("cloudwatch-Throttling", "slow down")
+    step_over(deployment)
+    assert ticked(plane) == {deployment.rollout.pk: "done"}
