@@ -23,7 +23,7 @@ from deploy import lambdas, testing
 from deploy.errors import DeployError, UserError
 from portal.celery import ROLLOUT_ABORT_TASK
 from portal.core import sending
-from portal.deployments import events, queue, routing
+from portal.deployments import events, health, queue, routing
 from portal.deployments.models import Deployment, Rollout, RolloutEvent
 from portal.deployments.recording import StepLog, finish
 from portal.functions import AuditEvent, Environment
@@ -144,13 +144,6 @@ def send_abort(pk: int) -> None:
 # --- The plan on the alias ------------------------------------------------------------------
 
 
-def _health():
-    """portal/deployments/health.py: the signals (alarms, probes) a rollout watches."""
-    from portal.deployments import health
-
-    return health
-
-
 def steps_of(rollout: Rollout) -> list[routing.Step]:
     return routing.plan(rollout.strategy, rollout.percent, rollout.minutes, minute_s=settings.SLIPWAY_ROLLOUT_MINUTE)
 
@@ -234,7 +227,7 @@ def start(deployment: Deployment, out: StepLog) -> bool:
             "the alias moves all at once")
         return False
     try:
-        _health().prepare(rollout)  # a missing alarm: the rollout does not start (the step fails)
+        health.prepare(rollout)  # a missing alarm: the rollout does not start (the step fails)
         first = steps_of(rollout)[0]
         _write(rollout, first.weight, found.get("RevisionId", ""))
     except BaseException:
@@ -294,7 +287,7 @@ def tick(holder: str) -> dict[int, str]:
     if not due:
         return {}
     try:
-        failures = _health().alarm_failures(due)
+        failures = health.alarm_failures(due)
     except DeployError as exc:  # CloudWatch unreadable: this tick goes on without alarms, the next asks again
         log.warning("alarm check of %d rollout(s) failed: %s", len(due), exc)
         failures = {}
@@ -357,7 +350,7 @@ def _advance(rollout: Rollout, deployment: Deployment, holder: str, alarm: str) 
         if rollout.step_started_at and now < rollout.step_started_at + lasts:
             _release(rollout, holder, next_tick_at=_next_tick())
             return "waiting"
-        failed = _health().probe(rollout)
+        failed = health.probe(rollout)
         if failed:
             request_abort(deployment, "probe", failed)
             return "aborted: probe"
@@ -417,7 +410,7 @@ def complete(rollout: Rollout, deployment: Deployment, how: str) -> bool:
 
 def _ended(rollout: Rollout, deployment: Deployment) -> None:
     try:
-        _health().delete_alarms(rollout)
+        health.delete_alarms(rollout)
     except Exception as exc:  # the sweeper deletes the alarms of ended rollouts
         log.warning("alarms of rollout %s not deleted yet: %s", rollout.pk, exc)
     queue.dispatch(deployment.environment_id)
@@ -524,7 +517,7 @@ def sweep(holder: str = "sweeper") -> dict:
         except Exception as exc:  # AWS down: the next sweep tries again
             log.warning("abort of deployment %s failed: %s", pk, exc)
     try:
-        deleted = _health().delete_ended()
+        deleted = health.delete_ended()
     except Exception as exc:
         log.warning("alarms of ended rollouts not deleted: %s", exc)
         deleted = 0
