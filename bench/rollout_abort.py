@@ -31,10 +31,12 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +61,7 @@ TICK = settings.SLIPWAY_ROLLOUT_TICK
 HELD_OFF = ("SLIPWAY_PROMOTION_TICK", "SLIPWAY_GATE_TICK", "SLIPWAY_SWEEP_INTERVAL", "SLIPWAY_RECONCILE_INTERVAL",
             "SLIPWAY_DRIFT_INTERVAL")
 med = statistics.median
+SENT = re.compile(r"^\[([\d-]+ [\d:]+,\d{3}): INFO/MainProcess\] Scheduler: Sending due task rollout-tick")
 
 
 @contextlib.contextmanager
@@ -157,6 +160,13 @@ def ended(deployment_pk: int, timeout: float = 60) -> Deployment:
     raise SystemExit(f"deployment #{deployment_pk} did not end")
 
 
+def beat_sends(log: Path, after: float, before: float) -> int:
+    """How many rollout ticks the beat sent between two wall-clock times (its log's local times)."""
+    sent = [datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            for found in map(SENT.match, log.read_text(errors="replace").splitlines()) if found]
+    return sum(after <= at <= before for at in sent)
+
+
 def bare_clear(name: str, alias: str, stable: str, new: str) -> float:
     """The baseline: weight the alias again (not timed), then one UpdateAlias back to `stable` alone."""
     client = aws.client("lambda")
@@ -170,10 +180,10 @@ def bare_clear(name: str, alias: str, stable: str, new: str) -> float:
 
 def main() -> None:
     with worker_and_workspace("bench-rollout-abort") as work, beat(work):
-        bench(Setup(work, "abort"))
+        bench(Setup(work, "abort"), work / "beat.log")
 
 
-def bench(setup: Setup) -> None:
+def bench(setup: Setup, beat_log: Path) -> None:
     ours, decided, baseline = [], [], []
     for n in range(RUNS + 1):  # the first round warms every path and is not counted
         rollout = setup.start_rollout()
@@ -189,8 +199,9 @@ def bench(setup: Setup) -> None:
         decision = abort.at.timestamp() - wall
         bare = bare_clear(setup.name, setup.alias, rollout.stable_version, rollout.new_version)
         label = "warm-up" if n == 0 else f"round {n}"
-        print(f"  {label}: alarm -> alias stable {took * 1000:.0f} ms (tick decided after {decision * 1000:.0f} ms), "
-              f"bare UpdateAlias {bare * 1000:.1f} ms", flush=True)
+        sends = beat_sends(beat_log, wall, abort.at.timestamp())
+        print(f"  {label}: alarm -> alias stable {took * 1000:.0f} ms (tick decided after {decision * 1000:.0f} ms, "
+              f"beat sent {sends} tick(s) meanwhile), bare UpdateAlias {bare * 1000:.1f} ms", flush=True)
         if n:
             ours.append(took)
             decided.append(decision)
