@@ -35,3 +35,13 @@ def test_the_beat_checks_a_rollout_due_within_half_a_tick(function, alarm_fires,
     deployment.refresh_from_db()
     assert deployment.status == (Status.ABORTING if checked else Status.ROLLING_OUT)
     assert alarm_fires["alarm_failures"].called is checked
+
+
+def test_a_rollout_just_started_is_checked_at_the_next_beat(function, alarm_fires, settings):
+    settings.SLIPWAY_ROLLOUT_TICK = 3
+    plane = Plane()
+    deployment = started(function, plane)  # next_tick_at as the start left it
+    with plane.serving():
+        rollout.tick("tick-1")
+    deployment.refresh_from_db()
+    assert deployment.status == Status.ABORTING and alarm_fires["alarm_failures"].called

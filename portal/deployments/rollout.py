@@ -237,8 +237,10 @@ def start(deployment: Deployment, out: StepLog) -> bool:
         moved = Deployment.objects.filter(Deployment.NOT_STOPPED, pk=deployment.pk, status=Status.SHIFTING).update(
             status=Status.ROLLING_OUT, previous_version=stable)
         if moved:
+            # Due at once: the next beat checks its alarms, whatever its phase against this moment
+            # (a tick later could be up to a tick and a half later: bench/rollout_abort.py).
             Rollout.objects.filter(pk=rollout.pk).update(weight=first.weight, step=0, step_started_at=Now(),
-                                                         next_tick_at=_next_tick())
+                                                         next_tick_at=Now())
             rollout.weight = first.weight
             record(rollout, Action.START, f"{strategy} {environment.rollout_percent} % / "
                    f"{environment.rollout_minutes} min: {stable} -> {new}", 0.0)
