@@ -237,8 +237,10 @@ def start(deployment: Deployment, out: StepLog) -> bool:
         moved = Deployment.objects.filter(Deployment.NOT_STOPPED, pk=deployment.pk, status=Status.SHIFTING).update(
             status=Status.ROLLING_OUT, previous_version=stable)
         if moved:
+            # Due at once: the next beat checks its alarms, whatever its phase against this moment
+            # (a tick later could be up to a tick and a half later: bench/rollout_abort.py).
             Rollout.objects.filter(pk=rollout.pk).update(weight=first.weight, step=0, step_started_at=Now(),
-                                                         next_tick_at=_next_tick())
+                                                         next_tick_at=Now())
             rollout.weight = first.weight
             record(rollout, Action.START, f"{strategy} {environment.rollout_percent} % / "
                    f"{environment.rollout_minutes} min: {stable} -> {new}", 0.0)
@@ -282,7 +284,11 @@ def tick(holder: str) -> dict[int, str]:
     them all. Returns rollout pk -> what happened."""
     now = timezone.now()
     free = Q(tick_lease_until__isnull=True) | Q(tick_lease_until__lt=now)
-    due = list(Rollout.objects.filter(free, deployment__status=Status.ROLLING_OUT, next_tick_at__lte=now)
+    # Half a tick early counts as due: the last tick set next_tick_at a tick after it released the
+    # rollout, a few ms after its beat fired, so this beat would find it not quite due and every
+    # other beat (alarm checks every 2 ticks: an abort up to 2 ticks late) would be skipped.
+    due_by = now + timedelta(seconds=settings.SLIPWAY_ROLLOUT_TICK / 2)
+    due = list(Rollout.objects.filter(free, deployment__status=Status.ROLLING_OUT, next_tick_at__lte=due_by)
                .select_related("deployment__environment", "deployment__function").order_by("next_tick_at"))
     if not due:
         return {}
