@@ -62,7 +62,8 @@ RELEASE_KINDS = (Deployment.Kind.DEPLOY, Deployment.Kind.REDEPLOY, Deployment.Ki
                  Deployment.Kind.PROMOTION)
 # A promotion that soaks, waits or runs ships its pinned digest later, and so does a deploy a
 # gate holds after its push: the image stays meanwhile.
-PINNING = (Deployment.Status.SOAKING, Deployment.Status.QUEUED, *Deployment.GATED, *Deployment.RUNNING)
+PINNING = (Deployment.Status.SOAKING, Deployment.Status.QUEUED, *Deployment.GATED, *Deployment.RUNNING,
+           *Deployment.ROLLOUT)
 # Waiting for their time or a gate, not on the Lambda: they block no run (their digests are held).
 NOT_BLOCKING = (*Deployment.TERMINAL, Deployment.Status.SOAKING, *Deployment.GATED)
 # A batch delete takes seconds: a mark this old was left by a run that died before unmarking.

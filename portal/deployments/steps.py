@@ -161,7 +161,8 @@ def stale_reason(run: Run) -> str:
     newer = [(live["pk"], live["commit_sha"], "which is live")] if live else []
     newer += [(pk, sha, "queued from another delivery") for pk, sha in Deployment.objects.filter(
         environment=run.environment, trigger__in=AUTOMATIC, kind=Deployment.Kind.DEPLOY,
-        status__in=(Status.QUEUED, *Deployment.RUNNING)).exclude(pk=deployment.pk).exclude(commit_sha="")
+        status__in=(Status.QUEUED, *Deployment.RUNNING, *Deployment.ROLLOUT)).exclude(pk=deployment.pk).exclude(
+            commit_sha="")
         .order_by("pk").values_list("pk", "commit_sha")]
     for pk, sha, what in newer:
         if sha == mine:

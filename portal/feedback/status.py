@@ -50,7 +50,7 @@ RANK = {"": -1, PENDING: 0, RUNNING: 1, SUCCESS: 2, FAILED: 2, CANCELED: 2}
 def gitlab_state(status: str) -> str:
     if status in (Status.QUEUED, Status.SOAKING, *Deployment.GATED):  # a soak or a gate: waiting, not over
         return PENDING
-    if status in Deployment.RUNNING:
+    if status in (*Deployment.RUNNING, *Deployment.ROLLOUT):  # a rollout is running until its last tick
         return RUNNING
     return {Status.SUCCEEDED: SUCCESS, Status.FAILED: FAILED}.get(status, CANCELED)
 
