@@ -23,6 +23,8 @@ from portal.models import (
     ImageDeletion,
     Membership,
     NotificationAttempt,
+    Rollout,
+    RolloutEvent,
     SeenSignature,
     SourceAccess,
     WebhookDelivery,
@@ -218,6 +220,32 @@ class ImageDeletionAdmin(admin.ModelAdmin):
 
     list_display = ["repository", "digest", "marked_at"]
     readonly_fields = [f.name for f in ImageDeletion._meta.fields]
+
+
+class RolloutEventInline(admin.TabularInline):
+    model = RolloutEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ["action", "weight", "note", "at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Rollout)
+class RolloutAdmin(admin.ModelAdmin):
+    """Read-only: a rollout moves by its ticks and by the page's and API's controls, which
+    check who may and audit it (portal/deployments/rollout.py)."""
+
+    list_display = ["deployment", "strategy", "stable_version", "new_version", "weight", "next_tick_at", "ended_at"]
+    readonly_fields = [f.name for f in Rollout._meta.fields]
+    inlines = [RolloutEventInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(FreezeWindow)
