@@ -188,6 +188,12 @@ CATALOGUE: dict[str, Entry] = {
                                     "who may approve, minus the requester, can give",
         "rejected": "an approver rejected the deployment before it touched the Lambda",
     }),
+    # Progressive delivery (portal/deployments/rollout.py, routing.py).
+    **_entries(USER, {
+        "rollout-not-running": "pause, resume, promote now or abort of a deployment that is not rolling out",
+        "routing-invalid": "a weighted alias Slipway was about to write breaks Lambda's rules (0 < weight < 1, "
+                           "one extra version, both published, extra not the primary, primary not $LATEST)",
+    }),
     # The console (ConsoleError): the image, the request, or the invoke.
     **_entries(USER, {
         "archived": "the function is archived: the console does not invoke it",
