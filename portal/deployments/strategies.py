@@ -11,6 +11,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from portal.deployments import routing
+
 ALL_AT_ONCE, CANARY, LINEAR = "all_at_once", "canary", "linear"  # Environment.Strategy's values
 PERCENT_RANGE = (1, 50)
 MINUTES_RANGE = (1, 60)
@@ -57,17 +59,12 @@ def preset_of(strategy: str, percent: int, minutes: int) -> str:
                                                                                               minutes)), "")
 
 
-def waits(strategy: str, percent: int) -> int:
-    """How many waits of M minutes a rollout makes: canary one (P %, then 100 %); linear one
-    per weight below 100 % (P, 2P, ... < 100, then 100 %: ceil(100 / P) steps)."""
-    if strategy == CANARY:
-        return 1
-    return math.ceil(100 / percent) - 1 if strategy == LINEAR else 0
-
-
 def total_minutes(strategy: str, percent: int, minutes: int) -> int:
-    """How long a rollout that is never paused or aborted takes, from its first weight to 100 %."""
-    return waits(strategy, percent) * minutes
+    """How long a rollout that is never paused or aborted takes, from its first weight to 100 %
+    (the engine's own plan: canary one wait, linear ceil(100 / P) - 1)."""
+    if strategy not in (CANARY, LINEAR):
+        return 0
+    return routing.plan(strategy, percent, minutes, minute_s=1)[-1].at_s
 
 
 def describe(strategy: str, percent: int, minutes: int) -> str:
