@@ -305,6 +305,38 @@ class StepOut(Schema):
     output: str
 
 
+class RolloutEventOut(Schema):
+    action: Literal["start", "shift", "adopt", "probe", "alarm", "pause", "resume", "promote", "abort", "done",
+                    "fallback"]
+    weight: float = Field(description="the new version's share after it (0-1)")
+    note: str
+    at: datetime
+
+
+class RolloutOut(Schema):
+    state: str = Field(description="rolling_out, paused, promoting (promote now asked), aborting, aborted (failed "
+                                   "canary-aborted), else its deployment's status")
+    strategy: Literal["canary", "linear"]
+    percent: int
+    minutes: int
+    stable_version: str = Field(description="the alias's primary while it runs; where an abort puts it back")
+    new_version: str
+    weight: float = Field(description="the new version's share of the alias now (0-1)")
+    step: int
+    steps: int = Field(description="how many weights its plan writes (the last is 1.0, routing cleared)")
+    started_at: datetime
+    ended_at: datetime | None
+    next_tick_at: datetime | None
+    paused_at: datetime | None
+    promote_now: bool
+    abort_signal: str = Field(description='why it was aborted: "alarm:<name>", "probe", "manual", "worker-lost", '
+                                          '"rollback", "drift"; empty otherwise')
+    abort_reason: str
+    alarms: list[str]
+    alarms_already: list[str] = Field(description="in ALARM when it started: reported, never blocking")
+    events: list[RolloutEventOut]
+
+
 class DeploymentOut(Schema):
     id: int
     function: str
@@ -327,6 +359,7 @@ class DeploymentOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     steps: list[StepOut]
+    rollout: RolloutOut | None = Field(description="its canary or linear rollout, if it had one")
     url: str
     notice: str = ""  # e.g. the queue did not answer: the row stays queued, or the web rolled back itself
 
