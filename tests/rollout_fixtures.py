@@ -14,12 +14,12 @@ Status = Deployment.Status
 
 
 def rolling_out(function, *, environment=None, status=Status.ROLLING_OUT, weights=(0.1,), strategy="canary",
-                percent=10, minutes=5, minutes_ago=6, **fields) -> Deployment:
+                percent=10, minutes=5, minutes_ago=6, pk=None, **fields) -> Deployment:
     """A deployment whose rollout wrote `weights` one minute apart, starting `minutes_ago`."""
     environment = environment or function.first_environment
     started = timezone.now() - timedelta(minutes=minutes_ago)
-    deployment = Deployment.objects.create(function=function, environment=environment, trigger="ui", status=status,
-                                           version="2", previous_version="1", commit_sha="b" * 40,
+    deployment = Deployment.objects.create(pk=pk, function=function, environment=environment, trigger="ui",
+                                           status=status, version="2", previous_version="1", commit_sha="b" * 40,
                                            started_at=started)
     item = Rollout.objects.create(deployment=deployment, strategy=strategy, percent=percent, minutes=minutes,
                                   stable_version="1", new_version="2", weight=weights[-1] if weights else 0.0,
