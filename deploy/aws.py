@@ -46,6 +46,7 @@ USER_CODES = frozenset({
     "CodeStorageExceededException", "InvalidRequestContentException", "RequestTooLargeException",
     "AccessDeniedException", "AccessDenied", "ValidationException", "InvalidLayerException",
     "RepositoryNotFoundException", "ImageNotFoundException", "ImageTagAlreadyExistsException",
+    "InvalidParameterValue", "InvalidParameterCombination", "MissingParameter",  # CloudWatch: the alarm template
 })
 
 _lock = threading.Lock()

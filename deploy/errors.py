@@ -108,6 +108,9 @@ CATALOGUE: dict[str, Entry] = {
         "repository-credentials": "the repository credentials do not fit the URL or cannot be read",
         "repository-host-key": "the git host's key is not the one in the function's known_hosts",
         "repository-not-found": "no repository at the URL, or the credentials do not reach it",
+        "rollout-alarm-invalid": "the environment's rollout alarm template is not usable (deploy/alarms.py's schema)",
+        "rollout-alarm-missing": "an alarm the environment's rollout watches does not exist in CloudWatch: the "
+                                 "rollout does not start",
         "smoke-error-result": "the new version answered the smoke event with an error",
         "smoke-function-error": "the new version raised on the smoke event",
     }),
@@ -141,6 +144,9 @@ CATALOGUE: dict[str, Entry] = {
         "stale": "a newer deployment of the function was requested meanwhile",
         "superseded": "a rollback or a newer deploy took its place",
         "version-gone": "the version to roll back to went while the rollback ran",
+        "canary-aborted": "a canary or linear rollout was aborted (an alarm, a probe, an owner, a lost worker, a "
+                          "rollback, a pause past its maximum, routing changed outside Slipway): the alias is back "
+                          "on the stable version; the message names the signal",
     }),
     **_entries(PLATFORM, {
         "database-unavailable": "the database did not answer",
@@ -228,6 +234,8 @@ FAMILIES: dict[str, Entry] = {
                   "settings, otherwise the platform's)", PLATFORM),
     "lambda-": Entry("Lambda answered an error; the suffix is AWS's error code (e.g. "
                      "lambda-InvalidParameterValueException, the function's settings)", PLATFORM),
+    "cloudwatch-": Entry("CloudWatch answered an error about a rollout's alarms; the suffix is AWS's error code",
+                         PLATFORM),
     "s3-": Entry("S3 (the console bucket) answered an error; the suffix is AWS's error code", PLATFORM),
     "lambda-update-failed-": Entry("Lambda could not apply the update; the suffix is its LastUpdateStatusReasonCode",
                                    USER),

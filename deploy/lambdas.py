@@ -56,8 +56,11 @@ def _read(doing: str, operation: str, **kwargs):
     return aws.call(doing, getattr(client(), operation), prefix=PREFIX, missing=_MISSING, **kwargs)
 
 
-def get_configuration(name: str) -> dict | None:
-    return _read(f"reading {name}", "get_function_configuration", FunctionName=name)
+def get_configuration(name: str, qualifier: str = "") -> dict | None:
+    """GetFunctionConfiguration of $LATEST, or of the version `qualifier`."""
+    extra = {"Qualifier": qualifier} if qualifier else {}
+    return _read(f"reading {name}{':' + qualifier if qualifier else ''}", "get_function_configuration",
+                 FunctionName=name, **extra)
 
 
 def create(settings: Settings, image_uri: str, description: str) -> dict:
@@ -278,16 +281,42 @@ def alias_digest(name: str, alias: str) -> tuple[str | None, str]:
     return version, image_digest(found) if found else ""
 
 
-def point_alias(name: str, alias: str, version: str) -> str | None:
-    """Move (or create) `alias` to `version`, guarded by the alias's RevisionId;
-    returns the version it pointed at before."""
-    before = get_alias(name, alias)
-    if before is None:
-        _call(f"creating alias {alias}", "create_alias", FunctionName=name, Name=alias, FunctionVersion=version)
-        return None
-    guard = {"RevisionId": before["RevisionId"]} if before.get("RevisionId") else {}
-    _call(f"moving alias {alias}", "update_alias", FunctionName=name, Name=alias, FunctionVersion=version, **guard)
-    return before["FunctionVersion"]
+# How often an alias move re-reads the alias and tries again after PreconditionFailed (a
+# rollout's tick or abort moved it between our read and our write).
+ALIAS_ATTEMPTS = 5
+
+
+def routing(found: dict | None) -> dict[str, float]:
+    """A GetAlias answer's extra versions and their weights ({}: the primary serves everything)."""
+    return dict(((found or {}).get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {})
+
+
+def write_alias(name: str, alias: str, primary: str, weights: dict[str, float], *, revision: str) -> dict:
+    """One UpdateAlias: `primary` and the routing, always sent (an UpdateAlias without
+    RoutingConfig keeps the old weights; {} clears them), guarded by the RevisionId read
+    before. PreconditionFailed is `revision-mismatch`, never retried here: the caller re-reads."""
+    guard = {"RevisionId": revision} if revision else {}
+    return _call(f"moving alias {alias} of {name}", "update_alias", FunctionName=name, Name=alias,
+                 FunctionVersion=primary, RoutingConfig={"AdditionalVersionWeights": dict(weights)}, **guard)
+
+
+def point_alias(name: str, alias: str, version: str, *, attempts: int = ALIAS_ATTEMPTS) -> str | None:
+    """Move (or create) `alias` to `version` with its routing cleared, guarded by the alias's
+    RevisionId; after PreconditionFailed (someone moved it meanwhile) read it again and retry,
+    up to `attempts` times. Returns the version it pointed at before."""
+    for attempt in range(1, attempts + 1):
+        before = get_alias(name, alias)
+        if before is None:
+            _call(f"creating alias {alias}", "create_alias", FunctionName=name, Name=alias, FunctionVersion=version)
+            return None
+        try:
+            write_alias(name, alias, version, {}, revision=before.get("RevisionId", ""))
+        except AppError as exc:
+            if exc.code != "revision-mismatch" or attempt == attempts:
+                raise
+            continue
+        return before["FunctionVersion"]
+    raise AssertionError("unreachable")
 
 
 def version_exists(name: str, version: str) -> bool:
@@ -368,6 +397,7 @@ def observed_state(name: str, alias: str) -> dict | None:
     pointed = get_alias(name, alias)
     return {
         "alias_version": pointed["FunctionVersion"] if pointed else None,
+        "alias_routing": routing(pointed),
         "image_digest": image_digest(found),
         "memory_mb": config.get("MemorySize"),
         "timeout_s": config.get("Timeout"),

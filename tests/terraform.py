@@ -29,8 +29,11 @@ IMPLIED = {
     "web": set(),
 }
 # Called only on the local plane (portal/console/invoke.py, under `if settings.LOCAL_MODE`): the
-# bucket is Terraform's on AWS, so no role may create it.
-LOCAL_ONLY = {"s3:CreateBucket", "s3:HeadBucket"}
+# bucket is Terraform's on AWS, so no role may create it. deploy/alarms.set_state: tests only
+# (they force an alarm's state); no role may.
+LOCAL_ONLY = {"s3:CreateBucket", "s3:HeadBucket", "cloudwatch:SetAlarmState"}
+# botocore signs CloudWatch's calls as "monitoring"; IAM names its actions "cloudwatch:".
+IAM_PREFIX = {"monitoring": "cloudwatch"}
 READ_PREFIXES = ("Get", "List", "Describe", "BatchGet", "BatchCheck", "Head")
 # Actions AWS accepts only with Resource "*" (read-only, or account-wide like the registry token).
 STAR_ONLY = {"ecr:GetAuthorizationToken", "lambda:ListFunctions"}
@@ -39,6 +42,7 @@ STAR_ONLY = {"ecr:GetAuthorizationToken", "lambda:ListFunctions"}
 CALLERS = {
     "deploy/ecr.py": ("worker",),
     "deploy/lambdas.py": ("worker",),
+    "deploy/alarms.py": ("worker",),
     "portal/console/invoke.py": ("web", "worker"),
     "portal/core/health.py": ("web", "worker"),
 }
@@ -50,7 +54,7 @@ ROLLBACK_WITHOUT_QUEUE = {"ecr:DescribeImages", "lambda:GetFunctionConfiguration
 WEB_ALSO = {"lambda:Invoke"} | ROLLBACK_WITHOUT_QUEUE  # deploy/lambdas.invoke, called by portal/console/invoke.py
 # The services whose operations a module may call, where it is one: a name two services
 # share (tag_resource, Lambda's and ECR's) then counts for that module's service only.
-SERVICES = {"deploy/ecr.py": ("ecr",), "deploy/lambdas.py": ("lambda",)}
+SERVICES = {"deploy/ecr.py": ("ecr",), "deploy/lambdas.py": ("lambda",), "deploy/alarms.py": ("cloudwatch",)}
 ALL_SERVICES = ("lambda", "ecr", "s3")
 
 
@@ -99,6 +103,8 @@ def allows(document: str, action: str) -> bool:
 
 
 def iam_action(operation: str) -> str:
+    prefix, _, name = operation.partition(":")
+    operation = f"{IAM_PREFIX.get(prefix, prefix)}:{name}"
     return ACTION_FOR.get(operation, operation)
 
 
@@ -114,9 +120,10 @@ def calls_in_code() -> dict[str, set[str]]:
 
     session = botocore.session.get_session()
     operations: dict[str, dict[str, str]] = {}
-    for service in ALL_SERVICES:
+    for service in {*ALL_SERVICES, *(s for named in SERVICES.values() for s in named)}:
         model = session.get_service_model(service)
-        operations[service] = {_snake(name): f"{model.signing_name}:{name}" for name in model.operation_names}
+        prefix = IAM_PREFIX.get(model.signing_name, model.signing_name)
+        operations[service] = {_snake(name): f"{prefix}:{name}" for name in model.operation_names}
     found: dict[str, set[str]] = {"web": set(WEB_ALSO), "worker": set()}
     for module, roles in CALLERS.items():
         source = (REPO_ROOT / module).read_text()
@@ -144,4 +151,4 @@ def recorded_calls(path: Path) -> dict[str, set[str]]:
 
 
 def not_allowed(role: str, operations: set[str]) -> list[str]:
-    return sorted(op for op in operations if op not in LOCAL_ONLY and not allows(role, iam_action(op)))
+    return sorted(op for op in operations if iam_action(op) not in LOCAL_ONLY and not allows(role, iam_action(op)))

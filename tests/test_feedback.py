@@ -405,10 +405,18 @@ def test_a_drift_is_recorded_and_notified_once_then_accepted(function, cast, sen
     assert len(notices) == 1 and notices[0][1] == "drift" and "changed" not in json.dumps(notices[0])
     drift.accept(function, user=cast["alice"])
     state = DriftState.objects.get(environment__function=function)
-    assert state.expected_state == observed and not state.drift_fingerprint
+    assert state.expected_state == {**observed, "alias_routing": {}} and not state.drift_fingerprint
     assert AuditEvent.objects.filter(action="function.drift_accepted").count() == 1
     with pytest.raises(drift.Refused):
         drift.accept(function, user=cast["alice"])
+
+
+def test_weights_set_on_the_alias_outside_slipway_are_drift():
+    observed = {**EXPECTED, "alias_routing": {"3": 0.25}}
+    found = {d["field"]: d for d in drift.differences(EXPECTED, observed)}
+    assert set(found) == {"alias_routing"}
+    assert (found["alias_routing"]["expected"], found["alias_routing"]["actual"]) == ("{}", "{'3': 0.25}")
+    assert drift.differences(EXPECTED, {**EXPECTED, "alias_routing": {}}) == [], "no weights is what Slipway left"
 
 
 def test_no_drift_check_while_a_deployment_runs(function):

@@ -405,7 +405,8 @@ def test_the_sweeper_neither_fails_nor_resends_a_held_row(function, envs, sent):
     long_ago = timezone.now() - timedelta(hours=1)
     Deployment.objects.filter(pk=promotion.pk).update(heartbeat_at=long_ago, created_at=long_ago,
                                                       enqueued_at=long_ago, task_id="old")
-    assert sweeper.sweep() == {"worker_lost": [], "live_after_shift": [], "redispatched_functions": []}
+    swept = sweeper.sweep()
+    assert (swept["worker_lost"], swept["live_after_shift"], swept["redispatched_functions"]) == ([], [], [])
     assert Deployment.objects.get(pk=promotion.pk).status == Status.FROZEN and sent.call_count == 0
 
 

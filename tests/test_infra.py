@@ -146,3 +146,18 @@ def test_the_code_scan_finds_the_pipeline_and_retention_calls():
                       "lambda:ListAliases", "lambda:DeleteFunction", "lambda:CreateFunction", "lambda:TagResource",
                       "lambda:ListTags"):
         assert operation in calls, operation
+
+
+def test_the_worker_may_create_and_delete_only_slipways_alarms_and_never_force_their_state():
+    calls = tf.calls_in_code()["worker"]
+    assert {"cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"} <= calls
+    (writes,) = [s for s in tf.statements("worker") if "cloudwatch:PutMetricAlarm" in tf.unquote(s["actions"])]
+    assert sorted(tf.unquote(writes["actions"])) == ["cloudwatch:DeleteAlarms", "cloudwatch:PutMetricAlarm"]
+    assert tf.unquote(writes["resources"]) == ["${local.alarm_arns}"]
+    (alarm_arns,) = [block["alarm_arns"] for block in tf.files()["versions.tf"]["locals"] if "alarm_arns" in block]
+    assert tf.unquote(alarm_arns).endswith(":alarm:slipway-*")
+    (reads,) = [s for s in tf.statements("worker") if "cloudwatch:DescribeAlarms" in tf.unquote(s["actions"])]
+    assert tf.unquote(reads["resources"]) == ["*"]  # composite alarms are returned only on "*"
+    assert "cloudwatch:SetAlarmState" in calls  # deploy/alarms.set_state exists, for tests...
+    assert not tf.allows("worker", "cloudwatch:SetAlarmState") and not tf.allows("web", "cloudwatch:PutMetricAlarm")
+    assert tf.not_allowed("worker", {"monitoring:DescribeAlarms", "monitoring:SetAlarmState"}) == []

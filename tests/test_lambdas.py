@@ -65,7 +65,42 @@ def test_the_alias_moves_guarded_by_its_own_revision(lam):
     lam.get_alias.return_value = {"FunctionVersion": "3", "RevisionId": "alias-rev"}
     assert lambdas.point_alias("fx", "live", "4") == "3"
     assert lam.update_alias.call_args.kwargs == {"FunctionName": "fx", "Name": "live", "FunctionVersion": "4",
+                                                 "RoutingConfig": {"AdditionalVersionWeights": {}},
                                                  "RevisionId": "alias-rev"}
+
+
+def test_an_alias_move_clears_the_weights_a_rollout_left(lam):
+    lam.get_alias.return_value = {"FunctionVersion": "3", "RevisionId": "r1",
+                                  "RoutingConfig": {"AdditionalVersionWeights": {"4": 0.1}}}
+    lambdas.point_alias("fx", "live", "3")
+    assert lam.update_alias.call_args.kwargs["RoutingConfig"] == {"AdditionalVersionWeights": {}}
+
+
+def test_an_alias_move_that_meets_precondition_failed_reads_the_alias_again_and_retries(lam):
+    lam.get_alias.side_effect = [{"FunctionVersion": "3", "RevisionId": "r1"},
+                                 {"FunctionVersion": "3", "RevisionId": "r2",
+                                  "RoutingConfig": {"AdditionalVersionWeights": {"4": 0.2}}}]
+    lam.update_alias.side_effect = [_error("PreconditionFailedException"), {}]
+    assert lambdas.point_alias("fx", "live", "3") == "3"
+    revisions = [call.kwargs["RevisionId"] for call in lam.update_alias.call_args_list]
+    assert revisions == ["r1", "r2"]
+
+
+def test_an_alias_move_gives_up_after_its_attempts(lam):
+    lam.get_alias.return_value = {"FunctionVersion": "3", "RevisionId": "r1"}
+    lam.update_alias.side_effect = _error("PreconditionFailedException")
+    with pytest.raises(AppError) as caught:
+        lambdas.point_alias("fx", "live", "4", attempts=2)
+    assert caught.value.code == "revision-mismatch" and lam.update_alias.call_count == 2
+
+
+def test_a_weighted_write_sends_the_primary_the_weights_and_the_revision(lam):
+    lambdas.write_alias("fx", "live", "3", {"4": 0.1}, revision="r7")
+    assert lam.update_alias.call_args.kwargs == {"FunctionName": "fx", "Name": "live", "FunctionVersion": "3",
+                                                 "RoutingConfig": {"AdditionalVersionWeights": {"4": 0.1}},
+                                                 "RevisionId": "r7"}
+    assert lambdas.routing({"RoutingConfig": {"AdditionalVersionWeights": {"4": 0.1}}}) == {"4": 0.1}
+    assert lambdas.routing({"FunctionVersion": "3"}) == {}
 
 
 AWS_TAIL = ("START RequestId: 8f5 Version: 3\nEND RequestId: 8f5\n"

@@ -11,6 +11,9 @@ row: the dead task's id is the one that claimed it (Deployment.claim), so
 nothing else's row is touched, and the function's next deployment starts at
 once instead of after the heartbeat window.
 
+The rollout tasks (a tick, an abort) hold rollouts by task id (Rollout.tick_task_id):
+their rollouts are released here (release_rollouts).
+
 The sweeper stays the backstop: for a host that vanishes with its main
 process, and for a task killed at the hard time limit (Celery sends no
 task_failure for that one)."""
@@ -23,18 +26,24 @@ from billiard.exceptions import WorkerLostError
 from celery import signals
 from django import db
 from django.db.models import Q
+from django.db.models.functions import Now
 
-from portal.celery import DEPLOY_TASK, ROLLBACK_TASK
+from portal.celery import DEPLOY_TASK, ROLLBACK_TASK, ROLLOUT_ABORT_TASK, ROLLOUT_TICK_TASK
 from portal.deployments import queue, sweeper
-from portal.models import Deployment
+from portal.models import Deployment, Rollout
 
 log = logging.getLogger(__name__)
 
 
 @signals.task_failure.connect
 def settle_after_lost_worker(sender=None, task_id=None, exception=None, args=None, **_) -> None:
-    if getattr(sender, "name", None) not in (DEPLOY_TASK, ROLLBACK_TASK) or not isinstance(exception,
-                                                                                          WorkerLostError):
+    name = getattr(sender, "name", None)
+    if not isinstance(exception, WorkerLostError):
+        return
+    if name in (ROLLOUT_TICK_TASK, ROLLOUT_ABORT_TASK):
+        release_rollouts(task_id, due=name == ROLLOUT_TICK_TASK)
+        return
+    if name not in (DEPLOY_TASK, ROLLBACK_TASK):
         return
     pk = (args or [None])[0]
     db.close_old_connections()
@@ -51,5 +60,22 @@ def settle_after_lost_worker(sender=None, task_id=None, exception=None, args=Non
             log.warning("deployment %s settled as %s: %s", pk, deployment.status, why)
     except Exception:  # the sweeper settles it later; the main process must carry on
         log.exception("could not settle deployment %s after its worker process died", pk)
+    finally:
+        db.close_old_connections()
+
+
+def release_rollouts(task_id: str, *, due: bool) -> None:
+    """A tick (or an abort) died holding rollouts: let them go, no AWS call here (this is
+    Celery's main process). A tick's are due now: the next tick reads the alias and adopts
+    the weight it finds if it is the planned next one, else aborts. An abort's is performed
+    by the sweeper once it is overdue."""
+    db.close_old_connections()
+    try:
+        fields = {"next_tick_at": Now()} if due else {}
+        count = Rollout.objects.filter(tick_task_id=task_id).update(tick_task_id="", tick_lease_until=None, **fields)
+        if count:
+            log.warning("released %s rollout(s) held by lost task %s", count, task_id)
+    except Exception:  # their lease runs out anyway
+        log.exception("could not release the rollouts of lost task %s", task_id)
     finally:
         db.close_old_connections()

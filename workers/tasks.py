@@ -28,10 +28,12 @@ from portal.celery import (
     RECONCILE_TASK,
     RETENTION_TASK,
     ROLLBACK_TASK,
+    ROLLOUT_ABORT_TASK,
+    ROLLOUT_TICK_TASK,
     SWEEP_TASK,
     app,
 )
-from portal.deployments import gates, pipeline, promotion, retention, sweeper
+from portal.deployments import gates, pipeline, promotion, retention, rollout, sweeper
 from portal.feedback import delivery as feedback
 from portal.feedback import gitlab_deployments, status
 from portal.models import ConsoleImage, Deployment, Environment, Function
@@ -72,6 +74,19 @@ def gates_due() -> dict:
     """Beat: release what a freeze that ended held (the newest request per environment; the older
     superseded), re-check what awaits approval, cancel what waited past SLIPWAY_GATE_MAX_WAIT."""
     return gates.gates_due()
+
+
+@shared_task(name=ROLLOUT_TICK_TASK, bind=True, ignore_result=True, soft_time_limit=100, time_limit=110)
+def rollout_tick(self) -> dict:
+    """Beat: advance every rollout that is due (portal/deployments/rollout.py), holding each
+    under this task's id (a lost one is released by workers/lost.py)."""
+    return {str(pk): outcome for pk, outcome in rollout.tick(self.request.id or "tick").items()}
+
+
+@shared_task(name=ROLLOUT_ABORT_TASK, bind=True, ignore_result=True, soft_time_limit=100, time_limit=110)
+def rollout_abort(self, deployment_id: int) -> str:
+    """Put the stable version back on the alias, routing cleared; the deployment ends `canary-aborted`."""
+    return rollout.perform_abort(deployment_id, self.request.id or "abort")
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True, soft_time_limit=60, time_limit=90)

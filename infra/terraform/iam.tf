@@ -211,6 +211,23 @@ data "aws_iam_policy_document" "worker" {
     actions   = ["lambda:ListFunctions"]
     resources = ["*"]
   }
+
+  # A rollout's health signals (portal/deployments/health.py): the alarm made from the
+  # environment's template for each rollout, deleted after it. Only alarms named slipway-*;
+  # never SetAlarmState (tests force states on the local plane only).
+  statement {
+    sid       = "RolloutAlarms"
+    actions   = ["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"]
+    resources = [local.alarm_arns]
+  }
+
+  # The tick reads every running rollout's alarms in one call per 100 names. CloudWatch returns
+  # composite alarms (an owner's may be one) only when DescribeAlarms is allowed on "*"; read-only.
+  statement {
+    sid       = "RolloutAlarmsRead"
+    actions   = ["cloudwatch:DescribeAlarms"]
+    resources = ["*"]
+  }
 }
 
 # --- The web process: the test console and the health page ------------------------------

@@ -31,6 +31,8 @@ locals {
   lambda_arns     = "arn:${local.partition}:lambda:${var.region}:${local.account}:function:${var.lambda_name_prefix}*"
   repository_arns = "arn:${local.partition}:ecr:${var.region}:${local.account}:repository/${var.ecr_repository_prefix}*"
   bucket_arn      = aws_s3_bucket.console.arn
+  # The CloudWatch alarms a rollout creates and deletes (portal/deployments/health.py): slipway-<function>-….
+  alarm_arns = "arn:${local.partition}:cloudwatch:${var.region}:${local.account}:alarm:slipway-*"
   # The roles Slipway may hand to Lambda on a first deploy (SLIPWAY_ALLOWED_EXECUTION_ROLES).
   passable_roles = concat([aws_iam_role.execution.arn], var.extra_execution_role_arns)
   use_eks        = var.eks_oidc_provider_arn != ""

@@ -26,7 +26,8 @@ superseding = Signal()
 # pause a rollback set) was resumed, by a user's name or the trigger.
 resumed = Signal()
 # deployment=, written=: its alias moved; `written` is what it wrote to $LATEST (a dict),
-# or None when it moved the alias alone (a rollback to a version that exists).
+# or None when it moved the alias alone (a rollback to a version that exists); optional
+# version=: the version the alias serves now when it is not the deployment's (an aborted rollout).
 shifted = Signal()
 # deployment=, by=, reason=: an owner let this frozen deployment through its freeze
 # (portal/deployments/freezing.py override), `by` a user's name.

@@ -332,12 +332,13 @@ class Deployment(models.Model):
         """Heartbeat, on the database's clock (hosts' clocks may differ); False once the row ended."""
         return bool(Deployment.objects.filter(pk=self.pk, status__in=self.RUNNING).update(heartbeat_at=Now()))
 
-    def finish(self, status: str, error_code: str = "", error_message: str = "") -> bool:
+    def finish(self, status: str, error_code: str = "", error_message: str = "", *, only_from=None) -> bool:
         """End the deployment. Only a terminal status is accepted; a row that
-        already ended stays as it is (returns False)."""
+        already ended stays as it is (returns False). `only_from`: only from these
+        statuses (a rollout completes only while rolling out, not once an abort was decided)."""
         if status not in self.TERMINAL:
             raise self.TransitionError(f"finish() needs a terminal status, not {status!r}")
-        non_terminal = self.RUNNING + self.WAITING + self.ROLLOUT
+        non_terminal = only_from or (self.RUNNING + self.WAITING + self.ROLLOUT)
         return self._update(non_terminal, status=status, error_code=error_code,
                             error_message=error_message[:4000], finished_at=Now())
 

@@ -18,14 +18,14 @@ Does I/O (git, Docker, ECR, Lambda) through deploy/. Run by the worker's tasks
 
 from __future__ import annotations
 
-from portal.deployments import events, gates, plan, queue, steps
+from portal.deployments import events, gates, plan, queue, rollout, steps
 from portal.deployments import rollback as rollbacks
 from portal.deployments.models import Build, Deployment
 from portal.deployments.recording import Held, Recorder, Stopped, check_stop, settle
 
 Status = Deployment.Status
 RESUME_AT_UPDATE = "update"
-__all__ = ["Held", "claimed", "deploy", "promote", "rollback", "ship"]
+__all__ = ["Held", "claimed", "deploy", "promote", "rollback", "ship", "shift"]
 
 
 def claimed(pk: int, first: str | None, task_id: str) -> Deployment | None:
@@ -76,8 +76,7 @@ def _deploy(run: steps.Run, rec: Recorder) -> None:
     check_stop(deployment)
     ship(run, rec)
     rollbacks.enter_shift(deployment)  # the last moment a rollback can still win
-    with rec.step("shift") as out:
-        steps.shift_alias(run, out)
+    shift(run, rec)
 
 
 def _resume(run: steps.Run, rec: Recorder) -> None:
@@ -85,8 +84,7 @@ def _resume(run: steps.Run, rec: Recorder) -> None:
     the digest it pinned when it was held."""
     ship(run, rec, resumed=True)
     rollbacks.enter_shift(run.deployment)
-    with rec.step("shift") as out:
-        steps.shift_alias(run, out)
+    shift(run, rec)
 
 
 def promote(deployment: Deployment) -> str:
@@ -103,9 +101,22 @@ def _promote(run: steps.Run, rec: Recorder) -> None:
     check_stop(run.deployment)
     ship(run, rec)
     served = steps.enter_promotion_shift(run)
+    shift(run, rec, served)
+
+
+def shift(run: steps.Run, rec: Recorder, note: str = "") -> None:
+    """The alias move: all at once, or the first weight of a canary or linear rollout
+    (rollout.start), after which the task ends and the beat's ticks take the row on (Held)."""
     with rec.step("shift") as out:
-        out(served)
-        steps.shift_alias(run, out)
+        if note:
+            out(note)
+        rolling = rollout.start(run.deployment, out)
+        if rolling:
+            steps.remember_expected_state(run)  # $LATEST as written; drift waits while it rolls out
+        else:
+            steps.shift_alias(run, out)
+    if rolling:
+        raise Held(Status.ROLLING_OUT, f"rolling out: {run.environment.alias} weighted, ticks take it on")
 
 
 def ship(run: steps.Run, rec: Recorder, *, resumed: bool = False) -> None:

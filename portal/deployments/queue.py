@@ -14,6 +14,9 @@ too. The database is the queue; Celery only carries primary keys. Rules:
   skips the older commits of a burst as stale); a new rollback supersedes every queued request
   before it (deploys and older rollbacks) and tells running deploys to stop
   before their shift. A request made after a queued rollback runs after it.
+- A rollout (rolling out or aborting) holds the alias between ticks: deploys and
+  promotions queue behind it; a rollback supersedes a rolling-out one (its ticks stop,
+  the rollback moves the alias to the stable version) and never waits for it.
 - Every transaction here locks the function row, then the environment row,
   before any of its deployments (one lock order, so Postgres never deadlocks two
   of them): the function's settings and the environment's are both read under it.
@@ -145,8 +148,9 @@ def _supersede_for(new: Deployment) -> None:
     queued = before.filter(status__in=waiting)
     if new.kind == Kind.ROLLBACK:
         message = f"rollback #{new.pk} replaced it"
-        before.filter(status__in=Deployment.RUNNING, superseded_by__isnull=True).exclude(kind=Kind.ROLLBACK).update(
-            superseded_by=new)
+        # Running deploys stop before their shift; a rollout stops ticking (the rollback moves the alias).
+        before.filter(status__in=(*Deployment.RUNNING, Status.ROLLING_OUT), superseded_by__isnull=True).exclude(
+            kind=Kind.ROLLBACK).update(superseded_by=new)
     else:
         message = f"deploy #{new.pk}, requested later, replaced it"
         queued = queued.exclude(kind=Kind.ROLLBACK)
@@ -156,14 +160,16 @@ def _supersede_for(new: Deployment) -> None:
 
 
 def _blockers(deployment: Deployment):
-    """The running deployments of its environment that `deployment` must wait for."""
+    """The running deployments of its environment that `deployment` must wait for: a deploy or
+    promotion also waits for a rollout (rolling out or aborting); a rollback never does."""
     running = Deployment.objects.filter(environment_id=deployment.environment_id,
                                         status__in=Deployment.RUNNING).exclude(
         pk=deployment.pk)
     if deployment.kind == Kind.ROLLBACK:
         # Deploys it superseded stop before their shift; it waits only for one already shifting.
         return running.filter(Q(kind=Kind.ROLLBACK) | Q(superseded_by__isnull=True) | Q(status=Status.SHIFTING))
-    return running
+    return Deployment.objects.filter(environment_id=deployment.environment_id,
+                                     status__in=(*Deployment.RUNNING, *Deployment.ROLLOUT)).exclude(pk=deployment.pk)
 
 
 def dispatch(environment_id: int) -> Deployment | None:

@@ -59,8 +59,9 @@ class Stopped(Exception):
 
 
 class Held(Exception):
-    """A gate holds the deployment before its Lambda steps: its row is in a held status
-    already (queue.enter_lambda_steps); the task ends without finishing it."""
+    """A gate holds the deployment before its Lambda steps (queue.enter_lambda_steps), or its
+    rollout started (rollout.start: the beat's ticks take it on): its row is in that status
+    already; the task ends without finishing it."""
 
     def __init__(self, status: str, message: str = ""):
         super().__init__(message or status)
@@ -188,11 +189,13 @@ def check_stop(deployment: Deployment) -> None:
         raise Stopped(Status.CANCELLED, "cancelled", "cancelled on request before the Lambda was touched")
 
 
-def finish(deployment: Deployment, status: str, code: str = "", message: str = "") -> None:
+def finish(deployment: Deployment, status: str, code: str = "", message: str = "", *, only_from=None) -> bool:
     """The one place a row is finished: its error message is masked here, before the API,
-    the pages, notifications and commit statuses can show it."""
+    the pages, notifications and commit statuses can show it. False: it had ended (or was
+    not in `only_from`)."""
     message = functions.scrub(message, deployment.function)
-    if write_once_more(f"finishing deployment {deployment.pk}", deployment.finish, status, code, message):
+    if write_once_more(f"finishing deployment {deployment.pk}", deployment.finish, status, code, message,
+                       only_from=only_from):
         log.info("deployment %s %s%s", deployment.pk, status, f": {code}: {message}" if code else "")
         AuditEvent.record(f"deployment.{status}", actor=deployment.requested_by,
                           actor_label="" if deployment.requested_by else deployment.trigger,
@@ -200,6 +203,8 @@ def finish(deployment: Deployment, status: str, code: str = "", message: str = "
                           version=deployment.version, error_code=code)
         events.finished.send(Deployment, deployment=deployment)
         promotion.after_finished(deployment)  # the next environment's automatic promotion, or soaks cancelled
+        return True
+    return False
 
 
 def settle(deployment: Deployment, steps) -> str:
@@ -215,8 +220,8 @@ def _settle(deployment: Deployment, steps) -> str:
         with heartbeat(deployment):
             steps()
         finish(deployment, Status.SUCCEEDED)
-    except Held as held:  # waits in its held status: no finish, its lock and heartbeat end with the task
-        log.info("deployment %s held (%s) before its Lambda steps", deployment.pk, held.status)
+    except Held as held:  # a gate holds it, or its rollout's ticks go on: no finish; the task ends
+        log.info("deployment %s left %s: %s", deployment.pk, held.status, held)
         deployment.status = held.status
     except Stopped as stop:
         finish(deployment, stop.status, stop.code, stop.message)

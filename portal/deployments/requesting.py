@@ -15,6 +15,7 @@ from portal.core import sending
 from portal.core.errors import RequestRefused
 from portal.deployments import events, gates, queue
 from portal.deployments import rollback as rollbacks
+from portal.deployments import rollout as rollouts
 from portal.deployments.models import Deployment
 from portal.deployments.releases import went_live
 from portal.functions import AuditEvent, Environment, Function
@@ -133,6 +134,9 @@ def request_rollback(function: Function, *, trigger: str, user=None, to: str = "
         # The target is read under the lock: retention marks images gone under it too.
         Function.objects.select_for_update().get(pk=function.pk)
         environment = Environment.objects.select_for_update().get(pk=chosen.pk)
+        rolling = rollouts.current(environment)
+        if rolling is not None and not to:  # the stable version, not the release before it
+            to = rolling.stable_version
         target = rollback_target(function, to=to, environment=environment)
         if target.build and target.build.image_gone_at:
             raise RequestRefused(f"the image of version {target.version} is gone from ECR: deploy its commit again")

@@ -33,7 +33,7 @@ from django.db.models.functions import Now
 
 from deploy import aws, ecr, lambdas, testing
 from deploy.errors import LAMBDA_NOT_OWNED, UserError
-from portal.deployments import events, plan, queue, retention
+from portal.deployments import events, plan, queue, retention, rollout
 from portal.deployments.models import Build, Deployment, DeploymentStep
 from portal.deployments.recording import Recorder, StepLog, Stopped, check_stop, settle
 from portal.functions import AuditEvent, Environment, Function, role_allowed
@@ -215,7 +215,9 @@ def perform(deployment: Deployment, ship: Callable[[Run, Recorder], None] | None
         enter_shift(deployment)  # a cancel accepted during the check step stops it here
         with rec.step("shift") as out:
             with aws.urgent(ends - time.monotonic(), report=_as_it_happens(out)):
-                shift_alias(run, out)
+                shift_alias(run, out)  # one UpdateAlias, routing cleared: a rollout's steps are skipped
+            for ended in rollout.end_superseded(deployment):
+                out(f"rollout #{ended} ended: its remaining steps skipped")
 
     return settle(deployment, steps)
 

@@ -18,10 +18,9 @@ from django.db.models.functions import Now
 from deploy import arch, ecr, lambdas, source, ssh, testing
 from deploy import build as builder
 from deploy import docker as docker_seam
-from deploy.errors import AppError, UserError
-from portal import console, sources
-from portal.console import ConsoleRun, GoldenCase
-from portal.deployments import events, gates, promotion, queue, retention
+from deploy.errors import UserError
+from portal import sources
+from portal.deployments import checks, events, gates, promotion, queue, retention
 from portal.deployments.models import Build, Deployment
 from portal.deployments.recording import Held, StepLog, Stopped, check_stop, retrying
 from portal.deployments.releases import went_live
@@ -355,14 +354,12 @@ def verify_version(run: Run, out: StepLog, *, golden: bool = True) -> None:
     invocation = lambdas.invoke(run.environment.lambda_name, version, function.smoke_event or {}, tail=True)
     report = lambdas.parse_report(invocation.log_tail)
     run.record(init_ms=report.init_ms, duration_ms=report.duration_ms, memory_used_mb=report.memory_used_mb)
-    preview = str(invocation.result)[:500]
-    out(f"result: {preview}")
+    out(f"result: {str(invocation.result)[:500]}")
     out(f"init {_ms(report.init_ms)}, duration {_ms(report.duration_ms)}, memory used "
         f"{f'{report.memory_used_mb} MB' if report.memory_used_mb is not None else 'not measured'}")
-    if invocation.error:
-        raise UserError("smoke-function-error", f"version {version} raised {invocation.error}: {preview}")
-    if isinstance(invocation.result, dict) and "error" in invocation.result:
-        raise UserError("smoke-error-result", f"version {version} answered the smoke event with an error: {preview}")
+    problem = checks.smoke_problem(version, invocation)
+    if problem:
+        raise problem
     if golden:
         verify_golden_cases(run, out)
     else:
@@ -372,30 +369,10 @@ def verify_version(run: Run, out: StepLog, *, golden: bool = True) -> None:
 def verify_golden_cases(run: Run, out: StepLog) -> None:
     """Each golden case against the new version: the same boxes (count, label, IoU at
     least the function's threshold), or the step fails with the diff."""
-    function, version = run.function, run.deployment.version
-    cases = list(GoldenCase.objects.filter(function=function).select_related("image"))
-    if not cases:
-        out("no golden cases")
-        return
-    failed = []
-    for case in cases:
-        try:
-            answer = console.invoke_image(function, version, bytes(case.image.data), case.options, attempts=None,
-                                          environment=run.environment)
-        except console.ConsoleError as exc:
-            raise AppError(f"golden-{exc.code}", f"golden case {case.name!r}: {exc.message}") from None
-        title = f"golden case {case.name!r} (#{case.pk}, {len(case.boxes)} box(es), IoU >= {function.golden_iou})"
-        if answer.outcome != ConsoleRun.Outcome.OK:
-            lines = [f"answered {answer.outcome}: {answer.error_code} {answer.error_message}"[:500]]
-        else:
-            lines = console.diff(case.boxes, answer.boxes, function.golden_iou)
-        out(f"{title}: {'FAILED' if lines else 'passed'} ({answer.round_trip_ms:.0f} ms)")
-        for line in lines:
-            out(f"  {line}")
-        if lines:
-            failed.append(f"{case.name}: {lines[0]}" + (f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""))
+    version = run.deployment.version
+    cases, failed = checks.golden_failures(run.function, run.environment, version, out)
     if failed:
-        raise UserError("golden-mismatch", f"version {version} fails {len(failed)} of {len(cases)} golden case(s): "
+        raise UserError("golden-mismatch", f"version {version} fails {len(failed)} of {cases} golden case(s): "
                         + "; ".join(failed))
 
 

@@ -9,7 +9,10 @@ included; its times are compared on the database's clock (heartbeats are
 written with it too), so a host whose clock is off never fails a live row.
 
 Either way the row records the truth: one whose shift step completed is live
-and ends succeeded; any other ends failed as `worker-lost`. A row a gate holds
+and ends succeeded; one lost as its rollout began is aborted (the stable version put
+back); any other ends failed as `worker-lost`. Rollouts between ticks have no worker and
+no heartbeat: one whose tick is three ticks overdue is aborted here, and an abort left
+undone as long is performed here (rollout.sweep). A row a gate holds
 (Deployment.GATED) has no worker and no message to re-send: neither rule sees it.
 """
 
@@ -23,7 +26,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from portal.deployments import events, promotion, queue
+from portal.deployments import events, promotion, queue, rollout
 from portal.deployments.models import Build, Deployment, DeploymentStep
 from portal.deployments.steps import work_root, workspace_name
 from portal.functions import AuditEvent
@@ -37,6 +40,8 @@ def settle_lost(deployment: Deployment, condition: Q, why: str, noticed_by: str)
     """End `deployment` (its worker is gone) while `condition` holds, clean up after
     it and let its environment's next deployment go. False: it beat meanwhile, or ended."""
     step = deployment.status
+    if step == Status.SHIFTING and rollout.abort_lost_start(deployment, condition, f"{why} while its rollout began"):
+        return True  # its first weight may be on the alias: the abort puts the stable version back
     shift = deployment.steps.filter(name="shift").order_by("-position").first()
     live = shift is not None and shift.status == DeploymentStep.Status.SUCCEEDED
     if live:
@@ -76,4 +81,5 @@ def sweep() -> dict:
     if lost or live:
         log.warning("sweeper settled deployment(s) whose worker stopped: failed %s, live after their shift %s",
                     lost, live)
-    return {"worker_lost": lost, "live_after_shift": live, "redispatched_functions": resent}
+    # Rollouts are outside the heartbeat rule (no worker between ticks): their own, by next_tick_at.
+    return {"worker_lost": lost, "live_after_shift": live, "redispatched_functions": resent, **rollout.sweep()}

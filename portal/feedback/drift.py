@@ -37,8 +37,12 @@ from portal.functions import AuditEvent, Environment, Function
 
 log = logging.getLogger(__name__)
 MASK = functions.MASK
-FIELDS = (("alias_version", "alias → version"), ("image_digest", "image digest"), ("memory_mb", "memory (MB)"),
-          ("timeout_s", "timeout (s)"), ("architecture", "architecture"))
+FIELDS = (("alias_version", "alias → version"), ("alias_routing", "alias routing (weights)"),
+          ("image_digest", "image digest"), ("memory_mb", "memory (MB)"), ("timeout_s", "timeout (s)"),
+          ("architecture", "architecture"))
+# Every shift Slipway completes leaves the alias unweighted; a baseline from before routing
+# was kept means the same.
+DEFAULTS = {"alias_routing": {}}
 LABELS = dict(FIELDS)
 MISSING = {"missing": True}  # drift_observed when the Lambda itself is gone
 
@@ -68,9 +72,9 @@ def differences(expected: dict, observed: dict | None, secret_keys=(), *, masked
         return [{"field": "function", "label": "Lambda function", "expected": "exists", "actual": "missing"}]
     found = []
     for key, label in FIELDS:
-        if expected.get(key) != observed.get(key):
-            found.append({"field": key, "label": label, "expected": _show(expected.get(key)),
-                          "actual": _show(observed.get(key))})
+        wanted, actual = expected.get(key, DEFAULTS.get(key)), observed.get(key, DEFAULTS.get(key))
+        if wanted != actual:
+            found.append({"field": key, "label": label, "expected": _show(wanted), "actual": _show(actual)})
     env_expected, env_actual = expected.get("environment") or {}, observed.get("environment") or {}
     for key in sorted(set(env_expected) | set(env_actual)):
         before, after = env_expected.get(key), env_actual.get(key)
@@ -107,7 +111,9 @@ def current(function: Function, environment: Environment | None = None) -> list[
 
 
 def _busy(environment_id: int) -> bool:
-    return Deployment.objects.filter(environment_id=environment_id, status__in=Deployment.RUNNING).exists()
+    """A deployment running, or a rollout weighting the alias (its ticks change it)."""
+    return Deployment.objects.filter(environment_id=environment_id,
+                                     status__in=(*Deployment.RUNNING, *Deployment.ROLLOUT)).exists()
 
 
 def _lock(function: Function, environment: Environment) -> DriftState:
@@ -181,11 +187,12 @@ def accept(function: Function, *, user, environment: Environment | None = None) 
     return shown
 
 
-def record_shift(deployment, written: dict | None) -> None:
+def record_shift(deployment, written: dict | None, version: str = "") -> None:
     """Keep what a deployment left in Lambda as the expected state (the deployments
     package's `shifted` event): what it wrote to $LATEST, or for a version-only rollback
     $LATEST as the previous record has it (as it is now, when there is none), with the
-    alias's new version. A new $LATEST clears a drift on record."""
+    alias's new version (`version`: an aborted rollout put the stable one back) and no
+    weights. A new $LATEST clears a drift on record."""
     environment = deployment.environment
     rows = DriftState.objects.filter(environment_id=environment.pk)
     if written is not None:
@@ -194,7 +201,8 @@ def record_shift(deployment, written: dict | None) -> None:
         state, cleared = rows.values_list("expected_state", flat=True).get() or {}, {}
         if not state:  # recorded before Slipway kept expected states: $LATEST as it is now
             state = lambdas.observed_state(environment.lambda_name, environment.alias) or {}
-    rows.update(expected_state={**state, "alias_version": deployment.version}, **cleared)
+    rows.update(expected_state={**state, "alias_version": version or deployment.version, "alias_routing": {}},
+                **cleared)
 
 
 def check_all() -> dict:

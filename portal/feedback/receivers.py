@@ -55,8 +55,8 @@ def _freeze_overridden(sender, deployment, by, reason, **_) -> None:
     status.notify(deployment.function, status.FREEZE_OVERRIDE, deployment_id=deployment.pk, by=by, reason=reason)
 
 
-def _shifted(sender, deployment, written, **_) -> None:
-    drift.record_shift(deployment, written)
+def _shifted(sender, deployment, written, version="", **_) -> None:
+    drift.record_shift(deployment, written, version)
 
 
 def _secrets(sender, function, **_) -> list[str]:
