@@ -23,6 +23,8 @@ from portal.models import (
     ImageDeletion,
     Membership,
     NotificationAttempt,
+    Rollout,
+    RolloutEvent,
     SeenSignature,
     SourceAccess,
     WebhookDelivery,
@@ -218,6 +220,42 @@ class ImageDeletionAdmin(admin.ModelAdmin):
 
     list_display = ["repository", "digest", "marked_at"]
     readonly_fields = [f.name for f in ImageDeletion._meta.fields]
+
+
+class RolloutEventInline(admin.TabularInline):
+    model = RolloutEvent
+    extra = 0
+    readonly_fields = ["action", "weight", "note", "at"]
+    can_delete = False
+
+
+@admin.register(Rollout)
+class RolloutAdmin(admin.ModelAdmin):
+    """Read-only: a rollout is advanced by the tick and controlled from the deployment's page or
+    the API (promote now, pause, resume, abort), which audit it; an edit here would bypass both."""
+
+    list_display = ["deployment", "strategy", "stable_version", "new_version", "weight", "step", "next_tick_at",
+                    "abort_signal"]
+    readonly_fields = [f.name for f in Rollout._meta.fields]
+    inlines = [RolloutEventInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RolloutEvent)
+class RolloutEventAdmin(admin.ModelAdmin):
+    list_display = ["rollout", "action", "weight", "note", "at"]
+    readonly_fields = [f.name for f in RolloutEvent._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(FreezeWindow)

@@ -97,3 +97,12 @@ def test_a_deployment_without_a_rollout_has_no_rollout_section(client, function,
     plain = Deployment.objects.create(function=function, environment=function.first_environment, trigger="ui")
     html = _get(client, cast["alice"], reverse("portal-deployment", args=[plain.pk]))
     assert 'id="rollout"' not in html
+
+
+def test_the_admin_shows_a_rollout_and_its_events_read_only(admin_client, function):
+    deployment = rolling_out(function, weights=(0.1, 0.2), strategy="linear")
+    item = deployment.rollout
+    assert admin_client.get("/admin/portal/rollout/").status_code == 200
+    page = admin_client.get(f"/admin/portal/rollout/{item.pk}/change/").content.decode()
+    assert "shift" in page and 'name="weight"' not in page  # shown, not editable
+    assert admin_client.get("/admin/portal/rollout/add/").status_code == 403
