@@ -74,3 +74,18 @@ def test_viewers_and_strangers_cannot_control_a_rollout(api, tokens, function, w
     answer = api.call("post", CONTROL + "abort", deployment_id=deployment.pk, token=tokens[who])
     assert answer.status_code == status
     assert Deployment.objects.get(pk=deployment.pk).status == Status.ROLLING_OUT
+
+
+def test_the_openapi_document_states_the_rollout_settings_and_controls(client):
+    doc = openapi(client)
+    for action in ("promote", "pause", "resume", "abort"):
+        operation = doc["paths"][f"/api/v1/deployments/{{deployment_id}}/rollout/{action}"]["post"]
+        assert operation["operationId"] == f"portal_api_rollout_{action}" and "409" in operation["responses"]
+    schemas = doc["components"]["schemas"]
+    nested = schemas["EnvironmentPatchRollout"]
+    assert nested["additionalProperties"] is False
+    preset = next(kind for kind in nested["properties"]["preset"]["anyOf"] if "enum" in kind)
+    assert len(preset["enum"]) == 9 and "Linear10PercentEvery10Minutes" in preset["enum"]
+    percent = next(kind for kind in nested["properties"]["percent"]["anyOf"] if kind.get("type") == "integer")
+    assert (percent["minimum"], percent["maximum"]) == (1, 50)
+    assert "rollout" in schemas["DeploymentOut"]["properties"] and "rollout" in schemas["EnvironmentOut"]["required"]
