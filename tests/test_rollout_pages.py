@@ -5,7 +5,7 @@ chart) and the control forms. alice owns `hello`, bob deploys it, charlie views 
 import pytest
 from django.urls import reverse
 
-from portal.models import Deployment, Rollout
+from portal.models import Deployment, Environment, Rollout
 from tests.rollout_fixtures import rolling_out
 
 Status = Deployment.Status
@@ -106,3 +106,20 @@ def test_the_admin_shows_a_rollout_and_its_events_read_only(admin_client, functi
     page = admin_client.get(f"/admin/portal/rollout/{item.pk}/change/").content.decode()
     assert "shift" in page and 'name="weight"' not in page  # shown, not editable
     assert admin_client.get("/admin/portal/rollout/add/").status_code == 403
+
+
+def test_an_aborted_rollouts_chart_comes_back_down_to_0_percent(client, function, cast):
+    deployment = rolling_out(function, status=Status.FAILED, weights=(0.1, 0.0), abort_signal="alarm:slipway-hello-x")
+    html = _get(client, cast["charlie"], reverse("portal-deployment", args=[deployment.pk]))
+    assert "0% → 10% → 0%" in html and "Aborted by <code>alarm:slipway-hello-x</code>" in html
+    ys = [float(p.split(",")[1]) for p in html.split('points="')[1].split('"')[0].split()]
+    assert ys[0] == ys[-1] and min(ys) < ys[0]  # up to 10 %, back down to 0 %
+
+
+def test_the_column_says_how_a_version_takes_the_alias_when_it_is_not_all_at_once(client, function, cast):
+    html = _get(client, cast["charlie"], reverse("portal-environments-state", args=[function.name]))
+    assert "rollout-plan" not in html  # all at once: nothing to say
+    Environment.objects.filter(function=function).update(rollout_strategy="linear", rollout_percent=10,
+                                                         rollout_minutes=3)
+    html = _get(client, cast["charlie"], reverse("portal-environments-state", args=[function.name]))
+    assert "Rollout: linear: +10 % every 3 min (27 min in all) (Linear10PercentEvery3Minutes)" in html

@@ -6,6 +6,8 @@ the API calls; a refusal (`rollout-not-running`) is shown as a message.
 
 from __future__ import annotations
 
+from itertools import groupby
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
@@ -32,7 +34,7 @@ def context(deployment: Deployment) -> dict | None:
         return None
     shown = rollout_summary.summary(item)
     points = rollout_summary.weight_series(item)
-    shares = " → ".join(dict.fromkeys(f"{p.weight:.0%}" for p in points))
+    shares = " → ".join(share for share, _ in groupby(f"{p.weight:.0%}" for p in points))  # 0 → 10 → 0: aborted
     desc = (f"Version {item.new_version}'s share of the alias over time, from {points[0].at:%H:%M:%S} to "
             f"{points[-1].at:%H:%M:%S} UTC: {shares}; now {item.weight:.0%} ({shown['state'].replace('_', ' ')}).")
     return {**shown, "chart": charts.weight_chart(points, title=f"Rollout of version {item.new_version}: weight "
