@@ -88,8 +88,9 @@ def test_the_deployment_page_draws_the_weight_over_time(client, function, cast):
     assert len(points) == 10  # start, two points per change (held, then the new weight), the end
     ys = [float(p.split(",")[1]) for p in points]
     assert ys[0] > ys[-1] and ys == sorted(ys, reverse=True)  # only ever up: 0 % at the bottom to 100 % at the top
-    rows = html.count('class="rollout-event"')
-    assert rows == 5 and 'data-action="shift"' in html
+    steps = html[html.index('<table id="steps">'):]
+    assert steps.count('class="rollout-event substep"') == 5 and 'data-action="shift"' in steps
+    assert steps.index('data-step="shift"') < steps.index('class="rollout-event substep"')  # under the shift step
     assert "rollout-controls" not in html  # ended: nothing to control
 
 

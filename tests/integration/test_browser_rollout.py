@@ -41,4 +41,4 @@ def test_a_preset_a_pause_and_the_weight_chart(page, cast, function, settings):
     chart = page.get_by_role("img", name="Rollout of version 2: weight over time")
     assert chart.is_visible()
     assert "0% → 10% → 20% → 100%" in chart.locator("desc").text_content()
-    assert page.locator("#rollout-events tr.rollout-event").count() == 4
+    assert page.locator("#steps tr.rollout-event").count() == 4  # sub-steps of shift: start and three weights
