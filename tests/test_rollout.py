@@ -322,3 +322,55 @@ def test_a_rollback_supersedes_the_rollout_targets_its_stable_version_and_ends_i
     deployment.refresh_from_db()
     assert (deployment.status, deployment.error_code) == (Status.FAILED, "canary-aborted")
     assert "rollback" in deployment.error_message
+
+
+def test_the_pipelines_shift_step_hands_a_rollout_to_the_ticks_without_finishing_it(function, signals):
+    from portal.deployments import pipeline, steps
+    from portal.deployments.recording import Held, Recorder
+
+    weighted(function)
+    deployment = shifting(function)
+    plane = Plane()
+    with plane.serving(), pytest.raises(Held) as held:
+        pipeline.shift(steps.Run(deployment), Recorder(deployment))
+    assert held.value.status == Status.ROLLING_OUT
+    step = DeploymentStep.objects.get(deployment=deployment, name="shift")
+    assert step.status == DeploymentStep.Status.SUCCEEDED and "the beat's ticks take it on" in step.output
+    assert Deployment.objects.get(pk=deployment.pk).status == Status.ROLLING_OUT
+    assert plane.writes == [("1", {"2": 0.1})]
+
+
+def test_the_pipelines_shift_step_moves_all_at_once_with_routing_cleared(function, signals):
+    from portal.deployments import pipeline, steps
+    from portal.deployments.recording import Recorder
+
+    deployment = shifting(function)  # all at once: the environment's default
+    plane = Plane()
+    plane.move("1", {"3": 0.2})  # weights someone left: an alias move must not keep them
+    with plane.serving():
+        pipeline.shift(steps.Run(deployment), Recorder(deployment))
+    assert plane.writes == [("2", {})]
+    assert not Rollout.objects.exists()
+
+
+def test_a_worker_lost_as_its_rollout_began_aborts_instead_of_leaving_the_split(function, signals, sent,
+                                                                                django_capture_on_commit_callbacks):
+    from django.db.models import Q
+
+    from portal.deployments import sweeper
+
+    weighted(function)
+    deployment = shifting(function)
+    plane = Plane()
+    Rollout.objects.create(deployment=deployment, strategy="canary", percent=10, minutes=5, stable_version="1",
+                           new_version="2")
+    plane.move("1", {"2": 0.1})  # its first weight written, then the worker died
+    with django_capture_on_commit_callbacks(execute=True):
+        assert sweeper.settle_lost(deployment, Q(), "the worker process running it died", "sweeper")
+    deployment.refresh_from_db()
+    assert (deployment.status, deployment.rollout.abort_signal) == (Status.ABORTING, "worker-lost")
+    assert sent.call_args.args == (ROLLOUT_ABORT_TASK,)
+    with plane.serving():
+        assert rollout.perform_abort(deployment.pk, "abort-1") == "aborted"
+    assert (plane.primary, plane.weights) == ("1", {})
+    assert Deployment.objects.get(pk=deployment.pk).error_code == "canary-aborted"

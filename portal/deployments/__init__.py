@@ -6,7 +6,10 @@ the entry points call); queue (lock order, dispatch); plan (the steps of each
 kind, as data); pipeline and steps (does I/O: git, Docker, ECR, Lambda, through
 deploy/); recording; rollback (does I/O;
 also runs in the web when the queue does not answer); reconciling; retention
-(does I/O); sweeper; releases; events (signals the packages above receive).
+(does I/O); sweeper; releases; events (signals the packages above receive);
+progressive delivery: routing (the step planner and the routing rules, pure), rollout
+(start at the shift step, the tick, abort, completion, manual control; does I/O), health
+(alarms and probes; does I/O).
 May import: portal.console, portal.functions, portal.sources, portal.core,
 deploy/. Never portal.feedback or portal.hooks: they listen to events.
 Other packages use it through this module only.
@@ -49,14 +52,21 @@ from portal.deployments.requesting import (
     request_webhook_deploy,
     resume_auto_deploy,
 )
+from portal.deployments.rollout import current as current_rollout
+from portal.deployments.rollout import pause as pause_rollout
+from portal.deployments.rollout import promote_now as promote_rollout_now
+from portal.deployments.rollout import request_abort as abort_rollout
+from portal.deployments.rollout import resume as resume_rollout
 
 __all__ = [
     "Deployment",
+    "abort_rollout",
     "approval_decidable",
     "approvals_required",
     "cancel",
     "cancel_soaks_from",
     "counting_approvals",
+    "current_rollout",
     "decided",
     "deployment_digest",
     "environment_named",
@@ -65,8 +75,10 @@ __all__ = [
     "lambda_entered",
     "live_deployment",
     "next_environment",
+    "pause_rollout",
     "previous_environment",
     "promote_due",
+    "promote_rollout_now",
     "queue_deploy",
     "queue_notice",
     "reconcile",
@@ -75,6 +87,7 @@ __all__ = [
     "request_rollback",
     "request_webhook_deploy",
     "resume_auto_deploy",
+    "resume_rollout",
     "resumed",
     "shifted",
     "stale",

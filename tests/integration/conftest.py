@@ -90,8 +90,9 @@ class Worker:
         self.node = f"slipway-pytest-{os.getpid()}-{self.queues.replace(',', '-')}-{time.time_ns()}@localhost"
         # An hour of heartbeat window: no sweep runs in these workers anyway, and a test
         # about a lost process proves that its worker, not the sweeper, settled the row.
+        # Rollouts: a "minute" is 3 s and the tick 1 s (a setting, never a mock: test_rollout.py).
         env = {**os.environ, "SLIPWAY_WORKER_FOR_TESTS": "1", "SLIPWAY_TESTING": "1", "SLIPWAY_HEARTBEAT_STALE": "3600",
-               "SLIPWAY_AWS_CALLS_ROLE": "worker",
+               "SLIPWAY_AWS_CALLS_ROLE": "worker", "SLIPWAY_ROLLOUT_MINUTE": "3", "SLIPWAY_ROLLOUT_TICK": "1",
                "SLIPWAY_FAULTS_FILE": str(self.faults), "DJANGO_SETTINGS_MODULE": "tests.settings", **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", self.queues, "-c", str(self.concurrency),
@@ -491,7 +492,7 @@ def detector_function(transactional_db, detector_plane):
 
 # The beat's entries a test's own beat holds off, unless it names them.
 _BEAT_HELD_OFF = ("SLIPWAY_PROMOTION_TICK", "SLIPWAY_GATE_TICK", "SLIPWAY_SWEEP_INTERVAL",
-                  "SLIPWAY_RECONCILE_INTERVAL", "SLIPWAY_DRIFT_INTERVAL")
+                  "SLIPWAY_RECONCILE_INTERVAL", "SLIPWAY_DRIFT_INTERVAL", "SLIPWAY_ROLLOUT_TICK")
 
 
 @contextlib.contextmanager
