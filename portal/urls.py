@@ -16,6 +16,7 @@ from portal.views import (
     functions,
     health,
     promotions,
+    rollouts,
     webhooks,
 )
 from portal.views.metrics import metrics
@@ -83,6 +84,9 @@ urlpatterns = [
     # /freezes
     path("deployments/<int:pk>/", deployments.deployment_detail, name="portal-deployment"),
     path("deployments/<int:pk>/cancel/", deployments.deployment_cancel, name="portal-deployment-cancel"),
+    # rollouts
+    *(path(f"deployments/<int:pk>/rollout/{action}/", rollouts.rollout_control, {"action": action},
+           name=f"portal-rollout-{action}") for action in ("promote", "pause", "resume", "abort")),
     # approvals
     path("deployments/<int:pk>/approve/", deployments.deployment_approve, name="portal-deployment-approve"),
     path("deployments/<int:pk>/reject/", deployments.deployment_reject, name="portal-deployment-reject"),

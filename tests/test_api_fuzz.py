@@ -26,6 +26,7 @@ from schemathesis.generation import GenerationMode
 
 from portal.models import ApiToken, Deployment, FreezeWindow
 from tests.conftest import released, staged, update_function
+from tests.rollout_fixtures import rolling_out
 
 TOKENS = {"owner": "slp_schemathesis-owner-0123456789", "viewer": "slp_schemathesis-viewer-0123456789"}
 USERS = {"owner": "alice", "viewer": "charlie"}
@@ -45,6 +46,7 @@ NO_SUCCESS_HERE = {"POST /api/v1/functions/{name}/drift/accept",
                    "POST /api/v1/freezes", "PATCH /api/v1/freezes/{window_id}", "DELETE /api/v1/freezes/{window_id}"}
 # One deployment, one environment to delete: whichever request comes first.
 FIRST_TAKES_IT = {"POST /api/v1/deployments/{deployment_id}/cancel",
+                  "POST /api/v1/deployments/{deployment_id}/rollout/abort",
                   "DELETE /api/v1/functions/{name}/environments/{env}",
                   "DELETE /api/v1/functions/{name}/environments/{env}/freezes/{window_id}"}
 VIEWER_MAY = {"GET /api/v1/functions", "POST /api/v1/functions", "GET /api/v1/functions/{name}",
@@ -86,7 +88,10 @@ def world(request, cast, function, sent, settings):
         staged(function)
     released(function, "1", "a" * 40)
     released(function, "2", "b" * 40)
-    Deployment.objects.create(pk=QUEUED, function=function, trigger="api", ref="main")
+    if "/rollout/" in request.node.name:  # a rollout's control: the deployment is rolling out
+        rolling_out(function, pk=QUEUED)
+    else:
+        Deployment.objects.create(pk=QUEUED, function=function, trigger="api", ref="main")
     if "/freezes" in request.node.name:  # one window to read, edit and delete: global under /api/v1/freezes
         environment = None if "/api/v1/freezes" in request.node.name else function.environments.get(name=ENVIRONMENT)
         FreezeWindow.objects.create(pk=WINDOW, environment=environment, reason="quiet", start_cron="0 1 * * *",

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from portal.models import Deployment, DeploymentStep
+from portal.models import Deployment, DeploymentStep, Environment, Rollout
 from tests.conftest import staged
 
 Status = Deployment.Status
@@ -99,3 +99,35 @@ def test_webhook_deliveries_and_console_invokes_are_counted_by_outcome(client, f
     text = scrape(client)
     assert 'slipway_webhook_deliveries_total{outcome="ignored"} 1.0' in text
     assert 'slipway_console_invokes_total{outcome="ok"} 1.0' in text
+
+
+def test_rollout_state_weight_and_overdue_tick_per_environment(client, function):
+    from tests.rollout_fixtures import rolling_out
+
+    staging, production = staged(function)
+    Environment.objects.filter(pk=staging.pk).update(rollout_strategy="canary")
+    text = scrape(client)
+    assert 'slipway_rollout_state{environment="staging",function="hello",state="idle"} 1.0' in text
+    assert 'slipway_rollout_weight{environment="staging",function="hello"} 0.0' in text
+    assert 'environment="production"' not in text.split("slipway_rollout_state")[1].split("# HELP")[0]
+    deployment = rolling_out(function, environment=production, weights=(0.1, 0.2), strategy="linear")
+    Rollout.objects.filter(deployment=deployment).update(next_tick_at=timezone.now() - timedelta(seconds=40))
+    text = scrape(client)
+    assert 'slipway_rollout_state{environment="production",function="hello",state="rolling_out"} 1.0' in text
+    assert 'slipway_rollout_state{environment="production",function="hello",state="idle"} 0.0' in text
+    assert 'slipway_rollout_weight{environment="production",function="hello"} 0.2' in text
+    late = float(text.split('slipway_rollout_tick_overdue_seconds{environment="production",function="hello"} ')[1]
+                 .split()[0])
+    assert 39 < late < 60
+
+
+def test_rollout_aborts_are_counted_by_signal(client, function):
+    from tests.rollout_fixtures import rolling_out
+
+    for signal in ("alarm:slipway-hello-p99", "alarm:slipway-hello-errors", "manual"):
+        rolling_out(function, status=Status.FAILED, abort_signal=signal)
+    rolling_out(function, status=Status.SUCCEEDED, weights=(0.1, 1.0))
+    text = scrape(client)
+    assert 'slipway_rollout_aborts_total{environment="production",function="hello",signal="alarm"} 2.0' in text
+    assert 'slipway_rollout_aborts_total{environment="production",function="hello",signal="manual"} 1.0' in text
+    assert text.count("slipway_rollout_aborts_total{") == 2

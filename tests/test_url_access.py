@@ -9,6 +9,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from portal.models import Build, ConsoleImage, ConsoleRun, Deployment, FreezeWindow, GoldenCase, WebhookDelivery
+from tests.rollout_fixtures import rolling_out
 
 OPEN = {
     "portal-home": "only redirects to the functions list, which asks to sign in",
@@ -318,3 +319,34 @@ def test_only_staff_override_a_global_freeze(client, cast, staff, urls, held):
     assert client.post(urls["portal-deployment-override"], {"reason": "hotfix"}).status_code == 302
     held.refresh_from_db()
     assert held.status == Deployment.Status.QUEUED and held.overridden_by == staff
+
+
+# rollouts: the manual control of a rollout, on the pages and in the API
+ROLLOUT_CONTROLS = ("promote", "pause", "resume", "abort")
+
+
+def test_the_rollout_urls_are_walked(urls):
+    walked = {f"portal-rollout-{action}" for action in ROLLOUT_CONTROLS} | {
+        f"rollout_{action}" for action in ROLLOUT_CONTROLS}
+    assert walked <= set(urls), walked - set(urls)
+    assert urls["portal-rollout-abort"] == f"/deployments/{urls['_deployment']}/rollout/abort/"
+
+
+@pytest.mark.parametrize("user, status", [("charlie", 403), ("dave", 404)])
+def test_viewers_and_users_without_a_role_cannot_control_a_rollout(client, cast, function, user, status):
+    deployment = rolling_out(function)
+    client.force_login(cast[user])
+    for action in ROLLOUT_CONTROLS:
+        assert client.post(f"/deployments/{deployment.pk}/rollout/{action}/").status_code == status, action
+        assert client.post(f"/api/v1/deployments/{deployment.pk}/rollout/{action}").status_code == status, action
+    assert Deployment.objects.get(pk=deployment.pk).status == Deployment.Status.ROLLING_OUT
+    assert deployment.rollout.events.count() == 2  # start and shift: nothing added
+
+
+@pytest.mark.parametrize("user", ["alice", "bob"])
+def test_owners_and_deployers_control_a_rollout(client, cast, function, user):
+    deployment = rolling_out(function)
+    client.force_login(cast[user])
+    assert client.post(f"/deployments/{deployment.pk}/rollout/pause/").status_code == 302
+    assert client.post(f"/api/v1/deployments/{deployment.pk}/rollout/resume").status_code == 200
+    assert list(deployment.rollout.events.values_list("action", flat=True))[-2:] == ["pause", "resume"]

@@ -1,5 +1,6 @@
 """API resource: deployments — deploy, follow, list, roll back, cancel, resume
-auto-deploy, reconcile missed pushes.
+auto-deploy, reconcile missed pushes, and a rollout's manual control (promote now,
+pause, resume, abort).
 
 Owns these endpoints and `deployment_out` (a deployment with its steps as the
 API shows it). Deploy and reconcile spend from the caller's deploy rate
@@ -30,6 +31,7 @@ from portal.api.schemas import (
     RollbackIn,
     page_out,
 )
+from portal.deployments import rollout_summary
 from portal.functions import access
 from portal.models import Deployment
 
@@ -47,8 +49,18 @@ def deployment_out(request, deployment: Deployment) -> dict:
             "error_message", "created_at", "started_at", "finished_at")},
         "steps": [{"name": s.name, "position": s.position, "status": s.status, "started_at": s.started_at,
                    "finished_at": s.finished_at, "output": s.output} for s in deployment.steps.all()],
+        "rollout": rollout_out(deployment),
         "url": request.build_absolute_uri(reverse("portal-deployment", args=[deployment.pk])),
     }
+
+
+def rollout_out(deployment: Deployment) -> dict | None:
+    item = rollout_summary.of(deployment)
+    if item is None:
+        return None
+    shown = rollout_summary.summary(item)
+    del shown["described"]
+    return shown
 
 
 @router.post("/functions/{name}/deployments", response={202: DeploymentOut, **ERRORS},
@@ -125,3 +137,40 @@ def reconcile(request, name: str):
                   if found.deployment else None)
     return {"outcome": found.outcome, "message": found.message, "head": found.head, "error_code": found.code,
             "deployment": deployment}
+
+
+def _control(request, deployment_id: int, action: str) -> dict:
+    deployment = deployment_for(request, deployment_id, access.DEPLOY)
+    rollout_summary.control(deployment, action, request.user)
+    return deployment_out(request, deployment_for(request, deployment_id, access.VIEW))
+
+
+@router.post("/deployments/{deployment_id}/rollout/promote", response={200: DeploymentOut, **ERRORS},
+             summary="Promote a rollout now: the next tick moves the whole alias to the new version (deployer)")
+def rollout_promote(request, deployment_id: int):
+    """Refused 409 `rollout-not-running` unless the deployment is rolling out."""
+    return _control(request, deployment_id, "promote")
+
+
+@router.post("/deployments/{deployment_id}/rollout/pause", response={200: DeploymentOut, **ERRORS},
+             summary="Pause a rollout at its weight; aborted once paused longer than the installation allows")
+def rollout_pause(request, deployment_id: int):
+    """The signals are still watched while it is paused. Refused 409 `rollout-not-running`
+    unless the deployment is rolling out."""
+    return _control(request, deployment_id, "pause")
+
+
+@router.post("/deployments/{deployment_id}/rollout/resume", response={200: DeploymentOut, **ERRORS},
+             summary="Resume a paused rollout: its step keeps the time it had left (deployer)")
+def rollout_resume(request, deployment_id: int):
+    """Refused 409 `rollout-not-running` unless the deployment is rolling out."""
+    return _control(request, deployment_id, "resume")
+
+
+@router.post("/deployments/{deployment_id}/rollout/abort", response={200: DeploymentOut, **ERRORS},
+             summary="Abort a rollout: the alias goes back to the stable version, routing cleared (deployer)")
+def rollout_abort(request, deployment_id: int):
+    """The deployment becomes `aborting` at once; the abort task moves the alias, then it
+    fails `canary-aborted` (signal `manual`). Refused 409 `rollout-not-running` unless it
+    is rolling out."""
+    return _control(request, deployment_id, "abort")

@@ -37,8 +37,9 @@ from portal.api.schemas import (
     api_name,
     page_out,
 )
+from portal.deployments import strategies
+from portal.deployments.forms import RolloutEnvironmentForm as EnvironmentForm
 from portal.functions import access
-from portal.functions.forms import EnvironmentForm
 from portal.models import Deployment, Environment, Function
 
 router = Router()
@@ -52,10 +53,21 @@ def environment_out(request, environment: Environment) -> dict:
             "secret_keys", "paused_reason", "promotion", "soak_seconds", "required_approvals", "during_freeze",
             "gitlab_tier")},
         "region": settings.AWS_REGION,
+        "rollout": rollout_settings_out(environment),
         "environment": environment.masked_variables(),
         "live": release_out(deployments.live_deployment(environment)),
         "url": request.build_absolute_uri(reverse("portal-environment-edit", args=[function.name, environment.name])),
     }
+
+
+def rollout_settings_out(environment: Environment) -> dict:
+    env = environment
+    strategy, percent, minutes = env.rollout_strategy, env.rollout_percent, env.rollout_minutes
+    return {"strategy": strategy, "preset": strategies.preset_of(strategy, percent, minutes) or None,
+            "percent": percent, "minutes": minutes,
+            "total_minutes": strategies.total_minutes(strategy, percent, minutes),
+            "alarm": environment.rollout_alarm, "extra_alarms": environment.rollout_extra_alarms,
+            "probe_count": environment.probe_count, "probe_max_failures": environment.probe_max_failures}
 
 
 def _environment(function: Function, env: str) -> Environment:
@@ -63,9 +75,25 @@ def _environment(function: Function, env: str) -> Environment:
     return deployments.environment_named(function, env)
 
 
+def _flat(values: dict) -> dict:
+    """The request's values by API name, the `rollout` object's as "rollout.<key>"; a preset
+    sent with a strategy, percent or minutes that differ from it is refused (400)."""
+    rollout = values.pop("rollout", None) or {}
+    preset = strategies.PRESETS.get(rollout.get("preset") or "")
+    if preset is not None:
+        wrong = {key: [f"the preset {preset.name} sets {key} to {wanted}"] for key, wanted in (
+            ("strategy", preset.strategy), ("percent", preset.percent), ("minutes", preset.minutes))
+            if wanted is not None and rollout.get(key) not in (None, wanted)}
+        if wrong:
+            raise ApiError(400, "invalid", f"the preset {preset.name} disagrees with the settings sent with it",
+                           {f"rollout.{key}": messages for key, messages in wrong.items()})
+    return {**values, **{f"rollout.{key}": value for key, value in rollout.items()}}
+
+
 def _form_data(values: dict, environment: Environment | None) -> dict:
     """API values -> the form's data, over the environment's current ones for an edit (as
     portal/api/functions.py does for the function form)."""
+    values = _flat(values)
     base = {}
     if environment is not None:
         initial = EnvironmentForm(function=environment.function, instance=environment)

@@ -9,8 +9,8 @@ ERRORS, the statuses every endpoint documents), the API names of the form's
 object fields (`api_name`) and the one paginator (`page_out`).
 
 May import: Django, ninja, pydantic, deploy.build (a build argument's name
-rule), the functions and feedback packages' forms and fields (the patterns their
-fields check), and errors
+rule), the functions, deployments and feedback packages' forms and fields (the
+patterns their fields check), the rollout strategies' rules, and errors
 from this package. Not the models, the access rules or the resources.
 """
 
@@ -28,9 +28,11 @@ from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints, With
 
 from deploy.build import BUILD_ARG
 from portal.api.errors import ApiError
+from portal.deployments.forms import RolloutEnvironmentForm as EnvironmentForm
+from portal.deployments.strategies import ALARM_NAME
 from portal.feedback.forms import GITLAB_TOKEN
 from portal.functions.fields import ENV_KEY, SLUG
-from portal.functions.forms import ROLE_ARN, EnvironmentForm, FunctionForm
+from portal.functions.forms import ROLE_ARN, FunctionForm
 
 PAGE_SIZE = 25
 
@@ -81,10 +83,25 @@ OBJECT_FIELDS = {"environment_text": ("environment", _named(ENV_KEY.pattern, ONE
                  "secret_environment_text": ("secret_environment", _named(ENV_KEY.pattern, ONE_LINE)),
                  "build_args_text": ("build_args", _named(BUILD_ARG.pattern, ONE_LINE)),
                  "smoke_event_text": ("smoke_event", dict[str, Any]),
-                 "shares_images_with_text": ("shares_images_with", list[_text(SLUG.pattern)])}
+                 "shares_images_with_text": ("shares_images_with", list[_text(SLUG.pattern)]),
+                 "rollout_alarm_text": ("rollout.alarm", dict[str, Any]),
+                 "rollout_extra_alarms_text": ("rollout.extra_alarms", list[_text(ALARM_NAME.pattern)])}
+
+
+# Form fields the API groups in an object of their own: "group.key".
+ROLLOUT_NAMES = {"rollout_preset": "preset", "rollout_strategy": "strategy", "rollout_percent": "percent",
+                 "rollout_minutes": "minutes", "rollout_alarm_text": "alarm",
+                 "rollout_extra_alarms_text": "extra_alarms",
+                 "probe_count": "probe_count", "probe_max_failures": "probe_max_failures"}
+NESTED = {"rollout": "how a verified version takes the alias: all at once, or a canary or linear rollout "
+                     "watched by an alarm template, extra alarms and probes; `preset` sets strategy, percent and "
+                     "minutes (any of them sent with it must agree)"}
 
 
 def api_name(form_field: str) -> str:
+    """The API's name of a form field; "rollout.<key>" for one the API groups under `rollout`."""
+    if form_field in ROLLOUT_NAMES:
+        return f"rollout.{ROLLOUT_NAMES[form_field]}"
     return OBJECT_FIELDS[form_field][0] if form_field in OBJECT_FIELDS else form_field
 
 
@@ -117,34 +134,46 @@ def _string_rules(field_name: str, field, validators: list, required: bool) -> d
     return rules
 
 
+def _field_schema(form_class, field_name: str, field, partial: bool) -> tuple[str, tuple]:
+    """(its API name, (type, pydantic Field)) of one form field."""
+    if field_name in OBJECT_FIELDS:
+        kind = OBJECT_FIELDS[field_name][1]
+    elif isinstance(field, forms.BooleanField):
+        kind = bool
+    elif isinstance(field, forms.FloatField):  # before IntegerField: Django's FloatField subclasses it
+        kind = float
+    elif isinstance(field, forms.IntegerField):
+        kind = int
+    elif isinstance(field, forms.ChoiceField):
+        kind = Literal[tuple(value for value, _ in field.choices if value != "")]
+    else:
+        kind = str
+    required = field.required and not partial and field_name != "auto_deploy"
+    extra = {}
+    if isinstance(field, forms.CharField) and field_name not in OBJECT_FIELDS:
+        # A PATCH may leave a required field out, not send it empty.
+        extra = _string_rules(field_name, field, _validators(form_class, field_name, field), field.required)
+    elif kind in (int, float):
+        kind = _number(kind, **_limits(_validators(form_class, field_name, field)))
+    description = str(field.help_text or field.label or "")
+    name = api_name(field_name).rpartition(".")[2]
+    return name, ((kind, Field(..., description=description, **extra)) if required else (
+        kind | None, Field(None, description=description, **extra)))
+
+
 def schema_from_form(form_class, name: str, *, partial: bool, examples: list[dict]) -> type[Schema]:
     """A request schema generated from the UI's form: the same fields, types, choices
     and the bounds its validators check, so that what the schema allows the form's
-    remaining rules (settings, ownership, cross-field checks) are all that can refuse."""
-    fields = {}
+    remaining rules (settings, ownership, cross-field checks) are all that can refuse.
+    The fields NESTED names are an object of their own (every key optional)."""
+    fields, groups = {}, {}
     for field_name, field in form_class.base_fields.items():
-        if field_name in OBJECT_FIELDS:
-            kind = OBJECT_FIELDS[field_name][1]
-        elif isinstance(field, forms.BooleanField):
-            kind = bool
-        elif isinstance(field, forms.FloatField):  # before IntegerField: Django's FloatField subclasses it
-            kind = float
-        elif isinstance(field, forms.IntegerField):
-            kind = int
-        elif isinstance(field, forms.ChoiceField):
-            kind = Literal[tuple(value for value, _ in field.choices if value != "")]
-        else:
-            kind = str
-        required = field.required and not partial and field_name != "auto_deploy"
-        extra = {}
-        if isinstance(field, forms.CharField) and field_name not in OBJECT_FIELDS:
-            # A PATCH may leave a required field out, not send it empty.
-            extra = _string_rules(field_name, field, _validators(form_class, field_name, field), field.required)
-        elif kind in (int, float):
-            kind = _number(kind, **_limits(_validators(form_class, field_name, field)))
-        description = str(field.help_text or field.label or "")
-        fields[api_name(field_name)] = (kind, Field(..., description=description, **extra)) if required else (
-            kind | None, Field(None, description=description, **extra))
+        group = api_name(field_name).partition(".")[0] if "." in api_name(field_name) else ""
+        key, spec = _field_schema(form_class, field_name, field, partial or bool(group))
+        (groups.setdefault(group, {}) if group else fields)[key] = spec
+    for group, members in groups.items():
+        nested = create_model(f"{name}{group.title()}", __base__=StrictIn, **members)
+        fields[group] = (nested | None, Field(None, description=NESTED[group]))
     base = type(f"{name}Base", (StrictIn,), {"model_config": ConfigDict(json_schema_extra={"examples": examples})})
     return create_model(name, __base__=base, **fields)
 
@@ -221,6 +250,18 @@ class FunctionOut(Schema):
     url: str
 
 
+class RolloutSettingsOut(Schema):
+    strategy: Literal["all_at_once", "canary", "linear"]
+    preset: str | None = Field(description="the CodeDeploy-like preset these settings are; null: custom")
+    percent: int = Field(description="canary: the new version's share; linear: added every step")
+    minutes: int = Field(description="each step's length")
+    total_minutes: int = Field(description="how long a rollout takes if never paused or aborted")
+    alarm: dict[str, Any] = Field(description="the alarm template (empty: none)")
+    extra_alarms: list[str]
+    probe_count: int
+    probe_max_failures: int
+
+
 class EnvironmentOut(Schema):
     name: str
     position: int = Field(description="promotion order: 0 is where pushes deploy")
@@ -240,6 +281,7 @@ class EnvironmentOut(Schema):
     during_freeze: Literal["wait", "refuse"] = Field(description="what a request made during a freeze does")
     gitlab_tier: Literal["production", "staging", "testing", "development", "other"] = Field(
         description="the GitLab environment's tier (GitLab deployments)")
+    rollout: RolloutSettingsOut
     live: ReleaseOut | None
     url: str
 
@@ -261,6 +303,38 @@ class StepOut(Schema):
     started_at: datetime
     finished_at: datetime | None
     output: str
+
+
+class RolloutEventOut(Schema):
+    action: Literal["start", "shift", "adopt", "probe", "alarm", "pause", "resume", "promote", "abort", "done",
+                    "fallback"]
+    weight: float = Field(description="the new version's share after it (0-1)")
+    note: str
+    at: datetime
+
+
+class RolloutOut(Schema):
+    state: str = Field(description="rolling_out, paused, promoting (promote now asked), aborting, aborted (failed "
+                                   "canary-aborted), else its deployment's status")
+    strategy: Literal["canary", "linear"]
+    percent: int
+    minutes: int
+    stable_version: str = Field(description="the alias's primary while it runs; where an abort puts it back")
+    new_version: str
+    weight: float = Field(description="the new version's share of the alias now (0-1)")
+    step: int
+    steps: int = Field(description="how many weights its plan writes (the last is 1.0, routing cleared)")
+    started_at: datetime
+    ended_at: datetime | None
+    next_tick_at: datetime | None
+    paused_at: datetime | None
+    promote_now: bool
+    abort_signal: str = Field(description='why it was aborted: "alarm:<name>", "probe", "manual", "worker-lost", '
+                                          '"rollback", "drift"; empty otherwise')
+    abort_reason: str
+    alarms: list[str]
+    alarms_already: list[str] = Field(description="in ALARM when it started: reported, never blocking")
+    events: list[RolloutEventOut]
 
 
 class DeploymentOut(Schema):
@@ -285,6 +359,7 @@ class DeploymentOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     steps: list[StepOut]
+    rollout: RolloutOut | None = Field(description="its canary or linear rollout, if it had one")
     url: str
     notice: str = ""  # e.g. the queue did not answer: the row stays queued, or the web rolled back itself
 

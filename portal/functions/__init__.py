@@ -9,7 +9,8 @@ this module only.
 """
 
 from portal.functions.access import APPROVING_ROLES
-from portal.functions.forms import role_allowed, user_error
+from portal.functions.fields import JSONObjectField
+from portal.functions.forms import EnvironmentForm, role_allowed, user_error
 from portal.functions.masking import MASK, environment_secrets, scrub, secret_values, secrets_wanted
 from portal.functions.models import Architecture, AuditEvent, Environment, Function, Membership
 from portal.functions.registry import (
@@ -32,7 +33,9 @@ __all__ = [
     "Architecture",
     "AuditEvent",
     "Environment",
+    "EnvironmentForm",
     "Function",
+    "JSONObjectField",
     "MASK",
     "Membership",
     "archive_function",

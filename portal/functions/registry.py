@@ -19,16 +19,20 @@ from portal.sources import SourceAccess
 # this package cannot import the one that knows what is live or unfinished).
 environment_changing = Signal()
 IN_USE = "environment-in-use"
+# How a verified version takes the alias (set by the deployments package's RolloutEnvironmentForm).
+ROLLOUT_SETTINGS = ("rollout_strategy", "rollout_percent", "rollout_minutes", "rollout_alarm", "rollout_extra_alarms",
+                    "probe_count", "probe_max_failures")
 ENVIRONMENT_SETTINGS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn", "variables",
                         "secret_keys", "promotion", "soak_seconds", "required_approvals", "during_freeze",
-                        "gitlab_tier")
+                        "gitlab_tier", *ROLLOUT_SETTINGS)
 UNSATISFIABLE = "protection-unsatisfiable"
 
 AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
                   "architecture", "ecr_repository", "smoke_event", "auto_deploy", "tag_pattern", "golden_iou",
                   "shares_images_with")
 AUDITED_ENVIRONMENT_FIELDS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
-                              "promotion", "soak_seconds", "required_approvals", "during_freeze", "gitlab_tier")
+                              "promotion", "soak_seconds", "required_approvals", "during_freeze", "gitlab_tier",
+                              *ROLLOUT_SETTINGS)
 
 
 def _changes(before: Function | None, after: Function, env_before: Environment | None,

@@ -58,3 +58,33 @@ def release_charts(releases: list) -> list[Chart]:
         bars("Image size", [(label(d), d.build.size_bytes if d.build else None) for d in ordered], "MB"),
         bars("Cold start (init)", [(label(d), d.init_ms) for d in ordered], "ms"),
     ]
+
+
+CHART_W, CHART_H, LEFT, BOTTOM = 360, 120, 34, 20
+
+
+def weight_chart(points: list, *, title: str, desc: str) -> SafeString:
+    """The new version's share of the alias over time, as a step line from 0 to 100 %.
+    `points` are (at, weight) oldest first (rollout_summary.weight_series); role="img" with a
+    title and a description that says in words what the line shows."""
+    start, end = points[0].at, points[-1].at
+    span = max((end - start).total_seconds(), 1.0)
+    width, height = CHART_W - LEFT - 6, CHART_H - BOTTOM - 8
+
+    def xy(point) -> str:
+        x = LEFT + width * (point.at - start).total_seconds() / span
+        return f"{x:.1f},{8 + height * (1 - point.weight):.1f}"
+
+    parts = [f'<svg viewBox="0 0 {CHART_W} {CHART_H}" width="{CHART_W}" height="{CHART_H}" role="img" '
+             f'aria-labelledby="weight-title weight-desc" class="chart weight-chart">',
+             f'<title id="weight-title">{escape(title)}</title><desc id="weight-desc">{escape(desc)}</desc>']
+    for share in (0, 0.5, 1):
+        y = 8 + height * (1 - share)
+        parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{CHART_W - 6}" y2="{y:.1f}" class="base"/>'
+                     f'<text x="0" y="{y + 4:.1f}" class="axis">{share:.0%}</text>')
+    parts.append(f'<polyline fill="none" stroke="currentColor" stroke-width="2" '
+                 f'points="{" ".join(xy(p) for p in points)}"/>')
+    minutes = span / 60
+    parts.append(f'<text x="{LEFT}" y="{CHART_H - 4}" class="axis">{start:%H:%M:%S} UTC, '
+                 f'{minutes:.1f} min shown</text></svg>')
+    return mark_safe("".join(parts))  # noqa: S308 - numbers and escaped text only

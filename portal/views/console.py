@@ -18,6 +18,7 @@ from portal import console, deployments
 from portal.console import boxes
 from portal.console.forms import ConsoleForm, GoldenCaseForm
 from portal.core.errors import RequestRefused
+from portal.deployments import rollout
 from portal.functions import access
 from portal.models import ConsoleImage, ConsoleRun, Environment, GoldenCase
 from portal.views import refusals
@@ -39,13 +40,29 @@ def _environment(function, name: str) -> Environment:
         raise Http404("no such environment") from None
 
 
+def rollout_targets(environment: Environment, targets: list[tuple[str, str]]) -> tuple[list, dict, object]:
+    """During a rollout the alias serves two versions (and the local plane ignores the weights):
+    the console then sends to the canary and the stable version side by side, each named by its
+    share. (targets relabelled, the form's initial target and compare_with, the rollout or None)."""
+    holding = rollout.current(environment)
+    if holding is None:
+        return targets, {"target": environment.alias}, None
+    share = round(holding.weight * 100)
+    names = {holding.new_version: f"version {holding.new_version} (canary, {share} %)",
+             holding.stable_version: f"version {holding.stable_version} (stable, {100 - share} %)"}
+    relabelled = [(value, names.get(value, label)) for value, label in targets]
+    relabelled += [(version, label) for version, label in names.items() if version not in dict(targets)]
+    return relabelled, {"target": holding.new_version, "compare_with": holding.stable_version}, holding
+
+
 def _context(request, function, form=None, error=None, environment=None) -> dict:
     environment = environment or _environment(function, request.GET.get("environment", ""))
-    targets = deployments.targets(environment)
+    targets, initial, holding = rollout_targets(environment, deployments.targets(environment))
     may_invoke = access.can(request.user, function, access.DEPLOY) and not function.is_archived
     if may_invoke and form is None and targets:
-        form = ConsoleForm(targets=targets, initial={"target": environment.alias, "detector": "face"})
+        form = ConsoleForm(targets=targets, initial={**initial, "detector": "face"})
     return {
+        "rollout": holding,
         "function": function, "environment": environment, "environments": list(function.environments.all()),
         "form": form if may_invoke else None, "targets": targets,
         "error": error,

@@ -13,6 +13,7 @@ from portal.deployments import approvals, approving, plan
 from portal.deployments.forms import DecisionForm
 from portal.functions import access
 from portal.models import Deployment
+from portal.views import rollouts
 from portal.views.refusals import shown_on
 from portal.views.session import session_only
 
@@ -60,6 +61,8 @@ def deployment_detail(request, pk):
     if not request.htmx:  # the promotions that shipped this deployment's digest onward
         context["promotions"] = deployment.promotions.select_related("environment").order_by("pk")
     context["approvals"] = approvals_context(deployment, request.user)
+    context["rollout"] = rollouts.context(deployment)
+    context["may_control"] = access.can(request.user, deployment.function, access.DEPLOY)
     template = "portal/_deployment_live.html" if request.htmx else "portal/deployment_detail.html"
     return render(request, template, context)
 

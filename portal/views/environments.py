@@ -1,5 +1,5 @@
 """Pages that manage a function's environments: add one, edit one (its Lambda settings,
-its place in the promotion order, its promotion rule), delete one. Owners only; plain
+its place in the promotion order, its promotion rule, its rollout strategy), delete one. Owners only; plain
 forms with CSRF that work without JavaScript. The rules are EnvironmentForm's and the
 functions registry's, the same the API applies; a refusal of the registry or of the
 deployments package's guards (`environment-in-use`) is shown on the page.
@@ -15,8 +15,8 @@ from django.views.decorators.http import require_http_methods
 
 from deploy.errors import SlipwayError
 from portal import deployments, functions
+from portal.deployments.forms import RolloutEnvironmentForm as EnvironmentForm
 from portal.functions import access
-from portal.functions.forms import EnvironmentForm
 
 
 def _form_page(request, form, function, environment=None, error: str = ""):

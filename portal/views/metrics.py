@@ -22,8 +22,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from portal.models import ConsoleRun, DeliveryRing, Deployment, DeploymentStep, Environment, WebhookDelivery
+from portal.deployments import rollout_summary
+from portal.models import (
+    ConsoleRun,
+    DeliveryRing,
+    Deployment,
+    DeploymentStep,
+    Environment,
+    Rollout,
+    WebhookDelivery,
+)
 
+ROLLOUT_STATES = ("idle", "rolling_out", "paused", "promoting", "aborting")
 STEP_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 QUEUES = {"deploys": ~Q(kind=Deployment.Kind.ROLLBACK), "rollbacks": Q(kind=Deployment.Kind.ROLLBACK)}
 
@@ -43,6 +53,7 @@ class DatabaseCollector:
                                     row["error_code"]], row["n"])
         yield deployments
         yield self._soaking()
+        yield from self._rollouts()
 
         running = GaugeMetricFamily("slipway_deployments_running", "Deployments running, by step",
                                     labels=["status"])
@@ -97,6 +108,48 @@ class DatabaseCollector:
         for (function, environment), n in sorted(counts.items()):
             soaking.add_metric([function, environment], n)
         return soaking
+
+    def _rollouts(self):
+        """Per environment that rolls out (canary or linear) or holds a rollout now: its state
+        (one series per state, 1 for the one it is in), the new version's weight, how late its
+        next tick is; and the rollouts aborted, by signal ("alarm:<name>" counted as "alarm")."""
+        state = GaugeMetricFamily("slipway_rollout_state", "Rollout state per environment (1: the state it is in)",
+                                  labels=["function", "environment", "state"])
+        weight = GaugeMetricFamily("slipway_rollout_weight", "The new version's share of the alias during a "
+                                   "rollout (0-1; 0 when none runs)", labels=["function", "environment"])
+        overdue = GaugeMetricFamily("slipway_rollout_tick_overdue_seconds", "How late a running rollout's next "
+                                    "tick is (0 when on time, paused or none runs)", labels=["function", "environment"])
+        now = timezone.now()
+        shown = {(env["function__name"], env["name"]): None for env in
+                 Environment.objects.filter(function__archived_at=None).exclude(
+                     rollout_strategy=Environment.Strategy.ALL_AT_ONCE).values("function__name", "name")}
+        for item in (Rollout.objects.filter(deployment__status__in=Deployment.ROLLOUT)
+                     .select_related("deployment__function", "deployment__environment")):
+            shown[(item.deployment.function.name, item.deployment.environment.name)] = item
+        for (function, environment), item in sorted(shown.items()):
+            now_in = rollout_summary.state(item) if item else "idle"
+            for each in ROLLOUT_STATES:
+                state.add_metric([function, environment, each], 1 if each == now_in else 0)
+            weight.add_metric([function, environment], item.weight if item else 0.0)
+            late = (now - item.next_tick_at).total_seconds() if item and item.next_tick_at and now_in in (
+                "rolling_out", "promoting") else 0.0
+            overdue.add_metric([function, environment], max(late, 0.0))
+        yield state
+        yield weight
+        yield overdue
+        aborts = CounterMetricFamily("slipway_rollout_aborts", "Rollouts aborted, by function, environment and "
+                                     "signal (alarm, probe, manual, worker-lost, rollback, drift)",
+                                     labels=["function", "environment", "signal"])
+        counted: dict[tuple, int] = {}
+        for row in (Rollout.objects.exclude(abort_signal="").values(
+                "deployment__function__name", "deployment__environment__name", "abort_signal")
+                .annotate(n=Count("pk")).order_by()):
+            key = (row["deployment__function__name"], row["deployment__environment__name"],
+                   row["abort_signal"].partition(":")[0])
+            counted[key] = counted.get(key, 0) + row["n"]
+        for labels, n in sorted(counted.items()):
+            aborts.add_metric(list(labels), n)
+        yield aborts
 
     def _step_histogram(self):
         histogram = HistogramMetricFamily("slipway_step_duration_seconds", "Pipeline step durations",

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from portal import deployments
 from portal.core import errors
-from portal.deployments import freezes
+from portal.deployments import freezes, rollout, rollout_summary, strategies
 from portal.functions import access
 from portal.models import Deployment, Environment, Function
 
@@ -45,6 +45,15 @@ class Column:
     promote_from: Deployment | None = None  # what a Promote would ship: live in `previous`
     edit_url: str = ""  # the environment's settings page, once the environments pages exist
     freeze: freezes.Shown | None = None  # the freeze holding it now, else the next one
+    rollout: dict | None = None  # its canary or linear rollout while one holds the alias (rollout_summary)
+
+    @property
+    def rollout_plan(self) -> str:
+        """How a verified version takes its alias, in words, with the preset's name if it is one."""
+        env = self.environment
+        preset = strategies.preset_of(env.rollout_strategy, env.rollout_percent, env.rollout_minutes)
+        described = strategies.describe(env.rollout_strategy, env.rollout_percent, env.rollout_minutes)
+        return f"{described} ({preset})" if preset else described
 
     @property
     def is_first(self) -> bool:
@@ -91,6 +100,8 @@ def columns(function: Function) -> list[Column]:
             column.ahead, column.ahead_more, column.ahead_known = _ahead(previous.environment, live)
             column.promote_from = previous.live
         column.freeze = freezes.current_or_next(environment)
+        if (holding := rollout.current(environment)) is not None:
+            column.rollout = {**rollout_summary.summary(holding), "deployment": holding.deployment}
         if live is not None:
             column.rollback_to = (deployments.went_live(environment).filter(build__isnull=False)
                                   .exclude(version=live.version).select_related("build").first())
