@@ -92,6 +92,7 @@ CATALOGUE: dict[str, Entry] = {
         "bad-path": "the context or Dockerfile path is not a relative path inside the repository",
         "bad-ref": "the ref or commit is not a valid branch, tag or full SHA",
         "bad-repository-url": "the repository URL is not one Slipway may fetch",
+        "bad-url-auth": "a function URL's auth type is neither AWS_IAM nor NONE",
         "branch-not-found": "the repository has no such branch",
         "build-failed": "docker build failed (the Dockerfile or the build)",
         "builder-auth-failed": "the remote builder refused Slipway's ssh key",
