@@ -27,7 +27,7 @@ from portal.deployments.events import (
     status_changed,
     superseding,
 )
-from portal.deployments.models import Deployment
+from portal.deployments.models import Deployment, Preview, alias_for
 from portal.deployments.promotion import (
     cancel_soaks_from,
     deployment_digest,
@@ -52,6 +52,8 @@ from portal.deployments.requesting import (
 
 __all__ = [
     "Deployment",
+    "Preview",
+    "alias_for",
     "approval_decidable",
     "approvals_required",
     "cancel",

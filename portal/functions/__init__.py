@@ -11,7 +11,15 @@ this module only.
 from portal.functions.access import APPROVING_ROLES
 from portal.functions.forms import role_allowed, user_error
 from portal.functions.masking import MASK, environment_secrets, scrub, secret_values, secrets_wanted
-from portal.functions.models import Architecture, AuditEvent, Environment, Function, Membership
+from portal.functions.models import (
+    PREVIEW_POSITION,
+    Architecture,
+    AuditEvent,
+    Environment,
+    Function,
+    Membership,
+    PreviewPolicy,
+)
 from portal.functions.registry import (
     archive_function,
     create_environment,
@@ -35,6 +43,8 @@ __all__ = [
     "Function",
     "MASK",
     "Membership",
+    "PREVIEW_POSITION",
+    "PreviewPolicy",
     "archive_function",
     "create_environment",
     "delete_environment",
