@@ -139,6 +139,9 @@ CATALOGUE: dict[str, Entry] = {
     **_entries(USER, {
         "cancelled": "cancelled on request before the Lambda was touched",
         "gate-expired": "a freeze or an approval rule held it longer than SLIPWAY_GATE_MAX_WAIT",
+        "preview-cap": "the function has SLIPWAY_PREVIEW_CAP previews open and none is idle: no preview made",
+        "preview-closed": "the merge request's preview closed before its alias moved: nothing was created",
+        "preview-not-approved": "a fork's merge request head that no deployer approved: it does not build",
         "stale": "a newer deployment of the function was requested meanwhile",
         "superseded": "a rollback or a newer deploy took its place",
         "version-gone": "the version to roll back to went while the rollback ran",

@@ -230,6 +230,11 @@ CELERY_TASK_ROUTES = {
     "slipway.notify": {"queue": "feedback"},
     "slipway.gitlab_deployment": {"queue": "feedback"},
     "slipway.drift_check": {"queue": "feedback"},
+    # A preview's removal is a few AWS calls that never wait (a running preview sends it again when it
+    # ends): never behind a build. The sweep lists every preview Lambda's aliases: behind builds is fine.
+    "slipway.preview_cleanup": {"queue": "rollbacks"},
+    "slipway.preview_sweep": {"queue": "deploys"},
+    "slipway.preview_note": {"queue": "feedback"},
 }
 CELERY_WORKER_SEND_TASK_EVENTS = False
 SWEEP_INTERVAL_SECONDS = env_int("SLIPWAY_SWEEP_INTERVAL", 30, minimum=5)
@@ -278,6 +283,10 @@ CELERY_BEAT_SCHEDULE = {
 # allowed below (empty: previews cannot be enabled).
 SLIPWAY_PREVIEW_TTL_DAYS = env_int("SLIPWAY_PREVIEW_TTL_DAYS", 7, minimum=1)
 SLIPWAY_PREVIEW_CAP = env_int("SLIPWAY_PREVIEW_CAP", 10, minimum=1)
+# How often the preview sweep runs (TTL, removals to retry, mr-* aliases nobody owns), in seconds.
+SLIPWAY_PREVIEW_SWEEP_INTERVAL = env_int("SLIPWAY_PREVIEW_SWEEP_INTERVAL", 3600, minimum=10)
+CELERY_BEAT_SCHEDULE["preview-sweep"] = {"task": "slipway.preview_sweep",
+                                         "schedule": float(SLIPWAY_PREVIEW_SWEEP_INTERVAL)}
 
 # --- AWS and builds -----------------------------------------------------------
 # Unset against real AWS: boto3's own credential chain and region apply.

@@ -36,3 +36,6 @@ stale = Signal()
 # deployment=, approval=: a user approved or rejected a held deployment (portal/deployments/approving.py);
 # a rejected one has already ended.
 decided = Signal()
+# preview=: a merge request's preview was closed or removed (portal/deployments/preview_cleanup.py),
+# or refused by the cap: its merge request's note says so.
+preview_changed = Signal()

@@ -18,6 +18,9 @@ too. The database is the queue; Celery only carries primary keys. Rules:
   before any of its deployments (one lock order, so Postgres never deadlocks two
   of them): the function's settings and the environment's are both read under it.
 - Tasks are sent by name; which queue they go to is in settings only.
+- A merge request's previews (kind preview, in the function's preview environment) queue
+  by merge request (`_queue_of`): one MR's previews never wait for, supersede or stop
+  another's; their Lambda steps still serialize on the preview Lambda (enter_lambda_steps).
 """
 
 from __future__ import annotations
@@ -123,18 +126,24 @@ def release_held(deployment: Deployment) -> Deployment | None:
     return deployment
 
 
+def _queue_of(deployment: Deployment) -> Q:
+    """The rows that queue with `deployment`: its merge request's previews, else its environment's."""
+    if deployment.preview_id:
+        return Q(preview_id=deployment.preview_id)
+    return Q(environment_id=deployment.environment_id)
+
+
 def _may_start_now(deployment: Deployment) -> bool:
     """False when an earlier request still waits or something blocks it: then the
     deployment it waits for dispatches it when it ends (settle, a cancel, the
     lost-worker handler or the sweeper all do, under this same lock), and a
     burst of requests skips a dispatch transaction each."""
-    earlier = Deployment.objects.filter(environment_id=deployment.environment_id, status=Status.QUEUED,
-                                        pk__lt=deployment.pk)
+    earlier = Deployment.objects.filter(_queue_of(deployment), status=Status.QUEUED, pk__lt=deployment.pk)
     return not earlier.exists() and not _blockers(deployment).exists()
 
 
 def _supersede_for(new: Deployment) -> None:
-    before = Deployment.objects.filter(environment_id=new.environment_id, pk__lt=new.pk)
+    before = Deployment.objects.filter(_queue_of(new), pk__lt=new.pk)
     # A promotion soaking into the environment, or a request awaiting approval, waits like a
     # queued request: any later request replaces it. Requests a freeze holds stay until it
     # ends, when the newest of them runs (gates.gates_due): a later request replaces them
@@ -157,9 +166,7 @@ def _supersede_for(new: Deployment) -> None:
 
 def _blockers(deployment: Deployment):
     """The running deployments of its environment that `deployment` must wait for."""
-    running = Deployment.objects.filter(environment_id=deployment.environment_id,
-                                        status__in=Deployment.RUNNING).exclude(
-        pk=deployment.pk)
+    running = Deployment.objects.filter(_queue_of(deployment), status__in=Deployment.RUNNING).exclude(pk=deployment.pk)
     if deployment.kind == Kind.ROLLBACK:
         # Deploys it superseded stop before their shift; it waits only for one already shifting.
         return running.filter(Q(kind=Kind.ROLLBACK) | Q(superseded_by__isnull=True) | Q(status=Status.SHIFTING))
@@ -167,18 +174,26 @@ def _blockers(deployment: Deployment):
 
 
 def dispatch(environment_id: int) -> Deployment | None:
-    """Send the environment's next queued deployment unless it must wait.
+    """Send the environment's next queued deployment unless it must wait (a preview
+    environment: the next of each merge request's queue); the first one sent, or None.
 
     A row whose message already left recently is not sent again (a duplicate
     would be harmless, only noisy); the sweeper re-sends lost ones."""
     with transaction.atomic():
-        _lock(environment_id)
-        head = Deployment.objects.filter(environment_id=environment_id, status=Status.QUEUED).order_by("pk").first()
-        if head is None or _blockers(head).exists():
-            return None
-        due = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=Now() - RESEND_AFTER)
-        _mark_sent(head.pk, head.kind, due)
-    return head
+        environment = _lock(environment_id)
+        queued = Deployment.objects.filter(environment_id=environment_id, status=Status.QUEUED).order_by("pk")
+        if environment.preview:
+            heads = list({row.preview_id: row for row in reversed(queued)}.values())  # the oldest of each MR
+        else:
+            heads = [row for row in queued[:1]]
+        sent = None
+        for head in sorted(heads, key=lambda row: row.pk):
+            if _blockers(head).exists():
+                continue
+            due = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=Now() - RESEND_AFTER)
+            _mark_sent(head.pk, head.kind, due)
+            sent = sent or head
+    return sent
 
 
 def _mark_sent(pk: int, kind: str, *conditions: Q) -> None:
@@ -206,8 +221,7 @@ def claim(deployment: Deployment, first: str, task_id: str = "", gate: Gate | No
     `gate` (gates.at_claim) holds it: then it moves to the held status instead."""
     with transaction.atomic():
         _lock(deployment.environment_id, deployment.function_id)
-        earlier = Deployment.objects.filter(environment_id=deployment.environment_id, status=Status.QUEUED,
-                                            pk__lt=deployment.pk)
+        earlier = Deployment.objects.filter(_queue_of(deployment), status=Status.QUEUED, pk__lt=deployment.pk)
         if earlier.exists() or _blockers(deployment).exists():  # requests run in the order they were made
             Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(enqueued_at=None)
             return False
