@@ -22,6 +22,7 @@ from portal.deployments.events import (
     freeze_overridden,
     lambda_entered,
     preview_changed,
+    preview_closed,
     resumed,
     shifted,
     stale,
@@ -29,6 +30,15 @@ from portal.deployments.events import (
     superseding,
 )
 from portal.deployments.models import Deployment, Preview, alias_for
+from portal.deployments.previews import (
+    MergeRequest,
+    Received,
+    approve_preview,
+    live_previews,
+    redeploy_preview,
+    remove_preview,
+)
+from portal.deployments.previews import receive as receive_merge_request
 from portal.deployments.promotion import (
     cancel_soaks_from,
     deployment_digest,
@@ -53,6 +63,13 @@ from portal.deployments.requesting import (
 
 __all__ = [
     "Deployment",
+    "MergeRequest",
+    "Received",
+    "approve_preview",
+    "live_previews",
+    "receive_merge_request",
+    "redeploy_preview",
+    "remove_preview",
     "Preview",
     "alias_for",
     "approval_decidable",
@@ -66,6 +83,7 @@ __all__ = [
     "finished",
     "preview_changed",
     "freeze_overridden",
+    "preview_closed",
     "lambda_entered",
     "live_deployment",
     "next_environment",

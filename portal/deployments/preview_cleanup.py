@@ -28,7 +28,7 @@ from portal.celery import PREVIEW_CLEANUP_TASK
 from portal.core import sending
 from portal.deployments import events
 from portal.deployments.models import Deployment, Preview
-from portal.functions import AuditEvent, Environment
+from portal.functions import AuditEvent, Environment, Function
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -37,19 +37,33 @@ _ALIAS = re.compile(r"^mr-(\d+)$")
 
 
 def close(preview: Preview, reason: str) -> bool:
-    """Close an open preview (the caller's transaction; under its lock order) and send its removal
-    once that commits; its queued deployments end cancelled. False: it was not open."""
+    """Close an open preview for Slipway's own reasons (the TTL, the cap; the caller's transaction,
+    holding the lock order: function, environment, preview); its queued deployments end cancelled
+    and the removal is announced (events.preview_closed). False: it was not open."""
     if not Preview.objects.filter(pk=preview.pk, state=State.OPEN).update(state=State.CLOSED, closed_at=Now(),
                                                                           removed_reason=reason[:300]):
         return False
     Deployment.objects.filter(preview=preview, status=Status.QUEUED).update(
         status=Status.CANCELLED, finished_at=Now(), error_code="preview-closed",
         error_message=f"the preview closed before it ran: {reason}"[:500])
-    AuditEvent.record("preview.closed", actor_label="slipway", function=preview.function, mr=preview.mr_iid,
-                      reason=reason[:300])
-    transaction.on_commit(lambda: request(preview.pk))
-    events.preview_changed.send(Preview, preview=preview)
+    AuditEvent.record("preview.closed", actor_label="slipway", function=preview.function, preview=preview.pk,
+                      mr_iid=preview.mr_iid, reason=reason[:300])
+    events.preview_closed.send(Preview, preview=preview)
     return True
+
+
+def on_closed(sender, preview: Preview, **_) -> None:
+    """events.preview_closed (a merge request closed or merged, a person, the TTL or the cap):
+    the removal is sent once the close commits (portal/apps.py connects this)."""
+    pk = preview.pk
+    transaction.on_commit(lambda: request(pk))
+
+
+def lock(preview: Preview) -> None:
+    """The lock order for a preview: its function row, its environment row, then its own."""
+    Function.objects.select_for_update().get(pk=preview.function_id)
+    Environment.objects.select_for_update().get(pk=preview.environment_id)
+    Preview.objects.select_for_update().get(pk=preview.pk)
 
 
 def request(pk: int) -> None:
@@ -101,6 +115,7 @@ def sweep() -> dict:
     closed = 0
     for preview in expired.select_related("function"):
         with transaction.atomic():
+            lock(preview)
             closed += close(preview, f"no new commit for {settings.SLIPWAY_PREVIEW_TTL_DAYS} days")
     retried = 0
     for pk in Preview.objects.filter(state=State.CLOSED).values_list("pk", flat=True):

@@ -28,7 +28,7 @@ from portal.deployments import events, preview_cleanup, steps
 from portal.deployments.models import Build, Deployment, Preview
 from portal.deployments.pipeline import ship
 from portal.deployments.recording import Recorder, StepLog, Stopped, check_stop, retrying, settle
-from portal.functions import Environment, PreviewPolicy
+from portal.functions import Environment, Function, PreviewPolicy
 
 Status, Kind = Deployment.Status, Deployment.Kind
 State = Preview.State
@@ -127,6 +127,7 @@ def make_room(preview: Preview) -> str:
     preview environment's row lock, so two new previews never both take the last place."""
     cap = settings.SLIPWAY_PREVIEW_CAP
     with transaction.atomic():
+        Function.objects.select_for_update().get(pk=preview.function_id)  # the lock order
         Environment.objects.select_for_update().get(pk=preview.environment_id)
         if preview.version:
             return f"{preview.alias} is live already: no new place taken"
@@ -140,6 +141,7 @@ def make_room(preview: Preview) -> str:
             Preview.objects.filter(pk=preview.pk).update(state=State.REMOVED, removed_at=Now(),
                                                          removed_reason=f"refused: {why}")
         else:
+            Preview.objects.select_for_update().get(pk=oldest.pk)
             preview_cleanup.close(oldest, f"cap: the oldest idle preview, closed to make room for !{preview.mr_iid}")
     if oldest is None:  # raised once the refusal is committed
         raise UserError(CAP, f"{why}: this merge request gets no preview; close one, or push again later")

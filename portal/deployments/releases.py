@@ -15,9 +15,9 @@ def went_live(environment: Environment | OuterRef) -> QuerySet[Deployment]:
     """The deployments that made a version live in `environment` (succeeded, with the
     version they put behind its alias), newest first: the first is what the alias
     serves, by Slipway's record. `environment` may be an OuterRef, for a subquery per
-    row of a list."""
+    row of a list. A preview is never what is live: it moves its own alias."""
     return (Deployment.objects.filter(environment=environment, status=Deployment.Status.SUCCEEDED)
-            .exclude(version="").order_by("-finished_at", "-pk"))
+            .exclude(version="").exclude(kind=Deployment.Kind.PREVIEW).order_by("-finished_at", "-pk"))
 
 
 def live_deployment(environment: Environment) -> Deployment | None:

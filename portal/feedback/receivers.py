@@ -93,3 +93,4 @@ def connect() -> None:
     deployments.freeze_overridden.connect(_freeze_overridden, dispatch_uid="feedback.freeze_overridden")
     deployments.shifted.connect(_shifted, dispatch_uid="feedback.shifted")
     deployments.preview_changed.connect(_preview_changed, dispatch_uid="feedback.preview_changed")
+    deployments.preview_closed.connect(_preview_changed, dispatch_uid="feedback.preview_closed")

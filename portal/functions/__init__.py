@@ -20,6 +20,7 @@ from portal.functions.models import (
     Membership,
     PreviewPolicy,
 )
+from portal.functions.previews import PreviewsForm, preview_environment, save_previews
 from portal.functions.registry import (
     archive_function,
     create_environment,
@@ -44,6 +45,9 @@ __all__ = [
     "MASK",
     "Membership",
     "PREVIEW_POSITION",
+    "PreviewsForm",
+    "preview_environment",
+    "save_previews",
     "PreviewPolicy",
     "archive_function",
     "create_environment",

@@ -111,6 +111,13 @@ def tier_for(name: str) -> str:
     return {"production": GitLabTier.PRODUCTION, "staging": GitLabTier.STAGING}.get(name, GitLabTier.OTHER)
 
 
+class EnvironmentQuerySet(models.QuerySet):
+    def in_order(self) -> EnvironmentQuerySet:
+        """The promotion order: every environment but the preview one (which no push,
+        promotion, rollback or drift check ever reaches)."""
+        return self.filter(preview=False)
+
+
 class Environment(models.Model):
     """One Lambda a function deploys to (staging, production, …), in promotion order.
 
@@ -192,6 +199,8 @@ class Environment(models.Model):
     probe_count = models.PositiveSmallIntegerField(default=3, validators=[MaxValueValidator(20)])
     probe_max_failures = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(20)])
 
+    objects = EnvironmentQuerySet.as_manager()
+
     class Meta:
         ordering = ["position"]
         constraints = [models.UniqueConstraint(fields=["function", "name"], name="one_environment_per_name"),
@@ -212,8 +221,9 @@ class Environment(models.Model):
         return {key: "••••••" if key in self.secret_keys else value for key, value in self.variables.items()}
 
 
-# Where a preview environment sits: after every environment of the promotion order.
-PREVIEW_POSITION = 1000
+# Where a preview environment sits: after every environment of the promotion order, and
+# clear of the positions registry._place moves environments through (theirs + 1000).
+PREVIEW_POSITION = 2000
 
 
 class PreviewPolicy(models.Model):
