@@ -146,3 +146,13 @@ def test_the_code_scan_finds_the_pipeline_and_retention_calls():
                       "lambda:ListAliases", "lambda:DeleteFunction", "lambda:CreateFunction", "lambda:TagResource",
                       "lambda:ListTags"):
         assert operation in calls, operation
+
+
+def test_the_worker_makes_urls_and_public_statements_on_preview_aliases_only():
+    calls = tf.calls_in_code()["worker"]
+    for operation in ("lambda:CreateFunctionUrlConfig", "lambda:DeleteFunctionUrlConfig", "lambda:AddPermission",
+                      "lambda:RemovePermission", "lambda:GetPolicy", "lambda:DeleteAlias"):
+        assert operation in calls, operation  # deploy/lambdas.py calls them: the list is not made up
+        (statement,) = [s for s in tf.statements("worker") if operation in tf.unquote(s["actions"])]
+        assert tf.unquote(statement["resources"]) == ["${local.lambda_arns}:mr-*"], operation
+    assert not tf.allows("web", "lambda:AddPermission") and not tf.allows("web", "lambda:CreateFunctionUrlConfig")
