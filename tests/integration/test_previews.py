@@ -54,9 +54,10 @@ class Events:
 
     def send(self, iid: int, action: str, sha: str, **fields) -> previews.Received:
         self.minute += 1
+        fields = {"source_project_id": 1, "target_project_id": 1, **fields}
         mr = MergeRequest(iid=iid, action=action, updated_at=T0 + datetime.timedelta(minutes=self.minute),
-                          author="alice", title=f"change {iid}", source_project_id=1, target_project_id=1,
-                          source_branch=f"mr-{iid}", target_branch="main", head_sha=sha, **fields)
+                          author="alice", title=f"change {iid}", source_branch=f"mr-{iid}", target_branch="main",
+                          head_sha=sha, **fields)
         return previews.receive(self.function, mr)
 
 
