@@ -95,10 +95,10 @@ def put_preview_settings(request, name: str, payload: PreviewSettingsIn):
             "target_branches": "\n".join(values["target_branches"])}
     form = functions.PreviewsForm(data, function=function)
     if not form.is_valid():
-        fields = {key: [str(e) for e in errors] for key, errors in form.errors.items() if key != "__all__"}
-        raise ApiError(409 if "__all__" in form.errors else 400,
-                       "preview-role" if "__all__" in form.errors else "invalid",
-                       "; ".join(form.non_field_errors()) or "the preview settings are not valid", fields)
+        if form.non_field_errors():  # the installation's preview role: nothing the caller can fix
+            raise ApiError(409, "preview-role", "; ".join(form.non_field_errors()))
+        fields = {key: [str(e) for e in errors] for key, errors in form.errors.items()}
+        raise ApiError(400, "invalid", "the preview settings are not valid", fields)
     return _settings_out(functions.save_previews(form, user=request.user))
 
 
