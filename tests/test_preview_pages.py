@@ -122,3 +122,13 @@ def test_a_console_compare_invokes_the_preview_on_its_lambda_and_live_on_product
     assert called == [("team-hello-preview", "mr-7"), ("team-hello", "live")]
     first, second = ConsoleRun.objects.order_by("pk")
     assert (first.environment, second.environment.name, second.compared_with) == (environment, "production", first)
+
+
+def test_the_delivery_log_links_the_preview_a_delivery_moved(client, cast, function):
+    hook(function)
+    previews_on(function)
+    mr_deliver(client, merge_request())
+    mr_deliver(client, merge_request("merge_request_close.json"))
+    client.force_login(cast["alice"])
+    page = client.get("/functions/hello/deliveries/").content.decode()
+    assert page.count('href="/functions/hello/previews/#mr-12">preview !12</a>') == 2
