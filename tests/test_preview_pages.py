@@ -132,3 +132,16 @@ def test_the_delivery_log_links_the_preview_a_delivery_moved(client, cast, funct
     client.force_login(cast["alice"])
     page = client.get("/functions/hello/deliveries/").content.decode()
     assert page.count('href="/functions/hello/previews/#mr-12">preview !12</a>') == 2
+
+
+def test_a_merge_request_delivery_is_not_replayed(client, cast, function):
+    from portal.models import WebhookDelivery
+
+    hook(function)
+    previews_on(function)
+    mr_deliver(client, merge_request())
+    client.force_login(cast["alice"])
+    delivery = WebhookDelivery.objects.get()
+    page = client.post(f"/functions/hello/deliveries/{delivery.pk}/replay/", follow=True).content.decode()
+    assert "Redeploy its preview on the Previews page" in page
+    assert WebhookDelivery.objects.count() == 1 and Deployment.objects.count() == 1
