@@ -192,6 +192,22 @@ CATALOGUE: dict[str, Entry] = {
                                     "who may approve, minus the requester, can give",
         "rejected": "an approver rejected the deployment before it touched the Lambda",
     }),
+    # Merge requests' previews (portal/deployments/previews.py, portal/functions/previews.py).
+    **_entries(USER, {
+        "already-approved": "that head of the fork's merge request is already approved",
+        "approval-needed": "the fork's head waits for a deployer's approval before it builds",
+        "fork-refused": "the merge request comes from a fork, and the function's owners do not allow forks' "
+                        "previews",
+        "head-moved": "the merge request's head is no longer the commit being approved: look at it again",
+        "no-head": "the preview has no head commit yet",
+        "not-a-fork": "the merge request is not from a fork: it needs no approval",
+        "preview-closed": "the preview is closed (its merge request closed or merged, or it was removed)",
+        "preview-environment": "the preview environment is not deleted or moved on its own",
+        "previews-off": "previews are off for the function",
+        "session-only": "only a signed-in session may do this (approving a fork's preview), never an API token",
+    }),
+    "preview-role": Entry("no preview execution role is configured, or it is not an allowed role: previews "
+                          "cannot be enabled", PLATFORM),
     # The console (ConsoleError): the image, the request, or the invoke.
     **_entries(USER, {
         "archived": "the function is archived: the console does not invoke it",

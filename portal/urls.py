@@ -15,6 +15,7 @@ from portal.views import (
     freezes,
     functions,
     health,
+    previews,
     promotions,
     webhooks,
 )
@@ -57,6 +58,12 @@ urlpatterns = [
     path("functions/<slug:name>/environments/<slug:env>/delete/", environments.environment_delete,
          name="portal-environment-delete"),
     path("functions/<slug:name>/deliveries/", deliveries.delivery_list, name="portal-deliveries"),
+    # previews
+    path("functions/<slug:name>/previews/", previews.preview_list, name="portal-previews"),
+    path("functions/<slug:name>/previews/<int:iid>/approve/", previews.preview_approve, name="portal-preview-approve"),
+    path("functions/<slug:name>/previews/<int:iid>/redeploy/", previews.preview_redeploy,
+         name="portal-preview-redeploy"),
+    path("functions/<slug:name>/previews/<int:iid>/remove/", previews.preview_remove, name="portal-preview-remove"),
     path("functions/<slug:name>/deliveries/<int:delivery_id>/replay/", deliveries.delivery_replay,
          name="portal-delivery-replay"),
     path("functions/<slug:name>/feedback/", feedback.feedback_settings, name="portal-feedback"),

@@ -49,7 +49,7 @@ from portal.deployments.promotion import (
     verified_upstream,
 )
 from portal.deployments.reconciling import reconcile
-from portal.deployments.releases import live_deployment, targets, went_live
+from portal.deployments.releases import live_deployment, resolve_target, targets, went_live
 from portal.deployments.requesting import (
     cancel,
     environment_named,
@@ -97,6 +97,7 @@ __all__ = [
     "request_rollback",
     "request_webhook_deploy",
     "resume_auto_deploy",
+    "resolve_target",
     "resumed",
     "shifted",
     "stale",

@@ -22,7 +22,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from portal.models import ConsoleRun, DeliveryRing, Deployment, DeploymentStep, Environment, WebhookDelivery
+from portal.models import (
+    ConsoleRun,
+    DeliveryRing,
+    Deployment,
+    DeploymentStep,
+    Environment,
+    Preview,
+    WebhookDelivery,
+)
 
 STEP_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 QUEUES = {"deploys": ~Q(kind=Deployment.Kind.ROLLBACK), "rollbacks": Q(kind=Deployment.Kind.ROLLBACK)}
@@ -43,6 +51,7 @@ class DatabaseCollector:
                                     row["error_code"]], row["n"])
         yield deployments
         yield self._soaking()
+        yield from self._previews()
 
         running = GaugeMetricFamily("slipway_deployments_running", "Deployments running, by step",
                                     labels=["status"])
@@ -97,6 +106,29 @@ class DatabaseCollector:
         for (function, environment), n in sorted(counts.items()):
             soaking.add_metric([function, environment], n)
         return soaking
+
+    def _previews(self):
+        """Per function with previews on (0 included, so a series exists to alert on): the live
+        previews (open, a version behind their alias: what the cap counts), and the fork heads
+        waiting for a deployer's approval."""
+        live = GaugeMetricFamily("slipway_previews_live", "Merge-request previews live (open, published), by "
+                                 "function", labels=["function"])
+        waiting = GaugeMetricFamily("slipway_previews_awaiting_approval", "Fork merge requests whose head waits "
+                                    "for a deployer's approval, by function", labels=["function"])
+        names = Environment.objects.filter(preview=True, function__archived_at=None).values_list("function__name",
+                                                                                                flat=True)
+        counts = {name: [0, 0] for name in names}
+        for name, version, fork, head, approved in (
+                Preview.objects.filter(state=Preview.State.OPEN, function__archived_at=None)
+                .values_list("function__name", "version", "fork", "head_sha", "approved_sha")):
+            found = counts.setdefault(name, [0, 0])
+            found[0] += bool(version)
+            found[1] += fork and bool(head) and head != approved
+        for name, (n_live, n_waiting) in sorted(counts.items()):
+            live.add_metric([name], n_live)
+            waiting.add_metric([name], n_waiting)
+        yield live
+        yield waiting
 
     def _step_histogram(self):
         histogram = HistogramMetricFamily("slipway_step_duration_seconds", "Pipeline step durations",
