@@ -37,10 +37,10 @@ if os.environ.get("BENCH_POSTGRES") == "1" and os.environ.get("SLIPWAY_TEST_POST
 from django.conf import settings  # noqa: E402
 
 from bench.pipeline_redeploy import commit_code_change, git, wait_done, worker_and_workspace  # noqa: E402 (sets Django up)
-from bench.rollback import alias_version, until_alias  # noqa: E402
+from bench.rollback import alias_version, slipway_rollback  # noqa: E402
 from deploy import aws  # noqa: E402
 from portal.deployments import previews  # noqa: E402
-from portal.deployments.requesting import request_deploy, request_rollback  # noqa: E402
+from portal.deployments.requesting import request_deploy  # noqa: E402
 from portal.functions.models import PREVIEW_POSITION  # noqa: E402
 from portal.models import Deployment, Environment, Function, PreviewPolicy  # noqa: E402
 
@@ -119,13 +119,9 @@ class Bench:
         _succeeded(wait_done(deployment))
         return took, deployment
 
-    def rollback(self) -> float:
-        environment = self.production
-        started = time.perf_counter()
-        rollback = request_rollback(self.function, trigger="api")
-        took = until_alias(environment.lambda_name, environment.alias, rollback.target_version, started)
-        _succeeded(wait_done(rollback))
-        return took
+    def rollback(self) -> tuple[float, dict[str, float]]:
+        """bench/rollback.py's Slipway side: request -> alias live, and where the time went."""
+        return slipway_rollback(self.function)
 
 
 def _alias(name: str, alias: str) -> str | None:
@@ -164,13 +160,17 @@ def bench(b: Bench) -> None:
             (previewed if label == "preview" else deploys).append(took[0] if isinstance(took, tuple) else took)
         print(f"  round {n + 1}: preview {previewed[-1]:.2f} s, deploy {deploys[-1]:.2f} s", flush=True)
 
-    alone, beside = [], []
+    alone, beside, alone_split, beside_split = [], [], [], []
     for n in range(RUNS):
-        alone.append(b.rollback())
+        took, split = b.rollback()
+        alone.append(took)
+        alone_split.append(split)
         b.deploy()  # untimed: a new release to roll back from
         _, building = b.preview(wait=False)
         _wait_building(building)
-        beside.append(b.rollback())
+        took, split = b.rollback()
+        beside.append(took)
+        beside_split.append(split)
         _succeeded(wait_done(building))
         b.deploy()
         print(f"  round {n + 1}: rollback alone {alone[-1] * 1000:.0f} ms, while a preview builds "
@@ -186,6 +186,11 @@ def bench(b: Bench) -> None:
     print(f"| production rollback, nothing else running | {med(alone) * 1000:.0f} ms | {max(alone) * 1000:.0f} ms |")
     print(f"| production rollback while a preview builds | {med(beside) * 1000:.0f} ms | "
           f"{max(beside) * 1000:.0f} ms |")
+    print("\nWhere the rollback's time goes (median ms):\n")
+    print("| part | alone | while a preview builds |\n|---|---|---|")
+    for part in alone_split[0]:
+        print(f"| {part} | {med([s[part] for s in alone_split]) * 1000:.1f} | "
+              f"{med([s[part] for s in beside_split]) * 1000:.1f} |")
     print(f"\npreview against deploy: {med(previewed) / med(deploys):.2f}x (goal <= 1.1x)")
     print(f"rollback while a preview builds against alone: {med(beside) / med(alone):.2f}x (goal <= 1.2x)", flush=True)
 
