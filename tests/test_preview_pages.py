@@ -145,3 +145,11 @@ def test_a_merge_request_delivery_is_not_replayed(client, cast, function):
     page = client.post(f"/functions/hello/deliveries/{delivery.pk}/replay/", follow=True).content.decode()
     assert "Redeploy its preview on the Previews page" in page
     assert WebhookDelivery.objects.count() == 1 and Deployment.objects.count() == 1
+
+
+def test_the_console_offers_the_preview_environment_last(client, cast, function):
+    previews_on(function)
+    client.force_login(cast["bob"])
+    page = client.get("/functions/hello/console/").content.decode()
+    assert '<option value="production" selected>' in page and '<option value="preview">' in page
+    assert page.index('value="production"') < page.index('value="preview"')
