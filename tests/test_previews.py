@@ -360,3 +360,21 @@ def test_a_previews_shift_records_no_drift_baseline(previewing):
     drift.record_shift(row, {"memory_mb": 1024})
     assert DriftState.objects.get(environment=environment).expected_state == {}
 
+
+
+def test_no_freeze_or_approval_rule_holds_a_preview(previewing):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from portal.deployments import gates
+    from portal.models import FreezeWindow
+
+    FreezeWindow.objects.create(reason="year end", starts_at=timezone.now() - timedelta(hours=1),
+                                ends_at=timezone.now() + timedelta(hours=1))  # global: every environment
+    environment = previewing.environments.get(preview=True)
+    row = Deployment.objects.create(function=previewing, environment=environment, trigger="webhook", kind=Kind.PREVIEW,
+                                    approvals_required=2, digest="sha256:" + "a" * 64)
+    deploy = Deployment.objects.create(function=previewing, trigger="webhook")
+    assert gates.hold_reason(row) is None
+    assert gates.hold_reason(deploy)[0] == Status.FROZEN  # what the same freeze does to production's deploy
