@@ -54,11 +54,10 @@ def describe(window: FreezeWindow) -> str:
 
 def hold_reason(deployment: Deployment, at: datetime | None = None) -> tuple[str, str] | None:
     """(status, why) for the gate holding `deployment` at `at` (default now); None: none does.
-    A rollback is never held, nor a preview (its own Lambda: freezes and approvals guard
-    production); an owner's override passes a freeze. Approvals bind a digest:
+    A rollback is never held; an owner's override passes a freeze. Approvals bind a digest:
     a deploy that has not pushed yet has none to approve, and is asked again before its
     update step."""
-    if deployment.kind in (Kind.ROLLBACK, Kind.PREVIEW):
+    if deployment.kind in (Kind.ROLLBACK, Kind.PREVIEW):  # a preview is exempt from freezes and approvals
         return None
     at = at or timezone.now()
     environment = deployment.environment
