@@ -99,3 +99,17 @@ def test_redeploy_and_remove(api, tokens, function):
     assert (removed["state"], removed["removed_reason"]) == ("closed", "removed by bob")
     assert _code(api.call("post", ONE + "/remove", name="hello", iid=12)) == (409, "preview-closed")
     assert Deployment.objects.get().status == Deployment.Status.CANCELLED  # queued, then the removal stopped it
+
+
+def test_the_preview_environment_is_listed_marked_and_its_secret_opted_in(api, function):
+    previews_on(function)
+    listed = api.call("get", "/functions/{name}/environments", name="hello").json()["items"]
+    assert [(env["name"], env["preview"], env["position"]) for env in listed] == [
+        ("production", False, 0), ("preview", True, 2000)]
+    edited = api.call("patch", "/functions/{name}/environments/{env}", {"secret_environment": {"API_KEY": "p"}},
+                      name="hello", env="preview")
+    assert edited.status_code == 200, edited.json()
+    assert edited.json()["secret_keys"] == ["API_KEY"] and edited.json()["position"] == 2000
+    environment = Environment.objects.get(preview=True)
+    assert environment.variables["API_KEY"] == "p" and environment.execution_role_arn.endswith("slipway-preview")
+    assert api.call("delete", "/functions/{name}/environments/{env}", name="hello", env="preview").status_code == 409

@@ -145,3 +145,29 @@ def test_a_merge_request_delivery_is_not_replayed(client, cast, function):
     page = client.post(f"/functions/hello/deliveries/{delivery.pk}/replay/", follow=True).content.decode()
     assert "Redeploy its preview on the Previews page" in page
     assert WebhookDelivery.objects.count() == 1 and Deployment.objects.count() == 1
+
+
+def test_the_console_offers_the_preview_environment_last(client, cast, function):
+    previews_on(function)
+    client.force_login(cast["bob"])
+    page = client.get("/functions/hello/console/").content.decode()
+    assert '<option value="production" selected>' in page and '<option value="preview">' in page
+    assert page.index('value="production"') < page.index('value="preview"')
+
+
+def test_an_owner_opts_a_secret_in_for_previews_on_the_preview_environments_page(client, cast, function):
+    environment = previews_on(function)
+    client.force_login(cast["alice"])
+    assert b'id="preview-environment-edit"' in client.get("/functions/hello/previews/").content
+    url = "/functions/hello/environments/preview/edit/"
+    page = client.get(url)
+    assert page.status_code == 200 and page.context["form"].fields["execution_role_arn"].disabled
+    response = client.post(url, {"lambda_name": environment.lambda_name, "memory_mb": 512, "timeout_s": 20,
+                                 "environment_text": "MODE=preview", "secret_environment_text": "API_KEY=p",
+                                 "execution_role_arn": "arn:aws:iam::000000000000:role/production",
+                                 "position": 0})
+    assert response.status_code == 302, response.content[:2000]
+    environment.refresh_from_db()
+    assert (environment.memory_mb, environment.variables, environment.secret_keys, environment.position) == (
+        512, {"MODE": "preview", "API_KEY": "p"}, ["API_KEY"], 2000)
+    assert environment.execution_role_arn.endswith("role/slipway-preview")  # never production's

@@ -360,3 +360,48 @@ def test_a_previews_shift_records_no_drift_baseline(previewing):
     drift.record_shift(row, {"memory_mb": 1024})
     assert DriftState.objects.get(environment=environment).expected_state == {}
 
+
+
+def test_no_freeze_or_approval_rule_holds_a_preview(previewing):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from portal.deployments import gates
+    from portal.models import FreezeWindow
+
+    FreezeWindow.objects.create(reason="year end", starts_at=timezone.now() - timedelta(hours=1),
+                                ends_at=timezone.now() + timedelta(hours=1))  # global: every environment
+    environment = previewing.environments.get(preview=True)
+    row = Deployment.objects.create(function=previewing, environment=environment, trigger="webhook", kind=Kind.PREVIEW,
+                                    approvals_required=2, digest="sha256:" + "a" * 64)
+    deploy = Deployment.objects.create(function=previewing, trigger="webhook")
+    assert gates.hold_reason(row) is None
+    assert gates.hold_reason(deploy)[0] == Status.FROZEN  # what the same freeze does to production's deploy
+
+
+@pytest.mark.parametrize(("repository_url", "same"), [
+    ("https://gitlab.example.com/team/hello.git", True),
+    ("https://gitlab.example.com/team/hello", True),
+    ("git@gitlab.example.com:team/hello.git", True),
+    ("ssh://git@gitlab.example.com:2222/team/hello.git", True),  # same host and path, another port
+    ("https://GitLab.example.com/Team/Hello.git/", True),
+    ("https://gitlab.example.com/team/hello-fork.git", False),
+    ("https://other.example.com/team/hello.git", False),
+    ("/srv/git/hello.git", False),
+])
+def test_a_payloads_project_is_the_functions_repository_by_url_or_path(repository_url, same):
+    from portal.hooks.merge_requests import same_repository
+    from tests.gitlab_hooks import payload
+
+    assert same_repository(repository_url, payload("merge_request.json")["project"]) is same
+
+
+@pytest.mark.parametrize("written", ["2026-11-20T09:02:11Z", "2026-11-20 09:02:11 UTC", "2026-11-20T10:02:11+01:00",
+                                     "2026-11-20T09:02:11.000Z"])
+def test_updated_at_in_each_form_gitlab_writes_it(written):
+    import datetime
+
+    from portal.hooks.merge_requests import _when
+
+    assert _when(written) == datetime.datetime(2026, 11, 20, 9, 2, 11, tzinfo=datetime.UTC)

@@ -50,7 +50,7 @@ def environment_out(request, environment: Environment) -> dict:
         **{name: getattr(environment, name) for name in (
             "name", "position", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
             "secret_keys", "paused_reason", "promotion", "soak_seconds", "required_approvals", "during_freeze",
-            "gitlab_tier")},
+            "gitlab_tier", "preview")},
         "region": settings.AWS_REGION,
         "environment": environment.masked_variables(),
         "live": release_out(deployments.live_deployment(environment)),
@@ -59,8 +59,10 @@ def environment_out(request, environment: Environment) -> dict:
 
 
 def _environment(function: Function, env: str) -> Environment:
-    """The function's environment named `env` (404 `environment-unknown` otherwise)."""
-    return deployments.environment_named(function, env)
+    """The function's environment named `env` (404 `environment-unknown` otherwise): one of the
+    promotion order, or its preview environment (its settings are edited like the others')."""
+    preview = function.environments.filter(preview=True, name=env).first()
+    return preview or deployments.environment_named(function, env)
 
 
 def _form_data(values: dict, environment: Environment | None) -> dict:

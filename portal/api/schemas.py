@@ -242,6 +242,8 @@ class EnvironmentOut(Schema):
         description="the GitLab environment's tier (GitLab deployments)")
     live: ReleaseOut | None
     url: str
+    preview: bool = Field(description="the preview environment: outside the promotion order (position 2000), "
+                                      "merge requests' previews deploy to it")
 
 
 def _page_of(name: str, item: type[Schema]) -> type[Schema]:

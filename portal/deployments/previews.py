@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models.functions import Now
 
+from deploy import testing
 from portal.core.errors import RequestRefused
 from portal.deployments import events, queue
 from portal.deployments.models import Deployment, Preview
@@ -120,6 +121,7 @@ def request_preview(function: Function, mr: MergeRequest, *, delivery: int | Non
         repeat = (not head_moved and preview.state == Preview.State.OPEN and mr.action != "reopen"
                   and preview.deployments.filter(commit_sha=mr.head_sha, status__in=STANDING).exists())
         _take(preview, mr, delivery, head_moved)
+        testing.pause("preview-locked", function.name)  # tests only: a close waits here for this lock
         if repeat:
             return Received(False, f"{mr.head_sha[:12]} is already previewed or queued for !{mr.iid}", preview)
         if preview.awaiting_approval:

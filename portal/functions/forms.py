@@ -35,6 +35,14 @@ def _allowed(value: str, prefixes: list[str]) -> bool:
     return any(value.startswith(prefix) for prefix in prefixes)
 
 
+def lambda_name_refused(value: str) -> str:
+    """Why Slipway may not manage a Lambda of this name (the allowed prefixes); "" when it may."""
+    if _allowed(value, settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES):
+        return ""
+    return ("Slipway may only manage Lambda functions whose names start with "
+            + " or ".join(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES or ["(none allowed)"]))
+
+
 def role_allowed(arn: str) -> bool:
     for allowed in settings.SLIPWAY_ALLOWED_EXECUTION_ROLES:
         if arn == allowed or (allowed.endswith("*") and arn.startswith(allowed[:-1])):
@@ -123,9 +131,8 @@ class LambdaSettingsForm(forms.Form):
 
     def clean_lambda_name(self):
         value = self.cleaned_data["lambda_name"]
-        if not _allowed(value, settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES):
-            raise forms.ValidationError("Slipway may only manage Lambda functions whose names start with "
-                                        + " or ".join(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES or ["(none allowed)"]))
+        if refused := lambda_name_refused(value):
+            raise forms.ValidationError(refused)
         other = Environment.objects.filter(lambda_name=value).exclude(pk=self.environment.pk).first()
         if other is not None:  # two environments never share a Lambda (Environment.lambda_name)
             mine = self.function is not None and other.function_id == self.function.pk

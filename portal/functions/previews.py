@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from portal.core.errors import RequestRefused
-from portal.functions.forms import _allowed, role_allowed
+from portal.functions.forms import lambda_name_refused, role_allowed
 from portal.functions.models import PREVIEW_POSITION, AuditEvent, Environment, Function, PreviewPolicy
 
 PREVIEW_NAME = "preview"
@@ -83,9 +83,8 @@ class PreviewsForm(forms.Form):
                                         "name a shorter one")
         if not LAMBDA_NAME.match(value):
             raise forms.ValidationError("letters, digits, '-' and '_' only")
-        if not _allowed(value, settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES):
-            raise forms.ValidationError("Slipway may only manage Lambda functions whose names start with "
-                                        + " or ".join(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES or ["(none allowed)"]))
+        if refused := lambda_name_refused(value):
+            raise forms.ValidationError(refused)
         if Environment.objects.filter(lambda_name=value).exists():
             raise forms.ValidationError("another environment already deploys to this Lambda", code="unique")
         return value

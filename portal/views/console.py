@@ -61,7 +61,7 @@ def _context(request, function, form=None, error=None, environment=None) -> dict
     if may_invoke and form is None and targets:
         form = ConsoleForm(targets=targets, initial=_initial(request, environment, targets))
     return {
-        "function": function, "environment": environment, "environments": list(function.environments.in_order()),
+        "function": function, "environment": environment, "environments": list(function.environments.all()),
         "form": form if may_invoke else None, "targets": targets,
         "error": error,
         "may_invoke": may_invoke, "may_admin": access.can(request.user, function, access.ADMIN),
