@@ -50,8 +50,10 @@ def validate_build_args(build_args: dict) -> dict[str, str]:
 
 def build(*, builder: str, context: Path, dockerfile: Path, platform: str, tag: str, build_args: dict,
           labels: dict[str, str], docker_host: str = "", on_line: Callable[[str], None],
-          on_start: Callable[[int], None] | None = None, timeout: float = 1800) -> BuildResult:
-    """Build `context` into the local image `tag` for `platform`; layer cache reused."""
+          on_start: Callable[[int], None] | None = None, timeout: float = 1800, no_cache: bool = False) -> BuildResult:
+    """Build `context` into the local image `tag` for `platform`; layer cache reused unless
+    `no_cache` (a fork's preview: it neither reads layers cached by the function's own builds nor
+    gets its instructions answered by them)."""
     command = shlex.split(builder)
     if command[-1] != "buildx":
         command.append("build")
@@ -62,7 +64,7 @@ def build(*, builder: str, context: Path, dockerfile: Path, platform: str, tag: 
     with tempfile.TemporaryDirectory(prefix="slipway-iid-") as tmp:
         iidfile = Path(tmp) / "iid"
         args = [*command, "--platform", platform, "--progress", "plain", "--file", str(dockerfile),
-                "--tag", tag, "--iidfile", str(iidfile)]
+                "--tag", tag, "--iidfile", str(iidfile), *(["--no-cache"] if no_cache else [])]
         for key, value in validate_build_args(build_args).items():
             args += ["--build-arg", f"{key}={value}"]
         for key, value in labels.items():

@@ -92,6 +92,7 @@ CATALOGUE: dict[str, Entry] = {
         "bad-path": "the context or Dockerfile path is not a relative path inside the repository",
         "bad-ref": "the ref or commit is not a valid branch, tag or full SHA",
         "bad-repository-url": "the repository URL is not one Slipway may fetch",
+        "bad-url-auth": "a function URL's auth type is neither AWS_IAM nor NONE",
         "branch-not-found": "the repository has no such branch",
         "build-failed": "docker build failed (the Dockerfile or the build)",
         "builder-auth-failed": "the remote builder refused Slipway's ssh key",
@@ -141,6 +142,9 @@ CATALOGUE: dict[str, Entry] = {
     **_entries(USER, {
         "cancelled": "cancelled on request before the Lambda was touched",
         "gate-expired": "a freeze or an approval rule held it longer than SLIPWAY_GATE_MAX_WAIT",
+        "preview-cap": "the function has SLIPWAY_PREVIEW_CAP previews open and none is idle: no preview made",
+        "preview-closed": "the merge request's preview closed before its alias moved: nothing was created",
+        "preview-not-approved": "a fork's merge request head that no deployer approved: it does not build",
         "stale": "a newer deployment of the function was requested meanwhile",
         "superseded": "a rollback or a newer deploy took its place",
         "version-gone": "the version to roll back to went while the rollback ran",
@@ -200,6 +204,22 @@ CATALOGUE: dict[str, Entry] = {
         "routing-invalid": "a weighted alias Slipway was about to write breaks Lambda's rules (0 < weight < 1, "
                            "one extra version, both published, extra not the primary, primary not $LATEST)",
     }),
+    # Merge requests' previews (portal/deployments/previews.py, portal/functions/previews.py).
+    **_entries(USER, {
+        "already-approved": "that head of the fork's merge request is already approved",
+        "approval-needed": "the fork's head waits for a deployer's approval before it builds",
+        "fork-refused": "the merge request comes from a fork, and the function's owners do not allow forks' "
+                        "previews",
+        "head-moved": "the merge request's head is no longer the commit being approved: look at it again",
+        "no-head": "the preview has no head commit yet",
+        "not-a-fork": "the merge request is not from a fork: it needs no approval",
+        "preview-closed": "the preview is closed (its merge request closed or merged, or it was removed)",
+        "preview-environment": "the preview environment is not deleted or moved on its own",
+        "previews-off": "previews are off for the function",
+        "session-only": "only a signed-in session may do this (approving a fork's preview), never an API token",
+    }),
+    "preview-role": Entry("no preview execution role is configured, or it is not an allowed role: previews "
+                          "cannot be enabled", PLATFORM),
     # The console (ConsoleError): the image, the request, or the invoke.
     **_entries(USER, {
         "archived": "the function is archived: the console does not invoke it",

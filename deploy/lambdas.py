@@ -404,3 +404,83 @@ def observed_state(name: str, alias: str) -> dict | None:
         "environment": dict((config.get("Environment") or {}).get("Variables") or {}),
         "architecture": (config.get("Architectures") or ["x86_64"])[0],
     }
+
+
+# --- Function URLs on an alias (previews) ---------------------------------------------
+
+URL_AUTH_TYPES = ("AWS_IAM", "NONE")  # AWS_IAM: signed callers only; NONE: anyone with the URL
+
+
+def url_statements(alias: str) -> tuple[str, str]:
+    """The ids of the two statements a NONE-auth URL on `alias` needs: since October 2025 Lambda
+    wants lambda:InvokeFunctionUrl (FunctionUrlAuthType=NONE) AND lambda:InvokeFunction
+    (lambda:InvokedViaFunctionUrl=true) for a public URL (docs: "Control access to Lambda function URLs")."""
+    return f"slipway-{alias}-url", f"slipway-{alias}-invoke"
+
+
+def url_id(function_url: str) -> str:
+    """The URL's id, the first label of its host (https://<id>.lambda-url.<region>.on.aws/)."""
+    return function_url.split("://", 1)[-1].split(".", 1)[0]
+
+
+def _statement_ids(name: str, alias: str) -> set[str]:
+    """The ids of the statements on `alias`'s own resource policy (GetPolicy with the qualifier)."""
+    found = _read(f"reading the policy of {name}:{alias}", "get_policy", FunctionName=name, Qualifier=alias)
+    statements = json.loads(found["Policy"]).get("Statement", []) if found and found.get("Policy") else []
+    return {statement.get("Sid", "") for statement in statements}
+
+
+def ensure_url(name: str, alias: str, auth_type: str) -> str:
+    """Give `alias` a function URL with `auth_type`; returns the URL. NONE adds the two public
+    statements on the alias (only those missing: AddPermission refuses a statement id twice);
+    AWS_IAM removes them, so a URL made private stops being public."""
+    if auth_type not in URL_AUTH_TYPES:
+        raise UserError("bad-url-auth", f"{auth_type!r} is not a function URL auth type ({', '.join(URL_AUTH_TYPES)})")
+    config = _read(f"reading the URL of {name}:{alias}", "get_function_url_config", FunctionName=name,
+                   Qualifier=alias)
+    if config is None:
+        config = _call(f"creating a URL for {name}:{alias}", "create_function_url_config", FunctionName=name,
+                       Qualifier=alias, AuthType=auth_type)
+    elif config.get("AuthType") != auth_type:
+        config = _call(f"changing the URL auth of {name}:{alias}", "update_function_url_config", FunctionName=name,
+                       Qualifier=alias, AuthType=auth_type)
+    present = _statement_ids(name, alias)
+    url_sid, invoke_sid = url_statements(alias)
+    if auth_type == "NONE":
+        if url_sid not in present:
+            _call(f"allowing public calls to the URL of {name}:{alias}", "add_permission", FunctionName=name,
+                  Qualifier=alias, StatementId=url_sid, Action="lambda:InvokeFunctionUrl", Principal="*",
+                  FunctionUrlAuthType="NONE")
+        if invoke_sid not in present:
+            _call(f"allowing invokes through the URL of {name}:{alias}", "add_permission", FunctionName=name,
+                  Qualifier=alias, StatementId=invoke_sid, Action="lambda:InvokeFunction", Principal="*",
+                  InvokedViaFunctionUrl=True)
+    else:
+        for sid in present & {url_sid, invoke_sid}:
+            _read(f"removing statement {sid} of {name}:{alias}", "remove_permission", FunctionName=name,
+                  Qualifier=alias, StatementId=sid)
+    return config["FunctionUrl"]
+
+
+def remove_alias(name: str, alias: str) -> list[str]:
+    """Remove `alias` with its URL and statements, in the order DeleteFunctionUrlConfig,
+    RemovePermission (each statement), DeleteAlias: the URL stops answering first, and
+    nothing is left pointing at an alias that is gone. Only ResourceNotFoundException is
+    tolerated (the clean-up ran before, or the URL was never made); returns what was removed."""
+    removed = []
+    if _read(f"deleting the URL of {name}:{alias}", "delete_function_url_config", FunctionName=name,
+             Qualifier=alias) is not None:
+        removed.append("url")
+    for sid in url_statements(alias):
+        if _read(f"removing statement {sid} of {name}:{alias}", "remove_permission", FunctionName=name,
+                 Qualifier=alias, StatementId=sid) is not None:
+            removed.append(sid)
+    if _read(f"deleting alias {alias} of {name}", "delete_alias", FunctionName=name, Name=alias) is not None:
+        removed.append("alias")
+    return removed
+
+
+def list_urls(name: str) -> list[dict]:
+    """Every function URL of the function, on $LATEST or an alias (ListFunctionUrlConfigs)."""
+    return _pages(f"listing the URLs of {name}", "list_function_url_configs", "FunctionUrlConfigs",
+                  FunctionName=name)

@@ -212,6 +212,20 @@ def list_deployments(api_url: str, project: str, token: str, *, environment: str
                    keep=256 * 1024)
 
 
+def post_mr_note(api_url: str, project: str, token: str, iid: int, *, body: str, timeout: float = 5,
+                 allowed: Allowed = PUBLIC_ONLY) -> Answer:
+    """POST /projects/:id/merge_requests/:merge_request_iid/notes (the answer kept: the note's id)."""
+    return _gitlab("POST", f"{project_url(api_url, project)}/merge_requests/{int(iid)}/notes", token,
+                   {"body": body}, timeout, allowed, keep=16 * 1024)
+
+
+def edit_mr_note(api_url: str, project: str, token: str, iid: int, note_id: int, *, body: str, timeout: float = 5,
+                 allowed: Allowed = PUBLIC_ONLY) -> Answer:
+    """PUT /projects/:id/merge_requests/:merge_request_iid/notes/:note_id (403 unless the token wrote it)."""
+    return _gitlab("PUT", f"{project_url(api_url, project)}/merge_requests/{int(iid)}/notes/{int(note_id)}", token,
+                   {"body": body}, timeout, allowed)
+
+
 # --- Signed outgoing webhooks --------------------------------------------------------------
 
 

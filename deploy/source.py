@@ -37,7 +37,8 @@ from deploy.logs import mask
 # Callers take the whole repository seam from here, the names of the two modules beside it included.
 __all__ = [
     "GIT_TIMEOUT", "SSH_CONNECT_TIMEOUT", "SSH_KEY", "TOKEN", "Commit", "Credentials", "authenticated",
-    "commits_between", "describe", "export", "fetch", "fetch_error", "inside", "is_ancestor", "mirror_path",
+    "commits_between", "describe", "export", "fetch", "fetch_error", "inside", "is_ancestor", "merge_request_head",
+    "merge_request_ref", "mirror_path",
     "remote_head", "resolve", "resolve_cached", "run", "validate_ref", "validate_repository_url",
     "validate_subpath", "workspace",
 ]
@@ -167,12 +168,24 @@ def _locked(path: Path):
         yield
 
 
+def merge_request_ref(iid: int) -> str:
+    """Where GitLab keeps a merge request's head in the TARGET project, a fork's MR included."""
+    if not isinstance(iid, int) or isinstance(iid, bool) or not 0 < iid < 10**9:
+        raise UserError("bad-ref", f"{iid!r} is not a merge request number")
+    return f"refs/merge-requests/{iid}/head"
+
+
 def fetch(url: str, root: Path, *, allow_local: bool, credentials: Credentials | None = None,
-          scope: str = "", allowed: Allowed = PUBLIC_ONLY) -> Path:
+          scope: str = "", allowed: Allowed = PUBLIC_ONLY, merge_request: int | None = None) -> Path:
     """Update (or create) the bare mirror of `url`; returns its path. With
     `credentials`, git authenticates with them (see `authenticated`); only at an
-    address `allowed` permits (see `_route`)."""
+    address `allowed` permits (see `_route`). `merge_request`: also fetch that MR's
+    head (`merge_request_ref`), which branches and tags do not hold (a fork's commits)."""
     url = validate_repository_url(url, allow_local=allow_local)
+    refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+    if merge_request is not None:
+        wanted = merge_request_ref(merge_request)
+        refspecs.append(f"+{wanted}:{wanted}")
     route = _route(url, allowed)
     mirror = mirror_path(root, url, scope)
     with _locked(mirror):
@@ -180,9 +193,8 @@ def fetch(url: str, root: Path, *, allow_local: bool, credentials: Credentials |
             if not (mirror / "HEAD").exists():
                 _git(["init", "--bare", "--quiet", str(mirror)])
             with authenticated(credentials, url) as auth:
-                _git(["fetch", "--quiet", "--prune", "--force", "--no-write-fetch-head", "--", url,
-                      "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], cwd=mirror, allow_file=allow_local,
-                     auth=auth, route=route)
+                _git(["fetch", "--quiet", "--prune", "--force", "--no-write-fetch-head", "--", url, *refspecs],
+                     cwd=mirror, allow_file=allow_local, auth=auth, route=route)
         except _GitFailed as exc:
             raise fetch_error(url, mask(str(exc), *(credentials.secrets() if credentials else ()))) from None
     return mirror
@@ -206,6 +218,16 @@ def remote_head(url: str, branch: str, *, allow_local: bool, credentials: Creden
         if name == f"refs/heads/{branch}" and re.fullmatch(r"[0-9a-f]{40}", sha):
             return sha
     raise UserError("branch-not-found", f"{url} has no branch {branch!r}")
+
+
+def merge_request_head(mirror: Path, iid: int) -> str | None:
+    """The commit the mirror last fetched as merge request `iid`'s head; None when it holds none
+    (GitLab has not written the ref yet, or the MR is not the repository's)."""
+    try:
+        return _git(["rev-parse", "--verify", "--quiet", "--end-of-options",
+                     f"{merge_request_ref(iid)}^{{commit}}"], cwd=mirror).strip()
+    except _GitFailed:
+        return None
 
 
 def resolve(mirror: Path, ref: str) -> str:

@@ -40,12 +40,17 @@ def instrument(made) -> None:
 
 # --- Recording the operations called ----------------------------------------------------
 # With SLIPWAY_AWS_CALLS_FILE set, every API call a client makes appends one JSON
-# line {"action": "lambda:Invoke", "role": "web"|"worker"|"other"} to that file:
+# line {"action": "lambda:Invoke", "role": "web"|"worker"|"other", and RECORDED_PARAMETERS} to that file:
 # tests/test_infra.py checks each against the process's IAM policy in
 # infra/terraform. The role is SLIPWAY_AWS_CALLS_ROLE when the process
 # sets it (the test workers do), else read off the call stack: inside a Django
 # request it is the web process, inside a Celery task or a management command
 # (retention runs where the workers run) the worker.
+
+
+# Which function, alias and statement a call was about (never a payload, an environment or a policy):
+# the previews' clean-up is asserted from them (RemovePermission with Qualifier=mr-<iid>).
+RECORDED_PARAMETERS = ("FunctionName", "Qualifier", "Name", "StatementId")
 
 
 def _install_recorder(made) -> None:
@@ -55,12 +60,13 @@ def _install_recorder(made) -> None:
     prefix = made.meta.service_model.signing_name  # IAM's service prefix: lambda, ecr, s3
     event_service = made.meta.service_model.service_id.hyphenize()
 
-    def record(model, **_):
-        line = json.dumps({"action": f"{prefix}:{model.name}", "role": calling_role(), "pid": os.getpid()})
+    def record(params, model, **_):
+        entry = {"action": f"{prefix}:{model.name}", "role": calling_role(), "pid": os.getpid()}
+        entry.update({key: params[key] for key in RECORDED_PARAMETERS if isinstance(params.get(key), str)})
         with open(path, "a") as handle:  # one short line per write: O_APPEND keeps lines whole
-            handle.write(line + "\n")
+            handle.write(json.dumps(entry) + "\n")
 
-    made.meta.events.register(f"before-call.{event_service}", record)
+    made.meta.events.register(f"before-parameter-build.{event_service}", record)
 
 
 def calling_role() -> str:

@@ -23,6 +23,8 @@ from portal.models import (
     ImageDeletion,
     Membership,
     NotificationAttempt,
+    Preview,
+    PreviewPolicy,
     Rollout,
     RolloutEvent,
     SeenSignature,
@@ -246,6 +248,33 @@ class RolloutAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Managed on the portal's pages or the API, which check who may and audit the change."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Preview)
+class PreviewAdmin(ReadOnlyAdmin):
+    """Merge requests' previews (portal/deployments/previews.py): opened and closed by webhooks."""
+
+    list_display = ["function", "mr_iid", "state", "author", "head_sha", "version", "created_at"]
+
+
+@admin.register(PreviewPolicy)
+class PreviewPolicyAdmin(ReadOnlyAdmin):
+    """What an owner allows previews (the function's page sets it)."""
+
+    list_display = ["environment", "allow_forks", "url_auth", "commit_status", "allow_drafts"]
 
 
 @admin.register(FreezeWindow)

@@ -11,12 +11,14 @@ class PortalConfig(AppConfig):
         from django.db.models.signals import post_save
 
         from portal import functions, models
-        from portal.deployments import guards
+        from portal.deployments import events, guards, preview_cleanup
         from portal.feedback import receivers as feedback_receivers
         from portal.hooks import receivers as hooks_receivers
 
         feedback_receivers.connect()
         hooks_receivers.connect()
+        # A closed preview's alias, URL and statements are removed (a task sent after the close commits).
+        events.preview_closed.connect(preview_cleanup.on_closed, dispatch_uid="portal.preview_removal")
         # The functions registry asks the deployments package before an environment in use
         # is deleted or the promotion order changes (it cannot import it).
         functions.environment_changing.connect(guards.refuse_environment_in_use,

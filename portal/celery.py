@@ -34,3 +34,7 @@ COMMIT_STATUS_TASK = "slipway.commit_status"
 NOTIFY_TASK = "slipway.notify"
 GITLAB_DEPLOYMENT_TASK = "slipway.gitlab_deployment"
 DRIFT_CHECK_TASK = "slipway.drift_check"
+# Merge requests' previews (portal/deployments/preview_cleanup.py, portal/feedback/preview_notes.py).
+PREVIEW_CLEANUP_TASK = "slipway.preview_cleanup"
+PREVIEW_SWEEP_TASK = "slipway.preview_sweep"
+PREVIEW_NOTE_TASK = "slipway.preview_note"

@@ -10,9 +10,10 @@ would be a circle.
 """
 
 from portal.functions.models import ApiToken, Architecture, AuditEvent, Environment, Function, Membership  # noqa: I001
+from portal.functions.models import PreviewPolicy
 from portal.console.models import ConsoleImage, ConsoleRun, GoldenCase
 from portal.deployments.models import LOG_CAP_BYTES, Approval, Build, Deployment, DeploymentStep, FreezeWindow
-from portal.deployments.models import ImageDeletion, Rollout, RolloutEvent
+from portal.deployments.models import ImageDeletion, Preview, Rollout, RolloutEvent
 from portal.feedback.models import DriftState, FeedbackSettings, NotificationAttempt
 from portal.hooks.models import DeliveryRing, HookKeys, SeenSignature, WebhookDelivery
 from portal.sources.models import SourceAccess
@@ -74,6 +75,8 @@ __all__ = [
     "ImageDeletion",
     "Membership",
     "NotificationAttempt",
+    "Preview",
+    "PreviewPolicy",
     "Rollout",
     "RolloutEvent",
     "SeenSignature",

@@ -230,6 +230,11 @@ CELERY_TASK_ROUTES = {
     "slipway.notify": {"queue": "feedback"},
     "slipway.gitlab_deployment": {"queue": "feedback"},
     "slipway.drift_check": {"queue": "feedback"},
+    # A preview's removal is a few AWS calls that never wait (a running preview sends it again when it
+    # ends): never behind a build. The sweep lists every preview Lambda's aliases: behind builds is fine.
+    "slipway.preview_cleanup": {"queue": "rollbacks"},
+    "slipway.preview_sweep": {"queue": "deploys"},
+    "slipway.preview_note": {"queue": "feedback"},
 }
 CELERY_WORKER_SEND_TASK_EVENTS = False
 SWEEP_INTERVAL_SECONDS = env_int("SLIPWAY_SWEEP_INTERVAL", 30, minimum=5)
@@ -272,6 +277,17 @@ CELERY_BEAT_SCHEDULE = {
                                                                              minimum=60))},
 }
 
+# Preview deploys of merge requests (portal/deployments/previews.py): an idle preview's alias and
+# URL are removed this many days after its last new commit; at most this many live previews per
+# function (the oldest idle one makes room). Its Lambda runs with its own role, which must be
+# allowed below (empty: previews cannot be enabled).
+SLIPWAY_PREVIEW_TTL_DAYS = env_int("SLIPWAY_PREVIEW_TTL_DAYS", 7, minimum=1)
+SLIPWAY_PREVIEW_CAP = env_int("SLIPWAY_PREVIEW_CAP", 10, minimum=1)
+# How often the preview sweep runs (TTL, removals to retry, mr-* aliases nobody owns), in seconds.
+SLIPWAY_PREVIEW_SWEEP_INTERVAL = env_int("SLIPWAY_PREVIEW_SWEEP_INTERVAL", 3600, minimum=10)
+CELERY_BEAT_SCHEDULE["preview-sweep"] = {"task": "slipway.preview_sweep",
+                                         "schedule": float(SLIPWAY_PREVIEW_SWEEP_INTERVAL)}
+
 # --- AWS and builds -----------------------------------------------------------
 # Unset against real AWS: boto3's own credential chain and region apply.
 AWS_ENDPOINT_URL = env_url("AWS_ENDPOINT_URL", "", schemes=("http", "https"))
@@ -299,6 +315,11 @@ SLIPWAY_PYTHON_VERSION = env_str("SLIPWAY_PYTHON_VERSION")
 # resolve target-arch wheels natively in a `FROM --platform=$BUILDPLATFORM` stage.
 SLIPWAY_BUILDER_IMAGE = env_str("SLIPWAY_BUILDER_IMAGE")
 SLIPWAY_DEFAULT_EXECUTION_ROLE = env_str("SLIPWAY_DEFAULT_EXECUTION_ROLE")
+
+# The execution role of every preview Lambda (a merge request's unreviewed code never runs
+# with an environment's role); it must be one of SLIPWAY_ALLOWED_EXECUTION_ROLES.
+SLIPWAY_PREVIEW_EXECUTION_ROLE = env_str(
+    "SLIPWAY_PREVIEW_EXECUTION_ROLE", "arn:aws:iam::000000000000:role/slipway-preview" if LOCAL_MODE else "")
 
 # What a registration may point at, so nobody can take over a Lambda or pass a
 # role the platform team did not hand to Slipway. Prefixes: a name must start

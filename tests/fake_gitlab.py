@@ -45,6 +45,8 @@ class FakeGitLab:
     errors: list[str] = field(default_factory=list)
     environments: list[dict] = field(default_factory=list)
     deployments: list[dict] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)  # merge requests' notes: id -> {"iid", "body"}
+    foreign_notes: set = field(default_factory=set)  # note ids another user wrote: a PUT answers 403
     released: threading.Event = field(default_factory=threading.Event)
     host: str = "127.0.0.1"
     server: ThreadingHTTPServer | None = None
@@ -127,7 +129,29 @@ class FakeGitLab:
             return self.update_deployment(rest.rsplit("/", 1)[1], body or {})
         if method == "GET" and rest == "/deployments":
             return self.list_deployments(query)
+        if rest.startswith("/merge_requests/") and "/notes" in rest:
+            return self.note(method, rest, body or {})
         return self.bad(f"{method} {rest} is not an endpoint Slipway should call")
+
+    def note(self, method: str, rest: str, body: dict):
+        """POST /merge_requests/:iid/notes and PUT /merge_requests/:iid/notes/:id
+        (https://docs.gitlab.com/api/notes/): a `body` string; only its author edits a note (403)."""
+        parts = rest.split("/")  # "", merge_requests, iid, notes[, id]
+        if not parts[2].isdigit() or set(body) != {"body"} or not isinstance(body["body"], str):
+            return self.bad(f"a note {method} {rest} with {body}")
+        if method == "POST" and len(parts) == 4:
+            note_id = 100 + sum(1 for c in self.calls if c.method == "POST" and c.path.endswith("/notes"))
+            self.notes[note_id] = {"iid": int(parts[2]), "body": body["body"]}
+            return 201, {"id": note_id, "body": body["body"], "noteable_iid": int(parts[2])}, False
+        if method == "PUT" and len(parts) == 5 and parts[4].isdigit():
+            note_id = int(parts[4])
+            if note_id in self.foreign_notes:
+                return 403, {"message": "403 Forbidden"}, False
+            if self.notes.get(note_id, {}).get("iid") != int(parts[2]):
+                return 404, {"message": "404 Not found"}, False
+            self.notes[note_id]["body"] = body["body"]
+            return 200, {"id": note_id, "body": body["body"]}, False
+        return self.bad(f"{method} {rest} is not a notes endpoint Slipway should call")
 
     def create_environment(self, body: dict):
         if set(body) - {"name", "external_url", "tier"} or not isinstance(body.get("name"), str):

@@ -29,3 +29,6 @@ else:
 DATABASES["default"]["TEST"] = {"NAME": TEST_DB_NAME}  # noqa: F405
 if os.environ.get("SLIPWAY_WORKER_FOR_TESTS") == "1":
     DATABASES["default"]["NAME"] = TEST_DB_NAME  # noqa: F405
+
+# The cap on open previews per function is 2 in tests (the previews' end-to-end test fills it).
+SLIPWAY_PREVIEW_CAP = 2

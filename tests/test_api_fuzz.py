@@ -24,7 +24,7 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
-from portal.models import ApiToken, Deployment, FreezeWindow
+from portal.models import ApiToken, Deployment, FreezeWindow, Preview
 from tests.conftest import released, staged, update_function
 from tests.rollout_fixtures import rolling_out
 
@@ -32,6 +32,7 @@ TOKENS = {"owner": "slp_schemathesis-owner-0123456789", "viewer": "slp_schemathe
 USERS = {"owner": "alice", "viewer": "charlie"}
 QUEUED = 4242  # the deployment every {deployment_id} names: one the run can follow and cancel
 WINDOW = 77  # the freeze window every {window_id} names: the environment's, or a global one under /freezes
+MR = 12  # the merge request every {iid} names: an open preview (a fork's, awaiting approval)
 # Schema-valid requests the server refuses for reasons no schema can state, as the API
 # documents them: 400 (the settings' name prefixes and roles, the ECR repository ownership
 # rule, cross-field rules), 403 (a viewer; tokens' scope), 404 (a page past the end), 409 (a
@@ -42,13 +43,16 @@ FUZZED_PER_OPERATION = 10  # the fuzzing phase's cap per operation; the coverage
 # the owner a success on every operation but accepting drift (there is none to accept here); the
 # viewer a success on what a viewer may do and a 403 on everything else.
 NO_SUCCESS_HERE = {"POST /api/v1/functions/{name}/drift/accept",
+                   # approving a fork's preview: a signed-in session only, never a token
+                   "POST /api/v1/functions/{name}/previews/{iid}/approve",
                    # global freeze windows: staff write them, and the owner is not staff
                    "POST /api/v1/freezes", "PATCH /api/v1/freezes/{window_id}", "DELETE /api/v1/freezes/{window_id}"}
 # One deployment, one environment to delete: whichever request comes first.
 FIRST_TAKES_IT = {"POST /api/v1/deployments/{deployment_id}/cancel",
                   "POST /api/v1/deployments/{deployment_id}/rollout/abort",
                   "DELETE /api/v1/functions/{name}/environments/{env}",
-                  "DELETE /api/v1/functions/{name}/environments/{env}/freezes/{window_id}"}
+                  "DELETE /api/v1/functions/{name}/environments/{env}/freezes/{window_id}",
+                  "POST /api/v1/functions/{name}/previews/{iid}/remove"}
 VIEWER_MAY = {"GET /api/v1/functions", "POST /api/v1/functions", "GET /api/v1/functions/{name}",
               "GET /api/v1/functions/{name}/deployments", "GET /api/v1/deployments/{deployment_id}",
               "GET /api/v1/functions/{name}/drift", "GET /api/v1/functions/{name}/environments",
@@ -56,7 +60,9 @@ VIEWER_MAY = {"GET /api/v1/functions", "POST /api/v1/functions", "GET /api/v1/fu
               "GET /api/v1/approvals", "GET /api/v1/deployments/{deployment_id}/approvals",
               "GET /api/v1/functions/{name}/environments/{env}/freezes",
               "GET /api/v1/functions/{name}/environments/{env}/freezes/{window_id}",
-              "GET /api/v1/freezes", "GET /api/v1/freezes/{window_id}"}
+              "GET /api/v1/freezes", "GET /api/v1/freezes/{window_id}",
+              "GET /api/v1/functions/{name}/previews", "GET /api/v1/functions/{name}/previews/settings",
+              "GET /api/v1/functions/{name}/previews/{iid}"}
 # Every {env} names production. The environments' operations run on a function staged as
 # staging (both releases live there) then production (nothing live: it may be promoted to,
 # edited and deleted); the others on the one environment, which their defaults name.
@@ -68,7 +74,7 @@ def _schema(role: str):
         "headers": {"Authorization": f"Bearer {TOKENS[role]}"},
         # Every path names the fixture's function and deployment: a random name only meets a 404.
         "parameters": {"path.name": "hello", "path.deployment_id": QUEUED, "path.env": ENVIRONMENT,
-                       "path.window_id": WINDOW},
+                       "path.window_id": WINDOW, "path.iid": MR},
         "generation": {"deterministic": True, "max-examples": FUZZED_PER_OPERATION, "database": "none"},
         "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True}},
         "checks": {"positive_data_acceptance": {
@@ -96,6 +102,13 @@ def world(request, cast, function, sent, settings):
         environment = None if "/api/v1/freezes" in request.node.name else function.environments.get(name=ENVIRONMENT)
         FreezeWindow.objects.create(pk=WINDOW, environment=environment, reason="quiet", start_cron="0 1 * * *",
                                     end_cron="0 2 * * *", timezone="Europe/Berlin")
+    if "/previews" in request.node.name:  # previews on, and one open preview of a same-project MR
+        from portal.functions import preview_environment
+        from tests.previews import previews_on
+
+        previews_on(function)
+        Preview.objects.create(function=function, environment=preview_environment(function), mr_iid=MR,
+                               head_sha="d" * 40, source_branch="feature", target_branch="main")
     for role, name in USERS.items():
         ApiToken.objects.create(user=cast[name], name=role, token_hash=ApiToken.digest(TOKENS[role]))
     # Django's test client keeps the test's connection open across requests; the WSGI handler

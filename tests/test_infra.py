@@ -161,3 +161,13 @@ def test_the_worker_may_create_and_delete_only_slipways_alarms_and_never_force_t
     assert "cloudwatch:SetAlarmState" in calls  # deploy/alarms.set_state exists, for tests...
     assert not tf.allows("worker", "cloudwatch:SetAlarmState") and not tf.allows("web", "cloudwatch:PutMetricAlarm")
     assert tf.not_allowed("worker", {"monitoring:DescribeAlarms", "monitoring:SetAlarmState"}) == []
+
+
+def test_the_worker_makes_urls_and_public_statements_on_preview_aliases_only():
+    calls = tf.calls_in_code()["worker"]
+    for operation in ("lambda:CreateFunctionUrlConfig", "lambda:DeleteFunctionUrlConfig", "lambda:AddPermission",
+                      "lambda:RemovePermission", "lambda:GetPolicy", "lambda:DeleteAlias"):
+        assert operation in calls, operation  # deploy/lambdas.py calls them: the list is not made up
+        (statement,) = [s for s in tf.statements("worker") if operation in tf.unquote(s["actions"])]
+        assert tf.unquote(statement["resources"]) == ["${local.lambda_arns}:mr-*"], operation
+    assert not tf.allows("web", "lambda:AddPermission") and not tf.allows("web", "lambda:CreateFunctionUrlConfig")

@@ -131,3 +131,18 @@ def test_rollout_aborts_are_counted_by_signal(client, function):
     assert 'slipway_rollout_aborts_total{environment="production",function="hello",signal="alarm"} 2.0' in text
     assert 'slipway_rollout_aborts_total{environment="production",function="hello",signal="manual"} 1.0' in text
     assert text.count("slipway_rollout_aborts_total{") == 2
+
+
+def test_previews_live_and_awaiting_approval_are_gauges_per_function(client, function, settings):
+    from portal.models import Preview
+    from tests.previews import previews_on
+
+    settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES = ["team-"]
+    environment = previews_on(function)
+    assert 'slipway_previews_live{function="hello"} 0.0' in scrape(client)
+    for iid, version, state in ((1, "3", "open"), (2, "4", "open"), (3, "", "open"), (4, "5", "closed")):
+        Preview.objects.create(function=function, environment=environment, mr_iid=iid, version=version, state=state)
+    Preview.objects.create(function=function, environment=environment, mr_iid=5, fork=True, head_sha="a" * 40)
+    text = scrape(client)
+    assert 'slipway_previews_live{function="hello"} 2.0' in text
+    assert 'slipway_previews_awaiting_approval{function="hello"} 1.0' in text

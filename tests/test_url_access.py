@@ -8,7 +8,18 @@ from unittest import mock
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from portal.models import Build, ConsoleImage, ConsoleRun, Deployment, FreezeWindow, GoldenCase, WebhookDelivery
+from portal.models import (
+    Build,
+    ConsoleImage,
+    ConsoleRun,
+    Deployment,
+    Environment,
+    FreezeWindow,
+    GoldenCase,
+    Preview,
+    PreviewPolicy,
+    WebhookDelivery,
+)
 from tests.rollout_fixtures import rolling_out
 
 OPEN = {
@@ -63,9 +74,13 @@ def urls(function, cast):
     window = FreezeWindow.objects.create(environment=function.first_environment, reason="quiet",
                                          start_cron="0 1 * * *", end_cron="0 2 * * *")
     global_window = FreezeWindow.objects.create(reason="year end", start_cron="0 0 20 12 *", end_cron="0 0 4 1 *")
+    preview_env = Environment.objects.create(function=function, name="preview", position=2000, preview=True,
+                                             lambda_name="team-hello-preview")
+    PreviewPolicy.objects.create(environment=preview_env)
+    Preview.objects.create(function=function, environment=preview_env, mr_iid=12, head_sha="f" * 40, fork=True)
     values = {"name": function.name, "pk": str(deployment.pk), "deployment_id": str(deployment.pk),
               "user_id": str(cast["alice"].pk), "delivery_id": str(delivery.pk), "sample": "astronaut",
-              "env": function.first_environment.name, "window_id": str(window.pk)}
+              "env": function.first_environment.name, "window_id": str(window.pk), "iid": "12"}
     found = {}
     for name, pattern in patterns():
         path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], pattern)
@@ -170,7 +185,7 @@ def test_only_an_owner_reaches_the_environment_pages(client, cast, urls, user, s
     for name in ("portal-environment-new", "portal-environment-edit", "portal-environment-delete"):
         assert client.get(urls[name]).status_code == status, name
         assert client.post(urls[name], {"name": "qa", "lambda_name": "slipway-qa"}).status_code == status, name
-    assert list(Environment.objects.values_list("name", flat=True)) == ["production"]
+    assert list(Environment.objects.in_order().values_list("name", flat=True)) == ["production"]
 
 
 # approvals: the role matrix of the approve and reject URLs (the freeze and override URLs have their own)

@@ -78,7 +78,7 @@ def test_deleting_a_tag_is_ignored(client, hooked):
     assert not Deployment.objects.exists()
 
 
-def test_a_merge_request_event_is_answered_ignored(client, hooked):
+def test_a_merge_request_event_is_ignored_while_previews_are_off(client, hooked):
     answer, delivery = post(client, "merge_request.json", event="Merge Request Hook")
-    assert answer["outcome"] == "ignored" and "not handled" in delivery.detail
+    assert answer["outcome"] == "ignored" and delivery.detail == "!12: previews are off for hello"
     assert delivery.event_type == "Merge Request Hook" and not Deployment.objects.exists()

@@ -23,6 +23,9 @@ from portal.celery import (
     GATES_DUE_TASK,
     GITLAB_DEPLOYMENT_TASK,
     NOTIFY_TASK,
+    PREVIEW_CLEANUP_TASK,
+    PREVIEW_NOTE_TASK,
+    PREVIEW_SWEEP_TASK,
     PROMOTE_DUE_TASK,
     RECONCILE_ALL_TASK,
     RECONCILE_TASK,
@@ -33,9 +36,18 @@ from portal.celery import (
     SWEEP_TASK,
     app,
 )
-from portal.deployments import gates, pipeline, promotion, retention, rollout, sweeper
+from portal.deployments import (
+    gates,
+    pipeline,
+    preview_cleanup,
+    preview_pipeline,
+    promotion,
+    retention,
+    rollout,
+    sweeper,
+)
 from portal.feedback import delivery as feedback
-from portal.feedback import gitlab_deployments, status
+from portal.feedback import gitlab_deployments, preview_notes, status
 from portal.models import ConsoleImage, Deployment, Environment, Function
 from workers import lost  # noqa: F401 - lost connects the main process's signal
 
@@ -50,6 +62,8 @@ def deploy(self, deployment_id: int) -> str:
         return "not claimed"
     if deployment.kind == Deployment.Kind.PROMOTION:
         return pipeline.promote(deployment)
+    if deployment.kind == Deployment.Kind.PREVIEW:
+        return preview_pipeline.preview(deployment)
     return pipeline.deploy(deployment)
 
 
@@ -174,3 +188,24 @@ def drift_check(function_id: int | None = None) -> dict:
         return drift.check_all()
     function = Function.objects.filter(pk=function_id).first()
     return {"outcome": drift.check(function).outcome} if function else {}
+
+
+# --- Merge requests' previews ----------------------------------------------------------------
+
+
+@shared_task(name=PREVIEW_CLEANUP_TASK, ignore_result=True, soft_time_limit=120, time_limit=150)
+def preview_cleanup_task(preview_id: int) -> str:
+    """Remove a closed preview's URL, statements and alias (portal/deployments/preview_cleanup.py)."""
+    return preview_cleanup.remove(preview_id)
+
+
+@shared_task(name=PREVIEW_SWEEP_TASK, ignore_result=True, soft_time_limit=600, time_limit=660)
+def preview_sweep() -> dict:
+    """Beat: previews idle past the TTL, removals to retry, mr-* aliases nobody owns."""
+    return preview_cleanup.sweep()
+
+
+@shared_task(name=PREVIEW_NOTE_TASK, ignore_result=True, soft_time_limit=300, time_limit=330)
+def preview_note(preview_id: int) -> str:
+    """Post or edit the merge request's Slipway note (portal/feedback/preview_notes.py)."""
+    return preview_notes.report(preview_id)

@@ -177,6 +177,32 @@ data "aws_iam_policy_document" "worker" {
     }
   }
 
+  # Merge requests' previews (portal/deployments/preview_pipeline.py, preview_cleanup.py): the
+  # alias mr-<iid>, its function URL and the URL's two permission statements, created and removed
+  # on the alias only (`name:mr-*`): this role cannot make a URL or a public statement on an
+  # environment's alias, $LATEST or the function itself.
+  statement {
+    sid = "LambdaPreviewAlias"
+    actions = [
+      "lambda:CreateFunctionUrlConfig",
+      "lambda:UpdateFunctionUrlConfig",
+      "lambda:GetFunctionUrlConfig",
+      "lambda:DeleteFunctionUrlConfig",
+      "lambda:AddPermission",
+      "lambda:RemovePermission",
+      "lambda:GetPolicy",
+      "lambda:DeleteAlias",
+    ]
+    resources = ["${local.lambda_arns}:mr-*"]
+  }
+
+  # The preview sweep lists a preview Lambda's URLs to find those no open preview owns.
+  statement {
+    sid       = "LambdaPreviewList"
+    actions   = ["lambda:ListFunctionUrlConfigs"]
+    resources = [local.lambda_arns]
+  }
+
   # Retention deletes published versions: qualified ARNs only (`name:N`), so
   # this role cannot delete a function itself.
   statement {

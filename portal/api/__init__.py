@@ -2,7 +2,7 @@
 
 Owns only the assembly: the API object (its two authentications, the parser
 every body goes through, the error handlers) and the routers, one per
-resource — functions, environments, deployments, feedback, approvals, freezes.
+resource — functions, environments, deployments, feedback, approvals, freezes, previews.
 What each part owns is in its own docstring: auth.py (who is calling, the
 token-scope access layer), errors.py (the one error shape), schemas.py (the one
 set of schemas),
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
-from portal.api import approvals, deployments, environments, errors, feedback, freezes, functions
+from portal.api import approvals, deployments, environments, errors, feedback, freezes, functions, previews
 from portal.api.auth import SessionAuth, TokenAuth
 from portal.api.limits import ObjectParser
 
@@ -47,5 +47,5 @@ api = SlipwayAPI(
     parser=ObjectParser(),
 )
 errors.install(api)
-for resource in (functions, environments, deployments, feedback, approvals, freezes):
+for resource in (functions, environments, deployments, feedback, approvals, freezes, previews):
     api.add_router("", resource.router)

@@ -51,7 +51,7 @@ def environment_out(request, environment: Environment) -> dict:
         **{name: getattr(environment, name) for name in (
             "name", "position", "lambda_name", "alias", "memory_mb", "timeout_s", "execution_role_arn",
             "secret_keys", "paused_reason", "promotion", "soak_seconds", "required_approvals", "during_freeze",
-            "gitlab_tier")},
+            "gitlab_tier", "preview")},
         "region": settings.AWS_REGION,
         "rollout": rollout_settings_out(environment),
         "environment": environment.masked_variables(),
@@ -71,8 +71,10 @@ def rollout_settings_out(environment: Environment) -> dict:
 
 
 def _environment(function: Function, env: str) -> Environment:
-    """The function's environment named `env` (404 `environment-unknown` otherwise)."""
-    return deployments.environment_named(function, env)
+    """The function's environment named `env` (404 `environment-unknown` otherwise): one of the
+    promotion order, or its preview environment (its settings are edited like the others')."""
+    preview = function.environments.filter(preview=True, name=env).first()
+    return preview or deployments.environment_named(function, env)
 
 
 def _flat(values: dict) -> dict:

@@ -284,6 +284,8 @@ class EnvironmentOut(Schema):
     rollout: RolloutSettingsOut
     live: ReleaseOut | None
     url: str
+    preview: bool = Field(description="the preview environment: outside the promotion order (position 2000), "
+                                      "merge requests' previews deploy to it")
 
 
 def _page_of(name: str, item: type[Schema]) -> type[Schema]:
@@ -456,6 +458,62 @@ class DriftOut(Schema):
     checked_at: datetime | None
     detected_at: datetime | None
     outcome: str = ""
+
+
+class PreviewOut(Schema):
+    mr_iid: int = Field(description="the merge request's iid in its project")
+    state: Literal["open", "closed", "removed"]
+    title: str
+    author: str = Field(description="the GitLab user whose event last moved it")
+    source_branch: str
+    target_branch: str
+    fork: bool
+    head_sha: str
+    awaiting_approval: bool = Field(description="a fork's head no deployer approved yet: nothing builds until one does")
+    approved_sha: str
+    version: str
+    alias: str
+    url: str = Field(description="its function URL, when the policy asks for one")
+    latest_deployment: int | None
+    removed_reason: str
+    created_at: datetime
+    last_commit_at: datetime | None
+    closed_at: datetime | None
+    page: str
+
+
+PreviewPage = _page_of("PreviewPage", PreviewOut)
+
+
+class PreviewSettingsIn(StrictIn):
+    model_config = ConfigDict(json_schema_extra={"examples": [{}, {"url_auth": "AWS_IAM", "allow_forks": True}]})
+
+    lambda_name: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                                    description="only when enabling: the preview Lambda (default: the first "
+                                                "environment's with -preview appended)")
+    allow_forks: bool = Field(False, description="forks' merge requests preview once a deployer approves each head")
+    url_auth: Literal["", "AWS_IAM", "NONE"] = Field("", description="no function URL, IAM auth, or public")
+    commit_status: bool = False
+    target_branches: list[Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]] = Field(
+        [], max_length=20, description="merge requests into these preview; empty: the function's branch")
+    allow_drafts: bool = False
+
+
+class PreviewSettingsOut(Schema):
+    environment: str
+    lambda_name: str
+    execution_role_arn: str
+    allow_forks: bool
+    url_auth: str
+    commit_status: bool
+    target_branches: list[str]
+    allow_drafts: bool
+
+
+class ApprovePreviewIn(StrictIn):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"commit": "7a1c3e5b" * 5}]})
+
+    commit: str = Field(pattern=FULL_SHA, description="the head you reviewed: refused if the MR moved since")
 
 
 class ErrorBody(Schema):

@@ -157,17 +157,18 @@ def save_run(function: Function, user, image: ConsoleImage, answer: Answer, opti
         compared_with=compared_with)
 
 
-def run(function: Function, user, checked: CheckedImage, options: dict, targets_: list[str],
-        environment: Environment | None = None) -> ConsoleRun:
+def run(function: Function, user, checked: CheckedImage, options: dict,
+        targets_: list[str | tuple[Environment, str]], environment: Environment | None = None) -> ConsoleRun:
     """Invoke each target (one, or two to compare) of `environment`'s Lambda (default: the
-    function's first) with the image; the image and the runs are stored together once
-    every answer is in, or nothing is."""
+    function's first) with the image; a target given as (environment, target) is another
+    environment's (a preview compared with what is live). The image and the runs are stored
+    together once every answer is in, or nothing is."""
     environment = environment or function.first_environment
-    answers = [invoke_image(function, target, checked.data, options, environment=environment)
-               for target in targets_]
+    pairs = [target if isinstance(target, tuple) else (environment, target) for target in targets_]
+    answers = [invoke_image(function, target, checked.data, options, environment=where) for where, target in pairs]
     with transaction.atomic():
         image = store_image(function, checked)
-        first = save_run(function, user, image, answers[0], options, environment=environment)
-        for answer in answers[1:]:
-            save_run(function, user, image, answer, options, compared_with=first, environment=environment)
+        first = save_run(function, user, image, answers[0], options, environment=pairs[0][0])
+        for (where, _), answer in zip(pairs[1:], answers[1:], strict=True):
+            save_run(function, user, image, answer, options, compared_with=first, environment=where)
     return first

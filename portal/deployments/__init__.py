@@ -24,13 +24,24 @@ from portal.deployments.events import (
     finished,
     freeze_overridden,
     lambda_entered,
+    preview_changed,
+    preview_closed,
     resumed,
     shifted,
     stale,
     status_changed,
     superseding,
 )
-from portal.deployments.models import Deployment
+from portal.deployments.models import Deployment, Preview, alias_for
+from portal.deployments.previews import (
+    MergeRequest,
+    Received,
+    approve_preview,
+    live_previews,
+    redeploy_preview,
+    remove_preview,
+)
+from portal.deployments.previews import receive as receive_merge_request
 from portal.deployments.promotion import (
     cancel_soaks_from,
     deployment_digest,
@@ -41,7 +52,7 @@ from portal.deployments.promotion import (
     verified_upstream,
 )
 from portal.deployments.reconciling import reconcile
-from portal.deployments.releases import live_deployment, targets, went_live
+from portal.deployments.releases import live_deployment, resolve_target, targets, went_live
 from portal.deployments.requesting import (
     cancel,
     environment_named,
@@ -61,6 +72,15 @@ from portal.deployments.rollout import resume as resume_rollout
 __all__ = [
     "Deployment",
     "abort_rollout",
+    "MergeRequest",
+    "Received",
+    "approve_preview",
+    "live_previews",
+    "receive_merge_request",
+    "redeploy_preview",
+    "remove_preview",
+    "Preview",
+    "alias_for",
     "approval_decidable",
     "approvals_required",
     "cancel",
@@ -71,7 +91,9 @@ __all__ = [
     "deployment_digest",
     "environment_named",
     "finished",
+    "preview_changed",
     "freeze_overridden",
+    "preview_closed",
     "lambda_entered",
     "live_deployment",
     "next_environment",
@@ -88,6 +110,7 @@ __all__ = [
     "request_webhook_deploy",
     "resume_auto_deploy",
     "resume_rollout",
+    "resolve_target",
     "resumed",
     "shifted",
     "stale",

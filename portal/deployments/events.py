@@ -37,3 +37,10 @@ stale = Signal()
 # deployment=, approval=: a user approved or rejected a held deployment (portal/deployments/approving.py);
 # a rejected one has already ended.
 decided = Signal()
+# preview=: a merge request's preview was removed from its Lambda (portal/deployments/preview_cleanup.py):
+# its merge request's note says so.
+preview_changed = Signal()
+# preview=: a merge request's preview was closed (closed or merged in GitLab, or removed by a
+# person) under its row lock: its alias, URL and permission statements are to be removed
+# (the clean-up runs in the merge request's queue, under the preview Lambda's lock).
+preview_closed = Signal()

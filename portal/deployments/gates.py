@@ -57,7 +57,7 @@ def hold_reason(deployment: Deployment, at: datetime | None = None) -> tuple[str
     A rollback is never held; an owner's override passes a freeze. Approvals bind a digest:
     a deploy that has not pushed yet has none to approve, and is asked again before its
     update step."""
-    if deployment.kind == Kind.ROLLBACK:
+    if deployment.kind in (Kind.ROLLBACK, Kind.PREVIEW):  # a preview is exempt from freezes and approvals
         return None
     at = at or timezone.now()
     environment = deployment.environment

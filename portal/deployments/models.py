@@ -123,6 +123,9 @@ class Deployment(models.Model):
         ROLLBACK = "rollback"
         # A pinned digest, verified in the previous environment, shipped to the next: no source, build or push.
         PROMOTION = "promotion"
+        # A merge request's head on its preview environment's Lambda, behind the alias mr-<iid>
+        # (portal/deployments/previews.py): never "what is live", never a rollback target.
+        PREVIEW = "preview"
 
     class Trigger(models.TextChoices):
         UI = "ui"
@@ -232,6 +235,9 @@ class Deployment(models.Model):
     gitlab_deployment_id = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
     gitlab_deployment_final = models.CharField(max_length=10, blank=True, editable=False)
     gitlab_deployment_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # Kind preview: the merge request's preview it deploys (its queue is keyed by that preview).
+    preview = models.ForeignKey("Preview", on_delete=models.CASCADE, null=True, blank=True,
+                                related_name="deployments")
     enqueued_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -368,6 +374,74 @@ class Deployment(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class Preview(models.Model):
+    """One merge request's preview of a function: its head, built and published on the
+    preview environment's Lambda behind the alias mr-<iid> (and, where the policy wants
+    one, a function URL). Open while the merge request is; closed (under its row lock) on
+    close or merge, when the alias is still to be removed; removed once alias and URL are
+    gone (the close, the TTL sweep, the cap or an owner). A reopen opens it again."""
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+        REMOVED = "removed"
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="previews")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="previews")
+    mr_iid = models.PositiveIntegerField(verbose_name="merge request")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    title = models.CharField(max_length=255, blank=True)
+    author = models.CharField(max_length=255, blank=True, help_text="The webhook's user: who opened or last moved it.")
+    source_project_id = models.BigIntegerField(null=True, blank=True)
+    target_project_id = models.BigIntegerField(null=True, blank=True)
+    source_branch = models.CharField(max_length=255, blank=True)
+    target_branch = models.CharField(max_length=255, blank=True)
+    fork = models.BooleanField(default=False)
+    head_sha = models.CharField(max_length=40, blank=True)
+    # The merge request's updated_at in the delivery that last moved it: newest wins, not by ancestry
+    # (a rebase breaks ancestry); a tie goes to the later delivery.
+    mr_updated_at = models.DateTimeField(null=True, blank=True)
+    delivery = models.ForeignKey("WebhookDelivery", on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="+")
+    # A fork's head builds only once a deployer approved that very commit.
+    approved_sha = models.CharField(max_length=40, blank=True)
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+")
+    version = models.CharField(max_length=20, blank=True, help_text="The version its alias points at.")
+    url = models.CharField(max_length=500, blank=True)
+    url_id = models.CharField(max_length=64, blank=True, help_text="The function URL's id (its host's first label).")
+    # The one MR note per function (portal/feedback): its id, and who is posting it now.
+    note_id = models.BigIntegerField(null=True, blank=True)
+    note_lease_until = models.DateTimeField(null=True, blank=True)
+    last_commit_at = models.DateTimeField(null=True, blank=True, help_text="The TTL clock: when a new head arrived.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    removed_reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-mr_iid"]
+        constraints = [models.UniqueConstraint(fields=["function", "mr_iid"], name="one_preview_per_merge_request")]
+
+    def __str__(self) -> str:
+        return f"{self.function_id} !{self.mr_iid} {self.state}"
+
+    @property
+    def alias(self) -> str:
+        return alias_for(self.mr_iid)
+
+    @property
+    def awaiting_approval(self) -> bool:
+        """A fork's head that no deployer approved yet: nothing builds until one does."""
+        return self.fork and self.state == self.State.OPEN and bool(self.head_sha) and \
+            self.approved_sha != self.head_sha
+
+
+def alias_for(mr_iid: int) -> str:
+    """A merge request's preview alias on the preview Lambda."""
+    return f"mr-{mr_iid}"
 
 
 class DeploymentStep(models.Model):

@@ -8,7 +8,8 @@ and the alias shift. A redeploy runs the same plan with build and push recorded 
 skipped (ECR already holds its image). A rollback checks the release and shifts the
 alias; when its version is gone, its fallback ships the image again with the deploy's
 Lambda steps in between. A promotion checks the release upstream, then runs the
-Lambda steps and the shift with its pinned digest.
+Lambda steps and the shift with its pinned digest. A preview runs a deploy's steps, then
+moves its merge request's alias and makes its URL.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ DEPLOY = (SOURCE, BUILD, PUSH, *SHIP, SHIFT)
 PROMOTION = (CHECK, *SHIP, SHIFT)
 ROLLBACK = (CHECK, SHIFT)
 ROLLBACK_FALLBACK = (CHECK, *SHIP, SHIFT)
+# A merge request's preview (preview_pipeline.py): a deploy's steps on the preview Lambda, then its
+# own alias mr-<iid> (entered only while the preview is open, in the same UPDATE) and its function
+# URL (recorded as skipped when the policy wants none). Never the environment's alias.
+ALIAS = Step("alias", Status.SHIFTING, guarded=True)
+URL = Step("url", Status.SHIFTING)
+PREVIEW = (SOURCE, BUILD, PUSH, *SHIP, ALIAS, URL)
 
 # Recorded as skipped, first, when the web process ran a rollback itself (rollback.run_without_queue):
 # it tells who ran it, and is never a step to come.
@@ -63,6 +70,8 @@ def steps(kind: str, *, fallback: bool = False) -> tuple[Step, ...]:
         return DEPLOY
     if kind == Kind.PROMOTION:
         return PROMOTION
+    if kind == Kind.PREVIEW:
+        return PREVIEW
     raise NotPlanned(f"no step plan for a {kind!r} deployment")
 
 

@@ -41,13 +41,15 @@ RELEASES = (Kind.DEPLOY, Kind.REDEPLOY, Kind.PROMOTION)
 
 def previous_environment(environment: Environment) -> Environment | None:
     """The environment before `environment` in its function's promotion order; None for the first."""
-    return (Environment.objects.filter(function_id=environment.function_id, position__lt=environment.position)
+    return (Environment.objects.in_order().filter(function_id=environment.function_id,
+                                                  position__lt=environment.position)
             .order_by("-position").first())
 
 
 def next_environment(environment: Environment) -> Environment | None:
     """The environment after `environment`; None for the last."""
-    return (Environment.objects.filter(function_id=environment.function_id, position__gt=environment.position)
+    return (Environment.objects.in_order().filter(function_id=environment.function_id,
+                                                  position__gt=environment.position)
             .order_by("position").first())
 
 
@@ -160,9 +162,9 @@ def request_promotion(function: Function, environment: str | Environment, *, tri
 
 
 def _named(function: Function, name: str) -> Environment:
-    found = function.environments.filter(name=name).first()
+    found = function.environments.in_order().filter(name=name).first()
     if found is None:
-        known = ", ".join(function.environments.values_list("name", flat=True))
+        known = ", ".join(function.environments.in_order().values_list("name", flat=True))
         raise RequestRefused(f"{function.name} has no environment {name!r} (it has {known})", status=404,
                              code="environment-unknown")
     return found

@@ -20,6 +20,11 @@ too. The database is the queue; Celery only carries primary keys. Rules:
 - Every transaction here locks the function row, then the environment row,
   before any of its deployments (one lock order, so Postgres never deadlocks two
   of them): the function's settings and the environment's are both read under it.
+- Previews (kind preview, portal/deployments/previews.py) queue per merge request
+  instead: their queue is keyed by (function, MR iid), i.e. by their Preview row, so
+  previews of different MRs never wait for each other (their Lambda steps still take
+  turns on the preview Lambda's lock), and never for production's rows (another
+  environment). The preview row is locked after the environment row.
 - Tasks are sent by name; which queue they go to is in settings only.
 """
 
@@ -126,17 +131,28 @@ def release_held(deployment: Deployment) -> Deployment | None:
     return deployment
 
 
+def queue_of(deployment: Deployment) -> Q:
+    """The rows `deployment` queues with: its environment's, or for a preview its merge request's."""
+    if deployment.kind == Kind.PREVIEW:
+        return Q(preview_id=deployment.preview_id, kind=Kind.PREVIEW)
+    return Q(environment_id=deployment.environment_id)
+
+
+def _earlier(deployment: Deployment):
+    return Deployment.objects.filter(queue_of(deployment), status=Status.QUEUED, pk__lt=deployment.pk)
+
+
 def _may_start_now(deployment: Deployment) -> bool:
     """False when an earlier request still waits or something blocks it: then the
     deployment it waits for dispatches it when it ends (settle, a cancel, the
     lost-worker handler or the sweeper all do, under this same lock), and a
     burst of requests skips a dispatch transaction each."""
-    earlier = Deployment.objects.filter(environment_id=deployment.environment_id, status=Status.QUEUED,
-                                        pk__lt=deployment.pk)
-    return not earlier.exists() and not _blockers(deployment).exists()
+    return not _earlier(deployment).exists() and not _blockers(deployment).exists()
 
 
 def _supersede_for(new: Deployment) -> None:
+    if new.kind == Kind.PREVIEW:
+        return _supersede_preview(new)
     before = Deployment.objects.filter(environment_id=new.environment_id, pk__lt=new.pk)
     # A promotion soaking into the environment, or a request awaiting approval, waits like a
     # queued request: any later request replaces it. Requests a freeze holds stay until it
@@ -159,16 +175,24 @@ def _supersede_for(new: Deployment) -> None:
                   error_message=message)
 
 
+def _supersede_preview(new: Deployment) -> None:
+    """A preview replaces the queued previews of its own merge request only (the caller
+    decided, under the preview's lock, that it is the newest by the MR's updated_at)."""
+    queued = Deployment.objects.filter(queue_of(new), status=Status.QUEUED, pk__lt=new.pk)
+    events.superseding.send(Deployment, function=new.function, queued=queued)
+    queued.update(status=Status.SUPERSEDED, superseded_by=new, finished_at=Now(), error_code="superseded",
+                  error_message=f"preview #{new.pk} of a newer head replaced it")
+
+
 def _blockers(deployment: Deployment):
-    """The running deployments of its environment that `deployment` must wait for: a deploy or
+    """The running deployments of its queue that `deployment` must wait for: a deploy or
     promotion also waits for a rollout (rolling out or aborting); a rollback never does."""
-    running = Deployment.objects.filter(environment_id=deployment.environment_id,
-                                        status__in=Deployment.RUNNING).exclude(
+    running = Deployment.objects.filter(queue_of(deployment), status__in=Deployment.RUNNING).exclude(
         pk=deployment.pk)
     if deployment.kind == Kind.ROLLBACK:
         # Deploys it superseded stop before their shift; it waits only for one already shifting.
         return running.filter(Q(kind=Kind.ROLLBACK) | Q(superseded_by__isnull=True) | Q(status=Status.SHIFTING))
-    return Deployment.objects.filter(environment_id=deployment.environment_id,
+    return Deployment.objects.filter(queue_of(deployment),
                                      status__in=(*Deployment.RUNNING, *Deployment.ROLLOUT)).exclude(pk=deployment.pk)
 
 
@@ -178,13 +202,32 @@ def dispatch(environment_id: int) -> Deployment | None:
     A row whose message already left recently is not sent again (a duplicate
     would be harmless, only noisy); the sweeper re-sends lost ones."""
     with transaction.atomic():
-        _lock(environment_id)
+        if _lock(environment_id).preview:
+            return _dispatch_previews(environment_id)
         head = Deployment.objects.filter(environment_id=environment_id, status=Status.QUEUED).order_by("pk").first()
         if head is None or _blockers(head).exists():
             return None
-        due = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=Now() - RESEND_AFTER)
-        _mark_sent(head.pk, head.kind, due)
+        _mark_sent(head.pk, head.kind, DUE)
     return head
+
+
+def _dispatch_previews(environment_id: int) -> Deployment | None:
+    """The preview environment has one queue per merge request: send each one's head
+    that need not wait. Returns the first sent (None: none)."""
+    heads: dict[int, int] = {}  # preview -> its oldest queued row
+    for pk, preview_id in (Deployment.objects.filter(environment_id=environment_id, status=Status.QUEUED)
+                           .order_by("-pk").values_list("pk", "preview_id")):
+        heads[preview_id] = pk
+    sent = None
+    for head in Deployment.objects.filter(pk__in=list(heads.values())).order_by("pk"):
+        if not _blockers(head).exists():
+            _mark_sent(head.pk, head.kind, DUE)
+            sent = sent or head
+    return sent
+
+
+# A queued row not sent yet, or sent so long ago that its message was lost.
+DUE = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=Now() - RESEND_AFTER)
 
 
 def _mark_sent(pk: int, kind: str, *conditions: Q) -> None:
@@ -212,9 +255,7 @@ def claim(deployment: Deployment, first: str, task_id: str = "", gate: Gate | No
     `gate` (gates.at_claim) holds it: then it moves to the held status instead."""
     with transaction.atomic():
         _lock(deployment.environment_id, deployment.function_id)
-        earlier = Deployment.objects.filter(environment_id=deployment.environment_id, status=Status.QUEUED,
-                                            pk__lt=deployment.pk)
-        if earlier.exists() or _blockers(deployment).exists():  # requests run in the order they were made
+        if _earlier(deployment).exists() or _blockers(deployment).exists():  # requests run in the order they were made
             Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(enqueued_at=None)
             return False
         held = gate(deployment) if gate is not None else None

@@ -32,7 +32,7 @@ def environment_named(function: Function, name: str = "", *, deploying: bool = F
     deploy); anything else to the only one, and a function with several must name it
     (`environment-required`). A deploy to any but the first is refused (`promote-instead`):
     what reaches a later environment is the digest verified before it, never a new build."""
-    environments = list(function.environments.all())
+    environments = list(function.environments.in_order())
     if name:
         found = next((env for env in environments if env.name == name), None)
         if found is None:
@@ -112,7 +112,7 @@ def rollback_target(function: Function, *, to: str = "", environment=None) -> De
             raise RequestRefused(f"no successful deployment of {function.name} matches {to!r}")
         return target
     live = done.first()
-    several = function.environments.count() > 1
+    several = function.environments.in_order().count() > 1
     where = f"{function.name} ({environment.name})" if several else function.name
     if live is None:
         raise RequestRefused(f"{where} has no successful deployment to roll back from")

@@ -12,6 +12,7 @@ Kept, each with its reason in the report:
 
 - a version an alias points at (main or weighted); the versions of the last N
   releases (deploys, redeploys, rollbacks), and anything newer than the oldest;
+  in the preview environment only what an alias (mr-<iid>) points at: previews are no releases;
 - versions Slipway did not publish (no deployment row names them), $LATEST;
 - an image a remaining version (or $LATEST) runs, read from Lambda by digest;
   an image live in any environment of any function (by Slipway's record), and
@@ -231,7 +232,11 @@ def _delete(repository: str, doomed: dict[str, str], report: Report) -> None:
 
 def _releases(environment: Environment, keep: int) -> tuple[dict[str, Deployment], object]:
     """The environment's last `keep` releases by version (newest first; a version rolled back
-    to counts once, at its latest), and the time of the oldest of them once there are `keep`."""
+    to counts once, at its latest), and the time of the oldest of them once there are `keep`.
+    The preview environment has no releases and keeps nothing for being recent: its versions
+    (previews') are unkept, deleted once no alias (mr-<iid>) points at them."""
+    if environment.preview:
+        return {}, timezone.now()
     releases = (went_live(environment).filter(kind__in=RELEASE_KINDS)
                 .annotate(at=Coalesce("finished_at", "created_at")).order_by("-at", "-pk").select_related("build"))
     kept: dict[str, Deployment] = {}

@@ -56,6 +56,11 @@ def workspace_name(pk: int) -> str:
 
 def build_args(function: Function) -> dict[str, str]:
     """Every build arg the image is built with: the platform's, then the function's own."""
+    return {**platform_build_args(function), **builder.validate_build_args(function.build_args or {})}
+
+
+def platform_build_args(function: Function) -> dict[str, str]:
+    """The build args Slipway's settings give every build of the function's architecture."""
     args = {}
     base = settings.SLIPWAY_BASE_IMAGES.get(function.architecture)
     if base:
@@ -64,7 +69,6 @@ def build_args(function: Function) -> dict[str, str]:
         args["PYTHON_VERSION"] = settings.SLIPWAY_PYTHON_VERSION
     if settings.SLIPWAY_BUILDER_IMAGE:
         args["BUILDER_IMAGE"] = settings.SLIPWAY_BUILDER_IMAGE
-    args.update(builder.validate_build_args(function.build_args or {}))
     return args
 
 
@@ -80,10 +84,19 @@ def builder_engine(function: Function, out: StepLog) -> str:
                     identity_file=settings.SLIPWAY_SSH_IDENTITY_FILE)
 
 
-def build_inputs(function: Function) -> dict:
-    """Everything besides commit and architecture that shapes the image."""
+# A fork's preview build: none of the function's build args, no layer cache, a Build of its own.
+FORK_SCOPE = "fork"
+
+
+def build_inputs(function: Function, *, fork: bool = False) -> dict:
+    """Everything besides commit and architecture that shapes the image. `fork`: a fork's preview,
+    built with the platform's build args only (the function's may hold tokens) and in a scope
+    of its own (FORK_SCOPE: its Build and cache are never a non-fork build's)."""
+    if not fork:
+        return {"context": function.context_path, "dockerfile": function.dockerfile_path,
+                "build_args": build_args(function)}
     return {"context": function.context_path, "dockerfile": function.dockerfile_path,
-            "build_args": build_args(function)}
+            "build_args": platform_build_args(function), "scope": FORK_SCOPE}
 
 
 # --- Deploy -------------------------------------------------------------------------
@@ -193,6 +206,7 @@ def build_image(run: Run, out: StepLog) -> None:
             labels={"slipway.function": function.name, "slipway.commit": build.commit_sha,
                     "slipway.deployment": str(run.deployment.pk)},
             on_line=out, timeout=settings.TASK_SOFT_TIME_LIMIT,
+            no_cache=build.inputs.get("scope") == FORK_SCOPE,
         )
     out(f"built {result.image_id} in {result.seconds:.1f} s ({result.cache_hits} cached steps)")
     Build.objects.filter(pk=build.pk).update(cache_hits=result.cache_hits, cache_misses=result.cache_misses,

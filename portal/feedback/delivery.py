@@ -152,7 +152,9 @@ def _post(deployment: Deployment, state: str) -> bool:
         record(1, outbound.Answer(None, f"not posted: {exc}", 0.0))
         return False
     is_sha = len(deployment.ref) == 40 and all(c in "0123456789abcdef" for c in deployment.ref)
-    ref = "" if is_sha else deployment.ref
+    ref = feedback.preview_ref(deployment)
+    if ref is None:
+        ref = "" if is_sha else deployment.ref
     return with_attempts(lambda: outbound.post_commit_status(
         reports.gitlab_api_url, reports.gitlab_project, token, deployment.commit_sha, state=state,
         name=feedback.status_name(deployment.environment), ref=ref,

@@ -192,7 +192,10 @@ def record_shift(deployment, written: dict | None, version: str = "") -> None:
     package's `shifted` event): what it wrote to $LATEST, or for a version-only rollback
     $LATEST as the previous record has it (as it is now, when there is none), with the
     alias's new version (`version`: an aborted rollout put the stable one back) and no
-    weights. A new $LATEST clears a drift on record."""
+    weights. A new $LATEST clears a drift on record. A preview's shift is none of drift's
+    business: its environment is never checked."""
+    if deployment.kind == Deployment.Kind.PREVIEW:
+        return
     environment = deployment.environment
     rows = DriftState.objects.filter(environment_id=environment.pk)
     if written is not None:
@@ -209,7 +212,7 @@ def check_all() -> dict:
     """The periodic check: every environment of every function, each with a baseline; one
     failing check never stops the others. Outcomes list `function/environment`."""
     outcomes: dict[str, list[str]] = {}
-    for environment in (Environment.objects.filter(function__archived_at__isnull=True)
+    for environment in (Environment.objects.in_order().filter(function__archived_at__isnull=True)
                         .exclude(drift_state__expected_state={}).select_related("function")
                         .order_by("function__name", "position")):
         function = environment.function

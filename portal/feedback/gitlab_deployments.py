@@ -95,7 +95,10 @@ def entered_lambda(deployment: Deployment) -> bool:
 
 def wanted(deployment: Deployment) -> str:
     """What GitLab should have for the deployment: "" nothing (not configured, no commit, before its
-    Lambda steps), running, or its final status."""
+    Lambda steps), running, or its final status. Never for a preview: GitLab's deployments are
+    production's history (a preview's feedback is its MR note and optional commit status)."""
+    if deployment.kind == Deployment.Kind.PREVIEW:
+        return ""
     if not feedback.gitlab_configured(deployment.function) or not deployment.commit_sha:
         return ""
     if not entered_lambda(deployment):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from portal import deployments, functions
 from portal.core import crypto
-from portal.feedback import drift, status
+from portal.feedback import drift, preview_notes, status
 
 
 def _status_changed(sender, deployment, **_) -> None:
@@ -39,6 +39,12 @@ def _lambda_entered(sender, deployment, **_) -> None:
 
 def _finished(sender, deployment, **_) -> None:
     status.after_finish(deployment)
+    if deployment.preview_id:  # the merge request's note says how its preview ended
+        preview_notes.request(deployment.preview_id)
+
+
+def _preview_changed(sender, preview, **_) -> None:
+    preview_notes.request(preview.pk)
 
 
 def _superseding(sender, function, queued, **_) -> None:
@@ -86,3 +92,5 @@ def connect() -> None:
     deployments.resumed.connect(_resumed, dispatch_uid="feedback.resumed")
     deployments.freeze_overridden.connect(_freeze_overridden, dispatch_uid="feedback.freeze_overridden")
     deployments.shifted.connect(_shifted, dispatch_uid="feedback.shifted")
+    deployments.preview_changed.connect(_preview_changed, dispatch_uid="feedback.preview_changed")
+    deployments.preview_closed.connect(_preview_changed, dispatch_uid="feedback.preview_closed")

@@ -32,12 +32,12 @@ from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
-from deploy import addresses
+from deploy import addresses, source
 from deploy.errors import SlipwayError
 from portal.celery import COMMIT_STATUS_TASK, GITLAB_DEPLOYMENT_TASK, NOTIFY_TASK
 from portal.core import sending
 from portal.deployments import Deployment
-from portal.functions import Environment, Function
+from portal.functions import Environment, Function, PreviewPolicy
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -80,10 +80,27 @@ def _send(name: str, args: list) -> None:
         log.warning("could not send %s%s: %s", name, args[:2], exc)
 
 
+def wants_commit_status(deployment: Deployment) -> bool:
+    """A preview's commit status is opt-in (its policy's commit_status): GitLab attaches an external
+    status to a pipeline, so a failed preview could block merges under "Pipelines must succeed"."""
+    if deployment.kind != Deployment.Kind.PREVIEW:
+        return True
+    return PreviewPolicy.objects.filter(environment_id=deployment.environment_id, commit_status=True).exists()
+
+
+def preview_ref(deployment: Deployment) -> str | None:
+    """The ref a preview's commit status names: its source branch, or for a fork the merge
+    request's own ref (the commit is on no branch of the project); None: not a preview."""
+    if not deployment.preview_id:
+        return None
+    preview = deployment.preview
+    return source.merge_request_ref(preview.mr_iid) if preview.fork else preview.source_branch
+
+
 def report_status(deployment: Deployment, state: str | None = None) -> None:
     """After commit: post the deployment's (new) state to GitLab, if the function reports there."""
     function = deployment.function
-    if not gitlab_configured(function):
+    if not gitlab_configured(function) or not wants_commit_status(deployment):
         return
     state = state or gitlab_state(deployment.status)
     pk = deployment.pk

@@ -12,7 +12,16 @@ from portal.functions.access import APPROVING_ROLES
 from portal.functions.fields import JSONObjectField
 from portal.functions.forms import EnvironmentForm, role_allowed, user_error
 from portal.functions.masking import MASK, environment_secrets, scrub, secret_values, secrets_wanted
-from portal.functions.models import Architecture, AuditEvent, Environment, Function, Membership
+from portal.functions.models import (
+    PREVIEW_POSITION,
+    Architecture,
+    AuditEvent,
+    Environment,
+    Function,
+    Membership,
+    PreviewPolicy,
+)
+from portal.functions.previews import PreviewsForm, preview_environment, save_previews
 from portal.functions.registry import (
     archive_function,
     create_environment,
@@ -38,6 +47,11 @@ __all__ = [
     "JSONObjectField",
     "MASK",
     "Membership",
+    "PREVIEW_POSITION",
+    "PreviewsForm",
+    "preview_environment",
+    "save_previews",
+    "PreviewPolicy",
     "archive_function",
     "create_environment",
     "delete_environment",

@@ -35,6 +35,14 @@ def _allowed(value: str, prefixes: list[str]) -> bool:
     return any(value.startswith(prefix) for prefix in prefixes)
 
 
+def lambda_name_refused(value: str) -> str:
+    """Why Slipway may not manage a Lambda of this name (the allowed prefixes); "" when it may."""
+    if _allowed(value, settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES):
+        return ""
+    return ("Slipway may only manage Lambda functions whose names start with "
+            + " or ".join(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES or ["(none allowed)"]))
+
+
 def role_allowed(arn: str) -> bool:
     for allowed in settings.SLIPWAY_ALLOWED_EXECUTION_ROLES:
         if arn == allowed or (allowed.endswith("*") and arn.startswith(allowed[:-1])):
@@ -47,6 +55,9 @@ ENVIRONMENT_FIELDS = ("lambda_name", "alias", "memory_mb", "timeout_s", "executi
 SOAK_LIMIT = 7 * 24 * 3600  # a soak longer than a week is a release nobody is waiting for
 MAX_ENVIRONMENTS = 10  # per function: a promotion chain longer than this is a mistake, not a pipeline
 MAX_REQUIRED_APPROVALS = 20
+# What the preview environment's edit form shows but never changes.
+PREVIEW_FIXED = ("execution_role_arn", "position", "alias", "promotion", "soak_seconds", "required_approvals",
+                 "during_freeze", "gitlab_tier")
 
 
 def eligible_approvers(function: Function) -> int:
@@ -120,9 +131,8 @@ class LambdaSettingsForm(forms.Form):
 
     def clean_lambda_name(self):
         value = self.cleaned_data["lambda_name"]
-        if not _allowed(value, settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES):
-            raise forms.ValidationError("Slipway may only manage Lambda functions whose names start with "
-                                        + " or ".join(settings.SLIPWAY_ALLOWED_LAMBDA_PREFIXES or ["(none allowed)"]))
+        if refused := lambda_name_refused(value):
+            raise forms.ValidationError(refused)
         other = Environment.objects.filter(lambda_name=value).exclude(pk=self.environment.pk).first()
         if other is not None:  # two environments never share a Lambda (Environment.lambda_name)
             mine = self.function is not None and other.function_id == self.function.pk
@@ -405,6 +415,10 @@ class EnvironmentForm(LambdaSettingsForm, forms.ModelForm):
         if self.instance.pk:
             self.fields["name"].disabled = True
             self.initial.setdefault("position", self.instance.position)
+        if self.instance.preview:  # its role is the platform's preview role; it has no place in the order
+            self.initial["position"] = None
+            for name in PREVIEW_FIXED:
+                self.fields[name].disabled = True
 
     def clean_name(self):
         value = self.cleaned_data["name"]
@@ -416,7 +430,7 @@ class EnvironmentForm(LambdaSettingsForm, forms.ModelForm):
 
     def clean_position(self):
         value = self.cleaned_data["position"]
-        others = Environment.objects.filter(function=self.function).exclude(pk=self.instance.pk).count()
+        others = Environment.objects.in_order().filter(function=self.function).exclude(pk=self.instance.pk).count()
         if value is not None and value > others:
             last = "after the others" if self.instance.pk is None else "the last place"
             raise forms.ValidationError(f"{self.function.name} has {others} other environment(s): the position is "

@@ -111,6 +111,13 @@ def tier_for(name: str) -> str:
     return {"production": GitLabTier.PRODUCTION, "staging": GitLabTier.STAGING}.get(name, GitLabTier.OTHER)
 
 
+class EnvironmentQuerySet(models.QuerySet):
+    def in_order(self) -> EnvironmentQuerySet:
+        """The promotion order: every environment but the preview one (which no push,
+        promotion, rollback or drift check ever reaches)."""
+        return self.filter(preview=False)
+
+
 class Environment(models.Model):
     """One Lambda a function deploys to (staging, production, …), in promotion order.
 
@@ -143,6 +150,10 @@ class Environment(models.Model):
     paused_reason = models.CharField(max_length=300, blank=True,
                                      help_text="Set when auto-deploy is paused, e.g. after a rollback.")
     promotion = models.CharField(max_length=10, choices=Promotion.choices, default=Promotion.MANUAL)
+    # A function's preview environment (portal/deployments/previews.py): merge requests' previews
+    # deploy to its Lambda. Outside the promotion order (position PREVIEW_POSITION, every
+    # promotion query leaves it out), always all at once, exempt from freezes and approvals.
+    preview = models.BooleanField(default=False, editable=False)
     soak_seconds = models.PositiveIntegerField(default=0, help_text="Automatic promotion waits this long first.")
 
     class DuringFreeze(models.TextChoices):
@@ -188,10 +199,14 @@ class Environment(models.Model):
     probe_count = models.PositiveSmallIntegerField(default=3, validators=[MaxValueValidator(20)])
     probe_max_failures = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(20)])
 
+    objects = EnvironmentQuerySet.as_manager()
+
     class Meta:
         ordering = ["position"]
         constraints = [models.UniqueConstraint(fields=["function", "name"], name="one_environment_per_name"),
-                       models.UniqueConstraint(fields=["function", "position"], name="one_environment_per_position")]
+                       models.UniqueConstraint(fields=["function", "position"], name="one_environment_per_position"),
+                       models.UniqueConstraint(fields=["function"], condition=models.Q(preview=True),
+                                               name="one_preview_environment_per_function")]
 
     def __str__(self) -> str:
         return f"{self.function_id}/{self.name}"
@@ -204,6 +219,40 @@ class Environment(models.Model):
     def masked_variables(self) -> dict:
         """The variables as pages and logs may show them: secret values never."""
         return {key: "••••••" if key in self.secret_keys else value for key, value in self.variables.items()}
+
+
+# Where a preview environment sits: after every environment of the promotion order, and
+# clear of the positions registry._place moves environments through (theirs + 1000).
+PREVIEW_POSITION = 2000
+
+
+class PreviewPolicy(models.Model):
+    """What a function's owner allows its merge requests' previews: forks (each new head
+    SHA then waits for a deployer's approval), a function URL and its auth, a GitLab
+    commit status, the target branches, drafts. One per preview environment."""
+
+    class UrlAuth(models.TextChoices):
+        NONE_URL = "", "No function URL"
+        AWS_IAM = "AWS_IAM", "Function URL, IAM auth"
+        NONE = "NONE", "Function URL, public (no auth)"
+
+    environment = models.OneToOneField(Environment, on_delete=models.CASCADE, related_name="preview_policy")
+    allow_forks = models.BooleanField(default=False, help_text="Merge requests from forks may preview, once a "
+                                      "deployer approves each new head commit.")
+    url_auth = models.CharField(max_length=8, choices=UrlAuth.choices, blank=True, default=UrlAuth.NONE_URL,
+                                verbose_name="Function URL")
+    commit_status = models.BooleanField(default=False, help_text="Post a GitLab commit status for each preview "
+                                        "(it can block merges under \"Pipelines must succeed\").")
+    target_branches = models.JSONField(default=list, blank=True,
+                                       help_text="Merge requests into these branches preview; empty: the function's.")
+    allow_drafts = models.BooleanField(default=False, help_text="Draft merge requests preview too.")
+
+    def __str__(self) -> str:
+        return f"preview policy of {self.environment}"
+
+    def targets(self, branch: str) -> bool:
+        """Whether a merge request into `branch` previews."""
+        return branch in (self.target_branches or [self.environment.function.branch])
 
 
 class Membership(models.Model):

@@ -26,6 +26,8 @@ ENVIRONMENT_SETTINGS = ("lambda_name", "alias", "memory_mb", "timeout_s", "execu
                         "secret_keys", "promotion", "soak_seconds", "required_approvals", "during_freeze",
                         "gitlab_tier", *ROLLOUT_SETTINGS)
 UNSATISFIABLE = "protection-unsatisfiable"
+# What an edit may change on the preview environment: no promotion, gates or GitLab tier apply to it.
+PREVIEW_SETTINGS = ("lambda_name", "memory_mb", "timeout_s", "variables", "secret_keys")
 
 AUDITED_FIELDS = ("description", "repository_url", "branch", "context_path", "dockerfile_path", "build_args",
                   "architecture", "ecr_repository", "smoke_event", "auto_deploy", "tag_pattern", "golden_iou",
@@ -233,9 +235,10 @@ def store_new_secret(function: Function, side, field: str, raw: str, *, user, au
 
 def _locked_environments(function: Function) -> list[Environment]:
     """The function's row, then its environments' rows (the lock order of queue.py), in
-    promotion order."""
+    promotion order: the preview environment, outside it, is neither counted nor moved."""
     Function.objects.select_for_update().get(pk=function.pk)
-    return list(Environment.objects.select_for_update().filter(function=function).order_by("position", "pk"))
+    return list(Environment.objects.in_order().select_for_update().filter(function=function)
+                .order_by("position", "pk"))
 
 
 def _place(order: list[Environment]) -> None:
@@ -317,6 +320,8 @@ def update_environment(form, *, user) -> Environment:
     def save():
         with transaction.atomic():
             existing = _locked_environments(function)
+            if form.instance.preview:
+                return _update_preview_environment(form, user)
             before = next((env for env in existing if env.pk == form.instance.pk), None)
             if before is None:
                 raise RequestRefused(f"{function.name} no longer has that environment", status=404,
@@ -342,11 +347,27 @@ def update_environment(form, *, user) -> Environment:
     return _saved(save)
 
 
+def _update_preview_environment(form, user) -> Environment:
+    """An edit of the preview environment's Lambda settings (an owner opting a secret in for
+    previews, say): it stays where it is, outside the promotion order."""
+    before = Environment.objects.select_for_update().get(pk=form.instance.pk)
+    environment = form.apply()
+    environment.save(update_fields=list(PREVIEW_SETTINGS))
+    changed = _environment_changes(before, environment)
+    if changed:
+        AuditEvent.record("environment.edited", function=environment.function, actor=user,
+                          environment=environment.name, **changed)
+    return environment
+
+
 def delete_environment(environment: Environment, *, user) -> None:
     """Remove an environment with nothing live in it and no deployment to it unfinished
     (the guards say, `environment-in-use`); never the function's last. Its Lambda is left
     as it is in AWS. The others close up the promotion order."""
     function = environment.function
+    if environment.preview:
+        raise RequestRefused(f"{environment.name} is {function.name}'s preview environment: it cannot be "
+                             "deleted on its own", code="preview-environment")
     with transaction.atomic():
         existing = _locked_environments(function)
         current = next((env for env in existing if env.pk == environment.pk), None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import connection, models
 
-from portal.deployments import Deployment
+from portal.deployments import Deployment, Preview
 from portal.functions import Function
 
 
@@ -45,6 +45,8 @@ class WebhookDelivery(models.Model):
     detail = models.CharField(max_length=500, blank=True)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True, help_text="What Slipway answered.")
     deployment = models.ForeignKey(Deployment, on_delete=models.SET_NULL, null=True, blank=True)
+    # A merge request event: the preview it opened, moved, closed or left waiting for approval.
+    preview = models.ForeignKey(Preview, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     duplicate_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     replay_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replays")
     replayed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,

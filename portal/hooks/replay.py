@@ -8,6 +8,7 @@ from django.db import transaction
 from portal.core.errors import RequestRefused
 from portal.deployments import Deployment, queue_deploy
 from portal.functions import AuditEvent
+from portal.hooks import merge_requests
 
 
 def replay_delivery(delivery, *, user):
@@ -24,6 +25,8 @@ def replay_delivery(delivery, *, user):
         raise RequestRefused("the function is archived: it accepts no deploys")
     if not delivery.authenticated:
         raise RequestRefused("only deliveries that were authenticated can be replayed")
+    if delivery.event_type == merge_requests.EVENT:  # newest wins by the MR's updated_at: a replay would lose
+        raise RequestRefused("a merge request delivery is not replayed: Redeploy its preview on the Previews page")
     try:
         payload = json.loads(delivery.body)
         if not isinstance(payload, dict):

@@ -71,7 +71,9 @@ def mirror_for(function) -> Path | None:
     return source.mirror_path(Path(settings.WORK_DIR), url, scope(function))
 
 
-def fetch(function) -> Path:
+def fetch(function, merge_request: int | None = None) -> Path:
+    """The function's mirror, fetched now; `merge_request`: that MR's head too (a preview)."""
     return source.fetch(function.repository_url, Path(settings.WORK_DIR),
                         allow_local=settings.SLIPWAY_ALLOW_LOCAL_REPOSITORIES, credentials=credentials_for(function),
-                        scope=scope(function), allowed=settings.SLIPWAY_OUTBOUND_ALLOWED_NETWORKS)
+                        scope=scope(function), allowed=settings.SLIPWAY_OUTBOUND_ALLOWED_NETWORKS,
+                        merge_request=merge_request)

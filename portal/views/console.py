@@ -34,6 +34,9 @@ def _environment(function, name: str) -> Environment:
     console targets its Lambda's alias and versions."""
     if not name:
         return function.first_environment
+    preview = function.environments.filter(preview=True, name=name[:32]).first()
+    if preview is not None:  # not in the promotion order, but its aliases are targets
+        return preview
     try:
         return deployments.environment_named(function, name[:32])
     except RequestRefused:
@@ -55,12 +58,25 @@ def rollout_targets(environment: Environment, targets: list[tuple[str, str]]) ->
     return relabelled, {"target": holding.new_version, "compare_with": holding.stable_version}, holding
 
 
+def _initial(request, environment, targets) -> dict:
+    """The form's first choices: the target the link named (Try in console on the Previews
+    page), else the alias; a preview is compared with what is live."""
+    values = [value for value, _ in targets]
+    asked = request.GET.get("target", "")
+    initial = {"target": asked if asked in values else values[0] if environment.preview else environment.alias,
+               "detector": "face"}
+    if environment.preview and ":" in values[-1]:
+        initial["compare_with"] = values[-1]
+    return initial
+
+
 def _context(request, function, form=None, error=None, environment=None) -> dict:
     environment = environment or _environment(function, request.GET.get("environment", ""))
     targets, initial, holding = rollout_targets(environment, deployments.targets(environment))
     may_invoke = access.can(request.user, function, access.DEPLOY) and not function.is_archived
     if may_invoke and form is None and targets:
-        form = ConsoleForm(targets=targets, initial={**initial, "detector": "face"})
+        chosen = _initial(request, environment, targets) if holding is None else {**initial, "detector": "face"}
+        form = ConsoleForm(targets=targets, initial=chosen)
     return {
         "rollout": holding,
         "function": function, "environment": environment, "environments": list(function.environments.all()),
@@ -110,13 +126,20 @@ def _invoke(request, name):
                                 for field, errors in form.errors.items() for error in errors)
             raise console.ConsoleError("invalid-input", message, 400)
         checked = _image(function, form)
-        chosen = [form.cleaned_data["target"]] + ([form.cleaned_data["compare_with"]]
-                                                  if form.cleaned_data.get("compare_with") else [])
+        chosen = _resolved(environment, [form.cleaned_data["target"]] + (
+            [form.cleaned_data["compare_with"]] if form.cleaned_data.get("compare_with") else []))
         run = console.run(function, request.user, checked, form.options(), chosen, environment=environment)
     except console.ConsoleError as exc:
         return render(request, "portal/console.html", _context(request, function, form, error={
             "code": exc.code, "message": exc.message}, environment=environment), status=exc.status)
     return redirect("portal-console-run", name=function.name, pk=run.pk)
+
+
+def _resolved(environment: Environment, values: list[str]) -> list[tuple[Environment, str]]:
+    try:
+        return [deployments.resolve_target(environment, value) for value in values]
+    except ValueError as exc:  # an environment renamed since the form was shown
+        raise console.ConsoleError("no-such-target", str(exc), 404) from None
 
 
 def _image(function, form: ConsoleForm) -> console.CheckedImage:

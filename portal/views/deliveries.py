@@ -29,7 +29,7 @@ def delivery_list(request, name):
     function = access.function_for(request.user, name)
     # Bodies may be megabytes: the page shows the start of each, cut in the database.
     deliveries = (WebhookDelivery.objects.filter(function=function)
-                  .select_related("deployment__environment", "replayed_by")
+                  .select_related("deployment__environment", "replayed_by", "preview")
                   .defer("body").annotate(shown_body=Substr("body", 1, SHOWN_BODY_CHARS), body_chars=Length("body"))
                   .order_by("-received_at", "-pk"))
     page = Paginator(deliveries, PAGE_SIZE).get_page(request.GET.get("page"))

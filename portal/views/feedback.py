@@ -81,7 +81,7 @@ def drift_check(request, name):
             "unchanged": "Still changed outside Slipway, as recorded before.",
             "skipped": f"Not checked: {result.reason}.",
             "no-baseline": f"Not checked: {result.reason}."}[result.outcome]
-    if function.environments.count() > 1:
+    if function.environments.in_order().count() > 1:
         text = f"{environment.name}: {text}"
     (messages.success if result.outcome == "clean" else messages.warning)(request, text)
     return redirect("portal-function", name=function.name)

@@ -48,7 +48,7 @@ def function_list(request):
         request.GET.get("page"))
     newest = Deployment.objects.filter(function=OuterRef("pk")).order_by("-created_at", "-pk")
     # What is live in, and the pause of, the first environment (the one pushes deploy to).
-    first = Environment.objects.filter(function=OuterRef("pk")).order_by("position")
+    first = Environment.objects.in_order().filter(function=OuterRef("pk")).order_by("position")
     live = deployments.went_live(OuterRef("first_environment_id"))
     shown = Function.objects.filter(pk__in=list(page)).annotate(
         first_environment_id=Subquery(first.values("pk")[:1]),
@@ -105,7 +105,7 @@ def function_detail(request, name):
     history = (Deployment.objects.filter(function=function).select_related("build", "requested_by", "environment")
                .prefetch_related("steps").order_by("-created_at", "-pk"))
     page = Paginator(history, 20).get_page(request.GET.get("page"))
-    environments = list(function.environments.all())
+    environments = list(function.environments.in_order())
     serving = {}  # environment id -> the version its alias serves
     release_cards = []
     for each in environments:
@@ -206,7 +206,7 @@ def function_rollback(request, name, pk):
              if mirror and live and release.commit_sha else None)
     return render(request, "portal/rollback_confirm.html", {
         "function": function, "environment": environment, "release": release, "live": live, "going": going,
-        "error": error, "several": function.environments.count() > 1,
+        "error": error, "several": function.environments.in_order().count() > 1,
         "first_position": function.first_environment.position},
         status=409 if error else 200)
 
@@ -220,7 +220,7 @@ def function_resume(request, name):
     chosen = request.POST.get("environment", "").strip()[:32]
     deployments.resume_auto_deploy(function, user=request.user, trigger=Deployment.Trigger.UI, environment=chosen)
     environment = deployments.environment_named(function, chosen)
-    several = len(function.environments.all()) > 1
+    several = function.environments.in_order().count() > 1
     messages.success(request, (f"{_paused_what(environment).capitalize()} of {environment.name} resumed." if several
                                else "Auto-deploy resumed."))
     return redirect("portal-function", name=function.name)

@@ -29,6 +29,7 @@ from portal.models import (
     Deployment,
     DeploymentStep,
     Environment,
+    Preview,
     Rollout,
     WebhookDelivery,
 )
@@ -54,6 +55,7 @@ class DatabaseCollector:
         yield deployments
         yield self._soaking()
         yield from self._rollouts()
+        yield from self._previews()
 
         running = GaugeMetricFamily("slipway_deployments_running", "Deployments running, by step",
                                     labels=["status"])
@@ -150,6 +152,29 @@ class DatabaseCollector:
         for labels, n in sorted(counted.items()):
             aborts.add_metric(list(labels), n)
         yield aborts
+
+    def _previews(self):
+        """Per function with previews on (0 included, so a series exists to alert on): the live
+        previews (open, a version behind their alias: what the cap counts), and the fork heads
+        waiting for a deployer's approval."""
+        live = GaugeMetricFamily("slipway_previews_live", "Merge-request previews live (open, published), by "
+                                 "function", labels=["function"])
+        waiting = GaugeMetricFamily("slipway_previews_awaiting_approval", "Fork merge requests whose head waits "
+                                    "for a deployer's approval, by function", labels=["function"])
+        names = Environment.objects.filter(preview=True, function__archived_at=None).values_list("function__name",
+                                                                                                flat=True)
+        counts = {name: [0, 0] for name in names}
+        for name, version, fork, head, approved in (
+                Preview.objects.filter(state=Preview.State.OPEN, function__archived_at=None)
+                .values_list("function__name", "version", "fork", "head_sha", "approved_sha")):
+            found = counts.setdefault(name, [0, 0])
+            found[0] += bool(version)
+            found[1] += fork and bool(head) and head != approved
+        for name, (n_live, n_waiting) in sorted(counts.items()):
+            live.add_metric([name], n_live)
+            waiting.add_metric([name], n_waiting)
+        yield live
+        yield waiting
 
     def _step_histogram(self):
         histogram = HistogramMetricFamily("slipway_step_duration_seconds", "Pipeline step durations",

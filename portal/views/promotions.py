@@ -84,7 +84,7 @@ def _ahead(previous: Environment, live: Deployment | None) -> tuple[list[Deploym
 
 def columns(function: Function) -> list[Column]:
     """Every environment of `function`, first (where pushes deploy) to last."""
-    environments = list(function.environments.all().order_by("position"))
+    environments = list(function.environments.in_order())
     waiting = _waiting(function)
     shown: list[Column] = []
     previous: Column | None = None

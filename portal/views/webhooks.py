@@ -31,10 +31,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from deploy.errors import SlipwayError
-from portal import deployments
+from portal import deployments, functions
 from portal.core import errors
-from portal.hooks import gitlab
-from portal.models import DeliveryRing, Environment, Function, SeenSignature, WebhookDelivery
+from portal.hooks import gitlab, merge_requests
+from portal.models import AuditEvent, DeliveryRing, Environment, Function, SeenSignature, WebhookDelivery
 
 log = logging.getLogger(__name__)
 Outcome = WebhookDelivery.Outcome
@@ -193,20 +193,14 @@ def _process(delivery: _Delivery, key: str, payload: dict) -> JsonResponse:
     locked (the queue's lock order), its settings read again (a rollback may have
     paused it meanwhile) and the deployment requested."""
     event = delivery.fields["event_type"]
-    decision = gitlab.decide(delivery.function, event, payload)
     delivery.fields["dedupe_key"] = key
+    if event == merge_requests.EVENT:
+        return _merge_request(delivery, key, payload)
+    decision = gitlab.decide(delivery.function, event, payload)
     if not decision.deploy:
-        if key and WebhookDelivery.objects.filter(function=delivery.function, dedupe_key=key,
-                                                  outcome__in=WebhookDelivery.CLAIMS_KEY).exists():
-            return _duplicate(delivery, key)
-        outcome = Outcome.PAUSED if decision.paused else Outcome.IGNORED
-        delivery.record(outcome, decision.detail, 200)
-        return _answer(200, outcome=outcome, detail=decision.detail)
-    try:
-        with transaction.atomic():
-            row = delivery.record(Outcome.ACCEPTED, decision.detail, 200)
-    except IntegrityError:
-        delivery.row = None
+        return _ignored(delivery, key, decision.detail, Outcome.PAUSED if decision.paused else Outcome.IGNORED)
+    row = _claim(delivery, decision.detail)
+    if row is None:
         return _duplicate(delivery, key)
     # The feedback settings come with the lock: the request reports to GitLab from them. Then
     # its environments' rows, locked and read in one query (the lock order: function, then
@@ -229,6 +223,54 @@ def _process(delivery: _Delivery, key: str, payload: dict) -> JsonResponse:
         return _answer(200, outcome=Outcome.IGNORED, detail=str(exc))
     WebhookDelivery.objects.filter(pk=row.pk).update(deployment=deployment, took_ms=delivery.took_ms())
     return _answer(200, outcome=Outcome.ACCEPTED, detail=decision.detail, deployment=deployment.pk)
+
+
+def _ignored(delivery: _Delivery, key: str, detail: str, outcome: str = Outcome.IGNORED) -> JsonResponse:
+    """Nothing to do: logged as ignored (or paused), unless its key was already accepted."""
+    if key and WebhookDelivery.objects.filter(function=delivery.function, dedupe_key=key,
+                                              outcome__in=WebhookDelivery.CLAIMS_KEY).exists():
+        return _duplicate(delivery, key)
+    delivery.record(outcome, detail, 200)
+    return _answer(200, outcome=outcome, detail=detail)
+
+
+def _claim(delivery: _Delivery, detail: str) -> WebhookDelivery | None:
+    """Record the delivery accepted, claiming its key in a savepoint; None: a twin has it."""
+    try:
+        with transaction.atomic():
+            return delivery.record(Outcome.ACCEPTED, detail, 200)
+    except IntegrityError:
+        delivery.row = None
+        return None
+
+
+def _merge_request(delivery: _Delivery, key: str, payload: dict) -> JsonResponse:
+    """A merge request event: a preview opened, moved, closed, or waiting for a fork's approval
+    (portal/deployments/previews.py). The delivery's row links the preview it moved."""
+    function = delivery.function
+    environment = functions.preview_environment(function)
+    decision = merge_requests.decide(function, payload, environment.preview_policy if environment else None)
+    if decision.merge_request is None:
+        if decision.refused:
+            AuditEvent.record("preview.refused", function=function, actor_label="webhook", reason=decision.detail)
+        return _ignored(delivery, key, decision.detail)
+    row = _claim(delivery, decision.detail)
+    if row is None:
+        return _duplicate(delivery, key)
+    function = Function.objects.select_for_update().get(pk=function.pk)  # the lock order: the function first
+    if function.is_archived:
+        raise _Answer(401, "unauthorized", "the function is archived: it accepts no deliveries")
+    try:
+        received = deployments.receive_merge_request(function, decision.merge_request, delivery=row.pk)
+    except errors.RequestRefused as exc:
+        WebhookDelivery.objects.filter(pk=row.pk).update(outcome=Outcome.IGNORED, detail=str(exc)[:500])
+        return _answer(200, outcome=Outcome.IGNORED, detail=str(exc))
+    outcome = Outcome.ACCEPTED if received.accepted else Outcome.IGNORED
+    WebhookDelivery.objects.filter(pk=row.pk).update(outcome=outcome, detail=received.detail[:500],
+                                                     preview=received.preview, deployment=received.deployment,
+                                                     took_ms=delivery.took_ms())
+    extra = {"deployment": received.deployment.pk} if received.deployment else {}
+    return _answer(200, outcome=outcome, detail=received.detail, merge_request=decision.merge_request.iid, **extra)
 
 
 def _duplicate(delivery: _Delivery, key: str) -> JsonResponse:

@@ -25,7 +25,7 @@ class Command(BaseCommand):
                                         commit=options["commit"], environment=options["environment"])
         except RequestRefused as exc:
             raise CommandError(str(exc)) from None
-        where = f" to {deployment.environment.name}" if function.environments.count() > 1 else ""
+        where = f" to {deployment.environment.name}" if function.environments.in_order().count() > 1 else ""
         self.stdout.write(f"queued deployment #{deployment.pk} of {function.name}{where} at {deployment.ref}")
         if options["wait"]:
             finish(deployment, self.stdout.write)

@@ -19,6 +19,6 @@ class Command(BaseCommand):
             resume_auto_deploy(function, environment=environment.name)
         except RequestRefused as exc:
             raise CommandError(str(exc)) from None
-        where = f" ({environment.name})" if function.environments.count() > 1 else ""
+        where = f" ({environment.name})" if function.environments.in_order().count() > 1 else ""
         was = environment.paused_reason
         self.stdout.write(f"auto-deploy of {function.name}{where} resumed" + (f" (was paused: {was})" if was else ""))
