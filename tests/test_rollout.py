@@ -100,6 +100,16 @@ def test_all_at_once_when_the_alias_does_not_exist_yet(function, signals):
     assert not Rollout.objects.exists()
 
 
+def test_a_preview_never_rolls_out_even_when_its_environment_says_canary(function, signals):
+    weighted(function)  # set behind the form's back, which refuses it for a preview environment
+    Environment.objects.filter(pk=function.first_environment.pk).update(preview=True)
+    deployment = shifting(function)
+    plane = Plane()
+    with plane.serving():
+        assert not rollout.start(deployment, log_of(deployment))
+    assert plane.writes == [] and not Rollout.objects.exists()
+
+
 def test_a_changed_execution_role_falls_back_to_all_at_once_on_the_timeline(function, signals):
     weighted(function)
     deployment = shifting(function)

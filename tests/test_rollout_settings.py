@@ -139,3 +139,15 @@ def test_the_api_refuses_a_preset_that_disagrees_and_bad_settings_by_field(api, 
 def test_the_api_refuses_an_unknown_rollout_key(api, production):
     answer = api.call("patch", ENV, {"rollout": {"weight": 0.5}}, name="hello", env="production")
     assert answer.status_code == 400
+
+
+def test_the_preview_environment_always_moves_all_at_once(function, production, settings):
+    from tests.previews import previews_on
+
+    settings.SLIPWAY_PREVIEW_EXECUTION_ROLE = "arn:aws:iam::123456789012:role/slipway-preview"
+    preview = previews_on(function)
+    form = _form(function, preview, rollout_preset="Canary10Percent5Minutes")
+    assert not form.is_valid()
+    assert "always moves all at once" in form.errors["rollout_strategy"][0]
+    preview.refresh_from_db()
+    assert preview.rollout_strategy == Environment.Strategy.ALL_AT_ONCE

@@ -127,6 +127,10 @@ class RolloutEnvironmentForm(functions.EnvironmentForm):
             data["rollout_minutes"] = preset.minutes or data["rollout_minutes"]
         if any(field in self.errors for field in self.STORED):
             return data  # the field's own message says it; the rules need every value
+        if self.instance.preview and data["rollout_strategy"] != Environment.Strategy.ALL_AT_ONCE:
+            self.add_error("rollout_strategy", "the preview environment always moves all at once: a merge "
+                           "request's alias has no stable version to share traffic with")
+            return data
         found = strategies.problems(
             function_name=self.function.name, strategy=data["rollout_strategy"], percent=data["rollout_percent"],
             minutes=data["rollout_minutes"], alarm=data["rollout_alarm_text"],

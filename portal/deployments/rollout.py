@@ -200,7 +200,8 @@ def start(deployment: Deployment, out: StepLog) -> bool:
     is ROLLING_OUT; the beat's ticks take it on."""
     environment = deployment.environment
     strategy = environment.rollout_strategy
-    if strategy not in (routing.CANARY, routing.LINEAR) or deployment.kind == Deployment.Kind.ROLLBACK:
+    if strategy not in (routing.CANARY, routing.LINEAR) or environment.preview or deployment.kind in (
+            Deployment.Kind.ROLLBACK, Deployment.Kind.PREVIEW):  # a preview's mr-<iid> alias has no stable version
         return False
     name, alias, new = environment.lambda_name, environment.alias, deployment.version
     found = lambdas.get_alias(name, alias)

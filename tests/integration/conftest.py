@@ -492,7 +492,8 @@ def detector_function(transactional_db, detector_plane):
 
 # The beat's entries a test's own beat holds off, unless it names them.
 _BEAT_HELD_OFF = ("SLIPWAY_PROMOTION_TICK", "SLIPWAY_GATE_TICK", "SLIPWAY_SWEEP_INTERVAL",
-                  "SLIPWAY_RECONCILE_INTERVAL", "SLIPWAY_DRIFT_INTERVAL", "SLIPWAY_ROLLOUT_TICK", "SLIPWAY_PREVIEW_SWEEP_INTERVAL")
+                  "SLIPWAY_RECONCILE_INTERVAL", "SLIPWAY_DRIFT_INTERVAL", "SLIPWAY_ROLLOUT_TICK",
+                  "SLIPWAY_PREVIEW_SWEEP_INTERVAL")
 
 
 @contextlib.contextmanager
