@@ -86,6 +86,18 @@ def test_remove_then_redeploy_from_the_page(client, cast, function):
     assert Preview.objects.get().state == "open"
 
 
+def test_a_preview_deployments_page_names_its_merge_request_and_alias(client, cast, function):
+    hook(function)
+    previews_on(function)
+    mr_deliver(client, merge_request())
+    deployment = Deployment.objects.get(kind="preview")
+    client.force_login(cast["bob"])
+    page = client.get(f"/deployments/{deployment.pk}/").content.decode()
+    head = page.split('id="deployment-environment"')[1].split("</p>")[0]
+    assert "alias <code>mr-12</code>" in head and "<code>live</code>" not in head
+    assert 'id="preview-of" href="/functions/hello/previews/">!12</a>' in head
+
+
 def test_try_in_console_targets_the_preview_alias_compared_with_live(client, cast, function):
     environment = previews_on(function)
     released(function, "2", "b" * 40)  # what production's alias serves
