@@ -18,6 +18,8 @@ Does I/O (git, Docker, ECR, Lambda) through deploy/. Run by the worker's tasks
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from portal.deployments import events, gates, plan, queue, rollout, steps
 from portal.deployments import rollback as rollbacks
 from portal.deployments.models import Build, Deployment
@@ -60,23 +62,30 @@ def _deploy(run: steps.Run, rec: Recorder) -> None:
         events.stale.send(Deployment, deployment=deployment, reason=run.stale)
         raise Stopped(Status.SUPERSEDED, "stale", run.stale)
     check_stop(deployment)
-    if deployment.kind == Deployment.Kind.REDEPLOY:  # ECR holds this build's image
-        rec.skip("build", f"ECR already holds {run.function.ecr_repository}:{run.build.tag} "
-                          f"({run.build.digest}); not rebuilt")
-        rec.skip("push", "nothing to push")
-    else:
-        try:
-            with rec.step("build") as out:
-                steps.build_image(run, out)
-            check_stop(deployment)
-            with rec.step("push") as out:
-                steps.push_image(run, out)
-        finally:
-            Build.fail_unfinished(run.build.pk)  # a no-op once pushed; otherwise it never stays building
+    build_and_push(run, rec, lambda: check_stop(deployment),
+                   held=deployment.kind == Deployment.Kind.REDEPLOY)  # a redeploy: ECR holds this build's image
     check_stop(deployment)
     ship(run, rec)
     rollbacks.enter_shift(deployment)  # the last moment a rollback can still win
     shift(run, rec)
+
+
+def build_and_push(run: steps.Run, rec: Recorder, between: Callable[[], None], *, held: bool) -> None:
+    """build -> push, `between` (the caller's stop check) between them; `held`: ECR already holds
+    the build's image, both recorded as skipped. A build that did not reach ECR ends failed."""
+    if held:
+        rec.skip("build", f"ECR already holds {run.function.ecr_repository}:{run.build.tag} "
+                          f"({run.build.digest}); not rebuilt")
+        rec.skip("push", "nothing to push")
+        return
+    try:
+        with rec.step("build") as out:
+            steps.build_image(run, out)
+        between()
+        with rec.step("push") as out:
+            steps.push_image(run, out)
+    finally:
+        Build.fail_unfinished(run.build.pk)  # a no-op once pushed; otherwise it never stays building
 
 
 def _resume(run: steps.Run, rec: Recorder) -> None:

@@ -26,7 +26,7 @@ from deploy.errors import UserError
 from portal import sources
 from portal.deployments import events, preview_cleanup, steps
 from portal.deployments.models import Build, Deployment, Preview
-from portal.deployments.pipeline import ship
+from portal.deployments.pipeline import build_and_push, ship
 from portal.deployments.recording import Recorder, StepLog, Stopped, check_stop, retrying, settle
 from portal.functions import Environment, Function, PreviewPolicy
 
@@ -53,19 +53,7 @@ def _preview(run: steps.Run, rec: Recorder) -> None:
         events.stale.send(Deployment, deployment=run.deployment, reason=run.stale)
         raise Stopped(Status.SUPERSEDED, "stale", run.stale)
     check_open(run)
-    if run.adopted:
-        rec.skip("build", f"ECR already holds {run.function.ecr_repository}:{run.build.tag} ({run.build.digest}); "
-                          "not rebuilt")
-        rec.skip("push", "nothing to push")
-    else:
-        try:
-            with rec.step("build") as out:
-                steps.build_image(run, out)
-            check_open(run)
-            with rec.step("push") as out:
-                steps.push_image(run, out)
-        finally:
-            Build.fail_unfinished(run.build.pk)
+    build_and_push(run, rec, lambda: check_open(run), held=run.adopted)
     check_open(run)
     ship(run, rec)
     enter_alias(run)
