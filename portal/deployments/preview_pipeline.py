@@ -25,7 +25,7 @@ from deploy import ecr, lambdas, source
 from deploy.errors import UserError
 from portal import sources
 from portal.deployments import events, preview_cleanup, steps
-from portal.deployments.models import Build, Deployment, Preview
+from portal.deployments.models import Deployment, Preview
 from portal.deployments.pipeline import build_and_push, ship
 from portal.deployments.recording import Recorder, StepLog, Stopped, check_stop, retrying, settle
 from portal.functions import Environment, Function, PreviewPolicy
@@ -90,12 +90,7 @@ def fetch_head(run: steps.Run, out: StepLog) -> None:
     inputs = steps.build_inputs(function, fork=preview.fork)
     if preview.fork:
         out("a fork's merge request: built without the function's build args and without the layer cache")
-    build, _ = Build.objects.get_or_create(
-        function=function, inputs_digest=Build.digest_inputs(wanted, function.architecture, inputs),
-        defaults={"commit_sha": wanted, "architecture": function.architecture, "inputs": inputs,
-                  "repository": function.ecr_repository})
-    run.record(commit_sha=wanted, build=build, commit_message=commit.subject if commit else "",
-               commit_author=commit.author if commit else "")
+    steps.record_build(run, wanted, commit, inputs)
     run.repository_uri = ecr.ensure_repository(function.ecr_repository)
     run.adopted = steps.adopt_held_image(run, out)
 

@@ -119,19 +119,26 @@ def fetch_source(run: Run, out: StepLog) -> None:
     commit = source.describe(run.mirror, sha)
     known_before = bool(deployment.commit_sha)
     out(f"{wanted} is {sha}" + (f": {commit.subject} ({commit.author})" if commit else ""))
-    inputs = build_inputs(function)
-    build, _ = Build.objects.get_or_create(
-        function=function, inputs_digest=Build.digest_inputs(sha, function.architecture, inputs),
-        defaults={"commit_sha": sha, "architecture": function.architecture, "inputs": inputs,
-                  "repository": function.ecr_repository})
-    run.record(commit_sha=sha, build=build, commit_message=commit.subject if commit else "",
-               commit_author=commit.author if commit else "")
+    record_build(run, sha, commit, build_inputs(function))
     if not known_before:  # a deploy of a branch or tag: GitLab hears of it now that the commit is known
         events.status_changed.send(Deployment, deployment=deployment)
     run.repository_uri = ecr.ensure_repository(function.ecr_repository)
     # Build once, deploy many: an immutable tag that ECR holds is this build's image.
     if adopt_held_image(run, out):
         run.record(kind=Deployment.Kind.REDEPLOY)
+
+
+def record_build(run: Run, sha: str, commit, inputs: dict) -> Build:
+    """Find or make the Build of `sha` with `inputs` (one per set of inputs, never rebuilt) and
+    record it, with the commit's subject and author, on the run's deployment."""
+    function = run.function
+    build, _ = Build.objects.get_or_create(
+        function=function, inputs_digest=Build.digest_inputs(sha, function.architecture, inputs),
+        defaults={"commit_sha": sha, "architecture": function.architecture, "inputs": inputs,
+                  "repository": function.ecr_repository})
+    run.record(commit_sha=sha, build=build, commit_message=commit.subject if commit else "",
+               commit_author=commit.author if commit else "")
+    return build
 
 
 def adopt_held_image(run: Run, out: StepLog) -> bool:
