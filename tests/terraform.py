@@ -151,4 +151,9 @@ def recorded_calls(path: Path) -> dict[str, set[str]]:
 
 
 def not_allowed(role: str, operations: set[str]) -> list[str]:
-    return sorted(op for op in operations if iam_action(op) not in LOCAL_ONLY and not allows(role, iam_action(op)))
+    return sorted(op for op in operations if not local_only(op) and not allows(role, iam_action(op)))
+
+
+def local_only(operation: str) -> bool:
+    """Named as recorded (s3:HeadBucket) or as IAM names it (monitoring:… is cloudwatch:…)."""
+    return operation in LOCAL_ONLY or iam_action(operation) in LOCAL_ONLY

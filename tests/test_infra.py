@@ -171,3 +171,11 @@ def test_the_worker_makes_urls_and_public_statements_on_preview_aliases_only():
         (statement,) = [s for s in tf.statements("worker") if operation in tf.unquote(s["actions"])]
         assert tf.unquote(statement["resources"]) == ["${local.lambda_arns}:mr-*"], operation
     assert not tf.allows("web", "lambda:AddPermission") and not tf.allows("web", "lambda:CreateFunctionUrlConfig")
+
+
+def test_local_only_calls_are_excused_by_the_name_they_are_recorded_under():
+    # Recorded as botocore signs them: s3:HeadBucket (IAM: s3:ListBucket), monitoring:SetAlarmState
+    # (IAM: cloudwatch:SetAlarmState). Both are the local plane's or the tests' only.
+    assert tf.not_allowed("web", {"s3:HeadBucket", "s3:CreateBucket"}) == []
+    assert tf.not_allowed("worker", {"monitoring:SetAlarmState", "s3:HeadBucket"}) == []
+    assert tf.not_allowed("web", {"s3:HeadBucket", "lambda:DeleteFunction"}) == ["lambda:DeleteFunction"]
