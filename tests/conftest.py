@@ -142,6 +142,16 @@ def receiver():
 
 
 @pytest.fixture
+def fake():
+    """A fake GitLab on 127.0.0.1 (tests/fake_gitlab.py): commit statuses, deployments, MR notes."""
+    from tests.fake_gitlab import FakeGitLab
+
+    made = FakeGitLab().start()
+    yield made
+    made.stop()
+
+
+@pytest.fixture
 def function(db):
     return create_function(name="hello", repository_url="https://gitlab.example.com/team/hello.git",
                            ecr_repository="team/hello", lambda_name="team-hello")

@@ -13,18 +13,11 @@ from portal.celery import GITLAB_DEPLOYMENT_TASK
 from portal.feedback import gitlab_deployments as gitlab
 from portal.models import Deployment, DeploymentStep, Environment, NotificationAttempt
 from tests.conftest import add_environment
-from tests.fake_gitlab import TOKEN, FakeGitLab
+from tests.fake_gitlab import TOKEN
 from tests.test_feedback import reporting
 
 SHA = "5e6f7a8b9c0d" + "0" * 28
 Status = Deployment.Status
-
-
-@pytest.fixture
-def fake():
-    made = FakeGitLab().start()
-    yield made
-    made.stop()
 
 
 @pytest.fixture

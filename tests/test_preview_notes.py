@@ -11,19 +11,11 @@ from deploy import outbound
 from portal.feedback import delivery, preview_notes
 from portal.feedback import status as feedback
 from portal.models import Deployment, Preview, PreviewPolicy
-from tests.fake_gitlab import FakeGitLab
 from tests.preview_fixtures import open_preview, preview_environment, queued
 from tests.test_feedback import reporting
 
 SHA = "a" * 40
 Status = Deployment.Status
-
-
-@pytest.fixture
-def fake():
-    made = FakeGitLab().start()
-    yield made
-    made.stop()
 
 
 @pytest.fixture
