@@ -11,6 +11,7 @@ the next tick (or the abort task) does the AWS calls, in a pool process.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -66,44 +67,45 @@ def _running(deployment: Deployment) -> Rollout:
     return rollout
 
 
+def _control(deployment: Deployment, user, action: str, audited: str, said: str,
+             change: Callable[[Rollout], dict | None]) -> Deployment:
+    """One manual control under the rollout's row lock: `change` gives the fields to write,
+    or None when the rollout already is so (then nothing is written, recorded or audited)."""
+    with transaction.atomic():
+        rollout = _running(deployment)
+        fields = change(rollout)
+        if fields is not None:
+            Rollout.objects.filter(pk=rollout.pk).update(**fields)
+            record(rollout, action, f"{said} by {user.get_username() if user else 'system'}")
+            _audit(deployment, audited, user, weight=rollout.weight)
+    deployment.refresh_from_db()
+    return deployment
+
+
 def pause(deployment: Deployment, user) -> Deployment:
     """Hold the weight where it is: the tick still watches the signals, and aborts once it was
     paused longer than SLIPWAY_ROLLOUT_PAUSE_MAX."""
-    with transaction.atomic():
-        rollout = _running(deployment)
-        if rollout.paused_at is None:
-            Rollout.objects.filter(pk=rollout.pk).update(paused_at=Now())
-            record(rollout, Action.PAUSE, f"paused by {user.get_username() if user else 'system'}")
-            _audit(deployment, "paused", user, weight=rollout.weight)
-    deployment.refresh_from_db()
-    return deployment
+    return _control(deployment, user, Action.PAUSE, "paused", "paused",
+                    lambda rollout: {"paused_at": Now()} if rollout.paused_at is None else None)
 
 
 def resume(deployment: Deployment, user) -> Deployment:
     """Go on from where it was paused: the step keeps the time it had left."""
-    with transaction.atomic():
-        rollout = _running(deployment)
-        if rollout.paused_at is not None:
-            now = timezone.now()
-            started = rollout.step_started_at or now
-            Rollout.objects.filter(pk=rollout.pk).update(paused_at=None, next_tick_at=now,
-                                                         step_started_at=started + (now - rollout.paused_at))
-            record(rollout, Action.RESUME, f"resumed by {user.get_username() if user else 'system'}")
-            _audit(deployment, "resumed", user, weight=rollout.weight)
-    deployment.refresh_from_db()
-    return deployment
+    def change(rollout: Rollout) -> dict | None:
+        if rollout.paused_at is None:
+            return None
+        now = timezone.now()
+        started = rollout.step_started_at or now
+        return {"paused_at": None, "next_tick_at": now, "step_started_at": started + (now - rollout.paused_at)}
+
+    return _control(deployment, user, Action.RESUME, "resumed", "resumed", change)
 
 
 def promote_now(deployment: Deployment, user) -> Deployment:
     """Skip the remaining steps: the next tick (due now) moves the alias to the new version."""
-    with transaction.atomic():
-        rollout = _running(deployment)
-        if not rollout.promote_now:
-            Rollout.objects.filter(pk=rollout.pk).update(promote_now=True, paused_at=None, next_tick_at=Now())
-            record(rollout, Action.PROMOTE, f"promoted now by {user.get_username() if user else 'system'}")
-            _audit(deployment, "promoted", user, weight=rollout.weight)
-    deployment.refresh_from_db()
-    return deployment
+    return _control(deployment, user, Action.PROMOTE, "promoted", "promoted now",
+                    lambda rollout: None if rollout.promote_now else {
+                        "promote_now": True, "paused_at": None, "next_tick_at": Now()})
 
 
 def request_abort(deployment: Deployment, signal: str, reason: str, *, user=None) -> bool:
